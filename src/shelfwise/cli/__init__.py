@@ -1,0 +1,1 @@
+"""Layer 8: the ``shelfwise`` command. Thin: parses arguments, calls the layers below, prints."""

@@ -1,0 +1,289 @@
+"""The ``shelfwise`` command. Every command that touches data takes ``--db URL``; ``--json`` prints
+one JSON object on stdout; a user error exits non-zero with one line on stderr, never a traceback.
+Heavy modules are imported inside the commands so ``shelfwise --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from shelfwise.core.errors import ShelfwiseError
+
+app = typer.Typer(
+    name="shelfwise",
+    help="Search, recommendations and shopper-behaviour analytics for an online shop.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ingest_app = typer.Typer(help="Check, clean, pseudonymise and store a file of events or items.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="store URL (sqlite:///PATH or postgresql://HOST:PORT/DB); "
+                                          "default: the embedded SQLite store under ./var/")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"shelfwise: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn what the user can fix into one line on stderr and a non-zero exit."""
+    try:
+        yield
+    except ShelfwiseError as exc:
+        _fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _settings() -> Any:
+    from shelfwise.core.logging import configure_logging
+    from shelfwise.core.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    return settings
+
+
+def _store(db: str | None) -> Any:
+    from shelfwise.store import open_store
+
+    return open_store(db or _settings().store_url)
+
+
+def _emit(payload: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    else:
+        typer.echo(human(payload))
+
+
+@contextmanager
+def _progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+    """A byte-based progress bar on stderr."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    console = Console(stderr=True)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+@app.command()
+def datasets(as_json: JsonOption = False) -> None:
+    """List the dataset formats shelfwise reads, their licence and where the file was found."""
+    with _user_errors():
+        from shelfwise.data.readers import FORMATS
+        from shelfwise.data.readers.locate import find_dataset_file
+
+        rows = []
+        for fmt in FORMATS.values():
+            path = find_dataset_file(fmt)
+            rows.append({"format": fmt.name, "kind": fmt.kind, "title": fmt.title, "licence": fmt.licence,
+                         "redistributable": fmt.redistributable, "path": str(path) if path else None})
+
+        def human(payload: dict[str, Any]) -> str:
+            out = []
+            for r in payload["formats"]:
+                where = r["path"] or ("(your file)" if not r["licence"] or r["licence"] == "n/a" else "not found")
+                out.append(f"{r['format']:<16} {r['kind']:<8} {where}\n{'':<26}{r['title']}  [{r['licence']}]")
+            return "\n".join(out)
+
+        _emit({"formats": rows}, as_json, human)
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+def _ingest(kind: str, path: Path, fmt_name: str, db: str | None, as_json: bool, unknown_items: str,
+            limit: int | None, mapping: list[str] | None, ts_unit: str | None, tz: str | None) -> None:
+    with _user_errors():
+        from shelfwise.data.readers import get_format
+        from shelfwise.store.ingest import ingest_events, ingest_items
+
+        settings = _settings()
+        fmt = get_format(fmt_name)
+        if mapping or ts_unit or tz:
+            fmt = _mapped_format(fmt, kind, mapping or [], ts_unit, tz)
+        if not path.exists():
+            raise _input_error(f"{path}: no such file")
+        with _store(db) as store, _progress(f"ingest {fmt.name}") as progress:
+            if kind == "events":
+                report = ingest_events(store, path, fmt, settings, progress=progress,
+                                       unknown_items=unknown_items, limit=limit)
+            else:
+                report = ingest_items(store, path, fmt, settings, progress=progress, limit=limit)
+
+        def human(r: dict[str, Any]) -> str:
+            lines = [f"{r['source']}: {r['records']:,} records in {r['seconds']:.1f} s "
+                     f"({r['records_per_second']:,.0f}/s): {r['accepted']:,} accepted, "
+                     f"{r['duplicates']:,} duplicates, {r['quarantined']:,} quarantined"]
+            lines += [f"  quarantined {reason}: {n:,}" for reason, n in r["reasons"].items()]
+            lines += [f"  converted {name}: {n:,}" for name, n in r["conversions"].items()]
+            if kind == "events":
+                lines.append(f"  users: {r['users']:,} ({r['flagged_users']:,} flagged as likely bots); "
+                             f"guest events: {r['guest_events']:,}; items touched: {r['items_upserted']:,}")
+            return "\n".join(lines)
+
+        _emit(report.to_dict(), as_json, human)
+
+
+def _input_error(message: str) -> ShelfwiseError:
+    from shelfwise.core.errors import InputFileError
+
+    return InputFileError(message)
+
+
+def _mapped_format(fmt: Any, kind: str, mapping: list[str], ts_unit: str | None, tz: str | None) -> Any:
+    from shelfwise.data.readers.generic import ColumnMapping, make_generic_format
+
+    base = fmt.name.split("-")[0]
+    if base not in ("csv", "jsonl", "parquet"):
+        raise _input_error(f"--map/--ts-unit/--tz apply to the generic formats csv, jsonl and parquet, "
+                           f"not {fmt.name!r}")
+    columns: dict[str, str] = {}
+    for pair in mapping:
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise _input_error(f"--map expects FIELD=COLUMN, got {pair!r}")
+        columns[field.strip()] = column.strip()
+    options: dict[str, Any] = {"columns": columns}
+    if ts_unit:
+        options["ts_unit"] = ts_unit
+    if tz:
+        options["tz"] = tz
+    try:
+        spec = ColumnMapping(**options)
+    except ValueError as exc:
+        raise _input_error(f"invalid column mapping: {str(exc).splitlines()[-1].strip()}") from None
+    return make_generic_format(kind, fmt.name, spec)
+
+
+PathArg = Annotated[Path, typer.Argument(help="file to read (.gz is read directly)")]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="format name; see `shelfwise datasets`")]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="read only the first N records")]
+MapOpt = Annotated[list[str] | None, typer.Option("--map", help="generic formats: FIELD=COLUMN, repeatable")]
+TsUnitOpt = Annotated[str | None, typer.Option("--ts-unit", help="generic formats: iso, s or ms")]
+TzOpt = Annotated[str | None, typer.Option("--tz", help="generic formats: zone of times without one")]
+
+
+@ingest_app.command("events")
+def ingest_events_cmd(
+    path: PathArg,
+    fmt: FormatOpt,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    unknown_items: Annotated[str, typer.Option(
+        "--unknown-items", help="create: add missing items to the catalogue; quarantine: reject the event")] = "create",
+    limit: LimitOpt = None,
+    mapping: MapOpt = None,
+    ts_unit: TsUnitOpt = None,
+    tz: TzOpt = None,
+) -> None:
+    """Ingest shopper events (views, carts, purchases, returns, searches…)."""
+    if unknown_items not in ("create", "quarantine"):
+        _fail("--unknown-items must be create or quarantine", 2)
+    _ingest("events", path, fmt, db, as_json, unknown_items, limit, mapping, ts_unit, tz)
+
+
+@ingest_app.command("items")
+def ingest_items_cmd(
+    path: PathArg,
+    fmt: FormatOpt,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    limit: LimitOpt = None,
+    mapping: MapOpt = None,
+) -> None:
+    """Ingest catalogue items (fields given replace the stored ones)."""
+    _ingest("items", path, fmt, db, as_json, "create", limit, mapping, None, None)
+
+
+# --- quality, backup, restore -------------------------------------------------------------------
+
+@app.command("quality-report")
+def quality_report(
+    db: DbOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="directory for .json, .md and .png; "
+                                                            "default: var/reports/quality")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Counts of accepted, duplicate and quarantined records by source, reason and field."""
+    with _user_errors():
+        from shelfwise.store.quality_report import write_quality_report
+
+        settings = _settings()
+        with _store(db) as store:
+            report, paths = write_quality_report(store, out or settings.var_dir / "reports" / "quality")
+        report["files"] = {k: str(v) for k, v in paths.items()}
+        _emit(report, as_json, lambda _: paths["markdown"].read_text() + f"\n(written to {paths['markdown'].parent})")
+
+
+@app.command()
+def backup(
+    out: Annotated[Path, typer.Option("--out", help="new directory for the backup")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Back up every table (Parquet + a manifest with row counts and checksums)."""
+    with _user_errors():
+        from shelfwise.store.backup import backup as run_backup
+
+        with _store(db) as store:
+            manifest = run_backup(store, out)
+        _emit(manifest, as_json, lambda m: "\n".join(
+            [f"backup of {m['source']} in {out} ({m['seconds']:.1f} s)"]
+            + [f"  {name}: {t['rows']:,} rows, checksum {t['checksum'][:16]}…" for name, t in m["tables"].items()]))
+
+
+@app.command()
+def restore(
+    backup_dir: Annotated[Path, typer.Argument(help="a directory written by `shelfwise backup`")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore a backup into an empty store and verify every table's rows and checksum."""
+    with _user_errors():
+        from shelfwise.store.backup import read_manifest
+        from shelfwise.store.backup import restore as run_restore
+
+        read_manifest(backup_dir)  # refuse a corrupt backup before creating anything
+        with _store(db) as store:
+            result = run_restore(store, backup_dir)
+        _emit(result, as_json, lambda r: "\n".join(
+            [f"restored {backup_dir} in {r['seconds']:.1f} s; every table verified"]
+            + [f"  {name}: {t['rows']:,} rows, checksum {t['checksum'][:16]}… ok" for name, t in r["tables"].items()]))
+
+
+def main() -> None:  # pragma: no cover - entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

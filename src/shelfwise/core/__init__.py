@@ -1,0 +1,1 @@
+"""Layer 1: settings, errors, ids, clock and logging. Imports nothing else from shelfwise."""

@@ -1,0 +1,1 @@
+"""Layer 2: record schemas, dataset readers, quality control and privacy."""

@@ -1,0 +1,395 @@
+"""Quality control at ingest: every record is parsed, range-checked, normalised and made private,
+or quarantined with the field and the reason. A bad record never takes a good neighbour with it.
+
+``EventGate.check(draft)`` returns an ``Event`` or a ``Rejection``; ``ItemGate`` does the same for
+catalogue records. ``UserActivity`` follows each user's pace to flag likely bots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
+
+from shelfwise.core.ids import content_id
+from shelfwise.data.normalize import category_path, clean_text, currency_code
+from shelfwise.data.privacy import Pseudonymizer, scrub_pii
+from shelfwise.data.readers.base import Draft, Problem, TimeSpec
+from shelfwise.data.schemas import ID_MAX, ITEM_EVENT_TYPES, MONEY_EVENT_TYPES, Event, Item, parse_event_type
+
+# Reasons, once. The quality report groups by these.
+MISSING_FIELD = "missing_field"
+BAD_TYPE = "bad_type"
+NOT_FINITE = "not_finite"
+OUT_OF_RANGE = "out_of_range"
+NEGATIVE_PRICE = "negative_price"
+ZERO_PRICE = "zero_price"
+NEGATIVE_QUANTITY = "negative_quantity"
+ZERO_QUANTITY = "zero_quantity"
+BAD_TIMESTAMP = "bad_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
+BEFORE_SHOP_START = "before_shop_start"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
+UNKNOWN_ITEM = "unknown_item"
+UNKNOWN_CURRENCY = "unknown_currency"
+FIELD_TOO_LARGE = "field_too_large"
+
+MAX_QUANTITY = 1_000_000
+MAX_PRICE = 1e9
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "in stock", "available", "instock"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "out of stock", "unavailable", "outofstock", "sold out"})
+
+
+class Rejection(NamedTuple):
+    line_no: int
+    raw: str
+    field: str | None
+    reason: str
+    detail: str
+
+    @classmethod
+    def of(cls, problem: Problem) -> Rejection:
+        """A reader's problem: the line could not be parsed, so it is kept as text, contact details scrubbed."""
+        return cls(problem.line_no, scrub_pii(problem.raw)[0], problem.field, problem.reason, problem.detail)
+
+
+class _Bad(Exception):
+    """Raised inside a check to reject the record; caught once per record."""
+
+    def __init__(self, field: str, reason: str, detail: str) -> None:
+        self.field, self.reason, self.detail = field, reason, detail
+
+
+@dataclass
+class GateConfig:
+    source: str
+    time: TimeSpec = TimeSpec()
+    currency: str | None = None
+    shop_start: date = date(1995, 1, 1)
+    now_ms: int = 0
+    future_tolerance_ms: int = 300_000
+    max_text: int = 20_000
+    unknown_items: str = "create"  # or "quarantine"
+
+
+@dataclass
+class GateStats:
+    """What the gate saw beyond accept/reject: conversions, PII scrubbed, guests."""
+
+    notes: Counter[str] = field(default_factory=Counter)
+    pii_scrubbed: int = 0
+    guests: int = 0
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise _Bad(name, BAD_TYPE, f"{value!r} is not a number")
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
+        text = str(value).strip().replace(",", "") if value is not None else ""
+        if not text:
+            raise _Bad(name, MISSING_FIELD, "empty")
+        try:
+            number = float(text)
+        except ValueError:
+            raise _Bad(name, BAD_TYPE, f"{text[:40]!r} is not a number") from None
+    if not math.isfinite(number):
+        raise _Bad(name, NOT_FINITE, f"{value!r}")
+    return number
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+class _Common:
+    def __init__(self, config: GateConfig, pseudonymize: Pseudonymizer) -> None:
+        self.config = config
+        self.pseudonymize = pseudonymize
+        self.stats = GateStats()
+        self._tz = ZoneInfo(config.time.tz)
+        self._ts_cache: dict[str, int] = {}
+        self._min_ms = int(datetime.combine(config.shop_start, datetime.min.time(), UTC).timestamp() * 1000)
+        self._default_currency = config.currency
+
+    def safe_record(self, fields: Mapping[str, Any]) -> str:
+        """A rejected record as JSON, fit to keep: the user id pseudonymised, contact details scrubbed."""
+        shown = dict(fields)
+        user = shown.get("user_id")
+        if not _blank(user):
+            shown["user_id"] = self.pseudonymize(clean_text(str(user))[:ID_MAX])
+        text = json.dumps(shown, default=repr)[:65_536]  # ASCII-escaped: lone surrogates survive
+        return scrub_pii(text)[0]
+
+    def text(self, value: Any, name: str) -> str | None:
+        if _blank(value):
+            return None
+        text = clean_text(str(value))
+        if len(text) > self.config.max_text:
+            raise _Bad(name, FIELD_TOO_LARGE, f"{len(text)} characters, limit {self.config.max_text}")
+        text, n = scrub_pii(text)
+        self.stats.pii_scrubbed += n
+        return text or None
+
+    def ident(self, value: Any, name: str, *, required: bool) -> str | None:
+        if _blank(value):
+            if required:
+                raise _Bad(name, MISSING_FIELD, "empty")
+            return None
+        text = clean_text(str(value))
+        if len(text) > ID_MAX:
+            raise _Bad(name, FIELD_TOO_LARGE, f"{len(text)} characters, limit {ID_MAX}")
+        if not text and required:
+            raise _Bad(name, MISSING_FIELD, "empty after cleaning")
+        return text or None
+
+    def timestamp(self, value: Any, name: str = "ts") -> int:
+        if _blank(value):
+            raise _Bad(name, MISSING_FIELD, "empty")
+        key = str(value)
+        ms = self._ts_cache.get(key)
+        if ms is None:
+            ms = self._parse_ts(value, name)
+            if len(self._ts_cache) < 500_000:
+                self._ts_cache[key] = ms
+        if ms < self._min_ms:
+            raise _Bad(name, BEFORE_SHOP_START, f"{value!r} is before {self.config.shop_start}")
+        if ms > self.config.now_ms + self.config.future_tolerance_ms:
+            raise _Bad(name, FUTURE_TIMESTAMP, f"{value!r} is in the future")
+        return ms
+
+    def _parse_ts(self, value: Any, name: str) -> int:
+        unit = self.config.time.unit
+        if unit == "iso" and not isinstance(value, int | float):
+            text = str(value).strip().removesuffix(" UTC").replace("Z", "+00:00")
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise _Bad(name, BAD_TIMESTAMP, f"{text[:40]!r} is not an ISO date-time") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=self._tz)
+            return int(moment.timestamp() * 1000)
+        number = _number(value, name)
+        scale = 1000 if unit == "s" else 1
+        if abs(number) * scale > 4e15:
+            raise _Bad(name, OUT_OF_RANGE, f"{value!r} is not a plausible time")
+        return int(number * scale)
+
+    def price(self, value: Any, name: str = "price") -> float | None:
+        if _blank(value):
+            return None
+        number = _number(value, name)
+        if number < 0:
+            raise _Bad(name, NEGATIVE_PRICE, f"{number}")
+        if number > MAX_PRICE:
+            raise _Bad(name, OUT_OF_RANGE, f"{number} exceeds {MAX_PRICE:g}")
+        return number
+
+    def currency(self, value: Any) -> str | None:
+        if _blank(value):
+            return self._default_currency
+        code = currency_code(str(value))
+        if code is None:
+            raise _Bad("currency", UNKNOWN_CURRENCY, f"{str(value)[:20]!r}")
+        return code
+
+    def context(self, value: Any) -> dict[str, Any]:
+        if value is None or value == "":
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise _Bad("context", BAD_TYPE, "not a JSON object") from None
+        if not isinstance(value, Mapping):
+            raise _Bad("context", BAD_TYPE, "not an object")
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(item, str):
+                out[str(key)] = self.text(item, f"context.{key}")
+            elif isinstance(item, float) and not math.isfinite(item):
+                raise _Bad(f"context.{key}", NOT_FINITE, repr(item))
+            else:
+                out[str(key)] = item
+        size = sum(len(k) + (len(v) if isinstance(v, str) else 16) for k, v in out.items())
+        if size > self.config.max_text:
+            raise _Bad("context", FIELD_TOO_LARGE, f"about {size} characters, limit {self.config.max_text}")
+        return out
+
+
+class EventGate(_Common):
+    """Checks event drafts from one source. ``known_items`` (optional) enforces a catalogue."""
+
+    def __init__(
+        self,
+        config: GateConfig,
+        pseudonymize: Pseudonymizer,
+        *,
+        known_items: Callable[[str], bool] | None = None,
+    ) -> None:
+        super().__init__(config, pseudonymize)
+        self.known_items = known_items
+
+    def check(self, draft: Draft | Problem) -> Event | Rejection:
+        if isinstance(draft, Problem):
+            return Rejection.of(draft)
+        try:
+            event = self._event(draft.fields)
+        except _Bad as bad:
+            return Rejection(draft.line_no, self.safe_record(draft.fields), bad.field, bad.reason, bad.detail)
+        for note in draft.notes:
+            self.stats.notes[note] += 1
+        return event
+
+    def _event(self, f: dict[str, Any]) -> Event:
+        raw_type = f.get("type")
+        if _blank(raw_type):
+            raise _Bad("type", MISSING_FIELD, "empty")
+        event_type = parse_event_type(str(raw_type))
+        if event_type is None:
+            raise _Bad("type", UNKNOWN_EVENT_TYPE, f"{str(raw_type)[:40]!r}")
+        ts = self.timestamp(f.get("ts"))
+        item_id = self.ident(f.get("item_id"), "item_id", required=event_type in ITEM_EVENT_TYPES)
+        if item_id is not None and self.known_items is not None and not self.known_items(item_id):
+            raise _Bad("item_id", UNKNOWN_ITEM, f"{item_id!r} is not in the catalogue")
+        quantity = self._quantity(f.get("quantity"))
+        price = self.price(f.get("price"))
+        if price == 0 and event_type in MONEY_EVENT_TYPES:
+            raise _Bad("price", ZERO_PRICE, f"a {event_type.value} at price 0")
+        currency = self.currency(f.get("currency")) if price is not None else None
+        value = None if _blank(f.get("value")) else _number(f.get("value"), "value")
+        raw_user = self.ident(f.get("user_id"), "user_id", required=False)
+        if raw_user is None:
+            self.stats.guests += 1
+        user_id = None if raw_user is None else self.pseudonymize(raw_user)
+        session_id = self.ident(f.get("session_id"), "session_id", required=False)
+        context = self.context(f.get("context"))
+        given = self.ident(f.get("event_id"), "event_id", required=False)
+        event_id = given or content_id(
+            user_id, session_id, item_id, event_type.value, ts, quantity, price, value, context.get("query")
+        )
+        return Event(
+            event_id=event_id, user_id=user_id, session_id=session_id, item_id=item_id, type=event_type, ts=ts,
+            quantity=quantity, price=price, currency=currency, value=value, context=context,
+            source=self.config.source,
+        )
+
+    def _quantity(self, value: Any) -> int:
+        if _blank(value):
+            return 1
+        number = _number(value, "quantity")
+        if number != int(number):
+            raise _Bad("quantity", BAD_TYPE, f"{value!r} is not a whole number")
+        if number < 0:
+            raise _Bad("quantity", NEGATIVE_QUANTITY, f"{int(number)}")
+        if number == 0:
+            raise _Bad("quantity", ZERO_QUANTITY, "0")
+        if number > MAX_QUANTITY:
+            raise _Bad("quantity", OUT_OF_RANGE, f"{int(number)} exceeds {MAX_QUANTITY}")
+        return int(number)
+
+
+class ItemGate(_Common):
+    """Checks catalogue records, whether from an item file or carried inline by events."""
+
+    def check(self, draft: Draft | Problem) -> Item | Rejection:
+        if isinstance(draft, Problem):
+            return Rejection.of(draft)
+        try:
+            return self.item(draft.fields)
+        except _Bad as bad:
+            return Rejection(draft.line_no, self.safe_record(draft.fields), bad.field, bad.reason, bad.detail)
+
+    def item(self, f: Mapping[str, Any]) -> Item:
+        item_id = self.ident(f.get("item_id"), "item_id", required=True)
+        price = self.price(f.get("price"))
+        category = f.get("category")
+        attributes = f.get("attributes") or {}
+        if not isinstance(attributes, Mapping):
+            raise _Bad("attributes", BAD_TYPE, "not an object")
+        return Item(
+            item_id=item_id,
+            title=self.text(f.get("title"), "title"),
+            description=self.text(f.get("description"), "description"),
+            category=None if _blank(category) else category_path(str(category)),
+            brand=self.text(f.get("brand"), "brand"),
+            price=price,
+            currency=self.currency(f.get("currency")) if price is not None else None,
+            attributes=self.context(dict(attributes)),
+            available=self._available(f.get("available")),
+            updated_ts=None if _blank(f.get("updated_ts")) else self.timestamp(f.get("updated_ts"), "updated_ts"),
+            source=self.config.source,
+        )
+
+    def inline(self, fields: Mapping[str, Any]) -> Item | None:
+        """Catalogue facts carried by an event; bad ones are dropped (the event itself was fine)."""
+        try:
+            return self.item(fields)
+        except _Bad:
+            return None
+
+    @staticmethod
+    def _available(value: Any) -> bool:
+        if _blank(value):
+            return True
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise _Bad("available", BAD_TYPE, f"{text[:20]!r} is not yes/no")
+
+
+@dataclass(slots=True)
+class _Pace:
+    first: int
+    last: int
+    n: int = 0
+    minute: int = -1
+    seconds: set[int] = field(default_factory=set)
+    peak: int = 0
+
+
+class UserActivity:
+    """First/last seen, event counts and peak pace per user, to flag likely bots.
+
+    Pace counts *distinct seconds with an action* in each clock minute, so a checkout that writes
+    600 invoice lines at one instant counts once, while a crawler viewing a page every second
+    does not hide. Users above ``actions_per_minute`` in any minute are flagged, not removed:
+    the events stay, and analytics and training can leave flagged users out.
+    """
+
+    def __init__(self, actions_per_minute: int) -> None:
+        self.limit = actions_per_minute
+        self.users: dict[str, _Pace] = {}
+
+    def observe(self, user_id: str, ts: int) -> None:
+        pace = self.users.get(user_id)
+        if pace is None:
+            pace = self.users[user_id] = _Pace(ts, ts)
+        else:
+            pace.first = min(pace.first, ts)
+            pace.last = max(pace.last, ts)
+        pace.n += 1
+        minute, second = divmod(ts // 1000, 60)
+        if minute != pace.minute:
+            pace.minute = minute
+            pace.seconds.clear()
+        pace.seconds.add(second)
+        if len(pace.seconds) > pace.peak:
+            pace.peak = len(pace.seconds)
+
+    def flagged(self) -> dict[str, str]:
+        return {
+            user: f"{pace.peak} actions in one minute (limit {self.limit})"
+            for user, pace in self.users.items()
+            if pace.peak > self.limit
+        }

@@ -1,0 +1,306 @@
+"""What every reader yields, and the streaming primitives they share.
+
+A reader turns a file into ``Draft`` records (fields in shelfwise's names, values still raw)
+and ``Problem`` records (a line that could not even be parsed). It never validates types or
+ranges: that is ``shelfwise.data.quality``'s job, so every format is checked by the same rules.
+Readers stream: they hold one record at a time, so memory stays flat in the file's size.
+A file that is not what it claims raises ``InputFileError`` before yielding anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from shelfwise.core.errors import InputFileError
+
+Kind = Literal["events", "items", "queries"]
+ProgressFn = Callable[[int, int], None]  # (bytes read so far, total bytes)
+
+# Reasons a reader itself can give (the quality gate adds its own).
+MALFORMED = "malformed_record"
+INVALID_UTF8 = "invalid_utf8"
+FIELD_TOO_LARGE = "field_too_large"
+
+RAW_KEEP = 65_536  # how much of a bad record is kept in quarantine
+
+
+@dataclass(slots=True)
+class Draft:
+    """A parsed record, not yet checked. ``fields`` use shelfwise names (see ``schemas``)."""
+
+    line_no: int
+    raw: str
+    fields: dict[str, Any]
+    item: dict[str, Any] | None = None  # catalogue facts carried inline by an event
+    notes: tuple[str, ...] = ()  # conversions applied, e.g. ("cancellation_to_return",)
+
+
+@dataclass(slots=True)
+class Problem:
+    """A record that could not be parsed; it goes to quarantine as it was."""
+
+    line_no: int
+    raw: str
+    field: str | None
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class TimeSpec:
+    """How a format writes time: ISO text in a zone, or numbers in seconds or milliseconds."""
+
+    unit: Literal["iso", "s", "ms"] = "iso"
+    tz: str = "UTC"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    progress: ProgressFn | None = None
+    field_size_limit: int = 1 << 20
+    limit: int | None = None  # stop after this many records (fixtures, previews)
+
+
+Record = Draft | Problem
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """A named format ``shelfwise ingest --format NAME`` understands."""
+
+    name: str
+    kind: Kind
+    title: str
+    read: Callable[[Path, ReadOptions], Iterator[Record]]
+    time: TimeSpec = TimeSpec()
+    currency: str | None = None
+    licence: str = "n/a"
+    redistributable: bool = False
+    # where the file lies: under the repo's data/ when vendored, under ../shared/data otherwise
+    vendored: str | None = None
+    shared: str | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- opening files -----------------------------------------------------------------------------
+
+class _CountingReader(io.RawIOBase):
+    """Counts bytes read from the file on disk (compressed bytes for .gz), for progress bars."""
+
+    def __init__(self, raw: IO[bytes], progress: ProgressFn | None, total: int) -> None:
+        self._raw = raw
+        self._progress = progress
+        self._total = total
+        self._done = 0
+        self._since = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._done += n
+            self._since += n
+            if self._progress is not None and self._since >= 1 << 18:
+                self._progress(self._done, self._total)
+                self._since = 0
+        elif self._progress is not None:
+            self._progress(self._total, self._total)
+        return n or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def open_binary(path: Path, progress: ProgressFn | None = None) -> IO[bytes]:
+    """Open ``path`` for reading bytes, gunzipping when it starts with gzip's magic number."""
+    try:
+        total = os.path.getsize(path)
+        raw = open(path, "rb")  # noqa: SIM115 - handed to the caller
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot open ({exc.strerror or exc})") from exc
+    counted = io.BufferedReader(_CountingReader(raw, progress, total), buffer_size=1 << 16)
+    if counted.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=counted, mode="rb")  # type: ignore[return-value]
+    return counted
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def bad_utf8(text: str) -> bool:
+    """True when ``text`` came from bytes that are not UTF-8 (decoded with ``surrogateescape``)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def open_text(path: Path, opts: ReadOptions) -> IO[str]:
+    """Text view of ``path``; bytes that are not UTF-8 survive as surrogates, for ``bad_utf8``."""
+    binary = open_binary(path, opts.progress)
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _invalid_utf8(line_no: int, text: str) -> Problem:
+    shown = text.encode("utf-8", "surrogateescape")[:RAW_KEEP].decode("utf-8", "backslashreplace")
+    return Problem(line_no, shown, None, INVALID_UTF8, "bytes that are not UTF-8")
+
+
+def iter_lines(path: Path, opts: ReadOptions) -> Iterator[tuple[int, str] | Problem]:
+    """(line number, line) for every line, or a ``Problem`` for a line that is not valid UTF-8.
+
+    A gzip file that is cut short or corrupt raises ``InputFileError`` naming where it broke.
+    """
+    line_no = 0
+    try:
+        with open_text(path, opts) as fh:
+            for line_no, text in enumerate(fh, start=1):  # noqa: B007 - used in the error below
+                yield _invalid_utf8(line_no, text) if bad_utf8(text) else (line_no, text)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise InputFileError(f"{path}: unreadable after line {line_no} ({exc})") from exc
+
+
+def iter_csv(
+    path: Path,
+    opts: ReadOptions,
+    *,
+    columns: Iterable[str] | None = None,
+    required: Iterable[str] = (),
+    delimiter: str = ",",
+    header: bool = True,
+    what: str = "CSV",
+) -> Iterator[tuple[int, str, dict[str, str]] | Problem]:
+    """Rows of a delimited file as dicts, streaming, with per-record problems instead of crashes.
+
+    With ``header=True`` the first line names the columns and must contain every name in
+    ``required``; otherwise ``columns`` names them in order. Quoted fields may span lines;
+    the line number given is the record's last line.
+    """
+    csv.field_size_limit(max(opts.field_size_limit, 1024))
+    fh = open_text(path, opts)
+    reader = csv.reader(fh, delimiter=delimiter, strict=True)
+    try:
+        with fh:
+            names = list(columns or ())
+            if header:
+                first = _first_row(reader, path, what)
+                if bad_utf8("".join(first)):
+                    raise InputFileError(f"{path}: not a {what} file (its first line is not UTF-8 text)")
+                names = [name.strip() for name in first]
+                missing = [c for c in required if c not in names]
+                if missing:
+                    found = delimiter.join(first)[:120]
+                    raise InputFileError(f"{path}: not a {what} file: header lacks {', '.join(missing)} "
+                                         f"(found {found!r})")
+            elif not names:
+                raise ValueError("columns are required when header=False")
+            width = len(names)
+            count = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    reason = FIELD_TOO_LARGE if "field larger" in str(exc) else MALFORMED
+                    yield Problem(reader.line_num, "", None, reason, str(exc))
+                    count += 1
+                    if opts.limit is not None and count >= opts.limit:
+                        return
+                    continue
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                raw = delimiter.join(row)
+                if bad_utf8(raw):
+                    yield _invalid_utf8(reader.line_num, raw)
+                elif len(row) != width:
+                    yield Problem(reader.line_num, raw[:RAW_KEEP], None, MALFORMED,
+                                  f"{len(row)} fields, expected {width}")
+                else:
+                    yield reader.line_num, raw, dict(zip(names, row, strict=True))
+                count += 1
+                if opts.limit is not None and count >= opts.limit:
+                    return
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise InputFileError(f"{path}: unreadable after line {reader.line_num} ({exc})") from exc
+
+
+def _first_row(reader: Any, path: Path, what: str) -> list[str]:
+    try:
+        for row in reader:
+            if row and any(cell.strip() for cell in row):
+                return list(row)
+    except csv.Error as exc:
+        raise InputFileError(f"{path}: not a {what} file ({exc})") from exc
+    raise InputFileError(f"{path}: empty file, expected a {what} file")
+
+
+def iter_jsonl(path: Path, opts: ReadOptions, *, what: str = "JSON Lines") -> Iterator[tuple[int, str, Any] | Problem]:
+    """Parsed JSON values, one per non-blank line. A file whose first record is not JSON is not JSONL."""
+    count = 0
+    for rec in iter_lines(path, opts):
+        out: tuple[int, str, Any] | Problem
+        if isinstance(rec, Problem):
+            if count == 0:
+                raise InputFileError(f"{path}: not a {what} file (line {rec.line_no} is not UTF-8 text)")
+            out = rec
+        else:
+            line_no, text = rec
+            if not text.strip():
+                continue
+            if len(text) > opts.field_size_limit:
+                out = Problem(line_no, text[:RAW_KEEP], None, FIELD_TOO_LARGE, f"{len(text)} characters")
+            else:
+                try:
+                    value = json.loads(text)
+                except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, or a huge int
+                    if count == 0:
+                        raise InputFileError(f"{path}: not a {what} file (line {line_no}: {exc})") from exc
+                    out = Problem(line_no, text[:RAW_KEEP], None, MALFORMED, f"invalid JSON: {exc}")
+                else:
+                    out = (line_no, text.rstrip("\r\n")[:RAW_KEEP], value)
+        yield out
+        count += 1  # problems count toward the limit too
+        if opts.limit is not None and count >= opts.limit:
+            return
+    if count == 0:
+        raise InputFileError(f"{path}: empty file, expected a {what} file")
+
+
+def iter_parquet(path: Path, opts: ReadOptions, *, batch_size: int = 65_536) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Rows of a Parquet file as dicts, a record batch at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputFileError(f"{path}: not a Parquet file ({exc})") from exc
+    total = os.path.getsize(path)
+    row_no = 0
+    batches = pf.iter_batches(batch_size=batch_size)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputFileError(f"{path}: unreadable after row {row_no} ({exc})") from exc
+        if batch is None:
+            return
+        for row in batch.to_pylist():
+            row_no += 1
+            yield row_no, json.dumps(row, default=str)[:RAW_KEEP], row
+            if opts.limit is not None and row_no >= opts.limit:
+                return
+        if opts.progress is not None:
+            opts.progress(min(total, total * row_no // max(pf.metadata.num_rows, 1)), total)

@@ -1,0 +1,138 @@
+"""The one ``Store`` interface every backend implements, and the shapes it returns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shelfwise.data.schemas import Event, EventType, Item
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Events as arrays, for training: dense ids inside, the shop's ids in ``user_ids``/``item_ids``.
+
+    ``users[k]`` indexes ``user_ids``, ``items[k]`` indexes ``item_ids``; rows are in time order.
+    """
+
+    users: np.ndarray  # int32
+    items: np.ndarray  # int32
+    ts: np.ndarray  # int64, ms
+    types: np.ndarray  # int8, index into ``type_names``
+    quantity: np.ndarray  # int32
+    user_ids: np.ndarray  # str
+    item_ids: np.ndarray  # str
+    type_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    source: str
+    kind: str
+    line_no: int | None
+    field: str | None
+    reason: str
+    detail: str
+    record: str
+    run_id: int | None = None
+
+
+class Store(ABC):
+    """Where events, the catalogue, users and quarantined records live.
+
+    Backends are chosen by URL (``open_store``): ``sqlite:///path`` or ``postgresql://…``.
+    Every write method commits before it returns, so what it acknowledged is durable.
+    """
+
+    url: str
+
+    # --- events -------------------------------------------------------------------------------
+    @abstractmethod
+    def append_events(self, events: Sequence[Event], *, items: Sequence[Item] = (),
+                      quarantine: Sequence[QuarantineRow] = ()) -> int:
+        """Store new events in one transaction (with their inline items, filled not replaced, and any
+        quarantined neighbours); returns how many were new. Events whose id is already stored are
+        skipped: appending is idempotent."""
+
+    def append_event(self, event: Event) -> bool:
+        """Store one event; False when its id was already stored."""
+        return self.append_events([event]) == 1
+
+    @abstractmethod
+    def events_for_user(self, user_id: str, *, since: int | None = None, until: int | None = None,
+                        types: Iterable[EventType] | None = None, limit: int | None = None) -> list[Event]:
+        """A user's events in time order, within ``[since, until)`` when given."""
+
+    @abstractmethod
+    def iter_events(self, *, since: int | None = None, until: int | None = None,
+                    types: Iterable[EventType] | None = None, batch: int = 50_000) -> Iterator[Event]:
+        """All events in time order, streamed."""
+
+    @abstractmethod
+    def interactions(self, *, types: Iterable[EventType] | None = None, since: int | None = None,
+                     until: int | None = None, exclude_bots: bool = True) -> Interactions:
+        """Events with a user and an item, as arrays (see ``Interactions``)."""
+
+    # --- catalogue and users ------------------------------------------------------------------
+    @abstractmethod
+    def upsert_items(self, items: Sequence[Item], *, replace: bool = True) -> int:
+        """Insert or update items. ``replace=False`` only fills fields that are still empty."""
+
+    @abstractmethod
+    def get_items(self, item_ids: Iterable[str]) -> dict[str, Item]: ...
+
+    @abstractmethod
+    def item_ids(self) -> set[str]: ...
+
+    @abstractmethod
+    def refresh_users(self, user_ids: Iterable[str], *, flags: dict[str, str] | None = None) -> int:
+        """Recompute first/last seen and event counts of these users from their stored events;
+        ``flags`` marks users as suspected bots, with the reason."""
+
+    @abstractmethod
+    def get_user(self, user_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def delete_user(self, user_id: str) -> dict[str, int]:
+        """Remove a user's events and profile; returns rows removed per table."""
+
+    # --- quality ------------------------------------------------------------------------------
+    @abstractmethod
+    def add_quarantine(self, rows: Sequence[QuarantineRow]) -> None: ...
+
+    @abstractmethod
+    def quarantine_summary(self) -> dict[str, Any]:
+        """Counts by reason, by field and by source."""
+
+    @abstractmethod
+    def quarantined(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def start_run(self, *, source: str, kind: str, path: str) -> int: ...
+
+    @abstractmethod
+    def finish_run(self, run_id: int, report: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def runs(self) -> list[dict[str, Any]]: ...
+
+    # --- housekeeping -------------------------------------------------------------------------
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Rows per table."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

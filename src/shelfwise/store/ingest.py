@@ -1,0 +1,230 @@
+"""Ingest: a file in a named format → quality gate → store, in acknowledged batches.
+
+Each batch (events, the catalogue facts they carry, and their quarantined neighbours) is one
+transaction: after a crash every batch that was committed is there whole, and running the
+same file again stores nothing twice (events are keyed by their idempotency id).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shelfwise.core.clock import now_ms
+from shelfwise.core.errors import InputFileError
+from shelfwise.core.settings import Settings
+from shelfwise.data.privacy import Pseudonymizer
+from shelfwise.data.quality import EventGate, GateConfig, ItemGate, Rejection, UserActivity
+from shelfwise.data.readers import DatasetFormat, ReadOptions
+from shelfwise.data.readers.base import ProgressFn
+from shelfwise.data.schemas import Event, Item
+from shelfwise.store.base import QuarantineRow, Store
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did. ``records = accepted + duplicates + quarantined``."""
+
+    run_id: int
+    source: str
+    kind: str
+    path: str
+    records: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    fields: dict[str, int] = field(default_factory=dict)
+    conversions: dict[str, int] = field(default_factory=dict)
+    items_upserted: int = 0
+    users: int = 0
+    flagged_users: int = 0
+    guest_events: int = 0
+    pii_scrubbed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["records_per_second"] = round(self.records_per_second, 1)
+        return out
+
+
+def _gate_config(fmt: DatasetFormat, settings: Settings, unknown_items: str) -> GateConfig:
+    return GateConfig(
+        source=fmt.name,
+        time=fmt.time,
+        currency=fmt.currency,
+        shop_start=settings.shop_start,
+        now_ms=now_ms(),
+        future_tolerance_ms=settings.future_tolerance_seconds * 1000,
+        max_text=settings.max_text_length,
+        unknown_items=unknown_items,
+    )
+
+
+class _Tally:
+    def __init__(self, report: IngestReport) -> None:
+        self.report = report
+        self.reasons: Counter[str] = Counter()
+        self.fields: Counter[str] = Counter()
+
+    def reject(self, rejection: Rejection, kind: str) -> QuarantineRow:
+        self.reasons[rejection.reason] += 1
+        self.fields[rejection.field or "(record)"] += 1
+        return QuarantineRow(source=self.report.source, kind=kind, line_no=rejection.line_no, field=rejection.field,
+                             reason=rejection.reason, detail=rejection.detail, record=rejection.raw,
+                             run_id=self.report.run_id)
+
+    def close(self, started: float) -> None:
+        self.report.quarantined = sum(self.reasons.values())
+        self.report.reasons = dict(self.reasons.most_common())
+        self.report.fields = dict(self.fields.most_common())
+        self.report.seconds = round(time.perf_counter() - started, 3)
+
+
+def _check_kind(fmt: DatasetFormat, kind: str) -> None:
+    if fmt.kind != kind:
+        raise InputFileError(
+            f"format {fmt.name!r} holds {fmt.kind}, not {kind}", hint=f"use `shelfwise ingest {fmt.kind}`"
+        )
+
+
+def ingest_events(
+    store: Store,
+    path: Path,
+    fmt: DatasetFormat,
+    settings: Settings,
+    *,
+    progress: ProgressFn | None = None,
+    unknown_items: str = "create",
+    limit: int | None = None,
+    on_batch: Callable[[IngestReport], None] | None = None,
+) -> IngestReport:
+    """Read ``path`` as ``fmt`` and store its events; see ``IngestReport``.
+
+    ``unknown_items="create"`` adds an item stub (or the facts the event carries) for an item
+    the catalogue lacks; ``"quarantine"`` rejects the event instead.
+    """
+    _check_kind(fmt, "events")
+    started = time.perf_counter()
+    pseudonymize = Pseudonymizer(settings.resolved_pseudonym_key())
+    config = _gate_config(fmt, settings, unknown_items)
+    known = store.item_ids() if unknown_items == "quarantine" else None
+    gate = EventGate(config, pseudonymize, known_items=None if known is None else known.__contains__)
+    item_gate = ItemGate(config, pseudonymize)
+    activity = UserActivity(settings.bot_actions_per_minute)
+    reader = fmt.read(path, ReadOptions(progress=progress, limit=limit))  # raises before any write
+    first = next(reader, None)
+
+    report = IngestReport(run_id=store.start_run(source=fmt.name, kind="events", path=str(path)),
+                          source=fmt.name, kind="events", path=str(path))
+    tally = _Tally(report)
+    batch: list[Event] = []
+    inline: dict[str, dict[str, Any]] = {}
+    held: list[QuarantineRow] = []
+    items_seen: set[str] = set()
+
+    def flush() -> None:
+        new_items = [it for it in (item_gate.inline(f) for f in inline.values()) if it is not None]
+        inserted = store.append_events(batch, items=new_items, quarantine=held)
+        report.accepted += inserted
+        report.duplicates += len(batch) - inserted
+        report.items_upserted += len(new_items)
+        batch.clear()
+        inline.clear()
+        held.clear()
+        if on_batch is not None:
+            on_batch(report)
+
+    records = [] if first is None else [first]
+    for record in _chain(records, reader):
+        report.records += 1
+        result = gate.check(record)
+        if isinstance(result, Rejection):
+            held.append(tally.reject(result, "event"))
+        else:
+            batch.append(result)
+            if result.user_id is not None:
+                activity.observe(result.user_id, result.ts)
+            item_id = result.item_id
+            if item_id is not None:
+                # The first facts an event carries about an item are kept; later ones fill nothing new.
+                if item_id not in items_seen:
+                    inline[item_id] = {**record.item, "item_id": item_id} if record.item else {"item_id": item_id}
+                    items_seen.add(item_id)
+        if len(batch) + len(held) >= settings.ingest_batch_size:
+            flush()
+    flush()
+
+    flags = activity.flagged()
+    report.users = store.refresh_users(activity.users, flags=flags)
+    report.flagged_users = len(flags)
+    report.conversions = dict(gate.stats.notes)
+    report.guest_events = gate.stats.guests
+    report.pii_scrubbed = gate.stats.pii_scrubbed + item_gate.stats.pii_scrubbed
+    tally.close(started)
+    store.finish_run(report.run_id, report.to_dict())
+    return report
+
+
+def ingest_items(
+    store: Store,
+    path: Path,
+    fmt: DatasetFormat,
+    settings: Settings,
+    *,
+    progress: ProgressFn | None = None,
+    limit: int | None = None,
+) -> IngestReport:
+    """Read a catalogue file and upsert its items (fields given replace stored ones)."""
+    _check_kind(fmt, "items")
+    started = time.perf_counter()
+    config = _gate_config(fmt, settings, "create")
+    gate = ItemGate(config, Pseudonymizer(settings.resolved_pseudonym_key()))
+    reader = fmt.read(path, ReadOptions(progress=progress, limit=limit))
+    first = next(reader, None)
+    report = IngestReport(run_id=store.start_run(source=fmt.name, kind="items", path=str(path)),
+                          source=fmt.name, kind="items", path=str(path))
+    tally = _Tally(report)
+    batch: dict[str, Item] = {}
+    held: list[QuarantineRow] = []
+
+    def flush() -> None:
+        if batch:
+            store.upsert_items(list(batch.values()), replace=True)
+        if held:
+            store.add_quarantine(held)
+        report.accepted += len(batch)
+        batch.clear()
+        held.clear()
+
+    for record in _chain([] if first is None else [first], reader):
+        report.records += 1
+        result = gate.check(record)
+        if isinstance(result, Rejection):
+            held.append(tally.reject(result, "item"))
+        else:
+            if result.item_id in batch:
+                report.duplicates += 1
+            batch[result.item_id] = result
+        if len(batch) + len(held) >= settings.ingest_batch_size:
+            flush()
+    flush()
+    report.items_upserted = report.accepted
+    report.pii_scrubbed = gate.stats.pii_scrubbed
+    tally.close(started)
+    store.finish_run(report.run_id, report.to_dict())
+    return report
+
+
+def _chain(head: list[Any], tail: Any) -> Any:
+    yield from head
+    yield from tail

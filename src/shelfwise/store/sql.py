@@ -1,0 +1,340 @@
+"""``Store`` over SQLAlchemy Core: everything both backends share. Dialect specifics (bulk paths,
+connection settings) live in ``sqlite.py`` and ``postgres.py``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from shelfwise.core.clock import now_ms
+from shelfwise.core.errors import StoreError
+from shelfwise.core.ids import content_id
+from shelfwise.data.schemas import Event, EventType, Item
+from shelfwise.store.base import Interactions, QuarantineRow, Store
+from shelfwise.store.tables import events, ingest_runs, items, metadata, quarantine, users
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+CHUNK = 5_000  # ids per IN (...) list
+
+
+_CONTEXT_JSON: dict[tuple[Any, ...], str] = {}
+
+
+def context_json(context: dict[str, Any]) -> str:
+    """JSON text of an event's context; most contexts repeat (a country, a page), so they are cached."""
+    if not context:
+        return "{}"
+    try:
+        key = tuple(context.items())
+        text = _CONTEXT_JSON.get(key)
+    except TypeError:  # an unhashable value: a list or a dict
+        return json.dumps(context, separators=(",", ":"))
+    if text is None:
+        text = json.dumps(context, separators=(",", ":"))
+        if len(_CONTEXT_JSON) < 100_000:
+            _CONTEXT_JSON[key] = text
+    return text
+
+
+def event_row(event: Event) -> tuple[Any, ...]:
+    return (event.event_id, event.user_id, event.session_id, event.item_id, event.type.value, event.ts,
+            event.quantity, event.price, event.currency, event.value, context_json(event.context), event.source)
+
+
+def item_row(item: Item) -> dict[str, Any]:
+    return {
+        "item_id": item.item_id, "title": item.title, "description": item.description,
+        "category": item.category, "brand": item.brand, "price": item.price, "currency": item.currency,
+        "attributes": json.dumps(item.attributes, separators=(",", ":")) if item.attributes else None,
+        "available": item.available, "updated_ts": item.updated_ts, "source": item.source,
+    }
+
+
+def _event(row: Any) -> Event:
+    return Event(
+        event_id=row.event_id, user_id=row.user_id, session_id=row.session_id, item_id=row.item_id,
+        type=EventType(row.type), ts=row.ts, quantity=row.quantity, price=row.price, currency=row.currency,
+        value=row.value, context=json.loads(row.context) if row.context and row.context != "{}" else {},
+        source=row.source,
+    )
+
+
+def _item(row: Any) -> Item:
+    return Item(
+        item_id=row.item_id, title=row.title, description=row.description, category=row.category,
+        brand=row.brand, price=row.price, currency=row.currency,
+        attributes=json.loads(row.attributes) if row.attributes else {}, available=bool(row.available),
+        updated_ts=row.updated_ts, source=row.source,
+    )
+
+
+def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+class SqlStore(Store):
+    """Shared implementation. Subclasses set ``dialect_insert`` and the bulk paths."""
+
+    EVENT_COLUMNS = tuple(c.name for c in events.columns)
+
+    def __init__(self, url: str, engine: sa.Engine) -> None:
+        self.url = url
+        self.engine = engine
+        self.migrate()
+
+    # --- dialect hooks --------------------------------------------------------------------------
+    def dialect_insert(self, table: sa.Table) -> Any:
+        raise NotImplementedError
+
+    def bulk_insert_events(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> int:
+        """Insert rows, skipping ids already stored; returns rows inserted."""
+        raise NotImplementedError
+
+    def bulk_load(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Plain insert of many rows into an empty table (restore)."""
+        if rows:
+            conn.execute(table.insert(), rows)
+
+    def after_load(self, conn: sa.Connection) -> None:
+        """Called after a restore wrote explicit ids (PostgreSQL resets its sequences here)."""
+
+    # --- schema --------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (Alembic, run in-process)."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"cannot open the store at {self.safe_url}: {exc.orig}".splitlines()[0]) from exc
+
+    @property
+    def safe_url(self) -> str:
+        return sa.make_url(self.url).render_as_string(hide_password=True)
+
+    # --- events --------------------------------------------------------------------------------
+    def append_events(self, events_: Sequence[Event], *, items: Sequence[Item] = (),
+                      quarantine: Sequence[QuarantineRow] = ()) -> int:
+        with self.engine.begin() as conn:
+            if items:
+                self._upsert_items(conn, items, replace=False)
+            inserted = self.bulk_insert_events(conn, [event_row(e) for e in events_]) if events_ else 0
+            if quarantine:
+                self._add_quarantine(conn, quarantine)
+        return inserted
+
+    def events_for_user(self, user_id: str, *, since: int | None = None, until: int | None = None,
+                        types: Iterable[EventType] | None = None, limit: int | None = None) -> list[Event]:
+        query = self._event_query(since, until, types).where(events.c.user_id == user_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_event(row) for row in conn.execute(query)]
+
+    def iter_events(self, *, since: int | None = None, until: int | None = None,
+                    types: Iterable[EventType] | None = None, batch: int = 50_000) -> Iterator[Event]:
+        query = self._event_query(since, until, types)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            for row in result:
+                yield _event(row)
+
+    @staticmethod
+    def _event_query(since: int | None, until: int | None, types: Iterable[EventType] | None) -> sa.Select[Any]:
+        query = sa.select(events).order_by(events.c.ts, events.c.event_id)
+        if since is not None:
+            query = query.where(events.c.ts >= since)
+        if until is not None:
+            query = query.where(events.c.ts < until)
+        if types is not None:
+            query = query.where(events.c.type.in_([str(t) for t in types]))
+        return query
+
+    def interactions(self, *, types: Iterable[EventType] | None = None, since: int | None = None,
+                     until: int | None = None, exclude_bots: bool = True) -> Interactions:
+        query = (
+            sa.select(events.c.user_id, events.c.item_id, events.c.type, events.c.ts, events.c.quantity)
+            .where(events.c.user_id.is_not(None), events.c.item_id.is_not(None))
+            .order_by(events.c.ts, events.c.event_id)
+        )
+        if types is not None:
+            query = query.where(events.c.type.in_([str(t) for t in types]))
+        if since is not None:
+            query = query.where(events.c.ts >= since)
+        if until is not None:
+            query = query.where(events.c.ts < until)
+        if exclude_bots:
+            bots = sa.select(users.c.user_id).where(users.c.suspected_bot.is_(True))
+            query = query.where(events.c.user_id.not_in(bots))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        type_names = tuple(t.value for t in EventType)
+        code = {name: i for i, name in enumerate(type_names)}
+        if not rows:
+            empty = np.array([], dtype=np.int32)
+            return Interactions(empty, empty, np.array([], np.int64), np.array([], np.int8), empty,
+                                np.array([], dtype=object), np.array([], dtype=object), type_names)
+        user_col, item_col, type_col, ts_col, qty_col = zip(*rows, strict=True)
+        user_ids, user_idx = np.unique(np.array(user_col, dtype=object), return_inverse=True)
+        item_ids, item_idx = np.unique(np.array(item_col, dtype=object), return_inverse=True)
+        return Interactions(
+            users=user_idx.astype(np.int32), items=item_idx.astype(np.int32),
+            ts=np.array(ts_col, dtype=np.int64), types=np.array([code[t] for t in type_col], dtype=np.int8),
+            quantity=np.array(qty_col, dtype=np.int32), user_ids=user_ids, item_ids=item_ids,
+            type_names=type_names,
+        )
+
+    # --- catalogue and users -------------------------------------------------------------------
+    def upsert_items(self, items_: Sequence[Item], *, replace: bool = True) -> int:
+        with self.engine.begin() as conn:
+            return self._upsert_items(conn, items_, replace=replace)
+
+    def _upsert_items(self, conn: sa.Connection, items_: Sequence[Item], *, replace: bool) -> int:
+        if not items_:
+            return 0
+        rows = {item.item_id: item_row(item) for item in items_}  # last one wins within a batch
+        stmt = self.dialect_insert(items)
+        new, old = stmt.excluded, items.c
+        keep = sa.func.coalesce
+        set_ = {
+            c.name: (keep(new[c.name], c) if replace else keep(c, new[c.name]))
+            for c in old if c.name not in ("item_id", "available", "source")
+        }
+        if replace:
+            set_["available"] = new.available
+            set_["source"] = new.source
+        conn.execute(stmt.on_conflict_do_update(index_elements=[old.item_id], set_=set_), list(rows.values()))
+        return len(rows)
+
+    def get_items(self, item_ids: Iterable[str]) -> dict[str, Item]:
+        ids = list(dict.fromkeys(item_ids))
+        out: dict[str, Item] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids):
+                for row in conn.execute(sa.select(items).where(items.c.item_id.in_(chunk))):
+                    out[row.item_id] = _item(row)
+        return out
+
+    def item_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(items.c.item_id)).scalars())
+
+    def refresh_users(self, user_ids: Iterable[str], *, flags: dict[str, str] | None = None) -> int:
+        ids = sorted(set(user_ids))
+        stmt = self.dialect_insert(users)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[users.c.user_id],
+            set_={"first_seen": stmt.excluded.first_seen, "last_seen": stmt.excluded.last_seen,
+                  "n_events": stmt.excluded.n_events},
+        )
+        done = 0
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                stats = conn.execute(
+                    sa.select(events.c.user_id, sa.func.min(events.c.ts), sa.func.max(events.c.ts),
+                              sa.func.count())
+                    .where(events.c.user_id.in_(chunk)).group_by(events.c.user_id)
+                ).all()
+                rows = [{"user_id": u, "first_seen": a, "last_seen": b, "n_events": n, "suspected_bot": False,
+                         "bot_reason": None} for u, a, b, n in stats]
+                if rows:
+                    conn.execute(upsert, rows)
+                done += len(rows)
+            for user_id, reason in (flags or {}).items():
+                conn.execute(users.update().where(users.c.user_id == user_id)
+                             .values(suspected_bot=True, bot_reason=reason))
+        return done
+
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(users).where(users.c.user_id == user_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def delete_user(self, user_id: str) -> dict[str, int]:
+        with self.engine.begin() as conn:
+            removed = {
+                "events": conn.execute(events.delete().where(events.c.user_id == user_id)).rowcount,
+                "users": conn.execute(users.delete().where(users.c.user_id == user_id)).rowcount,
+            }
+        return removed
+
+    # --- quality -------------------------------------------------------------------------------
+    def add_quarantine(self, rows: Sequence[QuarantineRow]) -> None:
+        with self.engine.begin() as conn:
+            self._add_quarantine(conn, rows)
+
+    def _add_quarantine(self, conn: sa.Connection, rows: Sequence[QuarantineRow]) -> None:
+        """Quarantine is idempotent too: the same bad record from the same source is kept once."""
+        if rows:
+            created = now_ms()
+            stmt = self.dialect_insert(quarantine).on_conflict_do_nothing(index_elements=["record_key"])
+            conn.execute(stmt, [
+                {"record_key": content_id(r.source, r.kind, r.line_no, r.reason, r.field, r.record),
+                 "run_id": r.run_id, "source": r.source, "kind": r.kind, "line_no": r.line_no, "field": r.field,
+                 "reason": r.reason, "detail": r.detail[:2000], "record": r.record, "created_at": created}
+                for r in rows
+            ])
+
+    def quarantine_summary(self) -> dict[str, Any]:
+        q = quarantine.c
+        with self.engine.connect() as conn:
+            def grouped(*cols: Any) -> list[Any]:
+                return conn.execute(sa.select(*cols, sa.func.count()).group_by(*cols).order_by(*cols)).all()
+
+            return {
+                "total": conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar_one(),
+                "by_reason": {r: n for r, n in grouped(q.reason)},
+                "by_field": {(f or "(record)"): n for f, n in grouped(q.field)},
+                "by_source_reason": [{"source": s, "reason": r, "count": n} for s, r, n in grouped(q.source, q.reason)],
+            }
+
+    def quarantined(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        query = sa.select(quarantine).order_by(quarantine.c.id).limit(limit)
+        if reason is not None:
+            query = query.where(quarantine.c.reason == reason)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def start_run(self, *, source: str, kind: str, path: str) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                ingest_runs.insert().values(source=source, kind=kind, path=path, started_at=now_ms())
+                .returning(ingest_runs.c.run_id)
+            )
+            return int(result.scalar_one())
+
+    def finish_run(self, run_id: int, report: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(ingest_runs.update().where(ingest_runs.c.run_id == run_id)
+                         .values(finished_at=now_ms(), report=json.dumps(report)))
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(ingest_runs).order_by(ingest_runs.c.run_id)).all()
+        out = []
+        for row in rows:
+            record = dict(row._mapping)
+            record["report"] = json.loads(record["report"]) if record["report"] else None
+            out.append(record)
+        return out
+
+    # --- housekeeping --------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                for table in metadata.sorted_tables
+            }
+
+    def close(self) -> None:
+        self.engine.dispose()

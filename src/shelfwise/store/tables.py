@@ -1,0 +1,88 @@
+"""The store's tables, as SQLAlchemy Core objects. Changes go through a new migration in ``migrations/``."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+ID = sa.String(256)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", ID, primary_key=True),
+    sa.Column("user_id", ID, nullable=True),
+    sa.Column("session_id", ID, nullable=True),
+    sa.Column("item_id", ID, nullable=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("price", sa.Float, nullable=True),
+    sa.Column("currency", sa.String(3), nullable=True),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("context", sa.Text, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+)
+sa.Index("ix_events_user_ts", events.c.user_id, events.c.ts)
+sa.Index("ix_events_item", events.c.item_id)
+sa.Index("ix_events_ts", events.c.ts)
+
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("item_id", ID, primary_key=True),
+    sa.Column("title", sa.Text),
+    sa.Column("description", sa.Text),
+    sa.Column("category", sa.Text),
+    sa.Column("brand", sa.Text),
+    sa.Column("price", sa.Float),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("attributes", sa.Text),
+    sa.Column("available", sa.Boolean, nullable=False),
+    sa.Column("updated_ts", sa.BigInteger),
+    sa.Column("source", sa.String(64), nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", ID, primary_key=True),
+    sa.Column("first_seen", sa.BigInteger, nullable=False),
+    sa.Column("last_seen", sa.BigInteger, nullable=False),
+    sa.Column("n_events", sa.Integer, nullable=False),
+    sa.Column("suspected_bot", sa.Boolean, nullable=False),
+    sa.Column("bot_reason", sa.Text),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("record_key", sa.String(32), nullable=False, unique=True),
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("line_no", sa.Integer, nullable=True),
+    sa.Column("field", sa.String(128), nullable=True),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_quarantine_reason", quarantine.c.reason)
+
+ingest_runs = sa.Table(
+    "ingest_runs",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("finished_at", sa.BigInteger),
+    sa.Column("report", sa.Text),
+)
+
+# Tables a backup carries, in the order a restore loads them.
+DATA_TABLES = (items, users, events, ingest_runs, quarantine)
