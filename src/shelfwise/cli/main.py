@@ -23,12 +23,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-ingest_app = typer.Typer(help="Check, clean, pseudonymise and store a file of events or items.", no_args_is_help=True)
+ingest_app = typer.Typer(
+    help="Check, clean, pseudonymise and store a file of events or items.", no_args_is_help=True
+)
 app.add_typer(ingest_app, name="ingest")
 
 DbOption = Annotated[
-    str | None, typer.Option("--db", help="store URL (sqlite:///PATH or postgresql://HOST:PORT/DB); "
-                                          "default: the embedded SQLite store under ./var/")
+    str | None,
+    typer.Option(
+        "--db",
+        help="store URL (sqlite:///PATH or postgresql://HOST:PORT/DB); "
+        "default: the embedded SQLite store under ./var/",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 T = TypeVar("T")
@@ -75,26 +81,40 @@ def _emit(payload: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any
 
 
 @contextmanager
-def _progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
-    """A byte-based progress bar on stderr."""
-    if not enabled:
-        yield None
-        return
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A byte-based progress bar on stderr, drawn from the first update on and erased at the end,
+    so a command that fails early prints only its error line."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-    console = Console(stderr=True)
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
-        task = bar.add_task(label, total=None)
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(label, total=None)
+    started = False
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def update(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        bar.update(task, completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if started:
+            bar.stop()
 
 
 # --- datasets -----------------------------------------------------------------------------------
+
 
 @app.command()
 def datasets(as_json: JsonOption = False) -> None:
@@ -106,14 +126,26 @@ def datasets(as_json: JsonOption = False) -> None:
         rows = []
         for fmt in FORMATS.values():
             path = find_dataset_file(fmt)
-            rows.append({"format": fmt.name, "kind": fmt.kind, "title": fmt.title, "licence": fmt.licence,
-                         "redistributable": fmt.redistributable, "path": str(path) if path else None})
+            rows.append(
+                {
+                    "format": fmt.name,
+                    "kind": fmt.kind,
+                    "title": fmt.title,
+                    "licence": fmt.licence,
+                    "redistributable": fmt.redistributable,
+                    "path": str(path) if path else None,
+                }
+            )
 
         def human(payload: dict[str, Any]) -> str:
             out = []
             for r in payload["formats"]:
-                where = r["path"] or ("(your file)" if not r["licence"] or r["licence"] == "n/a" else "not found")
-                out.append(f"{r['format']:<16} {r['kind']:<8} {where}\n{'':<26}{r['title']}  [{r['licence']}]")
+                where = r["path"] or (
+                    "(your file)" if not r["licence"] or r["licence"] == "n/a" else "not found"
+                )
+                out.append(
+                    f"{r['format']:<16} {r['kind']:<8} {where}\n{'':<26}{r['title']}  [{r['licence']}]"
+                )
             return "\n".join(out)
 
         _emit({"formats": rows}, as_json, human)
@@ -121,8 +153,19 @@ def datasets(as_json: JsonOption = False) -> None:
 
 # --- ingest -------------------------------------------------------------------------------------
 
-def _ingest(kind: str, path: Path, fmt_name: str, db: str | None, as_json: bool, unknown_items: str,
-            limit: int | None, mapping: list[str] | None, ts_unit: str | None, tz: str | None) -> None:
+
+def _ingest(
+    kind: str,
+    path: Path,
+    fmt_name: str,
+    db: str | None,
+    as_json: bool,
+    unknown_items: str,
+    limit: int | None,
+    mapping: list[str] | None,
+    ts_unit: str | None,
+    tz: str | None,
+) -> None:
     with _user_errors():
         from shelfwise.data.readers import get_format
         from shelfwise.store.ingest import ingest_events, ingest_items
@@ -135,20 +178,25 @@ def _ingest(kind: str, path: Path, fmt_name: str, db: str | None, as_json: bool,
             raise _input_error(f"{path}: no such file")
         with _store(db) as store, _progress(f"ingest {fmt.name}") as progress:
             if kind == "events":
-                report = ingest_events(store, path, fmt, settings, progress=progress,
-                                       unknown_items=unknown_items, limit=limit)
+                report = ingest_events(
+                    store, path, fmt, settings, progress=progress, unknown_items=unknown_items, limit=limit
+                )
             else:
                 report = ingest_items(store, path, fmt, settings, progress=progress, limit=limit)
 
         def human(r: dict[str, Any]) -> str:
-            lines = [f"{r['source']}: {r['records']:,} records in {r['seconds']:.1f} s "
-                     f"({r['records_per_second']:,.0f}/s): {r['accepted']:,} accepted, "
-                     f"{r['duplicates']:,} duplicates, {r['quarantined']:,} quarantined"]
+            lines = [
+                f"{r['source']}: {r['records']:,} records in {r['seconds']:.1f} s "
+                f"({r['records_per_second']:,.0f}/s): {r['accepted']:,} accepted, "
+                f"{r['duplicates']:,} duplicates, {r['quarantined']:,} quarantined"
+            ]
             lines += [f"  quarantined {reason}: {n:,}" for reason, n in r["reasons"].items()]
             lines += [f"  converted {name}: {n:,}" for name, n in r["conversions"].items()]
             if kind == "events":
-                lines.append(f"  users: {r['users']:,} ({r['flagged_users']:,} flagged as likely bots); "
-                             f"guest events: {r['guest_events']:,}; items touched: {r['items_upserted']:,}")
+                lines.append(
+                    f"  users: {r['users']:,} ({r['flagged_users']:,} flagged as likely bots); "
+                    f"guest events: {r['guest_events']:,}; items touched: {r['items_upserted']:,}"
+                )
             return "\n".join(lines)
 
         _emit(report.to_dict(), as_json, human)
@@ -165,8 +213,9 @@ def _mapped_format(fmt: Any, kind: str, mapping: list[str], ts_unit: str | None,
 
     base = fmt.name.split("-")[0]
     if base not in ("csv", "jsonl", "parquet"):
-        raise _input_error(f"--map/--ts-unit/--tz apply to the generic formats csv, jsonl and parquet, "
-                           f"not {fmt.name!r}")
+        raise _input_error(
+            f"--map/--ts-unit/--tz apply to the generic formats csv, jsonl and parquet, not {fmt.name!r}"
+        )
     columns: dict[str, str] = {}
     for pair in mapping:
         field, sep, column = pair.partition("=")
@@ -199,8 +248,12 @@ def ingest_events_cmd(
     fmt: FormatOpt,
     db: DbOption = None,
     as_json: JsonOption = False,
-    unknown_items: Annotated[str, typer.Option(
-        "--unknown-items", help="create: add missing items to the catalogue; quarantine: reject the event")] = "create",
+    unknown_items: Annotated[
+        str,
+        typer.Option(
+            "--unknown-items", help="create: add missing items to the catalogue; quarantine: reject the event"
+        ),
+    ] = "create",
     limit: LimitOpt = None,
     mapping: MapOpt = None,
     ts_unit: TsUnitOpt = None,
@@ -227,11 +280,14 @@ def ingest_items_cmd(
 
 # --- quality, backup, restore -------------------------------------------------------------------
 
+
 @app.command("quality-report")
 def quality_report(
     db: DbOption = None,
-    out: Annotated[Path | None, typer.Option("--out", help="directory for .json, .md and .png; "
-                                                            "default: var/reports/quality")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="directory for .json, .md and .png; default: var/reports/quality"),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Counts of accepted, duplicate and quarantined records by source, reason and field."""
@@ -242,7 +298,11 @@ def quality_report(
         with _store(db) as store:
             report, paths = write_quality_report(store, out or settings.var_dir / "reports" / "quality")
         report["files"] = {k: str(v) for k, v in paths.items()}
-        _emit(report, as_json, lambda _: paths["markdown"].read_text() + f"\n(written to {paths['markdown'].parent})")
+        _emit(
+            report,
+            as_json,
+            lambda _: paths["markdown"].read_text() + f"\n(written to {paths['markdown'].parent})",
+        )
 
 
 @app.command()
@@ -257,9 +317,17 @@ def backup(
 
         with _store(db) as store:
             manifest = run_backup(store, out)
-        _emit(manifest, as_json, lambda m: "\n".join(
-            [f"backup of {m['source']} in {out} ({m['seconds']:.1f} s)"]
-            + [f"  {name}: {t['rows']:,} rows, checksum {t['checksum'][:16]}…" for name, t in m["tables"].items()]))
+        _emit(
+            manifest,
+            as_json,
+            lambda m: "\n".join(
+                [f"backup of {m['source']} in {out} ({m['seconds']:.1f} s)"]
+                + [
+                    f"  {name}: {t['rows']:,} rows, checksum {t['checksum'][:16]}…"
+                    for name, t in m["tables"].items()
+                ]
+            ),
+        )
 
 
 @app.command()
@@ -276,9 +344,17 @@ def restore(
         read_manifest(backup_dir)  # refuse a corrupt backup before creating anything
         with _store(db) as store:
             result = run_restore(store, backup_dir)
-        _emit(result, as_json, lambda r: "\n".join(
-            [f"restored {backup_dir} in {r['seconds']:.1f} s; every table verified"]
-            + [f"  {name}: {t['rows']:,} rows, checksum {t['checksum'][:16]}… ok" for name, t in r["tables"].items()]))
+        _emit(
+            result,
+            as_json,
+            lambda r: "\n".join(
+                [f"restored {backup_dir} in {r['seconds']:.1f} s; every table verified"]
+                + [
+                    f"  {name}: {t['rows']:,} rows, checksum {t['checksum'][:16]}… ok"
+                    for name, t in r["tables"].items()
+                ]
+            ),
+        )
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -6,7 +6,7 @@ The file is ``./shelfwise.toml`` or the path in ``SHELFWISE_CONFIG``. Example::
     db_url = "postgresql://127.0.0.1:5432/shop"
     shop_start = "2009-01-01"
 
-    SHELFWISE_PSEUDONYM_KEY=... shelfwise ingest events data/online_retail/online_retail.csv.gz --format online-retail
+    SHELFWISE_PSEUDONYM_KEY=... shelfwise ingest events orders.csv.gz --format online-retail
 """
 
 from __future__ import annotations

@@ -33,7 +33,9 @@ class Pseudonymizer:
     def __call__(self, raw_id: str) -> str:
         cached = self._cache.get(raw_id)
         if cached is None:
-            cached = hmac.new(self._key, raw_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+            cached = hmac.new(self._key, raw_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[
+                :32
+            ]
             if len(self._cache) < 2_000_000:
                 self._cache[raw_id] = cached
         return cached

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -54,7 +54,7 @@ class Rejection(NamedTuple):
 
     @classmethod
     def of(cls, problem: Problem) -> Rejection:
-        """A reader's problem: the line could not be parsed, so it is kept as text, contact details scrubbed."""
+        """A reader's problem: the line could not be parsed; kept as text, contact details scrubbed."""
         return cls(problem.line_no, scrub_pii(problem.raw)[0], problem.field, problem.reason, problem.detail)
 
 
@@ -68,7 +68,7 @@ class _Bad(Exception):
 @dataclass
 class GateConfig:
     source: str
-    time: TimeSpec = TimeSpec()
+    time: TimeSpec = field(default_factory=TimeSpec)
     currency: str | None = None
     shop_start: date = date(1995, 1, 1)
     now_ms: int = 0
@@ -275,8 +275,17 @@ class EventGate(_Common):
             user_id, session_id, item_id, event_type.value, ts, quantity, price, value, context.get("query")
         )
         return Event(
-            event_id=event_id, user_id=user_id, session_id=session_id, item_id=item_id, type=event_type, ts=ts,
-            quantity=quantity, price=price, currency=currency, value=value, context=context,
+            event_id=event_id,
+            user_id=user_id,
+            session_id=session_id,
+            item_id=item_id,
+            type=event_type,
+            ts=ts,
+            quantity=quantity,
+            price=price,
+            currency=currency,
+            value=value,
+            context=context,
             source=self.config.source,
         )
 
@@ -308,6 +317,7 @@ class ItemGate(_Common):
 
     def item(self, f: Mapping[str, Any]) -> Item:
         item_id = self.ident(f.get("item_id"), "item_id", required=True)
+        assert item_id is not None  # required=True
         price = self.price(f.get("price"))
         category = f.get("category")
         attributes = f.get("attributes") or {}
@@ -323,7 +333,9 @@ class ItemGate(_Common):
             currency=self.currency(f.get("currency")) if price is not None else None,
             attributes=self.context(dict(attributes)),
             available=self._available(f.get("available")),
-            updated_ts=None if _blank(f.get("updated_ts")) else self.timestamp(f.get("updated_ts"), "updated_ts"),
+            updated_ts=None
+            if _blank(f.get("updated_ts"))
+            else self.timestamp(f.get("updated_ts"), "updated_ts"),
             source=self.config.source,
         )
 
@@ -353,18 +365,19 @@ class _Pace:
     first: int
     last: int
     n: int = 0
-    minute: int = -1
-    seconds: set[int] = field(default_factory=set)
+    window: deque[int] = field(default_factory=deque)  # distinct seconds with an action, last 60 s
     peak: int = 0
 
 
 class UserActivity:
     """First/last seen, event counts and peak pace per user, to flag likely bots.
 
-    Pace counts *distinct seconds with an action* in each clock minute, so a checkout that writes
-    600 invoice lines at one instant counts once, while a crawler viewing a page every second
-    does not hide. Users above ``actions_per_minute`` in any minute are flagged, not removed:
-    the events stay, and analytics and training can leave flagged users out.
+    Pace counts *distinct seconds with an action* in any sliding 60-second window, so a checkout
+    that writes 600 invoice lines at one instant counts once, while a crawler viewing a page every
+    second does not hide, wherever its minute starts. Events that arrive out of time order for a
+    user still count towards first/last seen and totals, not towards pace. Users above
+    ``actions_per_minute`` are flagged, not removed: their events stay, and analytics and
+    training can leave flagged users out.
     """
 
     def __init__(self, actions_per_minute: int) -> None:
@@ -375,17 +388,20 @@ class UserActivity:
         pace = self.users.get(user_id)
         if pace is None:
             pace = self.users[user_id] = _Pace(ts, ts)
-        else:
-            pace.first = min(pace.first, ts)
-            pace.last = max(pace.last, ts)
+        elif ts < pace.first:
+            pace.first = ts
+        elif ts > pace.last:
+            pace.last = ts
         pace.n += 1
-        minute, second = divmod(ts // 1000, 60)
-        if minute != pace.minute:
-            pace.minute = minute
-            pace.seconds.clear()
-        pace.seconds.add(second)
-        if len(pace.seconds) > pace.peak:
-            pace.peak = len(pace.seconds)
+        second = ts // 1000
+        window = pace.window
+        if window and second <= window[-1]:
+            return  # the same second again, or out of order
+        window.append(second)
+        while second - window[0] >= 60:
+            window.popleft()
+        if len(window) > pace.peak:
+            pace.peak = len(window)
 
     def flagged(self) -> dict[str, str]:
         return {

@@ -27,11 +27,31 @@ CONTEXT: Final = "context"
 SOURCE: Final = "source"
 
 EVENT_COLUMNS: Final = (
-    EVENT_ID, USER_ID, SESSION_ID, ITEM_ID, EVENT_TYPE, TS, QUANTITY, PRICE, CURRENCY, VALUE, CONTEXT, SOURCE,
+    EVENT_ID,
+    USER_ID,
+    SESSION_ID,
+    ITEM_ID,
+    EVENT_TYPE,
+    TS,
+    QUANTITY,
+    PRICE,
+    CURRENCY,
+    VALUE,
+    CONTEXT,
+    SOURCE,
 )
 ITEM_COLUMNS: Final = (
-    "item_id", "title", "description", "category", "brand", "price", "currency", "attributes", "available",
-    "updated_ts", "source",
+    "item_id",
+    "title",
+    "description",
+    "category",
+    "brand",
+    "price",
+    "currency",
+    "attributes",
+    "available",
+    "updated_ts",
+    "source",
 )
 
 ID_MAX = 256
@@ -85,8 +105,16 @@ EVENT_TYPE_ALIASES: Final[dict[str, EventType]] = {
 
 # Types whose item is a product (the rest, such as search and login, may have none).
 ITEM_EVENT_TYPES: Final = frozenset(
-    {EventType.VIEW, EventType.CLICK, EventType.CART, EventType.REMOVE_FROM_CART, EventType.WISHLIST,
-     EventType.PURCHASE, EventType.RETURN, EventType.RATE}
+    {
+        EventType.VIEW,
+        EventType.CLICK,
+        EventType.CART,
+        EventType.REMOVE_FROM_CART,
+        EventType.WISHLIST,
+        EventType.PURCHASE,
+        EventType.RETURN,
+        EventType.RATE,
+    }
 )
 MONEY_EVENT_TYPES: Final = frozenset({EventType.PURCHASE, EventType.RETURN})
 

@@ -85,17 +85,27 @@ def backup(store: Store, out_dir: Path) -> dict[str, Any]:
             path = out_dir / f"{table.name}.parquet"
             total, rows = 0, 0
             with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-                result = conn.execution_options(stream_results=True, yield_per=50_000).execute(sa.select(table))
+                result = conn.execution_options(stream_results=True, yield_per=50_000).execute(
+                    sa.select(table)
+                )
                 for chunk in result.partitions():
                     values = [tuple(r) for r in chunk]
                     for v in values:
                         total = (total + _row_hash(v)) % _MOD
                     rows += len(values)
-                    columns = list(zip(*values, strict=True)) if values else [[] for _ in schema]
-                    writer.write_table(pa.table({f.name: pa.array(col, f.type) for f, col in
-                                                 zip(schema, columns, strict=True)}, schema=schema))
-            tables[table.name] = {"rows": rows, "checksum": f"{total:064x}", "file": path.name,
-                                  "sha256": sha256_file(str(path))}
+                    columns: list[Any] = list(zip(*values, strict=True)) if values else [[] for _ in schema]
+                    writer.write_table(
+                        pa.table(
+                            {f.name: pa.array(col, f.type) for f, col in zip(schema, columns, strict=True)},
+                            schema=schema,
+                        )
+                    )
+            tables[table.name] = {
+                "rows": rows,
+                "checksum": f"{total:064x}",
+                "file": path.name,
+                "sha256": sha256_file(str(path)),
+            }
     manifest = {
         "format": FORMAT_VERSION,
         "created_at": ms_to_datetime(now_ms()).isoformat(timespec="seconds"),
@@ -133,27 +143,38 @@ def restore(store: Store, backup_dir: Path) -> dict[str, Any]:
     manifest = read_manifest(backup_dir)
     filled = {name: n for name, n in store.counts().items() if n}
     if filled:
-        raise BackupError(f"{sql.safe_url} is not empty ({', '.join(f'{k}: {v}' for k, v in filled.items())})",
-                          hint="restore into a new database")
+        raise BackupError(
+            f"{sql.safe_url} is not empty ({', '.join(f'{k}: {v}' for k, v in filled.items())})",
+            hint="restore into a new database",
+        )
     with sql.engine.begin() as conn:
         for table in DATA_TABLES:
             entry = manifest["tables"].get(table.name)
             if entry is None:
                 continue
             names = [c.name for c in table.columns]
-            for batch in pq.ParquetFile(backup_dir / entry["file"]).iter_batches(batch_size=50_000, columns=names):
+            for batch in pq.ParquetFile(backup_dir / entry["file"]).iter_batches(
+                batch_size=50_000, columns=names
+            ):
                 columns = [batch.column(n).to_pylist() for n in names]
                 if table is events:
                     sql.bulk_insert_events(conn, list(zip(*columns, strict=True)))
                 else:
-                    sql.bulk_load(conn, table, [dict(zip(names, r, strict=True)) for r in zip(*columns, strict=True)])
+                    sql.bulk_load(
+                        conn, table, [dict(zip(names, r, strict=True)) for r in zip(*columns, strict=True)]
+                    )
         sql.after_load(conn)
     found = table_fingerprints(store)
     mismatched = [
-        name for name, entry in manifest["tables"].items()
+        name
+        for name, entry in manifest["tables"].items()
         if found.get(name) != {"rows": entry["rows"], "checksum": entry["checksum"]}
     ]
     if mismatched:
         raise BackupError(f"restore does not match the backup for {', '.join(mismatched)}")
-    return {"tables": found, "verified": True, "seconds": round(time.perf_counter() - started, 3),
-            "backup": str(backup_dir)}
+    return {
+        "tables": found,
+        "verified": True,
+        "seconds": round(time.perf_counter() - started, 3),
+        "backup": str(backup_dir),
+    }

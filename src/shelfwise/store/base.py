@@ -55,8 +55,9 @@ class Store(ABC):
 
     # --- events -------------------------------------------------------------------------------
     @abstractmethod
-    def append_events(self, events: Sequence[Event], *, items: Sequence[Item] = (),
-                      quarantine: Sequence[QuarantineRow] = ()) -> int:
+    def append_events(
+        self, events: Sequence[Event], *, items: Sequence[Item] = (), quarantine: Sequence[QuarantineRow] = ()
+    ) -> int:
         """Store new events in one transaction (with their inline items, filled not replaced, and any
         quarantined neighbours); returns how many were new. Events whose id is already stored are
         skipped: appending is idempotent."""
@@ -66,18 +67,37 @@ class Store(ABC):
         return self.append_events([event]) == 1
 
     @abstractmethod
-    def events_for_user(self, user_id: str, *, since: int | None = None, until: int | None = None,
-                        types: Iterable[EventType] | None = None, limit: int | None = None) -> list[Event]:
+    def events_for_user(
+        self,
+        user_id: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        types: Iterable[EventType] | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
         """A user's events in time order, within ``[since, until)`` when given."""
 
     @abstractmethod
-    def iter_events(self, *, since: int | None = None, until: int | None = None,
-                    types: Iterable[EventType] | None = None, batch: int = 50_000) -> Iterator[Event]:
+    def iter_events(
+        self,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        types: Iterable[EventType] | None = None,
+        batch: int = 50_000,
+    ) -> Iterator[Event]:
         """All events in time order, streamed."""
 
     @abstractmethod
-    def interactions(self, *, types: Iterable[EventType] | None = None, since: int | None = None,
-                     until: int | None = None, exclude_bots: bool = True) -> Interactions:
+    def interactions(
+        self,
+        *,
+        types: Iterable[EventType] | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        exclude_bots: bool = True,
+    ) -> Interactions:
         """Events with a user and an item, as arrays (see ``Interactions``)."""
 
     # --- catalogue and users ------------------------------------------------------------------

@@ -79,9 +79,16 @@ class _Tally:
     def reject(self, rejection: Rejection, kind: str) -> QuarantineRow:
         self.reasons[rejection.reason] += 1
         self.fields[rejection.field or "(record)"] += 1
-        return QuarantineRow(source=self.report.source, kind=kind, line_no=rejection.line_no, field=rejection.field,
-                             reason=rejection.reason, detail=rejection.detail, record=rejection.raw,
-                             run_id=self.report.run_id)
+        return QuarantineRow(
+            source=self.report.source,
+            kind=kind,
+            line_no=rejection.line_no,
+            field=rejection.field,
+            reason=rejection.reason,
+            detail=rejection.detail,
+            record=rejection.raw,
+            run_id=self.report.run_id,
+        )
 
     def close(self, started: float) -> None:
         self.report.quarantined = sum(self.reasons.values())
@@ -124,8 +131,12 @@ def ingest_events(
     reader = fmt.read(path, ReadOptions(progress=progress, limit=limit))  # raises before any write
     first = next(reader, None)
 
-    report = IngestReport(run_id=store.start_run(source=fmt.name, kind="events", path=str(path)),
-                          source=fmt.name, kind="events", path=str(path))
+    report = IngestReport(
+        run_id=store.start_run(source=fmt.name, kind="events", path=str(path)),
+        source=fmt.name,
+        kind="events",
+        path=str(path),
+    )
     tally = _Tally(report)
     batch: list[Event] = []
     inline: dict[str, dict[str, Any]] = {}
@@ -155,11 +166,10 @@ def ingest_events(
             if result.user_id is not None:
                 activity.observe(result.user_id, result.ts)
             item_id = result.item_id
-            if item_id is not None:
-                # The first facts an event carries about an item are kept; later ones fill nothing new.
-                if item_id not in items_seen:
-                    inline[item_id] = {**record.item, "item_id": item_id} if record.item else {"item_id": item_id}
-                    items_seen.add(item_id)
+            # The first facts an event carries about an item are kept; later ones fill nothing new.
+            if item_id is not None and item_id not in items_seen:
+                inline[item_id] = {**record.item, "item_id": item_id} if record.item else {"item_id": item_id}
+                items_seen.add(item_id)
         if len(batch) + len(held) >= settings.ingest_batch_size:
             flush()
     flush()
@@ -191,8 +201,12 @@ def ingest_items(
     gate = ItemGate(config, Pseudonymizer(settings.resolved_pseudonym_key()))
     reader = fmt.read(path, ReadOptions(progress=progress, limit=limit))
     first = next(reader, None)
-    report = IngestReport(run_id=store.start_run(source=fmt.name, kind="items", path=str(path)),
-                          source=fmt.name, kind="items", path=str(path))
+    report = IngestReport(
+        run_id=store.start_run(source=fmt.name, kind="items", path=str(path)),
+        source=fmt.name,
+        kind="items",
+        path=str(path),
+    )
     tally = _Tally(report)
     batch: dict[str, Item] = {}
     held: list[QuarantineRow] = []

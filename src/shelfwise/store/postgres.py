@@ -31,8 +31,10 @@ class PostgresStore(SqlStore):
             with cur.copy(f"COPY _events_stage ({_COLUMNS}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cur.execute(f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM _events_stage "
-                        "ON CONFLICT (event_id) DO NOTHING")
+            cur.execute(
+                f"INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM _events_stage "
+                "ON CONFLICT (event_id) DO NOTHING"
+            )
             inserted = cur.rowcount
             cur.execute("TRUNCATE _events_stage")
         return int(inserted)

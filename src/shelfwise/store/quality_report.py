@@ -42,8 +42,21 @@ def build_quality_report(store: Store) -> dict[str, Any]:
         "rows": store.counts(),
         "sources": {k: dict(v) for k, v in totals.items()},
         "runs": [
-            {k: run["report"].get(k) for k in ("run_id", "source", "kind", "path", "records", "accepted",
-                                               "duplicates", "quarantined", "seconds", "reasons")}
+            {
+                k: run["report"].get(k)
+                for k in (
+                    "run_id",
+                    "source",
+                    "kind",
+                    "path",
+                    "records",
+                    "accepted",
+                    "duplicates",
+                    "quarantined",
+                    "seconds",
+                    "reasons",
+                )
+            }
             for run in runs
         ],
         "quarantine": store.quarantine_summary(),
@@ -57,18 +70,25 @@ def build_quality_report(store: Store) -> dict[str, Any]:
 
 
 def _example(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (row[k][:200] if isinstance(row[k], str) else row[k])
-            for k in ("source", "line_no", "field", "reason", "detail", "record")}
+    return {
+        k: (row[k][:200] if isinstance(row[k], str) else row[k])
+        for k in ("source", "line_no", "field", "reason", "detail", "record")
+    }
 
 
 def render_markdown(report: dict[str, Any], *, plot: str | None = None) -> str:
-    lines = [f"# Data quality report", "", f"Store `{report['store']}`, {report['generated_at']}.", ""]
-    lines += ["## Ingested, by source", "",
-              "| source | runs | records | accepted | duplicates | quarantined | guest events |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["# Data quality report", "", f"Store `{report['store']}`, {report['generated_at']}.", ""]
+    lines += [
+        "## Ingested, by source",
+        "",
+        "| source | runs | records | accepted | duplicates | quarantined | guest events |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for source, t in report["sources"].items():
-        lines.append(f"| {source} | {t.get('runs', 0)} | {t.get('records', 0):,} | {t.get('accepted', 0):,} | "
-                     f"{t.get('duplicates', 0):,} | {t.get('quarantined', 0):,} | {t.get('guest_events', 0):,} |")
+        lines.append(
+            f"| {source} | {t.get('runs', 0)} | {t.get('records', 0):,} | {t.get('accepted', 0):,} | "
+            f"{t.get('duplicates', 0):,} | {t.get('quarantined', 0):,} | {t.get('guest_events', 0):,} |"
+        )
     lines += ["", "## Rows in the store", "", "| table | rows |", "|---|---:|"]
     lines += [f"| {name} | {n:,} |" for name, n in report["rows"].items()]
     q = report["quarantine"]
@@ -84,8 +104,10 @@ def render_markdown(report: dict[str, Any], *, plot: str | None = None) -> str:
         lines += ["## Examples", ""]
         for reason, rows in report["examples"].items():
             for row in rows:
-                lines.append(f"- `{reason}` {row['source']} line {row['line_no']}, field `{row['field']}`: "
-                             f"{row['detail']}")
+                lines.append(
+                    f"- `{reason}` {row['source']} line {row['line_no']}, field `{row['field']}`: "
+                    f"{row['detail']}"
+                )
         lines.append("")
     if plot:
         lines += [f"![quarantine by reason and field]({plot})", ""]
@@ -101,8 +123,12 @@ def plot_quarantine(report: dict[str, Any], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, max(2.5, 0.45 * max(len(q["by_reason"]), len(q["by_field"])) + 1)))
-    for ax, (title, counts) in zip(axes, (("by reason", q["by_reason"]), ("by field", q["by_field"])), strict=True):
+    fig, axes = plt.subplots(
+        1, 2, figsize=(11, max(2.5, 0.45 * max(len(q["by_reason"]), len(q["by_field"])) + 1))
+    )
+    for ax, (title, counts) in zip(
+        axes, (("by reason", q["by_reason"]), ("by field", q["by_field"])), strict=True
+    ):
         ordered = sorted(counts.items(), key=lambda kv: kv[1])
         ax.barh([k for k, _ in ordered], [v for _, v in ordered], color="#c0504d")
         ax.set_title(f"Quarantined records {title}")

@@ -44,40 +44,74 @@ def context_json(context: dict[str, Any]) -> str:
 
 
 def event_row(event: Event) -> tuple[Any, ...]:
-    return (event.event_id, event.user_id, event.session_id, event.item_id, event.type.value, event.ts,
-            event.quantity, event.price, event.currency, event.value, context_json(event.context), event.source)
+    return (
+        event.event_id,
+        event.user_id,
+        event.session_id,
+        event.item_id,
+        event.type.value,
+        event.ts,
+        event.quantity,
+        event.price,
+        event.currency,
+        event.value,
+        context_json(event.context),
+        event.source,
+    )
 
 
 def item_row(item: Item) -> dict[str, Any]:
     return {
-        "item_id": item.item_id, "title": item.title, "description": item.description,
-        "category": item.category, "brand": item.brand, "price": item.price, "currency": item.currency,
+        "item_id": item.item_id,
+        "title": item.title,
+        "description": item.description,
+        "category": item.category,
+        "brand": item.brand,
+        "price": item.price,
+        "currency": item.currency,
         "attributes": json.dumps(item.attributes, separators=(",", ":")) if item.attributes else None,
-        "available": item.available, "updated_ts": item.updated_ts, "source": item.source,
+        "available": item.available,
+        "updated_ts": item.updated_ts,
+        "source": item.source,
     }
 
 
 def _event(row: Any) -> Event:
     return Event(
-        event_id=row.event_id, user_id=row.user_id, session_id=row.session_id, item_id=row.item_id,
-        type=EventType(row.type), ts=row.ts, quantity=row.quantity, price=row.price, currency=row.currency,
-        value=row.value, context=json.loads(row.context) if row.context and row.context != "{}" else {},
+        event_id=row.event_id,
+        user_id=row.user_id,
+        session_id=row.session_id,
+        item_id=row.item_id,
+        type=EventType(row.type),
+        ts=row.ts,
+        quantity=row.quantity,
+        price=row.price,
+        currency=row.currency,
+        value=row.value,
+        context=json.loads(row.context) if row.context and row.context != "{}" else {},
         source=row.source,
     )
 
 
 def _item(row: Any) -> Item:
     return Item(
-        item_id=row.item_id, title=row.title, description=row.description, category=row.category,
-        brand=row.brand, price=row.price, currency=row.currency,
-        attributes=json.loads(row.attributes) if row.attributes else {}, available=bool(row.available),
-        updated_ts=row.updated_ts, source=row.source,
+        item_id=row.item_id,
+        title=row.title,
+        description=row.description,
+        category=row.category,
+        brand=row.brand,
+        price=row.price,
+        currency=row.currency,
+        attributes=json.loads(row.attributes) if row.attributes else {},
+        available=bool(row.available),
+        updated_ts=row.updated_ts,
+        source=row.source,
     )
 
 
 def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 class SqlStore(Store):
@@ -123,8 +157,13 @@ class SqlStore(Store):
         return sa.make_url(self.url).render_as_string(hide_password=True)
 
     # --- events --------------------------------------------------------------------------------
-    def append_events(self, events_: Sequence[Event], *, items: Sequence[Item] = (),
-                      quarantine: Sequence[QuarantineRow] = ()) -> int:
+    def append_events(
+        self,
+        events_: Sequence[Event],
+        *,
+        items: Sequence[Item] = (),
+        quarantine: Sequence[QuarantineRow] = (),
+    ) -> int:
         with self.engine.begin() as conn:
             if items:
                 self._upsert_items(conn, items, replace=False)
@@ -133,16 +172,29 @@ class SqlStore(Store):
                 self._add_quarantine(conn, quarantine)
         return inserted
 
-    def events_for_user(self, user_id: str, *, since: int | None = None, until: int | None = None,
-                        types: Iterable[EventType] | None = None, limit: int | None = None) -> list[Event]:
+    def events_for_user(
+        self,
+        user_id: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        types: Iterable[EventType] | None = None,
+        limit: int | None = None,
+    ) -> list[Event]:
         query = self._event_query(since, until, types).where(events.c.user_id == user_id)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return [_event(row) for row in conn.execute(query)]
 
-    def iter_events(self, *, since: int | None = None, until: int | None = None,
-                    types: Iterable[EventType] | None = None, batch: int = 50_000) -> Iterator[Event]:
+    def iter_events(
+        self,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        types: Iterable[EventType] | None = None,
+        batch: int = 50_000,
+    ) -> Iterator[Event]:
         query = self._event_query(since, until, types)
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
@@ -150,7 +202,9 @@ class SqlStore(Store):
                 yield _event(row)
 
     @staticmethod
-    def _event_query(since: int | None, until: int | None, types: Iterable[EventType] | None) -> sa.Select[Any]:
+    def _event_query(
+        since: int | None, until: int | None, types: Iterable[EventType] | None
+    ) -> sa.Select[Any]:
         query = sa.select(events).order_by(events.c.ts, events.c.event_id)
         if since is not None:
             query = query.where(events.c.ts >= since)
@@ -160,8 +214,14 @@ class SqlStore(Store):
             query = query.where(events.c.type.in_([str(t) for t in types]))
         return query
 
-    def interactions(self, *, types: Iterable[EventType] | None = None, since: int | None = None,
-                     until: int | None = None, exclude_bots: bool = True) -> Interactions:
+    def interactions(
+        self,
+        *,
+        types: Iterable[EventType] | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        exclude_bots: bool = True,
+    ) -> Interactions:
         query = (
             sa.select(events.c.user_id, events.c.item_id, events.c.type, events.c.ts, events.c.quantity)
             .where(events.c.user_id.is_not(None), events.c.item_id.is_not(None))
@@ -182,15 +242,27 @@ class SqlStore(Store):
         code = {name: i for i, name in enumerate(type_names)}
         if not rows:
             empty = np.array([], dtype=np.int32)
-            return Interactions(empty, empty, np.array([], np.int64), np.array([], np.int8), empty,
-                                np.array([], dtype=object), np.array([], dtype=object), type_names)
+            return Interactions(
+                empty,
+                empty,
+                np.array([], np.int64),
+                np.array([], np.int8),
+                empty,
+                np.array([], dtype=object),
+                np.array([], dtype=object),
+                type_names,
+            )
         user_col, item_col, type_col, ts_col, qty_col = zip(*rows, strict=True)
         user_ids, user_idx = np.unique(np.array(user_col, dtype=object), return_inverse=True)
         item_ids, item_idx = np.unique(np.array(item_col, dtype=object), return_inverse=True)
         return Interactions(
-            users=user_idx.astype(np.int32), items=item_idx.astype(np.int32),
-            ts=np.array(ts_col, dtype=np.int64), types=np.array([code[t] for t in type_col], dtype=np.int8),
-            quantity=np.array(qty_col, dtype=np.int32), user_ids=user_ids, item_ids=item_ids,
+            users=user_idx.astype(np.int32),
+            items=item_idx.astype(np.int32),
+            ts=np.array(ts_col, dtype=np.int64),
+            types=np.array([code[t] for t in type_col], dtype=np.int8),
+            quantity=np.array(qty_col, dtype=np.int32),
+            user_ids=user_ids,
+            item_ids=item_ids,
             type_names=type_names,
         )
 
@@ -208,7 +280,8 @@ class SqlStore(Store):
         keep = sa.func.coalesce
         set_ = {
             c.name: (keep(new[c.name], c) if replace else keep(c, new[c.name]))
-            for c in old if c.name not in ("item_id", "available", "source")
+            for c in old
+            if c.name not in ("item_id", "available", "source")
         }
         if replace:
             set_["available"] = new.available
@@ -234,25 +307,42 @@ class SqlStore(Store):
         stmt = self.dialect_insert(users)
         upsert = stmt.on_conflict_do_update(
             index_elements=[users.c.user_id],
-            set_={"first_seen": stmt.excluded.first_seen, "last_seen": stmt.excluded.last_seen,
-                  "n_events": stmt.excluded.n_events},
+            set_={
+                "first_seen": stmt.excluded.first_seen,
+                "last_seen": stmt.excluded.last_seen,
+                "n_events": stmt.excluded.n_events,
+            },
         )
         done = 0
         with self.engine.begin() as conn:
             for chunk in _chunks(ids):
                 stats = conn.execute(
-                    sa.select(events.c.user_id, sa.func.min(events.c.ts), sa.func.max(events.c.ts),
-                              sa.func.count())
-                    .where(events.c.user_id.in_(chunk)).group_by(events.c.user_id)
+                    sa.select(
+                        events.c.user_id, sa.func.min(events.c.ts), sa.func.max(events.c.ts), sa.func.count()
+                    )
+                    .where(events.c.user_id.in_(chunk))
+                    .group_by(events.c.user_id)
                 ).all()
-                rows = [{"user_id": u, "first_seen": a, "last_seen": b, "n_events": n, "suspected_bot": False,
-                         "bot_reason": None} for u, a, b, n in stats]
+                rows = [
+                    {
+                        "user_id": u,
+                        "first_seen": a,
+                        "last_seen": b,
+                        "n_events": n,
+                        "suspected_bot": False,
+                        "bot_reason": None,
+                    }
+                    for u, a, b, n in stats
+                ]
                 if rows:
                     conn.execute(upsert, rows)
                 done += len(rows)
             for user_id, reason in (flags or {}).items():
-                conn.execute(users.update().where(users.c.user_id == user_id)
-                             .values(suspected_bot=True, bot_reason=reason))
+                conn.execute(
+                    users.update()
+                    .where(users.c.user_id == user_id)
+                    .values(suspected_bot=True, bot_reason=reason)
+                )
         return done
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
@@ -278,24 +368,39 @@ class SqlStore(Store):
         if rows:
             created = now_ms()
             stmt = self.dialect_insert(quarantine).on_conflict_do_nothing(index_elements=["record_key"])
-            conn.execute(stmt, [
-                {"record_key": content_id(r.source, r.kind, r.line_no, r.reason, r.field, r.record),
-                 "run_id": r.run_id, "source": r.source, "kind": r.kind, "line_no": r.line_no, "field": r.field,
-                 "reason": r.reason, "detail": r.detail[:2000], "record": r.record, "created_at": created}
-                for r in rows
-            ])
+            conn.execute(
+                stmt,
+                [
+                    {
+                        "record_key": content_id(r.source, r.kind, r.line_no, r.reason, r.field, r.record),
+                        "run_id": r.run_id,
+                        "source": r.source,
+                        "kind": r.kind,
+                        "line_no": r.line_no,
+                        "field": r.field,
+                        "reason": r.reason,
+                        "detail": r.detail[:2000],
+                        "record": r.record,
+                        "created_at": created,
+                    }
+                    for r in rows
+                ],
+            )
 
     def quarantine_summary(self) -> dict[str, Any]:
         q = quarantine.c
         with self.engine.connect() as conn:
-            def grouped(*cols: Any) -> list[Any]:
+
+            def grouped(*cols: Any) -> Sequence[Any]:
                 return conn.execute(sa.select(*cols, sa.func.count()).group_by(*cols).order_by(*cols)).all()
 
             return {
                 "total": conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar_one(),
                 "by_reason": {r: n for r, n in grouped(q.reason)},
                 "by_field": {(f or "(record)"): n for f, n in grouped(q.field)},
-                "by_source_reason": [{"source": s, "reason": r, "count": n} for s, r, n in grouped(q.source, q.reason)],
+                "by_source_reason": [
+                    {"source": s, "reason": r, "count": n} for s, r, n in grouped(q.source, q.reason)
+                ],
             }
 
     def quarantined(self, *, reason: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -308,15 +413,19 @@ class SqlStore(Store):
     def start_run(self, *, source: str, kind: str, path: str) -> int:
         with self.engine.begin() as conn:
             result = conn.execute(
-                ingest_runs.insert().values(source=source, kind=kind, path=path, started_at=now_ms())
+                ingest_runs.insert()
+                .values(source=source, kind=kind, path=path, started_at=now_ms())
                 .returning(ingest_runs.c.run_id)
             )
             return int(result.scalar_one())
 
     def finish_run(self, run_id: int, report: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(ingest_runs.update().where(ingest_runs.c.run_id == run_id)
-                         .values(finished_at=now_ms(), report=json.dumps(report)))
+            conn.execute(
+                ingest_runs.update()
+                .where(ingest_runs.c.run_id == run_id)
+                .values(finished_at=now_ms(), report=json.dumps(report))
+            )
 
     def runs(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -95,6 +95,7 @@ class DatasetFormat:
 
 # --- opening files -----------------------------------------------------------------------------
 
+
 class _CountingReader(io.RawIOBase):
     """Counts bytes read from the file on disk (compressed bytes for .gz), for progress bars."""
 
@@ -165,7 +166,7 @@ def iter_lines(path: Path, opts: ReadOptions) -> Iterator[tuple[int, str] | Prob
     line_no = 0
     try:
         with open_text(path, opts) as fh:
-            for line_no, text in enumerate(fh, start=1):  # noqa: B007 - used in the error below
+            for line_no, text in enumerate(fh, start=1):
                 yield _invalid_utf8(line_no, text) if bad_utf8(text) else (line_no, text)
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise InputFileError(f"{path}: unreadable after line {line_no} ({exc})") from exc
@@ -201,8 +202,9 @@ def iter_csv(
                 missing = [c for c in required if c not in names]
                 if missing:
                     found = delimiter.join(first)[:120]
-                    raise InputFileError(f"{path}: not a {what} file: header lacks {', '.join(missing)} "
-                                         f"(found {found!r})")
+                    raise InputFileError(
+                        f"{path}: not a {what} file: header lacks {', '.join(missing)} (found {found!r})"
+                    )
             elif not names:
                 raise ValueError("columns are required when header=False")
             width = len(names)
@@ -225,8 +227,13 @@ def iter_csv(
                 if bad_utf8(raw):
                     yield _invalid_utf8(reader.line_num, raw)
                 elif len(row) != width:
-                    yield Problem(reader.line_num, raw[:RAW_KEEP], None, MALFORMED,
-                                  f"{len(row)} fields, expected {width}")
+                    yield Problem(
+                        reader.line_num,
+                        raw[:RAW_KEEP],
+                        None,
+                        MALFORMED,
+                        f"{len(row)} fields, expected {width}",
+                    )
                 else:
                     yield reader.line_num, raw, dict(zip(names, row, strict=True))
                 count += 1
@@ -246,7 +253,9 @@ def _first_row(reader: Any, path: Path, what: str) -> list[str]:
     raise InputFileError(f"{path}: empty file, expected a {what} file")
 
 
-def iter_jsonl(path: Path, opts: ReadOptions, *, what: str = "JSON Lines") -> Iterator[tuple[int, str, Any] | Problem]:
+def iter_jsonl(
+    path: Path, opts: ReadOptions, *, what: str = "JSON Lines"
+) -> Iterator[tuple[int, str, Any] | Problem]:
     """Parsed JSON values, one per non-blank line. A file whose first record is not JSON is not JSONL."""
     count = 0
     for rec in iter_lines(path, opts):
@@ -278,7 +287,9 @@ def iter_jsonl(path: Path, opts: ReadOptions, *, what: str = "JSON Lines") -> It
         raise InputFileError(f"{path}: empty file, expected a {what} file")
 
 
-def iter_parquet(path: Path, opts: ReadOptions, *, batch_size: int = 65_536) -> Iterator[tuple[int, str, dict[str, Any]]]:
+def iter_parquet(
+    path: Path, opts: ReadOptions, *, batch_size: int = 65_536
+) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """Rows of a Parquet file as dicts, a record batch at a time."""
     import pyarrow as pa
     import pyarrow.parquet as pq

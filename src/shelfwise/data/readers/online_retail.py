@@ -14,7 +14,16 @@ from pathlib import Path
 
 from shelfwise.data.readers.base import DatasetFormat, Draft, Problem, ReadOptions, Record, TimeSpec, iter_csv
 
-COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
+COLUMNS = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+)
 NON_PRODUCT = re.compile(
     r"^(POST|DOT|M|D|C2|CRUK|PADS|B|S|BANK CHARGES|AMAZONFEE|ADJUST\d*|TEST\d*|gift_\d+_\d+)$", re.IGNORECASE
 )

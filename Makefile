@@ -1,0 +1,40 @@
+# shelfwise: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DB     ?=
+DBFLAG := $(if $(DB),--db $(DB),)
+
+.PHONY: venv demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## demo: load the full Online Retail data into the embedded store and print the quality report
+demo: venv
+	$(BIN)/shelfwise ingest events data/online_retail/online_retail.csv.gz --format online-retail $(DBFLAG)
+	$(BIN)/shelfwise quality-report $(DBFLAG)
+
+## lint: ruff (lint + format), import-linter (layers point down), mypy (core, data, store)
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+## test: lint, then the whole test suite (real SQLite, PostgreSQL on 127.0.0.1:5432)
+test: lint
+	$(BIN)/pytest -q
+
+## bench: slow benchmarks; figures in benchmarks/results/*.json and benchmarks/results/README.md
+bench: venv
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis

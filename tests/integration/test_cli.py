@@ -1,0 +1,151 @@
+"""The ``shelfwise`` command as a user runs it: a real process, real files, real stores."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_KEY
+
+BIN = Path(sys.executable).parent / "shelfwise"
+
+
+def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SHELFWISE_PSEUDONYM_KEY": TEST_KEY, "SHELFWISE_VAR_DIR": str(cwd / "var")}
+    env.pop("SHELFWISE_CONFIG", None)
+    proc = subprocess.run([str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def one_json(proc: subprocess.CompletedProcess[str]) -> dict:
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stdout
+    return json.loads(lines[0])
+
+
+def test_ingest_json_counts_and_second_run_adds_nothing(tmp_path: Path, retail_slice: Path) -> None:
+    first = one_json(
+        run("ingest", "events", str(retail_slice), "--format", "online-retail", "--json", cwd=tmp_path)
+    )
+    for key in ("accepted", "quarantined", "duplicates"):
+        assert isinstance(first[key], int)
+    assert first["accepted"] + first["quarantined"] + first["duplicates"] == 3000
+    assert first["reasons"] and all(isinstance(v, int) for v in first["reasons"].values())
+    assert sum(first["reasons"].values()) == first["quarantined"]
+    assert (tmp_path / "var" / "shelfwise.db").exists()  # the embedded default store
+    second = one_json(
+        run("ingest", "events", str(retail_slice), "-f", "online-retail", "--json", cwd=tmp_path)
+    )
+    assert second["accepted"] == 0
+    assert second["duplicates"] == first["accepted"] + first["duplicates"]
+
+
+def test_bad_records_are_quarantined_and_the_rest_goes_in(tmp_path: Path, retail_slice: Path) -> None:
+    lines = retail_slice.read_bytes().splitlines(keepends=True)[:101]
+    bad = [
+        b"536999,85123A,MUG,six,2010-12-01 08:26:00,2.55,17850.0,United Kingdom\n",  # quantity not a number
+        b"536999,85123A,MUG,6,2010-13-45 08:26:00,2.55,17850.0,United Kingdom\n",  # impossible date
+        b"536999,85123A,MUG,6,2010-12-01 08:26:00,nan,17850.0,United Kingdom\n",  # NaN price
+        b"536999,85123A,MUG\n",  # too few fields
+        b"536999,85123A,MUG \xff\xfe,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom\n",  # not UTF-8
+    ]
+    path = tmp_path / "mixed.csv.gz"
+    path.write_bytes(gzip.compress(b"".join(lines[:50] + bad + lines[50:])))
+    out = one_json(run("ingest", "events", str(path), "-f", "online-retail", "--json", cwd=tmp_path))
+    clean = one_json(
+        run(
+            "ingest",
+            "events",
+            str(retail_slice),
+            "-f",
+            "online-retail",
+            "--limit",
+            "100",
+            "--json",
+            "--db",
+            f"sqlite:///{tmp_path / 'clean.db'}",
+            cwd=tmp_path,
+        )
+    )
+    assert out["records"] == 105
+    assert out["quarantined"] == clean["quarantined"] + 5
+    assert out["accepted"] == clean["accepted"]  # every good neighbour kept
+    for reason in ("bad_type", "bad_timestamp", "not_finite", "malformed_record", "invalid_utf8"):
+        assert out["reasons"].get(reason, 0) >= 1, reason
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b'{"session": 1, "events": []}\n', "not a Online Retail file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not a Online Retail file"),
+        (gzip.compress(b"InvoiceNo,StockCode\n" * 5000)[:300], "unreadable"),
+    ],
+)
+def test_unreadable_files_fail_with_one_line(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "input.csv"
+    path.write_bytes(content)
+    proc = run("ingest", "events", str(path), "-f", "online-retail", "--json", cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr and str(path) in proc.stderr
+
+
+def test_user_errors_are_one_line(tmp_path: Path) -> None:
+    for args in (
+        ["ingest", "events", str(tmp_path / "missing.csv"), "-f", "online-retail"],
+        ["ingest", "events", str(tmp_path), "-f", "no-such-format"],
+        ["ingest", "events", str(tmp_path), "-f", "online-retail", "--db", "mysql://x/y"],
+        ["restore", str(tmp_path)],
+    ):
+        proc = run(*args, cwd=tmp_path, check=False)
+        assert proc.returncode != 0, args
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_quality_report_writes_json_markdown_and_plot(tmp_path: Path, retail_slice: Path) -> None:
+    run("ingest", "events", str(retail_slice), "-f", "online-retail", cwd=tmp_path)
+    report = one_json(run("quality-report", "--out", str(tmp_path / "q"), "--json", cwd=tmp_path))
+    assert report["quarantine"]["total"] > 0
+    assert set(report["quarantine"]["by_reason"]) >= {"non_product_item"}
+    assert report["conversions"]["cancellation_to_return"] > 0
+    assert (tmp_path / "q" / "quality_report.png").stat().st_size > 5000
+    markdown = (tmp_path / "q" / "quality_report.md").read_text()
+    assert "## Quarantine" in markdown and "non_product_item" in markdown
+    human = run("quality-report", "--out", str(tmp_path / "q2"), cwd=tmp_path).stdout
+    assert human.startswith("# Data quality report")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_backup_and_restore_commands(
+    tmp_path: Path, retail_slice: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    from tests.contract.test_store_contract import _second_pg_database
+
+    source = (
+        f"sqlite:///{tmp_path / 'a.db'}" if backend == "sqlite" else request.getfixturevalue("fresh_pg_url")
+    )
+    target = f"sqlite:///{tmp_path / 'b.db'}" if backend == "sqlite" else _second_pg_database(request)
+    run("ingest", "events", str(retail_slice), "-f", "online-retail", "--db", source, cwd=tmp_path)
+    made = one_json(run("backup", "--db", source, "--out", str(tmp_path / "bk"), "--json", cwd=tmp_path))
+    back = one_json(run("restore", str(tmp_path / "bk"), "--db", target, "--json", cwd=tmp_path))
+    assert back["verified"] is True
+    for name, entry in made["tables"].items():
+        assert back["tables"][name] == {"rows": entry["rows"], "checksum": entry["checksum"]}
+
+
+def test_datasets_lists_every_format(tmp_path: Path) -> None:
+    out = one_json(run("datasets", "--json", cwd=Path(__file__).resolve().parents[2]))
+    formats = {f["format"]: f for f in out["formats"]}
+    assert formats["online-retail"]["path"].endswith("online_retail.csv.gz")
+    assert formats["online-retail"]["redistributable"] is True

@@ -1,0 +1,169 @@
+"""The quality gate: each rule, on records shaped like the real datasets."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from shelfwise.core.clock import datetime_to_ms
+from shelfwise.data import quality as q
+from shelfwise.data.privacy import Pseudonymizer
+from shelfwise.data.readers.base import Draft, Problem, TimeSpec
+from shelfwise.data.schemas import Event, EventType
+
+NOW = datetime_to_ms(__import__("datetime").datetime(2024, 1, 1))
+PSEUDO = Pseudonymizer(b"k" * 32)
+
+
+def gate(**kw: Any) -> q.EventGate:
+    config = q.GateConfig(
+        source="test",
+        time=TimeSpec("iso", "Europe/London"),
+        currency="GBP",
+        shop_start=date(2005, 1, 1),
+        now_ms=NOW,
+        **kw,
+    )
+    return q.EventGate(config, PSEUDO)
+
+
+def draft(**fields: Any) -> Draft:
+    base = {
+        "user_id": "17850",
+        "session_id": "536365",
+        "item_id": "85123A",
+        "type": "purchase",
+        "ts": "2010-12-01 08:26:00",
+        "quantity": "6",
+        "price": "2.55",
+        "context": {"country": "United Kingdom"},
+    }
+    base.update(fields)
+    return Draft(7, "raw", base)
+
+
+def test_a_good_record_becomes_a_private_event() -> None:
+    event = gate().check(draft())
+    assert isinstance(event, Event)
+    assert event.type is EventType.PURCHASE and event.quantity == 6 and event.price == 2.55
+    assert event.currency == "GBP"
+    assert event.user_id == PSEUDO("17850") and event.user_id != "17850"
+    # London is on GMT in December: 08:26 local is 08:26 UTC
+    assert event.ts == datetime_to_ms(__import__("datetime").datetime(2010, 12, 1, 8, 26))
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "reason"),
+    [
+        ({"type": "teleport"}, "type", q.UNKNOWN_EVENT_TYPE),
+        ({"type": ""}, "type", q.MISSING_FIELD),
+        ({"ts": "yesterday"}, "ts", q.BAD_TIMESTAMP),
+        ({"ts": "2031-01-01 00:00:00"}, "ts", q.FUTURE_TIMESTAMP),
+        ({"ts": "1999-01-01 00:00:00"}, "ts", q.BEFORE_SHOP_START),
+        ({"price": "-1.5"}, "price", q.NEGATIVE_PRICE),
+        ({"price": "0"}, "price", q.ZERO_PRICE),
+        ({"price": "NaN"}, "price", q.NOT_FINITE),
+        ({"price": "inf"}, "price", q.NOT_FINITE),
+        ({"price": "two pounds"}, "price", q.BAD_TYPE),
+        ({"quantity": "-3"}, "quantity", q.NEGATIVE_QUANTITY),
+        ({"quantity": "0"}, "quantity", q.ZERO_QUANTITY),
+        ({"quantity": "1.5"}, "quantity", q.BAD_TYPE),
+        ({"quantity": "1e12"}, "quantity", q.OUT_OF_RANGE),
+        ({"item_id": ""}, "item_id", q.MISSING_FIELD),
+        ({"item_id": "x" * 300}, "item_id", q.FIELD_TOO_LARGE),
+        ({"currency": "doubloons"}, "currency", q.UNKNOWN_CURRENCY),
+        ({"context": {"note": "y" * 30_000}}, "context.note", q.FIELD_TOO_LARGE),
+        ({"context": "[1, 2]"}, "context", q.BAD_TYPE),
+    ],
+)
+def test_each_rule_names_field_and_reason(fields: dict[str, Any], field: str, reason: str) -> None:
+    result = gate().check(draft(**fields))
+    assert isinstance(result, q.Rejection)
+    assert (result.field, result.reason, result.line_no) == (field, reason, 7)
+
+
+def test_rejected_records_are_kept_without_raw_user_id_or_contact_details() -> None:
+    result = gate().check(draft(price="-1", context={"note": "call me on +44 20 7946 0958"}))
+    assert isinstance(result, q.Rejection)
+    assert "17850" not in result.raw and PSEUDO("17850") in result.raw
+    assert "7946" not in result.raw
+
+
+def test_reader_problems_pass_through_with_contact_details_scrubbed() -> None:
+    result = gate().check(Problem(3, "a,b,jane@example.com", None, "malformed_record", "2 fields"))
+    assert isinstance(result, q.Rejection)
+    assert result.reason == "malformed_record" and "jane@example.com" not in result.raw
+
+
+def test_guests_search_and_aliases() -> None:
+    g = gate()
+    guest = g.check(draft(user_id=""))
+    assert isinstance(guest, Event) and guest.user_id is None and g.stats.guests == 1
+    search = g.check(draft(type="search", item_id="", price="", quantity="", context={"query": "red mug"}))
+    assert isinstance(search, Event) and search.item_id is None and search.context["query"] == "red mug"
+    assert g.check(draft(type="pv")).type is EventType.VIEW  # type: ignore[union-attr]
+    assert g.check(draft(type="orders")).type is EventType.PURCHASE  # type: ignore[union-attr]
+
+
+def test_event_ids_are_idempotency_keys() -> None:
+    a, b = gate().check(draft()), gate().check(draft())
+    c = gate().check(draft(quantity="7"))
+    assert isinstance(a, Event) and isinstance(b, Event) and isinstance(c, Event)
+    assert a.event_id == b.event_id != c.event_id
+    given = gate().check(draft(event_id="order-17-line-2"))
+    assert isinstance(given, Event) and given.event_id == "order-17-line-2"
+
+
+def test_unix_time_formats() -> None:
+    config = q.GateConfig(source="t", time=TimeSpec("s"), now_ms=NOW)
+    event = q.EventGate(config, PSEUDO).check(draft(ts="1511544070"))
+    assert isinstance(event, Event) and event.ts == 1511544070000
+    config = q.GateConfig(source="t", time=TimeSpec("ms"), now_ms=NOW)
+    event = q.EventGate(config, PSEUDO).check(draft(ts="1659304800025"))
+    assert isinstance(event, Event) and event.ts == 1659304800025
+
+
+def test_catalogue_can_be_enforced() -> None:
+    config = q.GateConfig(source="t", now_ms=NOW)
+    strict = q.EventGate(config, PSEUDO, known_items={"85123A"}.__contains__)
+    assert isinstance(strict.check(draft()), Event)
+    unknown = strict.check(draft(item_id="99999"))
+    assert isinstance(unknown, q.Rejection) and unknown.reason == q.UNKNOWN_ITEM
+
+
+def test_items_are_normalised() -> None:
+    g = q.ItemGate(q.GateConfig(source="t", currency="INR", now_ms=NOW), PSEUDO)
+    item = g.check(
+        Draft(
+            1,
+            "",
+            {
+                "item_id": " SRTEH2FF9KEDEFGF ",
+                "title": "Alisha  Solid Shorts ",
+                "category": "['clothing', 'women''s clothing']",
+                "price": "379",
+                "available": "out of stock",
+                "description": "mail me: a@b.com",
+            },
+        )
+    )
+    assert isinstance(item, q.Item)
+    assert item.item_id == "SRTEH2FF9KEDEFGF" and item.title == "Alisha Solid Shorts"
+    assert item.currency == "INR" and item.available is False and item.description == "mail me: [email]"
+    bad = g.check(Draft(2, "", {"item_id": "x", "price": "-5"}))
+    assert isinstance(bad, q.Rejection) and bad.reason == q.NEGATIVE_PRICE
+
+
+def test_user_pace_flags_crawlers_not_big_checkouts() -> None:
+    activity = q.UserActivity(actions_per_minute=30)
+    for _ in range(600):  # one wholesale checkout: 600 lines at one instant
+        activity.observe("buyer", 1_000_000)
+    for second in range(60):  # a page a second for a minute
+        activity.observe("crawler", 2_000_000 + second * 1000)
+    for second in range(0, 60, 5):
+        activity.observe("person", 3_000_000 + second * 1000)
+    flagged = activity.flagged()
+    assert set(flagged) == {"crawler"} and "60 actions" in flagged["crawler"]
+    assert activity.users["buyer"].n == 600
