@@ -1,0 +1,1 @@
+"""Layer 5: shopper-behaviour analytics over the event store."""

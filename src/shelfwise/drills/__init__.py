@@ -1,0 +1,1 @@
+"""Layer 7: fault-injection drills measuring RTO and RPO."""

@@ -1,0 +1,1 @@
+"""Layer 5: recommendation models behind the small Recommender protocol."""

@@ -1,0 +1,1 @@
+"""Layer 5: product search: indexing, retrieval, query understanding, ranking."""
