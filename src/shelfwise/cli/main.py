@@ -357,6 +357,17 @@ def restore(
         )
 
 
+def _register_extensions() -> None:
+    # Each engine's commands live in a module of their own; they import their engines lazily.
+    from shelfwise.cli import analytics, evaluate, search
+
+    for module in (evaluate, search, analytics):
+        module.register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -1,0 +1,1 @@
+"""Slow benchmarks (``make bench``); not part of ``make test``."""
