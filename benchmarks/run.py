@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
         print(result["table"])
     intro = "Written by `make bench`; one section per benchmark, newest run of each."
     sections = ["# Benchmark results", "", intro, ""]
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(p for p in RESULTS.glob("*.json") if not p.name.endswith(".raw.json")):
         data = json.loads(path.read_text())
         sections += [
             f"## {data['name']} ({data.get('measured_at', '?')}, {data.get('seconds', '?')} s)",

@@ -105,6 +105,7 @@ def test_interactions_export_as_arrays(store: Store) -> None:
     assert [data.type_names[t] for t in data.types] == ["view", "purchase", "view"]
     assert len(store.interactions(types=[EventType.PURCHASE])) == 1
     store.refresh_users(["a", "b"], flags={"b": "120 actions in one minute"})
+    assert store.suspected_bots() == 1
     assert len(store.interactions()) == 2  # flagged users are left out by default
     assert len(store.interactions(exclude_bots=False)) == 3
 

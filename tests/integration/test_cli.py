@@ -86,8 +86,8 @@ def test_bad_records_are_quarantined_and_the_rest_goes_in(tmp_path: Path, retail
     ("content", "message"),
     [
         (b"", "empty file"),
-        (b'{"session": 1, "events": []}\n', "not a Online Retail file"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not a Online Retail file"),
+        (b'{"session": 1, "events": []}\n', "not a valid Online Retail file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not a valid Online Retail file"),
         (gzip.compress(b"InvoiceNo,StockCode\n" * 5000)[:300], "unreadable"),
     ],
 )

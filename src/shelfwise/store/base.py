@@ -53,6 +53,11 @@ class Store(ABC):
 
     url: str
 
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, fit for reports and logs."""
+        return self.url
+
     # --- events -------------------------------------------------------------------------------
     @abstractmethod
     def append_events(
@@ -118,6 +123,10 @@ class Store(ABC):
 
     @abstractmethod
     def get_user(self, user_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def suspected_bots(self) -> int:
+        """How many users are flagged as likely bots."""
 
     @abstractmethod
     def delete_user(self, user_id: str) -> dict[str, int]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from shelfwise.core.clock import now_ms
 from shelfwise.core.errors import InputFileError
+from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.quality import EventGate, GateConfig, ItemGate, Rejection, UserActivity
@@ -70,6 +71,9 @@ def _gate_config(fmt: DatasetFormat, settings: Settings, unknown_items: str) -> 
     )
 
 
+log = get_logger(__name__)
+
+
 class _Tally:
     def __init__(self, report: IngestReport) -> None:
         self.report = report
@@ -95,6 +99,25 @@ class _Tally:
         self.report.reasons = dict(self.reasons.most_common())
         self.report.fields = dict(self.fields.most_common())
         self.report.seconds = round(time.perf_counter() - started, 3)
+        r = self.report
+        log.info(
+            "ingest finished",
+            run_id=r.run_id,
+            source=r.source,
+            kind=r.kind,
+            records=r.records,
+            accepted=r.accepted,
+            duplicates=r.duplicates,
+            quarantined=r.quarantined,
+            seconds=r.seconds,
+        )
+
+
+def _start(store: Store, fmt: DatasetFormat, kind: str, path: Path) -> tuple[IngestReport, _Tally]:
+    run_id = store.start_run(source=fmt.name, kind=kind, path=str(path))
+    log.info("ingest started", run_id=run_id, source=fmt.name, kind=kind, path=str(path))
+    report = IngestReport(run_id=run_id, source=fmt.name, kind=kind, path=str(path))
+    return report, _Tally(report)
 
 
 def _check_kind(fmt: DatasetFormat, kind: str) -> None:
@@ -131,13 +154,7 @@ def ingest_events(
     reader = fmt.read(path, ReadOptions(progress=progress, limit=limit))  # raises before any write
     first = next(reader, None)
 
-    report = IngestReport(
-        run_id=store.start_run(source=fmt.name, kind="events", path=str(path)),
-        source=fmt.name,
-        kind="events",
-        path=str(path),
-    )
-    tally = _Tally(report)
+    report, tally = _start(store, fmt, "events", path)
     batch: list[Event] = []
     inline: dict[str, dict[str, Any]] = {}
     held: list[QuarantineRow] = []
@@ -201,13 +218,7 @@ def ingest_items(
     gate = ItemGate(config, Pseudonymizer(settings.resolved_pseudonym_key()))
     reader = fmt.read(path, ReadOptions(progress=progress, limit=limit))
     first = next(reader, None)
-    report = IngestReport(
-        run_id=store.start_run(source=fmt.name, kind="items", path=str(path)),
-        source=fmt.name,
-        kind="items",
-        path=str(path),
-    )
-    tally = _Tally(report)
+    report, tally = _start(store, fmt, "items", path)
     batch: dict[str, Item] = {}
     held: list[QuarantineRow] = []
 

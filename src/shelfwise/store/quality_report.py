@@ -10,11 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from shelfwise.core.clock import ms_to_datetime, now_ms
 from shelfwise.store.base import Store
-from shelfwise.store.tables import users
 
 
 def build_quality_report(store: Store) -> dict[str, Any]:
@@ -29,16 +26,9 @@ def build_quality_report(store: Store) -> dict[str, Any]:
             bucket[name] += int(rep.get(name, 0))
         bucket["runs"] += 1
         conversions.update(rep.get("conversions", {}))
-    flagged = 0
-    engine = getattr(store, "engine", None)
-    if engine is not None:
-        with engine.connect() as conn:
-            flagged = conn.execute(
-                sa.select(sa.func.count()).select_from(users).where(users.c.suspected_bot.is_(True))
-            ).scalar_one()
     return {
         "generated_at": ms_to_datetime(now_ms()).isoformat(timespec="seconds"),
-        "store": getattr(store, "safe_url", store.url),
+        "store": store.safe_url,
         "rows": store.counts(),
         "sources": {k: dict(v) for k, v in totals.items()},
         "runs": [
@@ -61,7 +51,7 @@ def build_quality_report(store: Store) -> dict[str, Any]:
         ],
         "quarantine": store.quarantine_summary(),
         "conversions": dict(conversions),
-        "suspected_bots": flagged,
+        "suspected_bots": store.suspected_bots(),
         "examples": {
             reason: [_example(r) for r in store.quarantined(reason=reason, limit=2)]
             for reason in store.quarantine_summary()["by_reason"]

@@ -350,6 +350,11 @@ class SqlStore(Store):
             row = conn.execute(sa.select(users).where(users.c.user_id == user_id)).first()
         return None if row is None else dict(row._mapping)
 
+    def suspected_bots(self) -> int:
+        query = sa.select(sa.func.count()).select_from(users).where(users.c.suspected_bot.is_(True))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def delete_user(self, user_id: str) -> dict[str, int]:
         with self.engine.begin() as conn:
             removed = {

@@ -71,7 +71,7 @@ def read(path: Path, opts: ReadOptions) -> Iterator[Record]:
             if opts.limit is not None and count >= opts.limit:
                 return
     if first:
-        raise InputFileError(f"{path}: empty file, expected a {WHAT} file")
+        raise InputFileError(f"{path}: empty file, expected a valid {WHAT} file")
 
 
 def _drafts(line_no: int, raw: str, tokens: list[str]) -> list[Record]:

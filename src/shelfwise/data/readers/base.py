@@ -197,13 +197,16 @@ def iter_csv(
             if header:
                 first = _first_row(reader, path, what)
                 if bad_utf8("".join(first)):
-                    raise InputFileError(f"{path}: not a {what} file (its first line is not UTF-8 text)")
+                    raise InputFileError(
+                        f"{path}: not a valid {what} file (its first line is not UTF-8 text)"
+                    )
                 names = [name.strip() for name in first]
                 missing = [c for c in required if c not in names]
                 if missing:
                     found = delimiter.join(first)[:120]
                     raise InputFileError(
-                        f"{path}: not a {what} file: header lacks {', '.join(missing)} (found {found!r})"
+                        f"{path}: not a valid {what} file: header lacks {', '.join(missing)} "
+                        f"(found {found!r})"
                     )
             elif not names:
                 raise ValueError("columns are required when header=False")
@@ -249,8 +252,8 @@ def _first_row(reader: Any, path: Path, what: str) -> list[str]:
             if row and any(cell.strip() for cell in row):
                 return list(row)
     except csv.Error as exc:
-        raise InputFileError(f"{path}: not a {what} file ({exc})") from exc
-    raise InputFileError(f"{path}: empty file, expected a {what} file")
+        raise InputFileError(f"{path}: not a valid {what} file ({exc})") from exc
+    raise InputFileError(f"{path}: empty file, expected a valid {what} file")
 
 
 def iter_jsonl(
@@ -262,7 +265,9 @@ def iter_jsonl(
         out: tuple[int, str, Any] | Problem
         if isinstance(rec, Problem):
             if count == 0:
-                raise InputFileError(f"{path}: not a {what} file (line {rec.line_no} is not UTF-8 text)")
+                raise InputFileError(
+                    f"{path}: not a valid {what} file (line {rec.line_no} is not UTF-8 text)"
+                )
             out = rec
         else:
             line_no, text = rec
@@ -275,7 +280,9 @@ def iter_jsonl(
                     value = json.loads(text)
                 except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, or a huge int
                     if count == 0:
-                        raise InputFileError(f"{path}: not a {what} file (line {line_no}: {exc})") from exc
+                        raise InputFileError(
+                            f"{path}: not a valid {what} file (line {line_no}: {exc})"
+                        ) from exc
                     out = Problem(line_no, text[:RAW_KEEP], None, MALFORMED, f"invalid JSON: {exc}")
                 else:
                     out = (line_no, text.rstrip("\r\n")[:RAW_KEEP], value)
@@ -284,7 +291,7 @@ def iter_jsonl(
         if opts.limit is not None and count >= opts.limit:
             return
     if count == 0:
-        raise InputFileError(f"{path}: empty file, expected a {what} file")
+        raise InputFileError(f"{path}: empty file, expected a valid {what} file")
 
 
 def iter_parquet(

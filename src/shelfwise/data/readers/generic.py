@@ -283,10 +283,12 @@ def _read_jsonl(
         if first:
             first = False
             if not isinstance(value, dict):
-                raise InputFileError(f"{path}: not a {what} file (line {line_no} is not a JSON object)")
+                raise InputFileError(f"{path}: not a valid {what} file (line {line_no} is not a JSON object)")
             missing = [c for c in needed if c not in value]
             if missing:
-                raise InputFileError(f"{path}: not a {what} file: line {line_no} lacks {', '.join(missing)}")
+                raise InputFileError(
+                    f"{path}: not a valid {what} file: line {line_no} lacks {', '.join(missing)}"
+                )
         if not isinstance(value, dict):
             yield Problem(line_no, raw, None, MALFORMED, f"a JSON {type(value).__name__}, not an object")
             continue
@@ -310,7 +312,7 @@ def _check_parquet_schema(path: Path, needed: list[str], what: str) -> None:
     if missing:
         found = ", ".join(names)[:120]
         raise InputFileError(
-            f"{path}: not a {what} file: its columns lack {', '.join(missing)} (found {found!r})"
+            f"{path}: not a valid {what} file: its columns lack {', '.join(missing)} (found {found!r})"
         )
 
 

@@ -48,7 +48,7 @@ def read(path: Path, opts: ReadOptions) -> Iterator[Record]:
             item={"item_id": item, "attributes": {"category_id": row["category_id"].strip()}},
         )
     if first:
-        raise InputFileError(f"{path}: empty file, expected a {WHAT} file")
+        raise InputFileError(f"{path}: empty file, expected a valid {WHAT} file")
 
 
 FORMAT = DatasetFormat(
