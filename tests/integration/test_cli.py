@@ -149,3 +149,49 @@ def test_datasets_lists_every_format(tmp_path: Path) -> None:
     formats = {f["format"]: f for f in out["formats"]}
     assert formats["online-retail"]["path"].endswith("online_retail.csv.gz")
     assert formats["online-retail"]["redistributable"] is True
+
+
+def test_generic_csv_with_a_column_mapping(tmp_path: Path) -> None:
+    """A shop's own export: its own column names, unix seconds, a bad row in the middle."""
+    path = tmp_path / "clicks.csv"
+    path.write_text(
+        "customer;product;action;when;amount\n"
+        "c1;sku-1;add_to_cart;1700000000;19.99\n"
+        "c1;sku-2;pv;1700000060;\n"
+        "c2;sku-1;teleport;1700000120;5\n"
+        "c2;sku-1;buy;1700000180;19.99\n"
+    )
+    maps = [
+        "--map",
+        "user_id=customer",
+        "--map",
+        "item_id=product",
+        "--map",
+        "type=action",
+        "--map",
+        "ts=when",
+        "--map",
+        "price=amount",
+    ]
+    out = one_json(
+        run(
+            "ingest",
+            "events",
+            str(path),
+            "-f",
+            "csv",
+            *maps,
+            "--ts-unit",
+            "s",
+            "--delimiter",
+            ";",
+            "--json",
+            cwd=tmp_path,
+        )
+    )
+    assert (out["accepted"], out["quarantined"]) == (3, 1)
+    assert out["reasons"] == {"unknown_event_type": 1}
+    bad = run(
+        "ingest", "events", str(path), "-f", "csv", "--map", "user_id", "--json", cwd=tmp_path, check=False
+    )
+    assert bad.returncode != 0 and "FIELD=COLUMN" in bad.stderr and "Traceback" not in bad.stderr

@@ -160,11 +160,10 @@ def _ingest(
     fmt_name: str,
     db: str | None,
     as_json: bool,
-    unknown_items: str,
+    *,
     limit: int | None,
-    mapping: list[str] | None,
-    ts_unit: str | None,
-    tz: str | None,
+    generic: dict[str, Any],
+    unknown_items: str = "create",
 ) -> None:
     with _user_errors():
         from shelfwise.data.readers import get_format
@@ -172,8 +171,9 @@ def _ingest(
 
         settings = _settings()
         fmt = get_format(fmt_name)
-        if mapping or ts_unit or tz:
-            fmt = _mapped_format(fmt, kind, mapping or [], ts_unit, tz)
+        given = {k: v for k, v in generic.items() if v}
+        if given:
+            fmt = _mapped_format(fmt, kind, given)
         if not path.exists():
             raise _input_error(f"{path}: no such file")
         with _store(db) as store, _progress(f"ingest {fmt.name}") as progress:
@@ -208,30 +208,27 @@ def _input_error(message: str) -> ShelfwiseError:
     return InputFileError(message)
 
 
-def _mapped_format(fmt: Any, kind: str, mapping: list[str], ts_unit: str | None, tz: str | None) -> Any:
+def _mapped_format(fmt: Any, kind: str, given: dict[str, Any]) -> Any:
+    """A generic format with the user's column mapping (``--map``, ``--ts-unit``, ``--tz``…)."""
     from shelfwise.data.readers.generic import ColumnMapping, make_generic_format
 
     base = fmt.name.split("-")[0]
     if base not in ("csv", "jsonl", "parquet"):
-        raise _input_error(
-            f"--map/--ts-unit/--tz apply to the generic formats csv, jsonl and parquet, not {fmt.name!r}"
-        )
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise _input_error(f"{flags} apply to the generic formats csv, jsonl and parquet, not {fmt.name!r}")
     columns: dict[str, str] = {}
-    for pair in mapping:
+    for pair in given.pop("map", []):
         field, sep, column = pair.partition("=")
         if not sep or not field.strip() or not column.strip():
             raise _input_error(f"--map expects FIELD=COLUMN, got {pair!r}")
         columns[field.strip()] = column.strip()
-    options: dict[str, Any] = {"columns": columns}
-    if ts_unit:
-        options["ts_unit"] = ts_unit
-    if tz:
-        options["tz"] = tz
+    if "context" in given:
+        given["context_columns"] = given.pop("context")
     try:
-        spec = ColumnMapping(**options)
+        spec = ColumnMapping(columns=columns, **given)
     except ValueError as exc:
         raise _input_error(f"invalid column mapping: {str(exc).splitlines()[-1].strip()}") from None
-    return make_generic_format(kind, fmt.name, spec)
+    return make_generic_format(kind, base, spec)
 
 
 PathArg = Annotated[Path, typer.Argument(help="file to read (.gz is read directly)")]
@@ -240,6 +237,17 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", help="read only the fir
 MapOpt = Annotated[list[str] | None, typer.Option("--map", help="generic formats: FIELD=COLUMN, repeatable")]
 TsUnitOpt = Annotated[str | None, typer.Option("--ts-unit", help="generic formats: iso, s or ms")]
 TzOpt = Annotated[str | None, typer.Option("--tz", help="generic formats: zone of times without one")]
+DelimiterOpt = Annotated[str | None, typer.Option("--delimiter", help="generic CSV: field separator")]
+ContextOpt = Annotated[
+    list[str] | None,
+    typer.Option("--context", help="generic formats: a column to keep as context, repeatable"),
+]
+UnknownItemsOpt = Annotated[
+    str,
+    typer.Option(
+        "--unknown-items", help="create: add missing items to the catalogue; quarantine: reject the event"
+    ),
+]
 
 
 @ingest_app.command("events")
@@ -248,21 +256,19 @@ def ingest_events_cmd(
     fmt: FormatOpt,
     db: DbOption = None,
     as_json: JsonOption = False,
-    unknown_items: Annotated[
-        str,
-        typer.Option(
-            "--unknown-items", help="create: add missing items to the catalogue; quarantine: reject the event"
-        ),
-    ] = "create",
+    unknown_items: UnknownItemsOpt = "create",
     limit: LimitOpt = None,
     mapping: MapOpt = None,
     ts_unit: TsUnitOpt = None,
     tz: TzOpt = None,
+    delimiter: DelimiterOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Ingest shopper events (views, carts, purchases, returns, searches…)."""
     if unknown_items not in ("create", "quarantine"):
         _fail("--unknown-items must be create or quarantine", 2)
-    _ingest("events", path, fmt, db, as_json, unknown_items, limit, mapping, ts_unit, tz)
+    generic = {"map": mapping, "ts_unit": ts_unit, "tz": tz, "delimiter": delimiter, "context": context}
+    _ingest("events", path, fmt, db, as_json, limit=limit, generic=generic, unknown_items=unknown_items)
 
 
 @ingest_app.command("items")
@@ -273,9 +279,12 @@ def ingest_items_cmd(
     as_json: JsonOption = False,
     limit: LimitOpt = None,
     mapping: MapOpt = None,
+    delimiter: DelimiterOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Ingest catalogue items (fields given replace the stored ones)."""
-    _ingest("items", path, fmt, db, as_json, "create", limit, mapping, None, None)
+    generic = {"map": mapping, "delimiter": delimiter, "context": context}
+    _ingest("items", path, fmt, db, as_json, limit=limit, generic=generic)
 
 
 # --- quality, backup, restore -------------------------------------------------------------------
