@@ -167,3 +167,10 @@ def test_user_pace_flags_crawlers_not_big_checkouts() -> None:
     flagged = activity.flagged()
     assert set(flagged) == {"crawler"} and "60 actions" in flagged["crawler"]
     assert activity.users["buyer"].n == 600
+
+
+def test_derived_ids_sort_by_time() -> None:
+    early = gate().check(draft(ts="2010-12-01 08:26:00"))
+    late = gate().check(draft(ts="2010-12-01 08:27:00"))
+    assert isinstance(early, Event) and isinstance(late, Event)
+    assert early.event_id < late.event_id and len(early.event_id) == 32

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from shelfwise.core.ids import content_id
+from shelfwise.core.ids import time_ordered_id
 from shelfwise.data.normalize import category_path, clean_text, currency_code
 from shelfwise.data.privacy import Pseudonymizer, scrub_pii
 from shelfwise.data.readers.base import Draft, Problem, TimeSpec
@@ -108,6 +108,17 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+_MEMO_KEY = 64  # longer strings are rarely repeated; don't keep them
+_MEMO_SIZE = 200_000
+
+
+def _remember(memo: dict[str, Any], key: str, value: Any) -> None:
+    if len(key) <= _MEMO_KEY:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = value
+
+
 class _Common:
     def __init__(self, config: GateConfig, pseudonymize: Pseudonymizer) -> None:
         self.config = config
@@ -115,6 +126,9 @@ class _Common:
         self.stats = GateStats()
         self._tz = ZoneInfo(config.time.tz)
         self._ts_cache: dict[str, int] = {}
+        # Shops repeat themselves: the same country, item id or session on many lines.
+        self._texts: dict[str, tuple[str, int]] = {}
+        self._idents: dict[str, str] = {}
         self._min_ms = int(datetime.combine(config.shop_start, datetime.min.time(), UTC).timestamp() * 1000)
         self._default_currency = config.currency
 
@@ -130,19 +144,27 @@ class _Common:
     def text(self, value: Any, name: str) -> str | None:
         if _blank(value):
             return None
-        text = clean_text(str(value))
-        if len(text) > self.config.max_text:
-            raise _Bad(name, FIELD_TOO_LARGE, f"{len(text)} characters, limit {self.config.max_text}")
-        text, n = scrub_pii(text)
-        self.stats.pii_scrubbed += n
-        return text or None
+        raw = str(value)
+        done = self._texts.get(raw)
+        if done is None:
+            text = clean_text(raw)
+            if len(text) > self.config.max_text:
+                raise _Bad(name, FIELD_TOO_LARGE, f"{len(text)} characters, limit {self.config.max_text}")
+            done = scrub_pii(text)
+            _remember(self._texts, raw, done)
+        self.stats.pii_scrubbed += done[1]
+        return done[0] or None
 
     def ident(self, value: Any, name: str, *, required: bool) -> str | None:
         if _blank(value):
             if required:
                 raise _Bad(name, MISSING_FIELD, "empty")
             return None
-        text = clean_text(str(value))
+        raw = str(value)
+        text = self._idents.get(raw)
+        if text is None:
+            text = clean_text(raw)
+            _remember(self._idents, raw, text)
         if len(text) > ID_MAX:
             raise _Bad(name, FIELD_TOO_LARGE, f"{len(text)} characters, limit {ID_MAX}")
         if not text and required:
@@ -271,8 +293,8 @@ class EventGate(_Common):
         session_id = self.ident(f.get("session_id"), "session_id", required=False)
         context = self.context(f.get("context"))
         given = self.ident(f.get("event_id"), "event_id", required=False)
-        event_id = given or content_id(
-            user_id, session_id, item_id, event_type.value, ts, quantity, price, value, context.get("query")
+        event_id = given or time_ordered_id(
+            ts, user_id, session_id, item_id, event_type.value, quantity, price, value, context.get("query")
         )
         return Event(
             event_id=event_id,
@@ -290,6 +312,10 @@ class EventGate(_Common):
         )
 
     def _quantity(self, value: Any) -> int:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 7:  # fast path
+            if value.strip("0"):
+                return int(value)
+            raise _Bad("quantity", ZERO_QUANTITY, "0")
         if _blank(value):
             return 1
         number = _number(value, "quantity")
