@@ -38,31 +38,11 @@ from shelfwise.data.readers.base import (
     iter_jsonl,
     iter_parquet,
 )
+from shelfwise.data.schemas import EVENT_COLUMNS, ITEM_COLUMNS
 
-EVENT_FIELDS = (
-    "event_id",
-    "user_id",
-    "session_id",
-    "item_id",
-    "type",
-    "ts",
-    "quantity",
-    "price",
-    "currency",
-    "value",
-    "context",
-)
-ITEM_FIELDS = (
-    "item_id",
-    "title",
-    "description",
-    "category",
-    "brand",
-    "price",
-    "currency",
-    "attributes",
-    "available",
-)
+# A file supplies every stored field but ``source`` (the format's name) and ``updated_ts`` (ingest time).
+EVENT_FIELDS = tuple(c for c in EVENT_COLUMNS if c != "source")
+ITEM_FIELDS = tuple(c for c in ITEM_COLUMNS if c not in ("source", "updated_ts"))
 FIELDS: dict[str, tuple[str, ...]] = {"events": EVENT_FIELDS, "items": ITEM_FIELDS}
 REQUIRED: dict[str, tuple[str, ...]] = {"events": ("type", "ts"), "items": ("item_id",)}
 DICT_FIELD: dict[str, str] = {"events": "context", "items": "attributes"}
