@@ -195,3 +195,13 @@ def test_generic_csv_with_a_column_mapping(tmp_path: Path) -> None:
         "ingest", "events", str(path), "-f", "csv", "--map", "user_id", "--json", cwd=tmp_path, check=False
     )
     assert bad.returncode != 0 and "FIELD=COLUMN" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sequence_files_flag_no_bots_and_queries_are_not_ingested(tmp_path: Path) -> None:
+    path = tmp_path / "seq.txt"
+    path.write_text("u1 " + " ".join(f"i{n}" for n in range(100)) + "\nu2 i1 i2 i3\n")
+    out = one_json(run("ingest", "events", str(path), "-f", "sequences", "--json", cwd=tmp_path))
+    assert (out["accepted"], out["users"], out["flagged_users"]) == (103, 2, 0)
+    wands = Path(__file__).resolve().parents[2] / "data" / "wands" / "query.csv"
+    proc = run("ingest", "events", str(wands), "-f", "wands", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "search queries, which are not stored" in proc.stderr

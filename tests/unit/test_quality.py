@@ -174,3 +174,10 @@ def test_derived_ids_sort_by_time() -> None:
     late = gate().check(draft(ts="2010-12-01 08:27:00"))
     assert isinstance(early, Event) and isinstance(late, Event)
     assert early.event_id < late.event_id and len(early.event_id) == 32
+
+
+def test_made_up_times_say_nothing_of_pace() -> None:
+    activity = q.UserActivity(actions_per_minute=30)
+    for position in range(200):  # a long review sequence, one synthetic second apart
+        activity.observe("reviewer", 1_388_534_400_000 + position * 1000, paced=False)
+    assert activity.flagged() == {} and activity.users["reviewer"].n == 200

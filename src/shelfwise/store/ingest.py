@@ -21,7 +21,7 @@ from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.quality import EventGate, GateConfig, ItemGate, Rejection, UserActivity
 from shelfwise.data.readers import DatasetFormat, ReadOptions
-from shelfwise.data.readers.base import ProgressFn
+from shelfwise.data.readers.base import SYNTHETIC_TS, ProgressFn
 from shelfwise.data.schemas import Event, Item
 from shelfwise.store.base import QuarantineRow, Store
 
@@ -121,6 +121,11 @@ def _start(store: Store, fmt: DatasetFormat, kind: str, path: Path) -> tuple[Ing
 
 
 def _check_kind(fmt: DatasetFormat, kind: str) -> None:
+    if fmt.kind == "queries":
+        raise InputFileError(
+            f"format {fmt.name!r} holds search queries, which are not stored",
+            hint="search evaluation reads query files directly",
+        )
     if fmt.kind != kind:
         raise InputFileError(
             f"format {fmt.name!r} holds {fmt.kind}, not {kind}", hint=f"use `shelfwise ingest {fmt.kind}`"
@@ -181,7 +186,7 @@ def ingest_events(
         else:
             batch.append(result)
             if result.user_id is not None:
-                activity.observe(result.user_id, result.ts)
+                activity.observe(result.user_id, result.ts, paced=SYNTHETIC_TS not in record.notes)
             item_id = result.item_id
             # The first facts an event carries about an item are kept; later ones fill nothing new.
             if item_id is not None and item_id not in items_seen:

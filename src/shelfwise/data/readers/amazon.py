@@ -22,6 +22,7 @@ from shelfwise.data.readers.base import (
     FIELD_TOO_LARGE,
     MALFORMED,
     RAW_KEEP,
+    SYNTHETIC_TS,
     DatasetFormat,
     Draft,
     Problem,
@@ -32,7 +33,6 @@ from shelfwise.data.readers.base import (
 )
 
 BASE_TS = 1_388_534_400  # 2014-01-01T00:00:00Z
-SYNTHETIC_TS = "synthetic_ts"
 WHAT = "sequences (user item item …)"
 _FIRST_LINE = re.compile(r"[^\s\"'{}\[\],;]+(?: +[^\s\"'{}\[\],;]+)+")  # ids, single-space separated
 

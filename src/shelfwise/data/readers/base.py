@@ -30,6 +30,8 @@ ProgressFn = Callable[[int, int], None]  # (bytes read so far, total bytes)
 MALFORMED = "malformed_record"
 INVALID_UTF8 = "invalid_utf8"
 FIELD_TOO_LARGE = "field_too_large"
+# A note on a Draft whose time is made up (a file with order but no times): not a measure of pace.
+SYNTHETIC_TS = "synthetic_ts"
 
 RAW_KEEP = 65_536  # how much of a bad record is kept in quarantine
 
