@@ -1,9 +1,259 @@
-"""`shelfwise` commands for analytics; heavy imports go inside the commands."""
+"""`shelfwise` commands for analytics; heavy imports go inside the commands.
+
+shelfwise analytics funnel|rfm|churn|forecast|anomalies [--db URL] [--json]
+shelfwise report --out DIR [--db URL]
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+analytics_app = typer.Typer(
+    help="Shopper-behaviour analytics: funnels, segments, churn, demand, anomalies.", no_args_is_help=True
+)
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="store URL (sqlite:///PATH or postgresql://HOST:PORT/DB); default: ./var/"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+TzOpt = Annotated[str, typer.Option("--tz", help="the shop's time zone, for hour-of-day and day-of-week")]
+
+
+def _main() -> Any:
+    from shelfwise.cli import main
+
+    return main
+
+
+@contextmanager
+def _analytical(db: str | None, label: str) -> Iterator[tuple[Any, Callable[[str, int, int], None]]]:
+    """The store's analytical snapshot and a step progress bar (stderr, erased at the end); an
+    analysis the data cannot support becomes a one-line error."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from shelfwise.core.errors import ShelfwiseError
+    from shelfwise.store.analytical import AnalyticalStore
+
+    main = _main()
+    settings = main._settings()
+    url = db or settings.store_url
+    console = Console(stderr=True)
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    task = bar.add_task(label, total=None)
+
+    def step(stage: str, done: int, total: int) -> None:
+        bar.update(task, description=f"{label}: {stage}", completed=done, total=total)
+
+    with bar:
+        step("reading the store", 0, 1)
+        store = AnalyticalStore.open(url, cache_dir=settings.var_dir / "cache")
+        try:
+            yield store, step
+        except ValueError as exc:
+            raise ShelfwiseError(str(exc), hint="ingest more history, or pick a shorter window") from None
+        finally:
+            store.close()
+
+
+def _records(df: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    return (df.head(limit) if limit else df).to_dicts()
+
+
+def _lines(df: Any, limit: int = 20) -> str:
+    import polars as pl
+
+    with pl.Config(
+        tbl_rows=limit, tbl_cols=12, fmt_str_lengths=40, tbl_width_chars=200, tbl_hide_dataframe_shape=True
+    ):
+        return str(df.head(limit))
+
+
+@analytics_app.command("funnel")
+def funnel_cmd(
+    db: DbOpt = None,
+    by: Annotated[str, typer.Option("--by", help="category, brand, day or total")] = "category",
+    top: Annotated[int, typer.Option("--top", min=1, help="groups to show (by views + purchases)")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """View → cart → purchase sessions with conversion and drop-off."""
+    main = _main()
+    if by not in ("category", "brand", "day", "total"):
+        main._fail("--by must be category, brand, day or total", 2)
+    with main._user_errors(), _analytical(db, "funnel") as (store, _):
+        from shelfwise.analytics.funnel import funnel
+
+        df = funnel(store, by=by, top=top)  # type: ignore[arg-type]
+        main._emit({"by": by, "rows": _records(df)}, as_json, lambda _: _lines(df, top))
+
+
+@analytics_app.command("rfm")
+def rfm_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """RFM segments (customers, recency, frequency, value) and the 12-month lifetime value."""
+    main = _main()
+    with main._user_errors(), _analytical(db, "rfm") as (store, _):
+        from shelfwise.analytics.segments import clv, rfm, segment_summary
+
+        table = rfm(store)
+        summary = segment_summary(table)
+        value = clv(table)
+        payload = {
+            "customers": table.height,
+            "segments": _records(summary),
+            "clv_total_12m": float(value["clv"].sum()) if value.height else 0.0,
+            "top_clv": _records(value, 10),
+        }
+        main._emit(
+            payload, as_json, lambda p: _lines(summary) + f"\n12-month CLV total: {p['clv_total_12m']:,.0f}"
+        )
+
+
+@analytics_app.command("churn")
+def churn_cmd(
+    db: DbOpt = None,
+    window_days: Annotated[
+        int, typer.Option("--window-days", min=7, help="no purchase for this long = churned")
+    ] = 90,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="at-risk customers to list")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train and test a churn model on a temporal split; list customers at risk with their drivers."""
+    main = _main()
+    with main._user_errors(), _analytical(db, "churn") as (store, step):
+        from shelfwise.analytics.churn import at_risk, predict_churn
+
+        step("training and testing", 1, 2)
+        result = predict_churn(store, window_days=window_days)
+        risky = at_risk(result, limit=limit)
+        payload = {**result.metrics, "calibration": _records(result.calibration), "at_risk": _records(risky)}
+
+        def human(p: dict[str, Any]) -> str:
+            lo, hi = p["auc_ci95"]
+            return (
+                f"churn AUC {p['auc']:.3f} (95% CI {lo:.3f}–{hi:.3f}; "
+                f"recency alone {p['auc_recency_only']:.3f}) "
+                f"on {p['test_customers']:,} customers, {p['test_churn_rate']:.0%} churned\n"
+                + _lines(risky, limit)
+            )
+
+        main._emit(payload, as_json, human)
+
+
+@analytics_app.command("forecast")
+def forecast_cmd(
+    db: DbOpt = None,
+    level: Annotated[str, typer.Option("--level", help="item or category")] = "item",
+    freq: Annotated[str, typer.Option("--freq", help="day or week")] = "day",
+    top: Annotated[int, typer.Option("--top", min=1, help="series: the best sellers")] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Forecast demand and compare it with a seasonal-naive baseline (WAPE, MASE) on the last weeks."""
+    main = _main()
+    if level not in ("item", "category") or freq not in ("day", "week"):
+        main._fail("--level must be item or category, --freq day or week", 2)
+    with main._user_errors(), _analytical(db, "forecast") as (store, step):
+        from shelfwise.analytics.forecast import forecast_demand
+
+        step("training and testing", 1, 2)
+        result = forecast_demand(store, level=level, freq=freq, top=top)  # type: ignore[arg-type]
+        payload = {"level": level, "freq": freq, **result.metrics, "per_series": _records(result.per_series)}
+
+        def human(p: dict[str, Any]) -> str:
+            verdict = "beats" if p["wape_model"] < p["wape_naive"] else "does NOT beat"
+            return (
+                f"{p['series']} {level} series, {freq}ly, test {p['test_start']}–{p['test_end']}: "
+                f"LightGBM WAPE {p['wape_model']:.3f} MASE {p['mase_model']:.3f}; seasonal-naive "
+                f"WAPE {p['wape_naive']:.3f} MASE {p['mase_naive']:.3f} — the model {verdict} the baseline"
+            )
+
+        main._emit(payload, as_json, human)
+
+
+@analytics_app.command("anomalies")
+def anomalies_cmd(
+    db: DbOpt = None,
+    inject: Annotated[
+        int, typer.Option("--inject", min=1, help="synthetic anomalies of each kind to test on")
+    ] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bots, fraud-like orders, return abuse, demand spikes, rating bursts; tested on injected ones."""
+    main = _main()
+    with main._user_errors(), _analytical(db, "anomalies") as (store, step):
+        from shelfwise.analytics import anomalies
+
+        step("scanning", 1, 3)
+        bots = anomalies.bot_users(store).filter("flagged")
+        fraud = anomalies.fraud_orders(store).filter("flagged")
+        returns = anomalies.return_abusers(store).filter("flagged")
+        spikes = anomalies.demand_spikes(store).filter("flagged")
+        step("testing on injected anomalies", 2, 3)
+        evaluation = anomalies.evaluate_detectors(store, n=inject)
+        payload = {
+            "evaluation": _records(evaluation),
+            "bot_users": _records(bots.select("user_id", "score", "reason"), 100),
+            "fraud_orders": _records(fraud.select("user_id", "order_id", "value", "reason"), 100),
+            "return_abusers": _records(returns, 100),
+            "counts": {
+                "bot_users": bots.height,
+                "fraud_orders": fraud.height,
+                "return_abusers": returns.height,
+                "demand_spikes": spikes.height,
+                "rating_bursts": anomalies.rating_bursts(store).filter("flagged").height,
+            },
+        }
+        main._emit(
+            payload,
+            as_json,
+            lambda p: (
+                "in the data: "
+                + ", ".join(f"{k} {v:,}" for k, v in p["counts"].items())
+                + "\non injected anomalies:\n"
+                + _lines(evaluation)
+            ),
+        )
+
+
+def _check_tz(main: Any, tz: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        main._fail(f"--tz: unknown time zone {tz!r} (use a name such as Europe/London)", 2)
+
+
+def report(
+    out: Annotated[Path, typer.Option("--out", help="directory for index.html, plots and report.json")],
+    db: DbOpt = None,
+    tz: TzOpt = "UTC",
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the analytics report (HTML with plots) for the whole store."""
+    main = _main()
+    _check_tz(main, tz)
+    with main._user_errors(), _analytical(db, "report") as (store, step):
+        from shelfwise.analytics.report import build_report
+
+        summary = build_report(store, out, tz=tz, step=step)
+        summary["index"] = str(out / "index.html")
+        main._emit(summary, as_json, lambda s: f"report written to {s['index']} in {s['seconds']:.1f} s")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+    app.add_typer(analytics_app, name="analytics")
+    app.command("report")(report)
