@@ -1,9 +1,208 @@
-"""`shelfwise` commands for evaluate; heavy imports go inside the commands."""
+"""`shelfwise evaluate`: split, fit on the training part, rank every item, print metrics.
+Heavy imports go inside the command."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+KS = (10, 20)
+
+
+def _bar() -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),  # a log file gets no bar, nor the blank lines rich leaves
+    )
+
+
+def _load_dataset(data: Path | None, fmt: str, db: str | None) -> Any:
+    from shelfwise.cli.main import _progress, _store
+    from shelfwise.core.errors import InputFileError
+    from shelfwise.features.dataset import Dataset
+
+    if data is not None and db is not None:
+        raise InputFileError("give --data PATH or --db URL, not both")
+    if data is None:
+        with _store(db) as store:
+            ds = Dataset.from_store(store)
+        if len(ds) == 0:
+            raise InputFileError(
+                "the store holds no user-item events", hint="run `shelfwise ingest events` first"
+            )
+        return ds
+    if not data.exists():
+        raise InputFileError(f"{data}: no such file")
+    if not sys.stderr.isatty():
+        return Dataset.from_file(data, fmt)
+    with _progress(f"read {data.name}") as progress:
+        return Dataset.from_file(data, fmt, progress=progress)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the top-level app."""
+
+    @app.command()
+    def evaluate(
+        data: Annotated[
+            Path | None, typer.Option("--data", help="events file (e.g. one user a line: user item item …)")
+        ] = None,
+        fmt: Annotated[str, typer.Option("--format", "-f", help="format of --data")] = "sequences",
+        db: Annotated[str | None, typer.Option("--db", help="evaluate on the store's events instead")] = None,
+        protocol: Annotated[
+            str | None,
+            typer.Option("--protocol", help="loo (last item per user) or temporal (global cut-off)"),
+        ] = None,
+        model: Annotated[str, typer.Option("--model", "-m", help="model name; see --list-models")] = "ease",
+        config: Annotated[
+            str | None, typer.Option("--config", help="model settings as JSON, e.g. '{\"l2\": 300}'")
+        ] = None,
+        compare: Annotated[
+            str | None, typer.Option("--compare", help="a second model, for a paired significance test")
+        ] = None,
+        k: Annotated[int, typer.Option("--k", min=1, help="cut-off reported besides 10 and 20")] = 10,
+        test_fraction: Annotated[
+            float, typer.Option("--test-fraction", min=0.01, max=0.9, help="temporal: share held out")
+        ] = 0.2,
+        report: Annotated[
+            Path | None, typer.Option("--report", help="directory for report.md, metrics.json and plots")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+        list_models: Annotated[bool, typer.Option("--list-models", help="list model names and exit")] = False,
+    ) -> None:
+        """Evaluate a recommender honestly: fit on the training part only, rank all items (no sampled
+        negatives), report Recall/NDCG/MRR/MAP/AUC, coverage, diversity, novelty, popularity bias."""
+        from shelfwise.cli.main import _emit, _user_errors
+
+        with _user_errors():
+            from shelfwise.core.errors import ConfigError
+            from shelfwise.recommend.registry import model_from_config, model_names
+
+            if list_models:
+                _emit({"models": model_names()}, as_json, lambda p: "\n".join(p["models"]))
+                return
+            chosen = protocol or ("temporal" if db is not None else "loo")
+            if chosen not in ("loo", "temporal"):
+                raise ConfigError(f"unknown protocol {chosen!r}", hint="use loo or temporal")
+            settings: dict[str, Any] = {}
+            if config:
+                try:
+                    settings = json.loads(config)
+                except ValueError as exc:
+                    raise ConfigError(f"--config is not JSON: {exc}") from None
+                if not isinstance(settings, dict):
+                    raise ConfigError("--config must be a JSON object")
+            # validate model names before reading a large file
+            models = [model_from_config({**settings, "model": model})]
+            if compare:
+                models.append(model_from_config({"model": compare}))
+            payload = _run(_load_dataset(data, fmt, db), chosen, models, k, test_fraction, report)
+            if data is not None:
+                payload["data"] = str(data)
+
+        _emit(payload, as_json, _human)
+
+
+def _run(
+    ds: Any, protocol: str, models: list[Any], k: int, test_fraction: float, report: Path | None
+) -> dict[str, Any]:
+    from shelfwise.evaluation.protocol import make_split
+    from shelfwise.evaluation.ranking import evaluate
+    from shelfwise.evaluation.report import write_report
+    from shelfwise.evaluation.significance import bootstrap_ci, paired_test
+
+    split = make_split(ds, protocol, test_fraction=test_fraction)  # type: ignore[arg-type]
+    if split.test.nnz == 0:
+        from shelfwise.core.errors import InputFileError
+
+        raise InputFileError(
+            "no user has anything to hold out for testing", hint="more events per user needed"
+        )
+    ks = tuple(sorted({*KS, k}))
+    results = []
+    for m in models:
+        with _bar() as bar:
+            bar.add_task(f"fit {m.name}", total=None)
+            m.fit(split.train)
+        with _bar() as bar:
+            task = bar.add_task(f"rank all items ({m.name})", total=len(split.test_users))
+
+            def tick(done: int, _total: int, bar: Any = bar, task: Any = task) -> None:
+                bar.update(task, completed=done)
+
+            result = evaluate(m, split, name=m.name, ks=ks, progress=tick)
+        result.info["train_seconds"] = m.train_seconds
+        results.append(result)
+    main = results[0]
+    payload: dict[str, Any] = {
+        "model": main.model,
+        "protocol": protocol,
+        **{key: round(v, 6) for key, v in main.metrics.items()},
+        "train_seconds": round(models[0].train_seconds, 3),
+        "eval_seconds": main.info["eval_seconds"],
+        "users": main.info["users"],
+        "items": main.info["items"],
+        "events": len(ds),
+        "ci95": {
+            key: [round(x, 6) for x in bootstrap_ci(main.per_user[key], n_resamples=500)]
+            for key in (f"recall@{k}", f"ndcg@{k}")
+        },
+    }
+    if len(results) > 1:
+        other = results[1]
+        payload["compare"] = {
+            "model": other.model,
+            **{key: round(other.metrics[key], 6) for key in (f"recall@{k}", f"ndcg@{k}")},
+            "train_seconds": round(models[1].train_seconds, 3),
+            f"paired_ndcg@{k}": paired_test(main.per_user[f"ndcg@{k}"], other.per_user[f"ndcg@{k}"]),
+        }
+    if report is not None:
+        paths = write_report(
+            results,
+            report,
+            title=f"Evaluation: {', '.join(r.model for r in results)} ({protocol})",
+            context={"protocol": protocol, "events": len(ds), "users evaluated": main.info["users"]},
+        )
+        payload["report"] = str(paths["markdown"])
+    return payload
+
+
+def _human(p: dict[str, Any]) -> str:
+    lines = [
+        f"{p['model']} ({p['protocol']}, {p['users']:,} users, {p['items']:,} items, full ranking): "
+        f"trained in {p['train_seconds']:.1f} s"
+    ]
+    for key in (
+        "recall@10",
+        "ndcg@10",
+        "recall@20",
+        "ndcg@20",
+        "mrr",
+        "map@10",
+        "auc",
+        "coverage@10",
+        "diversity@10",
+        "novelty@10",
+        "head_share@10",
+    ):
+        if key in p:
+            lines.append(f"  {key:<14} {p[key]:.4f}")
+    if "compare" in p:
+        c = p["compare"]
+        t = next(v for key, v in c.items() if key.startswith("paired_"))
+        lines.append(f"  vs {c['model']}: NDCG diff {t['diff']:+.4f}, p = {t['p_value']:.4g}")
+    if "report" in p:
+        lines.append(f"  report: {p['report']}")
+    return "\n".join(lines)

@@ -1,0 +1,472 @@
+"""The ``Recommender`` protocol every model implements, and what it returns.
+
+A model is fitted on a ``shelfwise.features.Dataset`` and then answers in the shop's ids:
+
+    >>> model = model_from_config({"model": "ease", "l2": 300.0}).fit(train)      # doctest: +SKIP
+    >>> model.recommend(["u1"], k=10, filters=Filters(categories=["Shoes"]))     # doctest: +SKIP
+
+A subclass implements three things over dense ids:
+
+- ``_fit(dataset, matrix)``: learn from the users×items training matrix;
+- ``_score(histories, users)``: a dense (rows × items) score block for users given as history rows
+  (a CSR block) and, when known, their dense ids (``-1`` for someone the model never saw: this is
+  the fold-in path for a new shopper's session, no retraining);
+- ``_arrays()`` / ``_set_arrays()``: its learned state as plain arrays (saved as ``.npy``).
+
+A sequence model (SASRec…) also overrides ``_score_sessions`` to read a new shopper's items in
+order, and registers itself with ``registry.register_model`` (or ``register_lazy`` to keep
+PyTorch out of imports until asked for); evaluation needs only ``fit`` and ``score_users``.
+
+``_reasons`` says why an item was recommended ("similar to X", "popular in Y"…). Everything else —
+exclusion of what the user already has (per event type), the availability mask, filters, top-k,
+save/load with checksums — lives here, so a new family (SASRec, two-tower…) only adds scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from shelfwise.core.errors import ShelfwiseError
+from shelfwise.features.dataset import NO_CODE, Dataset, IdMap, ItemAttributes
+
+ARTIFACT_VERSION = 1
+METADATA = "metadata.json"
+
+
+class ModelError(ShelfwiseError):
+    """A model was asked for something it cannot do (not fitted, unknown model, bad artifact)."""
+
+    exit_code = 2
+
+
+class ModelConfig(BaseModel):
+    """Settings every model shares. Subclasses add theirs; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    train_types: list[str] | None = Field(default=None, description="event types to learn from (None: all)")
+    exclude_types: list[str] | None = Field(
+        default=None,
+        description="event types whose items are not recommended again to the same user (None: all); "
+        "e.g. ['purchase'] keeps viewed items recommendable",
+    )
+
+
+class Filters(BaseModel):
+    """What the shopper (or the page) restricts results to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    categories: list[str] | None = None
+    brands: list[str] | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+    exclude_items: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Top items for one user (or one source item / cart), best first, each with its reason."""
+
+    user: str
+    items: list[str]
+    scores: list[float]
+    reasons: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "items": [
+                {"item": i, "score": s, "reason": r}
+                for i, s, r in zip(self.items, self.scores, self.reasons, strict=True)
+            ],
+        }
+
+
+@dataclass
+class _State:
+    """What every fitted model keeps besides its own arrays."""
+
+    user_map: IdMap
+    item_map: IdMap
+    attributes: ItemAttributes
+    history: sp.csr_matrix  # users × items, binary, the training events used for scoring
+    seen: sp.csr_matrix  # users × items, binary, the events whose items are excluded
+    popularity: np.ndarray  # float32, distinct training users per item
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _csr_arrays(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}_data": m.data.astype(np.float32),
+        f"{prefix}_indices": m.indices.astype(np.int32),
+        f"{prefix}_indptr": m.indptr.astype(np.int64),
+        f"{prefix}_shape": np.array(m.shape, np.int64),
+    }
+
+
+def _csr_from(prefix: str, a: dict[str, np.ndarray]) -> sp.csr_matrix:
+    shape = tuple(int(x) for x in a[f"{prefix}_shape"])
+    return sp.csr_matrix((a[f"{prefix}_data"], a[f"{prefix}_indices"], a[f"{prefix}_indptr"]), shape=shape)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row, best first, ties broken by lower column (stable); -inf never chosen
+    (those slots hold -1)."""
+    n = scores.shape[1]
+    k = min(k, n)
+    if k <= 0:
+        return np.empty((scores.shape[0], 0), np.int64), np.empty((scores.shape[0], 0), np.float32)
+    part = (
+        np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
+    )
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    idx = np.take_along_axis(part, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    idx = np.where(np.isneginf(vals), -1, idx)
+    return idx, vals
+
+
+class Recommender(ABC):
+    """Base of every model: see the module docstring for what a subclass provides."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    reason_default: ClassVar[str] = "popular overall"
+    popular_fallback: ClassVar[bool] = True  # False for models that already score strangers well
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = self.Config(model=self.name, **overrides)
+        elif overrides:
+            config = self.Config(**{**config.model_dump(), **overrides})  # validated, unlike model_copy
+        self.config = config
+        self._state: _State | None = None
+
+    # --- to implement -------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None: ...
+
+    @abstractmethod
+    def _score(self, histories: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        """Dense float32 scores, ``histories.shape[0]`` × n_items. ``users[r]`` is -1 for fold-in."""
+
+    @abstractmethod
+    def _arrays(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+    def _reasons(self, history: np.ndarray, items: np.ndarray) -> list[str]:
+        """Why each of ``items`` was picked for a shopper with these history items (dense ids)."""
+        return [self.reason_default] * len(items)
+
+    def _score_sessions(self, sessions: list[np.ndarray]) -> np.ndarray:
+        """Scores for new shoppers from their items *in the order they happened* (dense ids).
+
+        The default forgets the order and folds the set in through ``_score``; sequence models
+        (SASRec, GRU4Rec…) override this to read the order."""
+        rows = np.repeat(np.arange(len(sessions)), [len(s) for s in sessions])
+        cols = np.concatenate(sessions) if sessions else np.empty(0, np.int64)
+        hist = sp.csr_matrix(
+            (np.ones(len(cols), np.float32), (rows, cols)), shape=(len(sessions), self.n_items)
+        )
+        hist.sum_duplicates()
+        hist.data[:] = 1
+        return self._score(hist, np.full(len(sessions), -1, np.int64))
+
+    def _similar_scores(self, items: np.ndarray) -> np.ndarray:
+        """Item-to-item scores, ``len(items)`` × n_items; by default the fold-in of a one-item history."""
+        rows = sp.csr_matrix(
+            (np.ones(len(items), np.float32), (np.arange(len(items)), items)),
+            shape=(len(items), self.n_items),
+        )
+        return self._score(rows, np.full(len(items), -1, np.int64))
+
+    # --- fitting -------------------------------------------------------------------------------
+    def fit(self, dataset: Dataset) -> Self:
+        """Learn from ``dataset`` (pass a split's training part: nothing later may leak in)."""
+        started = time.perf_counter()
+        train_mask = dataset.type_mask(self.config.train_types)
+        train = dataset.select(train_mask) if not train_mask.all() else dataset
+        history = train.matrix()
+        seen = dataset.matrix(types=self.config.exclude_types)
+        self._state = _State(
+            user_map=dataset.user_map,
+            item_map=dataset.item_map,
+            # a copy: set_availability must not write into the caller's dataset
+            attributes=replace(dataset.item_attributes, available=dataset.item_attributes.available.copy()),
+            history=history,
+            seen=seen,
+            popularity=np.asarray(history.sum(axis=0)).ravel().astype(np.float32),
+        )
+        self._fit(train, history)
+        self._state.meta = {
+            "train_seconds": round(time.perf_counter() - started, 3),
+            "train_events": len(train),
+            "n_users": dataset.n_users,
+            "n_items": dataset.n_items,
+            "data": dict(dataset.meta),
+        }
+        return self
+
+    @property
+    def state(self) -> _State:
+        if self._state is None:
+            raise ModelError(
+                f"model {self.name!r} is not fitted", hint="call fit(dataset) or load(dir) first"
+            )
+        return self._state
+
+    @property
+    def n_items(self) -> int:
+        return len(self.state.item_map)
+
+    @property
+    def item_map(self) -> IdMap:
+        return self.state.item_map
+
+    @property
+    def user_map(self) -> IdMap:
+        return self.state.user_map
+
+    @property
+    def train_seconds(self) -> float:
+        return float(self.state.meta.get("train_seconds", 0.0))
+
+    # --- serving -------------------------------------------------------------------------------
+    def set_availability(self, item_ids: Iterable[str], available: bool) -> None:
+        """Mark items (un)available; unavailable or hidden items are never recommended."""
+        idx = self.item_map.to_internal(item_ids, strict=False)
+        self.state.attributes.available[idx[idx >= 0]] = available
+
+    def score_users(self, users: np.ndarray) -> np.ndarray:
+        """Raw scores for known users by dense id (rows × all items); no masking. For evaluation."""
+        users = np.asarray(users, np.int64)
+        return self._score(self.state.history[users], users)
+
+    def allowed_mask(self, filters: Filters | None) -> np.ndarray:
+        """Items that may be shown: available, and within the filters."""
+        st = self.state
+        attrs = st.attributes
+        mask = attrs.available.copy()
+        if filters is None:
+            return mask
+        if filters.categories is not None:
+            codes = [i for i, n in enumerate(attrs.category_names.tolist()) if n in set(filters.categories)]
+            mask &= np.isin(attrs.category, codes) & (attrs.category != NO_CODE)
+        if filters.brands is not None:
+            codes = [i for i, n in enumerate(attrs.brand_names.tolist()) if n in set(filters.brands)]
+            mask &= np.isin(attrs.brand, codes) & (attrs.brand != NO_CODE)
+        if filters.price_min is not None:
+            mask &= attrs.price >= filters.price_min  # nan price compares False: excluded
+        if filters.price_max is not None:
+            mask &= attrs.price <= filters.price_max
+        if filters.exclude_items:
+            idx = self.item_map.to_internal(filters.exclude_items, strict=False)
+            mask[idx[idx >= 0]] = False
+        return mask
+
+    def _rank(
+        self,
+        histories: sp.csr_matrix,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None,
+        filters: Filters | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        scores = self._with_fallback(self._score(histories, users), histories)
+        scores[:, ~self.allowed_mask(filters)] = -np.inf
+        if exclude is not None and exclude.nnz:
+            rows, cols = exclude.nonzero()
+            scores[rows, cols] = -np.inf
+        return top_k(scores, k)
+
+    def _with_fallback(self, scores: np.ndarray, histories: sp.csr_matrix) -> np.ndarray:
+        """Rows with no history (a shopper we know nothing about) get the popular items: a model
+        that learns from co-occurrence has nothing else to say to them."""
+        scores = np.array(scores, dtype=np.float32, copy=True)
+        empty = np.diff(sp.csr_matrix(histories).indptr) == 0
+        if empty.any() and self.popular_fallback:
+            pop = self.state.popularity
+            top = float(pop.max(initial=0.0))
+            scores[empty] = pop / top if top > 0 else pop
+        return scores
+
+    def _package(self, who: str, idx: np.ndarray, vals: np.ndarray, history: np.ndarray) -> Recommendation:
+        keep = idx >= 0
+        idx, vals = idx[keep], vals[keep]
+        return Recommendation(
+            user=who,
+            items=self.item_map.to_external(idx),
+            scores=[float(v) for v in vals],
+            reasons=(
+                self._reasons(history, idx)
+                if len(history) or not self.popular_fallback
+                else ["popular overall"] * len(idx)
+            ),
+        )
+
+    def recommend(
+        self,
+        users: Sequence[str],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filters: Filters | None = None,
+    ) -> list[Recommendation]:
+        """Top-``k`` for each user (the shop's ids). A user the model never saw (or with no history)
+        gets the popular items, with the reason "popular overall"."""
+        st = self.state
+        dense = st.user_map.to_internal(users, strict=False)
+        known = dense >= 0
+        rows = np.where(known, dense, 0)
+        keep = sp.diags(known.astype(np.float32))  # unknown users: empty rows
+        histories = sp.csr_matrix(keep @ st.history[rows])
+        histories.eliminate_zeros()
+        exclude = None
+        if exclude_seen:
+            exclude = sp.csr_matrix(keep @ st.seen[rows])
+            exclude.eliminate_zeros()
+        idx, vals = self._rank(histories, dense, k, exclude=exclude, filters=filters)
+        return [self._package(str(u), idx[r], vals[r], histories[r].indices) for r, u in enumerate(users)]
+
+    def recommend_for_events(
+        self,
+        items: Sequence[str],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filters: Filters | None = None,
+        who: str = "session",
+    ) -> Recommendation:
+        """Recommend from a few events (a new shopper's session, or a whole cart) without retraining:
+        the model folds the items in. Items it does not know are ignored."""
+        ordered = self.item_map.to_internal(items, strict=False)
+        ordered = ordered[ordered >= 0]
+        idx = np.unique(ordered)
+        if len(ordered):
+            scores = self._score_sessions([ordered])
+        else:
+            empty = sp.csr_matrix((1, self.n_items), dtype=np.float32)
+            scores = self._with_fallback(self._score(empty, np.array([-1])), empty)
+        scores = np.array(scores, dtype=np.float32, copy=True)
+        scores[:, ~self.allowed_mask(filters)] = -np.inf
+        if exclude_seen:
+            scores[0, idx] = -np.inf
+        top, vals = top_k(scores, k)
+        return self._package(who, top[0], vals[0], idx)
+
+    def similar_items(
+        self, items: Sequence[str], k: int = 10, *, filters: Filters | None = None
+    ) -> list[Recommendation]:
+        """Items most like each given item (never the item itself)."""
+        idx = self.item_map.to_internal(items, strict=False)
+        out = []
+        for external, i in zip(items, idx, strict=True):
+            if i < 0:
+                out.append(Recommendation(str(external), [], [], []))
+                continue
+            scores = self._similar_scores(np.array([i])).astype(np.float32, copy=True)
+            scores[:, ~self.allowed_mask(filters)] = -np.inf
+            scores[0, i] = -np.inf
+            top, vals = top_k(scores, k)
+            out.append(self._package(str(external), top[0], vals[0], np.array([i])))
+        return out
+
+    def _label(self, item: int) -> str:
+        return str(self.item_map.external[item])
+
+    # --- artifacts -----------------------------------------------------------------------------
+    def save(self, directory: Path | str) -> Path:
+        """Write arrays as ``.npy`` (no pickle) and ``metadata.json`` with the sha256 of every file."""
+        st = self.state
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {
+            "user_ids": st.user_map.external,
+            "item_ids": st.item_map.external,
+            "popularity": st.popularity,
+            **st.attributes.arrays(),
+            **_csr_arrays("history", st.history),
+            **_csr_arrays("seen", st.seen),
+        }
+        own = self._arrays()
+        clash = set(own) & set(arrays)
+        if clash:
+            raise ModelError(f"model arrays clash with shared names: {sorted(clash)}")
+        arrays.update({f"model_{k}": v for k, v in own.items()})
+        files = {}
+        for name, arr in arrays.items():
+            arr = np.asarray(arr)
+            if arr.dtype == object:
+                raise ModelError(f"array {name!r} holds Python objects; artifacts never pickle")
+            path = out / f"{name}.npy"
+            np.save(path, arr, allow_pickle=False)
+            files[path.name] = _sha256(path)
+        meta = {
+            "artifact_version": ARTIFACT_VERSION,
+            "model": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "config": self.config.model_dump(mode="json"),
+            "files": files,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **st.meta,
+        }
+        (out / METADATA).write_text(json.dumps(meta, indent=2, default=str))
+        return out
+
+    @classmethod
+    def load(cls, directory: Path | str) -> Recommender:
+        """Read a saved model back (any model when called on ``Recommender``), verifying checksums."""
+        from shelfwise.recommend.registry import model_from_config
+
+        src = Path(directory)
+        try:
+            meta = json.loads((src / METADATA).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{src}: not a saved model ({exc})") from exc
+        if meta.get("artifact_version") != ARTIFACT_VERSION:
+            raise ModelError(f"{src}: artifact version {meta.get('artifact_version')!r} is not supported")
+        model = model_from_config(meta["config"])
+        if cls is not Recommender and not isinstance(model, cls):
+            raise ModelError(f"{src}: holds a {meta['model']!r} model, not {cls.name!r}")
+        arrays: dict[str, np.ndarray] = {}
+        for fname, digest in meta["files"].items():
+            path = src / fname
+            if not path.is_file() or _sha256(path) != digest:
+                raise ModelError(f"{path}: missing or its checksum does not match the metadata")
+            arrays[fname.removesuffix(".npy")] = np.load(path, allow_pickle=False)
+        model._state = _State(
+            user_map=IdMap(arrays["user_ids"]),
+            item_map=IdMap(arrays["item_ids"]),
+            attributes=ItemAttributes.from_arrays(arrays),
+            history=_csr_from("history", arrays),
+            seen=_csr_from("seen", arrays),
+            popularity=arrays["popularity"],
+            meta={k: meta[k] for k in ("train_seconds", "train_events", "n_users", "n_items") if k in meta},
+        )
+        model._set_arrays({k.removeprefix("model_"): v for k, v in arrays.items() if k.startswith("model_")})
+        return model

@@ -1,0 +1,143 @@
+"""Neighbourhood models: item-KNN and user-KNN, cosine similarity with shrinkage.
+
+``sim(a, b) = co(a, b) / (sqrt(n_a · n_b) + shrinkage)``: shrinkage damps similarities that rest
+on a handful of shared shoppers. Item-KNN keeps each item's ``neighbours`` best neighbours and
+scores a shopper by summing the neighbours of their history; user-KNN finds the ``neighbours``
+shoppers most like this one (a new shopper's session works the same way: fold-in for free).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from shelfwise.features.dataset import Dataset
+from shelfwise.recommend.base import ModelConfig, Recommender
+
+
+def keep_top_per_row(m: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """Keep the ``n`` largest entries of each row of a CSR matrix."""
+    m = sp.csr_matrix(m)
+    counts = np.diff(m.indptr)
+    if counts.max(initial=0) <= n:
+        return m
+    data, indices, indptr = [], [], [0]
+    for r in range(m.shape[0]):
+        lo, hi = m.indptr[r], m.indptr[r + 1]
+        d, i = m.data[lo:hi], m.indices[lo:hi]
+        if hi - lo > n:
+            pick = np.argpartition(-d, n - 1)[:n]
+            d, i = d[pick], i[pick]
+        data.append(d)
+        indices.append(i)
+        indptr.append(indptr[-1] + len(d))
+    out = sp.csr_matrix((np.concatenate(data), np.concatenate(indices), np.array(indptr)), shape=m.shape)
+    out.sort_indices()
+    return out
+
+
+def cosine_shrunk(
+    co: sp.csr_matrix, norms_a: np.ndarray, norms_b: np.ndarray, shrinkage: float
+) -> sp.csr_matrix:
+    co = sp.coo_matrix(co)
+    denom = np.sqrt(norms_a[co.row] * norms_b[co.col]) + shrinkage
+    data = np.divide(co.data, denom, out=np.zeros_like(co.data, dtype=np.float32), where=denom > 0)
+    return sp.csr_matrix((data.astype(np.float32), (co.row, co.col)), shape=co.shape)
+
+
+class ItemKNNConfig(ModelConfig):
+    neighbours: int = Field(default=100, ge=1)
+    shrinkage: float = Field(default=10.0, ge=0)
+
+
+class ItemKNNRecommender(Recommender):
+    name = "itemknn"
+    Config = ItemKNNConfig
+    config: ItemKNNConfig
+
+    def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
+        x = sp.csr_matrix(matrix, dtype=np.float32)
+        co = sp.csr_matrix(x.T @ x)
+        co.setdiag(0)
+        co.eliminate_zeros()
+        norms = np.asarray(x.sum(axis=0)).ravel()
+        sim = cosine_shrunk(co, norms, norms, self.config.shrinkage)
+        self.sim = keep_top_per_row(sim, self.config.neighbours)  # row i: i's best neighbours
+
+    def _score(self, histories: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        return np.asarray((histories @ self.sim).toarray(), dtype=np.float32)
+
+    def _similar_scores(self, items: np.ndarray) -> np.ndarray:
+        return np.asarray(self.sim[items].toarray(), dtype=np.float32)
+
+    def _reasons(self, history: np.ndarray, items: np.ndarray) -> list[str]:
+        if not len(history):
+            return [self.reason_default] * len(items)
+        block = self.sim[history][:, items].toarray()  # history × items
+        best = block.argmax(axis=0)
+        return [
+            f"similar to {self._label(history[b])}" if block[b, j] > 0 else self.reason_default
+            for j, b in enumerate(best)
+        ]
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "sim_data": self.sim.data,
+            "sim_indices": self.sim.indices,
+            "sim_indptr": self.sim.indptr,
+            "sim_shape": np.array(self.sim.shape),
+        }
+
+    def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
+        self.sim = sp.csr_matrix(
+            (a["sim_data"], a["sim_indices"], a["sim_indptr"]), shape=tuple(int(x) for x in a["sim_shape"])
+        )
+
+
+class UserKNNConfig(ModelConfig):
+    neighbours: int = Field(default=50, ge=1)
+    shrinkage: float = Field(default=10.0, ge=0)
+
+
+class UserKNNRecommender(Recommender):
+    name = "userknn"
+    Config = UserKNNConfig
+    config: UserKNNConfig
+    reason_default = "liked by shoppers like you"
+
+    def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
+        self.x = sp.csr_matrix(matrix, dtype=np.float32)
+        self.user_norms = np.asarray(self.x.sum(axis=1)).ravel().astype(np.float32)
+        self.x_t = sp.csr_matrix(self.x.T)
+
+    def _score(self, histories: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        h = sp.csr_matrix(histories, dtype=np.float32)
+        h.data[:] = 1
+        co = sp.csr_matrix(h @ self.x_t)  # rows × training users
+        rows = np.repeat(np.arange(h.shape[0]), np.diff(co.indptr))
+        own = np.diff(h.indptr).astype(np.float32)
+        denom = np.sqrt(own[rows] * self.user_norms[co.indices]) + self.config.shrinkage
+        co.data = np.divide(co.data, denom, out=np.zeros_like(co.data), where=denom > 0)
+        # a known user is not their own neighbour
+        self_hits = users[rows] == co.indices
+        co.data[self_hits] = 0
+        co.eliminate_zeros()
+        sims = keep_top_per_row(co, self.config.neighbours)
+        return np.asarray((sims @ self.x).toarray(), dtype=np.float32)
+
+    def _similar_scores(self, items: np.ndarray) -> np.ndarray:
+        # items bought by the same shoppers, cosine-normalised
+        cols = self.x_t[items]
+        co = (cols @ self.x).toarray()
+        pop = np.asarray(self.x.sum(axis=0)).ravel()
+        own = pop[items][:, None]
+        return (co / (np.sqrt(own * pop[None, :]) + self.config.shrinkage)).astype(np.float32)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {}  # the training matrix is the model, and the base class saves it as history
+
+    def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
+        self.x = sp.csr_matrix(self.state.history, dtype=np.float32)
+        self.user_norms = np.asarray(self.x.sum(axis=1)).ravel().astype(np.float32)
+        self.x_t = sp.csr_matrix(self.x.T)

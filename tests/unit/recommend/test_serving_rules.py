@@ -1,0 +1,152 @@
+"""Serving behaviour on real Online Retail lines: popularity variants, exclusion per event type,
+cold items, bought-together from a whole cart, configs that refuse unknown settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from shelfwise.evaluation.protocol import basket_hit_rate
+from shelfwise.features.splits import temporal_split
+from shelfwise.recommend import Filters, ModelError, make_model, model_from_config
+from shelfwise.recommend.bundles import basket_matrix
+from tests.unit.recommend.slices import retail, retail_purchases
+
+
+def test_configs_refuse_unknown_settings_and_round_trip() -> None:
+    with pytest.raises(ModelError, match="neighbors"):
+        model_from_config({"model": "itemknn", "neighbors": 5})
+    with pytest.raises(ModelError, match="unknown model"):
+        model_from_config({"model": "sasrec-typo"})
+    cfg = make_model("trending", window_days=3.0).config
+    again = model_from_config(cfg.model_dump(mode="json"))
+    assert again.config == cfg and again.config.mode == "trending"
+
+
+def test_decay_and_trending_favour_recent_sales() -> None:
+    data = retail_purchases()
+    day = 86_400_000
+    end = int(data.ts.max())
+    recent = np.bincount(data.items[data.ts > end - 3 * day], minlength=data.n_items)
+    before = np.bincount(
+        data.items[(data.ts <= end - 3 * day) & (data.ts > end - 6 * day)], minlength=data.n_items
+    )
+    overall = make_model("popular").fit(data).recommend(["x"], k=10)[0].items
+    decayed = make_model("popular-decay", half_life_days=1.0).fit(data).recommend(["x"], k=10)[0].items
+    trending = make_model("trending", window_days=3.0).fit(data).recommend(["x"], k=10)[0].items
+    assert decayed != overall and trending != overall
+    recent_of = dict(zip(data.item_map.external.tolist(), recent.tolist(), strict=True))
+    growth_of = dict(zip(data.item_map.external.tolist(), (recent - before).tolist(), strict=True))
+    # decay puts first what sold more in the last days; trending what grew most against the days before
+    assert np.mean([recent_of[i] for i in decayed]) > np.mean([recent_of[i] for i in overall])
+    assert np.mean([growth_of[i] for i in trending]) > np.mean([growth_of[i] for i in overall])
+    assert min(growth_of[i] for i in trending) > 0
+
+
+def test_popular_in_category_follows_the_shoppers_categories() -> None:
+    data = retail_purchases()
+    model = make_model("popular-category").fit(data)
+    plain = make_model("popular").fit(data)
+    attrs = data.item_attributes
+    counts = np.bincount(data.users, minlength=data.n_users)
+    users = np.argsort(-counts, kind="stable")[:30]
+    ours = theirs = 0.0
+    for u in users:
+        top3 = np.argsort(-np.bincount(attrs.category[data.items[data.users == u]]))[:3]
+        user = data.user_map.external[u]
+        for rec, bucket in (
+            (model.recommend([user], k=10)[0], "ours"),
+            (plain.recommend([user], k=10)[0], "theirs"),
+        ):
+            share = np.isin(attrs.category[data.item_map.to_internal(rec.items)], top3).mean()
+            if bucket == "ours":
+                ours += share
+            else:
+                theirs += share
+    assert ours > 2 * theirs, (ours, theirs)
+    rec = model.recommend([data.user_map.external[users[0]]], k=10)[0]
+    assert all(r.startswith("popular in ") for r in rec.reasons)
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    category: str | None
+    price: float | None = None
+    brand: str | None = None
+    available: bool = True
+
+
+def test_cold_items_get_their_categorys_popularity() -> None:
+    data = retail_purchases()
+    attrs = data.item_attributes
+    top_cat = attrs.category_names[np.bincount(attrs.category[data.items]).argmax()]
+    # the catalogue gains an item nobody has bought yet, in the busiest category
+    catalogue = {
+        i: _Catalogue(category=str(attrs.category_names[c]))
+        for i, c in zip(data.item_map.external.tolist(), attrs.category.tolist(), strict=True)
+        if c >= 0
+    }
+    catalogue["NEW-ITEM"] = _Catalogue(category=str(top_cat))
+    from shelfwise.features.dataset import Dataset, IdMap
+
+    grown = Dataset(
+        users=data.users,
+        items=data.items,
+        ts=data.ts,
+        types=data.types,
+        weight=data.weight,
+        type_names=data.type_names,
+        user_map=data.user_map,
+        item_map=IdMap(np.append(data.item_map.external, "NEW-ITEM")),
+        item_attributes=data.item_attributes,
+    ).with_items(catalogue)
+    model = make_model("popular-category").fit(grown)
+    new = grown.item_map.to_internal(["NEW-ITEM"])[0]
+    assert model.scores[new] > 0
+    in_cat = np.flatnonzero(grown.item_attributes.category == grown.item_attributes.category[new])
+    warm = in_cat[in_cat != new]
+    # it ranks among its category's sellers, above the weakest of them, not last of the catalogue
+    assert model.scores[new] > np.min(model.scores[warm])
+    shown = model.recommend(["nobody"], k=len(in_cat), filters=Filters(categories=[str(top_cat)]))[0]
+    assert "NEW-ITEM" in shown.items[:-1]
+
+
+def test_exclusion_follows_the_configured_event_types() -> None:
+    data = retail()  # purchases and returns (cancellations)
+    ret = data.type_mask(["return"])
+    only_returned = set(zip(data.users[ret].tolist(), data.items[ret].tolist(), strict=True)) - set(
+        zip(data.users[~ret].tolist(), data.items[~ret].tolist(), strict=True)
+    )
+    assert only_returned, "the slice has items a customer returned and never bought again"
+    u, i = next(iter(sorted(only_returned)))
+    user = data.user_map.external[u]
+    item = data.item_map.external[i]
+    everything = make_model("itemknn").fit(data)
+    purchases_only = make_model("itemknn", exclude_types=["purchase"]).fit(data)
+    assert item not in everything.recommend([user], k=data.n_items)[0].items
+    assert item in purchases_only.recommend([user], k=data.n_items)[0].items
+
+
+def test_bought_together_recommends_from_the_whole_cart() -> None:
+    data = retail_purchases()
+    split = temporal_split(data, test_fraction=0.25)
+    held_out = data.select(data.ts >= split.info["cutoff_ms"])  # type: ignore[index]
+    model = make_model("bought-together", min_support=0.01).fit(split.train)
+    assert model.n_rules > 0  # type: ignore[attr-defined]
+    ours = basket_hit_rate(model, held_out, k=10)
+    popular = basket_hit_rate(make_model("popular").fit(split.train), held_out, k=10)
+    assert ours["baskets"] > 100
+    assert ours["basket_hr@10"] > 2 * popular["basket_hr@10"], (ours, popular)
+    # a two-item rule fires only when both items are in the cart
+    a, b, to = model.rule_a, model.rule_b, model.rule_to  # type: ignore[attr-defined]
+    pair = np.flatnonzero(b >= 0)
+    if len(pair):
+        r = pair[0]
+        ids = model.item_map.to_external([a[r], b[r], to[r]])
+        both = model.recommend_for_events(ids[:2], k=model.n_items, exclude_seen=True)
+        assert ids[2] in both.items[:50]
+        assert any(x.startswith("bought together with") for x in both.reasons)
+    baskets = basket_matrix(split.train, gap_minutes=60)
+    assert baskets.shape[0] > len(np.unique(split.train.users))  # several baskets per customer
