@@ -87,13 +87,17 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log file or a pipe gets no bar (Rich would leave a blank line)
+        yield lambda done, total: None
+        return
     bar = Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     )
     task = bar.add_task(label, total=None)
