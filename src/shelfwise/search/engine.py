@@ -1,0 +1,539 @@
+"""The search engine: an incremental catalogue index, keyword + semantic retrieval, query understanding,
+filters, facets, sorting and personal re-ranking.
+
+    engine = SearchEngine.build(items, SearchConfig(dense=False))
+    result = engine.search("red shoes under 500", k=10)
+    result.hits[0].item_id, result.corrected, result.facets["brand"]
+
+Every stored item version has a *slot* (a dense integer). Updating an item retires its old slot
+and appends a new one; removing retires it. New slots live in the keyword index's delta segment
+and are appended to the vector index, so changes are searchable at once; ``compact()`` rebuilds
+the keyword segment from the live slots (automatic once the delta passes ``compact_fraction``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from shelfwise.core.errors import ConfigError, ShelfwiseError
+from shelfwise.data.schemas import Item, validate_item
+from shelfwise.features.text import Analyzer, AnalyzerConfig
+from shelfwise.search.dense import DenseIndex, Encoder
+from shelfwise.search.documents import document_fields, embedding_text, popularity
+from shelfwise.search.facets import facet_counts, price_buckets
+from shelfwise.search.fusion import blend, reciprocal_rank_fusion
+from shelfwise.search.keyword import DEFAULT_WEIGHTS, KeywordIndex
+from shelfwise.search.personal import UserAffinity
+from shelfwise.search.query import ParsedQuery, QueryUnderstanding
+
+Mode = Literal["bm25", "dense", "hybrid", "rrf", "ltr"]
+Sort = Literal["relevance", "price_asc", "price_desc", "popularity"]
+MODES: tuple[str, ...] = ("bm25", "dense", "hybrid", "rrf", "ltr")
+FORMAT_VERSION = 1
+
+
+class SearchError(ShelfwiseError):
+    """A search request the engine cannot serve as asked."""
+
+    exit_code = 2
+
+
+class SearchConfig(BaseModel):
+    """How the index is built and queries are scored; saved with the index as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    k1: float = 1.2
+    b: float = 0.75
+    analyzer: AnalyzerConfig = Field(default_factory=AnalyzerConfig)
+    dense: bool = True
+    alpha: float = Field(0.5, ge=0, le=1, description="hybrid blend: share of the keyword score")
+    rrf_k: int = 60
+    candidates: int = Field(100, ge=10, description="per retriever, before fusion and re-ranking")
+    min_similarity: float = Field(0.3, description="a dense-only hit below this cosine is not a match")
+    compact_fraction: float = 0.1
+    spelling: bool = True
+    brand_filter: bool = True
+    boost: float = Field(0.15, description="per recognised colour/category/gender/size term the item has")
+    annotate: bool = Field(
+        False, description="add brand/colour/material/size/gender found in titles to items before indexing"
+    )
+
+
+class Filters(BaseModel):
+    """Explicit filters (a shop's facet clicks); query phrases add to these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    price_min: float | None = None
+    price_max: float | None = None
+    brands: list[str] = Field(default_factory=list)
+    category: str | None = Field(
+        None, description="a category path prefix, e.g. 'footwear > womens footwear'"
+    )
+    available: bool | None = None
+
+
+@dataclass
+class Hit:
+    item_id: str
+    score: float
+    item: Item
+    sources: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"item_id": self.item_id, "score": round(self.score, 6), "sources": self.sources}
+        out["title"], out["brand"], out["price"] = self.item.title, self.item.brand, self.item.price
+        out["category"], out["available"] = self.item.category, self.item.available
+        return out
+
+
+@dataclass
+class SearchResult:
+    query: ParsedQuery
+    hits: list[Hit]
+    total: int
+    facets: dict[str, Any]
+    took_ms: float
+    applied_filters: dict[str, Any]
+
+    @property
+    def corrected(self) -> str | None:
+        """The "showing results for …" text when spelling correction changed the query."""
+        return self.query.corrected
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [h.item_id for h in self.hits]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query.to_dict(),
+            "showing_results_for": self.corrected,
+            "total": self.total,
+            "hits": [h.to_dict() for h in self.hits],
+            "facets": self.facets,
+            "filters": self.applied_filters,
+            "took_ms": round(self.took_ms, 3),
+        }
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _grow(array: np.ndarray, values: Sequence[Any]) -> np.ndarray:
+    return np.concatenate([array, np.asarray(values, dtype=array.dtype)])
+
+
+class SearchEngine:
+    """One catalogue's search index. Build with ``SearchEngine.build(items)``; not thread-safe for writes."""
+
+    def __init__(self, config: SearchConfig | None = None, *, encoder: Encoder | None = None) -> None:
+        self.config = config or SearchConfig()
+        self.analyzer = Analyzer(self.config.analyzer)
+        self.keyword = KeywordIndex(
+            weights=self.config.weights, analyzer=self.analyzer, k1=self.config.k1, b=self.config.b
+        )
+        self.encoder = encoder if encoder is not None else (Encoder() if self.config.dense else None)
+        self.dense: DenseIndex | None = DenseIndex() if self.config.dense else None
+        self.understanding = QueryUnderstanding(analyzer=self.analyzer, spelling=self.config.spelling)
+        self.ranker: Any = None  # an LTR model (shelfwise.search.ltr.LambdaRanker) once trained
+        self._items: list[Item | None] = []
+        self._slot: dict[str, int] = {}
+        self._alive = np.zeros(0, dtype=bool)
+        self._price = np.zeros(0, dtype=np.float64)
+        self._available = np.zeros(0, dtype=bool)
+        self._popularity = np.zeros(0, dtype=np.float32)
+        self._brand = np.zeros(0, dtype=np.int32)
+        self._brand_codes: dict[str, int] = {}
+        self._buckets: list[tuple[float, float]] = []
+        self._annotator: Any = None
+
+    # --- building and changing ------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        items: Iterable[Item],
+        config: SearchConfig | None = None,
+        *,
+        encoder: Encoder | None = None,
+        progress: ProgressFn | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> SearchEngine:
+        """Index ``items`` (later duplicates of an id win). ``vectors`` reuses embeddings already made."""
+        engine = cls(config, encoder=encoder)
+        latest: dict[str, Item] = {}
+        for item in items:
+            latest.pop(item.item_id, None)
+            latest[item.item_id] = item
+        catalogue = list(latest.values())
+        if engine.config.annotate:
+            from shelfwise.search.annotate import Annotator, apply_annotations
+
+            engine._annotator = Annotator.from_items(catalogue)
+            catalogue = apply_annotations(catalogue, engine._annotator)
+        engine._reset(catalogue, progress=progress, vectors=vectors)
+        return engine
+
+    def _reset(
+        self, items: list[Item], *, progress: ProgressFn | None = None, vectors: np.ndarray | None = None
+    ) -> None:
+        self._items = list(items)
+        self._slot = {it.item_id: i for i, it in enumerate(items)}
+        n = len(items)
+        self._alive = np.ones(n, dtype=bool)
+        self._price = np.array([np.nan if it.price is None else it.price for it in items], dtype=np.float64)
+        self._available = np.array([it.available for it in items], dtype=bool)
+        self._popularity = np.array([popularity(it) for it in items], dtype=np.float32)
+        self._brand_codes = {}
+        self._brand = np.array([self._brand_code(it.brand) for it in items], dtype=np.int32)
+        if progress:
+            progress("keyword index", 0, n)
+        self.keyword.build([document_fields(it) for it in items])
+        if progress:
+            progress("keyword index", n, n)
+        if self.dense is not None:
+            if vectors is None:
+                assert self.encoder is not None
+                texts = [embedding_text(it) for it in items]
+                vectors = self.encoder.encode(
+                    texts, progress=(lambda d, t: progress("embeddings", d, t)) if progress else None
+                )
+            self.dense.build(vectors)
+        self.understanding.fit(items)
+        self._buckets = price_buckets(self._price)
+
+    def _brand_code(self, brand: str | None) -> int:
+        if not brand:
+            return -1
+        return self._brand_codes.setdefault(brand.lower(), len(self._brand_codes))
+
+    def __len__(self) -> int:
+        return int(self._alive.sum())
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._slot
+
+    def get(self, item_id: str) -> Item | None:
+        slot = self._slot.get(item_id)
+        return None if slot is None else self._items[slot]
+
+    @property
+    def item_ids(self) -> list[str]:
+        return list(self._slot)
+
+    def item_ids_by_slot(self) -> list[str]:
+        """The item id of every slot ('' for retired ones)."""
+        return [it.item_id if it is not None else "" for it in self._items]
+
+    def upsert(self, items: Iterable[Item], *, progress: ProgressFn | None = None) -> int:
+        """Add or replace items; searchable when this returns. Returns how many were written."""
+        batch = list({it.item_id: it for it in items}.values())
+        if not batch:
+            return 0
+        if self._annotator is not None:
+            from shelfwise.search.annotate import apply_annotations
+
+            batch = apply_annotations(batch, self._annotator)
+        for it in batch:
+            old = self._slot.get(it.item_id)
+            if old is not None:
+                self._retire(old)
+        vectors = None
+        if self.dense is not None:
+            assert self.encoder is not None
+            vectors = self.encoder.encode([embedding_text(it) for it in batch])
+        start = len(self._items)
+        self._items.extend(batch)
+        self._alive = _grow(self._alive, [True] * len(batch))
+        self._price = _grow(self._price, [np.nan if it.price is None else it.price for it in batch])
+        self._available = _grow(self._available, [it.available for it in batch])
+        self._popularity = _grow(self._popularity, [popularity(it) for it in batch])
+        self._brand = _grow(self._brand, [self._brand_code(it.brand) for it in batch])
+        for offset, it in enumerate(batch):
+            slot = start + offset
+            self._slot[it.item_id] = slot
+            self.keyword.add(slot, document_fields(it))
+            if self.dense is not None and vectors is not None:
+                self.dense.add(slot, vectors[offset])
+        self.understanding.fit(self.live_items())  # new brands, words and titles count at once
+        if len(self.keyword.delta_slots) > self.config.compact_fraction * max(self.keyword.n_main, 1000):
+            self.compact(progress=progress)
+        return len(batch)
+
+    def remove(self, item_ids: Iterable[str]) -> int:
+        """Take items out of search at once. Returns how many were there."""
+        removed = 0
+        for item_id in item_ids:
+            slot = self._slot.pop(item_id, None)
+            if slot is not None:
+                self._retire(slot)
+                removed += 1
+        return removed
+
+    def _retire(self, slot: int) -> None:
+        self._alive[slot] = False
+        self._items[slot] = None
+        if self.dense is not None:
+            self.dense.remove(slot)
+
+    def live_items(self) -> list[Item]:
+        return [it for it in self._items if it is not None]
+
+    def compact(self, *, progress: ProgressFn | None = None) -> None:
+        """Fold the delta segment and retired slots into a fresh main segment (no re-embedding)."""
+        live = np.flatnonzero(self._alive)
+        items = [self._items[i] for i in live]
+        vectors = self.dense.vectors[live] if self.dense is not None else None
+        self._reset([it for it in items if it is not None], progress=progress, vectors=vectors)
+
+    # --- searching ------------------------------------------------------------------------------
+
+    def _filter_mask(self, parsed: ParsedQuery, filters: Filters | None) -> tuple[np.ndarray, dict[str, Any]]:
+        mask = self._alive.copy()
+        applied: dict[str, Any] = {}
+        low = filters.price_min if filters and filters.price_min is not None else parsed.price_min
+        high = filters.price_max if filters and filters.price_max is not None else parsed.price_max
+        with np.errstate(invalid="ignore"):
+            if low is not None:
+                mask &= self._price >= low
+                applied["price_min"] = low
+            if high is not None:
+                mask &= self._price <= high
+                applied["price_max"] = high
+        brands = list(filters.brands) if filters and filters.brands else []
+        if not brands and self.config.brand_filter and parsed.brands:
+            brands = parsed.brands
+        if brands:
+            codes = [self._brand_codes[b.lower()] for b in brands if b.lower() in self._brand_codes]
+            brand_mask = mask & np.isin(self._brand, codes)
+            if brand_mask.any() or (filters and filters.brands):
+                mask = brand_mask
+                applied["brands"] = brands
+        if filters and filters.category:
+            prefix = filters.category.lower()
+            cat = np.array(
+                [
+                    it is not None and bool(it.category) and (it.category or "").startswith(prefix)
+                    for it in self._items
+                ]
+            )
+            mask &= cat
+            applied["category"] = filters.category
+        if filters and filters.available is not None:
+            mask &= self._available == filters.available
+            applied["available"] = filters.available
+        return mask, applied
+
+    def _query_tokens(self, parsed: ParsedQuery) -> list[str]:
+        tokens = self.analyzer.tokens(parsed.text)
+        for extra in parsed.expansions:
+            tokens.extend(t for t in self.analyzer.tokens(extra) if t not in tokens)
+        return tokens
+
+    def _candidates(
+        self, parsed: ParsedQuery, mask: np.ndarray, mode: str, depth: int, vector: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+        """(slots, scores, per-source score arrays aligned with slots) best first, and every slot
+        the keyword index matched (None in dense mode)."""
+        cfg = self.config
+        n = len(self._items)
+        matches: np.ndarray | None = None
+        kw_all: np.ndarray | None = None
+        kw_top = np.zeros(0, dtype=np.int64)
+        if mode != "dense":
+            kw_all = self.keyword.scores(self._query_tokens(parsed), n)
+            kw_all = np.where(mask, kw_all, 0.0).astype(np.float32)
+            matches = np.flatnonzero(kw_all > 0)
+            kw_top = _top_positive(kw_all, depth if mode == "bm25" else max(depth, cfg.candidates))
+            if mode == "bm25":
+                return kw_top, kw_all[kw_top], {"bm25": kw_all[kw_top]}, matches
+        if self.dense is None or self.encoder is None:
+            raise SearchError(f"mode {mode!r} needs the semantic index", hint="build with dense=True")
+        if vector is None:
+            vector = self.encoder.encode_query(parsed.text or parsed.raw)
+        d_slots, d_sims = self.dense.search(vector, max(depth, cfg.candidates), mask)
+        keep = d_sims >= cfg.min_similarity
+        if mode == "dense":
+            d_slots, d_sims = d_slots[keep], d_sims[keep]
+            return d_slots[:depth], d_sims[:depth], {"dense": d_sims[:depth]}, None
+        assert kw_all is not None
+        union = np.unique(np.concatenate([kw_top, d_slots[keep]]))
+        if len(union) == 0:
+            return union, np.zeros(0, dtype=np.float32), {}, matches
+        kw = kw_all[union]
+        sims = self.dense.similarities(vector, union)
+        if mode == "rrf":
+            fused = reciprocal_rank_fusion([kw_top.tolist(), d_slots[keep].tolist()], k=cfg.rrf_k)
+            scores = np.array([fused.get(int(s), 0.0) for s in union], dtype=np.float32)
+        else:
+            scores = blend(kw, sims, alpha=cfg.alpha)
+        order = np.argsort(-scores, kind="stable")
+        union, scores = union[order], scores[order]
+        return union, scores, {"bm25": kw[order], "dense": sims[order]}, matches
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: Mode | str = "hybrid",
+        filters: Filters | None = None,
+        sort: Sort | str = "relevance",
+        user: UserAffinity | None = None,
+        facets: bool = True,
+        vector: np.ndarray | None = None,
+    ) -> SearchResult:
+        """The top ``k`` items for ``query``; ``vector`` skips encoding when the caller has it."""
+        started = time.perf_counter()
+        if mode not in MODES:
+            raise SearchError(f"unknown search mode {mode!r}", hint=f"one of {', '.join(MODES)}")
+        if mode == "ltr" and self.ranker is None:
+            raise SearchError("mode 'ltr' needs a trained ranker", hint="train one with shelfwise.search.ltr")
+        if not self.config.dense and mode in ("dense", "hybrid", "rrf"):
+            raise SearchError(f"mode {mode!r} needs the semantic index", hint="build with dense=True")
+        parsed = self.understanding.parse(query)
+        mask, applied = self._filter_mask(parsed, filters)
+        wants_all = sort != "relevance" or facets
+        depth = max(k, self.config.candidates if wants_all or user or mode == "ltr" else k)
+        retrieval_mode = "bm25" if mode == "ltr" and not self.config.dense else mode
+        if mode == "ltr":
+            retrieval_mode = "hybrid" if self.config.dense else "bm25"
+        slots, scores, sources, matches = self._candidates(parsed, mask, retrieval_mode, depth, vector)
+        scores = scores.astype(np.float64)
+        if mode == "ltr" and len(slots):
+            scores = self.ranker.score(self, parsed, slots, sources, user=user)
+            scores = scores - scores.min() + 1e-6  # keep boosts multiplicative on positive scores
+        scores = self._boost(parsed, slots, scores, user)
+        if sort == "relevance":
+            order = np.argsort(-scores, kind="stable")
+        elif sort in ("price_asc", "price_desc"):
+            price = self._price[slots]
+            key = np.where(np.isnan(price), np.inf, price if sort == "price_asc" else -price)
+            order = np.lexsort((-scores, key))
+        elif sort == "popularity":
+            order = np.lexsort((-scores, -self._popularity[slots]))
+        else:
+            raise SearchError(f"unknown sort {sort!r}", hint="relevance, price_asc, price_desc or popularity")
+        hits = []
+        top = order[:k]
+        columns = {name: arr[top].tolist() for name, arr in sources.items()}
+        for j, i in enumerate(top.tolist()):
+            item = self._items[int(slots[i])]
+            assert item is not None
+            hits.append(Hit(item.item_id, float(scores[i]), item, {n: c[j] for n, c in columns.items()}))
+        # facets and the total count every item that matched, not only the re-ranked candidates
+        if matches is None:
+            every = slots
+        elif retrieval_mode == "bm25":
+            every = matches  # the keyword candidates are a subset of the keyword matches
+        else:
+            every = np.union1d(slots, matches)
+        facet_data = {}
+        if facets:
+            matched = [self._items[int(s)] for s in every]
+            facet_data = facet_counts([m for m in matched if m is not None], buckets=self._buckets)
+        return SearchResult(
+            query=parsed,
+            hits=hits,
+            total=len(every),
+            facets=facet_data,
+            took_ms=(time.perf_counter() - started) * 1000,
+            applied_filters=applied,
+        )
+
+    def _boost(
+        self, parsed: ParsedQuery, slots: np.ndarray, scores: np.ndarray, user: UserAffinity | None
+    ) -> np.ndarray:
+        terms = [*parsed.colours, *parsed.sizes, *parsed.genders]
+        terms += [c for c in parsed.categories if c not in terms]
+        if not terms and user is None:
+            return scores
+        out = scores.copy()
+        for i, slot in enumerate(slots):
+            item = self._items[int(slot)]
+            if item is None:
+                continue
+            factor = 1.0
+            if terms:
+                text = " ".join(
+                    [item.title or "", item.category or "", " ".join(map(str, item.attributes.values()))]
+                ).lower()
+                factor += self.config.boost * sum(1 for t in terms if t in text)
+            if user is not None:
+                factor *= user.boost(item)
+            out[i] *= factor
+        return out
+
+    def autocomplete(self, prefix: str, k: int = 8) -> list[str]:
+        ac = self.understanding.autocomplete
+        return ac.suggest(prefix, k) if ac else []
+
+    def record_query(self, query: str) -> None:
+        if self.understanding.autocomplete:
+            self.understanding.autocomplete.record(query)
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """``items.jsonl`` + ``engine.json`` + keyword (``.npy``/JSON) + vectors (``.npy``); no pickle."""
+        self.compact()
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / "items.jsonl").open("w", encoding="utf-8") as out:
+            for it in self.live_items():
+                out.write(json.dumps(asdict(it), ensure_ascii=False) + "\n")
+        self.keyword.save(directory / "keyword")
+        if self.dense is not None:
+            self.dense.save(directory / "dense")
+        meta = {"format": FORMAT_VERSION, "config": self.config.model_dump(), "items": len(self)}
+        (directory / "engine.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, directory: Path, *, encoder: Encoder | None = None) -> SearchEngine:
+        meta_path = directory / "engine.json"
+        if not meta_path.exists():
+            raise ConfigError(f"{directory}: not a saved search index (no engine.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ConfigError(f"{directory}: index format {meta.get('format')}, this version reads 1")
+        engine = cls(SearchConfig(**meta["config"]), encoder=encoder)
+        with (directory / "items.jsonl").open(encoding="utf-8") as handle:
+            items = [validate_item(json.loads(line)) for line in handle if line.strip()]
+        engine._items = list(items)
+        engine._slot = {it.item_id: i for i, it in enumerate(items)}
+        n = len(items)
+        engine._alive = np.ones(n, dtype=bool)
+        engine._price = np.array([np.nan if it.price is None else it.price for it in items], dtype=np.float64)
+        engine._available = np.array([it.available for it in items], dtype=bool)
+        engine._popularity = np.array([popularity(it) for it in items], dtype=np.float32)
+        engine._brand = np.array([engine._brand_code(it.brand) for it in items], dtype=np.int32)
+        engine.keyword = KeywordIndex.load(directory / "keyword")
+        engine.analyzer = engine.keyword.analyzer
+        if engine.dense is not None:
+            engine.dense = DenseIndex.load(directory / "dense")
+        engine.understanding.fit(items)
+        engine._buckets = price_buckets(engine._price)
+        if engine.config.annotate:
+            from shelfwise.search.annotate import Annotator
+
+            engine._annotator = Annotator.from_items(items)
+        return engine
+
+
+def _top_positive(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest positive scores, best first."""
+    positive = np.flatnonzero(scores > 0)
+    if len(positive) > k:
+        part = np.argpartition(-scores[positive], k)[:k]
+        positive = positive[part]
+    return positive[np.argsort(-scores[positive], kind="stable")]
