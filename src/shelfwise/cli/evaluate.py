@@ -10,26 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
+from shelfwise.cli.progress import bytes_bar, steps_bar
+
 KS = (10, 20)
 
 
-def _bar() -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not sys.stderr.isatty(),  # a log file gets no bar, nor the blank lines rich leaves
-    )
-
-
 def _load_dataset(data: Path | None, fmt: str, db: str | None) -> Any:
-    from shelfwise.cli.main import _progress, _store
+    from shelfwise.cli.main import _store
     from shelfwise.core.errors import InputFileError
     from shelfwise.features.dataset import Dataset
 
@@ -47,7 +34,7 @@ def _load_dataset(data: Path | None, fmt: str, db: str | None) -> Any:
         raise InputFileError(f"{data}: no such file")
     if not sys.stderr.isatty():
         return Dataset.from_file(data, fmt)
-    with _progress(f"read {data.name}") as progress:
+    with bytes_bar(f"read {data.name}") as progress:
         return Dataset.from_file(data, fmt, progress=progress)
 
 
@@ -133,10 +120,10 @@ def _run(
     ks = tuple(sorted({*KS, k}))
     results = []
     for m in models:
-        with _bar() as bar:
+        with steps_bar() as bar:
             bar.add_task(f"fit {m.name}", total=None)
             m.fit(split.train)
-        with _bar() as bar:
+        with steps_bar() as bar:
             task = bar.add_task(f"rank all items ({m.name})", total=len(split.test_users))
 
             def tick(done: int, _total: int, bar: Any = bar, task: Any = task) -> None:

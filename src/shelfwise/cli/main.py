@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from shelfwise.cli.progress import bytes_bar
 from shelfwise.core.errors import ShelfwiseError
 
 app = typer.Typer(
@@ -80,43 +81,6 @@ def _emit(payload: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any
         typer.echo(human(payload))
 
 
-@contextmanager
-def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A byte-based progress bar on stderr, drawn from the first update on and erased at the end,
-    so a command that fails early prints only its error line."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:  # a log file or a pipe gets no bar (Rich would leave a blank line)
-        yield lambda done, total: None
-        return
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    task = bar.add_task(label, total=None)
-    started = False
-
-    def update(done: int, total: int) -> None:
-        nonlocal started
-        if not started:
-            bar.start()
-            started = True
-        bar.update(task, completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if started:
-            bar.stop()
-
-
 # --- datasets -----------------------------------------------------------------------------------
 
 
@@ -180,7 +144,7 @@ def _ingest(
             fmt = _mapped_format(fmt, kind, given)
         if not path.exists():
             raise _input_error(f"{path}: no such file")
-        with _store(db) as store, _progress(f"ingest {fmt.name}") as progress:
+        with _store(db) as store, bytes_bar(f"ingest {fmt.name}") as progress:
             if kind == "events":
                 report = ingest_events(
                     store, path, fmt, settings, progress=progress, unknown_items=unknown_items, limit=limit

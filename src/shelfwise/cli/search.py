@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from shelfwise.cli.progress import steps_bar
+
 ProductsOpt = Annotated[
     Path, typer.Option("--products", help="products CSV or JSONL (id,title,description,category,brand,price)")
 ]
@@ -18,21 +20,6 @@ def _main() -> Any:
     from shelfwise.cli import main
 
     return main
-
-
-def _bar(label: str) -> Any:
-    """A transient rich progress bar on stderr: ``update(stage, done, total)``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
 
 
 def _engine(
@@ -93,7 +80,7 @@ def search_eval(
         judgments = read_qrels(qrels)
         if not judgments:
             main._fail(f"{qrels}: no judgments", 2)
-        with _bar("search-eval") as bar:
+        with steps_bar() as bar:
             engine = _engine(products, dense=mode != "bm25", alpha=alpha, spelling=spelling, bar=bar)
             task = bar.add_task(f"{mode} queries", total=len(query_texts))
 
@@ -152,7 +139,7 @@ def search_query(
     with main._user_errors():
         if mode not in MODES[:4]:
             main._fail("--mode must be bm25, dense, hybrid or rrf", 2)
-        with _bar("search") as bar:
+        with steps_bar() as bar:
             engine = _engine(products, dense=mode != "bm25", alpha=None, spelling=True, bar=bar, db=db)
         result = engine.search(query, k=k, mode=mode, sort=sort)
         payload = result.to_dict()
