@@ -49,6 +49,16 @@ class _FactorModel(Recommender):
     def _fold_in(self, histories: sp.csr_matrix) -> np.ndarray:
         raise NotImplementedError
 
+    def _train(self, model: Any, matrix: sp.csr_matrix) -> None:
+        """Fit an ``implicit`` model and keep its factors (dropping the cached unit-norm copy)."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads fight it
+            model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=_quiet_progress())
+        self.user_factors = np.ascontiguousarray(model.user_factors, np.float32)
+        self.item_factors = np.ascontiguousarray(model.item_factors, np.float32)
+        self.__dict__.pop("_unit", None)
+
     def _unit_factors(self) -> np.ndarray:
         unit = self.__dict__.get("_unit")
         if unit is None or unit.shape != self.item_factors.shape:
@@ -93,22 +103,15 @@ class ALSRecommender(_FactorModel):
     config: ALSConfig
 
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
-        from threadpoolctl import threadpool_limits
-
-        implicit = _implicit()
         c = self.config
-        with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads fight it
-            model = implicit.cpu.als.AlternatingLeastSquares(
-                factors=c.factors,
-                regularization=c.regularization,
-                alpha=c.alpha,
-                iterations=c.iterations,
-                random_state=c.seed,
-            )
-            model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=_quiet_progress())
-        self.user_factors = np.ascontiguousarray(model.user_factors, np.float32)
-        self.item_factors = np.ascontiguousarray(model.item_factors, np.float32)
-        self.__dict__.pop("_unit", None)
+        model = _implicit().cpu.als.AlternatingLeastSquares(
+            factors=c.factors,
+            regularization=c.regularization,
+            alpha=c.alpha,
+            iterations=c.iterations,
+            random_state=c.seed,
+        )
+        self._train(model, matrix)
 
     def _fold_in(self, histories: sp.csr_matrix) -> np.ndarray:
         y = self.item_factors.astype(np.float64)
@@ -142,23 +145,16 @@ class BPRRecommender(_FactorModel):
     config: BPRConfig
 
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
-        from threadpoolctl import threadpool_limits
-
-        implicit = _implicit()
         c = self.config
-        with threadpool_limits(1, "blas"):
-            model = implicit.cpu.bpr.BayesianPersonalizedRanking(
-                factors=c.factors,
-                learning_rate=c.learning_rate,
-                regularization=c.regularization,
-                iterations=c.iterations,
-                random_state=c.seed,
-            )
-            model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=_quiet_progress())
+        model = _implicit().cpu.bpr.BayesianPersonalizedRanking(
+            factors=c.factors,
+            learning_rate=c.learning_rate,
+            regularization=c.regularization,
+            iterations=c.iterations,
+            random_state=c.seed,
+        )
         # implicit appends a bias column: item_factors[:, -1] is the item bias, user_factors[:, -1] = 1
-        self.user_factors = np.ascontiguousarray(model.user_factors, np.float32)
-        self.item_factors = np.ascontiguousarray(model.item_factors, np.float32)
-        self.__dict__.pop("_unit", None)
+        self._train(model, matrix)
 
     def _fold_in(self, histories: sp.csr_matrix) -> np.ndarray:
         h = sp.csr_matrix(histories, dtype=np.float32)
