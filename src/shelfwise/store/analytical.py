@@ -356,13 +356,7 @@ class AnalyticalStore:
     def order_lines(self, *, since: int | None = None, until: int | None = None) -> pa.Table:
         """Purchase and return lines of known customers (guests excluded), with item facts."""
         where = ["type IN ('purchase', 'return')", "user_id IS NOT NULL"]
-        params: list[Any] = []
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("ts < ?")
-            params.append(until)
+        params = _time_window(where, since, until)
         return self._query(
             f"""
             SELECT user_id, coalesce(session_id, event_id) AS order_id, item_id, type, ts, event_time,
@@ -376,13 +370,7 @@ class AnalyticalStore:
         """One row per purchase order (a session with purchases; an invoice in Online Retail) of a
         known customer: when, how many lines and units, and its value."""
         where = ["type = 'purchase'", "user_id IS NOT NULL"]
-        params: list[Any] = []
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("ts < ?")
-            params.append(until)
+        params = _time_window(where, since, until)
         return self._query(
             f"""
             SELECT user_id, coalesce(session_id, event_id) AS order_id,
@@ -529,3 +517,15 @@ class AnalyticalStore:
             GROUP BY 1, 2
             """
         )
+
+
+def _time_window(where: list[str], since: int | None, until: int | None) -> list[Any]:
+    """Add ``[since, until)`` conditions on ``ts`` to ``where``; returns their parameters."""
+    params: list[Any] = []
+    if since is not None:
+        where.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("ts < ?")
+        params.append(until)
+    return params
