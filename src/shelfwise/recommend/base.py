@@ -28,7 +28,8 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -146,6 +147,43 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     vals = np.take_along_axis(vals, order, axis=1)
     idx = np.where(np.isneginf(vals), -1, idx)
     return idx, vals
+
+
+def csr_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """The given rows of a CSR matrix as a new CSR block; a row id of -1 gives an empty row.
+
+    Cheaper than ``matrix[rows]`` for the handful of rows a request asks for (no sparse fancy
+    indexing, no format checks)."""
+    rows = np.asarray(rows, np.int64)
+    safe = np.where(rows >= 0, rows, 0)
+    starts = matrix.indptr[safe]
+    lengths = np.where(rows >= 0, matrix.indptr[safe + 1] - starts, 0)
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    # position j of the block is element starts[r] + (j - indptr[r]) of the matrix
+    take = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+    indices, data = matrix.indices[take], matrix.data[take]
+    out = sp.csr_matrix((len(rows), matrix.shape[1]), dtype=matrix.dtype)
+    out.indptr, out.indices, out.data = indptr.astype(matrix.indptr.dtype), indices, data
+    return out
+
+
+_BLAS: list[Any] = []
+
+
+@contextmanager
+def serving_threads(rows: int) -> Iterator[None]:
+    """One BLAS thread while scoring a few rows: a request's matrix-vector product is too small to
+    share, and waking a second BLAS thread on a busy machine costs milliseconds at the tail."""
+    if rows > 8:
+        yield
+        return
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    with _BLAS[0].limit(limits=1, user_api="blas"):
+        yield
 
 
 class Recommender(ABC):
@@ -300,15 +338,15 @@ class Recommender(ABC):
         scores = self._with_fallback(self._score(histories, users), histories)
         scores[:, ~self.allowed_mask(filters)] = -np.inf
         if exclude is not None and exclude.nnz:
-            rows, cols = exclude.nonzero()
-            scores[rows, cols] = -np.inf
+            rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+            scores[rows, exclude.indices] = -np.inf
         return top_k(scores, k)
 
     def _with_fallback(self, scores: np.ndarray, histories: sp.csr_matrix) -> np.ndarray:
         """Rows with no history (a shopper we know nothing about) get the popular items: a model
         that learns from co-occurrence has nothing else to say to them."""
         scores = np.array(scores, dtype=np.float32, copy=True)
-        empty = np.diff(sp.csr_matrix(histories).indptr) == 0
+        empty = np.diff(histories.indptr) == 0
         if empty.any() and self.popular_fallback:
             pop = self.state.popularity
             top = float(pop.max(initial=0.0))
@@ -341,17 +379,16 @@ class Recommender(ABC):
         gets the popular items, with the reason "popular overall"."""
         st = self.state
         dense = st.user_map.to_internal(users, strict=False)
-        known = dense >= 0
-        rows = np.where(known, dense, 0)
-        keep = sp.diags(known.astype(np.float32))  # unknown users: empty rows
-        histories = sp.csr_matrix(keep @ st.history[rows])
-        histories.eliminate_zeros()
-        exclude = None
-        if exclude_seen:
-            exclude = sp.csr_matrix(keep @ st.seen[rows])
-            exclude.eliminate_zeros()
-        idx, vals = self._rank(histories, dense, k, exclude=exclude, filters=filters)
-        return [self._package(str(u), idx[r], vals[r], histories[r].indices) for r, u in enumerate(users)]
+        histories = csr_rows(st.history, dense)  # unknown users (-1): empty rows
+        exclude = csr_rows(st.seen, dense) if exclude_seen else None
+        with serving_threads(len(dense)):
+            idx, vals = self._rank(histories, dense, k, exclude=exclude, filters=filters)
+        return [
+            self._package(
+                str(u), idx[r], vals[r], histories.indices[histories.indptr[r] : histories.indptr[r + 1]]
+            )
+            for r, u in enumerate(users)
+        ]
 
     def recommend_for_events(
         self,

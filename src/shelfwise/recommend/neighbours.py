@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from shelfwise.features.dataset import Dataset
-from shelfwise.recommend.base import ModelConfig, Recommender
+from shelfwise.recommend.base import ModelConfig, Recommender, csr_rows
 
 
 def keep_top_per_row(m: sp.csr_matrix, n: int) -> sp.csr_matrix:
@@ -74,12 +74,18 @@ class ItemKNNRecommender(Recommender):
     def _reasons(self, history: np.ndarray, items: np.ndarray) -> list[str]:
         if not len(history):
             return [self.reason_default] * len(items)
-        block = self.sim[history][:, items].toarray()  # history × items
-        best = block.argmax(axis=0)
-        return [
-            f"similar to {self._label(history[b])}" if block[b, j] > 0 else self.reason_default
-            for j, b in enumerate(best)
-        ]
+        # the history item most similar to each recommended item, read off the history's rows only
+        rows = csr_rows(self.sim, np.asarray(history, np.int64))
+        owner = np.repeat(np.asarray(history), np.diff(rows.indptr))
+        position = {int(item): j for j, item in enumerate(items)}
+        best_sim = np.zeros(len(items), np.float32)
+        best_from = np.full(len(items), -1, np.int64)
+        hit = np.isin(rows.indices, items)
+        for col, val, src in zip(rows.indices[hit], rows.data[hit], owner[hit], strict=True):
+            j = position[int(col)]
+            if val > best_sim[j]:
+                best_sim[j], best_from[j] = val, src
+        return [f"similar to {self._label(int(b))}" if b >= 0 else self.reason_default for b in best_from]
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {
