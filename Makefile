@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DB     ?=
 DBFLAG := $(if $(DB),--db $(DB),)
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv system demo test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## system: Debian packages the browser tests and the drills use (Chromium, HAProxy), if missing
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+system:
+	@command -v chromium >/dev/null && command -v haproxy >/dev/null || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium haproxy)
 
 ## demo: load the full Online Retail data into the embedded store and print the quality report
 demo: venv
@@ -29,7 +35,7 @@ lint: venv
 	$(BIN)/mypy
 
 ## test: lint, then the whole test suite (real SQLite, PostgreSQL on 127.0.0.1:5432)
-test: lint
+test: lint system
 	$(BIN)/pytest -q
 
 ## bench: slow benchmarks; figures in benchmarks/results/*.json and benchmarks/results/README.md

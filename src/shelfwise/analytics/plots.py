@@ -3,7 +3,10 @@ matplotlib ``Figure`` drawn with the Agg backend, and never touches the store.""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import matplotlib
 
@@ -14,6 +17,23 @@ import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# pyplot and matplotlib's text layout are not thread-safe; a server draws charts from several
+# threads (a report building in the background while a page asks for a chart), so drawing is serial.
+RENDER_LOCK = threading.RLock()
+
+
+def _serial(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+        with RENDER_LOCK:
+            return fn(*args, **kwargs)
+
+    return locked
+
+
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
@@ -22,6 +42,7 @@ def _figure(width: float = 7.0, height: float = 3.6) -> tuple[Figure, Any]:
     return fig, ax
 
 
+@_serial
 def funnel_chart(funnel: pl.DataFrame, *, title: str = "Funnel") -> Figure:
     """Sessions at each step per group (first 12 groups), with the view → purchase rate."""
     data = funnel.head(12)
@@ -38,6 +59,7 @@ def funnel_chart(funnel: pl.DataFrame, *, title: str = "Funnel") -> Figure:
     return fig
 
 
+@_serial
 def timing_heatmap(timing: pl.DataFrame) -> Figure:
     """Orders by day of week × hour of day."""
     grid = np.zeros((7, 24))
@@ -53,6 +75,7 @@ def timing_heatmap(timing: pl.DataFrame) -> Figure:
     return fig
 
 
+@_serial
 def histogram(values: pl.Series, *, title: str, xlabel: str, bins: int = 40, log: bool = False) -> Figure:
     """A histogram of ``values`` (nulls dropped)."""
     data = values.drop_nulls().to_numpy()
@@ -75,6 +98,7 @@ def histogram(values: pl.Series, *, title: str, xlabel: str, bins: int = 40, log
     return fig
 
 
+@_serial
 def segment_bars(summary: pl.DataFrame) -> Figure:
     """Customers and revenue share per RFM segment."""
     fig, ax = _figure(8, 3.8)
@@ -91,6 +115,7 @@ def segment_bars(summary: pl.DataFrame) -> Figure:
     return fig
 
 
+@_serial
 def cohort_heatmap(cohorts: pl.DataFrame) -> Figure:
     """Share of each first-order cohort ordering again N months later."""
     columns = [c for c in cohorts.columns if c.startswith("m")]
@@ -112,6 +137,7 @@ def cohort_heatmap(cohorts: pl.DataFrame) -> Figure:
     return fig
 
 
+@_serial
 def calibration_plot(calibration: pl.DataFrame, metrics: dict[str, Any]) -> Figure:
     """Predicted vs observed churn rate per bin, with the test AUC and its interval."""
     fig, ax = _figure(4.5, 4.2)
@@ -127,6 +153,7 @@ def calibration_plot(calibration: pl.DataFrame, metrics: dict[str, Any]) -> Figu
     return fig
 
 
+@_serial
 def importance_bars(importance: pl.DataFrame) -> Figure:
     """Feature importance (gain) of the churn model."""
     fig, ax = _figure(6, 3.8)
@@ -138,6 +165,7 @@ def importance_bars(importance: pl.DataFrame) -> Figure:
     return fig
 
 
+@_serial
 def forecast_lines(history: pl.DataFrame, forecasts: pl.DataFrame, *, keys: list[str], title: str) -> Figure:
     """History and test window of a few series: actual, model and seasonal-naive forecasts."""
     fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.2 * len(keys)), dpi=100, squeeze=False)
@@ -157,6 +185,7 @@ def forecast_lines(history: pl.DataFrame, forecasts: pl.DataFrame, *, keys: list
     return fig
 
 
+@_serial
 def detection_bars(evaluation: pl.DataFrame) -> Figure:
     """Precision and recall of each anomaly detector on injected anomalies."""
     fig, ax = _figure(7, 3.2)
@@ -172,7 +201,8 @@ def detection_bars(evaluation: pl.DataFrame) -> Figure:
     return fig
 
 
-def save(fig: Figure, path: Any) -> None:
-    """Write ``fig`` as PNG and free it."""
-    fig.savefig(path)
+@_serial
+def save(fig: Figure, path: Any, *, format: str | None = None) -> None:
+    """Write ``fig`` (PNG unless ``format`` or the file name says otherwise) and free it."""
+    fig.savefig(path, format=format)
     plt.close(fig)

@@ -346,5 +346,7 @@ section{{margin-bottom:2em}}</style>
 <p class=note>{html.escape(db.url)} · built in {r.summary["seconds"]} s</p>
 {"".join(r.sections)}</body></html>"""
     (out_dir / "index.html").write_text(page, encoding="utf-8")
+    # the sections alone, for pages that embed the report (the web app's analytics dashboard)
+    (out_dir / "sections.html").write_text("".join(r.sections), encoding="utf-8")
     (out_dir / "report.json").write_text(json.dumps(r.summary, indent=2, default=str), encoding="utf-8")
     return r.summary

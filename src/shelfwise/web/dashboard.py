@@ -1,0 +1,147 @@
+"""The analytics dashboard's data: the full analytics report (built once per store snapshot, in
+the background, and kept under ``var/dashboard/``) and a live funnel explorer that re-queries the
+snapshot for the dimension the user picks (each answer well under a second).
+
+No HTTP here: ``shelfwise.web.pages`` turns this into pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from shelfwise.store.analytical import AnalyticalStore
+
+Dimension = Literal["category", "brand", "day", "total"]
+DIMENSIONS: tuple[Dimension, ...] = ("category", "brand", "day", "total")
+
+
+class AnalyticsDashboard:
+    """One store's analytics for the web app. Thread-safe; the report builds in a worker thread."""
+
+    def __init__(
+        self, store_url: str, var_dir: Path, *, report_options: dict[str, Any] | None = None
+    ) -> None:
+        self.store_url = store_url
+        self.root = var_dir / "dashboard" / hashlib.sha256(store_url.encode()).hexdigest()[:16]
+        self.cache_dir = var_dir / "analytical-cache"
+        self.report_options = report_options or {}
+        self._lock = threading.Lock()
+        self._db: AnalyticalStore | None = None
+        self._db_opened = 0.0
+        self._builder: threading.Thread | None = None
+        self.state: dict[str, Any] = {"status": "not built"}
+        done = self.root / "report.json"
+        if done.is_file():
+            self.state = {"status": "ready", "built_at": done.stat().st_mtime}
+
+    # --- the snapshot ------------------------------------------------------------------------
+    def store(self, *, max_age_s: float = 60.0) -> AnalyticalStore:
+        """The analytical snapshot, reopened when older than ``max_age_s`` (new events show up)."""
+        with self._lock:
+            if self._db is None or time.monotonic() - self._db_opened > max_age_s:
+                db = AnalyticalStore.open(self.store_url, cache_dir=self.cache_dir)
+                if self._db is not None:
+                    self._db.close()
+                self._db, self._db_opened = db, time.monotonic()
+            return self._db
+
+    # --- live funnel -------------------------------------------------------------------------
+    def funnel(self, by: Dimension, *, top: int = 20) -> dict[str, Any]:
+        from shelfwise.analytics.funnel import funnel
+
+        started = time.perf_counter()
+        frame = funnel(self.store(), by=by, top=top)
+        if by == "day":
+            frame = frame.sort("key").tail(top)
+        return {
+            "by": by,
+            "columns": frame.columns,
+            "rows": [[_plain(v) for v in row] for row in frame.iter_rows()],
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    def funnel_svg(self, by: Dimension, *, top: int = 20) -> bytes:
+        from shelfwise.analytics import funnel, plots
+
+        frame = funnel.funnel(self.store(), by=by, top=top)
+        if by == "day":
+            frame = frame.sort("key").tail(top)
+        buf = io.BytesIO()
+        with plots.RENDER_LOCK:
+            plots.save(plots.funnel_chart(frame, title=f"Funnel by {by}"), buf, format="svg")
+        return buf.getvalue()
+
+    # --- the full report ---------------------------------------------------------------------
+    def build(self, *, wait: bool = False) -> dict[str, Any]:
+        """Start (re)building the report unless a build is running; ``wait`` blocks until done."""
+        with self._lock:
+            if self._builder is None or not self._builder.is_alive():
+                self.state = {"status": "building", "started_at": time.time()}
+                self._builder = threading.Thread(target=self._build, name="dashboard-report", daemon=True)
+                self._builder.start()
+            builder = self._builder
+        if wait:
+            builder.join()
+        return dict(self.state)
+
+    def _build(self) -> None:
+        from shelfwise.analytics.report import build_report
+
+        try:
+            db = AnalyticalStore.open(self.store_url, cache_dir=self.cache_dir)
+            tmp = self.root.with_name(self.root.name + ".building")
+            summary = build_report(db, tmp, **self.report_options)
+            db.close()
+            _replace_dir(tmp, self.root)
+            self.state = {"status": "ready", "built_at": time.time(), "seconds": summary["seconds"]}
+        except Exception as exc:  # shown on the page; the server keeps running
+            self.state = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+    def sections(self) -> str | None:
+        path = self.root / "sections.html"
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    def summary(self) -> dict[str, Any] | None:
+        path = self.root / "report.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def file(self, name: str) -> Path | None:
+        """A file of the built report (plots, the marketing CSV); None for anything else."""
+        if "/" in name or "\\" in name or name.startswith(".") or not name.endswith((".png", ".csv")):
+            return None
+        path = self.root / name
+        return path if path.is_file() else None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, float):
+        return None if v != v else round(v, 4)
+    if isinstance(v, int | str | bool) or v is None:
+        return v
+    return str(v)
+
+
+def _replace_dir(new: Path, old: Path) -> None:
+    """Swap ``new`` in for ``old`` (a reader sees one or the other, never a half-written report)."""
+    import shutil
+
+    trash = old.with_name(old.name + ".old")
+    if trash.exists():
+        shutil.rmtree(trash)
+    if old.exists():
+        old.rename(trash)
+    new.rename(old)
+    if trash.exists():
+        shutil.rmtree(trash)
