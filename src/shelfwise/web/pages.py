@@ -7,6 +7,7 @@ engines below it (analytics); it never imports ``shelfwise.api``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,15 @@ STATIC = Path(__file__).with_name("static")
 
 
 def mount_pages(
-    app: FastAPI, *, store_url: str, var_dir: Path, build_report: bool = True
+    app: FastAPI,
+    *,
+    store_url: str,
+    var_dir: Path,
+    build_report: bool = True,
+    demo_users: Sequence[str] = (),
 ) -> AnalyticsDashboard:
     """Add the web pages to ``app``; returns the dashboard (the caller closes it on shutdown).
+    ``demo_users`` are shop user ids offered on the home page (the store keeps only pseudonyms).
 
     ``build_report`` starts building the analytics report in the background at once (it takes
     about half a minute on Online Retail) so the dashboard is ready when someone opens it."""
@@ -31,6 +38,26 @@ def mount_pages(
     if build_report and dashboard.state["status"] != "ready":
         dashboard.build()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home_page(user: str = "") -> str:
+        return _shop("home.html", "For you", "/", user=user, demo_users=list(demo_users))
+
+    @app.get("/search", response_class=HTMLResponse, include_in_schema=False)
+    def search_page(q: str = "", user: str = "") -> str:
+        return _shop("search.html", f"Search: {q}" if q else "Search", "/search", q=q, user=user)
+
+    @app.get("/p/{item_id}", response_class=HTMLResponse, include_in_schema=False)
+    def product_page(item_id: str) -> str:
+        return _shop("product.html", f"Product {item_id}", "", item_id=item_id)
+
+    @app.get("/cart", response_class=HTMLResponse, include_in_schema=False)
+    def cart_page() -> str:
+        return _shop("cart.html", "Cart", "/cart")
+
+    @app.get("/ops", response_class=HTMLResponse, include_in_schema=False)
+    def ops_page() -> str:
+        return _shop("ops.html", "Operations", "/ops")
 
     @app.get("/analytics", include_in_schema=False)
     def analytics_redirect() -> Response:
@@ -64,6 +91,11 @@ def mount_pages(
         return FileResponse(path)
 
     return dashboard
+
+
+def _shop(template: str, title: str, here: str, **values: Any) -> str:
+    name = template.removesuffix(".html")
+    return render(template, title=title, here=here, scripts=("shop.js",), page_name=name, **values)
 
 
 def _dimension(by: str) -> Any:
