@@ -17,6 +17,7 @@ from pydantic import Field
 
 from shelfwise.features.dataset import Dataset
 from shelfwise.recommend.base import ModelConfig, ModelError, Recommender
+from shelfwise.recommend.compression import Precision, QuantizedMatrix
 
 
 def _implicit() -> Any:
@@ -32,51 +33,70 @@ def _quiet_progress() -> bool:
     return os.environ.get("SHELFWISE_PROGRESS", "1") != "0"
 
 
+class FactorConfig(ModelConfig):
+    serving_precision: Precision = Field(
+        default="float32",
+        description="how item factors are held while serving: float32, float16 or int8 (per-row scale); "
+        "artifacts keep float32",
+    )
+
+
 class _FactorModel(Recommender):
+    config: FactorConfig
     user_factors: np.ndarray
-    item_factors: np.ndarray
+    items: QuantizedMatrix  # item factors, at the serving precision
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        """Item factors as float32 (a temporary copy unless served at float32)."""
+        return self.items.codes if self.items.precision == "float32" else self.items.dense()
+
+    def _keep_items(self, item_factors: np.ndarray) -> None:
+        self.items = QuantizedMatrix.from_array(item_factors, self.config.serving_precision)
+        norms = np.linalg.norm(self.items.dense(), axis=1)
+        norms[norms == 0] = 1
+        self._norms = norms.astype(np.float32)
+
+    def serving_bytes(self) -> int:
+        """Bytes of the factor arrays a server holds (users at float32, items at serving precision)."""
+        return int(self.user_factors.nbytes + self.items.nbytes)
 
     def _score(self, histories: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users, np.int64)
-        vectors = np.empty((len(users), self.item_factors.shape[1]), np.float32)
+        vectors = np.empty((len(users), self.items.shape[1]), np.float32)
         known = users >= 0
         if known.any():
             vectors[known] = self.user_factors[users[known]]
         if (~known).any():
             vectors[~known] = self._fold_in(sp.csr_matrix(histories)[np.flatnonzero(~known)])
-        return vectors @ self.item_factors.T
+        return self.items.scores(vectors)
 
     def _fold_in(self, histories: sp.csr_matrix) -> np.ndarray:
         raise NotImplementedError
 
     def _train(self, model: Any, matrix: sp.csr_matrix) -> None:
-        """Fit an ``implicit`` model and keep its factors (dropping the cached unit-norm copy)."""
+        """Fit an ``implicit`` model and keep its factors."""
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads fight it
             model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=_quiet_progress())
         self.user_factors = np.ascontiguousarray(model.user_factors, np.float32)
-        self.item_factors = np.ascontiguousarray(model.item_factors, np.float32)
-        self.__dict__.pop("_unit", None)
+        self._keep_items(np.ascontiguousarray(model.item_factors, np.float32))
 
-    def _unit_factors(self) -> np.ndarray:
-        unit = self.__dict__.get("_unit")
-        if unit is None or unit.shape != self.item_factors.shape:
-            norms = np.linalg.norm(self.item_factors, axis=1)
-            norms[norms == 0] = 1
-            unit = np.ascontiguousarray(self.item_factors / norms[:, None], np.float32)
-            self._unit = unit
-        return unit
+    def _cosine(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+        """Cosine similarity of item ``rows`` to item ``cols`` (all items when None)."""
+        left = self.items.rows(rows) / self._norms[rows][:, None]
+        if cols is None:
+            return self.items.scores(left) / self._norms[None, :]
+        return left @ (self.items.rows(cols) / self._norms[cols][:, None]).T
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
-        unit = self._unit_factors()
-        return unit[items] @ unit.T
+        return self._cosine(items)
 
     def _reasons(self, history: np.ndarray, items: np.ndarray) -> list[str]:
         if not len(history):
             return [self.reason_default] * len(items)
-        unit = self._unit_factors()
-        block = unit[history] @ unit[items].T  # only the cells the reasons need
+        block = self._cosine(np.asarray(history), np.asarray(items))  # only the cells the reasons need
         best = block.argmax(axis=0)
         return [f"similar to {self._label(history[b])}" for b in best]
 
@@ -85,11 +105,10 @@ class _FactorModel(Recommender):
 
     def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
         self.user_factors = a["user_factors"]
-        self.item_factors = a["item_factors"]
-        self.__dict__.pop("_unit", None)
+        self._keep_items(a["item_factors"])
 
 
-class ALSConfig(ModelConfig):
+class ALSConfig(FactorConfig):
     factors: int = Field(default=64, ge=1)
     regularization: float = Field(default=1.0, ge=0)
     alpha: float = Field(default=20.0, gt=0, description="confidence per event: c = alpha · count")
@@ -131,7 +150,7 @@ class ALSRecommender(_FactorModel):
         return out
 
 
-class BPRConfig(ModelConfig):
+class BPRConfig(FactorConfig):
     factors: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=0.05, gt=0)
     regularization: float = Field(default=0.01, ge=0)
