@@ -30,6 +30,19 @@ SMALL: dict[str, dict[str, object]] = {
     "als": {"factors": 16, "iterations": 4},
     "bpr": {"factors": 16, "iterations": 10},
     "bought-together": {"min_support": 0.01},
+    "sasrec": {"hidden": 16, "blocks": 1, "epochs": 3, "max_len": 20, "valid_users": 0, "threads": 1},
+    "two-tower": {"hidden": 16, "epochs": 3, "threads": 1},
+    "content-tfidf": {},
+    "content-embed": {},
+    "hybrid": {
+        "retrievers": [
+            {"model": "itemknn", "neighbours": 50},
+            {"model": "popular-decay"},
+            {"model": "content-tfidf"},
+        ],
+        "candidates": 30,
+        "rounds": 30,
+    },
 }
 K = 10
 

@@ -51,6 +51,34 @@ class Settings(BaseSettings):
     max_text_length: int = Field(20_000, ge=100, description="longer free-text fields are quarantined")
     log_level: str = "WARNING"
     log_json: bool = False
+    # --- serving (shelfwise serve) ---
+    models_dir: Path | None = Field(None, description="model registry root; default: var_dir/models")
+    redis_url: str | None = Field(
+        None, description="sessions, caches in Redis (e.g. redis://127.0.0.1:6379/0)"
+    )
+    redis_prefix: str = Field("shelfwise:", description="prefix of every Redis key shelfwise writes")
+    api_key_hashes: list[str] = Field(
+        default_factory=list,
+        description="sha256 hex digests of API keys allowed to write events/items and use admin; "
+        "none: a key is created in var_dir/api.key",
+    )
+    rate_limit_per_second: float = Field(200.0, ge=0, description="per API key or client IP; 0: no limit")
+    rate_limit_burst: int = Field(400, ge=1)
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
+    model_timeout_ms: int = Field(250, ge=1, description="a model slower than this falls back")
+    cache_size: int = Field(50_000, ge=0, description="per-user result cache entries (0: no cache)")
+    cache_ttl_seconds: int = Field(600, ge=1)
+    session_items: int = Field(50, ge=1, description="recent items kept per shopper for real-time recs")
+    session_ttl_seconds: int = Field(86_400, ge=60)
+    serve_model: str = Field("ease", description="model trained on first start when none is active")
+    # --- web pages ---
+    demo_users: list[str] = Field(
+        default_factory=list,
+        description="shop user ids the home page offers (the store keeps only pseudonyms)",
+    )
+    dashboard_on_start: bool = Field(
+        True, description="build the analytics dashboard's report when serving starts"
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -75,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def store_url(self) -> str:
         return self.db_url or f"sqlite:///{self.var_dir / 'shelfwise.db'}"
+
+    @property
+    def models_root(self) -> Path:
+        return self.models_dir or self.var_dir / "models"
 
     def resolved_pseudonym_key(self) -> bytes:
         """The HMAC key; created once and kept in ``var_dir`` when none is configured."""

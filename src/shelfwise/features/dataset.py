@@ -84,6 +84,7 @@ class ItemAttributes:
     """Per-item facts used by filters, profiles and cold-start: codes index into the name arrays.
 
     ``available`` is False for items the shop hides or cannot sell: never recommended.
+    ``text`` is the item's title and description ("" when unknown), for content-based models.
     """
 
     category: np.ndarray  # int32, NO_CODE when unknown
@@ -92,6 +93,7 @@ class ItemAttributes:
     brand_names: np.ndarray  # str
     price: np.ndarray  # float64, nan when unknown
     available: np.ndarray  # bool
+    text: np.ndarray | None = None  # str, title + description; None when no item has any
 
     @classmethod
     def empty(cls, n_items: int) -> ItemAttributes:
@@ -112,6 +114,7 @@ class ItemAttributes:
         brand: Sequence[str | None],
         price: Sequence[float | None],
         available: Sequence[bool],
+        text: Sequence[str | None] | None = None,
     ) -> ItemAttributes:
         cat_codes, cat_names = _codes(category)
         brand_codes, brand_names = _codes(brand)
@@ -122,10 +125,13 @@ class ItemAttributes:
             brand_names=brand_names,
             price=np.array([np.nan if p is None else float(p) for p in price], dtype=np.float64),
             available=np.array(available, dtype=bool),
+            text=np.array([t or "" for t in text], dtype=str) if text and any(text) else None,
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
+        text = {} if self.text is None else {"item_text": self.text}
         return {
+            **text,
             "item_category": self.category,
             "item_category_names": self.category_names,
             "item_brand": self.brand,
@@ -143,6 +149,7 @@ class ItemAttributes:
             brand_names=arrays["item_brand_names"],
             price=arrays["item_price"],
             available=arrays["item_available"],
+            text=arrays.get("item_text"),
         )
 
 
@@ -265,7 +272,11 @@ class Dataset:
                 facts[item_id] = _Facts(price=median)
             elif getattr(item, "price", None) is None:
                 facts[item_id] = _Facts(
-                    price=median, category=getattr(item, "category", None), brand=getattr(item, "brand", None)
+                    price=median,
+                    category=getattr(item, "category", None),
+                    brand=getattr(item, "brand", None),
+                    title=getattr(item, "title", None),
+                    description=getattr(item, "description", None),
                 )
         ds = cls.from_events(users=users, items=items, ts=ts, types=types, quantity=qty)
         ds = ds.with_items(facts)
@@ -311,11 +322,15 @@ class Dataset:
             return self
         ids = self.item_map.external.tolist()
         recs = [catalogue.get(i) for i in ids]
+        text: list[str | None] = [_item_text(r) for r in recs]
+        if not any(text) and self.item_attributes.text is not None:  # keep titles read with the events
+            text = self.item_attributes.text.tolist()
         attrs = ItemAttributes.from_columns(
             category=[getattr(r, "category", None) for r in recs],
             brand=[getattr(r, "brand", None) for r in recs],
             price=[getattr(r, "price", None) for r in recs],
             available=[bool(getattr(r, "available", True)) for r in recs],
+            text=text,
         )
         return replace(self, item_attributes=attrs)
 
@@ -380,3 +395,11 @@ class _Facts:
     category: str | None = None
     brand: str | None = None
     available: bool = True
+    title: str | None = None
+    description: str | None = None
+
+
+def _item_text(record: Any) -> str:
+    """Title and description of a catalogue record, for content-based models."""
+    parts = (getattr(record, "title", None), getattr(record, "description", None))
+    return ". ".join(p.strip() for p in parts if p and p.strip())

@@ -5,11 +5,14 @@ Users: category and brand affinity (share of their events per category/brand), p
 (quantile of the median price they paid among all users' medians), recency (days between their
 last event and the end of the data) and frequency (events, active days).
 Items: popularity (distinct users), events, conversion rate (purchasing users / viewing users,
-NaN where the data has no views), price.
+NaN where the data has no views), price, and a text embedding of title/description when asked for
+(``item_profiles(ds, embed=embed_texts)`` with ``shelfwise.features.embeddings.embed_texts``, or any
+function from texts to unit vectors).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +42,7 @@ class ItemProfiles:
     conversion_rate: np.ndarray  # float64, nan when no views
     price: np.ndarray  # float64
     last_seen_days: np.ndarray  # float64, days before the end of the data; inf if never
+    text_embedding: np.ndarray | None = None  # float32 items × d, unit rows (zero: no text); if asked
 
 
 def _affinity(users: np.ndarray, codes: np.ndarray, n_users: int, n_codes: int) -> sp.csr_matrix:
@@ -81,7 +85,9 @@ def user_profiles(ds: Dataset, *, now_ms: int | None = None) -> UserProfiles:
     return UserProfiles(cat, brand, band, median, recency, freq, active)
 
 
-def item_profiles(ds: Dataset, *, now_ms: int | None = None) -> ItemProfiles:
+def item_profiles(
+    ds: Dataset, *, now_ms: int | None = None, embed: Callable[[Sequence[str]], np.ndarray] | None = None
+) -> ItemProfiles:
     end = int(ds.ts.max()) if now_ms is None and len(ds) else (now_ms or 0)
     binary = ds.matrix()
     popularity = np.asarray(binary.sum(axis=0)).ravel().astype(np.int32)
@@ -95,4 +101,8 @@ def item_profiles(ds: Dataset, *, now_ms: int | None = None) -> ItemProfiles:
     last = np.full(ds.n_items, np.iinfo(np.int64).min, np.int64)
     np.maximum.at(last, ds.items, ds.ts)
     last_days = np.where(last == np.iinfo(np.int64).min, np.inf, (end - last) / DAY_MS)
-    return ItemProfiles(popularity, events, conversion, ds.item_attributes.price.copy(), last_days)
+    text = None
+    if embed is not None:
+        texts = ds.item_attributes.text
+        text = np.asarray(embed(texts.tolist() if texts is not None else [""] * ds.n_items), np.float32)
+    return ItemProfiles(popularity, events, conversion, ds.item_attributes.price.copy(), last_days, text)

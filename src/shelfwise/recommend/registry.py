@@ -11,6 +11,7 @@ an unfitted model out. Other families (SASRec, two-tower, the hybrid ranker) joi
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from shelfwise.recommend.base import ModelConfig, ModelError, Recommender
 from shelfwise.recommend.bundles import BoughtTogetherRecommender
+from shelfwise.recommend.content import ContentEmbedRecommender, ContentRecommender
 from shelfwise.recommend.ease import EASERecommender
 from shelfwise.recommend.factorization import ALSRecommender, BPRRecommender
 from shelfwise.recommend.neighbours import ItemKNNRecommender, UserKNNRecommender
@@ -49,6 +51,23 @@ register_model("ease", EASERecommender)
 register_model("als", ALSRecommender)
 register_model("bpr", BPRRecommender)
 register_model("bought-together", BoughtTogetherRecommender)
+register_model("content-tfidf", ContentRecommender)
+register_model("content-embed", ContentEmbedRecommender)  # PyTorch loads only when one is fitted
+
+
+def _import(module: str) -> Callable[[], None]:
+    """An importer for ``register_lazy``: the module registers its models when imported."""
+
+    def load() -> None:
+        importlib.import_module(module)
+
+    return load
+
+
+# PyTorch models: torch is imported only when one of these is asked for
+register_lazy("sasrec", _import("shelfwise.recommend.sequential"))
+register_lazy("two-tower", _import("shelfwise.recommend.neural"))
+register_lazy("hybrid", _import("shelfwise.recommend.hybrid"))  # LightGBM, imported when asked for
 
 
 def model_names() -> list[str]:

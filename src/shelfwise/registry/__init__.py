@@ -1,1 +1,41 @@
-"""Layer 7: versioned model artifacts with checksums, release gate, activate and roll back."""
+"""Layer 7: versioned model artifacts with checksums, release gate, activate and roll back.
+
+>>> reg = ModelRegistry("var/models")                                  # doctest: +SKIP
+>>> outcome = train_version(Dataset.from_store(store), reg)            # doctest: +SKIP
+>>> reg.rollback()                                                     # doctest: +SKIP
+"""
+
+from shelfwise.registry.gate import GateDecision
+from shelfwise.registry.serving import Deployment, LiveModels, canary_bucket, in_canary, top_overlap
+from shelfwise.registry.training import TrainingConfig, TrainingOutcome, release, train_version
+from shelfwise.registry.versions import (
+    Candidate,
+    CorruptArtifactError,
+    GateRefusedError,
+    LoadedVersion,
+    ModelRegistry,
+    Pointer,
+    RegistryError,
+    VersionInfo,
+)
+
+__all__ = [
+    "Candidate",
+    "CorruptArtifactError",
+    "Deployment",
+    "GateDecision",
+    "GateRefusedError",
+    "LiveModels",
+    "LoadedVersion",
+    "ModelRegistry",
+    "Pointer",
+    "RegistryError",
+    "TrainingConfig",
+    "TrainingOutcome",
+    "VersionInfo",
+    "canary_bucket",
+    "in_canary",
+    "release",
+    "top_overlap",
+    "train_version",
+]

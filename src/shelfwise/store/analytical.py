@@ -191,6 +191,7 @@ class AnalyticalStore:
         self.items_table = items
         self.users_table = users
         self.load_seconds = 0.0
+        self.current = True  # False: a cached snapshot older than the store's present state
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET threads TO 2")
         self._con.register("events_raw", events)
@@ -253,6 +254,27 @@ class AnalyticalStore:
             _write_cache(cached, {"events": events, "items": items, "users": users})
         store = cls(events, items, users, url=url)
         store.load_seconds = time.perf_counter() - started
+        return store
+
+    @classmethod
+    def latest_snapshot(cls, url: str, cache_dir: Path) -> AnalyticalStore | None:
+        """The newest cached snapshot of the SQLite store at ``url`` (None if there is none), read
+        from its Arrow files alone: no SQLite library is loaded. A server that writes to the store
+        through Python's ``sqlite3`` must not also open the file through ADBC's own SQLite in the same
+        process (two SQLite libraries in one process break each other's POSIX locks), so it asks a
+        child process (``shelfwise analytics …``) to refresh the snapshot and reads it with this."""
+        started = time.perf_counter()
+        fresh = _cache_path(url, cache_dir)
+        if fresh is None:
+            return None
+        snapshots = [p for p in cache_dir.glob("analytics-*") if (p / "events.arrow").is_file()]
+        if not snapshots:
+            return None
+        newest = max(snapshots, key=lambda p: p.stat().st_mtime_ns)
+        tables = [_read_ipc(newest / f"{name}.arrow") for name in ("events", "items", "users")]
+        store = cls(*tables, url=url)
+        store.load_seconds = time.perf_counter() - started
+        store.current = newest == fresh
         return store
 
     def with_events(self, extra: pa.Table) -> AnalyticalStore:

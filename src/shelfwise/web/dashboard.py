@@ -1,5 +1,5 @@
 """The analytics dashboard's data: the full analytics report (built once per store snapshot, in
-the background, and kept under ``var/dashboard/``) and a live funnel explorer that re-queries the
+a child process, and kept under ``var/dashboard/``) and a live funnel explorer that re-queries the
 snapshot for the dimension the user picks (each answer well under a second).
 
 No HTTP here: ``shelfwise.web.pages`` turns this into pages.
@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,13 +27,11 @@ DIMENSIONS: tuple[Dimension, ...] = ("category", "brand", "day", "total")
 class AnalyticsDashboard:
     """One store's analytics for the web app. Thread-safe; the report builds in a worker thread."""
 
-    def __init__(
-        self, store_url: str, var_dir: Path, *, report_options: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, store_url: str, var_dir: Path) -> None:
         self.store_url = store_url
         self.root = var_dir / "dashboard" / hashlib.sha256(store_url.encode()).hexdigest()[:16]
-        self.cache_dir = var_dir / "analytical-cache"
-        self.report_options = report_options or {}
+        self.var_dir = var_dir
+        self.cache_dir = var_dir / "cache"  # the same place `shelfwise analytics` keeps it
         self._lock = threading.Lock()
         self._db: AnalyticalStore | None = None
         self._db_opened = 0.0
@@ -41,15 +42,43 @@ class AnalyticsDashboard:
             self.state = {"status": "ready", "built_at": done.stat().st_mtime}
 
     # --- the snapshot ------------------------------------------------------------------------
-    def store(self, *, max_age_s: float = 60.0) -> AnalyticalStore:
-        """The analytical snapshot, reopened when older than ``max_age_s`` (new events show up)."""
+    def store(self, *, max_age_s: float = 10.0) -> AnalyticalStore:
+        """The analytical snapshot, reopened when older than ``max_age_s`` (new events show up).
+
+        A SQLite store is snapshotted by a child process and read here from the snapshot's Arrow
+        files (see ``AnalyticalStore.latest_snapshot``): the server's own SQLite connections must
+        not share the process with ADBC's SQLite."""
         with self._lock:
             if self._db is None or time.monotonic() - self._db_opened > max_age_s:
-                db = AnalyticalStore.open(self.store_url, cache_dir=self.cache_dir)
+                db = self._open()
                 if self._db is not None:
                     self._db.close()
                 self._db, self._db_opened = db, time.monotonic()
             return self._db
+
+    def _open(self) -> AnalyticalStore:
+        if not self.store_url.startswith("sqlite"):
+            return AnalyticalStore.open(self.store_url, cache_dir=self.cache_dir)
+        db = AnalyticalStore.latest_snapshot(self.store_url, self.cache_dir)
+        if db is not None and db.current:
+            return db
+        if db is not None:
+            db.close()
+        self._child("analytics", "funnel", "--by", "total", "--json")  # writes the snapshot
+        db = AnalyticalStore.latest_snapshot(self.store_url, self.cache_dir)
+        if db is None:
+            raise RuntimeError(f"no analytics snapshot of {self.store_url} under {self.cache_dir}")
+        return db
+
+    def _child(self, *args: str, timeout: float = 600) -> str:
+        """Run a ``shelfwise`` command on this store in a child process; its stdout."""
+        cmd = [sys.executable, "-m", "shelfwise.cli.main", *args, "--db", self.store_url]
+        env = {**os.environ, "SHELFWISE_VAR_DIR": str(self.var_dir)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"{' '.join(args)} exited {proc.returncode}")
+        return proc.stdout
 
     # --- live funnel -------------------------------------------------------------------------
     def funnel(self, by: Dimension, *, top: int = 20) -> dict[str, Any]:
@@ -91,13 +120,11 @@ class AnalyticsDashboard:
         return dict(self.state)
 
     def _build(self) -> None:
-        from shelfwise.analytics.report import build_report
-
+        """``shelfwise report`` in a child process (it reads the store with ADBC, and keeps the
+        server's interpreter free while it works)."""
         try:
-            db = AnalyticalStore.open(self.store_url, cache_dir=self.cache_dir)
             tmp = self.root.with_name(self.root.name + ".building")
-            summary = build_report(db, tmp, **self.report_options)
-            db.close()
+            summary = json.loads(self._child("report", "--out", str(tmp), "--json"))
             _replace_dir(tmp, self.root)
             self.state = {"status": "ready", "built_at": time.time(), "seconds": summary["seconds"]}
         except Exception as exc:  # shown on the page; the server keeps running

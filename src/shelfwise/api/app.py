@@ -1,0 +1,295 @@
+"""The FastAPI application factory.
+
+    app = create_app(settings, "sqlite:///var/shelfwise.db")
+    uvicorn.run(app, port=8000)
+
+The app serves whatever the registry's active version is (it never trains: ``shelfwise serve``
+does that on first start), the store's catalogue as a search index, and per-shopper state in
+the process or in Redis. ``shelfwise.web`` can add pages: if it defines ``mount(app, services)``,
+that is called with this app and its ``Services``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shelfwise.api.metrics import Metrics
+from shelfwise.api.recommending import Recommending
+from shelfwise.api.security import ApiKeys, Guard, TokenBucket
+from shelfwise.api.state import ResultCache, SessionStore, make_state
+from shelfwise.core.clock import now_ms
+from shelfwise.core.errors import ConfigError, ShelfwiseError
+from shelfwise.core.logging import get_logger
+from shelfwise.core.settings import Settings
+from shelfwise.data.privacy import Pseudonymizer
+from shelfwise.data.quality import EventGate, GateConfig
+from shelfwise.registry.serving import LiveModels
+from shelfwise.registry.versions import CorruptArtifactError, GateRefusedError, ModelRegistry, RegistryError
+from shelfwise.store import Store, open_store
+from shelfwise.store.journal import EventJournal
+
+log = get_logger(__name__)
+
+
+class LRUDict(OrderedDict[str, Any]):
+    """A small bounded mapping (search affinities per shopper)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.lock = threading.Lock()
+
+    def put(self, key: str, value: Any) -> None:
+        with self.lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.size:
+                self.popitem(last=False)
+
+
+@dataclass
+class Services:
+    """Everything the routes use; one per app."""
+
+    settings: Settings
+    store: Store
+    registry: ModelRegistry
+    live: LiveModels
+    sessions: SessionStore
+    cache: ResultCache
+    recommending: Recommending
+    metrics: Metrics
+    keys: ApiKeys
+    pseudonymize: Pseudonymizer
+    event_gate: EventGate
+    search: Any = None  # shelfwise.search.engine.SearchEngine
+    search_version: str = "none"
+    search_lock: threading.RLock = field(default_factory=threading.RLock)
+    affinities: LRUDict = field(default_factory=lambda: LRUDict(10_000))
+    journal: EventJournal | None = None  # events taken while the store is down, replayed later
+
+    def close(self) -> None:
+        self.live.stop()
+        if self.journal is not None:
+            self.journal.stop()
+        self.recommending.close()
+        self.store.close()
+
+
+def build_search(store: Store) -> tuple[Any, str]:
+    """A keyword search index over the store's catalogue (semantic index off: no model download)."""
+    from shelfwise.search.engine import SearchConfig, SearchEngine
+
+    items = list(store.get_items(store.item_ids()).values())
+    engine = SearchEngine.build(items, SearchConfig(dense=False))
+    if items:
+        # compile the scoring kernels now, not while the first shopper waits
+        engine.search("warm up", k=1, mode="bm25")
+    return engine, f"search-bm25-{now_ms()}-{len(items)}"
+
+
+def _api_key_hashes(settings: Settings) -> list[str]:
+    """Configured hashes, or the hash of a key created once in ``var_dir/api.key``."""
+    if settings.api_key_hashes:
+        return list(settings.api_key_hashes)
+    import os
+    import secrets
+
+    from shelfwise.api.security import hash_key
+
+    path = settings.var_dir / "api.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+        log.warning("created an API key for writes and admin", path=str(path))
+    return [hash_key(path.read_text().strip())]
+
+
+def build_services(
+    settings: Settings,
+    store_url: str | None = None,
+    *,
+    registry_root: Path | None = None,
+    sessions: SessionStore | None = None,
+    cache: ResultCache | None = None,
+    watch_interval: float | None = 0.5,
+) -> Services:
+    store = open_store(store_url or settings.store_url)
+    registry = ModelRegistry(registry_root or settings.models_root)
+    live = LiveModels(registry)
+    try:
+        live.sync(force=True)
+    except RegistryError as exc:  # a corrupt active version: serve nothing rather than a broken model
+        log.error("active model version not loaded", error=str(exc))
+    if watch_interval:
+        live.start_watching(watch_interval)
+    if sessions is None or cache is None:
+        try:
+            made = make_state(
+                redis_url=settings.redis_url,
+                prefix=settings.redis_prefix,
+                session_items=settings.session_items,
+                session_ttl=settings.session_ttl_seconds,
+                cache_size=settings.cache_size,
+                cache_ttl=settings.cache_ttl_seconds,
+            )
+        except Exception as exc:
+            raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+        sessions = sessions or made[0]
+        cache = cache or made[1]
+    metrics = Metrics()
+    key = settings.resolved_pseudonym_key()
+    gate = EventGate(
+        GateConfig(
+            source="api",
+            shop_start=settings.shop_start,
+            now_ms=now_ms(),
+            future_tolerance_ms=settings.future_tolerance_seconds * 1000,
+            max_text=settings.max_text_length,
+        ),
+        Pseudonymizer(key),
+    )
+    services = Services(
+        settings=settings,
+        store=store,
+        registry=registry,
+        live=live,
+        sessions=sessions,
+        cache=cache,
+        recommending=Recommending(
+            sessions=sessions, cache=cache, metrics=metrics, timeout=settings.model_timeout_ms / 1000
+        ),
+        metrics=metrics,
+        keys=ApiKeys(_api_key_hashes(settings)),
+        pseudonymize=Pseudonymizer(key),
+        event_gate=gate,
+    )
+    services.search, services.search_version = build_search(store)
+    services.journal = _journal(settings, store, metrics)
+    return services
+
+
+def _journal(settings: Settings, store: Store, metrics: Metrics) -> EventJournal:
+    """The event journal under ``var_dir/journal`` (one per replica: give each its own var_dir),
+    replayed in the background, its backlog exported as ``shelfwise_event_journal_backlog``."""
+    from prometheus_client import Gauge
+
+    journal = EventJournal(settings.var_dir / "journal")
+    Gauge(
+        "shelfwise_event_journal_backlog",
+        "acknowledged events in the local journal, not yet in the store",
+        registry=metrics.registry,
+    ).set_function(lambda: journal.backlog)
+    Gauge(
+        "shelfwise_event_journal_replayed",
+        "events replayed from the journal into the store since start",
+        registry=metrics.registry,
+    ).set_function(lambda: journal.replayed_total)
+    journal.start_replaying(store)
+    return journal
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ())]
+            problems.append(
+                {"field": ".".join(loc), "message": err.get("msg", ""), "type": err.get("type", "")}
+            )
+        return JSONResponse(status_code=422, content={"error": "invalid_request", "detail": problems})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        content = (
+            exc.detail if isinstance(exc.detail, dict) else {"error": "http_error", "detail": exc.detail}
+        )
+        return JSONResponse(
+            status_code=exc.status_code, content=content, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(ShelfwiseError)
+    async def shelfwise_error(_request: Request, exc: ShelfwiseError) -> JSONResponse:
+        status = 400
+        if isinstance(exc, GateRefusedError | CorruptArtifactError):
+            status = 409
+        elif isinstance(exc, RegistryError) and "unknown model version" in exc.message:
+            status = 404
+        elif isinstance(exc, RegistryError):
+            status = 409
+        return JSONResponse(
+            status_code=status, content={"error": type(exc).__name__, "detail": exc.message, "hint": exc.hint}
+        )
+
+
+def create_app(
+    settings: Settings,
+    store_url: str | None = None,
+    *,
+    registry_root: Path | None = None,
+    sessions: SessionStore | None = None,
+    cache: ResultCache | None = None,
+    watch_interval: float | None = 0.5,
+    extensions: Sequence[Callable[[FastAPI, Services], None]] = (),
+) -> FastAPI:
+    """The service over the store at ``store_url`` and the registry under ``registry_root``."""
+    from shelfwise.api import routes
+
+    services = build_services(
+        settings,
+        store_url,
+        registry_root=registry_root,
+        sessions=sessions,
+        cache=cache,
+        watch_interval=watch_interval,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> Iterator[None]:  # type: ignore[misc]
+        yield
+        services.close()
+
+    app = FastAPI(
+        title="shelfwise",
+        version="1",
+        summary="Search, recommendations and events for an online shop.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    _error_handlers(app)
+    app.include_router(routes.router)
+    from shelfwise import web
+
+    mount = getattr(web, "mount", None)
+    for extend in [*([mount] if mount else []), *extensions]:
+        extend(app, services)
+    app.add_middleware(
+        Guard,
+        limiter=TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst),
+        max_bytes=settings.max_request_bytes,
+        observe=services.metrics.observe_request,
+    )
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory shelfwise.api.app:app_from_env`` (several workers): settings from the
+    environment (``SHELFWISE_DB_URL``, ``SHELFWISE_VAR_DIR``…)."""
+    from shelfwise.core.settings import get_settings
+
+    settings = get_settings()
+    return create_app(settings, settings.store_url)

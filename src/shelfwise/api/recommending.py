@@ -1,0 +1,346 @@
+"""Recommendations with a fallback chain: personalised → session → popular in category → popular.
+
+Each model call runs with a deadline (``timeout``) in a small thread pool. A model that raises or is
+late is counted (``shelfwise_model_errors``, ``shelfwise_recommend_fallbacks``) and the next stage
+answers; the last two stages read plain arrays copied from the version at load time, so they
+answer even when the model code is broken. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from shelfwise.api.metrics import Metrics
+from shelfwise.api.state import ResultCache, SessionStore
+from shelfwise.core.logging import get_logger
+from shelfwise.features.dataset import NO_CODE
+from shelfwise.recommend.base import Filters, Recommendation, Recommender
+from shelfwise.registry.serving import Deployment, top_overlap
+from shelfwise.registry.versions import LoadedVersion
+
+T = TypeVar("T")
+log = get_logger(__name__)
+SCENARIOS = ("home", "product", "cart", "category", "store", "promotion")
+
+
+class ModelTimeoutError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a recommendation request gets: items with reasons, and how they were produced."""
+
+    items: list[str]
+    scores: list[float]
+    reasons: list[str]
+    source: str  # personalised | session | bought_together | similar | popular_category | popular
+    model_version: str
+    role: str = "active"
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "scores": self.scores,
+            "reasons": self.reasons,
+            "source": self.source,
+            "model_version": self.model_version,
+            "role": self.role,
+            "skipped": self.skipped,
+        }
+
+
+class PopularIndex:
+    """Popularity and item facts copied out of a version: the fallback that needs no model code."""
+
+    def __init__(self, model: Recommender) -> None:
+        st = model.state
+        self.item_ids = st.item_map.external.copy()
+        self.index = dict(st.item_map.index)
+        self.popularity = np.asarray(st.popularity, np.float32).copy()
+        a = st.attributes
+        self.category, self.category_names = a.category.copy(), a.category_names.copy()
+        self.brand, self.brand_names = a.brand.copy(), a.brand_names.copy()
+        self.price = a.price.copy()
+        self.available = a.available  # shared on purpose: item writes update availability in place
+        top = float(self.popularity.max(initial=0.0))
+        self.norm = self.popularity / top if top > 0 else self.popularity
+
+    def category_of(self, item_id: str) -> str | None:
+        i = self.index.get(item_id)
+        if i is None or self.category[i] == NO_CODE:
+            return None
+        return str(self.category_names[self.category[i]])
+
+    def mask(self, filters: Filters | None, exclude: Sequence[str] = ()) -> np.ndarray:
+        m = self.available.copy()
+        if filters is not None:
+            if filters.categories is not None:
+                codes = [
+                    i for i, n in enumerate(self.category_names.tolist()) if n in set(filters.categories)
+                ]
+                m &= np.isin(self.category, codes) & (self.category != NO_CODE)
+            if filters.brands is not None:
+                codes = [i for i, n in enumerate(self.brand_names.tolist()) if n in set(filters.brands)]
+                m &= np.isin(self.brand, codes) & (self.brand != NO_CODE)
+            if filters.price_min is not None:
+                m &= self.price >= filters.price_min
+            if filters.price_max is not None:
+                m &= self.price <= filters.price_max
+            for item in filters.exclude_items or ():
+                i = self.index.get(item)
+                if i is not None:
+                    m[i] = False
+        for item in exclude:
+            i = self.index.get(item)
+            if i is not None:
+                m[i] = False
+        return m
+
+    def top(
+        self,
+        k: int,
+        *,
+        filters: Filters | None = None,
+        exclude: Sequence[str] = (),
+        reason: str = "popular overall",
+    ) -> Recommendation:
+        scores = np.where(self.mask(filters, exclude) & (self.popularity > 0), self.norm, -np.inf)
+        order = np.argsort(-scores, kind="stable")[:k]
+        order = order[np.isfinite(scores[order])]
+        return Recommendation(
+            user="popular",
+            items=self.item_ids[order].tolist(),
+            scores=[float(s) for s in scores[order]],
+            reasons=[reason] * len(order),
+        )
+
+
+@dataclass
+class Request:
+    user_id: str | None  # the store's pseudonym
+    k: int = 10
+    scenario: str = "home"
+    filters: Filters | None = None
+    context_items: list[str] = field(default_factory=list)  # product page item, cart items
+
+    def cache_key(self, version: str) -> str:
+        f = self.filters.model_dump_json() if self.filters else ""
+        return f"{version}|{self.scenario}|{self.k}|{f}|{','.join(self.context_items)}"
+
+
+class Recommending:
+    """The chain, shared by every recommendation route."""
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionStore,
+        cache: ResultCache,
+        metrics: Metrics,
+        timeout: float = 0.25,
+        workers: int = 4,
+    ) -> None:
+        self.sessions, self.cache, self.metrics, self.timeout = sessions, cache, metrics, timeout
+        self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shelfwise-model")
+        self._shadow_pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shelfwise-shadow")
+        self._shadow_pending = 0
+        self._popular: dict[str, PopularIndex] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._shadow_pool.shutdown(wait=False, cancel_futures=True)
+
+    def popular(self, loaded: LoadedVersion) -> PopularIndex:
+        index = self._popular.get(loaded.version)
+        if index is None:
+            with self._lock:
+                index = self._popular.get(loaded.version) or PopularIndex(loaded.recommender)
+                self._popular = {**{k: v for k, v in list(self._popular.items())[-3:]}, loaded.version: index}
+        return index
+
+    def call(self, stage: str, fn: Callable[[], T]) -> T | None:
+        """Run a model call with the deadline; None (counted) when it raises or is late."""
+        future = self._pool.submit(fn)
+        try:
+            return future.result(timeout=self.timeout)
+        except cf.TimeoutError:
+            future.cancel()
+            self.metrics.model_errors.labels("timeout").inc()
+            self.metrics.fallbacks.labels(stage, "timeout").inc()
+            log.warning("model call timed out", stage=stage, timeout=self.timeout)
+        except Exception as exc:
+            self.metrics.model_errors.labels("error").inc()
+            self.metrics.fallbacks.labels(stage, "error").inc()
+            log.warning("model call failed", stage=stage, error=repr(exc))
+        return None
+
+    # --- the chain ------------------------------------------------------------------------------
+    def recommend(self, deployment: Deployment, req: Request) -> tuple[Answer, bool]:
+        """(answer, served from cache)."""
+        loaded, role = deployment.route(req.user_id)
+        key = req.cache_key(loaded.version)
+        if req.user_id is not None:
+            hit = self.cache.get(req.user_id, key)
+            if hit is not None:
+                self.metrics.cache.labels("hit").inc()
+                return Answer(**hit), True
+            self.metrics.cache.labels("miss").inc()
+        answer = self._chain(loaded, role, req)
+        if req.user_id is not None:
+            self.cache.put(req.user_id, key, answer.to_dict())
+        self.metrics.served.labels(answer.source, role).inc()
+        shadow = deployment.shadow
+        if shadow is not None and role == "active":
+            self._shadow(shadow, req, answer)
+        return answer, False
+
+    def _chain(self, loaded: LoadedVersion, role: str, req: Request) -> Answer:
+        model = loaded.recommender
+        skipped: list[dict[str, str]] = []
+        session = self.sessions.recent(req.user_id) if req.user_id else []
+        k, filters = req.k, req.filters
+
+        def answer(rec: Recommendation | None, source: str) -> Answer | None:
+            if rec is None:
+                skipped.append({"stage": source, "cause": "model error or timeout"})
+                return None
+            if not rec.items:
+                self.metrics.fallbacks.labels(source, "empty").inc()
+                skipped.append({"stage": source, "cause": "no items"})
+                return None
+            return Answer(rec.items, rec.scores, rec.reasons, source, loaded.version, role, skipped)
+
+        if req.scenario == "cart":
+            cart = req.context_items or (self.sessions.cart(req.user_id) if req.user_id else [])
+            bundles = loaded.bought_together or model
+            if cart:
+                got = answer(
+                    self.call(
+                        "bought_together", lambda: bundles.recommend_for_events(cart, k, filters=filters)
+                    ),
+                    "bought_together",
+                )
+                if got:
+                    return got
+        context = req.context_items if req.scenario != "cart" else []
+        history = self._history(model, req.user_id)
+        if history is not None and (len(history) or not (session or context)):
+            items = [*history, *session, *context]
+            if session or context:
+                rec = self.call(
+                    "personalised", lambda: model.recommend_for_events(items, k, filters=filters, who="user")
+                )
+            else:
+                rec = self.call(
+                    "personalised", lambda: model.recommend([req.user_id or ""], k, filters=filters)[0]
+                )
+            got = answer(rec, "personalised")
+            if got:
+                return got
+        if session or context:
+            items = [*session, *context]
+            got = answer(
+                self.call("session", lambda: model.recommend_for_events(items, k, filters=filters)), "session"
+            )
+            if got:
+                return got
+        popular = self.popular(loaded)
+        seen = [*session, *context]
+        category = None
+        if filters is not None and filters.categories:
+            category = filters.categories[0]
+        elif seen:
+            category = popular.category_of(seen[-1])
+        if category is not None:
+            cat_filters = (filters or Filters()).model_copy(update={"categories": [category]})
+            got = answer(
+                popular.top(k, filters=cat_filters, exclude=seen, reason=f"popular in {category}"),
+                "popular_category",
+            )
+            if got:
+                return got
+        rec = popular.top(k, filters=filters, exclude=seen)
+        return Answer(rec.items, rec.scores, rec.reasons, "popular", loaded.version, role, skipped)
+
+    def _history(self, model: Recommender, user_id: str | None) -> list[str] | None:
+        """The user's training items (None when the model never saw them)."""
+        if user_id is None:
+            return None
+        try:
+            st = model.state
+            idx = st.user_map.index.get(user_id)
+            if idx is None:
+                return None
+            row = st.history[idx]
+            return st.item_map.to_external(row.indices[row.data > 0])
+        except Exception:
+            return None
+
+    # --- item-to-item -----------------------------------------------------------------------------
+    def similar(
+        self, deployment: Deployment, item_id: str, k: int, filters: Filters | None, *, bundles: bool = False
+    ) -> Answer:
+        loaded = deployment.active
+        skipped: list[dict[str, str]] = []
+        chain: list[tuple[str, Recommender]] = []
+        if bundles and loaded.bought_together is not None:
+            chain.append(("bought_together", loaded.bought_together))
+        chain.append(("similar", loaded.recommender))
+        for stage, model in chain:
+            rec = self.call(stage, lambda m=model: m.similar_items([item_id], k, filters=filters)[0])
+            if rec is None:
+                skipped.append({"stage": stage, "cause": "model error or timeout"})
+            elif rec.items:
+                return Answer(rec.items, rec.scores, rec.reasons, stage, loaded.version, "active", skipped)
+            else:
+                self.metrics.fallbacks.labels(stage, "empty").inc()
+                skipped.append({"stage": stage, "cause": "no items"})
+        popular = self.popular(loaded)
+        category = popular.category_of(item_id)
+        if category is not None:
+            cat_filters = (filters or Filters()).model_copy(update={"categories": [category]})
+            rec = popular.top(k, filters=cat_filters, exclude=[item_id], reason=f"popular in {category}")
+            if rec.items:
+                return Answer(
+                    rec.items, rec.scores, rec.reasons, "popular_category", loaded.version, "active", skipped
+                )
+        rec = popular.top(k, filters=filters, exclude=[item_id])
+        return Answer(rec.items, rec.scores, rec.reasons, "popular", loaded.version, "active", skipped)
+
+    # --- shadow ---------------------------------------------------------------------------------
+    def _shadow(self, shadow: LoadedVersion, req: Request, served: Answer) -> None:
+        if self._shadow_pending > 32:  # never let shadow work pile up behind live traffic
+            return
+        self._shadow_pending += 1
+
+        def run() -> None:
+            try:
+                started = time.perf_counter()
+                other = self._chain(shadow, "shadow", req)
+                overlap = top_overlap(served.items, other.items, 10)
+                self.metrics.shadow_overlap.observe(overlap)
+                log.info(
+                    "shadow compared",
+                    active=served.model_version,
+                    shadow=shadow.version,
+                    overlap=round(overlap, 3),
+                    active_source=served.source,
+                    shadow_source=other.source,
+                    seconds=round(time.perf_counter() - started, 4),
+                )
+            except Exception as exc:
+                log.warning("shadow scoring failed", shadow=shadow.version, error=repr(exc))
+            finally:
+                self._shadow_pending -= 1
+
+        self._shadow_pool.submit(run)

@@ -1,0 +1,765 @@
+"""Every HTTP route. Ids in paths and bodies are the shop's own; user ids are pseudonymised with the
+store's key on the way in, so the API and ingest agree on who is who."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shelfwise.api.app import Services
+from shelfwise.api.privacy import deletion_report, derived_dirs, erase_everywhere
+from shelfwise.api.recommending import Answer
+from shelfwise.api.recommending import Request as RecRequest
+from shelfwise.api.schemas import (
+    ActivationOut,
+    AutocompleteOut,
+    CandidateIn,
+    CartIn,
+    DeletionOut,
+    ErrorOut,
+    EventBatchIn,
+    EventIn,
+    EventsAccepted,
+    HealthOut,
+    ItemDeleted,
+    ItemIn,
+    ItemOut,
+    ModelsOut,
+    RecommendationsOut,
+    Scenario,
+    SearchOut,
+    VersionOut,
+)
+from shelfwise.core.clock import now_ms
+from shelfwise.data.quality import Rejection
+from shelfwise.data.readers.base import Draft
+from shelfwise.data.schemas import Event, EventType, Item, validate_item
+from shelfwise.recommend.base import Filters
+from shelfwise.registry.serving import Deployment
+from shelfwise.registry.training import release
+from shelfwise.registry.versions import Candidate
+from shelfwise.store.journal import store_unavailable
+
+router = APIRouter()
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="an API key (settings hold its sha256)"
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no API key"},
+    403: {"model": ErrorOut, "description": "API key not accepted"},
+    413: {"model": ErrorOut, "description": "request body too large"},
+    422: {"model": ErrorOut, "description": "invalid request (the field is named)"},
+    429: {"model": ErrorOut, "description": "rate limited"},
+}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: ERRORS[422],
+    429: ERRORS[429],
+    503: {"model": ErrorOut, "description": "no model active yet"},
+}
+
+UserId = Annotated[str, Path(min_length=1, max_length=256, description="the shop's user id")]
+ItemId = Annotated[str, Path(min_length=1, max_length=256, description="the shop's item id")]
+K = Annotated[int, Query(ge=1, le=100, description="how many items")]
+Category = Annotated[str | None, Query(min_length=1, max_length=512, description="only this category")]
+Brand = Annotated[str | None, Query(min_length=1, max_length=256, description="only this brand")]
+Price = Annotated[float | None, Query(ge=0, le=1e9)]
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+Svc = Annotated[Services, Depends(services)]
+
+
+def require_key(svc: Svc, key: Annotated[str | None, Depends(api_key_header)]) -> None:
+    if not key:
+        raise HTTPException(401, detail={"error": "api_key_required", "detail": "send the X-API-Key header"})
+    if not svc.keys.allows(key):
+        raise HTTPException(
+            403, detail={"error": "api_key_rejected", "detail": "this API key is not accepted"}
+        )
+
+
+Auth = Depends(require_key)
+
+
+def _deployment(svc: Services) -> Deployment:
+    dep = svc.live.current
+    if dep is None:
+        raise HTTPException(
+            503,
+            detail={
+                "error": "no_model_active",
+                "detail": svc.live.last_error or "no model version is active",
+                "hint": "run `shelfwise serve` (it trains one on first start) or activate a version",
+            },
+        )
+    return dep
+
+
+def _filters(
+    category: str | None, brand: str | None, price_min: float | None, price_max: float | None
+) -> Filters | None:
+    if price_min is not None and price_max is not None and price_min > price_max:
+        raise HTTPException(
+            422,
+            detail={
+                "error": "invalid_request",
+                "detail": [{"field": "query.price_min", "message": "price_min > price_max"}],
+            },
+        )
+    if category is None and brand is None and price_min is None and price_max is None:
+        return None
+    return Filters(
+        categories=[category] if category else None,
+        brands=[brand] if brand else None,
+        price_min=price_min,
+        price_max=price_max,
+    )
+
+
+def _out(svc: Services, answer: Answer, *, cached: bool = False, **extra: Any) -> RecommendationsOut:
+    items = []
+    for item_id, score, reason in zip(answer.items, answer.scores, answer.reasons, strict=True):
+        facts = svc.search.get(item_id) if svc.search is not None else None
+        items.append(
+            {
+                "item_id": item_id,
+                "score": float(score) if score == score and abs(score) != float("inf") else 0.0,
+                "reason": reason,
+                "title": getattr(facts, "title", None),
+                "category": getattr(facts, "category", None),
+                "brand": getattr(facts, "brand", None),
+                "price": getattr(facts, "price", None),
+            }
+        )
+    return RecommendationsOut(
+        model_version=answer.model_version,
+        source=answer.source,
+        role=answer.role,  # type: ignore[arg-type]
+        cached=cached,
+        items=items,  # type: ignore[arg-type]
+        skipped=answer.skipped,  # type: ignore[arg-type]
+        **extra,
+    )
+
+
+# --- recommendations ------------------------------------------------------------------------------
+
+
+@router.get(
+    "/v1/users/{user_id}/recommendations",
+    response_model=RecommendationsOut,
+    responses=READ_ERRORS,
+    tags=["recommendations"],
+)
+def user_recommendations(
+    svc: Svc,
+    user_id: UserId,
+    k: K = 10,
+    scenario: Annotated[Scenario, Query(description="the page asking")] = "home",
+    category: Category = None,
+    brand: Brand = None,
+    price_min: Price = None,
+    price_max: Price = None,
+    item_id: Annotated[
+        str | None, Query(min_length=1, max_length=256, description="product page: the item shown")
+    ] = None,
+) -> RecommendationsOut:
+    """Top items for a shopper, folded with their live session; falls back to their session, then
+    popular in category, then popular overall. ``scenario=category`` needs ``category``."""
+    if scenario == "category" and category is None:
+        raise HTTPException(
+            422,
+            detail={
+                "error": "invalid_request",
+                "detail": [{"field": "query.category", "message": "scenario=category needs a category"}],
+            },
+        )
+    dep = _deployment(svc)
+    pseudo = svc.pseudonymize(user_id)
+    req = RecRequest(
+        user_id=pseudo,
+        k=k,
+        scenario=scenario,
+        filters=_filters(category, brand, price_min, price_max),
+        context_items=[item_id] if item_id else [],
+    )
+    answer, cached = svc.recommending.recommend(dep, req)
+    return _out(svc, answer, cached=cached, user_id=user_id, scenario=scenario)
+
+
+def _known_item(svc: Services, dep: Deployment, item_id: str) -> None:
+    in_catalogue = svc.search is not None and svc.search.get(item_id) is not None
+    if not in_catalogue and item_id not in dep.active.recommender.item_map.index:
+        raise HTTPException(404, detail={"error": "unknown_item", "detail": f"no item {item_id!r}"})
+
+
+@router.get(
+    "/v1/items/{item_id}/similar",
+    response_model=RecommendationsOut,
+    responses={**READ_ERRORS, 404: {"model": ErrorOut}},
+    tags=["recommendations"],
+)
+def similar_items(
+    svc: Svc,
+    item_id: ItemId,
+    k: K = 10,
+    category: Category = None,
+    brand: Brand = None,
+    price_min: Price = None,
+    price_max: Price = None,
+) -> RecommendationsOut:
+    """Items like this one (product page)."""
+    dep = _deployment(svc)
+    _known_item(svc, dep, item_id)
+    answer = svc.recommending.similar(dep, item_id, k, _filters(category, brand, price_min, price_max))
+    return _out(svc, answer, item_id=item_id)
+
+
+@router.get(
+    "/v1/items/{item_id}/bought-together",
+    response_model=RecommendationsOut,
+    responses={**READ_ERRORS, 404: {"model": ErrorOut}},
+    tags=["recommendations"],
+)
+def bought_together(
+    svc: Svc,
+    item_id: ItemId,
+    k: K = 10,
+    category: Category = None,
+    brand: Brand = None,
+    price_min: Price = None,
+    price_max: Price = None,
+) -> RecommendationsOut:
+    """Items bought with this one (co-purchases and association rules)."""
+    dep = _deployment(svc)
+    _known_item(svc, dep, item_id)
+    answer = svc.recommending.similar(
+        dep, item_id, k, _filters(category, brand, price_min, price_max), bundles=True
+    )
+    return _out(svc, answer, item_id=item_id)
+
+
+@router.post(
+    "/v1/cart/recommendations",
+    response_model=RecommendationsOut,
+    responses=READ_ERRORS,
+    tags=["recommendations"],
+)
+def cart_recommendations(svc: Svc, body: CartIn) -> RecommendationsOut:
+    """What goes with a whole cart (bundle suggestions)."""
+    dep = _deployment(svc)
+    req = RecRequest(
+        user_id=svc.pseudonymize(body.user_id) if body.user_id else None,
+        k=body.k,
+        scenario="cart",
+        filters=_filters(body.category, body.brand, body.price_min, body.price_max),
+        context_items=list(dict.fromkeys(body.items)),
+    )
+    answer, cached = svc.recommending.recommend(dep, req)
+    return _out(svc, answer, cached=cached, user_id=body.user_id, scenario="cart")
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+
+def _affinity(svc: Services, pseudo: str) -> Any:
+    from shelfwise.search.personal import UserAffinity
+
+    found = svc.affinities.get(pseudo)
+    if found is None:
+        events = svc.store.events_for_user(pseudo, limit=500)
+        items = {e.item_id: svc.search.get(e.item_id) for e in events if e.item_id}
+        found = UserAffinity.from_events(events, {k: v for k, v in items.items() if v is not None})
+        svc.affinities.put(pseudo, found)
+    return found
+
+
+@router.get("/v1/search", response_model=SearchOut, responses=READ_ERRORS, tags=["search"])
+def search(
+    svc: Svc,
+    q: Annotated[str, Query(min_length=1, max_length=500, description="what the shopper typed")],
+    page: Annotated[int, Query(ge=1, le=100)] = 1,
+    size: Annotated[int, Query(ge=1, le=100)] = 10,
+    user_id: Annotated[str | None, Query(min_length=1, max_length=256, description="personalise for")] = None,
+    category: Annotated[
+        str | None, Query(min_length=1, max_length=512, description="category path prefix")
+    ] = None,
+    brand: Annotated[list[str] | None, Query(max_length=20)] = None,
+    price_min: Price = None,
+    price_max: Price = None,
+    available: bool | None = None,
+    sort: Literal["relevance", "price_asc", "price_desc", "popularity"] = "relevance",
+) -> SearchOut:
+    """Keyword search with query understanding, filters, facets and pages; ``user_id`` re-ranks
+    matching results by the shopper's brands and price range."""
+    from shelfwise.search.engine import Filters as SearchFilters
+
+    if not q.strip():
+        raise HTTPException(
+            422, detail={"error": "invalid_request", "detail": [{"field": "query.q", "message": "empty"}]}
+        )
+    if price_min is not None and price_max is not None and price_min > price_max:
+        raise HTTPException(
+            422,
+            detail={
+                "error": "invalid_request",
+                "detail": [{"field": "query.price_min", "message": "price_min > price_max"}],
+            },
+        )
+    filters = SearchFilters(
+        price_min=price_min,
+        price_max=price_max,
+        brands=[b for b in (brand or []) if b],
+        category=category,
+        available=available,
+    )
+    user = _affinity(svc, svc.pseudonymize(user_id)) if user_id else None
+    with svc.search_lock:
+        result = svc.search.search(q, k=page * size, mode="bm25", filters=filters, sort=sort, user=user)
+    hits = []
+    for hit in result.hits[(page - 1) * size : page * size]:
+        reason = "matches your words" if hit.sources.get("bm25", 0) > 0 else "matches the query"
+        if user is not None and user.boost(hit.item) > 1.01:
+            reason += "; " + (
+                "a brand you like" if user.brand_affinity(hit.item) > 0 else "in your usual price range"
+            )
+        it = hit.item
+        hits.append(
+            {
+                "item_id": hit.item_id,
+                "score": hit.score,
+                "reason": reason,
+                "title": it.title,
+                "category": it.category,
+                "brand": it.brand,
+                "price": it.price,
+                "available": it.available,
+            }
+        )
+    return SearchOut(
+        model_version=svc.search_version,
+        query=q,
+        showing_results_for=result.corrected,
+        total=result.total,
+        page=page,
+        size=size,
+        hits=hits,  # type: ignore[arg-type]
+        facets=result.facets,
+        filters=result.applied_filters,
+        personalised=user is not None,
+        took_ms=round(result.took_ms, 3),
+    )
+
+
+@router.get("/v1/autocomplete", response_model=AutocompleteOut, responses=READ_ERRORS, tags=["search"])
+def autocomplete(
+    svc: Svc,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+    k: Annotated[int, Query(ge=1, le=20)] = 8,
+) -> AutocompleteOut:
+    """Completions of what the shopper is typing."""
+    with svc.search_lock:
+        suggestions = svc.search.autocomplete(q, k)
+    return AutocompleteOut(model_version=svc.search_version, query=q, suggestions=list(suggestions))
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+_SESSION_TYPES = {
+    EventType.VIEW: None,
+    EventType.CLICK: None,
+    EventType.WISHLIST: None,
+    EventType.CART: True,
+    EventType.PURCHASE: False,
+}
+
+
+def _check_events(svc: Services, raw: list[EventIn], idempotency_key: str | None) -> list[Event]:
+    gate = svc.event_gate
+    gate.config.now_ms = now_ms()
+    events, problems = [], []
+    for n, ev in enumerate(raw):
+        fields = ev.model_dump(exclude_none=True)
+        fields.setdefault("ts", gate.config.now_ms)
+        if idempotency_key and len(raw) == 1 and "event_id" not in fields:
+            fields["event_id"] = idempotency_key
+        if "currency" in fields:
+            fields["currency"] = fields["currency"].upper()
+        result = gate.check(Draft(line_no=n, raw="", fields=fields))
+        if isinstance(result, Rejection):
+            where = f"body.events.{n}.{result.field}" if len(raw) > 1 else f"body.{result.field}"
+            problems.append(
+                {"field": where, "message": f"{result.reason}: {result.detail}", "type": result.reason}
+            )
+        else:
+            events.append(result)
+    if problems:
+        svc.metrics.events.labels("rejected").inc(len(raw))
+        raise HTTPException(422, detail={"error": "invalid_event", "detail": problems})
+    return events
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=EventsAccepted,
+    responses=ERRORS,
+    dependencies=[Auth],
+    tags=["events"],
+)
+def post_events(
+    svc: Svc,
+    body: Annotated[
+        EventIn | EventBatchIn, Body(description="one event, or {'events': [...]} (up to 1,000)")
+    ],
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=256)] = None,
+) -> EventsAccepted:
+    """Store events; answers 202 only after the store committed them, or, while the store is down,
+    after they were fsync'd to the local journal (``X-Shelfwise-Journaled: true``; replayed when the
+    store returns). Retrying with the same ``event_id`` (or ``Idempotency-Key``) stores nothing
+    twice. The shopper's next recommendations reflect views and carts at once."""
+    raw = body.events if isinstance(body, EventBatchIn) else [body]
+    events = _check_events(svc, raw, idempotency_key)
+    try:
+        inserted = svc.store.append_events(events)  # commits before returning
+    except Exception as exc:
+        if svc.journal is None or not store_unavailable(exc):
+            raise
+        svc.journal.append(events)  # durable (fsync) before the 202
+        svc.metrics.events.labels("journaled").inc(len(events))
+        response.headers["X-Shelfwise-Journaled"] = "true"
+        inserted = len(events)
+    else:
+        svc.metrics.events.labels("stored").inc(inserted)
+    svc.metrics.events.labels("duplicate").inc(len(events) - inserted)
+    touched = set()
+    for e in events:
+        if e.user_id is None:
+            continue
+        touched.add(e.user_id)
+        if e.item_id is not None and e.type in _SESSION_TYPES:
+            svc.sessions.push(e.user_id, e.item_id, cart=_SESSION_TYPES[e.type])
+        elif e.item_id is not None and e.type == EventType.REMOVE_FROM_CART:
+            svc.sessions.push(e.user_id, e.item_id, cart=False)
+    for user in touched:
+        svc.cache.invalidate(user)
+        svc.affinities.pop(user, None)
+    return EventsAccepted(
+        accepted=inserted, duplicates=len(events) - inserted, event_ids=[e.event_id for e in events]
+    )
+
+
+# --- items ----------------------------------------------------------------------------------------
+
+
+def _item_out(item: Item) -> ItemOut:
+    return ItemOut(
+        item_id=item.item_id,
+        title=item.title,
+        description=item.description,
+        category=item.category,
+        brand=item.brand,
+        price=item.price,
+        currency=item.currency,
+        attributes=item.attributes,
+        available=item.available,
+    )
+
+
+def _set_availability(svc: Services, item_id: str, available: bool) -> None:
+    for model in svc.live.loaded_models():
+        model.set_availability([item_id], available)
+
+
+@router.put(
+    "/v1/items/{item_id}", response_model=ItemOut, responses=ERRORS, dependencies=[Auth], tags=["items"]
+)
+def put_item(svc: Svc, item_id: ItemId, body: ItemIn) -> ItemOut:
+    """Create or replace an item; searchable and (un)available to recommendations at once."""
+    try:
+        item = validate_item(
+            {**body.model_dump(), "item_id": item_id, "updated_ts": now_ms(), "source": "api"}
+        )
+    except ValueError as exc:
+        raise HTTPException(422, detail={"error": "invalid_request", "detail": str(exc)}) from None
+    svc.store.upsert_items([item], replace=True)
+    with svc.search_lock:
+        svc.search.upsert([item])
+    _set_availability(svc, item_id, item.available)
+    return _item_out(item)
+
+
+@router.get(
+    "/v1/items/{item_id}", response_model=ItemOut, responses={404: {"model": ErrorOut}}, tags=["items"]
+)
+def get_item(svc: Svc, item_id: ItemId) -> ItemOut:
+    found = svc.store.get_items([item_id]).get(item_id)
+    if found is None:
+        raise HTTPException(404, detail={"error": "unknown_item", "detail": f"no item {item_id!r}"})
+    return _item_out(found)
+
+
+@router.delete(
+    "/v1/items/{item_id}",
+    response_model=ItemDeleted,
+    responses={**ERRORS, 404: {"model": ErrorOut}},
+    dependencies=[Auth],
+    tags=["items"],
+)
+def delete_item(svc: Svc, item_id: ItemId) -> ItemDeleted:
+    """Take an item out of search and recommendations. The store keeps it, marked unavailable,
+    because past events refer to it."""
+    found = svc.store.get_items([item_id]).get(item_id)
+    if found is None:
+        raise HTTPException(404, detail={"error": "unknown_item", "detail": f"no item {item_id!r}"})
+    found.available = False
+    svc.store.upsert_items([found], replace=True)
+    with svc.search_lock:
+        removed = svc.search.remove([item_id]) > 0
+    _set_availability(svc, item_id, False)
+    return ItemDeleted(item_id=item_id, removed_from_search=removed, marked_unavailable=True)
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+
+def _report(svc: Services, pseudo: str) -> list[dict[str, Any]]:
+    places = deletion_report(
+        pseudo,
+        store=svc.store,
+        registry=svc.registry,
+        sessions=svc.sessions,
+        cache=svc.cache,
+        live=svc.live,
+        affinities=svc.affinities,
+        derived_dirs=derived_dirs(svc.settings.var_dir),
+    )
+    return [p.to_dict() for p in places]
+
+
+@router.delete(
+    "/v1/users/{user_id}", response_model=DeletionOut, responses=ERRORS, dependencies=[Auth], tags=["users"]
+)
+def delete_user(svc: Svc, user_id: UserId) -> DeletionOut:
+    """Erase a shopper everywhere (events, profile, quarantined records, session, cached results,
+    search signals, models in memory and on disk) and check every place again."""
+    started = time.perf_counter()
+    pseudo = svc.pseudonymize(user_id)
+    removed = erase_everywhere(
+        pseudo,
+        store=svc.store,
+        registry=svc.registry,
+        sessions=svc.sessions,
+        cache=svc.cache,
+        live=svc.live,
+        affinities=svc.affinities,
+        derived_dirs=derived_dirs(svc.settings.var_dir),
+    )
+    places = _report(svc, pseudo)
+    seconds = time.perf_counter() - started
+    svc.metrics.deletions.inc()
+    svc.metrics.deletion_seconds.observe(seconds)
+    return DeletionOut(
+        user_id=user_id,
+        removed=removed,
+        seconds=round(seconds, 4),
+        verified=not any(p["found"] for p in places),
+        places=places,  # type: ignore[arg-type]
+    )
+
+
+@router.get(
+    "/v1/admin/users/{user_id}/deletion-report",
+    response_model=DeletionOut,
+    responses=ERRORS,
+    dependencies=[Auth],
+    tags=["admin"],
+)
+def deletion_check(svc: Svc, user_id: UserId, pseudonym: bool = False) -> DeletionOut:
+    """Where this shopper's data is now (every place checked; nothing is changed)."""
+    started = time.perf_counter()
+    pseudo = user_id if pseudonym else svc.pseudonymize(user_id)
+    places = _report(svc, pseudo)
+    return DeletionOut(
+        user_id=user_id,
+        removed={},
+        seconds=round(time.perf_counter() - started, 4),
+        verified=not any(p["found"] for p in places),
+        places=places,  # type: ignore[arg-type]
+    )
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+def _models(svc: Services) -> ModelsOut:
+    pointer = svc.registry.pointer()
+    loaded = set(svc.live.loaded_versions)
+    versions = [
+        VersionOut(
+            version=i.version,
+            model=i.model,
+            created_at=i.created_at,
+            active=i.version == pointer.active,
+            loaded=i.version in loaded,
+            metrics=i.metrics,
+            data_window=i.data_window,
+            evaluation=i.evaluation,
+            config=i.config,
+            parent=i.parent,
+            erasures=i.erasures,
+        )
+        for i in reversed(svc.registry.list())
+    ]
+    return ModelsOut(
+        active=pointer.active,
+        history=list(pointer.history),
+        candidate=pointer.candidate.to_dict() if pointer.candidate else None,
+        versions=versions,
+    )
+
+
+@router.get(
+    "/v1/admin/models", response_model=ModelsOut, responses=ERRORS, dependencies=[Auth], tags=["admin"]
+)
+def list_models(svc: Svc) -> ModelsOut:
+    """Every registered version with its metrics, data window and config; which is active."""
+    return _models(svc)
+
+
+VersionId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+ADMIN_ERRORS = {**ERRORS, 404: {"model": ErrorOut}, 409: {"model": ErrorOut, "description": "refused"}}
+
+
+@router.post(
+    "/v1/admin/models/{version}/activate",
+    response_model=ActivationOut,
+    responses=ADMIN_ERRORS,
+    dependencies=[Auth],
+    tags=["admin"],
+)
+def activate(svc: Svc, version: VersionId, force: bool = False) -> ActivationOut:
+    """Make a version active (checksums verified, loaded, then one reference swap). A version the
+    release gate refused needs ``force=true``."""
+    started = time.perf_counter()
+    previous = svc.registry.active
+    svc.live.preload(version)
+    release(svc.registry, version, force=force)
+    dep = svc.live.sync(force=True)
+    svc.metrics.set_active(dep.active.version if dep else None)
+    return ActivationOut(
+        active=dep.active.version if dep else None,
+        previous=previous,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+@router.post(
+    "/v1/admin/rollback",
+    response_model=ActivationOut,
+    responses=ADMIN_ERRORS,
+    dependencies=[Auth],
+    tags=["admin"],
+)
+def rollback(svc: Svc) -> ActivationOut:
+    """Go back to the previously active version (kept loaded, so this takes milliseconds)."""
+    started = time.perf_counter()
+    previous = svc.registry.active
+    dep = svc.live.rollback()
+    svc.metrics.set_active(dep.active.version if dep else None)
+    return ActivationOut(
+        active=dep.active.version if dep else None,
+        previous=previous,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+@router.post(
+    "/v1/admin/models/{version}/candidate",
+    response_model=ActivationOut,
+    responses=ADMIN_ERRORS,
+    dependencies=[Auth],
+    tags=["admin"],
+)
+def set_candidate(svc: Svc, version: VersionId, body: CandidateIn) -> ActivationOut:
+    """Send live traffic to a version beside the active one: ``shadow`` (scored and compared, never
+    shown; see ``shelfwise_shadow_top10_overlap``) or ``canary`` (``percent`` of users answered by it)."""
+    started = time.perf_counter()
+    dep = svc.live.set_candidate(Candidate(version=version, mode=body.mode, percent=body.percent))
+    pointer = svc.registry.pointer()
+    return ActivationOut(
+        active=dep.active.version if dep else None,
+        previous=None,
+        seconds=round(time.perf_counter() - started, 4),
+        candidate=pointer.candidate.to_dict() if pointer.candidate else None,
+    )
+
+
+@router.delete(
+    "/v1/admin/candidate",
+    response_model=ActivationOut,
+    responses=ADMIN_ERRORS,
+    dependencies=[Auth],
+    tags=["admin"],
+)
+def clear_candidate(svc: Svc) -> ActivationOut:
+    """Stop shadow or canary traffic."""
+    started = time.perf_counter()
+    dep = svc.live.set_candidate(None)
+    return ActivationOut(
+        active=dep.active.version if dep else None,
+        previous=None,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+# --- health and metrics ---------------------------------------------------------------------------
+
+
+@router.get("/healthz", response_model=HealthOut, tags=["health"])
+def healthz() -> HealthOut:
+    """The process is up."""
+    return HealthOut(status="ok")
+
+
+@router.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut}}, tags=["health"])
+def readyz(svc: Svc, response: Response) -> HealthOut:
+    """Ready to serve: a model is active and loaded and the store answers."""
+    detail: dict[str, Any] = {"search_items": len(svc.search) if svc.search is not None else 0}
+    ok = True
+    try:
+        svc.store.get_user("__readyz__")
+        detail["store"] = "ok"
+    except Exception as exc:
+        ok, detail["store"] = False, f"error: {exc}"
+    dep = svc.live.current
+    if dep is None:
+        ok = False
+        detail["model"] = svc.live.last_error or "no active version"
+    if not ok:
+        response.status_code = 503
+    return HealthOut(
+        status="ready" if ok else "not ready",
+        model_version=dep.active.version if dep else None,
+        detail=detail,
+    )
+
+
+@router.get(
+    "/metrics", tags=["health"], response_class=Response, responses={200: {"content": {"text/plain": {}}}}
+)
+def metrics(svc: Svc) -> Response:
+    """Prometheus metrics."""
+    dep = svc.live.current
+    svc.metrics.set_active(dep.active.version if dep else None)
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

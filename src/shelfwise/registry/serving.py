@@ -1,0 +1,247 @@
+"""The models a serving process holds, swapped as one reference.
+
+``LiveModels.current`` is a frozen ``Deployment`` (active version, optional candidate). A request
+reads it once and uses that snapshot throughout, so activation or rollback — which build a new
+``Deployment`` and assign it in one statement — never shows a request half of one model and half
+of another. Loaded versions are kept (the last ``keep``), so rolling back to one is a pointer
+write plus that assignment. Other processes notice a new pointer through ``sync`` (a watcher
+thread calls it every ``interval`` seconds).
+
+Canary routing hashes the user id (sha256) into 10,000 buckets: the same shopper always lands on
+the same side, and ``percent`` of shoppers see the candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from shelfwise.features.dataset import IdMap
+from shelfwise.recommend.base import Recommender
+from shelfwise.registry.versions import Candidate, LoadedVersion, ModelRegistry, Pointer, tombstone_ids
+
+Role = Literal["active", "canary", "shadow"]
+BUCKETS = 10_000
+
+
+def canary_bucket(user_id: str) -> int:
+    """A stable bucket in ``[0, 10000)`` for a user id."""
+    return (
+        int.from_bytes(hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).digest()[:8], "big") % BUCKETS
+    )
+
+
+def in_canary(user_id: str, percent: float) -> bool:
+    return canary_bucket(user_id) < round(percent * BUCKETS / 100.0)
+
+
+def top_overlap(a: list[str], b: list[str], k: int = 10) -> float:
+    """Share of the first ``k`` items two lists have in common (1.0 for two empty lists)."""
+    sa, sb = set(a[:k]), set(b[:k])
+    denom = max(len(sa), len(sb))
+    return len(sa & sb) / denom if denom else 1.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    active: LoadedVersion
+    candidate: LoadedVersion | None = None
+    candidate_mode: Literal["shadow", "canary"] | None = None
+    percent: float = 0.0
+
+    def route(self, user_id: str | None) -> tuple[LoadedVersion, Role]:
+        """Which version answers this user."""
+        if (
+            self.candidate is not None
+            and self.candidate_mode == "canary"
+            and user_id is not None
+            and in_canary(user_id, self.percent)
+        ):
+            return self.candidate, "canary"
+        return self.active, "active"
+
+    @property
+    def shadow(self) -> LoadedVersion | None:
+        return self.candidate if self.candidate_mode == "shadow" else None
+
+
+def forget_user_in_model(model: Recommender, user_id: str) -> bool:
+    """Remove a user from a model in memory: their rows of history and exclusions are emptied,
+    their id is replaced by a tombstone and any per-user arrays (factors) are zeroed. Returns
+    whether the model knew them."""
+    st = model.state
+    idx = int(st.user_map.to_internal([user_id], strict=False)[0])
+    if idx < 0:
+        return False
+    n_users = len(st.user_map)
+    keep = np.ones(n_users, np.float32)
+    keep[idx] = 0
+    mask = sp.diags(keep)
+    history = sp.csr_matrix(mask @ st.history)
+    history.eliminate_zeros()
+    seen = sp.csr_matrix(mask @ st.seen)
+    seen.eliminate_zeros()
+    arrays = model._arrays()
+    changed = {}
+    for name, arr in arrays.items():
+        if name.startswith("user") and getattr(arr, "ndim", 0) >= 1 and arr.shape[0] == n_users:
+            arr = np.array(arr, copy=True)
+            arr[idx] = 0
+            changed[name] = arr
+    # each assignment is atomic; a request in flight sees the old or the new matrix, both consistent
+    st.history = history
+    st.seen = seen
+    st.user_map = IdMap(tombstone_ids(st.user_map.external, idx))
+    if changed:
+        model._set_arrays({**arrays, **changed})
+    return True
+
+
+class LiveModels:
+    """The serving process's view of the registry; see the module docstring."""
+
+    def __init__(self, registry: ModelRegistry, *, keep: int = 3) -> None:
+        self.registry = registry
+        self.keep = keep
+        self.current: Deployment | None = None
+        self._loaded: OrderedDict[str, LoadedVersion] = OrderedDict()
+        self._lock = threading.RLock()
+        self._stamp: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    # --- loading --------------------------------------------------------------------------------
+    def _get(self, version: str) -> LoadedVersion:
+        with self._lock:
+            loaded = self._loaded.get(version)
+            if loaded is None:
+                loaded = self.registry.load(version)  # verifies every checksum first
+                self._loaded[version] = loaded
+            self._loaded.move_to_end(version)
+            pinned = {version}
+            if self.current is not None:
+                pinned.add(self.current.active.version)
+            for old in list(self._loaded):
+                if len(self._loaded) <= self.keep:
+                    break
+                if old not in pinned:
+                    del self._loaded[old]
+            return loaded
+
+    def preload(self, version: str) -> None:
+        """Load (and verify) a version ahead of need, e.g. the previous one for instant rollback."""
+        self._get(version)
+
+    def _deploy(self, pointer: Pointer) -> Deployment | None:
+        if pointer.active is None:
+            return None
+        active = self._get(pointer.active)
+        cand: Candidate | None = pointer.candidate
+        candidate = self._get(cand.version) if cand is not None else None
+        return Deployment(
+            active=active,
+            candidate=candidate,
+            candidate_mode=cand.mode if cand is not None else None,
+            percent=cand.percent if cand is not None else 0.0,
+        )
+
+    def sync(self, *, force: bool = False) -> Deployment | None:
+        """Follow the registry's pointer if it changed; a version that fails to load (corrupt) is
+        not deployed and the current deployment stays."""
+        with self._lock:
+            stamp = self.registry.pointer_stamp()
+            if not force and stamp == self._stamp and self.current is not None:
+                return self.current
+            pointer = self.registry.pointer()
+            try:
+                deployment = self._deploy(pointer)
+            except Exception as exc:  # a corrupt version never replaces a working one
+                self.last_error = str(exc)
+                self._stamp = stamp
+                raise
+            self._stamp = stamp
+            self.last_error = None
+            self.current = deployment  # the one swap every request sees
+            if pointer.history:
+                previous = pointer.history[-1]
+                if previous not in self._loaded and previous in self.registry.versions():
+                    try:
+                        self._get(previous)
+                    except Exception as exc:  # rollback would then load (and fail) on demand
+                        self.last_error = f"previous version {previous}: {exc}"
+            return deployment
+
+    # --- operations -----------------------------------------------------------------------------
+    def activate(self, version: str) -> Deployment | None:
+        with self._lock:
+            self._get(version)  # load and verify before the pointer moves
+            self.registry.activate(version)
+            return self.sync(force=True)
+
+    def rollback(self) -> Deployment | None:
+        with self._lock:
+            self.registry.rollback()
+            return self.sync(force=True)
+
+    def set_candidate(self, candidate: Candidate | None) -> Deployment | None:
+        with self._lock:
+            if candidate is not None:
+                self._get(candidate.version)
+            self.registry.set_candidate(candidate)
+            return self.sync(force=True)
+
+    def forget_user(self, user_id: str) -> list[str]:
+        """Remove a user from every loaded model in memory; returns the versions that knew them."""
+        touched = []
+        with self._lock:
+            for version, loaded in self._loaded.items():
+                hit = [forget_user_in_model(m, user_id) for m in loaded.models.values()]
+                if any(hit):
+                    touched.append(version)
+        return touched
+
+    def knows_user(self, user_id: str) -> list[str]:
+        """Loaded versions whose in-memory models still hold this user."""
+        with self._lock:
+            return [
+                v
+                for v, loaded in self._loaded.items()
+                if any(user_id in m.state.user_map.index for m in loaded.models.values())
+            ]
+
+    @property
+    def loaded_versions(self) -> list[str]:
+        return list(self._loaded)
+
+    def loaded_models(self) -> list[Recommender]:
+        """Every model of every loaded version (e.g. to mark an item unavailable in all of them)."""
+        with self._lock:
+            return [m for loaded in self._loaded.values() for m in loaded.models.values()]
+
+    # --- watching other processes ---------------------------------------------------------------
+    def start_watching(self, interval: float = 0.5) -> None:
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.sync()
+                except Exception as exc:
+                    self.last_error = str(exc)
+
+        self._thread = threading.Thread(target=loop, name="shelfwise-registry-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None

@@ -1,0 +1,183 @@
+"""Train, evaluate, register and (through the gate) release a model version.
+
+What is measured and what is served: the candidate is fitted on a temporal split's training part
+and evaluated on its held-out part (the version's ``metrics``); then, with ``refit=True`` (the
+default), the *same config* is fitted again on every event so the served model knows the latest
+items and shoppers. The metrics describe the config's quality; the served artifact is the refit.
+``refit=False`` serves the evaluated model itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shelfwise.evaluation.protocol import basket_hit_rate, make_split
+from shelfwise.evaluation.ranking import evaluate
+from shelfwise.features.dataset import Dataset
+from shelfwise.recommend.base import Recommender
+from shelfwise.recommend.registry import model_from_config
+from shelfwise.registry.gate import GateDecision
+from shelfwise.registry.versions import ModelRegistry, RegistryError, VersionInfo
+
+ProgressFn = Callable[[str], None]
+
+
+class TrainingConfig(BaseModel):
+    """What a version is made of and how it is judged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recommender: dict[str, Any] = Field(default_factory=lambda: {"model": "ease"})
+    bought_together: dict[str, Any] | None = Field(default_factory=lambda: {"model": "bought-together"})
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    refit: bool = True
+    gate_metric: str = "ndcg@10"
+    gate_tolerance: float = Field(0.0, ge=0)
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    info: VersionInfo
+    gate: GateDecision
+    activated: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.info.to_dict(),
+            "gate": self.gate.to_dict(),
+            "activated": self.activated,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _window(ds: Dataset) -> dict[str, Any]:
+    return {
+        "min_ts": int(ds.ts.min()) if len(ds) else None,
+        "max_ts": int(ds.ts.max()) if len(ds) else None,
+        "events": len(ds),
+        "users": ds.n_users,
+        "items": ds.n_items,
+    }
+
+
+def _score(model: Recommender, split: Any, metric: str) -> tuple[float, dict[str, float]]:
+    result = evaluate(model, split, name=model.name, ks=(10, 20))
+    metrics = {k: round(float(v), 6) for k, v in result.metrics.items()}
+    if metric not in metrics:
+        raise RegistryError(f"gate metric {metric!r} is not computed", hint=f"one of {sorted(metrics)}")
+    return metrics[metric], metrics
+
+
+def train_version(
+    dataset: Dataset,
+    registry: ModelRegistry,
+    config: TrainingConfig | None = None,
+    *,
+    activate: bool = True,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> TrainingOutcome:
+    """Fit, evaluate on held-out data, register; then release through the gate when ``activate``.
+
+    Raises ``GateRefusedError`` (after registering the version, inactive) when the candidate is worse
+    than the active version on the same held-out set and ``force`` is False."""
+    started = time.perf_counter()
+    config = config or TrainingConfig()
+    say = progress or (lambda _msg: None)
+    if len(dataset) == 0:
+        raise RegistryError("no user-item events to train on", hint="ingest events first")
+    split = make_split(dataset, "temporal", test_fraction=config.test_fraction)
+    if split.test.nnz == 0:
+        raise RegistryError(
+            "nothing to hold out for the gate", hint="more events (over more time) are needed"
+        )
+
+    say(f"fit {config.recommender['model']} on the training part")
+    candidate = model_from_config(config.recommender).fit(split.train)
+    value, metrics = _score(candidate, split, config.gate_metric)
+
+    bundles: Recommender | None = None
+    if config.bought_together is not None:
+        say("fit bought-together")
+        bundles = model_from_config(config.bought_together).fit(split.train)
+        cutoff = int(split.info["cutoff_ms"]) if split.info else 0
+        held_out = dataset.select(dataset.ts >= cutoff)
+        metrics.update({f"bundles_{k}": v for k, v in basket_hit_rate(bundles, held_out).items()})
+
+    active_version = registry.active
+    baseline: float | None = None
+    if active_version is not None:
+        say(f"refit the active {active_version} config on the same split for the gate")
+        active_cfg = registry.info(active_version).config["recommender"]
+        baseline_model = model_from_config(active_cfg).fit(split.train)
+        baseline, _ = _score(baseline_model, split, config.gate_metric)
+    decision = GateDecision(
+        metric=config.gate_metric,
+        candidate=value,
+        active=baseline,
+        active_version=active_version,
+        tolerance=config.gate_tolerance,
+    )
+
+    served = {"recommender": candidate}
+    if bundles is not None:
+        served["bought_together"] = bundles
+    if config.refit:
+        say("refit on every event for serving")
+        served = {name: model_from_config(m.config).fit(dataset) for name, m in served.items()}
+
+    info = registry.register(
+        served,
+        metrics=metrics,
+        data_window=_window(dataset),
+        evaluation={
+            "protocol": "temporal",
+            "test_fraction": config.test_fraction,
+            "cutoff_ms": split.info.get("cutoff_ms") if split.info else None,
+            "users_evaluated": len(split.test_users),
+            "train_window": _window(split.train),
+            "served": "refit on all events" if config.refit else "the evaluated model",
+            "gate": decision.to_dict(),
+        },
+        parent=active_version,
+    )
+    activated = False
+    if activate:
+        if not force:
+            decision.raise_if_refused(info.version)
+        registry.activate(info.version)
+        activated = True
+    return TrainingOutcome(
+        info=info, gate=decision, activated=activated, seconds=time.perf_counter() - started
+    )
+
+
+def release(registry: ModelRegistry, version: str, *, force: bool = False) -> GateDecision:
+    """Activate an already registered version through the gate recorded when it was trained."""
+    info = registry.info(version)
+    gate = info.evaluation.get("gate") or {}
+    decision = GateDecision(
+        metric=gate.get("metric", "ndcg@10"),
+        candidate=float(gate.get("candidate", info.metrics.get("ndcg@10", 0.0))),
+        active=gate.get("active"),
+        active_version=gate.get("active_version"),
+        tolerance=float(gate.get("tolerance", 0.0)),
+    )
+    if not force:
+        decision.raise_if_refused(version)
+    registry.activate(version)
+    return decision
+
+
+def data_window(ds: Dataset) -> dict[str, Any]:
+    """The training data window of a dataset (min/max event time, sizes)."""
+    return _window(ds)
+
+
+__all__ = ["TrainingConfig", "TrainingOutcome", "data_window", "release", "train_version"]

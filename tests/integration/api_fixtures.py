@@ -1,0 +1,67 @@
+"""Fixtures for the service tests: a store built from a slice of Online Retail and a registry with
+a trained, active version — built once per run, copied for each test that changes them."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from shelfwise.api.security import hash_key
+from shelfwise.core.settings import Settings
+from shelfwise.data.readers import get_format
+from shelfwise.features.dataset import Dataset
+from shelfwise.registry import ModelRegistry, TrainingConfig, train_version
+from shelfwise.store import open_store
+from shelfwise.store.ingest import ingest_events
+from tests.conftest import TEST_KEY
+
+API_KEY = "test-api-key-9f8e7d"
+# fast to fit: item-kNN, and bought-together without association-rule mining
+FAST = TrainingConfig(
+    recommender={"model": "itemknn"}, bought_together={"model": "bought-together", "max_rules": 0}
+)
+KNOWN_USER = "17850"  # the first customer of the Online Retail file
+
+
+@dataclass
+class Served:
+    root: Path
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.root / 'store.db'}"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def settings(self, **overrides: object) -> Settings:
+        base: dict[str, object] = {
+            "var_dir": self.root / "var",
+            "pseudonym_key": TEST_KEY,
+            "api_key_hashes": [hash_key(API_KEY)],
+            "models_dir": self.models,
+        }
+        return Settings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def served_template(tmp_path_factory: pytest.TempPathFactory, retail_slice: Path) -> Path:
+    root = tmp_path_factory.mktemp("served")
+    served = Served(root)
+    settings = served.settings()
+    with open_store(served.url) as store:
+        ingest_events(store, retail_slice, get_format("online-retail"), settings)
+        ds = Dataset.from_store(store)
+    train_version(ds, ModelRegistry(served.models), FAST)
+    return root
+
+
+@pytest.fixture
+def served(served_template: Path, tmp_path: Path) -> Served:
+    root = tmp_path / "served"
+    shutil.copytree(served_template, root)
+    return Served(root)

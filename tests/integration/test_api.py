@@ -1,0 +1,315 @@
+"""The service through FastAPI's TestClient over a real SQLite store and registry: recommendations
+with versions and reasons, real-time session updates, the fallback chain under a broken or slow
+model, caching, deletion everywhere, security, admin activation and rollback, items."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shelfwise.api.app import create_app
+from shelfwise.registry import ModelRegistry
+from shelfwise.registry.serving import Deployment
+from tests.conftest import TEST_KEY
+from tests.integration.api_fixtures import API_KEY, FAST, KNOWN_USER, Served, served, served_template  # noqa: F401
+from tests.integration.test_cli import BIN
+
+AUTH = {"X-API-Key": API_KEY}
+
+
+@pytest.fixture
+def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+    app = create_app(served.settings(), served.url, watch_interval=None)
+    with TestClient(app) as c:
+        yield c
+
+
+def _svc(c: TestClient) -> Any:
+    return c.app.state.services  # type: ignore[attr-defined]
+
+
+def _metric(c: TestClient, name: str, **labels: str) -> float:
+    value = _svc(c).metrics.registry.get_sample_value(name, labels)
+    return float(value or 0.0)
+
+
+def test_recommendations_carry_model_version_and_a_reason_per_item(client: TestClient) -> None:
+    r = client.get(f"/v1/users/{KNOWN_USER}/recommendations", params={"k": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model_version"] == ModelRegistry(_svc(client).registry.root).active
+    assert body["source"] == "personalised"
+    assert len(body["items"]) == 5 and all(i["reason"] for i in body["items"])
+    assert any(i["reason"].startswith("similar to") for i in body["items"])
+    stranger = client.get("/v1/users/never-seen/recommendations").json()
+    assert stranger["source"] == "popular" and stranger["items"][0]["reason"] == "popular overall"
+    for path in ("/v1/items/85123A/similar", "/v1/items/85123A/bought-together"):
+        out = client.get(path, params={"k": 3}).json()
+        assert out["model_version"] and len(out["items"]) == 3 and all(i["reason"] for i in out["items"])
+    cart = client.post("/v1/cart/recommendations", json={"items": ["85123A", "71053"], "k": 4}).json()
+    assert cart["source"] == "bought_together" and not {"85123A", "71053"} & {
+        i["item_id"] for i in cart["items"]
+    }
+    assert client.get("/v1/items/no-such-item/similar").status_code == 404
+
+
+def test_a_view_changes_the_next_recommendations_within_a_second(client: TestClient) -> None:
+    before = client.get("/v1/users/shopper-1/recommendations", params={"k": 10}).json()
+    assert before["source"] == "popular"
+    started = time.perf_counter()
+    posted = client.post(
+        "/v1/events", json={"type": "view", "user_id": "shopper-1", "item_id": "71053"}, headers=AUTH
+    )
+    assert posted.status_code == 202 and posted.json()["accepted"] == 1
+    after = client.get("/v1/users/shopper-1/recommendations", params={"k": 10}).json()
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0
+    assert after["source"] == "session" and not after["cached"]
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
+    assert "71053" not in {i["item_id"] for i in after["items"]}
+    assert any("71053" in i["reason"] for i in after["items"])
+
+
+def test_results_are_cached_and_a_users_event_invalidates_them(client: TestClient) -> None:
+    url = f"/v1/users/{KNOWN_USER}/recommendations"
+    assert client.get(url).json()["cached"] is False
+    assert client.get(url).json()["cached"] is True
+    client.post("/v1/events", json={"type": "cart", "user_id": KNOWN_USER, "item_id": "22752"}, headers=AUTH)
+    again = client.get(url).json()
+    assert again["cached"] is False and "22752" not in {i["item_id"] for i in again["items"]}
+    cart = client.get(url, params={"scenario": "cart"}).json()
+    assert cart["source"] == "bought_together"
+
+
+def _swap_in(c: TestClient, model_hook: Any) -> None:
+    svc = _svc(c)
+    loaded = svc.registry.load(svc.registry.active)  # a fresh copy, not the cached one
+    model_hook(loaded.recommender)
+    svc.live.current = Deployment(active=loaded)
+
+
+def test_a_failing_model_falls_back_and_is_counted_never_500(client: TestClient) -> None:
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("injected model failure")
+
+    def hook(model: Any) -> None:
+        model._score = boom
+        model._similar_scores = boom
+
+    _swap_in(client, hook)
+    r = client.get(f"/v1/users/{KNOWN_USER}/recommendations", params={"k": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["source"] in ("popular", "popular_category") and len(body["items"]) == 5
+    assert body["skipped"][0]["stage"] == "personalised"
+    sim = client.get("/v1/items/85123A/similar")
+    assert sim.status_code == 200 and sim.json()["source"] in (
+        "popular",
+        "popular_category",
+        "bought_together",
+    )
+    assert _metric(client, "shelfwise_model_errors_total", cause="error") >= 2
+    assert _metric(client, "shelfwise_recommend_fallbacks_total", stage="personalised", cause="error") == 1
+    assert "shelfwise_model_errors_total" in client.get("/metrics").text
+
+
+def test_a_slow_model_times_out_into_the_fallback(served: Served) -> None:  # noqa: F811
+    app = create_app(served.settings(model_timeout_ms=100), served.url, watch_interval=None)
+    with TestClient(app) as c:
+
+        def hook(model: Any) -> None:
+            real = model._score
+
+            def slow(*a: Any, **k: Any) -> Any:
+                time.sleep(5.0)
+                return real(*a, **k)
+
+            model._score = slow
+
+        _swap_in(c, hook)
+        started = time.perf_counter()
+        r = c.get(f"/v1/users/{KNOWN_USER}/recommendations")
+        assert (
+            r.status_code == 200 and time.perf_counter() - started < 4.0
+        )  # long before the model would have answered
+        assert r.json()["source"] in ("popular", "popular_category")
+        assert _metric(c, "shelfwise_model_errors_total", cause="timeout") == 1
+
+
+def test_events_are_idempotent_and_validated_field_by_field(client: TestClient) -> None:
+    event = {
+        "type": "purchase",
+        "user_id": "u-9",
+        "item_id": "22752",
+        "event_id": "order-1-line-1",
+        "price": 7.65,
+    }
+    first = client.post("/v1/events", json=event, headers=AUTH).json()
+    second = client.post("/v1/events", json=event, headers=AUTH).json()
+    assert (first["accepted"], second["accepted"], second["duplicates"]) == (1, 0, 1)
+    keyed = {"type": "view", "user_id": "u-9", "item_id": "71053"}
+    one = client.post("/v1/events", json=keyed, headers={**AUTH, "Idempotency-Key": "k-1"}).json()
+    two = client.post("/v1/events", json=keyed, headers={**AUTH, "Idempotency-Key": "k-1"}).json()
+    assert one["event_ids"] == ["k-1"] and two["duplicates"] == 1
+    batch = {"events": [{"type": "view", "user_id": "u-9", "item_id": str(i)} for i in ("22752", "71053")]}
+    assert client.post("/v1/events", json=batch, headers=AUTH).json()["accepted"] == 2
+    future = client.post(
+        "/v1/events",
+        json={"type": "view", "user_id": "u", "item_id": "1", "ts": 99_999_999_999_999},
+        headers=AUTH,
+    )
+    assert future.status_code == 422 and future.json()["detail"][0]["field"] == "body.ts"
+    missing = client.post("/v1/events", json={"type": "cart", "user_id": "u"}, headers=AUTH)
+    assert missing.status_code == 422 and missing.json()["detail"][0]["field"] == "body.item_id"
+    bad_k = client.get("/v1/users/u/recommendations", params={"k": 0})
+    assert bad_k.status_code == 422 and bad_k.json()["detail"][0]["field"] == "query.k"
+
+
+def test_writes_need_a_key_bodies_are_limited_and_clients_rate_limited(served: Served) -> None:  # noqa: F811
+    settings = served.settings(max_request_bytes=2048, rate_limit_per_second=0.2, rate_limit_burst=5)
+    with TestClient(create_app(settings, served.url, watch_interval=None)) as c:
+        ev = {"type": "view", "user_id": "u", "item_id": "71053"}
+        assert c.post("/v1/events", json=ev).status_code == 401
+        assert c.post("/v1/events", json=ev, headers={"X-API-Key": "wrong"}).status_code == 403
+        assert c.delete("/v1/users/u").status_code == 401
+        assert c.get("/v1/admin/models").status_code == 401
+        big = {"events": [{**ev, "context": {"note": "x" * 500}} for _ in range(10)]}
+        too_large = c.post("/v1/events", json=big, headers=AUTH)
+        assert too_large.status_code == 413 and too_large.json()["error"] == "request_too_large"
+        codes = [c.get("/v1/autocomplete", params={"q": "whi"}).status_code for _ in range(12)]
+        assert codes.count(429) >= 5 and codes[0] == 200
+        assert c.get("/healthz").status_code == 200  # health checks are never limited
+
+
+def test_delete_user_reaches_everything_and_the_cli_proves_it(
+    client: TestClient,
+    served: Served,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = f"/v1/users/{KNOWN_USER}/recommendations"
+    client.get(url)
+    client.post("/v1/events", json={"type": "view", "user_id": KNOWN_USER, "item_id": "71053"}, headers=AUTH)
+    client.get(url)
+    client.get("/v1/search", params={"q": "heart", "user_id": KNOWN_USER})
+    env = {
+        **os.environ,
+        "SHELFWISE_VAR_DIR": str(served.root / "var"),
+        "SHELFWISE_PSEUDONYM_KEY": TEST_KEY,
+        "SHELFWISE_MODELS_DIR": str(served.models),
+    }
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        # a separate process, as an operator runs it (and as SQLite's locks expect)
+        cmd = [str(BIN), "privacy", "verify-deletion", KNOWN_USER, "--db", served.url, "--json"]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    before = verify()
+    assert before.returncode == 1, before.stderr
+    started = time.perf_counter()
+    r = client.delete(f"/v1/users/{KNOWN_USER}", headers=AUTH)
+    seconds = time.perf_counter() - started
+    assert r.status_code == 200
+    body = r.json()
+    assert body["verified"] is True and seconds < 60
+    removed = body["removed"]
+    assert removed["events"] > 0 and removed["users"] == 1 and removed["session_entries"] == 1
+    assert removed["cached_results"] >= 1 and removed["search_affinity"] == 1
+    assert removed["models_in_memory"] and removed["model_versions_on_disk"]
+    places = {p["place"] for p in body["places"]}
+    assert places >= {
+        "store_events",
+        "users_table",
+        "quarantine",
+        "session_store",
+        "result_cache",
+        "search_personal_signals",
+        "models_in_memory",
+        "model_artifacts",
+    }
+    after = verify()
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "derived_copies" in {p["place"] for p in json.loads(after.stdout)["places"]}
+    again = client.get(url).json()
+    assert again["source"] == "popular"  # the model no longer knows them
+
+
+def test_admin_lists_activates_through_the_gate_and_rolls_back(client: TestClient, served: Served) -> None:  # noqa: F811
+    from shelfwise.features.dataset import Dataset
+    from shelfwise.registry import GateRefusedError, TrainingConfig, train_version
+    from shelfwise.store import open_store
+
+    reg = ModelRegistry(served.models)
+    first = reg.active
+    with open_store(served.url) as store:
+        ds = Dataset.from_store(store)
+    with pytest.raises(GateRefusedError):
+        train_version(ds, reg, TrainingConfig(recommender={"model": "popular"}, bought_together=None))
+    worse = next(v for v in reg.versions() if v != first)
+    listed = client.get("/v1/admin/models", headers=AUTH).json()
+    assert listed["active"] == first and {v["version"] for v in listed["versions"]} == {first, worse}
+    assert all("ndcg@10" in v["metrics"] for v in listed["versions"])
+    refused = client.post(f"/v1/admin/models/{worse}/activate", headers=AUTH)
+    assert refused.status_code == 409 and "gate" in refused.json()["detail"]
+    forced = client.post(f"/v1/admin/models/{worse}/activate", params={"force": True}, headers=AUTH)
+    assert forced.status_code == 200 and forced.json()["active"] == worse
+    assert client.get(f"/v1/users/{KNOWN_USER}/recommendations").json()["model_version"] == worse
+    back = client.post("/v1/admin/rollback", headers=AUTH).json()
+    assert back["active"] == first and back["seconds"] < 1.0
+    assert client.get(f"/v1/users/{KNOWN_USER}/recommendations").json()["model_version"] == first
+    assert client.post("/v1/admin/models/v-nope/activate", headers=AUTH).status_code == 404
+    canary = client.post(
+        f"/v1/admin/models/{worse}/candidate", json={"mode": "canary", "percent": 100}, headers=AUTH
+    )
+    assert canary.status_code == 200
+    routed = client.get("/v1/users/anyone/recommendations").json()
+    assert routed["role"] == "canary" and routed["model_version"] == worse
+    client.post(f"/v1/admin/models/{worse}/candidate", json={"mode": "shadow"}, headers=AUTH)
+    for i in range(3):
+        assert client.get(f"/v1/users/s{i}/recommendations").json()["role"] == "active"
+    deadline = time.time() + 5
+    while time.time() < deadline and _metric(client, "shelfwise_shadow_top10_overlap_count") < 3:
+        time.sleep(0.05)
+    assert _metric(client, "shelfwise_shadow_top10_overlap_count") == 3
+    assert client.delete("/v1/admin/candidate", headers=AUTH).json()["candidate"] is None
+
+
+def test_item_writes_reach_search_and_recommendations(client: TestClient) -> None:
+    new = {"title": "Blue ceramic teapot with bamboo handle", "category": "Kitchen > Teapots", "price": 19.5}
+    put = client.put("/v1/items/TEAPOT-1", json=new, headers=AUTH)
+    assert put.status_code == 200 and put.json()["title"] == new["title"]
+    hits = client.get("/v1/search", params={"q": "bamboo teapot"}).json()
+    assert hits["hits"][0]["item_id"] == "TEAPOT-1" and hits["model_version"]
+    assert client.get("/v1/items/TEAPOT-1").json()["price"] == 19.5
+    top = client.get("/v1/users/stranger/recommendations", params={"k": 1}).json()["items"][0]["item_id"]
+    assert client.delete(f"/v1/items/{top}", headers=AUTH).json()["marked_unavailable"] is True
+    after = client.get("/v1/users/stranger-2/recommendations", params={"k": 10}).json()
+    assert top not in {i["item_id"] for i in after["items"]}
+    assert client.delete("/v1/items/never-there", headers=AUTH).status_code == 404
+    assert client.put("/v1/items/x", json={"price": -1}, headers=AUTH).status_code == 422
+
+
+def test_search_pages_facets_and_autocomplete(client: TestClient) -> None:
+    one = client.get("/v1/search", params={"q": "heart", "size": 5, "page": 1}).json()
+    two = client.get("/v1/search", params={"q": "heart", "size": 5, "page": 2}).json()
+    assert one["total"] > 10 and len(one["hits"]) == 5
+    assert not {h["item_id"] for h in one["hits"]} & {h["item_id"] for h in two["hits"]}
+    assert isinstance(one["facets"], dict) and all(h["reason"] for h in one["hits"])
+    ac = client.get("/v1/autocomplete", params={"q": "whi"}).json()
+    assert ac["suggestions"] and all(s.startswith("whi") for s in ac["suggestions"])
+    assert client.get("/v1/search", params={"q": ""}).status_code == 422
+
+
+def test_health_readiness_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["model_version"]
+    client.get("/v1/users/x/recommendations")
+    text = client.get("/metrics").text
+    assert 'route="/v1/users/{user_id}/recommendations"' in text and "shelfwise_active_model" in text

@@ -1,0 +1,165 @@
+"""The hybrid two-stage recommender: candidates from several retrievers, LambdaRank on top.
+
+The shop here is synthetic on purpose, with two signals planted that no single retriever holds both
+of: shoppers keep to one theme (which item-KNN and content see) and, late in the period, buy the
+theme's new items (which time-decayed popularity sees, across themes). The ranker must combine them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shelfwise.evaluation.protocol import fit_and_evaluate
+from shelfwise.features.dataset import Dataset
+from shelfwise.features.splits import temporal_split
+from shelfwise.recommend import model_from_config
+from shelfwise.recommend.hybrid import HybridRecommender, _attention
+
+DAY_MS = 86_400_000
+THEMES = ("garden spade rake", "kitchen mug teapot", "candle lantern light", "christmas bauble tree")
+RETRIEVERS: list[dict[str, Any]] = [
+    {"model": "itemknn", "neighbours": 20},
+    {"model": "popular-decay", "half_life_days": 5.0},
+    {"model": "content-tfidf"},
+]
+SMALL: dict[str, Any] = {"model": "hybrid", "retrievers": RETRIEVERS, "candidates": 15, "rounds": 60}
+
+
+@dataclass(frozen=True)
+class _Item:
+    title: str
+    price: float
+
+
+def _shop(seed: int = 0, users: int = 240, days: int = 100) -> Dataset:
+    """Each theme has 8 old items and 4 launched on day 60; shoppers buy in their theme, new items
+    mostly once they exist. Item 'cold' (a Christmas item) is in the catalogue with no events."""
+    rng = np.random.default_rng(seed)
+    catalogue: dict[str, _Item] = {}
+    old, new = {}, {}
+    for t, words in enumerate(THEMES):
+        old[t] = [f"t{t}-old{i}" for i in range(8)]
+        new[t] = [f"t{t}-new{i}" for i in range(4)]
+        for i, item in enumerate(old[t] + new[t]):
+            catalogue[item] = _Item(f"{words} item {item}", price=2.0 + t + 0.1 * i)
+    catalogue["cold"] = _Item(f"{THEMES[3]} new item cold", price=5.0)
+    u_col, i_col, t_col = [], [], []
+    for u in range(users):
+        theme = u % len(THEMES)
+        for day in np.sort(rng.choice(days, size=12, replace=False)):
+            pool = old[theme] if day < 60 or rng.random() < 0.25 else new[theme]
+            if rng.random() < 0.1:  # a little noise across themes
+                pool = old[int(rng.integers(len(THEMES)))]
+            u_col.append(f"u{u}")
+            i_col.append(str(rng.choice(pool)))
+            t_col.append(int(day) * DAY_MS + u)
+    u_col.append("nobody")
+    i_col.append("cold")
+    t_col.append(0)
+    ds = Dataset.from_events(users=u_col, items=i_col, ts=t_col).with_items(catalogue)
+    return ds.select(ds.items != ds.item_map.to_internal(["cold"])[0])  # keep it in the map, cold
+
+
+@pytest.fixture(scope="module")
+def shop() -> Dataset:
+    return _shop()
+
+
+@pytest.fixture(scope="module")
+def fitted(shop: Dataset) -> HybridRecommender:
+    model = model_from_config(SMALL).fit(shop)
+    assert isinstance(model, HybridRecommender)
+    return model
+
+
+def test_the_ranker_combines_what_no_single_retriever_knows(shop: Dataset) -> None:
+    split = temporal_split(shop, test_fraction=0.2)
+    singles = {r["model"]: fit_and_evaluate(split, r)[1].metrics["ndcg@10"] for r in RETRIEVERS}
+    hybrid, result = fit_and_evaluate(split, SMALL)
+    assert hybrid.booster is not None, hybrid.fit_info  # a LambdaRank model was learnt
+    assert result.metrics["ndcg@10"] > max(singles.values()) + 0.05, (result.metrics["ndcg@10"], singles)
+
+
+def test_the_ranker_learns_from_the_past_of_the_training_part_only(
+    shop: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[int] = []
+    labelled: list[int] = []
+    build, train = HybridRecommender._build_stage, HybridRecommender._train_ranker
+
+    def spy_build(self: HybridRecommender, ds: Dataset, *args: Any) -> Any:
+        built.append(int(ds.ts.max()))
+        return build(self, ds, *args)
+
+    def spy_train(self: HybridRecommender, stage: Any, history: Any, labels: Any, users: Any) -> None:
+        rows, cols = labels.nonzero()
+        pairs = set(zip(shop.users.tolist(), shop.items.tolist(), strict=True))
+        assert all((r, c) in pairs for r, c in zip(rows, cols, strict=True))
+        labelled.append(int(history.nnz))
+        train(self, stage, history, labels, users)
+
+    monkeypatch.setattr(HybridRecommender, "_build_stage", spy_build)
+    monkeypatch.setattr(HybridRecommender, "_train_ranker", spy_train)
+    model = model_from_config(SMALL).fit(shop)
+    inner = temporal_split(shop, test_fraction=0.2)
+    cutoff = inner.info["cutoff_ms"]  # type: ignore[index]
+    # features and candidates for training come from before the inner cut-off; labels after it
+    assert built[0] < cutoff <= int(shop.ts.max())
+    assert labelled == [inner.train.matrix().nnz]
+    # serving: the retrievers are refitted on every training event, the label period included
+    assert built[1] == int(shop.ts.max())
+    assert model.stage.retrievers[0].state.history.nnz == shop.matrix().nnz
+
+
+def test_fitting_is_deterministic(shop: Dataset, fitted: HybridRecommender) -> None:
+    again = model_from_config(SMALL).fit(shop)
+    assert isinstance(again, HybridRecommender)
+    assert again.booster_text == fitted.booster_text
+    users = ["u1", "u2", "u3"]
+    assert [r.items for r in again.recommend(users)] == [r.items for r in fitted.recommend(users)]
+
+
+def test_stage_one_takes_each_retrievers_top_items_new_to_the_shopper(
+    shop: Dataset, fitted: HybridRecommender
+) -> None:
+    [cands] = fitted.candidates(["u5"])
+    u = int(shop.user_map.to_internal(["u5"])[0])
+    history = shop.matrix()[u].indices
+    assert not set(shop.item_map.to_internal(cands)) & set(history)
+    for retriever in fitted.stage.retrievers:
+        [top] = retriever.recommend(["u5"], k=SMALL["candidates"])
+        assert set(top.items) <= set(cands), retriever.name
+
+
+def test_a_cold_item_reaches_the_candidates_through_content(fitted: HybridRecommender) -> None:
+    christmas = [f"t3-old{i}" for i in range(4)]
+    rec = fitted.recommend_for_events(christmas, k=fitted.n_items)
+    assert "cold" in rec.items
+    assert rec.reasons[rec.items.index("cold")].startswith("similar to t3-")
+
+
+def test_reasons_come_from_the_retriever_that_ranked_the_item_best(fitted: HybridRecommender) -> None:
+    [rec] = fitted.recommend(["u7"], k=10)
+    assert all(r.startswith(("similar to ", "popular lately")) for r in rec.reasons), rec.reasons
+    # the same reasons when nothing was scored just before (no remembered candidates)
+    fitted._memo.last = {}
+    history = fitted.state.history[int(fitted.user_map.to_internal(["u7"])[0])].indices
+    again = fitted._reasons(history, fitted.item_map.to_internal(rec.items))
+    assert again == rec.reasons
+
+
+def test_din_attention_weighs_the_recent_items_like_the_candidate() -> None:
+    emb = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], np.float32)
+    recent = np.array([[0, 1, -1], [-1, -1, -1]], np.int32)
+    att, best = _attention(emb, np.array([0, 0, 1]), np.array([2, 0, 2]), recent, scale=5.0)
+    sims = np.array([0.6, 0.8])  # candidate 2 against recent items 0 and 1
+    w = np.exp(5 * sims) / np.exp(5 * sims).sum()
+    np.testing.assert_allclose(att[0], (w * sims).sum(), rtol=1e-5)
+    assert best[0] == pytest.approx(0.8)
+    # candidate 0 is recent item 0 itself: attention goes mostly to it
+    assert att[1] > 0.9 and best[1] == pytest.approx(1.0)
+    assert np.isnan(att[2]) and np.isnan(best[2])  # no recent items: unknown, not zero

@@ -1,0 +1,164 @@
+"""The registry on real data: versions with checksums, the release gate, atomic activation,
+rollback, corrupt artifacts refused, canary routing, erasure of one shopper."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shelfwise.core.settings import Settings
+from shelfwise.data.readers import get_format
+from shelfwise.features.dataset import Dataset
+from shelfwise.registry import (
+    CorruptArtifactError,
+    GateRefusedError,
+    LiveModels,
+    ModelRegistry,
+    TrainingConfig,
+    canary_bucket,
+    in_canary,
+    release,
+    train_version,
+)
+from shelfwise.registry.serving import Deployment
+from shelfwise.registry.versions import Candidate
+from shelfwise.store import open_store
+from shelfwise.store.ingest import ingest_events
+from tests.conftest import TEST_KEY
+
+FAST = TrainingConfig(recommender={"model": "itemknn"}, bought_together=None)
+WORSE = TrainingConfig(recommender={"model": "popular"}, bought_together=None)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, retail_slice: Path) -> Dataset:
+    root = tmp_path_factory.mktemp("reg")
+    settings = Settings(var_dir=root / "var", pseudonym_key=TEST_KEY)
+    with open_store(f"sqlite:///{root / 'store.db'}") as store:
+        ingest_events(store, retail_slice, get_format("online-retail"), settings)
+        return Dataset.from_store(store)
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory: pytest.TempPathFactory, dataset: Dataset) -> tuple[Path, str, str]:
+    """An active item-kNN version and a registered, gate-refused popularity version."""
+    root = tmp_path_factory.mktemp("models")
+    reg = ModelRegistry(root)
+    good = train_version(dataset, reg, FAST)
+    with pytest.raises(GateRefusedError, match="worse than the active"):
+        train_version(dataset, reg, WORSE)
+    worse = next(v for v in reg.versions() if v != good.info.version)
+    return root, good.info.version, worse
+
+
+def _copy(src: Path, dst: Path) -> ModelRegistry:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return ModelRegistry(dst)
+
+
+def test_a_version_records_window_metrics_config_and_checksums(two_versions: tuple[Path, str, str]) -> None:
+    root, good, _ = two_versions
+    info = ModelRegistry(root).info(good)
+    assert info.components == {"recommender": "itemknn"}
+    assert info.data_window["min_ts"] < info.data_window["max_ts"]
+    assert 0 < info.metrics["ndcg@10"] <= 1
+    assert info.evaluation["gate"]["passed"] is True
+    assert info.files and all(len(d) == 64 for d in info.files.values())
+    assert ModelRegistry(root).verify(good) == []
+
+
+def test_the_gate_refuses_a_worse_model_and_force_overrides(
+    two_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    root, good, worse = two_versions
+    reg = _copy(root, tmp_path / "m")
+    assert reg.active == good  # the refused version was registered but never activated
+    gate = reg.info(worse).evaluation["gate"]
+    assert gate["passed"] is False and gate["candidate"] < gate["active"]
+    with pytest.raises(GateRefusedError):
+        release(reg, worse)
+    release(reg, worse, force=True)
+    assert reg.active == worse
+
+
+def test_a_corrupt_or_missing_artifact_is_never_loaded(
+    two_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    root, good, worse = two_versions
+    reg = _copy(root, tmp_path / "m")
+    path = reg.root / worse / "recommender" / "popularity.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert any("popularity.npy" in p for p in reg.verify(worse))
+    with pytest.raises(CorruptArtifactError):
+        reg.load(worse)
+    with pytest.raises(CorruptArtifactError):
+        reg.activate(worse)
+    assert reg.active == good
+    (reg.root / good / "recommender" / "history_data.npy").unlink()
+    with pytest.raises(CorruptArtifactError, match="missing"):
+        LiveModels(reg).sync()
+
+
+def test_rollback_swaps_in_well_under_a_second(two_versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    root, good, worse = two_versions
+    reg = _copy(root, tmp_path / "m")
+    live = LiveModels(reg)
+    live.sync()
+    live.preload(worse)
+    release(reg, worse, force=True)
+    live.sync()
+    assert live.current is not None and live.current.active.version == worse
+    before = live.current
+    started = time.perf_counter()
+    live.rollback()
+    seconds = time.perf_counter() - started
+    assert live.current is not None and live.current.active.version == good
+    assert before.active.version == worse  # a request holding the old snapshot keeps a whole model
+    assert seconds < 1.0, seconds
+    assert json.loads((reg.root / "ACTIVE.json").read_text())["active"] == good
+
+
+def test_canary_routes_a_stable_share_of_users(two_versions: tuple[Path, str, str], tmp_path: Path) -> None:
+    root, _, worse = two_versions
+    reg = _copy(root, tmp_path / "m")
+    live = LiveModels(reg)
+    live.sync()
+    dep = live.set_candidate(Candidate(version=worse, mode="canary", percent=20))
+    assert isinstance(dep, Deployment)
+    users = [f"user-{i}" for i in range(5000)]
+    routed = [dep.route(u)[1] for u in users]
+    share = routed.count("canary") / len(users)
+    assert 0.17 < share < 0.23
+    assert [dep.route(u)[1] for u in users[:200]] == routed[:200]  # stable
+    assert canary_bucket("abc") == canary_bucket("abc")
+    assert in_canary("abc", 100) and not in_canary("abc", 0)
+    shadow = live.set_candidate(Candidate(version=worse, mode="shadow"))
+    assert shadow is not None and shadow.shadow is not None and shadow.route("u")[1] == "active"
+
+
+def test_erasing_a_user_rewrites_every_version_and_keeps_checksums_valid(
+    two_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    root, good, _ = two_versions
+    reg = _copy(root, tmp_path / "m")
+    loaded = reg.load(good)
+    user = str(loaded.recommender.user_map.external[0])
+    assert len(reg.find_user(user)) == 2
+    changed = reg.erase_user(user)
+    assert len(changed) == 2 and reg.find_user(user) == []
+    for version in changed:
+        assert reg.verify(version) == []
+        model = reg.load(version).recommender
+        assert user not in model.user_map.index
+        assert model.state.history.shape[0] == len(model.user_map)
+    ids = np.load(reg.root / good / "recommender" / "user_ids.npy")
+    assert ids[0].startswith("~erased~")
+    assert reg.info(good).erasures == 1
