@@ -41,7 +41,7 @@ async function home() {
 }
 
 // --- search -----------------------------------------------------------------------------------
-const searchState = { page: 1, category: null, brand: [], price_min: null, price_max: null };
+const searchState = { page: 1, category: null, brand: [], price_min: null, price_max: null, available: null };
 
 async function runSearch() {
   const q = $("q").value.trim();
@@ -53,6 +53,7 @@ async function runSearch() {
   for (const b of searchState.brand) params.append("brand", b);
   if (searchState.price_min != null) params.set("price_min", searchState.price_min);
   if (searchState.price_max != null) params.set("price_max", searchState.price_max);
+  if (searchState.available != null) params.set("available", searchState.available);
   history.replaceState(null, "", `/search?${params}`);
   let out;
   try { out = await api(`/v1/search?${params}`); } catch (e) { $("search-meta").textContent = `error: ${e.message}`; return; }
@@ -78,8 +79,9 @@ function renderFacets(facets) {
   if (searchState.category) active.push(`category: ${esc(searchState.category)}`);
   for (const b of searchState.brand) active.push(`brand: ${esc(b)}`);
   if (searchState.price_min != null || searchState.price_max != null) active.push(`price: ${searchState.price_min ?? ""}–${searchState.price_max ?? ""}`);
+  if (searchState.available != null) active.push(searchState.available ? "in stock" : "out of stock");
   if (active.length) box.insertAdjacentHTML("afterbegin", `<div class="card" id="active-filters">${active.join("<br>")} <button class="plain" id="clear-filters">clear</button></div>`);
-  $("clear-filters")?.addEventListener("click", () => { Object.assign(searchState, { page: 1, category: null, brand: [], price_min: null, price_max: null }); runSearch(); });
+  $("clear-filters")?.addEventListener("click", () => { Object.assign(searchState, { page: 1, category: null, brand: [], price_min: null, price_max: null, available: null }); runSearch(); });
   for (const a of box.querySelectorAll("a.facet")) {
     a.addEventListener("click", (ev) => {
       ev.preventDefault();
@@ -87,6 +89,7 @@ function renderFacets(facets) {
       if (a.dataset.facet === "category") searchState.category = v.value;
       if (a.dataset.facet === "brand") searchState.brand = [v.value];
       if (a.dataset.facet === "price") { searchState.price_min = v.min; searchState.price_max = v.max; }
+      if (a.dataset.facet === "availability") searchState.available = v.value === "in stock";
       searchState.page = 1;
       runSearch();
     });
