@@ -38,7 +38,11 @@ BEAUTY_MODELS: list[dict[str, Any]] = [
     {"model": "ease", "l2": 250.0},
     {"model": "als"},
     {"model": "bpr"},
+    {"model": "two-tower"},
+    {"model": "sasrec"},  # defaults, not tuned for Beauty
 ]
+# Beauty has no item text, so the content models have nothing to read there
+COMPRESSION = ("float32", "float16", "int8")
 RETAIL_MODELS: list[dict[str, Any]] = [
     {"model": "popular"},
     {"model": "popular-decay"},
@@ -48,6 +52,8 @@ RETAIL_MODELS: list[dict[str, Any]] = [
     {"model": "ease"},
     {"model": "als"},
     {"model": "bpr"},
+    {"model": "content-tfidf"},
+    {"model": "content-embed"},
     {"model": "bought-together"},
 ]
 
@@ -215,8 +221,52 @@ def _latency(model: Any, users: list[str], n: int = 1000) -> dict[str, float]:
     }
 
 
+def _recbole(split: Any, fitted: dict[str, Any], rows: list[dict[str, Any]], result: dict[str, Any]) -> str:
+    """RecBole's SASRec on the identical split (a venv of its own); our SASRec against it."""
+    from benchmarks.recbole_peer import recbole_sasrec
+
+    _log("peer: RecBole SASRec (its own venv; capped by a time budget)")
+    peer = recbole_sasrec(split, time_budget_s=float(os.environ.get("SHELFWISE_RECBOLE_BUDGET", 1800)))
+    if isinstance(peer, str):
+        return peer
+    rows.extend(peer.get("rows", []))
+    result["recbole"] = {k: v for k, v in peer.items() if k != "rows"}
+    if "sasrec" not in fitted:
+        return "RecBole SASRec ran; shelfwise SASRec was not in this run."
+    ours = fitted["sasrec"]
+    theirs = peer["comparable"]  # RecBole's lists with the history masked, scored like ours
+    ratio_ndcg = ours[1].metrics["ndcg@10"] / theirs["ndcg@10"] if theirs.get("ndcg@10") else float("nan")
+    ratio_time = ours[0].train_seconds / peer["train_seconds"] if peer.get("train_seconds") else float("nan")
+    result["sasrec_vs_recbole"] = {"ndcg@10_ratio": ratio_ndcg, "train_time_ratio": ratio_time}
+    converged = "converged" if peer.get("converged") else "stopped by the time budget, not converged"
+    return (
+        f"SASRec vs RecBole's SASRec on the same split: NDCG@10 ours/theirs = {ratio_ndcg:.2f}, "
+        f"training time ours/theirs = {ratio_time:.2f} (RecBole: {peer.get('epochs', '?')} epochs in "
+        f"{peer.get('train_seconds', '?')} s incl. its per-epoch validation, {converged}; it trains "
+        "without each user's validation item)."
+    )
+
+
+def _compression(split: Any, full: dict[str, float]) -> list[dict[str, Any]]:
+    """The same ALS factors held as float32 / float16 / int8: memory and NDCG@10."""
+    from shelfwise.evaluation.protocol import fit_and_evaluate
+
+    out = []
+    for precision in COMPRESSION:
+        model, res = fit_and_evaluate(split, {"model": "als", "serving_precision": precision})
+        out.append(
+            {"precision": precision, "item_bytes": model.items.nbytes, "ndcg@10": res.metrics["ndcg@10"]}
+        )
+    base = out[0]
+    for row in out:
+        row["memory_ratio"] = round(base["item_bytes"] / row["item_bytes"], 2)
+        row["ndcg_change"] = f"{(row['ndcg@10'] / base['ndcg@10'] - 1) * 100:+.2f}%"
+    return out
+
+
 def run() -> dict[str, Any]:
     os.environ.setdefault("SHELFWISE_PROGRESS", "0")
+    from benchmarks.hybrid_retail import run_hybrid_retail
     from shelfwise.evaluation.protocol import basket_hit_rate
     from shelfwise.features.dataset import Dataset
     from shelfwise.features.splits import leave_one_out, temporal_split
@@ -238,6 +288,9 @@ def run() -> dict[str, Any]:
             sections += [peer, ""]
         else:
             rows.append(peer)
+        recbole_note = _recbole(split, fitted, rows, result)
+        compression = _compression(split, fitted["als"][1].metrics)
+        result["compression"] = compression
         result["amazon_beauty"] = {
             "protocol": "leave-one-out, full ranking over all items, train items excluded",
             "users": int(split.test.nnz),
@@ -246,7 +299,11 @@ def run() -> dict[str, Any]:
             "rows": rows,
         }
         users = ds.user_map.external.tolist()
-        latency = {name: _latency(fitted[name][0], users) for name in ("als", "itemknn", "ease", "popular")}
+        latency = {
+            name: _latency(fitted[name][0], users)
+            for name in ("als", "itemknn", "ease", "popular", "sasrec")
+            if name in fitted
+        }
         result["latency_top10_one_user"] = latency
         sections += [
             f"### Amazon Beauty, leave-one-out, full ranking "
@@ -257,6 +314,12 @@ def run() -> dict[str, Any]:
             "Latency of `recommend([user], k=10)` in-process (ms): "
             + ", ".join(f"{k} p50 {v['p50_ms']} / p99 {v['p99_ms']}" for k, v in latency.items()),
             "",
+            recbole_note,
+            "",
+            "ALS item factors served at lower precision (same fitted factors, full ranking):",
+            "",
+            _table(compression, ["precision", "item_bytes", "memory_ratio", "ndcg@10", "ndcg_change"]),
+            "",
         ]
     else:
         sections += [f"Amazon Beauty skipped: {BEAUTY} not found.", ""]
@@ -266,6 +329,12 @@ def run() -> dict[str, Any]:
     purchases = retail.select(retail.type_mask(["purchase"]))
     tsplit = temporal_split(purchases, test_fraction=0.2)
     rows, fitted = _evaluate_all(tsplit, RETAIL_MODELS)
+    _log("Online Retail: hybrid two-stage ranker vs the best single model")
+    best = max(
+        (name for name in fitted if name != "bought-together"), key=lambda n: fitted[n][1].metrics["ndcg@10"]
+    )
+    hybrid = run_hybrid_retail(tsplit, fitted[best])
+    result["online_retail_hybrid"] = {k: v for k, v in hybrid.items() if k != "table"}
     held_out = purchases.select(purchases.ts >= tsplit.info["cutoff_ms"])  # type: ignore[index]
     baskets = {
         name: basket_hit_rate(fitted[name][0], held_out, k=10)
@@ -287,12 +356,29 @@ def run() -> dict[str, Any]:
         + ", ".join(f"{k} {v['basket_hr@10']:.3f}" for k, v in baskets.items())
         + f" over {int(baskets['popular']['baskets']):,} baskets",
         "",
+        "#### Hybrid two-stage ranker (LambdaRank over several retrievers) vs the best single model",
+        "",
+        hybrid["table"],
+        "",
     ]
     if REES46.is_file():
         _log("REES46 sample: reading")
         rees = Dataset.from_file(REES46, "rees46")
         rsplit = temporal_split(rees, test_fraction=0.2)
-        rows, _ = _evaluate_all(rsplit, [c for c in RETAIL_MODELS if c["model"] != "bpr"])
+        rows, _ = _evaluate_all(
+            rsplit,
+            [c for c in RETAIL_MODELS if c["model"] not in ("bpr", "content-embed")]
+            + [
+                {
+                    "model": "hybrid",
+                    "retrievers": [
+                        {"model": "itemknn"},
+                        {"model": "popular-decay"},
+                        {"model": "content-tfidf"},
+                    ],
+                }
+            ],
+        )
         result["rees46_sample"] = {
             "protocol": "global temporal split (last 20% of time), all event types, targets new to the user",
             **{k: v for k, v in (rsplit.info or {}).items()},

@@ -6,9 +6,9 @@ The user tower reads only the items, never a user id, so a new shopper folds in 
 retraining, and an item unseen in training still gets a vector from its category and brand.
 
 Training predicts every item of a shopper's sequence from the items before it (all prefixes at
-once, by cumulative sums), with cross-entropy over all items (``loss="softmax"``, the default) or
-over the batch's targets (``loss="in-batch"``, with the log-frequency correction), for a fixed
-number of epochs within ``max_train_seconds``.
+once, by cumulative sums), with cross-entropy over the batch's targets (``loss="in-batch"``, the
+default, with the log-frequency correction: its cost does not grow with the catalogue) or over
+all items (``loss="softmax"``), for a fixed number of epochs within ``max_train_seconds``.
 
     >>> model = model_from_config({"model": "two-tower", "epochs": 10}).fit(train)   # doctest: +SKIP
 """
@@ -29,7 +29,7 @@ from shelfwise.core.logging import get_logger
 from shelfwise.features.dataset import NO_CODE, Dataset
 from shelfwise.recommend.base import ModelConfig, Recommender
 from shelfwise.recommend.registry import register_model
-from shelfwise.recommend.sequential import load_state, state_arrays
+from shelfwise.recommend.sequential import _threads, load_state, state_arrays
 
 log = get_logger(__name__)
 
@@ -40,14 +40,16 @@ class TwoTowerConfig(ModelConfig):
         default="attention", description="how the user tower pools the shopper's item embeddings"
     )
     attributes: bool = Field(default=True, description="add category and brand embeddings to items")
-    loss: Literal["softmax", "in-batch"] = "softmax"
+    loss: Literal["softmax", "in-batch"] = Field(
+        default="in-batch", description="over the batch's targets (cheap at any catalogue size) or all items"
+    )
     dropout: float = Field(default=0.2, ge=0, lt=1)
     max_len: int = Field(default=50, ge=2, description="training: most recent items per sequence")
     batch_size: int = Field(default=128, ge=2)
-    lr: float = Field(default=1e-3, gt=0)
+    lr: float = Field(default=3e-3, gt=0)
     epochs: int = Field(default=30, ge=1)
     max_train_seconds: float = Field(default=600.0, gt=0)
-    threads: int = Field(default=2, ge=1, le=2)
+    threads: int = Field(default=1, ge=1, le=2, description="torch threads (1: best on a busy machine)")
     seed: int = 0
 
 
@@ -122,7 +124,7 @@ class TwoTowerRecommender(Recommender):
 
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
         cfg = self.config
-        torch.set_num_threads(min(cfg.threads, 2))
+        _threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         attrs = dataset.item_attributes
@@ -175,9 +177,8 @@ class TwoTowerRecommender(Recommender):
                 break
 
     def _score(self, histories: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        torch.set_num_threads(min(self.config.threads, 2))
-        self.net.eval()
-        with torch.no_grad():
+        _threads(self.config.threads)
+        with torch.no_grad():  # the net is kept in eval mode outside _train
             u = self.net.users_from_sets(sp.csr_matrix(histories))
             return (u @ self.net.item_vectors().T).numpy()
 
@@ -190,8 +191,9 @@ class TwoTowerRecommender(Recommender):
         if not len(history) or not len(items):
             return [self.reason_default] * len(items)
         with torch.no_grad():
-            v = F.normalize(self.net.item_vectors(), dim=1)
-            block = (v[torch.as_tensor(history, dtype=torch.long)] @ v[torch.as_tensor(items)].T).numpy()
+            v = self.net.item_vectors()
+            hist = F.normalize(v[torch.as_tensor(history, dtype=torch.long)], dim=1)
+            block = (hist @ F.normalize(v[torch.as_tensor(items, dtype=torch.long)], dim=1).T).numpy()
         best = block.argmax(axis=0)
         return [
             f"similar to {self._label(history[b])}" if block[b, j] > 0 else self.reason_default
