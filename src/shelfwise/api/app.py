@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shelfwise.api.group_commit import GroupCommitter
 from shelfwise.api.metrics import Metrics
 from shelfwise.api.recommending import Recommending
 from shelfwise.api.security import ApiKeys, Guard, TokenBucket
@@ -73,6 +74,7 @@ class Services:
     keys: ApiKeys
     pseudonymize: Pseudonymizer
     event_gate: EventGate
+    event_writer: GroupCommitter
     search: Any = None  # shelfwise.search.engine.SearchEngine
     search_version: str = "none"
     search_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -176,9 +178,11 @@ def build_services(
         keys=ApiKeys(_api_key_hashes(settings)),
         pseudonymize=Pseudonymizer(key),
         event_gate=gate,
+        event_writer=GroupCommitter(store),
     )
     services.search, services.search_version = build_search(store)
     services.journal = _journal(settings, store, metrics)
+    _model_age_metric(services)
     return services
 
 
@@ -200,6 +204,27 @@ def _journal(settings: Settings, store: Store, metrics: Metrics) -> EventJournal
     ).set_function(lambda: journal.replayed_total)
     journal.start_replaying(store)
     return journal
+
+
+def _model_age_metric(services: Services) -> None:
+    """``shelfwise_model_trained_timestamp_seconds``: when the active version was made (for the
+    model-staleness alert in deploy/prometheus/alerts.yml)."""
+    from datetime import datetime
+
+    from prometheus_client import Gauge
+
+    def created() -> float:
+        dep = services.live.current
+        try:
+            return datetime.fromisoformat(dep.active.info.created_at).timestamp() if dep else 0.0
+        except (TypeError, ValueError):
+            return 0.0
+
+    Gauge(
+        "shelfwise_model_trained_timestamp_seconds",
+        "when the active model version was registered (unix seconds)",
+        registry=services.metrics.registry,
+    ).set_function(created)
 
 
 def _error_handlers(app: FastAPI) -> None:

@@ -8,6 +8,7 @@ answer even when the model code is broken. Nothing here knows about HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import threading
 import time
@@ -184,6 +185,19 @@ class Recommending:
             log.warning("model call failed", stage=stage, error=repr(exc))
         return None
 
+    def call_inline(self, stage: str, fn: Callable[[], T], running: list[str] | None = None) -> T | None:
+        """A model call in this thread (already a model-pool thread, whose caller keeps the deadline):
+        None (counted) when it raises. ``running`` is told the stage, so a deadline can name it."""
+        if running is not None:
+            running[0] = stage
+        try:
+            return fn()
+        except Exception as exc:
+            self.metrics.model_errors.labels("error").inc()
+            self.metrics.fallbacks.labels(stage, "error").inc()
+            log.warning("model call failed", stage=stage, error=repr(exc))
+        return None
+
     # --- the chain ------------------------------------------------------------------------------
     def recommend(self, deployment: Deployment, req: Request) -> tuple[Answer, bool]:
         """(answer, served from cache)."""
@@ -196,15 +210,65 @@ class Recommending:
                 return Answer(**hit), True
             self.metrics.cache.labels("miss").inc()
         answer = self._chain(loaded, role, req)
+        self._done(deployment, req, key, answer, role)
+        return answer, False
+
+    @property
+    def in_process(self) -> bool:
+        """Whether sessions and cache live in this process (no network call to read them)."""
+        return self.sessions.backend == "memory" and self.cache.backend == "memory"
+
+    async def recommend_async(self, deployment: Deployment, req: Request) -> tuple[Answer, bool]:
+        """``recommend`` for an async route, with in-process state (``in_process``): a cache hit
+        answers on the event loop with no thread hop; a miss runs the whole chain once in the model
+        pool under one deadline (a hop per request, not one per stage), and a late chain is
+        answered from the popularity arrays."""
+        loaded, role = deployment.route(req.user_id)
+        key = req.cache_key(loaded.version)
+        if req.user_id is not None:
+            hit = self.cache.get(req.user_id, key)
+            if hit is not None:
+                self.metrics.cache.labels("hit").inc()
+                return Answer(**hit), True
+            self.metrics.cache.labels("miss").inc()
+        running = ["personalised"]
+
+        def chain() -> Answer:
+            return self._chain(loaded, role, req, call=lambda stage, fn: self.call_inline(stage, fn, running))
+
+        future = self._pool.submit(chain)
+        try:
+            answer = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+        except TimeoutError:
+            future.cancel()
+            stage = running[0]
+            self.metrics.model_errors.labels("timeout").inc()
+            self.metrics.fallbacks.labels(stage, "timeout").inc()
+            log.warning("model call timed out", stage=stage, timeout=self.timeout)
+            session = self.sessions.recent(req.user_id) if req.user_id else []
+            context = req.context_items if req.scenario != "cart" else []
+            skipped = [{"stage": stage, "cause": "model error or timeout"}]
+            answer = self._popular_tail(loaded, role, req, [*session, *context], skipped)
+        self._done(deployment, req, key, answer, role)
+        return answer, False
+
+    def _done(self, deployment: Deployment, req: Request, key: str, answer: Answer, role: str) -> None:
         if req.user_id is not None:
             self.cache.put(req.user_id, key, answer.to_dict())
         self.metrics.served.labels(answer.source, role).inc()
         shadow = deployment.shadow
         if shadow is not None and role == "active":
             self._shadow(shadow, req, answer)
-        return answer, False
 
-    def _chain(self, loaded: LoadedVersion, role: str, req: Request) -> Answer:
+    def _chain(
+        self,
+        loaded: LoadedVersion,
+        role: str,
+        req: Request,
+        *,
+        call: Callable[[str, Callable[[], Any]], Any] | None = None,
+    ) -> Answer:
+        call = call or self.call
         model = loaded.recommender
         skipped: list[dict[str, str]] = []
         session = self.sessions.recent(req.user_id) if req.user_id else []
@@ -225,9 +289,7 @@ class Recommending:
             bundles = loaded.bought_together or model
             if cart:
                 got = answer(
-                    self.call(
-                        "bought_together", lambda: bundles.recommend_for_events(cart, k, filters=filters)
-                    ),
+                    call("bought_together", lambda: bundles.recommend_for_events(cart, k, filters=filters)),
                     "bought_together",
                 )
                 if got:
@@ -237,11 +299,11 @@ class Recommending:
         if history is not None and (len(history) or not (session or context)):
             items = [*history, *session, *context]
             if session or context:
-                rec = self.call(
+                rec = call(
                     "personalised", lambda: model.recommend_for_events(items, k, filters=filters, who="user")
                 )
             else:
-                rec = self.call(
+                rec = call(
                     "personalised", lambda: model.recommend([req.user_id or ""], k, filters=filters)[0]
                 )
             got = answer(rec, "personalised")
@@ -250,12 +312,18 @@ class Recommending:
         if session or context:
             items = [*session, *context]
             got = answer(
-                self.call("session", lambda: model.recommend_for_events(items, k, filters=filters)), "session"
+                call("session", lambda: model.recommend_for_events(items, k, filters=filters)), "session"
             )
             if got:
                 return got
+        return self._popular_tail(loaded, role, req, [*session, *context], skipped)
+
+    def _popular_tail(
+        self, loaded: LoadedVersion, role: str, req: Request, seen: list[str], skipped: list[dict[str, str]]
+    ) -> Answer:
+        """The last two stages: plain arrays, no model code."""
+        k, filters = req.k, req.filters
         popular = self.popular(loaded)
-        seen = [*session, *context]
         category = None
         if filters is not None and filters.categories:
             category = filters.categories[0]
@@ -263,12 +331,13 @@ class Recommending:
             category = popular.category_of(seen[-1])
         if category is not None:
             cat_filters = (filters or Filters()).model_copy(update={"categories": [category]})
-            got = answer(
-                popular.top(k, filters=cat_filters, exclude=seen, reason=f"popular in {category}"),
-                "popular_category",
-            )
-            if got:
-                return got
+            rec = popular.top(k, filters=cat_filters, exclude=seen, reason=f"popular in {category}")
+            if rec.items:
+                return Answer(
+                    rec.items, rec.scores, rec.reasons, "popular_category", loaded.version, role, skipped
+                )
+            self.metrics.fallbacks.labels("popular_category", "empty").inc()
+            skipped.append({"stage": "popular_category", "cause": "no items"})
         rec = popular.top(k, filters=filters, exclude=seen)
         return Answer(rec.items, rec.scores, rec.reasons, "popular", loaded.version, role, skipped)
 

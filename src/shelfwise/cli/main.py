@@ -336,9 +336,9 @@ def restore(
 
 def _register_extensions() -> None:
     # Each engine's commands live in a module of their own; they import their engines lazily.
-    from shelfwise.cli import analytics, evaluate, search, serving
+    from shelfwise.cli import analytics, drill, evaluate, search, serving
 
-    for module in (evaluate, search, analytics, serving):
+    for module in (evaluate, search, analytics, serving, drill):
         module.register(app)
 
 

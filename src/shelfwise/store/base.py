@@ -67,6 +67,11 @@ class Store(ABC):
         quarantined neighbours); returns how many were new. Events whose id is already stored are
         skipped: appending is idempotent."""
 
+    def append_event_groups(self, groups: Sequence[Sequence[Event]]) -> list[int]:
+        """Several callers' events at once (group commit); how many of each group were new. A
+        backend that can commits them in one transaction; this default stores group by group."""
+        return [self.append_events(group) for group in groups]
+
     def append_event(self, event: Event) -> bool:
         """Store one event; False when its id was already stored."""
         return self.append_events([event]) == 1

@@ -172,6 +172,10 @@ class SqlStore(Store):
                 self._add_quarantine(conn, quarantine)
         return inserted
 
+    def append_event_groups(self, groups: Sequence[Sequence[Event]]) -> list[int]:
+        with self.engine.begin() as conn:  # one transaction, one commit for every group
+            return [self.bulk_insert_events(conn, [event_row(e) for e in g]) if g else 0 for g in groups]
+
     def events_for_user(
         self,
         user_id: str,
