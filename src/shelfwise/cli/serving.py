@@ -96,6 +96,13 @@ def register(app: typer.Typer) -> None:
                     http=NoDelayH11Protocol,
                 )
             else:
+                if not settings.redis_url:
+                    typer.echo(
+                        "warning: without SHELFWISE_REDIS_URL each worker keeps its own sessions and "
+                        "result cache: an event or a deletion reaches only the worker that handled it "
+                        "(models and the store are shared); set SHELFWISE_REDIS_URL to share them",
+                        err=True,
+                    )
                 os.environ["SHELFWISE_DB_URL"] = url
                 os.environ["SHELFWISE_VAR_DIR"] = str(settings.var_dir)
                 if not settings.api_key_hashes:
