@@ -313,3 +313,11 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
     client.get("/v1/users/x/recommendations")
     text = client.get("/metrics").text
     assert 'route="/v1/users/{user_id}/recommendations"' in text and "shelfwise_active_model" in text
+
+
+def test_every_answer_carries_a_request_id(client: TestClient) -> None:
+    given = client.get("/healthz", headers={"X-Request-ID": "abc123"})
+    assert given.headers["x-request-id"] == "abc123"
+    made = client.get("/v1/search", params={"q": "heart"})
+    assert len(made.headers["x-request-id"]) == 16
+    assert made.headers["x-request-id"] != client.get("/healthz").headers["x-request-id"]

@@ -11,9 +11,16 @@ import hmac
 import json
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+import structlog
+
+from shelfwise.core.logging import get_logger
+
+log = get_logger(__name__)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -133,6 +140,19 @@ class Guard:
         started = time.perf_counter()
         path = scope.get("path", "")
         status_box = [500]
+        # a request id for the logs: the caller's X-Request-ID (HAProxy or the shop's front end) or a
+        # new one; bound to every log line written while serving this request, and sent back
+        rid = (_header(scope, b"x-request-id") or uuid.uuid4().hex[:16])[:64]
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        raw_send = send
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
+                }
+            await raw_send(message)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -181,6 +201,9 @@ class Guard:
                     send, 413, {"error": "request_too_large", "detail": f"body over {self.max_bytes} bytes"}
                 )
         finally:
+            if status_box[0] >= 500:
+                log.error("server error", path=path, status=status_box[0])
+            structlog.contextvars.unbind_contextvars("request_id")
             if self.observe is not None:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or (
