@@ -63,7 +63,7 @@ def search_eval(
     as_json: JsonOpt = False,
     min_grade: Annotated[int, typer.Option("--min-grade", help="lowest grade counted relevant")] = 1,
     alpha: Annotated[
-        float | None, typer.Option("--alpha", help="hybrid: keyword share of the blend (default 0.5)")
+        float | None, typer.Option("--alpha", help="hybrid: keyword share of the blend (default 0.3)")
     ] = None,
     folds: Annotated[int, typer.Option("--folds", help="ltr: cross-validation folds over queries")] = 5,
     spelling: Annotated[bool, typer.Option("--spelling/--no-spelling", help="correct query typos")] = True,

@@ -33,6 +33,7 @@ from shelfwise.search.fusion import blend, reciprocal_rank_fusion
 from shelfwise.search.keyword import DEFAULT_WEIGHTS, KeywordIndex
 from shelfwise.search.personal import UserAffinity
 from shelfwise.search.query import ParsedQuery, QueryUnderstanding
+from shelfwise.search.scoring import top_k
 
 Mode = Literal["bm25", "dense", "hybrid", "rrf", "ltr"]
 Sort = Literal["relevance", "price_asc", "price_desc", "popularity"]
@@ -56,10 +57,17 @@ class SearchConfig(BaseModel):
     b: float = 0.75
     analyzer: AnalyzerConfig = Field(default_factory=AnalyzerConfig)
     dense: bool = True
-    alpha: float = Field(0.5, ge=0, le=1, description="hybrid blend: share of the keyword score")
+    alpha: float = Field(0.3, ge=0, le=1, description="hybrid blend: share of the keyword score")
+    feedback: int = Field(
+        10, ge=0, description="hybrid: items of the first pass whose mean vector moves the query (0: off)"
+    )
+    feedback_weight: float = Field(2.0, ge=0, description="hybrid: weight of that mean against the query")
     rrf_k: int = 60
     candidates: int = Field(100, ge=10, description="per retriever, before fusion and re-ranking")
     min_similarity: float = Field(0.3, description="a dense-only hit below this cosine is not a match")
+    hnsw_m: int = Field(16, ge=4, description="HNSW links per node")
+    hnsw_ef_construction: int = Field(100, ge=8, description="HNSW candidate list while building")
+    hnsw_ef_search: int = Field(128, ge=8, description="HNSW candidate list while searching (at least k)")
     compact_fraction: float = 0.1
     spelling: bool = True
     brand_filter: bool = True
@@ -144,7 +152,12 @@ class SearchEngine:
             weights=self.config.weights, analyzer=self.analyzer, k1=self.config.k1, b=self.config.b
         )
         self.encoder = encoder if encoder is not None else (Encoder() if self.config.dense else None)
-        self.dense: DenseIndex | None = DenseIndex() if self.config.dense else None
+        cfg = self.config
+        self.dense: DenseIndex | None = (
+            DenseIndex(m=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction, ef_search=cfg.hnsw_ef_search)
+            if cfg.dense
+            else None
+        )
         self.understanding = QueryUnderstanding(analyzer=self.analyzer, spelling=self.config.spelling)
         self.ranker: Any = None  # an LTR model (shelfwise.search.ltr.LambdaRanker) once trained
         self._items: list[Item | None] = []
@@ -209,7 +222,11 @@ class SearchEngine:
                 vectors = self.encoder.encode(
                     texts, progress=(lambda d, t: progress("embeddings", d, t)) if progress else None
                 )
+            if progress:
+                progress("vector index", 0, n)
             self.dense.build(vectors)
+            if progress:
+                progress("vector index", n, n)
         self.understanding.fit(items)
         self._buckets = price_buckets(self._price)
 
@@ -347,37 +364,51 @@ class SearchEngine:
         """(slots, scores, per-source score arrays aligned with slots) best first, and every slot
         the keyword index matched (None in dense mode)."""
         cfg = self.config
-        n = len(self._items)
         matches: np.ndarray | None = None
-        kw_all: np.ndarray | None = None
+        tokens: list[str] = []
         kw_top = np.zeros(0, dtype=np.int64)
         if mode != "dense":
-            kw_all = self.keyword.scores(self._query_tokens(parsed), n)
-            kw_all = np.where(mask, kw_all, 0.0).astype(np.float32)
-            matches = np.flatnonzero(kw_all > 0)
-            kw_top = _top_positive(kw_all, depth if mode == "bm25" else max(depth, cfg.candidates))
+            tokens = self._query_tokens(parsed)
+            slots, scores = self.keyword.match(tokens)
+            keep = mask[slots]
+            matches, scores = slots[keep], scores[keep]
+            best = top_k(scores, depth if mode == "bm25" else max(depth, cfg.candidates), ties=matches)
+            kw_top = matches[best]
             if mode == "bm25":
-                return kw_top, kw_all[kw_top], {"bm25": kw_all[kw_top]}, matches
+                return kw_top, scores[best], {"bm25": scores[best]}, matches
         if self.dense is None or self.encoder is None:
             raise SearchError(f"mode {mode!r} needs the semantic index", hint="build with dense=True")
         if vector is None:
             vector = self.encoder.encode_query(parsed.text or parsed.raw)
-        d_slots, d_sims = self.dense.search(vector, max(depth, cfg.candidates), mask)
-        keep = d_sims >= cfg.min_similarity
+        fetch = max(depth, cfg.candidates)
+        d_slots, d_sims = self.dense.search(vector, fetch, mask)
+        d_slots = d_slots[d_sims >= cfg.min_similarity]
         if mode == "dense":
-            d_slots, d_sims = d_slots[keep], d_sims[keep]
+            d_sims = d_sims[d_sims >= cfg.min_similarity]
             return d_slots[:depth], d_sims[:depth], {"dense": d_sims[:depth]}, None
-        assert kw_all is not None
-        union = np.unique(np.concatenate([kw_top, d_slots[keep]]))
+        union = np.unique(np.concatenate([kw_top, d_slots]))
         if len(union) == 0:
             return union, np.zeros(0, dtype=np.float32), {}, matches
-        kw = kw_all[union]
+        kw = self.keyword.score_slots(tokens, union)
         sims = self.dense.similarities(vector, union)
         if mode == "rrf":
-            fused = reciprocal_rank_fusion([kw_top.tolist(), d_slots[keep].tolist()], k=cfg.rrf_k)
+            fused = reciprocal_rank_fusion([kw_top.tolist(), d_slots.tolist()], k=cfg.rrf_k)
             scores = np.array([fused.get(int(s), 0.0) for s in union], dtype=np.float32)
         else:
             scores = blend(kw, sims, alpha=cfg.alpha)
+            if cfg.feedback > 0 and cfg.feedback_weight > 0:
+                # Pseudo-relevance feedback (Rocchio in embedding space): move the query vector towards
+                # the centroid of the first pass's best items, search again, fuse again. Products of
+                # one kind cluster, so the second pass finds more of the kind the query asked for.
+                first = union[np.argsort(-scores, kind="stable")[: cfg.feedback]]
+                moved = vector + cfg.feedback_weight * self.dense.vectors[first].mean(axis=0)
+                vector = (moved / max(float(np.linalg.norm(moved)), 1e-9)).astype(np.float32)
+                d_slots, d_sims = self.dense.search(vector, fetch, mask)
+                d_slots = d_slots[d_sims >= cfg.min_similarity]
+                union = np.unique(np.concatenate([kw_top, d_slots]))
+                kw = self.keyword.score_slots(tokens, union)
+                sims = self.dense.similarities(vector, union)
+                scores = blend(kw, sims, alpha=cfg.alpha)
         order = np.argsort(-scores, kind="stable")
         union, scores = union[order], scores[order]
         return union, scores, {"bm25": kw[order], "dense": sims[order]}, matches
@@ -528,12 +559,3 @@ class SearchEngine:
 
             engine._annotator = Annotator.from_items(items)
         return engine
-
-
-def _top_positive(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest positive scores, best first."""
-    positive = np.flatnonzero(scores > 0)
-    if len(positive) > k:
-        part = np.argpartition(-scores[positive], k)[:k]
-        positive = positive[part]
-    return positive[np.argsort(-scores[positive], kind="stable")]

@@ -1,10 +1,15 @@
 """BM25 keyword retrieval with per-field weights and incremental updates.
 
-The main segment is one ``bm25s`` index per field (numba backend when numba is installed); an
-item's score is the weighted sum of its field scores. Items added after the build go into a small
-delta segment scored at query time with the main segment's statistics, so they are searchable at
-once; removed items are masked by the caller. ``compact()`` (done by the engine when the delta
-grows past a fraction of the main segment, and before saving) folds the delta into a new main segment.
+The main segment is one ``bm25s`` index per field (numba backend when numba is installed). At
+build time the fields' precomputed BM25 weights are merged into one term-major matrix, each
+field's weights multiplied by its field weight, so a query is scored by adding a few rows of one
+matrix (``shelfwise.search.scoring``) instead of one pass per field; the per-field indexes stay for
+field-level features (learning to rank) and for the statistics the delta segment borrows.
+
+Items added after the build go into a small delta segment scored at query time with the main
+segment's statistics, so they are searchable at once; removed items are masked by the caller.
+``compact()`` (done by the engine when the delta grows past a fraction of the main segment, and
+before saving) folds the delta into a new main segment.
 
 Scores are addressed by *slot*: the engine's dense integer id of a stored item version.
 """
@@ -23,6 +28,7 @@ import numpy as np
 from shelfwise.core.errors import ConfigError
 from shelfwise.features.text import Analyzer, AnalyzerConfig
 from shelfwise.search.documents import TEXT_FIELDS
+from shelfwise.search.scoring import TermMatrix, top_k
 
 DEFAULT_WEIGHTS: Final[dict[str, float]] = {
     "title": 3.0,
@@ -59,12 +65,8 @@ class _FieldSegment:
         indptr = np.asarray(retriever.scores["indptr"])
         self.df = np.diff(indptr)  # documents holding each token id
         self.vocab: dict[str, int] = retriever.vocab_dict
-
-    def scores(self, tokens: Sequence[str]) -> np.ndarray | None:
-        ids = [self.vocab[t] for t in tokens if t in self.vocab]
-        if not ids:
-            return None
-        return np.asarray(self.retriever.get_scores_from_ids(ids), dtype=np.float32)
+        sc = retriever.scores
+        self.matrix = TermMatrix(self.vocab, sc["indptr"], sc["indices"], sc["data"], n_docs)
 
     def doc_freq(self, token: str) -> int:
         tid = self.vocab.get(token)
@@ -91,6 +93,7 @@ class KeywordIndex:
         self.backend = "numba" if numba_available() else "numpy"
         self.n_main = 0
         self._fields: dict[str, _FieldSegment] = {}
+        self._merged: TermMatrix | None = None
         # delta: field -> token -> [(slot, tf, doc_len)]
         self._delta: dict[str, dict[str, list[tuple[int, int, int]]]] = {f: {} for f in self.weights}
         self._delta_len: dict[str, int] = {f: 0 for f in self.weights}
@@ -115,9 +118,17 @@ class KeywordIndex:
             retriever.vocab_dict = vocab
             avgdl = (sum(lengths) / len(lengths)) if lengths else 1.0
             self._fields[field] = _FieldSegment(retriever, len(docs), max(avgdl, 1e-9))
+        self._merge()
         self._delta = {f: {} for f in self.weights}
         self._delta_len = {f: 0 for f in self.weights}
         self.delta_slots = []
+
+    def _merge(self) -> None:
+        parts = []
+        for field, seg in self._fields.items():
+            sc = seg.retriever.scores
+            parts.append((self.weights[field], seg.vocab, sc["indptr"], sc["indices"], sc["data"]))
+        self._merged = TermMatrix.merge(parts, self.n_main)
 
     def add(self, slot: int, doc: Mapping[str, str]) -> None:
         """Make one document searchable now, in the delta segment."""
@@ -135,45 +146,78 @@ class KeywordIndex:
     def query_tokens(self, text: str) -> list[str]:
         return self.analyzer.tokens(text)
 
+    def match(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every slot (main and delta) with a positive score, and its score, in no particular order."""
+        if not tokens or (self._merged is None and not self.delta_slots):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if self._merged is not None:
+            slots, scores = self._merged.match(self._merged.term_ids(tokens))
+        else:
+            slots, scores = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        if self.delta_slots:
+            extra = self._delta_match(tokens)
+            if extra:
+                slots = np.concatenate([slots, np.fromiter(extra, dtype=np.int32, count=len(extra))])
+                scores = np.concatenate([scores, np.fromiter(extra.values(), np.float32, len(extra))])
+        return slots.astype(np.int64), scores
+
+    def top(self, tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best slots and their scores, best first."""
+        slots, scores = self.match(tokens)
+        best = top_k(scores, k, ties=slots)
+        return slots[best], scores[best]
+
+    def score_slots(self, tokens: Sequence[str], slots: np.ndarray) -> np.ndarray:
+        """The score of each given slot (0 where no query term occurs in it)."""
+        slots = np.asarray(slots, dtype=np.int64)
+        out = np.zeros(len(slots), dtype=np.float32)
+        if not tokens or len(slots) == 0:
+            return out
+        main = slots < self.n_main
+        if self._merged is not None and main.any():
+            out[main] = self._merged.score_slots(self._merged.term_ids(tokens), slots[main])
+        if self.delta_slots and not main.all():
+            extra = self._delta_match(tokens)
+            for i in np.flatnonzero(~main):
+                out[i] = extra.get(int(slots[i]), 0.0)
+        return out
+
     def scores(self, tokens: Sequence[str], n_slots: int) -> np.ndarray:
         """Score of every slot for the query terms (0 for no match)."""
         out = np.zeros(n_slots, dtype=np.float32)
-        if not tokens:
-            return out
-        main = out[: self.n_main]
-        for field, weight in self.weights.items():
-            seg = self._fields.get(field)
-            if seg is None or weight == 0:
-                continue
-            s = seg.scores(tokens)
-            if s is not None:
-                main += weight * s
-        if self.delta_slots:
-            self._delta_scores(tokens, out)
+        slots, scores = self.match(tokens)
+        keep = slots < n_slots
+        out[slots[keep]] = scores[keep]
         return out
 
     def field_scores(self, tokens: Sequence[str], slots: np.ndarray) -> dict[str, np.ndarray]:
         """Unweighted BM25 of each field for the given slots (features for learning to rank)."""
-        n = int(slots.max()) + 1 if len(slots) else 0
+        slots = np.asarray(slots, dtype=np.int64)
+        main = slots < self.n_main
         out: dict[str, np.ndarray] = {}
         for field in self.weights:
-            full = np.zeros(max(n, self.n_main), dtype=np.float32)
+            values = np.zeros(len(slots), dtype=np.float32)
             seg = self._fields.get(field)
-            s = seg.scores(tokens) if seg is not None and tokens else None
-            if s is not None:
-                full[: self.n_main] = s
-            if self.delta_slots and tokens:
-                self._delta_scores(tokens, full, only=field)
-            out[field] = full[slots] if len(slots) else np.zeros(0, dtype=np.float32)
+            if seg is not None and tokens and main.any():
+                values[main] = seg.matrix.score_slots(seg.matrix.term_ids(tokens), slots[main])
+            if self.delta_slots and tokens and not main.all():
+                extra = self._delta_match(tokens, only=field)
+                for i in np.flatnonzero(~main):
+                    values[i] = extra.get(int(slots[i]), 0.0)
+            out[field] = values
         return out
 
-    def _delta_scores(self, tokens: Sequence[str], out: np.ndarray, *, only: str | None = None) -> None:
+    def _delta_match(self, tokens: Sequence[str], *, only: str | None = None) -> dict[int, float]:
+        """Scores of the delta segment's slots (weighted sum over fields, or one field unweighted)."""
         k1, b = self.k1, self.b
         n_delta = len(self.delta_slots)
+        out: dict[int, float] = {}
         for field, w in self.weights.items():
             if only is not None and field != only:
                 continue
             weight = 1.0 if only is not None else w
+            if weight == 0:
+                continue
             postings = self._delta[field]
             seg = self._fields.get(field)
             n = (seg.n_docs if seg else 0) + n_delta
@@ -185,9 +229,10 @@ class KeywordIndex:
                 df = (seg.doc_freq(token) if seg else 0) + len(hits)
                 idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
                 for slot, tf, dl in hits:
-                    if slot < len(out):
-                        # bm25s's lucene variant has no (k1 + 1) factor; match it exactly
-                        out[slot] += weight * idf * tf / (tf + k1 * (1 - b + b * dl / avgdl))
+                    # bm25s's lucene variant has no (k1 + 1) factor; match it exactly
+                    value = weight * idf * tf / (tf + k1 * (1 - b + b * dl / avgdl))
+                    out[slot] = out.get(slot, 0.0) + value
+        return out
 
     # --- persistence ----------------------------------------------------------------------------
 
@@ -225,4 +270,5 @@ class KeywordIndex:
                 retriever.backend = "numba"
                 retriever.compile(activate_numba=True, warmup=False)
             index._fields[field] = _FieldSegment(retriever, index.n_main, meta["avgdl"][field])
+        index._merge()
         return index

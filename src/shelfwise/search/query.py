@@ -362,9 +362,13 @@ class QueryUnderstanding:
         words: Counter[str] = Counter()
         brand_counts: Counter[str] = Counter()
         titles: list[str] = []
+        own_titles: Counter[str] = Counter()  # brand -> its items whose titles name the brand
         for item in items:
             if item.brand:
                 brand_counts[item.brand.strip()] += 1
+                key = item.brand.strip().lower()
+                if item.title and f" {key} " in f" {' '.join(self.analyzer.words(item.title))} ":
+                    own_titles[key] += 1
             if item.category:
                 for node in item.category.split(" > "):
                     self.categories[node] = self.categories.get(node, 0) + 1
@@ -385,9 +389,10 @@ class QueryUnderstanding:
             if len(key) < 2 or key.isdigit():
                 continue
             # A brand named like a product word ("casual", "coffee") is no filter: most titles using
-            # the word belong to other brands. Only a distinctive brand phrase becomes a filter.
+            # the word belong to other brands' items. Only a distinctive brand phrase becomes a filter.
             in_titles = self.autocomplete.phrase_count(key)
-            if lowered[key] * 2 >= in_titles:
+            others = max(in_titles - own_titles[key], 0)
+            if lowered[key] * 2 >= in_titles and others <= max(own_titles[key], 1):
                 self.brands.setdefault(key, brand)
         self.colours = {c for c in COLOURS if words.get(c)}
         stems = {t for w in words for t in self.analyzer.tokens(w)[:1]}

@@ -72,4 +72,6 @@ def test_fusion_arithmetic() -> None:
     assert max(fused, key=lambda s: fused[s]) == 1
     assert np.isclose(fused[3], 1 / 63 + 1 / 61)
     scores = blend(np.array([10.0, 5.0, 0.0]), np.array([0.2, 0.4, 0.6]), alpha=0.5)
-    assert np.allclose(scores, [0.5, 0.5, 0.5])
+    # each side divided by its best candidate; 0 stays 0 (not stretched to the candidates' minimum)
+    assert np.allclose(scores, [(1 + 1 / 3) / 2, (0.5 + 2 / 3) / 2, 0.5])
+    assert np.allclose(blend(np.array([2.0, 0.0]), np.array([-0.3, 0.5]), alpha=0.5), [0.5, 0.5])
