@@ -222,6 +222,14 @@ def _known_item(svc: Services, dep: Deployment, item_id: str) -> None:
         raise HTTPException(404, detail={"error": "unknown_item", "detail": f"no item {item_id!r}"})
 
 
+def _item_answer(svc: Services, item_id: str, k: int, filters: Filters | None, *, bundles: bool) -> Response:
+    """Similar items (or, with ``bundles``, items bought together) for a known item."""
+    dep = _deployment(svc)
+    _known_item(svc, dep, item_id)
+    answer = svc.recommending.similar(dep, item_id, k, filters, bundles=bundles)
+    return _json(_out(svc, answer, item_id=item_id))
+
+
 @router.get(
     "/v1/items/{item_id}/similar",
     response_model=RecommendationsOut,
@@ -238,10 +246,7 @@ def similar_items(
     price_max: Price = None,
 ) -> Response:
     """Items like this one (product page)."""
-    dep = _deployment(svc)
-    _known_item(svc, dep, item_id)
-    answer = svc.recommending.similar(dep, item_id, k, _filters(category, brand, price_min, price_max))
-    return _json(_out(svc, answer, item_id=item_id))
+    return _item_answer(svc, item_id, k, _filters(category, brand, price_min, price_max), bundles=False)
 
 
 @router.get(
@@ -260,12 +265,7 @@ def bought_together(
     price_max: Price = None,
 ) -> Response:
     """Items bought with this one (co-purchases and association rules)."""
-    dep = _deployment(svc)
-    _known_item(svc, dep, item_id)
-    answer = svc.recommending.similar(
-        dep, item_id, k, _filters(category, brand, price_min, price_max), bundles=True
-    )
-    return _json(_out(svc, answer, item_id=item_id))
+    return _item_answer(svc, item_id, k, _filters(category, brand, price_min, price_max), bundles=True)
 
 
 @router.post(

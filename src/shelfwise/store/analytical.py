@@ -140,7 +140,7 @@ def _read_ipc(path: Path) -> pa.Table:
         return ipc.open_file(source).read_all()
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """``url`` fit for a message: never its password."""
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
@@ -231,7 +231,9 @@ class AnalyticalStore:
         except StoreError:
             raise
         except Exception as exc:  # a driver's own error: the file or server is not there
-            raise StoreError(f"cannot read the store at {_shown(url)}: {str(exc).splitlines()[0]}") from None
+            raise StoreError(
+                f"cannot read the store at {shown_url(url)}: {str(exc).splitlines()[0]}"
+            ) from None
         try:
             if progress:
                 progress("reading events")
@@ -243,7 +245,7 @@ class AnalyticalStore:
         except Exception as exc:
             message = str(exc).splitlines()[0]
             raise StoreError(
-                f"cannot read the store at {_shown(url)}: {message}",
+                f"cannot read the store at {shown_url(url)}: {message}",
                 hint="ingest events first (`shelfwise ingest events …`)"
                 if "no such table" in message or "does not exist" in message
                 else None,

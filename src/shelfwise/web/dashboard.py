@@ -81,13 +81,16 @@ class AnalyticsDashboard:
         return proc.stdout
 
     # --- live funnel -------------------------------------------------------------------------
-    def funnel(self, by: Dimension, *, top: int = 20) -> dict[str, Any]:
+    def _funnel_frame(self, by: Dimension, top: int) -> Any:
+        """The funnel by ``by``: the ``top`` groups, or for days the latest ``top`` days in order."""
         from shelfwise.analytics.funnel import funnel
 
-        started = time.perf_counter()
         frame = funnel(self.store(), by=by, top=top)
-        if by == "day":
-            frame = frame.sort("key").tail(top)
+        return frame.sort("key").tail(top) if by == "day" else frame
+
+    def funnel(self, by: Dimension, *, top: int = 20) -> dict[str, Any]:
+        started = time.perf_counter()
+        frame = self._funnel_frame(by, top)
         return {
             "by": by,
             "columns": frame.columns,
@@ -96,11 +99,9 @@ class AnalyticsDashboard:
         }
 
     def funnel_svg(self, by: Dimension, *, top: int = 20) -> bytes:
-        from shelfwise.analytics import funnel, plots
+        from shelfwise.analytics import plots
 
-        frame = funnel.funnel(self.store(), by=by, top=top)
-        if by == "day":
-            frame = frame.sort("key").tail(top)
+        frame = self._funnel_frame(by, top)
         buf = io.BytesIO()
         with plots.RENDER_LOCK:
             plots.save(plots.funnel_chart(frame, title=f"Funnel by {by}"), buf, format="svg")

@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from shelfwise.store.analytical import shown_url
 from shelfwise.web.dashboard import DIMENSIONS, AnalyticsDashboard
 from shelfwise.web.layout import render
 
@@ -111,17 +112,9 @@ def _analytics_html(dashboard: AnalyticsDashboard) -> str:
         title="Analytics",
         here="/analytics/",
         scripts=("analytics.js",),
-        store=_shown(dashboard.store_url),
+        store=shown_url(dashboard.store_url),
         status=state["status"],
         error=state.get("error", ""),
         sections=dashboard.sections() if state["status"] != "building" else None,
         dimensions=DIMENSIONS,
     )
-
-
-def _shown(url: str) -> str:
-    """A store URL without a password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://…@{rest.split('@', 1)[1]}"
-    return url
