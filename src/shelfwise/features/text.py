@@ -6,7 +6,7 @@ lower-cased, split on non-word characters, stripped of stop words and stemmed wi
 English stemmer (PyStemmer). The same ``Analyzer`` must analyse documents and queries.
 
 >>> Analyzer().tokens("Running Shoes for Men 男士跑步鞋")
-['run', 'shoe', 'men', '男士', '跑步', '鞋']
+['run', 'shoe', 'men', '男士', '跑步', '鞋', '士跑', '步鞋']
 """
 
 from __future__ import annotations
@@ -120,6 +120,10 @@ class AnalyzerConfig(BaseModel):
     stem: bool = True
     stop_words: bool = True
     chinese: Literal["search", "exact"] = "search"
+    # also index each pair of adjacent Han characters (as Lucene's CJK analyser does): jieba splits a
+    # word differently inside longer titles ("水貂绒毛衣" → 水貂/绒毛/衣) or not at all ("卫衣" is not in
+    # its dictionary); the pairs still match
+    chinese_bigrams: bool = True
     min_length: int = 1
 
 
@@ -207,7 +211,12 @@ class Analyzer:
         pieces = jieba.lcut_for_search(run) if self.config.chinese == "search" else jieba.lcut(run)
         if self.config.stop_words:
             pieces = [p for p in pieces if p not in CHINESE_STOP_WORDS]
-        return [p for p in pieces if p.strip()]
+        pieces = [p for p in pieces if p.strip()]
+        if self.config.chinese_bigrams and len(run) > 2:
+            have = set(pieces)
+            pairs = (run[i : i + 2] for i in range(len(run) - 1))
+            pieces.extend(p for p in pairs if p not in have and p not in CHINESE_STOP_WORDS)
+        return pieces
 
 
 def stem(word: str) -> str:

@@ -127,9 +127,9 @@ def test_autocomplete_from_titles_and_past_queries(keyword_engine: SearchEngine)
 
 
 def test_chinese_queries_find_chinese_titles() -> None:
-    # Hand-written titles in the style of Taobao listings, not real ones: ../shared/data has no Chinese
-    # product text (taobao_sample holds ids only) and no PyPI package we could find ships real Chinese
-    # product titles under an open licence.
+    # Hand-written titles in the style of Taobao listings, not real ones. Real Chinese titles are tested in
+    # test_chinese_titles.py (data/mogujie_zh), but those are all women's clothing. These cover what they
+    # lack: mixed Chinese/Latin text (Redmi Note 12 5G, nike 篮球鞋), brands, and phones, shoes and underwear.
     titles = [
         "波司登 女士 冬季 加厚 连帽 羽绒服 白鸭绒",
         "李宁 男子 跑步鞋 轻便 透气 运动鞋",
