@@ -10,7 +10,8 @@ bounded (``SHELFWISE_BENCH_SECONDS`` each, default 8).
 
 - **saturation**: closed loop, 16 connections: the request rate reached is the throughput.
 - **at the stated rate**: open loop at a fixed rate (``SHELFWISE_BENCH_RATE``, default half the
-  uncached-recommendation saturation rate of this run); latency counts from when each request was
+  saturation rate of the slowest of recommendations and search in this run); latency counts from
+  when each request was
   due, so a stalled server cannot hide its queue (no coordinated omission).
 
 ``SHELFWISE_BENCH_VAR`` reuses a prepared var dir (store + registry) instead of building one.
@@ -313,9 +314,9 @@ def run() -> dict[str, Any]:
         sat["recommend_cached"] = _load(port, cached, rate=None)
         sat["search"] = _load(port, search, rate=None)
         figures["saturation"] = sat
-        rate = float(os.environ.get("SHELFWISE_BENCH_RATE", 0)) or max(
-            20.0, round(sat["recommend_uncached"]["rps"] / 2, -1)
-        )
+        # half the slowest endpoint's saturation: a rate every endpoint can hold, with headroom
+        slowest = min(sat[name]["rps"] for name in ("recommend_uncached", "recommend_cached", "search"))
+        rate = float(os.environ.get("SHELFWISE_BENCH_RATE", 0)) or max(20.0, round(slowest / 2, -1))
         figures["rate"] = rate
         at: dict[str, Any] = {}
         at["trivial"] = _load(port, trivial, rate=rate)
@@ -365,6 +366,9 @@ def _table(f: dict[str, Any]) -> str:
             f"store built from Online Retail; active {f['active']}. Load generator: a separate process "
             f"(benchmarks/loadgen.py). Saturation: closed loop, {CONNECTIONS} connections, {SECONDS:.0f} s. "
             f"At rate: open loop at **{f['rate']:.0f} req/s**, latency from each request's due time. "
+            "Uncached: a distinct (user, k) per request, so every one misses the result cache; a known "
+            "shopper with no live session is answered from the top list precomputed when the version "
+            "was deployed, the others go through the model and the fallback chain. "
             f"Machine: {os.cpu_count()} CPUs, "
             f"load average {f['load_before'][0]} before, {f['load_after'][0]} after (shared machine).",
             "",

@@ -172,6 +172,79 @@ def test_events_are_idempotent_and_validated_field_by_field(client: TestClient) 
     assert bad_k.status_code == 422 and bad_k.json()["detail"][0]["field"] == "query.k"
 
 
+def _api_quarantine(c: TestClient) -> list[dict[str, Any]]:
+    """Quarantined records the API wrote (the served store also holds ingest's)."""
+    return [row for row in _svc(c).store.quarantined(limit=100_000) if row["source"] == "api"]
+
+
+def test_a_bad_event_is_quarantined_and_the_rest_of_its_batch_stored(client: TestClient) -> None:
+    svc = _svc(client)
+    shopper = "batch-shopper-1"
+    batch = {
+        "events": [
+            {"type": "view", "user_id": shopper, "item_id": "22752"},
+            {"type": "view", "user_id": shopper, "item_id": "71053", "ts": 99_999_999_999_999},
+            {"type": "cart", "user_id": shopper, "item_id": "71053"},
+        ]
+    }
+    r = client.post("/v1/events", json=batch, headers=AUTH)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert (body["accepted"], body["rejected"], len(body["event_ids"])) == (2, 1, 2)
+    [rejection] = body["rejections"]
+    assert rejection["index"] == 1 and rejection["field"] == "body.events.1.ts"
+    assert rejection["reason"] == "future_timestamp"
+    pseudo = svc.pseudonymize(shopper)
+    stored = svc.store.events_for_user(pseudo)
+    assert sorted(e.item_id for e in stored) == ["22752", "71053"]
+    [row] = _api_quarantine(client)
+    assert (row["kind"], row["line_no"], row["field"]) == ("event", 1, "ts")
+    assert row["reason"] == "future_timestamp"
+    assert pseudo in row["record"] and shopper not in row["record"]  # kept pseudonymised
+    assert _metric(client, "shelfwise_events_total", result="rejected") == 1
+
+
+def test_a_batch_with_no_valid_event_is_refused_and_quarantined(client: TestClient) -> None:
+    batch = {
+        "events": [
+            {"type": "cart", "user_id": "batch-shopper-2"},
+            {"type": "view", "user_id": "batch-shopper-2", "item_id": "1", "ts": 99_999_999_999_999},
+        ]
+    }
+    r = client.post("/v1/events", json=batch, headers=AUTH)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_event"
+    assert [(d["field"], d["type"]) for d in r.json()["detail"]] == [
+        ("body.events.0.item_id", "missing_field"),
+        ("body.events.1.ts", "future_timestamp"),
+    ]
+    assert [(q["line_no"], q["field"], q["reason"]) for q in _api_quarantine(client)] == [
+        (0, "item_id", "missing_field"),
+        (1, "ts", "future_timestamp"),
+    ]
+    assert not _svc(client).store.events_for_user(_svc(client).pseudonymize("batch-shopper-2"))
+    teleport = {"type": "teleport", "user_id": "u", "item_id": "1"}
+    single = client.post("/v1/events", json=teleport, headers=AUTH)
+    assert single.status_code == 422 and single.json()["detail"][0]["field"] == "body.type"
+    third = _api_quarantine(client)[2:]
+    assert [(q["field"], q["reason"]) for q in third] == [("type", "unknown_event_type")]
+    assert _metric(client, "shelfwise_events_total", result="rejected") == 3
+
+
+def test_schema_errors_name_the_event_and_field_of_the_shape_sent(client: TestClient) -> None:
+    good = {"type": "view", "user_id": "u", "item_id": "71053"}
+    batch = {"events": [good, {**good, "price": -1}, {**good, "quantity": "many"}]}
+    r = client.post("/v1/events", json=batch, headers=AUTH)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+    detail = r.json()["detail"]
+    assert [d["field"] for d in detail] == ["body.events.1.price", "body.events.2.quantity"]
+    assert detail[0]["message"] == "Input should be greater than or equal to 0"
+    assert "EventIn" not in r.text and "extra_forbidden" not in r.text  # not the single-event shape
+    single = client.post("/v1/events", json={**good, "price": -1}, headers=AUTH)
+    assert single.status_code == 422 and [d["field"] for d in single.json()["detail"]] == ["body.price"]
+    assert "EventBatchIn" not in single.text and "events" not in single.text
+    assert not _api_quarantine(client)  # never reached the gate
+
+
 def test_writes_need_a_key_bodies_are_limited_and_clients_rate_limited(served: Served) -> None:  # noqa: F811
     settings = served.settings(max_request_bytes=2048, rate_limit_per_second=0.2, rate_limit_burst=5)
     with TestClient(create_app(settings, served.url, watch_interval=None)) as c:
@@ -307,9 +380,10 @@ def test_search_pages_facets_and_autocomplete(client: TestClient) -> None:
 
 
 def test_health_readiness_and_metrics(client: TestClient) -> None:
-    assert client.get("/healthz").json()["status"] == "ok"
+    live = client.get("/healthz").json()
+    assert live["status"] == "ok"
     ready = client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["model_version"]
+    assert ready["status"] == "ready" and ready["model_version"] == live["model_version"] is not None
     client.get("/v1/users/x/recommendations")
     text = client.get("/metrics").text
     assert 'route="/v1/users/{user_id}/recommendations"' in text and "shelfwise_active_model" in text
@@ -321,3 +395,33 @@ def test_every_answer_carries_a_request_id(client: TestClient) -> None:
     made = client.get("/v1/search", params={"q": "heart"})
     assert len(made.headers["x-request-id"]) == 16
     assert made.headers["x-request-id"] != client.get("/healthz").headers["x-request-id"]
+
+
+def test_a_known_shoppers_list_is_precomputed_and_never_shows_an_item_taken_off_sale(
+    client: TestClient,
+) -> None:
+    svc = _svc(client)
+    loaded = svc.live.current.active
+    pseudo = svc.pseudonymize(KNOWN_USER)
+    deadline = time.monotonic() + 30
+    while pseudo not in loaded.precomputed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pseudo in loaded.precomputed
+    first = client.get(f"/v1/users/{KNOWN_USER}/recommendations", params={"k": 10}).json()
+    direct = loaded.recommender.recommend([pseudo], 10)[0]
+    assert first["source"] == "personalised" and [i["item_id"] for i in first["items"]] == direct.items
+    assert [i["reason"] for i in first["items"]] == direct.reasons
+    top = first["items"][0]["item_id"]
+    assert client.delete(f"/v1/items/{top}", headers=AUTH).status_code == 200
+    again = client.get(f"/v1/users/{KNOWN_USER}/recommendations", params={"k": 10}).json()
+    assert not again["cached"] and top not in [i["item_id"] for i in again["items"]]
+    assert len(again["items"]) == 10
+    # a live session bypasses the list: the model folds the new view in
+    viewed = first["items"][5]["item_id"]
+    event = {"type": "view", "user_id": KNOWN_USER, "item_id": viewed}
+    assert client.post("/v1/events", json=event, headers=AUTH).status_code == 202
+    after = client.get(f"/v1/users/{KNOWN_USER}/recommendations", params={"k": 10}).json()
+    folded = loaded.recommender.recommend_for_events(
+        [*svc.recommending._history(loaded.recommender, pseudo), viewed], 10, who="user"
+    )
+    assert after["source"] == "personalised" and [i["item_id"] for i in after["items"]] == folded.items

@@ -107,10 +107,12 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
         ["ingest", "events", str(tmp_path), "-f", "no-such-format"],
         ["ingest", "events", str(tmp_path), "-f", "online-retail", "--db", "mysql://x/y"],
         ["restore", str(tmp_path)],
+        ["serve", "--db", f"sqlite:///{tmp_path / 'typo.db'}", "--no-train", "--port", "1"],
     ):
         proc = run(*args, cwd=tmp_path, check=False)
         assert proc.returncode != 0, args
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "typo.db").exists()  # serve made no empty store out of a typo
 
 
 def test_quality_report_writes_json_markdown_and_plot(tmp_path: Path, retail_slice: Path) -> None:

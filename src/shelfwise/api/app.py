@@ -131,7 +131,9 @@ def build_services(
 ) -> Services:
     store = open_store(store_url or settings.store_url)
     registry = ModelRegistry(registry_root or settings.models_root)
-    live = LiveModels(registry)
+    live = LiveModels(
+        registry, precompute_users=settings.precompute_users, precompute_k=settings.precompute_k
+    )
     try:
         live.sync(force=True)
     except RegistryError as exc:  # a corrupt active version: serve nothing rather than a broken model
@@ -180,10 +182,31 @@ def build_services(
         event_gate=gate,
         event_writer=GroupCommitter(store),
     )
+    live.on_erasure.append(lambda: _after_erasure_elsewhere(services))
     services.search, services.search_version = build_search(store)
     services.journal = _journal(settings, store, metrics)
     _model_age_metric(services)
     return services
+
+
+def _after_erasure_elsewhere(svc: Services) -> None:
+    """Someone was erased, perhaps by another worker: this process cannot tell who, so it drops
+    what it holds that is cheap to rebuild (search affinities, results cached in memory) and the
+    in-memory sessions of shoppers who no longer have events in the store."""
+    from shelfwise.api.state import local_parts
+    from shelfwise.store.erasure import users_with_events
+
+    with svc.affinities.lock:
+        svc.affinities.clear()
+    sessions, cache = local_parts(svc.sessions, svc.cache)
+    if cache is not None:
+        cache.clear()
+    if sessions is not None:
+        held = sessions.users()
+        present = users_with_events(svc.store, held)
+        for user in held:
+            if user not in present:
+                sessions.forget(user)
 
 
 def _journal(settings: Settings, store: Store, metrics: Metrics) -> EventJournal:

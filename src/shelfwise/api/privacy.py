@@ -56,6 +56,7 @@ def erase_everywhere(
     if live is not None:
         removed["models_in_memory"] = live.forget_user(user_id)
     removed["model_versions_on_disk"] = registry.erase_user(user_id)
+    registry.note_erasure()  # other serving processes follow (LiveModels.sync)
     removed["derived_copies"] = _erase_derived(user_id, derived_dirs)
     removed["seconds"] = round(time.perf_counter() - started, 4)
     return removed

@@ -156,10 +156,16 @@ class Recommending:
         self._shadow_pending = 0
         self._popular: dict[str, PopularIndex] = {}
         self._lock = threading.Lock()
+        # part of every cache key: bumped when an item's availability changes, so no cached answer
+        # shows an item taken off sale (``catalogue_changed``)
+        self.catalogue_generation = 0
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)
+
+    def catalogue_changed(self) -> None:
+        self.catalogue_generation += 1
 
     def popular(self, loaded: LoadedVersion) -> PopularIndex:
         index = self._popular.get(loaded.version)
@@ -202,16 +208,39 @@ class Recommending:
     def recommend(self, deployment: Deployment, req: Request) -> tuple[Answer, bool]:
         """(answer, served from cache)."""
         loaded, role = deployment.route(req.user_id)
-        key = req.cache_key(loaded.version)
+        key = req.cache_key(f"{loaded.version}#{self.catalogue_generation}")
         if req.user_id is not None:
             hit = self.cache.get(req.user_id, key)
             if hit is not None:
                 self.metrics.cache.labels("hit").inc()
                 return Answer(**hit), True
             self.metrics.cache.labels("miss").inc()
-        answer = self._chain(loaded, role, req)
+        answer = self._precomputed(loaded, role, req) or self._chain(loaded, role, req)
         self._done(deployment, req, key, answer, role)
         return answer, False
+
+    def _precomputed(self, loaded: LoadedVersion, role: str, req: Request) -> Answer | None:
+        """The personalised stage from the version's precomputed list, when the request asks for
+        nothing it could not know: a known user with no live session, no context items and no
+        filters. Items that became unavailable since are skipped; too few left means None (the
+        model answers)."""
+        if req.user_id is None or req.filters is not None or req.context_items or req.scenario == "cart":
+            return None
+        pre = loaded.precomputed.get(req.user_id)
+        k = req.k
+        if pre is None or k > len(pre.rows) or self.sessions.recent(req.user_id):
+            return None
+        rec = pre.rec
+        keep = np.flatnonzero(self.popular(loaded).available[pre.rows])[:k]
+        if len(keep) < k:
+            return None
+        if keep[-1] == k - 1:  # nothing skipped: the head of the list
+            items, scores, reasons = rec.items[:k], rec.scores[:k], rec.reasons[:k]
+        else:
+            items = [rec.items[n] for n in keep]
+            scores = [rec.scores[n] for n in keep]
+            reasons = [rec.reasons[n] for n in keep]
+        return Answer(items, scores, reasons, "personalised", loaded.version, role)
 
     @property
     def in_process(self) -> bool:
@@ -224,13 +253,17 @@ class Recommending:
         pool under one deadline (a hop per request, not one per stage), and a late chain is
         answered from the popularity arrays."""
         loaded, role = deployment.route(req.user_id)
-        key = req.cache_key(loaded.version)
+        key = req.cache_key(f"{loaded.version}#{self.catalogue_generation}")
         if req.user_id is not None:
             hit = self.cache.get(req.user_id, key)
             if hit is not None:
                 self.metrics.cache.labels("hit").inc()
                 return Answer(**hit), True
             self.metrics.cache.labels("miss").inc()
+        pre = self._precomputed(loaded, role, req)
+        if pre is not None:  # a slice of a list: no model call, no thread hop
+            self._done(deployment, req, key, pre, role)
+            return pre, False
         running = ["personalised"]
 
         def chain() -> Answer:

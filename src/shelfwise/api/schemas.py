@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 
 Id = Field(min_length=1, max_length=256)
 Scenario = Literal["home", "product", "cart", "category", "store", "promotion"]
@@ -119,10 +119,36 @@ class EventBatchIn(Strict):
     events: list[EventIn] = Field(min_length=1, max_length=1000)
 
 
+def _one_shape(value: Any, _handler: ValidatorFunctionWrapHandler) -> EventIn | EventBatchIn:
+    # The body says which shape it is (an object with ``events`` is a batch), so a 422 lists that
+    # shape's errors only, located as ``body.events.1.price`` / ``body.price``, rather than the
+    # errors of both union members.
+    if isinstance(value, EventIn | EventBatchIn):
+        return value
+    if isinstance(value, dict) and "events" in value:
+        return EventBatchIn.model_validate(value)
+    return EventIn.model_validate(value)
+
+
+# One event, or a batch. The wrap validator keeps the ``anyOf`` of both shapes in the OpenAPI schema.
+EventsBody = Annotated[EventIn | EventBatchIn, WrapValidator(_one_shape)]
+
+
+class EventRejection(BaseModel):
+    index: int = Field(description="position of the event in the batch")
+    field: str = Field(description="where the problem is, e.g. body.events.1.ts")
+    reason: str = Field(description="why it was rejected: future_timestamp, missing_field…")
+    message: str
+
+
 class EventsAccepted(BaseModel):
     accepted: int = Field(description="events stored now")
     duplicates: int = Field(description="events whose id was already stored (idempotent retries)")
     event_ids: list[str]
+    rejected: int = Field(0, description="events of the batch refused and quarantined with their reason")
+    rejections: list[EventRejection] = Field(
+        default_factory=list, description="each refused event: its index, field and reason, to fix and resend"
+    )
 
 
 # --- items ----------------------------------------------------------------------------------------

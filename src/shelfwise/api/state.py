@@ -92,6 +92,10 @@ class MemorySessions:
         with self._lock:
             return user_id in self._recent or user_id in self._cart
 
+    def users(self) -> list[str]:
+        with self._lock:
+            return list({**dict.fromkeys(self._recent), **dict.fromkeys(self._cart)})
+
 
 class MemoryCache:
     """An LRU of results keyed by (user, request); a user's entries are dropped together."""
@@ -143,6 +147,28 @@ class MemoryCache:
     def holds(self, user_id: str) -> bool:
         with self._lock:
             return user_id in self._by_user
+
+    def clear(self) -> int:
+        with self._lock:
+            n = len(self._data)
+            self._data.clear()
+            self._by_user.clear()
+            return n
+
+
+def local_parts(
+    sessions: SessionStore, cache: ResultCache
+) -> tuple[MemorySessions | None, MemoryCache | None]:
+    """The parts of this state that live in this process only (the whole state in memory, or the
+    fallback a Redis-backed state writes to while Redis is down)."""
+
+    def local(x: Any, kind: type) -> Any:
+        if isinstance(x, kind):
+            return x
+        fallback = getattr(x, "fallback", None)
+        return fallback if isinstance(fallback, kind) else None
+
+    return local(sessions, MemorySessions), local(cache, MemoryCache)
 
 
 class RedisSessions:

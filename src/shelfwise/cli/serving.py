@@ -42,6 +42,20 @@ def _train(db: str | None, model: str, *, bundles: bool, force: bool) -> dict[st
     return outcome.to_dict()
 
 
+def _require_store(url: str, *, create: bool) -> None:
+    """A SQLite store that does not exist yet is a typo more often than a wish: refuse it (one
+    line) unless ``--create`` says an empty shop is meant."""
+    from shelfwise.core.errors import ShelfwiseError
+    from shelfwise.store.analytical import sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None and not path.exists() and not create:
+        raise ShelfwiseError(
+            f"no store at {path}",
+            hint="load data first (`shelfwise ingest events FILE --db ...`), fix --db, or pass --create",
+        )
+
+
 def register(app: typer.Typer) -> None:
     models_app = typer.Typer(help="Model versions: train, list, activate, roll back.", no_args_is_help=True)
     privacy_app = typer.Typer(help="Erase a shopper and prove it.", no_args_is_help=True)
@@ -58,6 +72,9 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--model", help="model to train when none is active")
         ] = None,
         train: Annotated[bool, typer.Option("--train/--no-train", help="train on first start")] = True,
+        create: Annotated[
+            bool, typer.Option("--create", help="serve a new, empty SQLite store if none exists at --db")
+        ] = False,
     ) -> None:
         """Serve the API (and pages) over the store; trains, registers and activates a model first
         when no version is active."""
@@ -67,6 +84,7 @@ def register(app: typer.Typer) -> None:
             from shelfwise.registry import ModelRegistry
 
             settings = _settings()
+            _require_store(db or settings.store_url, create=create)
             registry = ModelRegistry(settings.models_root)
             if registry.active is None and train:
                 typer.echo("no active model version: training one (first start)", err=True)
@@ -99,8 +117,8 @@ def register(app: typer.Typer) -> None:
                 if not settings.redis_url:
                     typer.echo(
                         "warning: without SHELFWISE_REDIS_URL each worker keeps its own sessions and "
-                        "result cache: an event or a deletion reaches only the worker that handled it "
-                        "(models and the store are shared); set SHELFWISE_REDIS_URL to share them",
+                        "result cache: a shopper's event changes the next answers only of the worker "
+                        "that took it (deletions reach every worker); set SHELFWISE_REDIS_URL to share them",
                         err=True,
                     )
                 os.environ["SHELFWISE_DB_URL"] = url

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     session_items: int = Field(50, ge=1, description="recent items kept per shopper for real-time recs")
     session_ttl_seconds: int = Field(86_400, ge=60)
     serve_model: str = Field("ease", description="model trained on first start when none is active")
+    precompute_users: int = Field(
+        20_000,
+        ge=0,
+        description="known users whose unfiltered top list is precomputed after a version is "
+        "deployed (most active first; 0: none)",
+    )
+    precompute_k: int = Field(50, ge=1, le=1000, description="length of each precomputed list")
     # --- web pages ---
     demo_users: list[str] = Field(
         default_factory=list,

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,7 +26,15 @@ import scipy.sparse as sp
 
 from shelfwise.features.dataset import IdMap
 from shelfwise.recommend.base import Recommender
-from shelfwise.registry.versions import Candidate, LoadedVersion, ModelRegistry, Pointer, tombstone_ids
+from shelfwise.registry.versions import (
+    ERASED_PREFIX,
+    Candidate,
+    LoadedVersion,
+    ModelRegistry,
+    Pointer,
+    Precomputed,
+    tombstone_ids,
+)
 
 Role = Literal["active", "canary", "shadow"]
 BUCKETS = 10_000
@@ -106,7 +116,14 @@ def forget_user_in_model(model: Recommender, user_id: str) -> bool:
 class LiveModels:
     """The serving process's view of the registry; see the module docstring."""
 
-    def __init__(self, registry: ModelRegistry, *, keep: int = 3) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        keep: int = 3,
+        precompute_users: int = 20_000,
+        precompute_k: int = 50,
+    ) -> None:
         self.registry = registry
         self.keep = keep
         self.current: Deployment | None = None
@@ -116,6 +133,11 @@ class LiveModels:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self._erasure_stamp = registry.erasure_stamp()
+        self.on_erasure: list[Callable[[], None]] = []  # told when another process erased someone
+        self.precompute_users, self.precompute_k = precompute_users, precompute_k
+        self._precomputing: set[str] = set()
+        self.precompute_batch = 256  # users scored per model call while precomputing
 
     # --- loading --------------------------------------------------------------------------------
     def _get(self, version: str) -> LoadedVersion:
@@ -156,6 +178,7 @@ class LiveModels:
         """Follow the registry's pointer if it changed; a version that fails to load (corrupt) is
         not deployed and the current deployment stays."""
         with self._lock:
+            self._follow_erasures()
             stamp = self.registry.pointer_stamp()
             if not force and stamp == self._stamp and self.current is not None:
                 return self.current
@@ -169,6 +192,8 @@ class LiveModels:
             self._stamp = stamp
             self.last_error = None
             self.current = deployment  # the one swap every request sees
+            if deployment is not None:
+                self._precompute(deployment.active)
             if pointer.history:
                 previous = pointer.history[-1]
                 if previous not in self._loaded and previous in self.registry.versions():
@@ -198,23 +223,100 @@ class LiveModels:
             return self.sync(force=True)
 
     def forget_user(self, user_id: str) -> list[str]:
-        """Remove a user from every loaded model in memory; returns the versions that knew them."""
+        """Remove a user from every loaded model in memory (and its precomputed list); returns the
+        versions that knew them."""
         touched = []
         with self._lock:
             for version, loaded in self._loaded.items():
                 hit = [forget_user_in_model(m, user_id) for m in loaded.models.values()]
+                hit.append(loaded.precomputed.pop(user_id, None) is not None)
                 if any(hit):
                     touched.append(version)
         return touched
 
     def knows_user(self, user_id: str) -> list[str]:
-        """Loaded versions whose in-memory models still hold this user."""
+        """Loaded versions whose in-memory models (or precomputed lists) still hold this user."""
         with self._lock:
             return [
                 v
                 for v, loaded in self._loaded.items()
-                if any(user_id in m.state.user_map.index for m in loaded.models.values())
+                if user_id in loaded.precomputed
+                or any(user_id in m.state.user_map.index for m in loaded.models.values())
             ]
+
+    # --- erasures by other processes ------------------------------------------------------------
+    def _follow_erasures(self) -> None:
+        """Another process erased someone (the registry's erasure counter moved): every loaded
+        version's artifacts on disk already carry tombstones for them, so forget in memory each
+        user whose id on disk is now a tombstone, then tell ``on_erasure`` listeners (caches)."""
+        stamp = self.registry.erasure_stamp()
+        if stamp == self._erasure_stamp:
+            return
+        self._erasure_stamp = stamp
+        for loaded in self._loaded.values():
+            path = loaded.info.path
+            if path is None:
+                continue
+            for component, model in loaded.models.items():
+                ids_file = path / component / "user_ids.npy"
+                if not ids_file.is_file():
+                    continue
+                disk = np.load(ids_file, allow_pickle=False)
+                memory = model.state.user_map.external
+                if len(disk) != len(memory):
+                    continue
+                gone = (disk != memory) & np.char.startswith(disk.astype(str), ERASED_PREFIX)
+                for user_id in memory[gone].tolist():
+                    forget_user_in_model(model, str(user_id))
+                    loaded.precomputed.pop(str(user_id), None)
+        for listener in self.on_erasure:
+            try:
+                listener()
+            except Exception as exc:  # a listener's failure must not stop the watcher
+                self.last_error = f"erasure listener: {exc}"
+
+    # --- precomputed lists ----------------------------------------------------------------------
+    def _precompute(self, loaded: LoadedVersion) -> None:
+        """Fill ``loaded.precomputed`` in a background thread: the recommender's unfiltered top
+        ``precompute_k`` for its most active ``precompute_users`` users, so a request with no
+        session, context or filters is a slice (as Gorse serves from its offline cache). A user
+        erased meanwhile is never added (checked under the lock)."""
+        if self.precompute_users <= 0 or loaded.precomputed or loaded.version in self._precomputing:
+            return
+        self._precomputing.add(loaded.version)
+
+        def build() -> None:
+            try:
+                model = loaded.recommender
+                st = model.state
+                activity = np.diff(st.history.indptr)
+                rows = np.argsort(-activity, kind="stable")[: self.precompute_users]
+                rows = rows[activity[rows] > 0]
+                users = st.user_map.external[rows].tolist()
+                step = self.precompute_batch
+                for start in range(0, len(users), step):
+                    if self._stop.is_set():
+                        return
+                    batch = [str(u) for u in users[start : start + step]]
+                    recs = model.recommend(batch, self.precompute_k)
+                    items = model.state.item_map.index
+                    ready = [
+                        Precomputed(rec, np.fromiter((items[i] for i in rec.items), np.int64, len(rec.items)))
+                        for rec in recs
+                        if rec.items
+                    ]
+                    with self._lock:
+                        known = model.state.user_map.index
+                        for pre in ready:
+                            if pre.rec.user in known:
+                                loaded.precomputed[pre.rec.user] = pre
+                    time.sleep(0.001)  # let request threads in between batches
+            except Exception as exc:  # requests then take the model path, as before
+                self.last_error = f"precompute {loaded.version}: {exc}"
+            finally:
+                self._precomputing.discard(loaded.version)
+
+        threading.Thread(target=build, name="shelfwise-precompute", daemon=True).start()
 
     @property
     def loaded_versions(self) -> list[str]:

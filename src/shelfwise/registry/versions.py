@@ -34,10 +34,11 @@ from typing import Any, Literal
 import numpy as np
 
 from shelfwise.core.errors import ShelfwiseError
-from shelfwise.recommend.base import METADATA, Recommender
+from shelfwise.recommend.base import METADATA, Recommendation, Recommender
 
 VERSION_FILE = "version.json"
 POINTER = "ACTIVE.json"
+ERASURES = "ERASURES"  # a counter (no ids) bumped on every erasure, so other processes notice
 FORMAT = 1
 COMPONENTS = ("recommender", "bought_together")
 ERASED_PREFIX = "~erased~"
@@ -162,12 +163,23 @@ class Pointer:
         }
 
 
+@dataclass(frozen=True)
+class Precomputed:
+    """One user's precomputed top list and the model rows of its items (for availability checks)."""
+
+    rec: Recommendation
+    rows: np.ndarray
+
+
 @dataclass
 class LoadedVersion:
-    """A verified version in memory: its info and its models by component."""
+    """A verified version in memory: its info and its models by component. ``precomputed`` holds
+    the recommender's unfiltered top list per known user (pseudonym → ``Recommendation``), filled
+    in the background after deployment (``LiveModels``) and emptied of a user on erasure."""
 
     info: VersionInfo
     models: dict[str, Recommender]
+    precomputed: dict[str, Precomputed] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -340,6 +352,23 @@ class ModelRegistry:
         """Cheap change detection for other processes: (mtime_ns, size) of the pointer file."""
         try:
             st = (self.root / POINTER).stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def note_erasure(self) -> None:
+        """Tell other serving processes that a shopper was erased: bump a counter (it names
+        nobody); each process then re-checks what it holds in memory (``LiveModels.sync``)."""
+        path = self.root / ERASURES
+        try:
+            count = int(json.loads(path.read_text())["erasures"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            count = 0
+        _write_json_atomic(path, {"erasures": count + 1, "at": _now()})
+
+    def erasure_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self.root / ERASURES).stat()
         except FileNotFoundError:
             return None
         return (st.st_mtime_ns, st.st_size)

@@ -103,10 +103,10 @@ def _cache_path(url: str, cache_dir: Path | None) -> Path | None:
     """Where the snapshot of this exact state of a SQLite store is cached (None: do not cache)."""
     if cache_dir is None:
         return None
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+    path = sqlite_path(url)
+    if path is None:
         return None
-    db = Path(parsed.database).resolve()
+    db = path.resolve()
     parts = [str(db)]
     for path in (db, db.with_name(db.name + "-wal")):
         if path.exists():
@@ -138,6 +138,17 @@ def _read_ipc(path: Path) -> pa.Table:
 
     with pa.memory_map(str(path)) as source:
         return ipc.open_file(source).read_all()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a ``sqlite:///PATH`` URL (None for other stores and in-memory SQLite)."""
+    try:
+        parsed = sa.make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
 
 
 def shown_url(url: str) -> str:

@@ -48,3 +48,15 @@ def user_footprint(store: Store, user_id: str) -> dict[str, int]:
             "users": count(users, users.c.user_id == user_id),
             "quarantine": count(quarantine, _mentions(user_id)),
         }
+
+
+def users_with_events(store: Store, user_ids: list[str], *, batch: int = 500) -> set[str]:
+    """Which of ``user_ids`` still have events in the store (e.g. to drop, in another process,
+    the in-memory sessions of shoppers who were erased)."""
+    found: set[str] = set()
+    with _engine(store).connect() as conn:
+        for start in range(0, len(user_ids), batch):
+            chunk = user_ids[start : start + batch]
+            rows = conn.execute(sa.select(events.c.user_id).where(events.c.user_id.in_(chunk)).distinct())
+            found.update(str(r[0]) for r in rows)
+    return found

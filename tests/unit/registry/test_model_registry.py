@@ -25,7 +25,7 @@ from shelfwise.registry import (
     train_version,
 )
 from shelfwise.registry.serving import Deployment
-from shelfwise.registry.versions import Candidate
+from shelfwise.registry.versions import Candidate, Precomputed
 from shelfwise.store import open_store
 from shelfwise.store.ingest import ingest_events
 from tests.conftest import TEST_KEY
@@ -162,3 +162,73 @@ def test_erasing_a_user_rewrites_every_version_and_keeps_checksums_valid(
     ids = np.load(reg.root / good / "recommender" / "user_ids.npy")
     assert ids[0].startswith("~erased~")
     assert reg.info(good).erasures == 1
+
+
+def _precomputed(live: LiveModels, timeout: float = 30.0) -> dict[str, Precomputed]:
+    """The active version's precomputed lists, once the background build has finished."""
+    assert live.current is not None
+    loaded = live.current.active
+    deadline = time.monotonic() + timeout
+    while (not loaded.precomputed or loaded.version in live._precomputing) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert loaded.version not in live._precomputing, "precompute did not finish"
+    return loaded.precomputed
+
+
+def test_precomputed_lists_equal_what_the_model_answers(
+    two_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    root, _, _ = two_versions
+    reg = _copy(root, tmp_path / "m")
+    live = LiveModels(reg, precompute_users=300, precompute_k=20)
+    live.precompute_batch = 16  # several batches
+    try:
+        live.sync(force=True)
+        lists = _precomputed(live)
+        model = live.current.active.recommender  # type: ignore[union-attr]
+        activity = np.diff(model.state.history.indptr)
+        n = min(300, int((activity > 0).sum()))
+        assert n > 32 and len(lists) == n  # the most active users
+        most = {str(model.user_map.external[r]) for r in np.argsort(-activity, kind="stable")[:n]}
+        assert set(lists) == most and live.last_error is None
+        for user in list(lists)[:10]:
+            direct = model.recommend([user], 20)[0]
+            assert lists[user].rec.items == direct.items and lists[user].rec.reasons == direct.reasons
+            assert model.item_map.external[lists[user].rows].tolist() == direct.items
+    finally:
+        live.stop()
+
+
+def test_an_erasure_by_another_process_reaches_this_ones_memory(
+    two_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """Two serving processes (workers) over one registry: one erases a shopper; the other, at its
+    next sync, forgets them in its models and precomputed lists and tells its listeners."""
+    root, good, _ = two_versions
+    reg = _copy(root, tmp_path / "m")
+    here, there = (
+        LiveModels(reg, precompute_users=20),
+        LiveModels(ModelRegistry(reg.root), precompute_users=20),
+    )
+    told: list[int] = []
+    there.on_erasure.append(lambda: told.append(1))
+    try:
+        here.sync(force=True)
+        there.sync(force=True)
+        user = next(iter(_precomputed(there)))
+        assert there.knows_user(user) == [good]
+        # what erase_everywhere does in the process that handled the DELETE
+        here.forget_user(user)
+        reg.erase_user(user)
+        reg.note_erasure()
+        assert there.knows_user(user) == [good]  # not yet: it has not looked
+        there.sync()
+        assert there.knows_user(user) == [] and user not in there.current.active.precomputed  # type: ignore[union-attr]
+        assert told == [1]
+        there.sync()
+        assert told == [1]  # only once per erasure
+        others = [u for u in there.current.active.recommender.user_map.index if u != user][:5]  # type: ignore[union-attr]
+        assert all(there.knows_user(u) == [good] for u in others)  # nobody else forgotten
+    finally:
+        here.stop()
+        there.stop()
