@@ -425,3 +425,41 @@ def test_a_known_shoppers_list_is_precomputed_and_never_shows_an_item_taken_off_
         [*svc.recommending._history(loaded.recommender, pseudo), viewed], 10, who="user"
     )
     assert after["source"] == "personalised" and [i["item_id"] for i in after["items"]] == folded.items
+
+
+def test_two_workers_share_item_writes_and_deletions(served: Served) -> None:  # noqa: F811
+    """Two app instances over one store and registry, as `serve --workers 2` runs them: an item
+    written or taken off sale through one reaches the other's search and recommendations, and a
+    shopper erased through one is gone from the other's memory (its deletion report says so)."""
+    from shelfwise.api.app import follow_catalogue
+
+    one = create_app(served.settings(), served.url, watch_interval=None)
+    two = create_app(served.settings(), served.url, watch_interval=None)
+    with TestClient(one) as a, TestClient(two) as b:
+        url = f"/v1/users/{KNOWN_USER}/recommendations"
+        before = b.get(url, params={"k": 10}).json()  # worker two now holds a cached answer
+        assert before["source"] == "personalised"
+        b.post("/v1/events", json={"type": "view", "user_id": KNOWN_USER, "item_id": "71053"}, headers=AUTH)
+        assert _svc(b).sessions.holds(_svc(b).pseudonymize(KNOWN_USER))
+
+        teapot = {
+            "title": "Green enamel teapot with wooden handle",
+            "category": "Kitchen > Teapots",
+            "price": 9,
+        }
+        assert a.put("/v1/items/TEAPOT-2", json=teapot, headers=AUTH).status_code == 200
+        gone = before["items"][0]["item_id"]
+        assert a.delete(f"/v1/items/{gone}", headers=AUTH).status_code == 200
+        follow_catalogue(_svc(b))  # what worker two's watcher does every half second
+        hits = b.get("/v1/search", params={"q": "enamel teapot"}).json()["hits"]
+        assert hits and hits[0]["item_id"] == "TEAPOT-2"
+        assert gone not in {h["item_id"] for h in b.get("/v1/search", params={"q": gone}).json()["hits"]}
+        after = b.get(url, params={"k": 10}).json()
+        assert gone not in [i["item_id"] for i in after["items"]]
+        follow_catalogue(_svc(a))  # its own lines: nothing to do again
+        assert not _svc(a).own_catalogue_lines
+
+        assert a.delete(f"/v1/users/{KNOWN_USER}", headers=AUTH).json()["verified"] is True
+        report = b.get(f"/v1/admin/users/{KNOWN_USER}/deletion-report", headers=AUTH).json()
+        assert report["verified"] is True, [p for p in report["places"] if p["found"]]
+        assert b.get(url).json()["source"] != "personalised"

@@ -35,6 +35,7 @@ from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.quality import EventGate, GateConfig
+from shelfwise.data.schemas import Item
 from shelfwise.registry.serving import LiveModels
 from shelfwise.registry.versions import CorruptArtifactError, GateRefusedError, ModelRegistry, RegistryError
 from shelfwise.store import Store, open_store
@@ -80,6 +81,8 @@ class Services:
     search_lock: threading.RLock = field(default_factory=threading.RLock)
     affinities: LRUDict = field(default_factory=lambda: LRUDict(10_000))
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
+    catalogue_offset: int = 0  # how far this process has followed the registry's catalogue log
+    own_catalogue_lines: set[int] = field(default_factory=set)  # lines it wrote (already applied)
 
     def close(self) -> None:
         self.live.stop()
@@ -183,10 +186,52 @@ def build_services(
         event_writer=GroupCommitter(store),
     )
     live.on_erasure.append(lambda: _after_erasure_elsewhere(services))
+    services.catalogue_offset = registry.catalogue_offset()
     services.search, services.search_version = build_search(store)
+    live.on_tick.append(lambda: follow_catalogue(services))
     services.journal = _journal(settings, store, metrics)
     _model_age_metric(services)
     return services
+
+
+def apply_items(svc: Services, items: Sequence[Item], *, removed: Sequence[str] = ()) -> None:
+    """Items as the store now holds them, into this process's search index and models (each
+    searchable, and recommendable while available); ``removed`` ids are taken out of search.
+    Cached answers are superseded."""
+    with svc.search_lock:
+        if svc.search is not None:
+            svc.search.upsert([it for it in items if it.item_id not in set(removed)])
+            svc.search.remove(removed)
+    models = svc.live.loaded_models()
+    for available in (True, False):
+        ids = [it.item_id for it in items if it.available is available]
+        for model in models if ids else ():
+            model.set_availability(ids, available)
+    svc.recommending.catalogue_changed()
+
+
+def note_items(svc: Services, items: Sequence[Item], *, removed: Sequence[str] = ()) -> None:
+    """Items written through this process: applied here, and logged for the other workers."""
+    apply_items(svc, items, removed=removed)
+    gone = set(removed)
+    kept = [it.item_id for it in items if it.item_id not in gone]
+    svc.own_catalogue_lines.update(svc.registry.note_items(kept))
+    svc.own_catalogue_lines.update(svc.registry.note_items(list(gone), removed=True))
+
+
+def follow_catalogue(svc: Services) -> None:
+    """Apply items written through other workers (lines of the registry's catalogue log that this
+    process did not write); the latest line of an item decides."""
+    changes, svc.catalogue_offset = svc.registry.items_changed(svc.catalogue_offset)
+    latest: dict[str, bool] = {}
+    for start, item_id, removed in changes:
+        if start in svc.own_catalogue_lines:
+            svc.own_catalogue_lines.discard(start)
+        else:
+            latest[item_id] = removed
+    if latest:
+        found = svc.store.get_items(set(latest))
+        apply_items(svc, list(found.values()), removed=[i for i, gone in latest.items() if gone])
 
 
 def _after_erasure_elsewhere(svc: Services) -> None:

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
-from shelfwise.api.app import Services
+from shelfwise.api.app import Services, note_items
 from shelfwise.api.privacy import deletion_report, derived_dirs, erase_everywhere
 from shelfwise.api.recommending import Answer
 from shelfwise.api.recommending import Request as RecRequest
@@ -570,12 +570,6 @@ def _item_out(item: Item) -> ItemOut:
     )
 
 
-def _set_availability(svc: Services, item_id: str, available: bool) -> None:
-    for model in svc.live.loaded_models():
-        model.set_availability([item_id], available)
-    svc.recommending.catalogue_changed()
-
-
 @router.put(
     "/v1/items/{item_id}", response_model=ItemOut, responses=ERRORS, dependencies=[Auth], tags=["items"]
 )
@@ -588,9 +582,7 @@ def put_item(svc: Svc, item_id: ItemId, body: ItemIn) -> ItemOut:
     except ValueError as exc:
         raise HTTPException(422, detail={"error": "invalid_request", "detail": str(exc)}) from None
     svc.store.upsert_items([item], replace=True)
-    with svc.search_lock:
-        svc.search.upsert([item])
-    _set_availability(svc, item_id, item.available)
+    note_items(svc, [item])  # here at once, in the other workers at their next watch
     return _item_out(item)
 
 
@@ -620,8 +612,8 @@ def delete_item(svc: Svc, item_id: ItemId) -> ItemDeleted:
     found.available = False
     svc.store.upsert_items([found], replace=True)
     with svc.search_lock:
-        removed = svc.search.remove([item_id]) > 0
-    _set_availability(svc, item_id, False)
+        removed = svc.search.get(item_id) is not None
+    note_items(svc, [found], removed=[item_id])
     return ItemDeleted(item_id=item_id, removed_from_search=removed, marked_unavailable=True)
 
 

@@ -135,6 +135,7 @@ class LiveModels:
         self.last_error: str | None = None
         self._erasure_stamp = registry.erasure_stamp()
         self.on_erasure: list[Callable[[], None]] = []  # told when another process erased someone
+        self.on_tick: list[Callable[[], None]] = []  # run by the watcher at every interval
         self.precompute_users, self.precompute_k = precompute_users, precompute_k
         self._precomputing: set[str] = set()
         self.precompute_batch = 256  # users scored per model call while precomputing
@@ -338,6 +339,11 @@ class LiveModels:
                     self.sync()
                 except Exception as exc:
                     self.last_error = str(exc)
+                for listener in self.on_tick:
+                    try:
+                        listener()
+                    except Exception as exc:
+                        self.last_error = f"watcher: {exc}"
 
         self._thread = threading.Thread(target=loop, name="shelfwise-registry-watch", daemon=True)
         self._thread.start()

@@ -26,7 +26,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +39,7 @@ from shelfwise.recommend.base import METADATA, Recommendation, Recommender
 VERSION_FILE = "version.json"
 POINTER = "ACTIVE.json"
 ERASURES = "ERASURES"  # a counter (no ids) bumped on every erasure, so other processes notice
+CATALOGUE = "CATALOGUE.log"  # items written through the API: one JSON [item_id, removed] a line
 FORMAT = 1
 COMPONENTS = ("recommender", "bought_together")
 ERASED_PREFIX = "~erased~"
@@ -372,6 +373,58 @@ class ModelRegistry:
         except FileNotFoundError:
             return None
         return (st.st_mtime_ns, st.st_size)
+
+    def note_items(self, item_ids: Sequence[str], *, removed: bool = False) -> list[int]:
+        """Tell other serving processes that these items were written (``removed``: taken out of
+        search and recommendations): one append (atomic for short lines on a local file system),
+        fsync'd. Lines are ``[item_id, removed]`` in JSON. Returns where each line starts, so the
+        writer can skip its own lines when it follows the log."""
+        if not item_ids:
+            return []
+        lines = [(json.dumps([str(i), removed]) + "\n").encode() for i in item_ids]
+        fd = os.open(self.root / CATALOGUE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, b"".join(lines))
+            end = os.lseek(fd, 0, os.SEEK_CUR)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        starts, at = [], end - sum(len(line) for line in lines)
+        for line in lines:
+            starts.append(at)
+            at += len(line)
+        return starts
+
+    def catalogue_offset(self) -> int:
+        """Where the catalogue log ends now (a process starts following it from here)."""
+        try:
+            return (self.root / CATALOGUE).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def items_changed(self, offset: int) -> tuple[list[tuple[int, str, bool]], int]:
+        """(line start, item id, removed) of each line written after ``offset`` in the catalogue
+        log, and the new offset (complete lines only; a log that shrank is read from the start)."""
+        path = self.root / CATALOGUE
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return [], 0
+        if size < offset:
+            offset = 0
+        if size == offset:
+            return [], offset
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(size - offset)
+        changes, at = [], offset
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # being written: read it next time
+            item_id, removed = json.loads(line)
+            changes.append((at, str(item_id), bool(removed)))
+            at += len(line)
+        return changes, at
 
     def _write_pointer(self, pointer: Pointer) -> None:
         _write_json_atomic(self.root / POINTER, pointer.to_dict())
