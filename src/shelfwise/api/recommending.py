@@ -159,6 +159,10 @@ class Recommending:
         # part of every cache key: bumped when an item's availability changes, so no cached answer
         # shows an item taken off sale (``catalogue_changed``)
         self.catalogue_generation = 0
+        # labelled counters looked up once (``labels()`` costs more than the increment)
+        self._cache_hits = metrics.cache.labels("hit")
+        self._cache_misses = metrics.cache.labels("miss")
+        self._served: dict[tuple[str, str], Any] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -212,9 +216,9 @@ class Recommending:
         if req.user_id is not None:
             hit = self.cache.get(req.user_id, key)
             if hit is not None:
-                self.metrics.cache.labels("hit").inc()
+                self._cache_hits.inc()
                 return Answer(**hit), True
-            self.metrics.cache.labels("miss").inc()
+            self._cache_misses.inc()
         answer = self._precomputed(loaded, role, req) or self._chain(loaded, role, req)
         self._done(deployment, req, key, answer, role)
         return answer, False
@@ -257,9 +261,9 @@ class Recommending:
         if req.user_id is not None:
             hit = self.cache.get(req.user_id, key)
             if hit is not None:
-                self.metrics.cache.labels("hit").inc()
+                self._cache_hits.inc()
                 return Answer(**hit), True
-            self.metrics.cache.labels("miss").inc()
+            self._cache_misses.inc()
         pre = self._precomputed(loaded, role, req)
         if pre is not None:  # a slice of a list: no model call, no thread hop
             self._done(deployment, req, key, pre, role)
@@ -288,7 +292,10 @@ class Recommending:
     def _done(self, deployment: Deployment, req: Request, key: str, answer: Answer, role: str) -> None:
         if req.user_id is not None:
             self.cache.put(req.user_id, key, answer.to_dict())
-        self.metrics.served.labels(answer.source, role).inc()
+        served = self._served.get((answer.source, role))
+        if served is None:
+            served = self._served[(answer.source, role)] = self.metrics.served.labels(answer.source, role)
+        served.inc()
         shadow = deployment.shadow
         if shadow is not None and role == "active":
             self._shadow(shadow, req, answer)
