@@ -349,13 +349,16 @@ class ModelRegistry:
             updated_at=payload.get("updated_at"),
         )
 
-    def pointer_stamp(self) -> tuple[int, int] | None:
-        """Cheap change detection for other processes: (mtime_ns, size) of the pointer file."""
+    def _stamp(self, name: str) -> tuple[int, int] | None:
+        """Cheap change detection for other processes: (mtime_ns, size) of a file of the root."""
         try:
-            st = (self.root / POINTER).stat()
+            st = (self.root / name).stat()
         except FileNotFoundError:
             return None
         return (st.st_mtime_ns, st.st_size)
+
+    def pointer_stamp(self) -> tuple[int, int] | None:
+        return self._stamp(POINTER)
 
     def note_erasure(self) -> None:
         """Tell other serving processes that a shopper was erased: bump a counter (it names
@@ -368,11 +371,7 @@ class ModelRegistry:
         _write_json_atomic(path, {"erasures": count + 1, "at": _now()})
 
     def erasure_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = (self.root / ERASURES).stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+        return self._stamp(ERASURES)
 
     def note_items(self, item_ids: Sequence[str], *, removed: bool = False) -> list[int]:
         """Tell other serving processes that these items were written (``removed``: taken out of
