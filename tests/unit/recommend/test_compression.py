@@ -31,7 +31,9 @@ def test_compressed_factors_are_smaller_and_rank_alike(precision: str, ratio: fl
     ]
     assert np.mean(overlap) >= 0.9
     item = data.item_map.external[int(np.argmax(np.bincount(data.items)))]
-    assert small.similar_items([item], k=5)[0].items[:3] == full.similar_items([item], k=5)[0].items[:3]
+    near, near_full = small.similar_items([item], k=5)[0].items, full.similar_items([item], k=5)[0].items
+    # the nearest item stays; neighbours with almost equal scores may swap places under int8
+    assert near[0] == near_full[0] and len(set(near) & set(near_full)) >= 4
     # a saved model keeps float32 factors and comes back at its serving precision
     loaded = Recommender.load(small.save(tmp_path / "m"))
     assert loaded.items.precision == precision
