@@ -198,10 +198,11 @@ def apply_items(svc: Services, items: Sequence[Item], *, removed: Sequence[str] 
     """Items as the store now holds them, into this process's search index and models (each
     searchable, and recommendable while available); ``removed`` ids are taken out of search.
     Cached answers are superseded."""
+    gone = set(removed)
     with svc.search_lock:
         if svc.search is not None:
-            svc.search.upsert([it for it in items if it.item_id not in set(removed)])
-            svc.search.remove(removed)
+            svc.search.upsert([it for it in items if it.item_id not in gone])
+            svc.search.remove(gone)
     models = svc.live.loaded_models()
     for available in (True, False):
         ids = [it.item_id for it in items if it.available is available]

@@ -211,17 +211,31 @@ class Recommending:
     # --- the chain ------------------------------------------------------------------------------
     def recommend(self, deployment: Deployment, req: Request) -> tuple[Answer, bool]:
         """(answer, served from cache)."""
+        loaded, role, key, quick = self._quick(deployment, req)
+        if quick is not None:
+            return quick
+        answer = self._chain(loaded, role, req)
+        self._done(deployment, req, key, answer, role)
+        return answer, False
+
+    def _quick(
+        self, deployment: Deployment, req: Request
+    ) -> tuple[LoadedVersion, str, str, tuple[Answer, bool] | None]:
+        """The version and role routed to, the cache key, and the answer when it needs no model
+        call: from the result cache, or a slice of the precomputed list (then cached and counted)."""
         loaded, role = deployment.route(req.user_id)
         key = req.cache_key(f"{loaded.version}#{self.catalogue_generation}")
         if req.user_id is not None:
             hit = self.cache.get(req.user_id, key)
             if hit is not None:
                 self._cache_hits.inc()
-                return Answer(**hit), True
+                return loaded, role, key, (Answer(**hit), True)
             self._cache_misses.inc()
-        answer = self._precomputed(loaded, role, req) or self._chain(loaded, role, req)
-        self._done(deployment, req, key, answer, role)
-        return answer, False
+        pre = self._precomputed(loaded, role, req)
+        if pre is not None:
+            self._done(deployment, req, key, pre, role)
+            return loaded, role, key, (pre, False)
+        return loaded, role, key, None
 
     def _precomputed(self, loaded: LoadedVersion, role: str, req: Request) -> Answer | None:
         """The personalised stage from the version's precomputed list, when the request asks for
@@ -252,22 +266,13 @@ class Recommending:
         return self.sessions.backend == "memory" and self.cache.backend == "memory"
 
     async def recommend_async(self, deployment: Deployment, req: Request) -> tuple[Answer, bool]:
-        """``recommend`` for an async route, with in-process state (``in_process``): a cache hit
-        answers on the event loop with no thread hop; a miss runs the whole chain once in the model
-        pool under one deadline (a hop per request, not one per stage), and a late chain is
-        answered from the popularity arrays."""
-        loaded, role = deployment.route(req.user_id)
-        key = req.cache_key(f"{loaded.version}#{self.catalogue_generation}")
-        if req.user_id is not None:
-            hit = self.cache.get(req.user_id, key)
-            if hit is not None:
-                self._cache_hits.inc()
-                return Answer(**hit), True
-            self._cache_misses.inc()
-        pre = self._precomputed(loaded, role, req)
-        if pre is not None:  # a slice of a list: no model call, no thread hop
-            self._done(deployment, req, key, pre, role)
-            return pre, False
+        """``recommend`` for an async route, with in-process state (``in_process``): a cache hit or a
+        precomputed list answers on the event loop with no thread hop; otherwise the whole chain runs
+        once in the model pool under one deadline (a hop per request, not one per stage), and a late
+        chain is answered from the popularity arrays."""
+        loaded, role, key, quick = self._quick(deployment, req)
+        if quick is not None:  # no model call, no thread hop
+            return quick
         running = ["personalised"]
 
         def chain() -> Answer:

@@ -460,18 +460,8 @@ def _check_events(
 def _quarantine_events(svc: Services, refused: list[_Refused]) -> None:
     """Keep refused events in the store's quarantine, as ingest does (the gate already
     pseudonymised the user id and scrubbed contact details in ``Rejection.raw``)."""
-    rows = [
-        QuarantineRow(
-            source=svc.event_gate.config.source,
-            kind="event",
-            line_no=r.index,
-            field=r.rejection.field,
-            reason=r.rejection.reason,
-            detail=r.rejection.detail,
-            record=r.rejection.raw,
-        )
-        for r in refused
-    ]
+    # the gate's line number is the event's index in the batch (``Draft(line_no=n)``)
+    rows = [QuarantineRow.of(r.rejection, source=svc.event_gate.config.source, kind="event") for r in refused]
     svc.metrics.events.labels("rejected").inc(len(rows))
     try:
         svc.store.add_quarantine(rows)

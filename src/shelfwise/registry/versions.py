@@ -396,10 +396,8 @@ class ModelRegistry:
 
     def catalogue_offset(self) -> int:
         """Where the catalogue log ends now (a process starts following it from here)."""
-        try:
-            return (self.root / CATALOGUE).stat().st_size
-        except FileNotFoundError:
-            return 0
+        stamp = self._stamp(CATALOGUE)
+        return stamp[1] if stamp is not None else 0
 
     def items_changed(self, offset: int) -> tuple[list[tuple[int, str, bool]], int]:
         """(line start, item id, removed) of each line written after ``offset`` in the catalogue

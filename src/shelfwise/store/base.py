@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from shelfwise.data.quality import Rejection
 from shelfwise.data.schemas import Event, EventType, Item
 
 
@@ -42,6 +43,20 @@ class QuarantineRow:
     detail: str
     record: str
     run_id: int | None = None
+
+    @classmethod
+    def of(cls, rejection: Rejection, *, source: str, kind: str, run_id: int | None = None) -> QuarantineRow:
+        """The row that keeps a record the quality gate refused (ingest and the events API)."""
+        return cls(
+            source=source,
+            kind=kind,
+            line_no=rejection.line_no,
+            field=rejection.field,
+            reason=rejection.reason,
+            detail=rejection.detail,
+            record=rejection.raw,
+            run_id=run_id,
+        )
 
 
 class Store(ABC):

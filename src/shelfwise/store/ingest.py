@@ -83,16 +83,7 @@ class _Tally:
     def reject(self, rejection: Rejection, kind: str) -> QuarantineRow:
         self.reasons[rejection.reason] += 1
         self.fields[rejection.field or "(record)"] += 1
-        return QuarantineRow(
-            source=self.report.source,
-            kind=kind,
-            line_no=rejection.line_no,
-            field=rejection.field,
-            reason=rejection.reason,
-            detail=rejection.detail,
-            record=rejection.raw,
-            run_id=self.report.run_id,
-        )
+        return QuarantineRow.of(rejection, source=self.report.source, kind=kind, run_id=self.report.run_id)
 
     def close(self, started: float) -> None:
         self.report.quarantined = sum(self.reasons.values())
