@@ -19,6 +19,7 @@ missing artifact raises ``CorruptArtifactError`` and is never loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,7 +40,7 @@ from shelfwise.recommend.base import METADATA, Recommendation, Recommender
 VERSION_FILE = "version.json"
 POINTER = "ACTIVE.json"
 ERASURES = "ERASURES"  # a counter (no ids) bumped on every erasure, so other processes notice
-CATALOGUE = "CATALOGUE.log"  # items written through the API: one JSON [item_id, removed] a line
+CATALOGUE = "CATALOGUE.log"  # items written through the API: JSON [item_id, removed] lines
 FORMAT = 1
 COMPONENTS = ("recommender", "bought_together")
 ERASED_PREFIX = "~erased~"
@@ -383,7 +384,9 @@ class ModelRegistry:
         lines = [(json.dumps([str(i), removed]) + "\n").encode() for i in item_ids]
         fd = os.open(self.root / CATALOGUE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, b"".join(lines))
+            # the leading newline ends a line torn by a writer killed mid-write, so that line is
+            # skipped alone instead of swallowing this one
+            os.write(fd, b"\n" + b"".join(lines))
             end = os.lseek(fd, 0, os.SEEK_CUR)
             os.fsync(fd)
         finally:
@@ -418,8 +421,12 @@ class ModelRegistry:
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
                 break  # being written: read it next time
-            item_id, removed = json.loads(line)
-            changes.append((at, str(item_id), bool(removed)))
+            item_id = None
+            # blank, or torn by a writer killed mid-line: skipped (and not read again)
+            with contextlib.suppress(ValueError, TypeError):
+                item_id, removed = json.loads(line)
+            if item_id is not None:
+                changes.append((at, str(item_id), bool(removed)))
             at += len(line)
         return changes, at
 

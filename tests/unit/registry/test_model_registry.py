@@ -232,3 +232,16 @@ def test_an_erasure_by_another_process_reaches_this_ones_memory(
     finally:
         here.stop()
         there.stop()
+
+
+def test_the_catalogue_log_skips_a_torn_line_and_goes_on(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "m")
+    start = reg.catalogue_offset()
+    mine = reg.note_items(["A", "B"])
+    with open(reg.root / "CATALOGUE.log", "ab") as fh:
+        fh.write(b'["C", fa')  # a writer killed mid-line; the next append lands after it
+    reg.note_items(["D"], removed=True)
+    changes, end = reg.items_changed(start)
+    assert [(i, r) for _, i, r in changes] == [("A", False), ("B", False), ("D", True)]
+    assert [at for at, _, _ in changes][:2] == mine and end == reg.catalogue_offset()
+    assert reg.items_changed(end) == ([], end)
