@@ -120,8 +120,23 @@ def test_users_are_recomputed_from_stored_events(store: Store) -> None:
         T0 + 1000,
         T0 + 2000,
     )
-    assert store.delete_user("u1") == {"events": 2, "users": 1}
+    assert store.delete_user("u1") == {"events": 2, "users": 1, "quarantine": 0}
     assert store.get_user("u1") is None and store.events_for_user("u1") == []
+
+
+def test_an_erased_user_is_refused_by_every_write_and_the_store_keeps_one_id(store: Store) -> None:
+    store.append_events([ev(1), ev(2, user="u2")])
+    store.delete_user("u1")
+    assert store.erased_among(["u1", "u2"]) == {"u1"} and store.erased_since(0) == ["u1"]
+    # a replayed or retried write of the erased shopper stores nothing; the others' are kept
+    assert store.append_events([ev(1), ev(3), ev(4, user="u2")]) == 1
+    assert store.append_event_groups([[ev(5)], [ev(6, user="u2")]]) == [0, 1]
+    named = QuarantineRow("api", "event", 0, "price", "negative_price", "-1", '{"user_id": "u1"}', user_id="u1")
+    store.add_quarantine([named])
+    assert store.events_for_user("u1") == [] and store.quarantine_summary()["total"] == 0
+    assert store.store_id == store.store_id and len(store.store_id) == 32
+    with open_store(store.url) as again:  # made once, kept in the store
+        assert again.store_id == store.store_id
 
 
 def test_quarantine_is_kept_once_and_summarised(store: Store) -> None:

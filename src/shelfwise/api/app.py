@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shelfwise.api.group_commit import GroupCommitter
@@ -30,7 +31,7 @@ from shelfwise.api.recommending import Recommending
 from shelfwise.api.security import ApiKeys, Guard, TokenBucket
 from shelfwise.api.state import ResultCache, SessionStore, make_state
 from shelfwise.core.clock import now_ms
-from shelfwise.core.errors import ConfigError, ShelfwiseError
+from shelfwise.core.errors import ConfigError, ShelfwiseError, StoreError
 from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
@@ -39,7 +40,7 @@ from shelfwise.data.schemas import Item
 from shelfwise.registry.serving import LiveModels
 from shelfwise.registry.versions import CorruptArtifactError, GateRefusedError, ModelRegistry, RegistryError
 from shelfwise.store import Store, open_store
-from shelfwise.store.journal import EventJournal
+from shelfwise.store.journal import EventJournal, store_unavailable
 
 log = get_logger(__name__)
 
@@ -83,6 +84,9 @@ class Services:
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
     catalogue_offset: int = 0  # how far this process has followed the registry's catalogue log
     own_catalogue_lines: set[int] = field(default_factory=set)  # lines it wrote (already applied)
+    # pseudonyms of erased shoppers (the store's tombstones, reloaded when any worker erases someone):
+    # their events are refused at the door, before they reach sessions and caches
+    erased: set[str] = field(default_factory=set)
 
     def close(self) -> None:
         self.live.stop()
@@ -132,10 +136,17 @@ def build_services(
     cache: ResultCache | None = None,
     watch_interval: float | None = 0.5,
 ) -> Services:
-    store = open_store(store_url or settings.store_url)
+    store = open_store(
+        store_url or settings.store_url,
+        connect_timeout=settings.store_connect_timeout_seconds,
+        statement_timeout_ms=settings.store_statement_timeout_ms,
+    )
     registry = ModelRegistry(registry_root or settings.models_root)
     live = LiveModels(
-        registry, precompute_users=settings.precompute_users, precompute_k=settings.precompute_k
+        registry,
+        precompute_users=settings.precompute_users,
+        precompute_k=settings.precompute_k,
+        store_id=store.store_id,  # a version trained on another store is refused, with the reason
     )
     try:
         live.sync(force=True)
@@ -185,6 +196,7 @@ def build_services(
         event_gate=gate,
         event_writer=GroupCommitter(store),
     )
+    services.erased = set(store.erased_since(0))
     live.on_erasure.append(lambda: _after_erasure_elsewhere(services))
     services.catalogue_offset = registry.catalogue_offset()
     services.search, services.search_version = build_search(store)
@@ -211,13 +223,26 @@ def apply_items(svc: Services, items: Sequence[Item], *, removed: Sequence[str] 
     svc.recommending.catalogue_changed()
 
 
-def note_items(svc: Services, items: Sequence[Item], *, removed: Sequence[str] = ()) -> None:
-    """Items written through this process: applied here, and logged for the other workers."""
+def note_items(svc: Services, items: Sequence[Item], *, removed: Sequence[str] = ()) -> str | None:
+    """Items written through this process: applied here, and logged for the other workers. The
+    store already holds them, so a catalogue log that cannot be written is not an error of the
+    request: it is logged, counted and returned as a warning (None when every worker was told)."""
     apply_items(svc, items, removed=removed)
     gone = set(removed)
     kept = [it.item_id for it in items if it.item_id not in gone]
-    svc.own_catalogue_lines.update(svc.registry.note_items(kept))
-    svc.own_catalogue_lines.update(svc.registry.note_items(list(gone), removed=True))
+    try:
+        svc.own_catalogue_lines.update(svc.registry.note_items(kept))
+        svc.own_catalogue_lines.update(svc.registry.note_items(list(gone), removed=True))
+    except (OSError, RegistryError) as exc:
+        svc.metrics.catalogue_log_failures.inc()
+        log.error(
+            "catalogue log not written: other workers miss these items", items=len(items), error=repr(exc)
+        )
+        return (
+            "stored, and applied by this worker; other workers were not told (the registry's catalogue "
+            "log could not be written) and see the change when they restart"
+        )
+    return None
 
 
 def follow_catalogue(svc: Services) -> None:
@@ -242,6 +267,7 @@ def _after_erasure_elsewhere(svc: Services) -> None:
     from shelfwise.api.state import local_parts
     from shelfwise.store.erasure import users_with_events
 
+    svc.erased = set(svc.store.erased_since(0))
     with svc.affinities.lock:
         svc.affinities.clear()
     sessions, cache = local_parts(svc.sessions, svc.cache)
@@ -258,9 +284,14 @@ def _after_erasure_elsewhere(svc: Services) -> None:
 def _journal(settings: Settings, store: Store, metrics: Metrics) -> EventJournal:
     """The event journal under ``var_dir/journal`` (one per replica: give each its own var_dir),
     replayed in the background, its backlog exported as ``shelfwise_event_journal_backlog``."""
-    from prometheus_client import Gauge
+    from prometheus_client import Counter, Gauge
 
     journal = EventJournal(settings.var_dir / "journal")
+    failures = Counter(
+        "shelfwise_event_journal_replay_failures",
+        "journal replays that failed (the store still down, or a bug: see the log)",
+        registry=metrics.registry,
+    )
     Gauge(
         "shelfwise_event_journal_backlog",
         "acknowledged events in the local journal, not yet in the store",
@@ -271,7 +302,7 @@ def _journal(settings: Settings, store: Store, metrics: Metrics) -> EventJournal
         "events replayed from the journal into the store since start",
         registry=metrics.registry,
     ).set_function(lambda: journal.replayed_total)
-    journal.start_replaying(store)
+    journal.start_replaying(store, on_error=lambda _exc: failures.inc())
     return journal
 
 
@@ -316,8 +347,16 @@ def _error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code, content=content, headers=getattr(exc, "headers", None)
         )
 
+    @app.exception_handler(SQLAlchemyError)
+    async def store_error(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if not store_unavailable(exc):
+            raise exc  # a bug, not an outage: a 500 with the traceback in the log
+        return store_unavailable_answer()
+
     @app.exception_handler(ShelfwiseError)
     async def shelfwise_error(_request: Request, exc: ShelfwiseError) -> JSONResponse:
+        if isinstance(exc, StoreError):
+            return store_unavailable_answer()
         status = 400
         if isinstance(exc, GateRefusedError | CorruptArtifactError):
             status = 409
@@ -328,6 +367,22 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=status, content={"error": type(exc).__name__, "detail": exc.message, "hint": exc.hint}
         )
+
+
+RETRY_AFTER_S = 5
+
+
+def store_unavailable_answer() -> JSONResponse:
+    """503 for a request that needs the store while it does not answer (down, hung, timed out)."""
+    return JSONResponse(
+        status_code=503,
+        content={
+            "error": "store_unavailable",
+            "detail": "the store did not answer in time",
+            "hint": f"retry in {RETRY_AFTER_S} seconds",
+        },
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def create_app(

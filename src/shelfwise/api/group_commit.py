@@ -41,9 +41,11 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="shelfwise-group-commit", daemon=True)
         self._thread.start()
 
-    def append(self, events: Sequence[Event]) -> int:
+    def append(self, events: Sequence[Event], *, timeout: float | None = None) -> int:
         """Store ``events`` (with those of concurrent callers); how many were new. Raises what the
-        store raised when the commit failed: nothing of this call was acknowledged then."""
+        store raised when the commit failed: nothing of this call was acknowledged then. After
+        ``timeout`` seconds without a commit (a hung store) raises ``TimeoutError``: the events may
+        still be committed later, so the caller's fallback must be idempotent (the journal is)."""
         if not events:
             return 0
         future: cf.Future[int] = cf.Future()
@@ -52,7 +54,7 @@ class GroupCommitter:
                 raise RuntimeError("the event writer is closed")
             self._pending.append((events, future))
             self._cond.notify()
-        return future.result()
+        return future.result(timeout)
 
     def close(self) -> None:
         """Commit what is waiting, then stop."""

@@ -50,6 +50,11 @@ class Metrics:
         self.deletion_seconds = Histogram(
             "shelfwise_user_deletion_seconds", "time to delete a user everywhere", registry=r
         )
+        self.catalogue_log_failures = Counter(
+            "shelfwise_catalogue_log_failures",
+            "item writes stored but not logged for the other workers (the registry's catalogue log failed)",
+            registry=r,
+        )
         self.active = Gauge(
             "shelfwise_active_model", "1 for the active model version", ["version"], registry=r
         )

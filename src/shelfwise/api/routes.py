@@ -9,13 +9,14 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from shelfwise.api.app import Services, note_items
-from shelfwise.api.privacy import deletion_report, derived_dirs, erase_everywhere
+from shelfwise.api.privacy import checked_elsewhere, deletion_report, derived_dirs, erase_everywhere
 from shelfwise.api.recommending import Answer
 from shelfwise.api.recommending import Request as RecRequest
 from shelfwise.api.schemas import (
@@ -23,6 +24,7 @@ from shelfwise.api.schemas import (
     AutocompleteOut,
     CandidateIn,
     CartIn,
+    DeletionIncompleteOut,
     DeletionOut,
     ErrorOut,
     EventBatchIn,
@@ -213,7 +215,7 @@ async def user_recommendations(
             },
         )
     dep = _deployment(svc)
-    pseudo = svc.pseudonymize(user_id)
+    pseudo = _shopper(svc, user_id)
     req = RecRequest(
         user_id=pseudo,
         k=k,
@@ -226,6 +228,13 @@ async def user_recommendations(
     else:  # Redis round trips block: keep them off the event loop
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
     return _json(_out(svc, answer, cached=cached, user_id=user_id, scenario=scenario))
+
+
+def _shopper(svc: Services, user_id: str) -> str | None:
+    """The pseudonym of a shop's user id; None for an erased shopper (answered as anonymous, so
+    nothing is kept under their pseudonym again)."""
+    pseudo = svc.pseudonymize(user_id)
+    return None if pseudo in svc.erased else pseudo
 
 
 def _known_item(svc: Services, dep: Deployment, item_id: str) -> None:
@@ -290,7 +299,7 @@ def cart_recommendations(svc: Svc, body: CartIn) -> Response:
     """What goes with a whole cart (bundle suggestions)."""
     dep = _deployment(svc)
     req = RecRequest(
-        user_id=svc.pseudonymize(body.user_id) if body.user_id else None,
+        user_id=_shopper(svc, body.user_id) if body.user_id else None,
         k=body.k,
         scenario="cart",
         filters=_filters(body.category, body.brand, body.price_min, body.price_max),
@@ -354,9 +363,18 @@ async def search(
         category=category,
         available=available,
     )
-    user = None
-    if user_id:  # reads the shopper's events from the store: off the event loop
-        user = await anyio.to_thread.run_sync(_affinity, svc, svc.pseudonymize(user_id))
+    user, notice = None, None
+    pseudo = _shopper(svc, user_id) if user_id else None
+    if pseudo is not None:  # reads the shopper's events from the store: off the event loop
+        try:
+            with anyio.fail_after(svc.settings.store_request_timeout_ms / 1000):
+                user = await anyio.to_thread.run_sync(_affinity, svc, pseudo, abandon_on_cancel=True)
+        except Exception as exc:
+            if not (isinstance(exc, TimeoutError) or store_unavailable(exc)):
+                raise
+            # the anonymous answer beats none; the thread left behind ends with the statement timeout
+            notice = "not personalised: the store did not answer in time (these are the results for anyone)"
+            svc.metrics.fallbacks.labels("search_personal", "store_unavailable").inc()
     # async and inline: a keyword search is well under a millisecond of CPU, so a hop to a thread
     # (and 16 threads queueing on the lock and the GIL) would cost more than the search itself
     with svc.search_lock:
@@ -392,6 +410,7 @@ async def search(
         facets=result.facets,
         filters=result.applied_filters,
         personalised=user is not None,
+        notice=notice,
         took_ms=round(result.took_ms, 3),
     )
 
@@ -411,6 +430,8 @@ def autocomplete(
 # --- events ---------------------------------------------------------------------------------------
 
 _log = get_logger(__name__)
+
+ERASED_USER = "erased_user"
 
 _SESSION_TYPES = {
     EventType.VIEW: None,
@@ -449,6 +470,11 @@ def _check_events(
         if "currency" in fields:
             fields["currency"] = fields["currency"].upper()
         result = gate.check(Draft(line_no=n, raw="", fields=fields))
+        if isinstance(result, Event) and result.user_id in svc.erased:
+            # told, not quarantined (a quarantined record would keep their pseudonym)
+            result = Rejection(
+                n, "", "user_id", ERASED_USER, "this shopper was erased; their events are not kept"
+            )
         if isinstance(result, Rejection):
             where = ".".join(p for p in ("body", f"events.{n}" if batch else "", result.field or "") if p)
             refused.append(_Refused(n, where, result))
@@ -501,14 +527,16 @@ def post_events(
     422, naming each event and field."""
     raw, batch = (body.events, True) if isinstance(body, EventBatchIn) else ([body], False)
     events, refused = _check_events(svc, raw, idempotency_key, batch=batch)
-    if refused:
-        _quarantine_events(svc, refused)
+    kept_back = [r for r in refused if r.rejection.reason != ERASED_USER]
+    if kept_back:
+        _quarantine_events(svc, kept_back)
     if not events:
         problems = [{"field": r.where, "message": r.message, "type": r.rejection.reason} for r in refused]
         raise HTTPException(422, detail={"error": "invalid_event", "detail": problems})
     try:
         # committed before returning, in one transaction with the events of concurrent requests
-        inserted = svc.event_writer.append(events)
+        # a hung store is not waited for: after the timeout the events go to the journal
+        inserted = svc.event_writer.append(events, timeout=svc.settings.store_request_timeout_ms / 1000)
     except Exception as exc:
         if svc.journal is None or not store_unavailable(exc):
             raise
@@ -521,7 +549,7 @@ def post_events(
     svc.metrics.events.labels("duplicate").inc(len(events) - inserted)
     touched = set()
     for e in events:
-        if e.user_id is None:
+        if e.user_id is None or e.user_id in svc.erased:  # erased while this request ran
             continue
         touched.add(e.user_id)
         if e.item_id is not None and e.type in _SESSION_TYPES:
@@ -572,8 +600,10 @@ def put_item(svc: Svc, item_id: ItemId, body: ItemIn) -> ItemOut:
     except ValueError as exc:
         raise HTTPException(422, detail={"error": "invalid_request", "detail": str(exc)}) from None
     svc.store.upsert_items([item], replace=True)
-    note_items(svc, [item])  # here at once, in the other workers at their next watch
-    return _item_out(item)
+    warning = note_items(svc, [item])  # here at once, in the other workers at their next watch
+    out = _item_out(item)
+    out.warnings = [warning] if warning else []
+    return out
 
 
 @router.get(
@@ -603,8 +633,13 @@ def delete_item(svc: Svc, item_id: ItemId) -> ItemDeleted:
     svc.store.upsert_items([found], replace=True)
     with svc.search_lock:
         removed = svc.search.get(item_id) is not None
-    note_items(svc, [found], removed=[item_id])
-    return ItemDeleted(item_id=item_id, removed_from_search=removed, marked_unavailable=True)
+    warning = note_items(svc, [found], removed=[item_id])
+    return ItemDeleted(
+        item_id=item_id,
+        removed_from_search=removed,
+        marked_unavailable=True,
+        warnings=[warning] if warning else [],
+    )
 
 
 # --- users ----------------------------------------------------------------------------------------
@@ -615,6 +650,7 @@ def _report(svc: Services, pseudo: str) -> list[dict[str, Any]]:
         svc.live.sync()
     except Exception as exc:
         _log.warning("registry sync before a deletion report failed", error=str(exc))
+    var_dir = svc.settings.var_dir
     places = deletion_report(
         pseudo,
         store=svc.store,
@@ -623,19 +659,38 @@ def _report(svc: Services, pseudo: str) -> list[dict[str, Any]]:
         cache=svc.cache,
         live=svc.live,
         affinities=svc.affinities,
-        derived_dirs=derived_dirs(svc.settings.var_dir),
+        journal=svc.journal,
+        derived_dirs=derived_dirs(var_dir),
+        export_dirs=[var_dir],
+        skip=checked_elsewhere(var_dir, store_url=svc.store.url, models_root=svc.registry.root),
     )
     return [p.to_dict() for p in places]
 
 
+def _verified(places: list[dict[str, Any]]) -> bool:
+    return all(p["checked"] and not p["found"] for p in places)
+
+
 @router.delete(
-    "/v1/users/{user_id}", response_model=DeletionOut, responses=ERRORS, dependencies=[Auth], tags=["users"]
+    "/v1/users/{user_id}",
+    response_model=DeletionOut,
+    responses={
+        **ERRORS,
+        503: {"model": DeletionIncompleteOut, "description": "some places failed (named); retry"},
+    },
+    dependencies=[Auth],
+    tags=["users"],
 )
-def delete_user(svc: Svc, user_id: UserId) -> DeletionOut:
-    """Erase a shopper everywhere (events, profile, quarantined records, session, cached results,
-    search signals, models in memory and on disk) and check every place again."""
+def delete_user(svc: Svc, user_id: UserId) -> Any:
+    """Erase a shopper everywhere (a tombstone, then events, profile, quarantined records, journal,
+    session, cached results, search signals, models in memory and on disk, reports and backups
+    under the var directory) and check every place again. The id is cleaned as ingest cleans it, so
+    any spelling ingest treats as this shopper erases them. A place that fails is named in
+    ``failed`` (503, ``Retry-After``); the others are cleaned, and retrying is safe."""
     started = time.perf_counter()
     pseudo = svc.pseudonymize(user_id)
+    svc.erased.add(pseudo)  # refused at the door from now on, in this worker
+    var_dir = svc.settings.var_dir
     removed = erase_everywhere(
         pseudo,
         store=svc.store,
@@ -644,19 +699,30 @@ def delete_user(svc: Svc, user_id: UserId) -> DeletionOut:
         cache=svc.cache,
         live=svc.live,
         affinities=svc.affinities,
-        derived_dirs=derived_dirs(svc.settings.var_dir),
+        journal=svc.journal,
+        derived_dirs=derived_dirs(var_dir),
+        export_dirs=[var_dir],
     )
+    failed = removed.pop("failed")
     places = _report(svc, pseudo)
     seconds = time.perf_counter() - started
     svc.metrics.deletions.inc()
     svc.metrics.deletion_seconds.observe(seconds)
-    return DeletionOut(
-        user_id=user_id,
-        removed=removed,
-        seconds=round(seconds, 4),
-        verified=not any(p["found"] for p in places),
-        places=places,  # type: ignore[arg-type]
-    )
+    body = {
+        "user_id": user_id,
+        "removed": removed,
+        "seconds": round(seconds, 4),
+        "verified": not failed and _verified(places),
+        "places": places,
+        "failed": failed,
+    }
+    if failed:
+        _log.error("deletion incomplete", failed=sorted(failed))
+        incomplete = DeletionIncompleteOut(
+            **body, hint="the places in `failed` were not cleaned; the rest were: send the request again"
+        )
+        return JSONResponse(incomplete.model_dump(), status_code=503, headers={"Retry-After": "5"})
+    return DeletionOut(**body)
 
 
 @router.get(
@@ -675,7 +741,7 @@ def deletion_check(svc: Svc, user_id: UserId, pseudonym: bool = False) -> Deleti
         user_id=user_id,
         removed={},
         seconds=round(time.perf_counter() - started, 4),
-        verified=not any(p["found"] for p in places),
+        verified=_verified(places),
         places=places,  # type: ignore[arg-type]
     )
 

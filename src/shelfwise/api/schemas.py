@@ -84,6 +84,9 @@ class SearchOut(BaseModel):
     facets: dict[str, Any]
     filters: dict[str, Any]
     personalised: bool = False
+    notice: str | None = Field(
+        None, description="why the answer is not what was asked (e.g. not personalised)"
+    )
     took_ms: float
 
 
@@ -175,12 +178,18 @@ class ItemOut(BaseModel):
     currency: str | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
     available: bool = True
+    warnings: list[str] = Field(
+        default_factory=list, description="the write is stored, but something after it did not happen"
+    )
 
 
 class ItemDeleted(BaseModel):
     item_id: str
     removed_from_search: bool
     marked_unavailable: bool
+    warnings: list[str] = Field(
+        default_factory=list, description="the write is stored, but something after it did not happen"
+    )
 
 
 # --- users and privacy ----------------------------------------------------------------------------
@@ -190,14 +199,28 @@ class PlaceChecked(BaseModel):
     place: str
     found: bool
     detail: str = ""
+    checked: bool = Field(True, description="False: the place could not be checked (never counted as clean)")
 
 
 class DeletionOut(BaseModel):
     user_id: str
     removed: dict[str, Any]
     seconds: float
-    verified: bool = Field(description="True when every place checked afterwards holds nothing of the user")
+    verified: bool = Field(
+        description="True when every place was checked afterwards and none holds anything of the user"
+    )
     places: list[PlaceChecked]
+    failed: dict[str, str] = Field(
+        default_factory=dict,
+        description="places that could not be cleaned, with the error (retry the request)",
+    )
+
+
+class DeletionIncompleteOut(DeletionOut):
+    """503: some places could not be cleaned (``failed``); the others were. Retrying is safe."""
+
+    error: str = "deletion_incomplete"
+    hint: str | None = None
 
 
 # --- admin ----------------------------------------------------------------------------------------

@@ -247,8 +247,18 @@ def report(
     _check_tz(main, tz)
     with main._user_errors(), _analytical(db, "report") as (store, step):
         from shelfwise.analytics.report import build_report
+        from shelfwise.core.clock import now_ms
+        from shelfwise.store.analytical import erased_since
+        from shelfwise.store.erasure import building_path, publish_checked
 
-        summary = build_report(store, out, tz=tz, step=step)
+        # the report names shoppers (likely bots, the marketing list): it is published only if
+        # none of them was erased while it was built (the snapshot was read before that)
+        started, tmp = now_ms() - int(store.load_seconds * 1000), building_path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        summary = build_report(store, tmp, tz=tz, step=step)
+        publish_checked(
+            tmp, out, erased_since=lambda ms: erased_since(store.url, ms), started_ms=started, merge=True
+        )
         summary["index"] = str(out / "index.html")
         main._emit(summary, as_json, lambda s: f"report written to {s['index']} in {s['seconds']:.1f} s")
 

@@ -176,13 +176,16 @@ def _input_error(message: str) -> ShelfwiseError:
     return InputFileError(message)
 
 
+_FLAG = {"required": "require"}  # the option a generic-format setting comes from, where names differ
+
+
 def _mapped_format(fmt: Any, kind: str, given: dict[str, Any]) -> Any:
     """A generic format with the user's column mapping (``--map``, ``--ts-unit``, ``--tz``…)."""
     from shelfwise.data.readers.generic import ColumnMapping, make_generic_format
 
     base = fmt.name.split("-")[0]
     if base not in ("csv", "jsonl", "parquet"):
-        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        flags = ", ".join(f"--{_FLAG.get(k, k).replace('_', '-')}" for k in given)
         raise _input_error(f"{flags} apply to the generic formats csv, jsonl and parquet, not {fmt.name!r}")
     columns: dict[str, str] = {}
     for pair in given.pop("map", []):
@@ -210,6 +213,12 @@ ContextOpt = Annotated[
     list[str] | None,
     typer.Option("--context", help="generic formats: a column to keep as context, repeatable"),
 ]
+RequireOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--require", help="generic formats: a field every record must fill (else quarantined), repeatable"
+    ),
+]
 UnknownItemsOpt = Annotated[
     str,
     typer.Option(
@@ -231,11 +240,19 @@ def ingest_events_cmd(
     tz: TzOpt = None,
     delimiter: DelimiterOpt = None,
     context: ContextOpt = None,
+    require: RequireOpt = None,
 ) -> None:
     """Ingest shopper events (views, carts, purchases, returns, searches…)."""
     if unknown_items not in ("create", "quarantine"):
         _fail("--unknown-items must be create or quarantine", 2)
-    generic = {"map": mapping, "ts_unit": ts_unit, "tz": tz, "delimiter": delimiter, "context": context}
+    generic = {
+        "map": mapping,
+        "ts_unit": ts_unit,
+        "tz": tz,
+        "delimiter": delimiter,
+        "context": context,
+        "required": require,
+    }
     _ingest("events", path, fmt, db, as_json, limit=limit, generic=generic, unknown_items=unknown_items)
 
 
@@ -249,9 +266,10 @@ def ingest_items_cmd(
     mapping: MapOpt = None,
     delimiter: DelimiterOpt = None,
     context: ContextOpt = None,
+    require: RequireOpt = None,
 ) -> None:
     """Ingest catalogue items (fields given replace the stored ones)."""
-    generic = {"map": mapping, "delimiter": delimiter, "context": context}
+    generic = {"map": mapping, "delimiter": delimiter, "context": context, "required": require}
     _ingest("items", path, fmt, db, as_json, limit=limit, generic=generic)
 
 
@@ -336,9 +354,9 @@ def restore(
 
 def _register_extensions() -> None:
     # Each engine's commands live in a module of their own; they import their engines lazily.
-    from shelfwise.cli import analytics, drill, evaluate, search, serving
+    from shelfwise.cli import analytics, drill, evaluate, privacy, search, serving
 
-    for module in (evaluate, search, analytics, serving, drill):
+    for module in (evaluate, search, analytics, serving, privacy, drill):
         module.register(app)
 
 

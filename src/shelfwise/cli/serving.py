@@ -1,10 +1,9 @@
-"""`shelfwise serve`, `shelfwise models …` and `shelfwise privacy …`. Heavy imports stay inside."""
+"""`shelfwise serve` and `shelfwise models …`. Heavy imports stay inside."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Annotated, Any
 
@@ -32,12 +31,14 @@ def _train(db: str | None, model: str, *, bundles: bool, force: bool) -> dict[st
     with _store(db) as store:
         typer.echo("reading the store's events…", err=True)
         ds = Dataset.from_store(store)
+        store_id = store.store_id
     outcome = train_version(
         ds,
         registry,
         _training_config(model, bundles),
         force=force,
         progress=lambda msg: typer.echo(f"  {msg}", err=True),
+        store_id=store_id,  # the version is served over this store only
     )
     return outcome.to_dict()
 
@@ -56,11 +57,22 @@ def _require_store(url: str, *, create: bool) -> None:
         )
 
 
+def _refuse_foreign_model(registry: Any, db: str | None) -> None:
+    """The registry's active version must have been trained on this store: serving a model of
+    another store's data (the SQLite demo's, over a PostgreSQL shop) is refused, with what to do."""
+    from shelfwise.cli.main import _store
+    from shelfwise.registry import check_store
+
+    active = registry.active
+    if active is None:
+        return
+    with _store(db) as store:
+        check_store(registry.info(active), store.store_id)
+
+
 def register(app: typer.Typer) -> None:
     models_app = typer.Typer(help="Model versions: train, list, activate, roll back.", no_args_is_help=True)
-    privacy_app = typer.Typer(help="Erase a shopper and prove it.", no_args_is_help=True)
     app.add_typer(models_app, name="models")
-    app.add_typer(privacy_app, name="privacy")
 
     @app.command()
     def serve(
@@ -86,6 +98,7 @@ def register(app: typer.Typer) -> None:
             settings = _settings()
             _require_store(db or settings.store_url, create=create)
             registry = ModelRegistry(settings.models_root)
+            _refuse_foreign_model(registry, db)
             if registry.active is None and train:
                 typer.echo("no active model version: training one (first start)", err=True)
                 result = _train(db, model or settings.serve_model, bundles=True, force=False)
@@ -209,120 +222,3 @@ def register(app: typer.Typer) -> None:
             as_json,
             lambda p: f"active: {p['active']}",
         )
-
-    @privacy_app.command("verify-deletion")
-    def verify_deletion(
-        user: Annotated[str, typer.Argument(help="the shop's user id (or its pseudonym with --pseudonym)")],
-        db: DbOpt = None,
-        pseudonym: Annotated[
-            bool, typer.Option("--pseudonym", help="USER is already the store's pseudonym")
-        ] = False,
-        api: Annotated[
-            str | None, typer.Option("--api", help="also ask a running server (its memory) at this URL")
-        ] = None,
-        api_key: Annotated[str | None, typer.Option("--api-key", envvar="SHELFWISE_API_KEY")] = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Check every place a shopper's data can be (store events, users table, quarantine, session
-        store, result cache, search signals, models in memory and on disk); exit 1 if any holds it."""
-        from shelfwise.cli.main import _emit, _settings, _store, _user_errors
-
-        found_any = False
-        with _user_errors():
-            from shelfwise.api.privacy import deletion_report, derived_dirs
-            from shelfwise.data.privacy import Pseudonymizer
-            from shelfwise.registry import ModelRegistry
-
-            settings = _settings()
-            started = time.perf_counter()
-            pseudo = user if pseudonym else Pseudonymizer(settings.resolved_pseudonym_key())(user)
-            sessions = cache = None
-            if settings.redis_url:
-                from shelfwise.api.state import RedisCache, RedisSessions, redis_client
-
-                client = redis_client(settings.redis_url)
-                sessions = RedisSessions(client, prefix=settings.redis_prefix)
-                cache = RedisCache(client, prefix=settings.redis_prefix)
-            with _store(db) as store:
-                places = [
-                    p.to_dict()
-                    for p in deletion_report(
-                        pseudo,
-                        store=store,
-                        registry=ModelRegistry(settings.models_root),
-                        sessions=sessions,
-                        cache=cache,
-                        derived_dirs=derived_dirs(settings.var_dir),
-                    )
-                ]
-            if api:
-                import httpx
-
-                reply = httpx.get(
-                    f"{api.rstrip('/')}/v1/admin/users/{pseudo}/deletion-report",
-                    params={"pseudonym": "true"},
-                    headers={"X-API-Key": api_key or ""},
-                    timeout=30,
-                )
-                if reply.status_code != 200:
-                    from shelfwise.core.errors import ConfigError
-
-                    raise ConfigError(f"{api} answered {reply.status_code}: {reply.text[:200]}")
-                places += [{**p, "place": f"server:{p['place']}"} for p in reply.json()["places"]]
-            found_any = any(p["found"] for p in places)
-            payload = {
-                "user": user,
-                "pseudonym": pseudo,
-                "verified": not found_any,
-                "places": places,
-                "seconds": round(time.perf_counter() - started, 4),
-            }
-        _emit(
-            payload,
-            as_json,
-            lambda p: "\n".join(
-                [f"{'clean' if p['verified'] else 'FOUND'}: {p['user']} ({len(p['places'])} places checked)"]
-                + [
-                    f"  {'FOUND' if x['found'] else 'none '} {x['place']:<28} {x['detail']}"
-                    for x in p["places"]
-                ]
-            ),
-        )
-        if found_any:
-            raise typer.Exit(1)
-
-    @privacy_app.command("delete")
-    def delete(
-        user: Annotated[str, typer.Argument(help="the shop's user id")],
-        db: DbOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Erase a shopper from the store, Redis state and every model version on disk (a running
-        server's memory needs DELETE /v1/users/{id})."""
-        from shelfwise.cli.main import _emit, _settings, _store, _user_errors
-
-        with _user_errors():
-            from shelfwise.api.privacy import derived_dirs, erase_everywhere
-            from shelfwise.data.privacy import Pseudonymizer
-            from shelfwise.registry import ModelRegistry
-
-            settings = _settings()
-            pseudo = Pseudonymizer(settings.resolved_pseudonym_key())(user)
-            sessions = cache = None
-            if settings.redis_url:
-                from shelfwise.api.state import RedisCache, RedisSessions, redis_client
-
-                client = redis_client(settings.redis_url)
-                sessions = RedisSessions(client, prefix=settings.redis_prefix)
-                cache = RedisCache(client, prefix=settings.redis_prefix)
-            with _store(db) as store:
-                removed = erase_everywhere(
-                    pseudo,
-                    store=store,
-                    registry=ModelRegistry(settings.models_root),
-                    sessions=sessions,
-                    cache=cache,
-                    derived_dirs=derived_dirs(settings.var_dir),
-                )
-        _emit({"user": user, "removed": removed}, as_json, lambda p: json.dumps(p["removed"]))
-        sys.stdout.flush()

@@ -51,6 +51,25 @@ class Settings(BaseSettings):
     max_text_length: int = Field(20_000, ge=100, description="longer free-text fields are quarantined")
     log_level: str = "WARNING"
     log_json: bool = False
+    # --- the store's faults ---
+    store_connect_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="PostgreSQL: give up connecting (or waiting for a pooled connection) after this",
+    )
+    store_statement_timeout_ms: int = Field(
+        5_000,
+        ge=0,
+        description="PostgreSQL, serving only: a statement that runs (or waits on a lock) longer is cancelled"
+        " (0: no limit); batch commands (ingest, train, backup) run without it",
+    )
+    store_request_timeout_ms: int = Field(
+        2_000,
+        ge=1,
+        description="how long a request waits for the store: an event write then goes to the local journal, "
+        "a personalised search falls back to its anonymous answer",
+    )
     # --- serving (shelfwise serve) ---
     models_dir: Path | None = Field(None, description="model registry root; default: var_dir/models")
     redis_url: str | None = Field(
@@ -115,14 +134,21 @@ class Settings(BaseSettings):
     def models_root(self) -> Path:
         return self.models_dir or self.var_dir / "models"
 
-    def resolved_pseudonym_key(self) -> bytes:
-        """The HMAC key; created once and kept in ``var_dir`` when none is configured."""
+    def resolved_pseudonym_key(self, *, create: bool = True) -> bytes:
+        """The HMAC key; created once and kept in ``var_dir`` when none is configured. With
+        ``create=False`` (erasure, verification: a new key would name nobody) a missing key is an error."""
         if self.pseudonym_key is not None:
             key = self.pseudonym_key.get_secret_value().encode()
             if len(key) < 16:
                 raise ConfigError("SHELFWISE_PSEUDONYM_KEY is too short", hint="use at least 16 characters")
             return key
         path = self.var_dir / "pseudonym.key"
+        if not path.exists() and not create:
+            raise ConfigError(
+                f"no pseudonym key: SHELFWISE_PSEUDONYM_KEY is not set and {path} does not exist",
+                hint="use the key the store was ingested with: set SHELFWISE_PSEUDONYM_KEY, or "
+                "SHELFWISE_VAR_DIR to the directory that holds pseudonym.key",
+            )
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

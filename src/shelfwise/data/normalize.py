@@ -91,6 +91,14 @@ def clean_text(value: str) -> str:
     return " ".join(value.split()).strip(" ,;|")
 
 
+def clean_id(value: str) -> str:
+    """The one spelling of an id (a shopper's, an item's, a session's): ``clean_text`` — NFKC, no
+    control characters, single spaces, trimmed. Ingest, the API and the CLI all pass a shop's user id
+    through this before pseudonymising it, so ``ＡＢＣ-7``, `` ABC-7 `` and ``ABC-7`` are one shopper
+    everywhere (stored, deleted, verified)."""
+    return clean_text(value)
+
+
 def category_path(value: str) -> str | None:
     """One spelling for a category path, root first: ``"a > b > c"``, lower case.
 

@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import re
 
+from shelfwise.data.normalize import clean_id
+
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # International or national phone numbers: 9-15 digits, optional +country code, with spaces,
 # dots, dashes or brackets between groups. Anchored on non-word/non-digit boundaries so stock
@@ -22,7 +24,10 @@ PHONE_MARK = "[phone]"
 
 
 class Pseudonymizer:
-    """Maps raw user ids to pseudonyms. Cached: a shop has far fewer users than events."""
+    """Maps raw user ids to pseudonyms. Cached: a shop has far fewer users than events.
+
+    The id is cleaned first (``clean_id``, as ingest cleans it), so every spelling ingest treats as
+    one shopper gets one pseudonym, whoever asks: ingest, the API or the CLI."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
@@ -33,9 +38,8 @@ class Pseudonymizer:
     def __call__(self, raw_id: str) -> str:
         cached = self._cache.get(raw_id)
         if cached is None:
-            cached = hmac.new(self._key, raw_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[
-                :32
-            ]
+            cleaned = clean_id(raw_id).encode("utf-8", "surrogatepass")
+            cached = hmac.new(self._key, cleaned, hashlib.sha256).hexdigest()[:32]
             if len(self._cache) < 2_000_000:
                 self._cache[raw_id] = cached
         return cached

@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from shelfwise.core.ids import time_ordered_id
-from shelfwise.data.normalize import category_path, clean_text, currency_code
+from shelfwise.data.normalize import category_path, clean_id, clean_text, currency_code
 from shelfwise.data.privacy import Pseudonymizer, scrub_pii
 from shelfwise.data.readers.base import Draft, Problem, TimeSpec
+from shelfwise.data.rules import Violation, clean_nested, require
 from shelfwise.data.schemas import ID_MAX, ITEM_EVENT_TYPES, MONEY_EVENT_TYPES, Event, Item, parse_event_type
 
 # Reasons, once. The quality report groups by these.
@@ -51,6 +52,7 @@ class Rejection(NamedTuple):
     field: str | None
     reason: str
     detail: str
+    user_id: str | None = None  # the pseudonym the record names, when it could be read (erasure needs it)
 
     @classmethod
     def of(cls, problem: Problem) -> Rejection:
@@ -58,11 +60,9 @@ class Rejection(NamedTuple):
         return cls(problem.line_no, scrub_pii(problem.raw)[0], problem.field, problem.reason, problem.detail)
 
 
-class _Bad(Exception):
-    """Raised inside a check to reject the record; caught once per record."""
-
-    def __init__(self, field: str, reason: str, detail: str) -> None:
-        self.field, self.reason, self.detail = field, reason, detail
+# Raised inside a check to reject the record; caught once per record. The reusable rules
+# (``shelfwise.data.rules``) raise the same exception.
+_Bad = Violation
 
 
 @dataclass
@@ -75,6 +75,7 @@ class GateConfig:
     future_tolerance_ms: int = 300_000
     max_text: int = 20_000
     unknown_items: str = "create"  # or "quarantine"
+    required: tuple[str, ...] = ()  # fields the format always fills: blank is ``missing_field``
 
 
 @dataclass
@@ -132,14 +133,20 @@ class _Common:
         self._min_ms = int(datetime.combine(config.shop_start, datetime.min.time(), UTC).timestamp() * 1000)
         self._default_currency = config.currency
 
-    def safe_record(self, fields: Mapping[str, Any]) -> str:
-        """A rejected record as JSON, fit to keep: the user id pseudonymised, contact details scrubbed."""
+    def safe_record(self, fields: Mapping[str, Any]) -> tuple[str, str | None]:
+        """A rejected record as JSON, fit to keep (the user id pseudonymised, contact details
+        scrubbed), and that pseudonym."""
         shown = dict(fields)
         user = shown.get("user_id")
+        pseudonym = None
         if not _blank(user):
-            shown["user_id"] = self.pseudonymize(clean_text(str(user))[:ID_MAX])
+            pseudonym = shown["user_id"] = self.pseudonymize(clean_id(str(user))[:ID_MAX])
         text = json.dumps(shown, default=repr)[:65_536]  # ASCII-escaped: lone surrogates survive
-        return scrub_pii(text)[0]
+        return scrub_pii(text)[0], pseudonym
+
+    def reject(self, draft: Draft, bad: Violation) -> Rejection:
+        record, pseudonym = self.safe_record(draft.fields)
+        return Rejection(draft.line_no, record, bad.field, bad.reason, bad.detail, pseudonym)
 
     def text(self, value: Any, name: str) -> str | None:
         if _blank(value):
@@ -163,7 +170,7 @@ class _Common:
         raw = str(value)
         text = self._idents.get(raw)
         if text is None:
-            text = clean_text(raw)
+            text = clean_id(raw)
             _remember(self._idents, raw, text)
         if len(text) > ID_MAX:
             raise _Bad(name, FIELD_TOO_LARGE, f"{len(text)} characters, limit {ID_MAX}")
@@ -221,28 +228,28 @@ class _Common:
             raise _Bad("currency", UNKNOWN_CURRENCY, f"{str(value)[:20]!r}")
         return code
 
-    def context(self, value: Any) -> dict[str, Any]:
+    def context(self, value: Any, name: str = "context") -> dict[str, Any]:
+        """A free-form object (an event's context, an item's attributes), checked at every depth
+        (``rules.clean_nested``): nested texts are scrubbed and size-limited too."""
         if value is None or value == "":
             return {}
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
-                raise _Bad("context", BAD_TYPE, "not a JSON object") from None
+            except (ValueError, RecursionError):
+                raise _Bad(name, BAD_TYPE, "not a JSON object") from None
         if not isinstance(value, Mapping):
-            raise _Bad("context", BAD_TYPE, "not an object")
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if isinstance(item, str):
-                out[str(key)] = self.text(item, f"context.{key}")
-            elif isinstance(item, float) and not math.isfinite(item):
-                raise _Bad(f"context.{key}", NOT_FINITE, repr(item))
-            else:
-                out[str(key)] = item
-        size = sum(len(k) + (len(v) if isinstance(v, str) else 16) for k, v in out.items())
-        if size > self.config.max_text:
-            raise _Bad("context", FIELD_TOO_LARGE, f"about {size} characters, limit {self.config.max_text}")
+            raise _Bad(name, BAD_TYPE, "not an object")
+        out, scrubbed = clean_nested(value, field=name, max_text=self.config.max_text, clean=self._clean_text)
+        self.stats.pii_scrubbed += scrubbed
         return out
+
+    def _clean_text(self, raw: str) -> tuple[str, int]:
+        done = self._texts.get(raw)
+        if done is None:
+            done = scrub_pii(clean_text(raw))
+            _remember(self._texts, raw, done)
+        return done
 
 
 class EventGate(_Common):
@@ -263,13 +270,15 @@ class EventGate(_Common):
             return Rejection.of(draft)
         try:
             event = self._event(draft.fields)
-        except _Bad as bad:
-            return Rejection(draft.line_no, self.safe_record(draft.fields), bad.field, bad.reason, bad.detail)
+        except Violation as bad:
+            return self.reject(draft, bad)
         for note in draft.notes:
             self.stats.notes[note] += 1
         return event
 
     def _event(self, f: dict[str, Any]) -> Event:
+        if self.config.required:
+            require(f, self.config.required)
         raw_type = f.get("type")
         if _blank(raw_type):
             raise _Bad("type", MISSING_FIELD, "empty")
@@ -337,9 +346,11 @@ class ItemGate(_Common):
         if isinstance(draft, Problem):
             return Rejection.of(draft)
         try:
+            if self.config.required:  # the file's format; not applied to facts an event carries inline
+                require(draft.fields, self.config.required)
             return self.item(draft.fields)
-        except _Bad as bad:
-            return Rejection(draft.line_no, self.safe_record(draft.fields), bad.field, bad.reason, bad.detail)
+        except Violation as bad:
+            return self.reject(draft, bad)
 
     def item(self, f: Mapping[str, Any]) -> Item:
         item_id = self.ident(f.get("item_id"), "item_id", required=True)
@@ -357,7 +368,7 @@ class ItemGate(_Common):
             brand=self.text(f.get("brand"), "brand"),
             price=price,
             currency=self.currency(f.get("currency")) if price is not None else None,
-            attributes=self.context(dict(attributes)),
+            attributes=self.context(dict(attributes), "attributes"),
             available=self._available(f.get("available")),
             updated_ts=None
             if _blank(f.get("updated_ts"))
@@ -369,7 +380,7 @@ class ItemGate(_Common):
         """Catalogue facts carried by an event; bad ones are dropped (the event itself was fine)."""
         try:
             return self.item(fields)
-        except _Bad:
+        except Violation:
             return None
 
     @staticmethod

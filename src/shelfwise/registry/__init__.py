@@ -16,7 +16,9 @@ from shelfwise.registry.versions import (
     ModelRegistry,
     Pointer,
     RegistryError,
+    StoreMismatchError,
     VersionInfo,
+    check_store,
 )
 
 __all__ = [
@@ -30,10 +32,12 @@ __all__ = [
     "ModelRegistry",
     "Pointer",
     "RegistryError",
+    "StoreMismatchError",
     "TrainingConfig",
     "TrainingOutcome",
     "VersionInfo",
     "canary_bucket",
+    "check_store",
     "in_canary",
     "release",
     "top_overlap",

@@ -33,6 +33,7 @@ from shelfwise.registry.versions import (
     ModelRegistry,
     Pointer,
     Precomputed,
+    check_store,
     tombstone_ids,
 )
 
@@ -123,8 +124,10 @@ class LiveModels:
         keep: int = 3,
         precompute_users: int = 20_000,
         precompute_k: int = 50,
+        store_id: str | None = None,
     ) -> None:
         self.registry = registry
+        self.store_id = store_id  # versions trained on another store are refused (``check_store``)
         self.keep = keep
         self.current: Deployment | None = None
         self._loaded: OrderedDict[str, LoadedVersion] = OrderedDict()
@@ -145,6 +148,7 @@ class LiveModels:
         with self._lock:
             loaded = self._loaded.get(version)
             if loaded is None:
+                check_store(self.registry.info(version), self.store_id)  # before the cost of loading
                 loaded = self.registry.load(version)  # verifies every checksum first
                 self._loaded[version] = loaded
             self._loaded.move_to_end(version)

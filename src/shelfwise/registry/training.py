@@ -82,8 +82,11 @@ def train_version(
     activate: bool = True,
     force: bool = False,
     progress: ProgressFn | None = None,
+    store_id: str | None = None,
 ) -> TrainingOutcome:
     """Fit, evaluate on held-out data, register; then release through the gate when ``activate``.
+    ``store_id`` (``Store.store_id`` of the store ``dataset`` came from) binds the version to that
+    store: a server over another store refuses to serve it.
 
     Raises ``GateRefusedError`` (after registering the version, inactive) when the candidate is worse
     than the active version on the same held-out set and ``force`` is False."""
@@ -146,6 +149,7 @@ def train_version(
             "gate": decision.to_dict(),
         },
         parent=active_version,
+        store_id=store_id,
     )
     activated = False
     if activate:

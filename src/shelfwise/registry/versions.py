@@ -12,6 +12,14 @@ whole version or none. ``ACTIVE.json`` is written to a temporary file and ``os.r
 reader sees the old pointer or the new one. Loading verifies every file's sha256 first: a corrupt or
 missing artifact raises ``CorruptArtifactError`` and is never loaded.
 
+Every read-modify-write of the registry (activation, rollback, candidates, erasure rewrites, the
+erasure counter, the catalogue log) runs under one lock file (``.lock``, with ``filelock``), so two
+processes doing them at once never lose each other's change.
+
+Each version records the id of the store it was trained on (``store_id``, see ``Store.store_id``):
+a serving process refuses a version bound to another store (``StoreMismatchError``), so one
+registry never silently serves a model of another shop's data.
+
     >>> reg = ModelRegistry(Path("var/models"))                    # doctest: +SKIP
     >>> info = reg.register({"recommender": model}, metrics={...})  # doctest: +SKIP
     >>> reg.activate(info.version); reg.rollback()                  # doctest: +SKIP
@@ -27,12 +35,13 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from shelfwise.core.errors import ShelfwiseError
 from shelfwise.recommend.base import METADATA, Recommendation, Recommender
@@ -41,6 +50,8 @@ VERSION_FILE = "version.json"
 POINTER = "ACTIVE.json"
 ERASURES = "ERASURES"  # a counter (no ids) bumped on every erasure, so other processes notice
 CATALOGUE = "CATALOGUE.log"  # items written through the API: JSON [item_id, removed] lines
+LOCK = ".lock"  # held for every read-modify-write of the registry, across processes
+LOCK_TIMEOUT_S = 120.0  # an erasure rewriting big versions holds it for seconds, not minutes
 FORMAT = 1
 COMPONENTS = ("recommender", "bought_together")
 ERASED_PREFIX = "~erased~"
@@ -59,6 +70,23 @@ class CorruptArtifactError(RegistryError):
 
 class GateRefusedError(RegistryError):
     """The release gate refused a candidate that is worse than the active model on held-out data."""
+
+
+class StoreMismatchError(RegistryError):
+    """A version was trained on another store's data: it is not served over this store."""
+
+
+def check_store(info: VersionInfo, store_id: str | None) -> None:
+    """Refuse a version bound to a store other than ``store_id`` (None: the caller has no store).
+    A version registered without a store (before versions were bound, or trained from a file) passes."""
+    if store_id is None or info.store_id is None or info.store_id == store_id:
+        return
+    raise StoreMismatchError(
+        f"model version {info.version} was trained on another store (store id {info.store_id[:12]}), "
+        f"not on this one ({store_id[:12]}): it is not served here",
+        hint="train a version on this store in a registry of its own (SHELFWISE_MODELS_DIR=DIR "
+        "shelfwise models train --db URL), or serve the store it was trained on",
+    )
 
 
 def sha256_file(path: Path) -> str:
@@ -97,6 +125,7 @@ class VersionInfo:
     parent: str | None = None
     evaluation: dict[str, Any] = field(default_factory=dict)
     erasures: int = 0
+    store_id: str | None = None  # the store it was trained on (None: registered unbound)
     path: Path | None = None
 
     @property
@@ -115,6 +144,7 @@ class VersionInfo:
             "evaluation": self.evaluation,
             "parent": self.parent,
             "erasures": self.erasures,
+            "store_id": self.store_id,
             "files": len(self.files),
         }
 
@@ -131,6 +161,7 @@ class VersionInfo:
             parent=payload.get("parent"),
             evaluation=dict(payload.get("evaluation", {})),
             erasures=int(payload.get("erasures", 0)),
+            store_id=payload.get("store_id"),
             path=path,
         )
 
@@ -206,6 +237,21 @@ class ModelRegistry:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._file_lock = FileLock(str(self.root / LOCK), timeout=LOCK_TIMEOUT_S)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the registry's lock (re-entrant in a thread; other threads and processes wait)."""
+        try:
+            self._file_lock.acquire()
+        except Timeout:
+            raise RegistryError(
+                f"the registry {self.root} stayed locked for {LOCK_TIMEOUT_S:.0f} s", hint="try again"
+            ) from None
+        try:
+            yield
+        finally:
+            self._file_lock.release()
 
     # --- writing versions -----------------------------------------------------------------------
     def new_version_id(self, model_name: str) -> str:
@@ -222,8 +268,10 @@ class ModelRegistry:
         evaluation: Mapping[str, Any] | None = None,
         parent: str | None = None,
         version: str | None = None,
+        store_id: str | None = None,
     ) -> VersionInfo:
         """Save ``models`` (at least ``"recommender"``) as a new version; returns its info.
+        ``store_id`` binds it to the store whose data trained it (``Store.store_id``).
 
         Nothing is activated: call ``activate`` (or go through the gate with ``release``)."""
         if "recommender" not in models:
@@ -253,6 +301,7 @@ class ModelRegistry:
                 "evaluation": dict(evaluation or {}),
                 "parent": parent,
                 "erasures": 0,
+                "store_id": store_id,
                 "files": files,
             }
             (tmp / VERSION_FILE).write_text(json.dumps(payload, indent=2, default=str))
@@ -365,11 +414,16 @@ class ModelRegistry:
         """Tell other serving processes that a shopper was erased: bump a counter (it names
         nobody); each process then re-checks what it holds in memory (``LiveModels.sync``)."""
         path = self.root / ERASURES
+        with self.locked():
+            count = self.erasure_count()
+            _write_json_atomic(path, {"erasures": count + 1, "at": _now()})
+
+    def erasure_count(self) -> int:
+        """How many erasures the counter has seen (it names nobody)."""
         try:
-            count = int(json.loads(path.read_text())["erasures"])
+            return int(json.loads((self.root / ERASURES).read_text())["erasures"])
         except (FileNotFoundError, ValueError, KeyError, TypeError):
-            count = 0
-        _write_json_atomic(path, {"erasures": count + 1, "at": _now()})
+            return 0
 
     def erasure_stamp(self) -> tuple[int, int] | None:
         return self._stamp(ERASURES)
@@ -382,15 +436,16 @@ class ModelRegistry:
         if not item_ids:
             return []
         lines = [(json.dumps([str(i), removed]) + "\n").encode() for i in item_ids]
-        fd = os.open(self.root / CATALOGUE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            # the leading newline ends a line torn by a writer killed mid-write, so that line is
-            # skipped alone instead of swallowing this one
-            os.write(fd, b"\n" + b"".join(lines))
-            end = os.lseek(fd, 0, os.SEEK_CUR)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with self.locked():
+            fd = os.open(self.root / CATALOGUE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                # the leading newline ends a line torn by a writer killed mid-write, so that line is
+                # skipped alone instead of swallowing this one
+                os.write(fd, b"\n" + b"".join(lines))
+                end = os.lseek(fd, 0, os.SEEK_CUR)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         starts, at = [], end - sum(len(line) for line in lines)
         for line in lines:
             starts.append(at)
@@ -441,6 +496,10 @@ class ModelRegistry:
         """Point ``active`` at ``version`` (checksums verified first); the old one goes to history.
 
         No gate here: ``release`` gates a new candidate; an operator may activate any sound version."""
+        with self.locked():
+            return self._activate(version)
+
+    def _activate(self, version: str) -> Pointer:
         problems = self.verify(version)
         if problems:
             raise CorruptArtifactError(
@@ -459,28 +518,30 @@ class ModelRegistry:
 
     def rollback(self) -> Pointer:
         """Make the previously active version active again (the current one is dropped from history)."""
-        old = self.pointer()
-        history = list(old.history)
-        while history:
-            previous = history.pop()
-            if previous in self.versions():
-                new = Pointer(active=previous, history=tuple(history), candidate=None, updated_at=_now())
-                self._write_pointer(new)
-                return new
+        with self.locked():
+            old = self.pointer()
+            history = list(old.history)
+            while history:
+                previous = history.pop()
+                if previous in self.versions():
+                    new = Pointer(active=previous, history=tuple(history), candidate=None, updated_at=_now())
+                    self._write_pointer(new)
+                    return new
         raise RegistryError("no earlier version to roll back to")
 
     def set_candidate(self, candidate: Candidate | None) -> Pointer:
         """Start (or stop, with None) shadow or canary traffic for a version."""
-        old = self.pointer()
-        if candidate is not None:
-            if not 0.0 <= candidate.percent <= 100.0:
-                raise RegistryError("canary percent must be within 0..100")
-            self._dir(candidate.version)
-            if candidate.version == old.active:
-                raise RegistryError(f"{candidate.version!r} is already the active version")
-        new = Pointer(active=old.active, history=old.history, candidate=candidate, updated_at=_now())
-        self._write_pointer(new)
-        return new
+        with self.locked():
+            old = self.pointer()
+            if candidate is not None:
+                if not 0.0 <= candidate.percent <= 100.0:
+                    raise RegistryError("canary percent must be within 0..100")
+                self._dir(candidate.version)
+                if candidate.version == old.active:
+                    raise RegistryError(f"{candidate.version!r} is already the active version")
+            new = Pointer(active=old.active, history=old.history, candidate=candidate, updated_at=_now())
+            self._write_pointer(new)
+            return new
 
     # --- privacy --------------------------------------------------------------------------------
     def find_user(self, user_id: str) -> list[str]:
@@ -499,7 +560,12 @@ class ModelRegistry:
         """Remove a user from every version on disk: their id is replaced by a tombstone and their
         rows (history, exclusions, user factors) are zeroed; checksums are rewritten. Returns the
         versions changed. Item-level statistics learnt from the user (co-occurrence, popularity) stay,
-        as aggregates with no id attached."""
+        as aggregates with no id attached. Runs under the registry's lock: two erasures at once
+        would otherwise each rewrite a version from what it read, and one would undo the other."""
+        with self.locked():
+            return self._erase_user(user_id)
+
+    def _erase_user(self, user_id: str) -> list[str]:
         changed = []
         for version in self.find_user(user_id):
             info = self.info(version)

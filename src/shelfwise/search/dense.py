@@ -19,8 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from shelfwise.core.logging import get_logger
+
 # the model files and their loading are shared with the content recommenders
 from shelfwise.features.embeddings import DIM, load_encoder
+
+log = get_logger(__name__)
+torchscript_fallbacks = 0  # encoders whose query graph could not be traced (eager PyTorch instead)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 # Below this many allowed slots an exact scan (gather + one mat-vec) beats the graph and never misses.
@@ -231,7 +236,10 @@ def _trace_query_graph(transformer: Any, tokenizer: Any) -> Any:
                 strict=False,
             )
             return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-    except Exception:  # an architecture TorchScript cannot trace: stay eager
+    except Exception as exc:  # an architecture TorchScript cannot trace: stay eager, and say so
+        global torchscript_fallbacks
+        torchscript_fallbacks += 1
+        log.warning("query encoder not traced with TorchScript: eager PyTorch (slower)", error=repr(exc))
         return None
 
 

@@ -17,6 +17,7 @@ on the Arrow tables they return (as Polars frames).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import time
@@ -27,7 +28,9 @@ from typing import Any, Literal
 import pyarrow as pa
 import sqlalchemy as sa
 
+from shelfwise.core.clock import now_ms
 from shelfwise.core.errors import StoreError
+from shelfwise.store.erasure import CLOCK_SLACK_MS, derived_lock
 
 FunnelDimension = Literal["category", "brand", "day", "total"]
 DemandLevel = Literal["item", "category"]
@@ -191,6 +194,37 @@ def _read(conn: Any, query: str, schema: pa.Schema) -> pa.Table:
     ).combine_chunks()
 
 
+def _erased_since(conn: Any, since_ms: int) -> list[str]:
+    """Pseudonyms tombstoned at or after ``since_ms`` (none in a store from before tombstones)."""
+    cur = conn.cursor()
+    try:
+        cur.execute(f"SELECT user_id FROM erased_users WHERE erased_at >= {int(since_ms)}")
+        return [str(u) for u in cur.fetch_arrow_table().column(0).to_pylist()]
+    except Exception as exc:
+        if "erased_users" not in str(exc):
+            raise
+        return []
+    finally:
+        cur.close()
+
+
+def erased_since(url: str, since_ms: int) -> list[str]:
+    """``Store.erased_since`` read through ADBC, for processes that read the store only this way
+    (one process must not load two SQLite libraries: see ``AnalyticalStore.latest_snapshot``)."""
+    conn = _dbapi_connect(url)
+    try:
+        return _erased_since(conn, since_ms)
+    finally:
+        conn.close()
+
+
+def _without(table: pa.Table, user_ids: list[str]) -> pa.Table:
+    import pyarrow.compute as pc
+
+    keep = pc.invert(pc.fill_null(pc.is_in(table.column("user_id"), pa.array(user_ids, pa.string())), False))
+    return table.filter(keep)
+
+
 class AnalyticalStore:
     """A read-only, in-memory snapshot of a store's events, items and users, queried with DuckDB."""
 
@@ -245,6 +279,7 @@ class AnalyticalStore:
             raise StoreError(
                 f"cannot read the store at {shown_url(url)}: {str(exc).splitlines()[0]}"
             ) from None
+        read_from = now_ms()
         try:
             if progress:
                 progress("reading events")
@@ -262,9 +297,16 @@ class AnalyticalStore:
                 else None,
             ) from None
         finally:
-            conn.close()
-        if cached is not None and cached == _cache_path(url, cache_dir):  # unchanged while read
-            _write_cache(cached, {"events": events, "items": items, "users": users})
+            conn.close()  # (an open SQLite connection has a WAL file: the cache key waits for this)
+        # Shoppers erased while this read ran are taken out before the snapshot is kept or used,
+        # under the lock an erasure holds while it removes snapshots: the erasure's tombstone is
+        # seen here, or the snapshot written here is there for the erasure to remove.
+        with derived_lock(cache_dir) if cache_dir is not None else contextlib.nullcontext():
+            erased = erased_since(url, read_from - CLOCK_SLACK_MS)
+            if erased:
+                events, users = _without(events, erased), _without(users, erased)
+            if cached is not None and cached == _cache_path(url, cache_dir):  # unchanged while read
+                _write_cache(cached, {"events": events, "items": items, "users": users})
         store = cls(events, items, users, url=url)
         store.load_seconds = time.perf_counter() - started
         return store

@@ -178,3 +178,104 @@ def restore(store: Store, backup_dir: Path) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 3),
         "backup": str(backup_dir),
     }
+
+
+# --- erasure ----------------------------------------------------------------------------------------
+
+_PER_USER = {"events": "user_id", "users": "user_id"}  # tables whose rows belong to one shopper
+
+
+def _user_rows(table: pa.Table, name: str, user_id: str) -> Any:
+    import pyarrow.compute as pc
+
+    if name == "quarantine":  # a rejected record names its shopper inside its JSON
+        hit = pc.match_substring(table.column("record"), user_id)
+    else:
+        hit = pc.equal(table.column(_PER_USER[name]), user_id)
+    return pc.fill_null(hit, False)
+
+
+def backups_under(dirs: Any) -> list[Path]:
+    """Directories under ``dirs`` that hold a shelfwise backup (a manifest of this format)."""
+    found = []
+    for d in dirs:
+        for path in sorted(Path(d).rglob(MANIFEST)) if Path(d).is_dir() else []:
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if (
+                isinstance(manifest, dict)
+                and manifest.get("format") == FORMAT_VERSION
+                and "tables" in manifest
+            ):
+                found.append(path.parent)
+    return found
+
+
+def backup_mentions(backup_dir: Path, user_id: str) -> dict[str, int]:
+    """Rows of each table of a backup that belong to or name ``user_id`` (a pseudonym)."""
+    import pyarrow.compute as pc
+
+    manifest = read_manifest(backup_dir)
+    found: dict[str, int] = {}
+    for name in (*_PER_USER, "quarantine"):
+        entry = manifest["tables"].get(name)
+        if entry is None:
+            continue
+        column = "record" if name == "quarantine" else _PER_USER[name]
+        table = pq.read_table(backup_dir / entry["file"], columns=[column])
+        n = int(pc.sum(_user_rows(table, name, user_id)).as_py() or 0)
+        if n:
+            found[name] = n
+    return found
+
+
+def erase_from_backup(backup_dir: Path, user_id: str) -> int:
+    """Remove a shopper's rows from a backup (events, profile, quarantined records that name them)
+    and add their tombstone when the backup carries tombstones; the manifest's row counts,
+    checksums and file hashes are rewritten, so the backup still restores and verifies. Returns the
+    rows removed."""
+    import os
+
+    import pyarrow.compute as pc
+
+    manifest = read_manifest(backup_dir)  # refuses a corrupt backup before touching it
+    removed = 0
+    for name in (*_PER_USER, "quarantine"):
+        entry = manifest["tables"].get(name)
+        if entry is None:
+            continue
+        path = backup_dir / entry["file"]
+        table = pq.read_table(path)
+        hit = _user_rows(table, name, user_id)
+        n = int(pc.sum(hit).as_py() or 0)
+        if n:
+            _rewrite(path, table.filter(pc.invert(hit)), entry)
+            removed += n
+    tombstones = manifest["tables"].get("erased_users")
+    if removed and tombstones is not None:
+        path = backup_dir / tombstones["file"]
+        table = pq.read_table(path)
+        if user_id not in set(table.column("user_id").to_pylist()):
+            row = pa.table({"user_id": [user_id], "erased_at": [now_ms()]}, schema=table.schema)
+            _rewrite(path, pa.concat_tables([table, row]), tombstones)
+    if removed:
+        manifest["erasures"] = int(manifest.get("erasures", 0)) + 1
+        tmp = backup_dir / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, backup_dir / MANIFEST)
+    return removed
+
+
+def _rewrite(path: Path, table: pa.Table, entry: dict[str, Any]) -> None:
+    """Write ``table`` over ``path`` (whole or not at all) and update its manifest entry."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    total = 0
+    for row in zip(*(table.column(n).to_pylist() for n in table.column_names), strict=True):
+        total = (total + _row_hash(tuple(row))) % _MOD
+    entry.update(rows=table.num_rows, checksum=f"{total:064x}", sha256=sha256_file(str(path)))

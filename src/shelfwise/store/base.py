@@ -43,6 +43,7 @@ class QuarantineRow:
     detail: str
     record: str
     run_id: int | None = None
+    user_id: str | None = None  # the pseudonym the record names (not stored: erasure checks it)
 
     @classmethod
     def of(cls, rejection: Rejection, *, source: str, kind: str, run_id: int | None = None) -> QuarantineRow:
@@ -56,6 +57,7 @@ class QuarantineRow:
             detail=rejection.detail,
             record=rejection.raw,
             run_id=run_id,
+            user_id=rejection.user_id,
         )
 
 
@@ -150,7 +152,26 @@ class Store(ABC):
 
     @abstractmethod
     def delete_user(self, user_id: str) -> dict[str, int]:
-        """Remove a user's events and profile; returns rows removed per table."""
+        """Erase a user: leave a tombstone for their pseudonym, then remove their events, profile and
+        the quarantined records that name them, in one transaction; returns rows removed per table.
+
+        From then on every write (``append_events``, ``append_event_groups``, ``add_quarantine``)
+        drops what names a tombstoned user, and a write that was already running when the erasure
+        came is ordered before it (and so erased by it) or after it (and so filtered)."""
+
+    @abstractmethod
+    def erased_among(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of these pseudonyms are tombstoned (their shopper was erased)."""
+
+    @abstractmethod
+    def erased_since(self, since_ms: int) -> list[str]:
+        """Pseudonyms erased at or after ``since_ms`` (0: every tombstone)."""
+
+    @property
+    @abstractmethod
+    def store_id(self) -> str:
+        """A random id made once for this store (kept in it, carried by its backups): model versions
+        record it, so a registry can refuse to serve one store a model trained on another's data."""
 
     # --- quality ------------------------------------------------------------------------------
     @abstractmethod

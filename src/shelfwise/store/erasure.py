@@ -1,18 +1,36 @@
 """Erasure of one shopper from the store, and the proof of it.
 
-``Store.delete_user`` removes their events and profile; quarantined records can still carry their
-pseudonym (a rejected line keeps its fields, pseudonymised), so erasure also removes those, and
-``user_footprint`` counts what is left in every table.
+``Store.delete_user`` leaves a tombstone for the pseudonym and removes their events, profile and
+the quarantined records that name them (a rejected line keeps its fields, the user id
+pseudonymised), in one transaction; ``user_footprint`` counts what is left in every table.
+
+Derived copies (analytics snapshots, reports) are written outside the store, often by a build that
+read it before an erasure: ``publish_checked`` is how such a build puts its output in place, so a
+build already running when a shopper is erased cannot bring them back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from filelock import FileLock
 
+from shelfwise.core.errors import ShelfwiseError
+from shelfwise.core.logging import get_logger
 from shelfwise.store.base import Store
+from shelfwise.store.sql import mentions
 from shelfwise.store.tables import events, quarantine, users
+
+log = get_logger(__name__)
+LOCK_NAME = ".erasure.lock"  # in each directory of derived copies
+# an erasure this much older than a build's start is already out of what the build read (clocks of
+# the hosts writing tombstones and building may differ a little)
+CLOCK_SLACK_MS = 60_000
 
 
 def _engine(store: Store) -> Any:
@@ -22,18 +40,9 @@ def _engine(store: Store) -> Any:
     return engine
 
 
-def _mentions(user_id: str) -> Any:
-    # a pseudonym is 32 hex characters, so a substring match cannot hit a different shopper's id
-    escaped = user_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return quarantine.c.record.like(f"%{escaped}%", escape="\\")
-
-
 def erase_user(store: Store, user_id: str) -> dict[str, int]:
-    """Remove a user's events, profile and quarantined records; rows removed per table."""
-    removed = dict(store.delete_user(user_id))
-    with _engine(store).begin() as conn:
-        removed["quarantine"] = conn.execute(quarantine.delete().where(_mentions(user_id))).rowcount
-    return removed
+    """Tombstone a user and remove their events, profile and quarantined records; rows per table."""
+    return dict(store.delete_user(user_id))
 
 
 def user_footprint(store: Store, user_id: str) -> dict[str, int]:
@@ -46,7 +55,7 @@ def user_footprint(store: Store, user_id: str) -> dict[str, int]:
         return {
             "events": count(events, events.c.user_id == user_id),
             "users": count(users, users.c.user_id == user_id),
-            "quarantine": count(quarantine, _mentions(user_id)),
+            "quarantine": count(quarantine, mentions(user_id)),
         }
 
 
@@ -60,3 +69,135 @@ def users_with_events(store: Store, user_ids: list[str], *, batch: int = 500) ->
             rows = conn.execute(sa.select(events.c.user_id).where(events.c.user_id.in_(chunk)).distinct())
             found.update(str(r[0]) for r in rows)
     return found
+
+
+# --- derived copies ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def derived_lock(directory: Path, *, timeout: float = 120) -> Iterator[None]:
+    """Held by an erasure while it removes copies under ``directory``, and by a build while it checks
+    and publishes its output there: the two never interleave, across processes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory / LOCK_NAME), timeout=timeout):
+        yield
+
+
+def files_under(path: Path) -> list[Path]:
+    """Every file under ``path`` (or ``path`` itself), lock files left out."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    return [p for p in sorted(path.rglob("*")) if p.is_file() and p.name != LOCK_NAME]
+
+
+def file_mentions(path: Path, needle: bytes) -> bool:
+    """Whether the file holds ``needle`` (read in chunks, overlapping by the needle's length). A
+    Parquet file is compressed, so its text columns are searched instead of its bytes."""
+    if path.suffix == ".parquet":
+        return _parquet_mentions(path, needle.decode())
+    tail = b""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-len(needle) :]
+    return False
+
+
+def _parquet_mentions(path: Path, text: str) -> bool:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    columns = [
+        f.name for f in pf.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    for batch in pf.iter_batches(columns=columns) if columns else ():
+        for column in batch.columns:
+            if pc.any(pc.match_substring(column, text)).as_py():
+                return True
+    return False
+
+
+def erased_in(path: Path, user_ids: Sequence[str]) -> list[str]:
+    """Which of ``user_ids`` a file or directory of files mentions."""
+    needles = [(u, u.encode()) for u in user_ids]
+    found: list[str] = []
+    for file in files_under(path):
+        for user, needle in needles:
+            if user not in found and file_mentions(file, needle):
+                found.append(user)
+    return found
+
+
+class ErasedDuringBuild(ShelfwiseError):
+    """A shopper was erased while a build read their data: its output was discarded."""
+
+
+def publish_checked(
+    built: Path,
+    final: Path,
+    *,
+    erased_since: Callable[[int], Sequence[str]],
+    started_ms: int,
+    lock_dir: Path | None = None,
+    merge: bool = False,
+) -> None:
+    """Move a finished build ``built`` (a file or directory) to ``final``, unless it mentions a
+    shopper erased since the build started (``started_ms``; ``erased_since`` is the store's
+    ``Store.erased_since``): then ``built`` is deleted and ``ErasedDuringBuild`` raised (build
+    again). Done under ``derived_lock(lock_dir)``, the lock an erasure holds while it removes
+    derived copies there, so an erasure lands before the check (and
+    its tombstone is seen) or after the move (and it removes what was published). A directory
+    replaces ``final`` whole, or with ``merge`` file by file (other files in ``final`` stay: a
+    report written into a directory the user chose)."""
+    with derived_lock(lock_dir or final.parent):
+        recent = list(erased_since(started_ms - CLOCK_SLACK_MS))
+        hit = erased_in(built, recent) if recent and built.exists() else []
+        if hit or not built.exists():
+            if built.is_dir():
+                shutil.rmtree(built, ignore_errors=True)
+            else:
+                built.unlink(missing_ok=True)
+            log.warning("discarded a build that read erased shoppers", shoppers=len(hit), path=str(final))
+            raise ErasedDuringBuild(
+                f"{len(hit)} shopper(s) erased while {final.name} was built: the build was discarded"
+                if hit
+                else f"{built} was removed while it was built (an erasure cleared it)",
+                hint="build it again",
+            )
+        if merge and built.is_dir():
+            _merge(built, final)
+        else:
+            _replace(built, final)
+
+
+def _merge(new: Path, old: Path) -> None:
+    for path in files_under(new):
+        target = old / path.relative_to(new)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+    shutil.rmtree(new, ignore_errors=True)
+
+
+def building_path(final: Path) -> Path:
+    """Where a build of ``final`` is written before ``publish_checked`` (beside it, hidden)."""
+    return final.with_name(f".{final.name}.building")
+
+
+def _replace(new: Path, old: Path) -> None:
+    """Swap ``new`` in for ``old`` (a reader sees one or the other, never a half-written copy)."""
+    if new.is_file():
+        new.replace(old)
+        return
+    trash = old.with_name(old.name + ".old")
+    if trash.exists():
+        shutil.rmtree(trash)
+    if old.exists():
+        old.rename(trash)
+    new.rename(old)
+    if trash.exists():
+        shutil.rmtree(trash)

@@ -28,7 +28,8 @@ from shelfwise.store.base import QuarantineRow, Store
 
 @dataclass
 class IngestReport:
-    """What one ingest run did. ``records = accepted + duplicates + quarantined``."""
+    """What one ingest run did. ``records = accepted + duplicates + quarantined + erased``; ``erased``
+    counts records of shoppers who were erased (tombstoned): they are neither stored nor quarantined."""
 
     run_id: int
     source: str
@@ -38,6 +39,7 @@ class IngestReport:
     accepted: int = 0
     quarantined: int = 0
     duplicates: int = 0
+    erased: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     fields: dict[str, int] = field(default_factory=dict)
     conversions: dict[str, int] = field(default_factory=dict)
@@ -68,6 +70,7 @@ def _gate_config(fmt: DatasetFormat, settings: Settings, unknown_items: str) -> 
         future_tolerance_ms=settings.future_tolerance_seconds * 1000,
         max_text=settings.max_text_length,
         unknown_items=unknown_items,
+        required=fmt.required,
     )
 
 
@@ -151,6 +154,9 @@ def ingest_events(
     first = next(reader, None)
 
     report, tally = _start(store, fmt, "events", path)
+    # shoppers erased before this run: their records are skipped (and counted); one erased while it
+    # runs is caught by the store itself, which checks its tombstones in every write transaction
+    erased = set(store.erased_since(0))
     batch: list[Event] = []
     inline: dict[str, dict[str, Any]] = {}
     held: list[QuarantineRow] = []
@@ -172,7 +178,9 @@ def ingest_events(
     for record in _chain(records, reader):
         report.records += 1
         result = gate.check(record)
-        if isinstance(result, Rejection):
+        if erased and result.user_id in erased:
+            report.erased += 1
+        elif isinstance(result, Rejection):
             held.append(tally.reject(result, "event"))
         else:
             batch.append(result)

@@ -132,13 +132,27 @@ def plot_quarantine(report: dict[str, Any], path: Path) -> Path | None:
 
 
 def write_quality_report(store: Store, out_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Build the report and write ``quality_report.{json,md,png}`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = build_quality_report(store)
+    """Build the report and write ``quality_report.{json,md,png}`` into ``out_dir``. Its examples
+    are quarantined records (pseudonymised), so it is written beside ``out_dir`` and published only
+    if nobody it names was erased meanwhile (``publish_checked``); else it is built once more."""
+    from shelfwise.store.erasure import ErasedDuringBuild, building_path, publish_checked
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in (1, 2):
+        started = now_ms()
+        tmp = building_path(out_dir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        report = build_quality_report(store)
+        png = plot_quarantine(report, tmp / "quality_report.png")
+        (tmp / "quality_report.json").write_text(json.dumps(report, indent=2, default=str))
+        (tmp / "quality_report.md").write_text(render_markdown(report, plot=png.name if png else None))
+        try:
+            publish_checked(tmp, out_dir, erased_since=store.erased_since, started_ms=started, merge=True)
+            break
+        except ErasedDuringBuild:
+            if attempt == 2:
+                raise
     paths = {"json": out_dir / "quality_report.json", "markdown": out_dir / "quality_report.md"}
-    png = plot_quarantine(report, out_dir / "quality_report.png")
     if png is not None:
-        paths["plot"] = png
-    paths["json"].write_text(json.dumps(report, indent=2, default=str))
-    paths["markdown"].write_text(render_markdown(report, plot=png.name if png else None))
+        paths["plot"] = out_dir / png.name
     return report, paths

@@ -4,6 +4,7 @@ connection settings) live in ``sqlite.py`` and ``postgres.py``."""
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,30 @@ from alembic.config import Config
 from shelfwise.core.clock import now_ms
 from shelfwise.core.errors import StoreError
 from shelfwise.core.ids import content_id
+from shelfwise.core.logging import get_logger
 from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.store.base import Interactions, QuarantineRow, Store
-from shelfwise.store.tables import events, ingest_runs, items, metadata, quarantine, users
+from shelfwise.store.tables import (
+    erased_users,
+    events,
+    ingest_runs,
+    items,
+    metadata,
+    quarantine,
+    store_meta,
+    users,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CHUNK = 5_000  # ids per IN (...) list
+log = get_logger(__name__)
+
+
+def mentions(user_id: str) -> Any:
+    """Quarantined records that name ``user_id`` (a rejected record keeps its fields, the user id
+    pseudonymised). A pseudonym is 32 hex characters, so a substring cannot hit another shopper's."""
+    escaped = user_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return quarantine.c.record.like(f"%{escaped}%", escape="\\")
 
 
 _CONTEXT_JSON: dict[tuple[Any, ...], str] = {}
@@ -122,6 +141,7 @@ class SqlStore(Store):
     def __init__(self, url: str, engine: sa.Engine) -> None:
         self.url = url
         self.engine = engine
+        self.erased_refused = 0  # records refused because they named an erased shopper (since start)
         self.migrate()
 
     # --- dialect hooks --------------------------------------------------------------------------
@@ -140,6 +160,15 @@ class SqlStore(Store):
     def after_load(self, conn: sa.Connection) -> None:
         """Called after a restore wrote explicit ids (PostgreSQL resets its sequences here)."""
 
+    def before_migrate(self, conn: sa.Connection) -> None:
+        """Session settings for the migration's transaction (PostgreSQL lifts the statement timeout)."""
+
+    def lock_against_erasure(self, conn: sa.Connection, *, exclusive: bool = False) -> None:
+        """Order this transaction against erasures: a write takes it shared before it checks the
+        tombstones, an erasure exclusively before it writes one, so no write can check, miss a
+        tombstone being written, and commit its rows after the erasure removed the shopper's."""
+        raise NotImplementedError
+
     # --- schema --------------------------------------------------------------------------------
     def migrate(self) -> None:
         """Bring the schema to the newest migration (Alembic, run in-process)."""
@@ -147,6 +176,7 @@ class SqlStore(Store):
         cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
             with self.engine.begin() as conn:
+                self.before_migrate(conn)
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except sa.exc.OperationalError as exc:
@@ -165,6 +195,10 @@ class SqlStore(Store):
         quarantine: Sequence[QuarantineRow] = (),
     ) -> int:
         with self.engine.begin() as conn:
+            self.lock_against_erasure(conn)
+            erased = self._erased_in(conn, [events_], quarantine)
+            if erased:
+                events_, quarantine = self._drop_erased(erased, events_, quarantine)
             if items:
                 self._upsert_items(conn, items, replace=False)
             inserted = self.bulk_insert_events(conn, [event_row(e) for e in events_]) if events_ else 0
@@ -174,7 +208,67 @@ class SqlStore(Store):
 
     def append_event_groups(self, groups: Sequence[Sequence[Event]]) -> list[int]:
         with self.engine.begin() as conn:  # one transaction, one commit for every group
+            self.lock_against_erasure(conn)
+            erased = self._erased_in(conn, groups, ())
+            if erased:
+                groups = [self._drop_erased(erased, g, ())[0] for g in groups]
             return [self.bulk_insert_events(conn, [event_row(e) for e in g]) if g else 0 for g in groups]
+
+    # --- erasure -------------------------------------------------------------------------------
+    def _erased_in(
+        self, conn: sa.Connection, groups: Iterable[Sequence[Event]], rows: Sequence[QuarantineRow]
+    ) -> set[str]:
+        """The tombstoned pseudonyms among those these events and quarantined records name."""
+        named = {e.user_id for g in groups for e in g if e.user_id is not None}
+        named.update(r.user_id for r in rows if r.user_id is not None)
+        if not named or conn.execute(sa.select(erased_users.c.user_id).limit(1)).first() is None:
+            return set()  # the common case: nobody was ever erased
+        return self._erased_among(conn, named)
+
+    @staticmethod
+    def _erased_among(conn: sa.Connection, user_ids: Iterable[str]) -> set[str]:
+        ids = list(dict.fromkeys(user_ids))
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            query = sa.select(erased_users.c.user_id).where(erased_users.c.user_id.in_(chunk))
+            found.update(conn.execute(query).scalars())
+        return found
+
+    def _drop_erased(
+        self, erased: set[str], events_: Sequence[Event], rows: Sequence[QuarantineRow]
+    ) -> tuple[list[Event], list[QuarantineRow]]:
+        kept = [e for e in events_ if e.user_id not in erased]
+        kept_rows = [r for r in rows if r.user_id not in erased]
+        dropped = len(events_) - len(kept) + len(rows) - len(kept_rows)
+        if dropped:
+            self.erased_refused += dropped
+            # names nobody: how many, not whose
+            log.warning("refused records of erased shoppers", records=dropped, shoppers=len(erased))
+        return kept, kept_rows
+
+    def erased_among(self, user_ids: Iterable[str]) -> set[str]:
+        with self.engine.connect() as conn:
+            return self._erased_among(conn, user_ids)
+
+    def erased_since(self, since_ms: int) -> list[str]:
+        query = sa.select(erased_users.c.user_id).where(erased_users.c.erased_at >= since_ms)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    @property
+    def store_id(self) -> str:
+        cached: str | None = getattr(self, "_store_id", None)
+        if cached is not None:
+            return cached
+        query = sa.select(store_meta.c.value).where(store_meta.c.key == "store_id")
+        with self.engine.begin() as conn:
+            found = conn.execute(query).scalar()
+            if found is None:  # made once; two processes racing here agree on the first one stored
+                stmt = self.dialect_insert(store_meta).on_conflict_do_nothing(index_elements=["key"])
+                conn.execute(stmt, {"key": "store_id", "value": secrets.token_hex(16)})
+                found = conn.execute(query).scalar_one()
+        self._store_id = str(found)
+        return self._store_id
 
     def events_for_user(
         self,
@@ -361,15 +455,28 @@ class SqlStore(Store):
 
     def delete_user(self, user_id: str) -> dict[str, int]:
         with self.engine.begin() as conn:
+            self.lock_against_erasure(conn, exclusive=True)
+            stmt = self.dialect_insert(erased_users)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[erased_users.c.user_id], set_={"erased_at": stmt.excluded.erased_at}
+                ),
+                {"user_id": user_id, "erased_at": now_ms()},
+            )
             removed = {
                 "events": conn.execute(events.delete().where(events.c.user_id == user_id)).rowcount,
                 "users": conn.execute(users.delete().where(users.c.user_id == user_id)).rowcount,
+                "quarantine": conn.execute(quarantine.delete().where(mentions(user_id))).rowcount,
             }
         return removed
 
     # --- quality -------------------------------------------------------------------------------
     def add_quarantine(self, rows: Sequence[QuarantineRow]) -> None:
         with self.engine.begin() as conn:
+            self.lock_against_erasure(conn)
+            erased = self._erased_in(conn, (), rows)
+            if erased:
+                rows = self._drop_erased(erased, (), rows)[1]
             self._add_quarantine(conn, rows)
 
     def _add_quarantine(self, conn: sa.Connection, rows: Sequence[QuarantineRow]) -> None:

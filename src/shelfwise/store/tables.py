@@ -84,5 +84,25 @@ ingest_runs = sa.Table(
     sa.Column("report", sa.Text),
 )
 
-# Tables a backup carries, in the order a restore loads them.
-DATA_TABLES = (items, users, events, ingest_runs, quarantine)
+# Shoppers who were erased (their pseudonyms, never the shop's ids): every write path refuses their
+# events and quarantined records, so a replay, a retry or a re-ingest cannot bring them back.
+erased_users = sa.Table(
+    "erased_users",
+    metadata,
+    sa.Column("user_id", ID, primary_key=True),
+    sa.Column("erased_at", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_erased_users_erased_at", erased_users.c.erased_at)
+
+# Facts about the store itself: ``store_id``, a random id made once, which each model version
+# records so that a registry never serves a model trained on another store's data.
+store_meta = sa.Table(
+    "store_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# Tables a backup carries, in the order a restore loads them (tombstones and the store's id travel
+# with the data: a restored copy is the same shop, and its erasures stay erased).
+DATA_TABLES = (items, users, events, ingest_runs, quarantine, erased_users, store_meta)

@@ -120,16 +120,35 @@ class AnalyticsDashboard:
             builder.join()
         return dict(self.state)
 
-    def _build(self) -> None:
+    def _build(self, *, attempts: int = 3) -> None:
         """``shelfwise report`` in a child process (it reads the store with ADBC, and keeps the
-        server's interpreter free while it works)."""
+        server's interpreter free while it works). The report names shoppers (likely bots, the
+        marketing list), so it is published only if nobody it names was erased while it was built
+        (``publish_checked``); otherwise it is discarded and built again."""
+        from shelfwise.core.clock import now_ms
+        from shelfwise.store.erasure import ErasedDuringBuild, publish_checked
+
         try:
-            tmp = self.root.with_name(self.root.name + ".building")
-            summary = json.loads(self._child("report", "--out", str(tmp), "--json"))
-            _replace_dir(tmp, self.root)
-            self.state = {"status": "ready", "built_at": time.time(), "seconds": summary["seconds"]}
+            for attempt in range(1, attempts + 1):
+                tmp = self.root.with_name(self.root.name + ".building")
+                started = now_ms()
+                summary = json.loads(self._child("report", "--out", str(tmp), "--json"))
+                try:
+                    publish_checked(tmp, self.root, erased_since=self._erased_since, started_ms=started)
+                except ErasedDuringBuild:
+                    if attempt == attempts:
+                        raise
+                    continue
+                self.state = {"status": "ready", "built_at": time.time(), "seconds": summary["seconds"]}
+                return
         except Exception as exc:  # shown on the page; the server keeps running
             self.state = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+    def _erased_since(self, since_ms: int) -> list[str]:
+        from shelfwise.store import open_store
+
+        with open_store(self.store_url) as store:
+            return store.erased_since(since_ms)
 
     def sections(self) -> str | None:
         path = self.root / "sections.html"
@@ -159,17 +178,3 @@ def _plain(v: Any) -> Any:
     if isinstance(v, int | str | bool) or v is None:
         return v
     return str(v)
-
-
-def _replace_dir(new: Path, old: Path) -> None:
-    """Swap ``new`` in for ``old`` (a reader sees one or the other, never a half-written report)."""
-    import shutil
-
-    trash = old.with_name(old.name + ".old")
-    if trash.exists():
-        shutil.rmtree(trash)
-    if old.exists():
-        old.rename(trash)
-    new.rename(old)
-    if trash.exists():
-        shutil.rmtree(trash)

@@ -101,6 +101,7 @@ SEQUENCES = DatasetFormat(
     read=read,
     time=TimeSpec(unit="s", tz="UTC"),
     notes="No times in the file: ts is synthetic (2014-01-01 UTC + position in seconds), order only.",
+    required=("user_id", "item_id"),
 )
 
 AMAZON_BEAUTY = DatasetFormat(
@@ -116,5 +117,6 @@ AMAZON_BEAUTY = DatasetFormat(
         "Interactions are reviews, read as 'rate' events with no value. No times in the file: ts is "
         "synthetic (2014-01-01 UTC + position in seconds), order only. Research use: never vendored."
     ),
+    required=("user_id", "item_id"),
 )
 FORMATS = (AMAZON_BEAUTY, SEQUENCES)

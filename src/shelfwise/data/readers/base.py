@@ -93,6 +93,9 @@ class DatasetFormat:
     shared: str | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # shelfwise fields every record of this format fills: the quality gate refuses a record with one
+    # of them blank (``missing_field``) instead of storing a hole (``shelfwise.data.rules.require``)
+    required: tuple[str, ...] = ()
 
 
 # --- opening files -----------------------------------------------------------------------------

@@ -66,6 +66,11 @@ class ColumnMapping(BaseModel):
     context_columns: list[str] = Field(
         default_factory=list, description="source columns copied into context (events) or attributes (items)"
     )
+    required: list[str] = Field(
+        default_factory=list,
+        description="shelfwise fields every record must fill (beyond type/ts or item_id): a record with "
+        "one blank is quarantined as missing_field",
+    )
 
     @field_validator("tz")
     @classmethod
@@ -208,7 +213,7 @@ def make_generic_format(
     """A format reading ``fmt_name`` files of ``kind`` records laid out as ``mapping`` says."""
     if kind not in FIELDS:
         raise ConfigError(f"generic formats read events or items, not {kind!r}")
-    unknown = sorted(set(mapping.columns) - set(FIELDS[kind]))
+    unknown = sorted((set(mapping.columns) | set(mapping.required)) - set(FIELDS[kind]))
     if unknown:
         raise ConfigError(
             f"column mapping names fields {kind} do not have: {', '.join(unknown)}",
@@ -246,6 +251,7 @@ def make_generic_format(
         time=TimeSpec(unit=mapping.ts_unit, tz=mapping.tz),
         currency=mapping.currency,
         extra={"mapping": mapping},
+        required=tuple(dict.fromkeys([*REQUIRED[kind], *mapping.required])),
     )
 
 

@@ -82,4 +82,7 @@ FORMAT = DatasetFormat(
     redistributable=True,
     vendored="data/online_retail/online_retail.csv.gz",
     shared="online_retail/online_retail.csv.gz",
+    # every invoice line names its stock code, date, quantity and unit price: a blank one is a hole
+    # in the export (a purchase at price NULL would understate revenue), not a guest or a default
+    required=("item_id", "type", "ts", "quantity", "price"),
 )

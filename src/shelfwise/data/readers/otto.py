@@ -100,4 +100,5 @@ FORMAT = DatasetFormat(
     vendored="data/otto/train.jsonl",
     shared="otto_fixture/train.jsonl",
     notes="OTTO has no user ids: user_id is the session id, so each session counts as its own shopper.",
+    required=("user_id", "item_id", "type", "ts"),
 )

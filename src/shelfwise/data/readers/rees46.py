@@ -71,4 +71,5 @@ FORMAT = DatasetFormat(
     redistributable=False,
     shared="rees46_sample/events.csv",
     notes="Licence unclear: internal prototyping only, never copied into the repository.",
+    required=("item_id", "type", "ts", "price"),  # every REES46 event carries the product's price
 )

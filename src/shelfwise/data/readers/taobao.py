@@ -61,4 +61,5 @@ FORMAT = DatasetFormat(
     redistributable=False,
     shared="taobao_sample/UserBehavior.csv",
     notes="Research use only: never copied into the repository. The file has no header line.",
+    required=("user_id", "item_id", "type", "ts"),
 )
