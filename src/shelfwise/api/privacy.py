@@ -127,7 +127,8 @@ def deletion_report(
     skip: Sequence[Path] = (),
 ) -> list[Place]:
     """Every place a shopper's data can be, checked now. A place that cannot be reached from here
-    (``sessions`` etc. None) or fails to answer is ``checked=False`` and says why."""
+    (``sessions`` etc. None) or fails to answer is ``checked=False`` and says why. ``export_dirs``
+    are scanned whole but for ``skip`` (what other places check: ``checked_elsewhere``)."""
     places: list[Place] = []
 
     def check(place: str, probe: Callable[[], Place | list[Place]]) -> None:
@@ -172,7 +173,7 @@ def deletion_report(
     else:
         check("models_in_memory", lambda: _versions_place("models_in_memory", live.knows_user(user_id), live))
     check("model_artifacts", lambda: _artifacts_place(registry, user_id))
-    check("derived_copies", lambda: _files_place("derived_copies", user_id, derived_dirs, skip))
+    check("derived_copies", lambda: _files_place("derived_copies", user_id, derived_dirs, ()))
     check("exports", lambda: _files_place("exports", user_id, export_dirs, skip))
     return places
 
