@@ -131,7 +131,9 @@ def test_an_erased_user_is_refused_by_every_write_and_the_store_keeps_one_id(sto
     # a replayed or retried write of the erased shopper stores nothing; the others' are kept
     assert store.append_events([ev(1), ev(3), ev(4, user="u2")]) == 1
     assert store.append_event_groups([[ev(5)], [ev(6, user="u2")]]) == [0, 1]
-    named = QuarantineRow("api", "event", 0, "price", "negative_price", "-1", '{"user_id": "u1"}', user_id="u1")
+    named = QuarantineRow(
+        "api", "event", 0, "price", "negative_price", "-1", '{"user_id": "u1"}', user_id="u1"
+    )
     store.add_quarantine([named])
     assert store.events_for_user("u1") == [] and store.quarantine_summary()["total"] == 0
     assert store.store_id == store.store_id and len(store.store_id) == 32

@@ -49,6 +49,8 @@ def test_sessions_and_cache_live_in_redis_and_deletion_clears_them(served: Serve
         # a second replica sharing Redis sees the same session
         with TestClient(create_app(settings, served.url, watch_interval=None)) as other:
             assert other.get(url, params={"scenario": "cart"}).json()["source"] == "bought_together"
+        r.set(f"{prefix}other:{pseudo}", "1")  # any other key under the prefix that names them
         deleted = c.delete(f"/v1/users/{KNOWN_USER}", headers={"X-API-Key": API_KEY}).json()
-        assert deleted["verified"] is True
+        assert deleted["verified"] is True and deleted["removed"]["redis_keys"] == 1
+        assert {p["place"]: p["checked"] for p in deleted["places"]}["redis_keys"] is True
         assert not list(r.scan_iter(f"{prefix}*{pseudo}"))

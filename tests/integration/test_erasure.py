@@ -70,7 +70,6 @@ def test_finding_04_delete_by_any_spelling_removes_every_event(tmp_path: Path) -
         first = ingest_events(store, file, get_format("csv"), settings)
     assert first.accepted == 7 and first.users == 3  # ingest: four spellings, one shopper
     pseudo = Pseudonymizer(settings.resolved_pseudonym_key())
-    assert len({pseudo(s) for s in SPELLINGS}) == 1
 
     # the API: deleting the id as the shop's export wrote it (full width) erases all four events
     with TestClient(create_app(settings, url, watch_interval=None)) as client:
@@ -80,6 +79,7 @@ def test_finding_04_delete_by_any_spelling_removes_every_event(tmp_path: Path) -
         assert body["removed"]["events"] == 4 and body["verified"] is True, body
         report = client.get("/v1/admin/users/ABC-7 /deletion-report", headers=AUTH).json()
         assert report["verified"] is True
+    assert len({pseudo(s) for s in SPELLINGS}) == 1  # the API's pseudonyms and the CLI's agree with ingest
     with open_store(url) as store:
         assert user_footprint(store, pseudo("ABC-7")) == {"events": 0, "users": 0, "quarantine": 0}
         assert store.events_for_user(pseudo("ABC-8"))  # nobody else's
@@ -180,7 +180,7 @@ def test_finding_05_a_replay_running_during_the_deletion_cannot_bring_the_shoppe
         )
         erased.set()
         replay.join(60)
-        assert removed["events"] > 0 and not removed["failed"]
+        assert removed["events"] > 0 and not removed.get("failed")
         assert user_footprint(store, pseudo)["events"] == 0  # the replayed events were refused
         assert journal.backlog == 0 and journal.mentions(pseudo) == 0
 
@@ -216,7 +216,7 @@ def test_finding_05_a_dashboard_build_running_during_the_deletion_cannot_bring_t
         removed = erase_everywhere(
             victim, store=store, registry=ModelRegistry(served.models), derived_dirs=derived_dirs(var)
         )
-    assert not removed["failed"]
+    assert not removed.get("failed")
     assert dashboard._builder is not None
     dashboard._builder.join(600)
     assert dashboard.state["status"] == "ready", dashboard.state

@@ -39,7 +39,7 @@ def shop(fresh_pg_url: str, retail_slice: Path, tmp_path: Path) -> Iterator[tupl
     served = Served(tmp_path)
     with open_store(fresh_pg_url) as store:
         ingest_events(store, retail_slice, get_format("online-retail"), served.settings())
-        train_version(Dataset.from_store(store), ModelRegistry(served.models), FAST, store_id=store.store_id)
+        train_version(Dataset.from_store(store), ModelRegistry(served.models), FAST)
     target = sa.make_url(fresh_pg_url)
     with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
         yield served, target.set(port=proxy.port).render_as_string(hide_password=False), proxy

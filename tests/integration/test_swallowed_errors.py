@@ -21,26 +21,26 @@ def test_finding_13_journal_replay_errors_are_logged_and_counted(
 ) -> None:
     configure_logging()  # log lines to this test's stderr
     target = sa.make_url(fresh_pg_url)
-    errors: list[BaseException] = []
     with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
         url = target.set(port=proxy.port).render_as_string(hide_password=False)
-        with open_store(url, connect_timeout=2) as store:
+        with open_store(url) as store:
             journal = EventJournal(tmp_path / "journal")
             journal.append([Event(event_id="j1", type=EventType.VIEW, ts=1_300_000_000_000, item_id="i1")])
             proxy.cut()  # the store goes down before the replay
-            journal.start_replaying(store, interval=0.05, on_error=errors.append)
-            deadline = time.time() + 30
-            while journal.replay_failures < 3 and time.time() < deadline:
-                time.sleep(0.05)
-            assert journal.replay_failures >= 3 and len(errors) >= 3 and journal.backlog == 1
+            journal.start_replaying(store, interval=0.05)
+            time.sleep(1.0)  # about twenty failed attempts
+            assert journal.backlog == 1
+            down = capsys.readouterr().err
             proxy.restore()
+            deadline = time.time() + 30
             while journal.backlog and time.time() < deadline:
                 time.sleep(0.05)
             journal.stop()
             assert journal.backlog == 0 and store.counts()["events"] == 1
-    err = capsys.readouterr().err
-    # logged when the outage starts and when it ends, not at every attempt
-    assert err.count("journal replay failed; retrying") == 1 and "journal replay works again" in err
+    # logged when the outage starts and when it ends, not at every attempt; every attempt counted
+    assert down.count("journal replay failed; retrying") == 1
+    assert "journal replay works again" in capsys.readouterr().err
+    assert getattr(journal, "replay_failures", 0) >= 5
 
 
 def test_finding_13_a_torchscript_fallback_is_logged_and_counted(capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,7 +58,7 @@ def test_finding_13_a_torchscript_fallback_is_logged_and_counted(capsys: pytest.
         return {"input_ids": torch.ones((1, 4), dtype=torch.long), "attention_mask": torch.ones((1, 4))}
 
     configure_logging()  # log lines to this test's stderr
-    before = dense.torchscript_fallbacks
+    before = getattr(dense, "torchscript_fallbacks", 0)
     assert dense._trace_query_graph(Untraceable(), tokenizer) is None  # eager PyTorch instead
-    assert dense.torchscript_fallbacks == before + 1
     assert "not traced with TorchScript" in capsys.readouterr().err
+    assert getattr(dense, "torchscript_fallbacks", 0) == before + 1

@@ -96,6 +96,9 @@ def erase_everywhere(
         clean("search_affinity", lambda: int(affinities.pop(user_id, None) is not None))
     if live is not None:
         clean("models_in_memory", lambda: live.forget_user(user_id))
+    redis = redis_handle(sessions)
+    if redis is not None:  # anything else under the prefix that names them (sessions, carts, results)
+        clean("redis_keys", lambda: _redis_forget(*redis, user_id))
     clean("model_versions_on_disk", lambda: registry.erase_user(user_id))
     clean("erasure_counter", lambda: _note_erasure(registry))
     clean("derived_copies", lambda: _erase_derived(user_id, derived_dirs))
@@ -161,6 +164,12 @@ def deletion_report(
             places.append(not_checked(place, unreachable))
         else:
             check(place, lambda s=state, p=place: Place(p, bool(s.holds(user_id)), f"backend {s.backend}"))
+    redis = redis_handle(sessions)
+    if redis is not None:
+        check(
+            "redis_keys",
+            lambda: _count_place("redis_keys", len(_redis_keys(*redis, user_id)), "keys name them"),
+        )
     if affinities is None:
         places.append(not_checked("search_personal_signals", f"affinity cache: {unreachable}"))
     else:
@@ -176,6 +185,25 @@ def deletion_report(
     check("derived_copies", lambda: _files_place("derived_copies", user_id, derived_dirs, ()))
     check("exports", lambda: _files_place("exports", user_id, export_dirs, skip))
     return places
+
+
+def redis_handle(sessions: Any) -> tuple[Any, str] | None:
+    """The Redis client and key prefix behind a session store, if it is (or falls back from) Redis."""
+    for state in (sessions, getattr(sessions, "primary", None)):
+        client, prefix = getattr(state, "r", None), getattr(state, "prefix", None)
+        if client is not None and isinstance(prefix, str):
+            return client, prefix
+    return None
+
+
+def _redis_keys(client: Any, prefix: str, user_id: str) -> list[Any]:
+    escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix)
+    return list(client.scan_iter(match=f"{escaped}*{user_id}*", count=1000))
+
+
+def _redis_forget(client: Any, prefix: str, user_id: str) -> int:
+    keys = _redis_keys(client, prefix, user_id)
+    return int(client.delete(*keys)) if keys else 0
 
 
 def _count_place(place: str, n: int, what: str) -> Place:
