@@ -130,6 +130,7 @@ class _Common:
         # Shops repeat themselves: the same country, item id or session on many lines.
         self._texts: dict[str, tuple[str, int]] = {}
         self._idents: dict[str, str] = {}
+        self._contexts: dict[Any, tuple[dict[str, Any], int]] = {}
         self._min_ms = int(datetime.combine(config.shop_start, datetime.min.time(), UTC).timestamp() * 1000)
         self._default_currency = config.currency
 
@@ -240,9 +241,19 @@ class _Common:
                 raise _Bad(name, BAD_TYPE, "not a JSON object") from None
         if not isinstance(value, Mapping):
             raise _Bad(name, BAD_TYPE, "not an object")
-        out, scrubbed = clean_nested(value, field=name, max_text=self.config.max_text, clean=self._clean_text)
-        self.stats.pii_scrubbed += scrubbed
-        return out
+        try:  # shops repeat flat contexts ({"country": …}); a nested one is unhashable: not memoised
+            key: Any = (name, tuple(value.items()))
+            done = self._contexts.get(key)
+        except TypeError:
+            key, done = None, None
+        if done is None:
+            done = clean_nested(value, field=name, max_text=self.config.max_text, clean=self._clean_text)
+            if key is not None:
+                if len(self._contexts) >= _MEMO_SIZE:
+                    self._contexts.clear()
+                self._contexts[key] = done
+        self.stats.pii_scrubbed += done[1]
+        return dict(done[0])  # a copy: each event owns its context
 
     def _clean_text(self, raw: str) -> tuple[str, int]:
         done = self._texts.get(raw)
