@@ -136,3 +136,45 @@ def evaluate_stitching(db: AnalyticalStore, *, n: int = 50, seed: int = 0) -> di
     correct = sum(1 for s, u in truth.items() if got.get(s) == u)
     wrong = sum(1 for s, u in truth.items() if got.get(s) not in (None, u))
     return {"sessions": len(truth), "correct": correct, "wrong": wrong, "accuracy": correct / len(truth)}
+
+
+def identity_links(db: AnalyticalStore) -> pl.DataFrame:
+    """What stitching decides, as links for the store's identity map (``kind``, ``alias_id``,
+    ``user_id``, ``via``): a session with guest events (no user id) that resolves to a shopper —
+    by its login, or by the device's usual login — is that shopper's (``kind="session"``); a user
+    id seen in a session where another shopper logged in (a device-scoped id that signed in) is an
+    alias of that shopper (``kind="user"``)."""
+    stitched = stitch_identities(db)
+    empty = pl.DataFrame(
+        schema={"kind": pl.String, "alias_id": pl.String, "user_id": pl.String, "via": pl.String}
+    )
+    if stitched.is_empty():
+        return empty
+    events = frame(db.session_events())
+    guests = events.filter(pl.col("user_id").is_null()).select("session_id").unique()
+    sessions = (
+        stitched.join(guests, on="session_id", how="semi")
+        .filter(pl.col("resolved_user").is_not_null())
+        .select(
+            kind=pl.lit("session"),
+            alias_id=pl.col("session_id"),
+            user_id=pl.col("resolved_user"),
+            via=pl.col("via"),
+        )
+    )
+    logins = events.filter(pl.col("type") == "login", pl.col("user_id").is_not_null()).select(
+        "session_id", login_user=pl.col("user_id")
+    )
+    others = (
+        events.filter(pl.col("user_id").is_not_null(), pl.col("type") != "login")
+        .select("session_id", "user_id")
+        .unique()
+        .join(logins.unique(), on="session_id")
+        .filter(pl.col("user_id") != pl.col("login_user"))
+        .group_by("user_id")
+        .agg(target=pl.col("login_user").mode().sort().first())
+        .select(
+            kind=pl.lit("user"), alias_id=pl.col("user_id"), user_id=pl.col("target"), via=pl.lit("login")
+        )
+    )
+    return pl.concat([sessions, others]).unique(["kind", "alias_id"], keep="first").sort("kind", "alias_id")

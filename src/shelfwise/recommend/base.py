@@ -269,6 +269,20 @@ class Recommender(ABC):
         }
         return self
 
+    def use_histories(self, dataset: Dataset) -> Self:
+        """Score with the histories (and exclusions) of ``dataset`` — same id maps as the one this
+        model was fitted on — keeping what was learnt. The shilling defence fits on the events of
+        unflagged accounts only, then gives every account its own history back: a flagged account
+        teaches the model nothing, yet a real shopper flagged by mistake still gets their own
+        recommendations."""
+        st = self.state
+        if dataset.n_users != st.history.shape[0] or dataset.n_items != st.history.shape[1]:
+            raise ModelError("use_histories needs a dataset with the model's own id maps")
+        train_mask = dataset.type_mask(self.config.train_types)
+        st.history = (dataset.select(train_mask) if not train_mask.all() else dataset).matrix()
+        st.seen = dataset.matrix(types=self.config.exclude_types)
+        return self
+
     @property
     def state(self) -> _State:
         if self._state is None:

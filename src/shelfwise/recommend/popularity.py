@@ -25,10 +25,21 @@ class PopularityConfig(ModelConfig):
         default=0.05, ge=0, description="category: weight of items outside the shopper's categories"
     )
     cold_item_weight: float = Field(default=0.5, ge=0, description="cold items: share of category mean")
+    dp_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description="learn from differentially private counts (OpenDP Laplace) at this ε; the caller "
+        "records the release in the store's ledger (None: exact counts)",
+    )
+    dp_max_contributions: int = Field(
+        default=20, ge=1, description="DP: events (distinct items for overall/category) one shopper adds"
+    )
 
 
 def item_popularity(ds: Dataset, matrix: sp.csr_matrix, config: PopularityConfig) -> np.ndarray:
     """One score per item from training events only."""
+    if config.dp_epsilon is not None and len(ds):
+        return private_item_popularity(ds, matrix, config)
     if config.mode in ("overall", "category") or len(ds) == 0:
         return np.asarray(matrix.sum(axis=0)).ravel().astype(np.float64)
     end = int(ds.ts.max())
@@ -42,6 +53,34 @@ def item_popularity(ds: Dataset, matrix: sp.csr_matrix, config: PopularityConfig
     ).astype(float)
     # growth, smoothed so one sale from zero is not "trending", times volume so it is not noise
     return (recent + 1.0) / (before + 1.0) * np.log1p(recent)
+
+
+def private_item_popularity(ds: Dataset, matrix: sp.csr_matrix, config: PopularityConfig) -> np.ndarray:
+    """``item_popularity`` from ε-DP counts: each shopper adds at most ``dp_max_contributions``
+    (distinct items for overall/category, events for decay/trending: a random choice of theirs), so
+    the count vector's L1 sensitivity is that bound; OpenDP adds Laplace noise of scale bound / ε.
+    Scores are computed from the noisy counts (post-processing)."""
+    from shelfwise.data.dp import bound_contributions, laplace_counts, laplace_values
+
+    eps, cap = float(config.dp_epsilon or 0.0), config.dp_max_contributions
+    n = ds.n_items
+    if config.mode in ("overall", "category"):
+        coo = matrix.tocoo()
+        keep = bound_contributions(coo.row, cap, seed=0)
+        counts = np.bincount(coo.col[keep], minlength=n)
+        return np.maximum(laplace_counts(counts, epsilon=eps, sensitivity=cap), 0).astype(np.float64)
+    keep = bound_contributions(ds.users, cap, seed=0)
+    items, ts = ds.items[keep], ds.ts[keep]
+    age_days = (int(ds.ts.max()) - ts) / DAY_MS
+    if config.mode == "decay":
+        w = np.bincount(items, weights=np.power(0.5, age_days / config.half_life_days), minlength=n)
+        return np.maximum(laplace_values(w, epsilon=eps, sensitivity=float(cap)), 0.0)
+    recent = np.bincount(items[age_days < config.window_days], minlength=n)
+    window = (age_days >= config.window_days) & (age_days < 2 * config.window_days)
+    before = np.bincount(items[window], minlength=n)
+    noisy = np.maximum(laplace_counts(np.concatenate([recent, before]), epsilon=eps, sensitivity=cap), 0)
+    r, b = noisy[:n].astype(float), noisy[n:].astype(float)
+    return (r + 1.0) / (b + 1.0) * np.log1p(r)
 
 
 class PopularityRecommender(Recommender):
@@ -70,6 +109,13 @@ class PopularityRecommender(Recommender):
             pop[cold] = self.config.cold_item_weight * mean[cats[cold]]
         top = pop.max() if pop.size else 0.0
         self.scores = (pop / top if top > 0 else pop).astype(np.float32)
+        if self.config.dp_epsilon is not None:
+            self.dp_release = {
+                "epsilon": self.config.dp_epsilon,
+                "sensitivity": self.config.dp_max_contributions,
+                "mechanism": "opendp-laplace",
+                "query": f"recommend:popular:{self.config.mode}",
+            }
 
     def _category_onehot(self) -> sp.csr_matrix:
         cats = self.state.attributes.category

@@ -38,6 +38,13 @@ class TrainingConfig(BaseModel):
     refit: bool = True
     gate_metric: str = "ndcg@10"
     gate_tolerance: float = Field(0.0, ge=0)
+    shilling_defence: bool = Field(
+        True, description="fit without accounts flagged as shilling (they keep their own history)"
+    )
+    model_card: bool = Field(True, description="write model_card.json and MODEL_CARD.md beside the version")
+    card_robustness_seconds: float = Field(
+        20.0, ge=0, description="measure robustness for the card when one fit takes at most this long"
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ def train_version(
     force: bool = False,
     progress: ProgressFn | None = None,
     store_id: str | None = None,
+    ledger: Any | None = None,
 ) -> TrainingOutcome:
     """Fit, evaluate on held-out data, register; then release through the gate when ``activate``.
     ``store_id`` (``Store.store_id`` of the store ``dataset`` came from) binds the version to that
@@ -101,8 +109,24 @@ def train_version(
             "nothing to hold out for the gate", hint="more events (over more time) are needed"
         )
 
+    dp_epsilon = config.recommender.get("dp_epsilon")
+    if dp_epsilon is not None:
+        # the served list is a release: its ε is spent (or refused) before anything is fitted
+        if ledger is None:
+            raise RegistryError(
+                "a model on differentially private counts needs the store's privacy ledger",
+                hint="train it with `shelfwise trust dp train`",
+            )
+        ledger.spend(
+            f"recommend:{config.recommender['model']}",
+            float(dp_epsilon),
+            mechanism="opendp-laplace",
+            sensitivity=float(config.recommender.get("dp_max_contributions", 20)),
+            scale=float(config.recommender.get("dp_max_contributions", 20)) / float(dp_epsilon),
+            detail={"config": config.recommender},
+        )
     say(f"fit {config.recommender['model']} on the training part")
-    candidate = model_from_config(config.recommender).fit(split.train)
+    candidate = _fit(config, split.train)
     value, metrics = _score(candidate, split, config.gate_metric)
 
     bundles: Recommender | None = None
@@ -133,7 +157,10 @@ def train_version(
         served["bought_together"] = bundles
     if config.refit:
         say("refit on every event for serving")
-        served = {name: model_from_config(m.config).fit(dataset) for name, m in served.items()}
+        served = {
+            name: _fit(config, dataset) if name == "recommender" else model_from_config(m.config).fit(dataset)
+            for name, m in served.items()
+        }
 
     info = registry.register(
         served,
@@ -151,6 +178,9 @@ def train_version(
         parent=active_version,
         store_id=store_id,
     )
+    if config.model_card:
+        say("write the model card")
+        _write_card(registry, info, candidate, split, dataset, config)
     activated = False
     if activate:
         if not force:
@@ -159,6 +189,59 @@ def train_version(
         activated = True
     return TrainingOutcome(
         info=info, gate=decision, activated=activated, seconds=time.perf_counter() - started
+    )
+
+
+def _fit(config: TrainingConfig, ds: Dataset) -> Recommender:
+    if not config.shilling_defence:
+        return model_from_config(config.recommender).fit(ds)
+    from shelfwise.evaluation.robustness import defended_fit
+
+    model, _ = defended_fit(config.recommender, ds)
+    return model  # type: ignore[no-any-return]
+
+
+def _write_card(
+    registry: ModelRegistry,
+    info: VersionInfo,
+    candidate: Recommender,
+    split: Any,
+    dataset: Dataset,
+    config: TrainingConfig,
+) -> None:
+    import json
+
+    from shelfwise.evaluation.model_card import build_card, card_fairness, card_markdown
+
+    fairness = card_fairness(candidate, split)
+    robustness: dict[str, Any] = {"measured": False}
+    if candidate.train_seconds <= config.card_robustness_seconds:
+        from shelfwise.evaluation.robustness import Attack, shilling_experiment
+
+        try:
+            robustness = {
+                "measured": True,
+                **shilling_experiment(dataset, model=config.recommender, attack=Attack()),
+            }
+        except (ValueError, IndexError) as exc:  # too few items or shoppers to stage an attack
+            robustness = {"measured": False, "reason": f"no attack could be staged on this data ({exc})"}
+    else:
+        robustness["reason"] = (
+            f"one fit takes {candidate.train_seconds:.0f} s; run `shelfwise trust shilling` for this model"
+        )
+    card = build_card(
+        version=info.version,
+        model_name=info.model,
+        config=info.config.get("recommender", {}),
+        data_window=info.data_window,
+        metrics=info.metrics,
+        evaluation=info.evaluation,
+        fairness=fairness,
+        robustness=robustness,
+    )
+    registry.attach(
+        info.version,
+        {"model_card.json": json.dumps(card, indent=2, default=str), "MODEL_CARD.md": card_markdown(card)},
     )
 
 

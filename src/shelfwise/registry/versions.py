@@ -543,6 +543,23 @@ class ModelRegistry:
             self._write_pointer(new)
             return new
 
+    def attach(self, version: str, files: Mapping[str, str]) -> None:
+        """Write text files (a model card…) beside ``version.json`` and list them with their
+        sha256, so ``verify`` keeps covering every file of the version."""
+        info = self.info(version)
+        assert info.path is not None
+        payload = json.loads((info.path / VERSION_FILE).read_text())
+        for name, text in files.items():
+            if "/" in name or name.startswith(".") or name == VERSION_FILE:
+                raise RegistryError(f"cannot attach {name!r} to a version")
+            path = info.path / name
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=info.path)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+            payload["files"][name] = sha256_file(path)
+        _write_json_atomic(info.path / VERSION_FILE, payload)
+
     # --- privacy --------------------------------------------------------------------------------
     def find_user(self, user_id: str) -> list[str]:
         """Versions whose artifacts still hold ``user_id`` (the store's pseudonym)."""

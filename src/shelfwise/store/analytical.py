@@ -162,7 +162,24 @@ def shown_url(url: str) -> str:
         return "(the store URL)"
 
 
-def _events_query(url: str) -> str:
+def _has_table(conn: Any, backend: str, name: str) -> bool:
+    """Whether the store has table ``name`` (a store last migrated by an older shelfwise may not)."""
+    query = (
+        f"SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '{name}'"
+        if backend == "sqlite"
+        else f"SELECT count(*) AS n FROM information_schema.tables WHERE table_name = '{name}'"
+    )
+    cur = conn.cursor()
+    try:
+        cur.execute(query)
+        return int(cur.fetchone()[0]) > 0
+    finally:
+        cur.close()
+
+
+def _events_query(url: str, *, consent: bool = False) -> str:
+    """The events a snapshot holds. With ``consent``, shoppers who opted out of analytics are left
+    out, so no funnel, segment, report or private release counts them."""
     backend = sa.make_url(url).get_backend_name()
     columns = []
     for name in EVENT_SCHEMA.names:
@@ -172,7 +189,12 @@ def _events_query(url: str) -> str:
             columns.append(f"{_EVENT_COLUMNS[backend]} AS device")
         else:
             columns.append(name)
-    return f"SELECT {', '.join(columns)} FROM events"
+    opted_out = (
+        " WHERE user_id IS NULL OR user_id NOT IN (SELECT user_id FROM consent WHERE no_analytics)"
+        if consent
+        else ""
+    )
+    return f"SELECT {', '.join(columns)} FROM events{opted_out}"
 
 
 def _read(conn: Any, query: str, schema: pa.Schema) -> pa.Table:
@@ -283,7 +305,9 @@ class AnalyticalStore:
         try:
             if progress:
                 progress("reading events")
-            events = _read(conn, _events_query(url), EVENT_SCHEMA)
+            backend = sa.make_url(url).get_backend_name()
+            consent = _has_table(conn, backend, "consent")
+            events = _read(conn, _events_query(url, consent=consent), EVENT_SCHEMA)
             if progress:
                 progress("reading items and users")
             items = _read(conn, f"SELECT {', '.join(ITEM_SCHEMA.names)} FROM items", ITEM_SCHEMA)
@@ -428,6 +452,61 @@ class AnalyticalStore:
                    count(*) FILTER (WHERE {"v AND c AND p" if closed else "p"}) AS purchases
             FROM f GROUP BY key ORDER BY {order} {limit}
             """
+        )
+
+    def funnel_sessions(
+        self, *, by: FunnelDimension = "total", exclude_bots: bool = True, closed: bool = True
+    ) -> pa.Table:
+        """One row per (group, session) of ``funnel_counts``, with its ``owner`` (the shopper, or
+        the session itself for a guest) and whether it viewed (``v``), carted (``c``) and bought
+        (``p``): what a differentially private funnel bounds per shopper before counting."""
+        key = {
+            "category": "coalesce(split_part(category, ' > ', 1), '(none)')",
+            "brand": "coalesce(brand, '(none)')",
+            "day": "CAST(day AS VARCHAR)",
+            "total": "'all'",
+        }[by]
+        bots = "AND user_id NOT IN (SELECT user_id FROM users WHERE suspected_bot)" if exclude_bots else ""
+        return self._query(
+            f"""
+            WITH s AS (
+                SELECT {key} AS key, type,
+                       coalesce(session_id, user_id || ':' || CAST(day AS VARCHAR), event_id) AS sess,
+                       coalesce(user_id, session_id, event_id) AS owner
+                FROM events
+                WHERE type IN ('view', 'cart', 'purchase') {bots}
+            )
+            SELECT key, any_value(owner) AS owner, sess,
+                   bool_or(type = 'view') AS v,
+                   {"bool_or(type = 'view') AND " if closed else ""}bool_or(type = 'cart') AS c,
+                   {"bool_or(type = 'view') AND bool_or(type = 'cart') AND " if closed else ""}
+                   bool_or(type = 'purchase') AS p
+            FROM s GROUP BY key, sess
+            """
+        )
+
+    def catalogue_keys(self, by: str) -> list[str]:
+        """Every ``category`` (as ``user_item_events`` names it), ``funnel`` category or ``brand`` of
+        the catalogue: the public domain a private release reports on, whatever the events hold."""
+        key = {
+            "category": _CATEGORY,
+            "funnel_category": "coalesce(split_part(category, ' > ', 1), '(none)')",
+            "brand": "coalesce(brand, '(none)')",
+        }[by]
+        rows = self._query(f"SELECT DISTINCT {key} AS key FROM items ORDER BY 1")
+        return [str(k) for k in rows.column("key").to_pylist()]
+
+    def user_item_events(self, *, types: list[str]) -> pa.Table:
+        """``owner`` (the shopper, or the session/event for a guest), ``item_id``, ``ts`` and the
+        item's top-level ``category`` of events of these types: the rows item-level differentially
+        private counts bound per shopper."""
+        return self._query(
+            f"""
+            SELECT coalesce(user_id, session_id, event_id) AS owner, item_id, ts,
+                   {_CATEGORY} AS category
+            FROM events WHERE item_id IS NOT NULL AND type IN (SELECT unnest(?))
+            """,
+            [types],
         )
 
     def order_lines(self, *, since: int | None = None, until: int | None = None) -> pa.Table:

@@ -125,7 +125,9 @@ class Store(ABC):
         until: int | None = None,
         exclude_bots: bool = True,
     ) -> Interactions:
-        """Events with a user and an item, as arrays (see ``Interactions``)."""
+        """Events with a user and an item, as arrays (see ``Interactions``). Events are read as the
+        shopper they are stitched to (``shelfwise.store.identities``: aliases and guest sessions
+        count as their shopper); shoppers who turned personalisation off are left out."""
 
     # --- catalogue and users ------------------------------------------------------------------
     @abstractmethod

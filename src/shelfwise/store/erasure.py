@@ -1,8 +1,10 @@
 """Erasure of one shopper from the store, and the proof of it.
 
-``Store.delete_user`` leaves a tombstone for the pseudonym and removes their events, profile and
-the quarantined records that name them (a rejected line keeps its fields, the user id
-pseudonymised), in one transaction; ``user_footprint`` counts what is left in every table.
+A shopper is their user id plus every alias and stitched guest session (``identities``).
+``Store.delete_user`` leaves a tombstone for each of their pseudonyms and removes their events and
+profile; erasure also removes the quarantined records that mention any of their ids, their consent
+flags and their identity links. ``user_footprint`` counts what is left in every table, and
+``user_rows`` returns those very rows (the data-rights export).
 
 Derived copies (analytics snapshots, reports) are written outside the store, often by a build that
 read it before an erasure: ``publish_checked`` is how such a build puts its output in place, so a
@@ -12,6 +14,7 @@ build already running when a shopper is erased cannot bring them back.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,8 +26,9 @@ from filelock import FileLock
 from shelfwise.core.errors import ShelfwiseError
 from shelfwise.core.logging import get_logger
 from shelfwise.store.base import Store
+from shelfwise.store.identities import Identity, identity
 from shelfwise.store.sql import mentions
-from shelfwise.store.tables import events, quarantine, users
+from shelfwise.store.tables import consent, events, identity_map, quarantine, users
 
 log = get_logger(__name__)
 LOCK_NAME = ".erasure.lock"  # in each directory of derived copies
@@ -40,23 +44,86 @@ def _engine(store: Store) -> Any:
     return engine
 
 
+def _their_events(who: Identity) -> Any:
+    cond: Any = events.c.user_id.in_(who.user_ids)
+    if who.sessions:
+        # a stitched guest session: its events without a user id (a signed-in user's own events
+        # in the same session are theirs anyway)
+        cond = sa.or_(cond, sa.and_(events.c.user_id.is_(None), events.c.session_id.in_(who.sessions)))
+    return cond
+
+
+def _their_quarantine(who: Identity) -> Any:
+    return sa.or_(*[mentions(u) for u in who.user_ids])
+
+
+def _their_links(who: Identity) -> Any:
+    return sa.or_(identity_map.c.user_id == who.user_id, identity_map.c.alias_id.in_(who.user_ids))
+
+
 def erase_user(store: Store, user_id: str) -> dict[str, int]:
-    """Tombstone a user and remove their events, profile and quarantined records; rows per table."""
-    return dict(store.delete_user(user_id))
+    """Tombstone a shopper and remove them (every alias and stitched session) from the store; rows
+    removed per table."""
+    who = identity(store, user_id)
+    removed = {"events": 0, "users": 0}
+    for uid in who.user_ids:
+        for table, n in store.delete_user(uid).items():
+            removed[table] = removed.get(table, 0) + n
+    with _engine(store).begin() as conn:
+        removed["events"] += conn.execute(events.delete().where(_their_events(who))).rowcount
+        removed["quarantine"] = (
+            removed.get("quarantine", 0)
+            + conn.execute(quarantine.delete().where(_their_quarantine(who))).rowcount
+        )
+        removed["consent"] = conn.execute(
+            consent.delete().where(consent.c.user_id.in_(who.user_ids))
+        ).rowcount
+        removed["identity_links"] = conn.execute(identity_map.delete().where(_their_links(who))).rowcount
+    return removed
 
 
 def user_footprint(store: Store, user_id: str) -> dict[str, int]:
-    """Rows that still mention ``user_id``: events, users, quarantine."""
+    """Rows that still hold the shopper: events, users, quarantine, consent, identity links."""
+    who = identity(store, user_id)
     with _engine(store).connect() as conn:
 
         def count(table: sa.Table, where: Any) -> int:
             return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one())
 
         return {
-            "events": count(events, events.c.user_id == user_id),
-            "users": count(users, users.c.user_id == user_id),
-            "quarantine": count(quarantine, mentions(user_id)),
+            "events": count(events, _their_events(who)),
+            "users": count(users, users.c.user_id.in_(who.user_ids)),
+            "quarantine": count(quarantine, _their_quarantine(who)),
+            "consent": count(consent, consent.c.user_id.in_(who.user_ids)),
+            "identity_links": count(identity_map, _their_links(who)),
         }
+
+
+def user_rows(store: Store, user_id: str) -> dict[str, Any]:
+    """Every row of the store that holds the shopper, per table (the rows ``user_footprint``
+    counts), as JSON-ready dicts; events in time order."""
+    who = identity(store, user_id)
+
+    def rows(conn: sa.Connection, table: sa.Table, where: Any, order: Any) -> list[dict[str, Any]]:
+        return [dict(r._mapping) for r in conn.execute(sa.select(table).where(where).order_by(*order))]
+
+    with _engine(store).connect() as conn:
+        out = {
+            "events": rows(conn, events, _their_events(who), [events.c.ts, events.c.event_id]),
+            "users": rows(conn, users, users.c.user_id.in_(who.user_ids), [users.c.user_id]),
+            "quarantine": rows(conn, quarantine, _their_quarantine(who), [quarantine.c.id]),
+            "consent": rows(conn, consent, consent.c.user_id.in_(who.user_ids), [consent.c.user_id]),
+            "identity_links": rows(conn, identity_map, _their_links(who), [identity_map.c.alias_id]),
+        }
+    for event in out["events"]:
+        text = event.get("context")
+        event["context"] = json.loads(text) if text and text != "{}" else {}
+    for row in out["users"]:
+        row["suspected_bot"] = bool(row["suspected_bot"])
+    for row in out["consent"]:
+        row["no_personalisation"] = bool(row["no_personalisation"])
+        row["no_analytics"] = bool(row["no_analytics"])
+    return {"user_id": who.user_id, "aliases": list(who.user_ids[1:]), "sessions": list(who.sessions), **out}
 
 
 def users_with_events(store: Store, user_ids: list[str], *, batch: int = 500) -> set[str]:

@@ -63,7 +63,7 @@ class PostgresStore(SqlStore):
         return int(inserted)
 
     def after_load(self, conn: sa.Connection) -> None:
-        for table, column in (("quarantine", "id"), ("ingest_runs", "run_id")):
+        for table, column in (("quarantine", "id"), ("ingest_runs", "run_id"), ("dp_ledger", "id")):
             conn.exec_driver_sql(
                 f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
                 f"COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"

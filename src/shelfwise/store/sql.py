@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from shelfwise.core.ids import content_id
 from shelfwise.core.logging import get_logger
 from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.store.base import Interactions, QuarantineRow, Store
+from shelfwise.store.identities import has_links
 from shelfwise.store.tables import (
+    consent,
     erased_users,
     events,
+    identity_map,
     ingest_runs,
     items,
     metadata,
@@ -43,6 +47,7 @@ def mentions(user_id: str) -> Any:
     return quarantine.c.record.like(f"%{escaped}%", escape="\\")
 
 
+_MIGRATE_LOCK = threading.Lock()
 _CONTEXT_JSON: dict[tuple[Any, ...], str] = {}
 
 
@@ -175,7 +180,9 @@ class SqlStore(Store):
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
-            with self.engine.begin() as conn:
+            # Alembic's ``context`` is one module-wide proxy: two stores migrating at once in one
+            # process (a background worker opening its own store) would swap it under each other
+            with _MIGRATE_LOCK, self.engine.begin() as conn:
                 self.before_migrate(conn)
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
@@ -320,10 +327,25 @@ class SqlStore(Store):
         until: int | None = None,
         exclude_bots: bool = True,
     ) -> Interactions:
+        with self.engine.connect() as conn:
+            stitched = has_links(conn)
+        who: Any = events.c.user_id
+        source: Any = events
+        if stitched:  # read events as the shopper they were stitched to (aliases, guest sessions)
+            mu, ms = identity_map.alias("mu"), identity_map.alias("ms")
+            source = events.outerjoin(
+                mu, sa.and_(mu.c.kind == "user", mu.c.alias_id == events.c.user_id)
+            ).outerjoin(ms, sa.and_(ms.c.kind == "session", ms.c.alias_id == events.c.session_id))
+            who = sa.func.coalesce(mu.c.user_id, ms.c.user_id, events.c.user_id)
         query = (
-            sa.select(events.c.user_id, events.c.item_id, events.c.type, events.c.ts, events.c.quantity)
-            .where(events.c.user_id.is_not(None), events.c.item_id.is_not(None))
+            sa.select(who.label("user_id"), events.c.item_id, events.c.type, events.c.ts, events.c.quantity)
+            .select_from(source)
+            .where(who.is_not(None), events.c.item_id.is_not(None))
             .order_by(events.c.ts, events.c.event_id)
+        )
+        # a shopper who turned personalisation off is not profiled: their events train nothing
+        query = query.where(
+            who.not_in(sa.select(consent.c.user_id).where(consent.c.no_personalisation.is_(True)))
         )
         if types is not None:
             query = query.where(events.c.type.in_([str(t) for t in types]))
@@ -333,7 +355,7 @@ class SqlStore(Store):
             query = query.where(events.c.ts < until)
         if exclude_bots:
             bots = sa.select(users.c.user_id).where(users.c.suspected_bot.is_(True))
-            query = query.where(events.c.user_id.not_in(bots))
+            query = query.where(who.not_in(bots))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         type_names = tuple(t.value for t in EventType)

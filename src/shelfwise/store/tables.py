@@ -103,6 +103,76 @@ store_meta = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# --- trust (migration 0002): consent, identity stitching, the differential-privacy ledger, retention ---
+consent = sa.Table(
+    "consent",
+    metadata,
+    sa.Column("user_id", ID, primary_key=True),
+    sa.Column("no_personalisation", sa.Boolean, nullable=False),
+    sa.Column("no_analytics", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# A stitched identity: ``alias_id`` (a user id, or a session id for ``kind="session"``) is the
+# shopper ``user_id``. Engines, export and deletion read events through it.
+identity_map = sa.Table(
+    "identity_map",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("alias_id", ID, primary_key=True),
+    sa.Column("user_id", ID, nullable=False),
+    sa.Column("via", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_identity_map_user", identity_map.c.user_id)
+
+dp_budget = sa.Table(
+    "dp_budget",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("epsilon", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+dp_ledger = sa.Table(
+    "dp_ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("released_at", sa.BigInteger, nullable=False),
+    sa.Column("query", sa.String(128), nullable=False),
+    sa.Column("epsilon", sa.Float, nullable=False),
+    sa.Column("mechanism", sa.String(64), nullable=False),
+    sa.Column("sensitivity", sa.Float, nullable=False),
+    sa.Column("scale", sa.Float, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+# What retention keeps of expired raw events: per UTC day, item and event type.
+event_rollups = sa.Table(
+    "event_rollups",
+    metadata,
+    sa.Column("day", sa.Integer, primary_key=True),
+    sa.Column("item_id", ID, primary_key=True),
+    sa.Column("type", sa.String(32), primary_key=True),
+    sa.Column("events", sa.BigInteger, nullable=False),
+    sa.Column("units", sa.BigInteger, nullable=False),
+    sa.Column("revenue", sa.Float, nullable=False),
+    sa.Column("users", sa.BigInteger, nullable=False),
+)
+
 # Tables a backup carries, in the order a restore loads them (tombstones and the store's id travel
 # with the data: a restored copy is the same shop, and its erasures stay erased).
-DATA_TABLES = (items, users, events, ingest_runs, quarantine, erased_users, store_meta)
+DATA_TABLES = (
+    items,
+    users,
+    events,
+    ingest_runs,
+    quarantine,
+    erased_users,
+    store_meta,
+    consent,
+    identity_map,
+    dp_budget,
+    dp_ledger,
+    event_rollups,
+)

@@ -1,0 +1,96 @@
+"""Why a search result ranks where it does: TreeSHAP contributions of the LambdaRank ranker
+(``pred_contrib=True``) over its features, grouped into reasons a shopper can read."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shelfwise.core.errors import ConfigError
+from shelfwise.search.ltr import FEATURES, LambdaRanker
+from shelfwise.search.personal import UserAffinity
+
+if TYPE_CHECKING:  # pragma: no cover
+    from shelfwise.search.engine import SearchEngine
+
+SEARCH_REASON = {
+    "bm25": "words",
+    "bm25_rank": "words",
+    "title": "words",
+    "title_coverage": "words",
+    "description": "words",
+    "attributes": "words",
+    "query_terms": "query",
+    "dense": "meaning",
+    "dense_rank": "meaning",
+    "brand": "brand",
+    "category": "category",
+    "popularity": "popular",
+    "log_price": "price",
+    "has_price": "price",
+    "brand_affinity": "personal",
+    "price_fit": "personal",
+}
+
+
+def explain_search(
+    engine: SearchEngine,
+    ranker: LambdaRanker,
+    query: str,
+    *,
+    k: int = 10,
+    depth: int = 100,
+    user: UserAffinity | None = None,
+) -> list[dict[str, Any]]:
+    """The ranker's top-``k`` for ``query`` with each feature's SHAP value, the reason stated and
+    whether it is the group of the top feature (query-level features excepted: they are the same
+    for every result of one query)."""
+    if ranker.booster is None:
+        raise ConfigError("the ranker is not trained", hint="call fit() first")
+    slots, x = ranker.candidates(engine, query, depth=depth, user=user)
+    if not len(slots):
+        return []
+    pred = np.asarray(ranker.booster.predict(x), np.float64)
+    order = np.argsort(-pred, kind="stable")[:k]
+    contrib = np.asarray(ranker.booster.predict(x[order], pred_contrib=True))
+    ids = engine.item_ids_by_slot()
+    groups = np.array([SEARCH_REASON[f] for f in FEATURES])
+    usable = groups != "query"
+    terms = " ".join(engine.analyzer.tokens(engine.understanding.parse(query).text)[:4])
+    out = []
+    for row, p in zip(contrib, order, strict=True):
+        phi = row[:-1]
+        top = FEATURES[int(np.flatnonzero(usable)[np.argmax(phi[usable])])]
+        totals: dict[str, float] = {}
+        for g, v in zip(groups, phi, strict=True):
+            if g != "query":
+                totals[g] = totals.get(g, 0.0) + float(v)
+        group = SEARCH_REASON[top]
+        item = engine._items[int(slots[p])]
+        words = {
+            "words": f"matches “{terms}” in its title and description",
+            "meaning": f"close in meaning to “{query}”",
+            "brand": f"its brand matches “{query}”",
+            "category": f"in a category that matches “{query}”",
+            "popular": "popular with shoppers",
+            "price": "its price fits what you asked for",
+            "personal": (
+                f"{item.brand}, a brand you like"
+                if item is not None and item.brand and x[p, 14] > 0
+                else "in the price range you usually buy"
+            ),
+        }
+        out.append(
+            {
+                "item": ids[int(slots[p])],
+                "score": float(pred[p]),
+                "reason": words[group],
+                "reason_group": group,
+                "top_feature": top,
+                "base_value": float(row[-1]),
+                "contributions": {f: round(float(v), 6) for f, v in zip(FEATURES, phi, strict=True)},
+                "groups": {g: round(v, 6) for g, v in sorted(totals.items(), key=lambda kv: -kv[1])},
+            }
+        )
+    return out

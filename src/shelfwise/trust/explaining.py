@@ -1,0 +1,62 @@
+"""Explanations and model cards for a registry version: what the admin explain endpoint and the
+model-card page call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from shelfwise.recommend.explain import attribute
+from shelfwise.registry.versions import ModelRegistry, RegistryError
+from shelfwise.store.base import Store
+from shelfwise.store.consent import get_consent
+from shelfwise.store.identities import canonical
+
+
+def _version(registry: ModelRegistry, version: str | None) -> str:
+    chosen = version or registry.active
+    if chosen is None:
+        raise RegistryError("no active model version", hint="train one with `shelfwise models train`")
+    return chosen
+
+
+def explain_user(
+    registry: ModelRegistry,
+    store: Store,
+    user_id: str,
+    *,
+    version: str | None = None,
+    k: int = 10,
+    items: Sequence[str] | None = None,
+    cart: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Full attribution (every feature's TreeSHAP value, the reason groups, the stated reason) of
+    a hybrid version's top-``k`` for a shopper (the store's pseudonym; aliases resolve)."""
+    chosen = _version(registry, version)
+    loaded = registry.load(chosen)
+    shopper = canonical(store, user_id)
+    if get_consent(store, shopper).no_personalisation:
+        return {"version": chosen, "user_id": shopper, "personalised": False, "items": []}
+    atts = attribute(loaded.recommender, shopper, items=items, k=k, cart=cart)  # type: ignore[arg-type]
+    return {
+        "version": chosen,
+        "user_id": shopper,
+        "personalised": True,
+        "items": [a.to_dict(full=True) for a in atts],
+    }
+
+
+def model_card(registry: ModelRegistry, version: str | None = None) -> tuple[dict[str, Any], str]:
+    """A version's model card (JSON) and its markdown."""
+    chosen = _version(registry, version)
+    info = registry.info(chosen)
+    assert info.path is not None
+    try:
+        card = json.loads((info.path / "model_card.json").read_text())
+        markdown = (info.path / "MODEL_CARD.md").read_text()
+    except FileNotFoundError:
+        raise RegistryError(
+            f"version {chosen!r} has no model card", hint="versions trained before model cards have none"
+        ) from None
+    return card, markdown

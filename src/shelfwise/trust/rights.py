@@ -1,0 +1,98 @@
+"""Data rights below HTTP: everything the shop holds about one shopper, as JSON, and the hooks
+later features add their own sections through.
+
+``export_user`` collects the store's rows (events of the shopper and of every alias and stitched
+guest session, their profile, the quarantined records naming them, consent flags, identity links)
+— exactly the rows ``user_footprint`` counts and erasure removes — plus their RFM segment (when
+they allow analytics), the model versions whose artifacts hold them, and every registered extra
+section (experiment arms and impressions, once the experiments feature records them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shelfwise.registry.versions import ModelRegistry
+from shelfwise.store.analytical import AnalyticalStore
+from shelfwise.store.base import Store
+from shelfwise.store.consent import get_consent
+from shelfwise.store.erasure import user_rows
+
+EXPORT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who an export section is about: the shopper's id, their alias ids and stitched sessions."""
+
+    user_id: str
+    user_ids: tuple[str, ...]
+    sessions: tuple[str, ...]
+    store: Store
+
+
+ExportSection = Callable[[Subject], Any]
+# name → section; a feature that keeps per-shopper data registers one (experiment arms,
+# impressions…), so an export never misses what it holds
+_SECTIONS: dict[str, ExportSection] = {}
+# sections a shop can expect that no installed feature records yet
+PENDING = {
+    "experiment_arms": "no experiment assignment is recorded yet (issue 17 adds experiments)",
+    "impressions": "no impression log is kept yet (issue 17 adds it)",
+}
+
+
+def register_export_section(name: str, section: ExportSection) -> None:
+    """Add a section to every export (a later feature's per-shopper data)."""
+    _SECTIONS[name] = section
+    PENDING.pop(name, None)
+
+
+def _segment(db: AnalyticalStore, user_ids: tuple[str, ...]) -> dict[str, Any] | None:
+    import polars as pl
+
+    from shelfwise.analytics.segments import rfm
+
+    table = rfm(db)
+    row = table.filter(pl.col("user_id").is_in(list(user_ids)))
+    return row.to_dicts()[0] if row.height else None
+
+
+def export_user(
+    store: Store,
+    user_id: str,
+    *,
+    registry: ModelRegistry | None = None,
+    analytical: AnalyticalStore | None = None,
+) -> dict[str, Any]:
+    """Everything held about ``user_id`` (the store's pseudonym), as one JSON-ready dict."""
+    started = time.perf_counter()
+    rows = user_rows(store, user_id)
+    shopper = rows["user_id"]
+    ids = (shopper, *rows["aliases"])
+    flags = get_consent(store, shopper)
+    out: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "user_id": shopper,
+        "asked_for": user_id,
+        "aliases": rows["aliases"],
+        "stitched_sessions": rows["sessions"],
+        "store": {k: rows[k] for k in ("events", "users", "quarantine", "consent", "identity_links")},
+        "counts": {k: len(rows[k]) for k in ("events", "users", "quarantine", "consent", "identity_links")},
+    }
+    if analytical is None:
+        out["segment"] = {"available": False, "reason": "not computed (no analytics snapshot given)"}
+    elif flags.no_analytics:
+        out["segment"] = {"available": False, "reason": "the shopper turned analytics off"}
+    else:
+        out["segment"] = {"available": True, "rfm": _segment(analytical, ids)}
+    if registry is not None:
+        out["model_versions"] = sorted({v for uid in ids for v in registry.find_user(uid)})
+    subject = Subject(shopper, ids, tuple(rows["sessions"]), store)
+    out["sections"] = {name: section(subject) for name, section in sorted(_SECTIONS.items())}
+    out["not_recorded"] = dict(PENDING)
+    out["seconds"] = round(time.perf_counter() - started, 4)
+    return out
