@@ -207,3 +207,32 @@ def test_sequence_files_flag_no_bots_and_queries_are_not_ingested(tmp_path: Path
     wands = Path(__file__).resolve().parents[2] / "data" / "wands" / "query.csv"
     proc = run("ingest", "events", str(wands), "-f", "wands", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "search queries, which are not stored" in proc.stderr
+
+
+def test_models_train_deploys_the_settings_and_precision_evaluate_measures(
+    tmp_path: Path, retail_slice: Path
+) -> None:
+    run("ingest", "events", str(retail_slice), "--format", "online-retail", cwd=tmp_path)
+    settings = '{"model": "als", "factors": 16, "iterations": 3}'
+    trained = one_json(
+        run(
+            "models",
+            "train",
+            "--no-bundles",
+            "--force",
+            "--config",
+            settings,
+            "--precision",
+            "int8",
+            "--json",
+            cwd=tmp_path,
+        )
+    )
+    assert trained["config"]["recommender"]["serving_precision"] == "int8"
+    assert trained["config"]["recommender"]["factors"] == 16
+    # a model without factor matrices cannot be served at another precision: one line, non-zero
+    refused = run("models", "train", "--model", "ease", "--precision", "int8", cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and "keeps no factor matrices" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    bad = run("models", "train", "--config", "[1, 2]", cwd=tmp_path, check=False)
+    assert bad.returncode != 0 and "must be a JSON object" in bad.stderr

@@ -3,13 +3,13 @@ Heavy imports go inside the command."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from shelfwise.cli.common import json_object_option
 from shelfwise.cli.progress import bytes_bar, steps_bar
 
 KS = (10, 20)
@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="model name; see --list-models")] = "ease",
         config: Annotated[
-            str | None, typer.Option("--config", help="model settings as JSON, e.g. '{\"l2\": 300}'")
+            str | None,
+            typer.Option("--config", help="model settings as JSON, e.g. '{\"l2\": 300}', or @file.json"),
         ] = None,
         compare: Annotated[
             str | None, typer.Option("--compare", help="a second model, for a paired significance test")
@@ -83,14 +84,7 @@ def register(app: typer.Typer) -> None:
             chosen = protocol or ("temporal" if db is not None else "loo")
             if chosen not in ("loo", "temporal"):
                 raise ConfigError(f"unknown protocol {chosen!r}", hint="use loo or temporal")
-            settings: dict[str, Any] = {}
-            if config:
-                try:
-                    settings = json.loads(config)
-                except ValueError as exc:
-                    raise ConfigError(f"--config is not JSON: {exc}") from None
-                if not isinstance(settings, dict):
-                    raise ConfigError("--config must be a JSON object")
+            settings = json_object_option(config)
             # validate model names before reading a large file
             models = [model_from_config({**settings, "model": model})]
             if compare:

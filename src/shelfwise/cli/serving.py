@@ -13,21 +13,45 @@ DbOpt = Annotated[str | None, typer.Option("--db", help="store URL; default: the
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 
 
-def _training_config(model: str, bundles: bool) -> Any:
+def _training_config(
+    model: str, bundles: bool, settings: dict[str, Any] | None = None, precision: str | None = None
+) -> Any:
+    """What ``models train`` fits: the model's settings (``--config``) and, for models that keep
+    factor matrices, the precision they are served at (``--precision``, as ``evaluate`` measures)."""
+    from shelfwise.core.errors import ConfigError
+    from shelfwise.recommend.registry import model_from_config
     from shelfwise.registry.training import TrainingConfig
 
+    recommender = {**(settings or {}), "model": (settings or {}).get("model", model)}
+    if precision is not None:
+        probe = model_from_config(recommender)
+        if "serving_precision" not in type(probe.config).model_fields:
+            raise ConfigError(
+                f"model {recommender['model']!r} keeps no factor matrices to serve at {precision}",
+                hint="--precision applies to the factor models (als, bpr)",
+            )
+        recommender["serving_precision"] = precision
+    model_from_config(recommender)  # refuse unknown names and settings before reading the store
     return TrainingConfig(
-        recommender={"model": model}, bought_together={"model": "bought-together"} if bundles else None
+        recommender=recommender, bought_together={"model": "bought-together"} if bundles else None
     )
 
 
-def _train(db: str | None, model: str, *, bundles: bool, force: bool) -> dict[str, Any]:
+def _train(
+    db: str | None,
+    model: str,
+    *,
+    bundles: bool,
+    force: bool,
+    settings: dict[str, Any] | None = None,
+    precision: str | None = None,
+) -> dict[str, Any]:
     from shelfwise.cli.main import _settings, _store
     from shelfwise.features.dataset import Dataset
     from shelfwise.registry import ModelRegistry, train_version
 
-    settings = _settings()
-    registry = ModelRegistry(settings.models_root)
+    config = _training_config(model, bundles, settings, precision)
+    registry = ModelRegistry(_settings().models_root)
     with _store(db) as store:
         typer.echo("reading the store's events…", err=True)
         ds = Dataset.from_store(store)
@@ -35,7 +59,7 @@ def _train(db: str | None, model: str, *, bundles: bool, force: bool) -> dict[st
     outcome = train_version(
         ds,
         registry,
-        _training_config(model, bundles),
+        config,
         force=force,
         progress=lambda msg: typer.echo(f"  {msg}", err=True),
         store_id=store_id,  # the version is served over this store only
@@ -158,14 +182,29 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--bundles/--no-bundles", help="also fit bought-together")
         ] = True,
         force: Annotated[bool, typer.Option("--force", help="activate even if the gate refuses")] = False,
+        config: Annotated[
+            str | None,
+            typer.Option("--config", help="model settings as JSON (as `evaluate --config`), or @file.json"),
+        ] = None,
+        precision: Annotated[
+            str | None,
+            typer.Option("--precision", help="serve factor models at float32, float16 or int8"),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Train on the store's events, evaluate on a held-out period, register, and activate through
-        the release gate (refused when worse than the active version on the same held-out set)."""
+        the release gate (refused when worse than the active version on the same held-out set).
+        What is measured is what is deployed: the version's metrics are those of the settings and
+        precision given here."""
+        from shelfwise.cli.common import json_object_option
         from shelfwise.cli.main import _emit, _user_errors
+        from shelfwise.core.errors import ConfigError
 
         with _user_errors():
-            result = _train(db, model, bundles=bundles, force=force)
+            if precision is not None and precision not in ("float32", "float16", "int8"):
+                raise ConfigError(f"unknown precision {precision!r}", hint="use float32, float16 or int8")
+            settings = json_object_option(config)
+            result = _train(db, model, bundles=bundles, force=force, settings=settings, precision=precision)
         _emit(result, as_json, lambda r: f"activated {r['version']}: ndcg@10 {r['metrics']['ndcg@10']:.4f}")
 
     @models_app.command("list")
