@@ -176,7 +176,8 @@ def _input_error(message: str) -> ShelfwiseError:
     return InputFileError(message)
 
 
-_FLAG = {"required": "require"}  # the option a generic-format setting comes from, where names differ
+# the option a generic-format setting comes from, where names differ
+_FLAG = {"required": "require", "event_type": "type"}
 
 
 def _mapped_format(fmt: Any, kind: str, given: dict[str, Any]) -> Any:
@@ -241,6 +242,10 @@ def ingest_events_cmd(
     delimiter: DelimiterOpt = None,
     context: ContextOpt = None,
     require: RequireOpt = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option("--type", help="generic formats: the event type of every record (e.g. purchase)"),
+    ] = None,
 ) -> None:
     """Ingest shopper events (views, carts, purchases, returns, searches…)."""
     if unknown_items not in ("create", "quarantine"):
@@ -252,6 +257,7 @@ def ingest_events_cmd(
         "delimiter": delimiter,
         "context": context,
         "required": require,
+        "event_type": event_type,
     }
     _ingest("events", path, fmt, db, as_json, limit=limit, generic=generic, unknown_items=unknown_items)
 

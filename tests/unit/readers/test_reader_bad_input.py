@@ -29,6 +29,13 @@ from shelfwise.data.readers.base import FIELD_TOO_LARGE, INVALID_UTF8, MALFORMED
 from shelfwise.data.readers.flipkart import COLUMNS as FLIPKART_COLUMNS
 from shelfwise.data.readers.flipkart import COLUMNS_1K as FLIPKART_1K_COLUMNS
 from shelfwise.data.readers.online_retail import COLUMNS as RETAIL_COLUMNS
+from shelfwise.data.readers.platforms import (
+    GOOGLE_REQUIRED,
+    MAGENTO_PRODUCT_COLUMNS,
+    SHOPIFY_ORDER_COLUMNS,
+    SHOPIFY_PRODUCT_COLUMNS,
+    WOO_ORDER_COLUMNS,
+)
 from shelfwise.data.readers.rees46 import COLUMNS as REES46_COLUMNS
 
 LIMIT = 8192  # field_size_limit used throughout
@@ -228,6 +235,7 @@ def _sequences_profile() -> Profile:
     return Profile(None, good, (user_only, latin1, huge))
 
 
+_PAID = st.sampled_from(["paid", "refunded", "pending", "completed", "on-hold"])
 _STOCK = st.builds(lambda n: f"I{n}", st.integers(0, 99_999))
 EVENTS_CSV = ("type", "ts", "item_id", "user_id", "price", "quantity")
 ITEMS_CSV = ("item_id", "title", "price", "category", "brand")
@@ -243,6 +251,13 @@ PROFILES: dict[str, Profile] = {
     "otto": _otto_profile(),
     "jsonl": _flat_jsonl_profile(("type", "ts"), ("item_id", "user_id", "price", "quantity"), "context"),
     "jsonl-items": _flat_jsonl_profile(("item_id",), ("title", "price", "brand", "available"), "attributes"),
+    # platform exports: the status column holds a status the reader maps (an unknown one is a Problem
+    # by design), the line's name or SKU is never blank (a line that names no product is a Problem)
+    "shopify-orders": _csv_profile(SHOPIFY_ORDER_COLUMNS, 9, fixed={2: _PAID, 5: TOKEN}),
+    "shopify-products": _csv_profile(SHOPIFY_PRODUCT_COLUMNS, 5, fixed={3: TOKEN}),
+    "woocommerce-orders": _csv_profile(WOO_ORDER_COLUMNS, 6, fixed={2: _PAID, 3: TOKEN}),
+    "magento-products": _csv_profile(MAGENTO_PRODUCT_COLUMNS, 5, fixed={1: st.just("")}),
+    "google-merchant": _csv_profile(GOOGLE_REQUIRED, 3, "\t"),
     "amazon-beauty": _sequences_profile(),
     "sequences": _sequences_profile(),
 }
@@ -284,6 +299,14 @@ def _read_or_reject(name: str, path: Path) -> None:
     assert all(p.reason for p in problems)
 
 
+# cells a valid line of a platform export must hold: a status the reader maps, the default store view
+_SAMPLE_CELLS: dict[str, dict[int, str]] = {
+    "shopify-orders": {2: "paid", 3: "2024-01-01 10:00:00 +0100"},
+    "woocommerce-orders": {2: "completed"},
+    "magento-products": {1: ""},
+}
+
+
 def _sample(name: str, lines: int = 60) -> bytes:
     """A valid file of the format, deterministic."""
     if name in PARQUET:
@@ -305,10 +328,11 @@ def _sample(name: str, lines: int = 60) -> bytes:
         rows = [f"u{i} a{i} b{i}" for i in range(lines)]
     else:
         header = PROFILES[name].header
-        width = len(header.split("\t" if name == "wands" else ",")) if header else 5
-        sep = "\t" if name == "wands" else ","
+        sep = "\t" if name in ("wands", "google-merchant") else ","
+        width = len(header.split(sep)) if header else 5
         rows = [header] if header else []
-        rows += [sep.join(f"I{i}" for _ in range(width)) for i in range(lines)]
+        fixed = _SAMPLE_CELLS.get(name, {})
+        rows += [sep.join(fixed.get(c, f"I{i}") for c in range(width)) for i in range(lines)]
     return ("\n".join(rows) + "\n").encode()
 
 

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from shelfwise.core.errors import UnknownFormatError
-from shelfwise.data.readers import amazon, flipkart, generic, online_retail, otto, rees46, taobao, wands
+from shelfwise.data.readers import (
+    amazon,
+    flipkart,
+    generic,
+    online_retail,
+    otto,
+    platforms,
+    rees46,
+    taobao,
+    wands,
+)
 from shelfwise.data.readers.base import DatasetFormat, Draft, Problem, ReadOptions, Record, TimeSpec
 
 FORMATS: dict[str, DatasetFormat] = {
@@ -17,6 +27,7 @@ FORMATS: dict[str, DatasetFormat] = {
         *flipkart.FORMATS,
         wands.FORMAT,
         *generic.FORMATS,
+        *platforms.FORMATS,
     )
 }
 

@@ -205,7 +205,7 @@ def iter_csv(
                     raise InputFileError(
                         f"{path}: not a valid {what} file (its first line is not UTF-8 text)"
                     )
-                names = [name.strip() for name in first]
+                names = [name.strip().lstrip("\ufeff") for name in first]  # spreadsheet BOMs
                 missing = [c for c in required if c not in names]
                 if missing:
                     found = delimiter.join(first)[:120]

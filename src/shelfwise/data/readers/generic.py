@@ -38,7 +38,7 @@ from shelfwise.data.readers.base import (
     iter_jsonl,
     iter_parquet,
 )
-from shelfwise.data.schemas import EVENT_COLUMNS, ITEM_COLUMNS
+from shelfwise.data.schemas import EVENT_COLUMNS, EVENT_TYPE_ALIASES, ITEM_COLUMNS, EventType
 
 # A file supplies every stored field but ``source`` (the format's name) and ``updated_ts`` (ingest time).
 EVENT_FIELDS = tuple(c for c in EVENT_COLUMNS if c != "source")
@@ -72,6 +72,23 @@ class ColumnMapping(BaseModel):
         "one blank is quarantined as missing_field",
     )
 
+    event_type: str | None = Field(
+        default=None,
+        description="events only: the type of every record, for files with no type column "
+        "(an order export: every row is a purchase)",
+    )
+
+    @field_validator("event_type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip().lower()
+        if text in EventType.__members__.values() or text in EVENT_TYPE_ALIASES:
+            return text
+        known = ", ".join(t.value for t in EventType)
+        raise ValueError(f"unknown event type {value!r} (known: {known})")
+
     @field_validator("tz")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -83,6 +100,12 @@ class ColumnMapping(BaseModel):
 
     def source(self, field: str) -> str:
         return self.columns.get(field, field)
+
+    def from_file(self, kind: str) -> tuple[str, ...]:
+        """The required fields the file itself must hold (a constant event type fills ``type``)."""
+        if self.event_type is not None and "type" not in self.columns:
+            return tuple(f for f in REQUIRED[kind] if f != "type")
+        return REQUIRED[kind]
 
 
 class NotAValue(ValueError):
@@ -138,14 +161,14 @@ def _plan(kind: str, mapping: ColumnMapping, available: Iterable[str]) -> dict[s
     plan: dict[str, str] = {}
     for name in FIELDS[kind]:
         src = mapping.source(name)
-        if name in mapping.columns or name in REQUIRED[kind] or src in names:
+        if name in mapping.columns or name in mapping.from_file(kind) or src in names:
             plan[name] = src
     return plan
 
 
 def _needed(kind: str, mapping: ColumnMapping) -> list[str]:
     """Columns a file must have: the required fields', every mapped one, and the context columns."""
-    needed = [mapping.source(f) for f in REQUIRED[kind]]
+    needed = [mapping.source(f) for f in mapping.from_file(kind)]
     needed += [c for c in mapping.columns.values() if c not in needed]
     needed += [c for c in mapping.context_columns if c not in needed]
     return needed
@@ -171,6 +194,8 @@ def _build(
         except NotAValue as exc:
             return name, exc.reason, f"{src!r}: {exc.detail}"
         fields[name] = None if empty_is_none and text is not None and not text.strip() else text
+    if kind == "events" and mapping.event_type is not None and not fields.get("type"):
+        fields["type"] = mapping.event_type
     extra = fields.setdefault(bag, {})
     for col in mapping.context_columns:
         value = row.get(col)
@@ -259,7 +284,7 @@ def _read_jsonl(
     path: Path, opts: ReadOptions, kind: str, mapping: ColumnMapping, what: str
 ) -> Iterator[Record]:
     # JSON leaves out what is null, so only the required fields' keys decide the format
-    needed = [mapping.source(f) for f in REQUIRED[kind]]
+    needed = [mapping.source(f) for f in mapping.from_file(kind)]
     first = True
     for rec in iter_jsonl(path, opts, what=what):
         if isinstance(rec, Problem):
