@@ -236,3 +236,41 @@ def test_models_train_deploys_the_settings_and_precision_evaluate_measures(
     assert "Traceback" not in refused.stderr
     bad = run("models", "train", "--config", "[1, 2]", cwd=tmp_path, check=False)
     assert bad.returncode != 0 and "must be a JSON object" in bad.stderr
+
+
+def test_an_order_export_with_no_type_column_loads_with_a_constant_type(tmp_path: Path) -> None:
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "when,sku,customer,amount\n2024-01-01T10:00:00,A1,c1,3.50\n2024-01-02T10:00:00,A2,c1,4\n"
+    )
+    mapped = [
+        "--map",
+        "ts=when",
+        "--map",
+        "item_id=sku",
+        "--map",
+        "user_id=customer",
+        "--map",
+        "price=amount",
+    ]
+    refused = run("ingest", "events", str(orders), "--format", "csv", *mapped, cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and "type" in refused.stderr  # no type column, no --type: one line
+    report = one_json(
+        run(
+            "ingest",
+            "events",
+            str(orders),
+            "--format",
+            "csv",
+            *mapped,
+            "--type",
+            "purchase",
+            "--json",
+            cwd=tmp_path,
+        )
+    )
+    assert report["accepted"] == 2 and report["quarantined"] == 0
+    bad = run(
+        "ingest", "events", str(orders), "-f", "csv", *mapped, "--type", "bought", cwd=tmp_path, check=False
+    )
+    assert bad.returncode != 0 and "unknown event type" in bad.stderr and "Traceback" not in bad.stderr

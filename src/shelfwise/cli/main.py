@@ -182,6 +182,8 @@ _FLAG = {"required": "require", "event_type": "type"}
 
 def _mapped_format(fmt: Any, kind: str, given: dict[str, Any]) -> Any:
     """A generic format with the user's column mapping (``--map``, ``--ts-unit``, ``--tz``…)."""
+    from pydantic import ValidationError
+
     from shelfwise.data.readers.generic import ColumnMapping, make_generic_format
 
     base = fmt.name.split("-")[0]
@@ -198,8 +200,11 @@ def _mapped_format(fmt: Any, kind: str, given: dict[str, Any]) -> Any:
         given["context_columns"] = given.pop("context")
     try:
         spec = ColumnMapping(columns=columns, **given)
-    except ValueError as exc:
-        raise _input_error(f"invalid column mapping: {str(exc).splitlines()[-1].strip()}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = _FLAG.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "mapping"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise _input_error(f"invalid column mapping: --{where.replace('_', '-')}: {message}") from None
     return make_generic_format(kind, base, spec)
 
 
