@@ -407,7 +407,7 @@ def create_app(
     extensions: Sequence[Callable[[FastAPI, Services], None]] = (),
 ) -> FastAPI:
     """The service over the store at ``store_url`` and the registry under ``registry_root``."""
-    from shelfwise.api import routes, routes_access, routes_popular
+    from shelfwise.api import openapi, routes, routes_access, routes_popular
 
     services = build_services(
         settings,
@@ -431,6 +431,7 @@ def create_app(
     )
     app.state.services = services
     _error_handlers(app)
+    openapi.install(app)
     app.include_router(routes.router)
     app.include_router(routes_access.router)
     app.include_router(routes_popular.router)

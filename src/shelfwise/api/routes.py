@@ -16,6 +16,7 @@ from pydantic_core import to_json
 
 from shelfwise.api.app import Services, note_items
 from shelfwise.api.auth import Admin, CallerDep, Write, check_shopper
+from shelfwise.api.openapi import ValidationErrorOut, invalid
 from shelfwise.api.privacy import checked_elsewhere, deletion_report, derived_dirs, erase_everywhere
 from shelfwise.api.recommending import Answer
 from shelfwise.api.recommending import Request as RecRequest
@@ -61,7 +62,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "no credential, or one that is not valid"},
     403: {"model": ErrorOut, "description": "the credential's role does not allow this"},
     413: {"model": ErrorOut, "description": "request body too large"},
-    422: {"model": ErrorOut, "description": "invalid request (the field is named)"},
+    422: {"model": ValidationErrorOut, "description": "invalid request (each field is named)"},
     429: {"model": ErrorOut, "description": "rate limited"},
 }
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -119,13 +120,7 @@ def _filters(
     category: str | None, brand: str | None, price_min: float | None, price_max: float | None
 ) -> Filters | None:
     if price_min is not None and price_max is not None and price_min > price_max:
-        raise HTTPException(
-            422,
-            detail={
-                "error": "invalid_request",
-                "detail": [{"field": "query.price_min", "message": "price_min > price_max"}],
-            },
-        )
+        raise HTTPException(422, detail=invalid("query.price_min", "price_min > price_max"))
     if category is None and brand is None and price_min is None and price_max is None:
         return None
     return Filters(
@@ -210,13 +205,7 @@ async def user_recommendations(
     # one hop to the model pool (a sync route would hop to AnyIO's pool first, then to the model's)
     k, scenario, category, item_id = query.k, query.scenario, query.category, query.item_id
     if scenario == "category" and category is None:
-        raise HTTPException(
-            422,
-            detail={
-                "error": "invalid_request",
-                "detail": [{"field": "query.category", "message": "scenario=category needs a category"}],
-            },
-        )
+        raise HTTPException(422, detail=invalid("query.category", "scenario=category needs a category"))
     dep = _deployment(svc)
     pseudo = _shopper(svc, user_id)
     req = RecRequest(
@@ -356,17 +345,9 @@ async def search(
         check_shopper(caller, user_id, same_shopper(svc))
 
     if not q.strip():
-        raise HTTPException(
-            422, detail={"error": "invalid_request", "detail": [{"field": "query.q", "message": "empty"}]}
-        )
+        raise HTTPException(422, detail=invalid("query.q", "empty"))
     if price_min is not None and price_max is not None and price_min > price_max:
-        raise HTTPException(
-            422,
-            detail={
-                "error": "invalid_request",
-                "detail": [{"field": "query.price_min", "message": "price_min > price_max"}],
-            },
-        )
+        raise HTTPException(422, detail=invalid("query.price_min", "price_min > price_max"))
     filters = SearchFilters(
         price_min=price_min,
         price_max=price_max,
@@ -609,7 +590,7 @@ def put_item(svc: Svc, item_id: ItemId, body: ItemIn) -> ItemOut:
             {**body.model_dump(), "item_id": item_id, "updated_ts": now_ms(), "source": "api"}
         )
     except ValueError as exc:
-        raise HTTPException(422, detail={"error": "invalid_request", "detail": str(exc)}) from None
+        raise HTTPException(422, detail=invalid("body", str(exc))) from None
     svc.store.upsert_items([item], replace=True)
     warning = note_items(svc, [item])  # here at once, in the other workers at their next watch
     out = _item_out(item)
