@@ -322,18 +322,26 @@ def run() -> dict[str, Any]:
     try:
         key = (var / "api.key").read_text().strip()
         auth = {"X-API-Key": key}
+        # a shopper's recommendations need a read key (issue 13): sent as a shop's back end sends it
+        reader = json.loads(_cli(["keys", "create", "--role", "read", "--name", "bench", "--json"], env))
+        read = {"X-API-Key": reader["key"]}
+
+        def personal(line: str) -> dict[str, Any]:
+            method, path = line.split(" ", 1)
+            return {"method": method, "path": path, "headers": read}
+
         models = httpx.get(f"http://127.0.0.1:{port}/v1/admin/models", headers=auth, timeout=30).json()
         figures["active"] = models["active"]
         versions = [v["version"] for v in models["versions"]]
 
-        def uncached(ks: range, scenario: str) -> list[str]:
+        def uncached(ks: range, scenario: str) -> list[Any]:
             # a distinct (user, k, scenario) per request: none is in either worker's cache yet;
             # k around 10, so bodies are the size of the cached ones
             path = "GET /v1/users/{}/recommendations?k={}&scenario={}"
-            return [path.format(u, k, scenario) for k in ks for u in users]
+            return [personal(path.format(u, k, scenario)) for k in ks for u in users]
 
         cached_users = users[:40]
-        cached = [f"GET /v1/users/{u}/recommendations?k=10" for u in cached_users]
+        cached = [personal(f"GET /v1/users/{u}/recommendations?k=10") for u in cached_users]
         search = [f"GET /v1/search?q={w}&size=10" for w in WORDS]
         trivial = ["GET /healthz"]
         _load(port, cached, rate=None, seconds=2.0)  # warm both workers' caches (and code paths)

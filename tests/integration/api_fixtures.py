@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +66,12 @@ def served(served_template: Path, tmp_path: Path) -> Served:
     root = tmp_path / "served"
     shutil.copytree(served_template, root)
     return Served(root)
+
+
+def reader(app: Any) -> dict[str, str]:
+    """Headers with a new ``read`` key of ``app``'s key ring: what a shop's back end sends to read
+    its shoppers' personal answers."""
+    from shelfwise.core.access import Role
+
+    key, _ = app.state.services.keys.create(Role.READ, "tests")
+    return {"X-API-Key": key}

@@ -18,7 +18,15 @@ from shelfwise.api.app import create_app
 from shelfwise.registry import ModelRegistry
 from shelfwise.registry.serving import Deployment
 from tests.conftest import TEST_KEY
-from tests.integration.api_fixtures import API_KEY, FAST, KNOWN_USER, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import (  # noqa: F401
+    API_KEY,
+    FAST,
+    KNOWN_USER,
+    Served,
+    reader,
+    served,
+    served_template,
+)
 from tests.integration.test_cli import BIN
 
 AUTH = {"X-API-Key": API_KEY}
@@ -27,7 +35,7 @@ AUTH = {"X-API-Key": API_KEY}
 @pytest.fixture
 def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
     app = create_app(served.settings(), served.url, watch_interval=None)
-    with TestClient(app) as c:
+    with TestClient(app, headers=reader(app)) as c:
         yield c
 
 
@@ -122,7 +130,7 @@ def test_a_failing_model_falls_back_and_is_counted_never_500(client: TestClient)
 
 def test_a_slow_model_times_out_into_the_fallback(served: Served) -> None:  # noqa: F811
     app = create_app(served.settings(model_timeout_ms=100), served.url, watch_interval=None)
-    with TestClient(app) as c:
+    with TestClient(app, headers=reader(app)) as c:
 
         def hook(model: Any) -> None:
             real = model._score
@@ -250,7 +258,7 @@ def test_writes_need_a_key_bodies_are_limited_and_clients_rate_limited(served: S
     with TestClient(create_app(settings, served.url, watch_interval=None)) as c:
         ev = {"type": "view", "user_id": "u", "item_id": "71053"}
         assert c.post("/v1/events", json=ev).status_code == 401
-        assert c.post("/v1/events", json=ev, headers={"X-API-Key": "wrong"}).status_code == 403
+        assert c.post("/v1/events", json=ev, headers={"X-API-Key": "wrong"}).status_code == 401
         assert c.delete("/v1/users/u").status_code == 401
         assert c.get("/v1/admin/models").status_code == 401
         big = {"events": [{**ev, "context": {"note": "x" * 500}} for _ in range(10)]}
@@ -437,7 +445,7 @@ def test_two_workers_share_item_writes_and_deletions(served: Served) -> None:  #
 
     one = create_app(served.settings(), served.url, watch_interval=None)
     two = create_app(served.settings(), served.url, watch_interval=None)
-    with TestClient(one) as a, TestClient(two) as b:
+    with TestClient(one, headers=reader(one)) as a, TestClient(two, headers=reader(two)) as b:
         url = f"/v1/users/{KNOWN_USER}/recommendations"
         before = b.get(url, params={"k": 10}).json()  # worker two now holds a cached answer
         assert before["source"] == "personalised"

@@ -35,10 +35,12 @@ def test_real_http_server_serves_and_takes_events(served: Served) -> None:  # no
             except httpx.TransportError:
                 time.sleep(0.05)
         with httpx.Client(base_url=base, timeout=10) as c:
-            assert c.get(f"/v1/users/{KNOWN_USER}/recommendations").json()["source"] == "personalised"
+            read = {"X-API-Key": API_KEY}  # the admin key reads too
+            mine = c.get(f"/v1/users/{KNOWN_USER}/recommendations", headers=read)
+            assert mine.json()["source"] == "personalised"
             ev = {"type": "view", "user_id": "http-shopper", "item_id": "71053"}
             assert c.post("/v1/events", json=ev, headers={"X-API-Key": API_KEY}).status_code == 202
-            assert c.get("/v1/users/http-shopper/recommendations").json()["source"] == "session"
+            assert c.get("/v1/users/http-shopper/recommendations", headers=read).json()["source"] == "session"
             assert c.get("/openapi.json").json()["paths"]["/v1/search"]
             assert (
                 c.post("/v1/events", content=b"{not json", headers={"X-API-Key": API_KEY}).status_code == 422

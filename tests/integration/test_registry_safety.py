@@ -54,14 +54,17 @@ def test_finding_08_a_registry_never_serves_another_stores_model(served: Served,
     # a server already running over PostgreSQL that follows the registry refuses it too
     app = create_app(served.settings(), fresh_pg_url, watch_interval=None)
     with TestClient(app) as client:
-        ready = client.get("/readyz")
+        ready = client.get("/readyz", headers=AUTH)  # why is shown to an admin only (finding 13)
         assert ready.status_code == 503 and "trained on another store" in ready.json()["detail"]["model"]
-        recs = client.get(f"/v1/users/{KNOWN_USER}/recommendations")
-        assert recs.status_code == 503 and "trained on another store" in recs.json()["detail"]
+        recs = client.get(f"/v1/users/{KNOWN_USER}/recommendations", headers=AUTH)
+        assert recs.status_code == 503 and recs.json()["error"] == "no_model_active"
         assert client.post(f"/v1/admin/models/{version}/activate", headers=AUTH).status_code == 409
     # and over the store it was trained on, it is served
     with TestClient(create_app(served.settings(), served.url, watch_interval=None)) as client:
-        assert client.get(f"/v1/users/{KNOWN_USER}/recommendations").json()["model_version"] == version
+        assert (
+            client.get(f"/v1/users/{KNOWN_USER}/recommendations", headers=AUTH).json()["model_version"]
+            == version
+        )
 
 
 def _erasures(root: Path) -> int:

@@ -111,11 +111,11 @@ def test_finding_11_a_hung_or_down_store_never_costs_a_500_or_an_event(
                 and item.headers["Retry-After"]
                 and item.json()["error"] == "store_unavailable"
             )
-            found = c.get("/v1/search", params={"q": "heart", "user_id": KNOWN_USER}).json()
+            found = c.get("/v1/search", params={"q": "heart", "user_id": KNOWN_USER}, headers=AUTH).json()
             assert (
                 found["personalised"] is False and "store did not answer" in found["notice"] and found["hits"]
             )
-            recs = c.get(f"/v1/users/{KNOWN_USER}/recommendations")  # models are in memory
+            recs = c.get(f"/v1/users/{KNOWN_USER}/recommendations", headers=AUTH)  # models are in memory
             assert recs.status_code == 200 and recs.json()["source"] == "personalised"
             lock.rollback()
             assert _eventually(lambda: _stored(fresh_pg_url, "hung-1"))  # the journal replayed it
@@ -130,7 +130,7 @@ def test_finding_11_a_hung_or_down_store_never_costs_a_500_or_an_event(
             assert put.status_code == 503 and put.headers["Retry-After"]
             gone = c.delete(f"/v1/users/{OTHER_USER}", headers=AUTH)
             assert gone.status_code == 503 and "store" in gone.json()["failed"], gone.text
-            found = c.get("/v1/search", params={"q": "heart", "user_id": KNOWN_USER}).json()
+            found = c.get("/v1/search", params={"q": "heart", "user_id": KNOWN_USER}, headers=AUTH).json()
             assert found["personalised"] is False and found["notice"]
             assert c.get("/readyz").status_code == 503
             metrics = c.get("/metrics").text

@@ -28,8 +28,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shelfwise.api.group_commit import GroupCommitter
 from shelfwise.api.metrics import Metrics
 from shelfwise.api.recommending import Recommending
-from shelfwise.api.security import ApiKeys, Guard, TokenBucket
+from shelfwise.api.security import ClientAddress, Guard, Identify, TokenBucket
 from shelfwise.api.state import ResultCache, SessionStore, make_state
+from shelfwise.core.access import KeyRing, ShopperTokens, create_secret_file, fixed_roles
 from shelfwise.core.clock import now_ms
 from shelfwise.core.errors import ConfigError, ShelfwiseError, StoreError
 from shelfwise.core.logging import get_logger
@@ -73,7 +74,8 @@ class Services:
     cache: ResultCache
     recommending: Recommending
     metrics: Metrics
-    keys: ApiKeys
+    keys: KeyRing  # API keys with roles: var/keys.json and the fixed admin keys
+    tokens: ShopperTokens  # tokens scoped to one shopper (POST /v1/tokens)
     pseudonymize: Pseudonymizer
     event_gate: EventGate
     event_writer: GroupCommitter
@@ -109,22 +111,30 @@ def build_search(store: Store) -> tuple[Any, str]:
 
 
 def _api_key_hashes(settings: Settings) -> list[str]:
-    """Configured hashes, or the hash of a key created once in ``var_dir/api.key``."""
+    """Configured admin hashes, or the hash of the admin key created once in ``var_dir/api.key``
+    (race-free: two processes starting at once end up with one key)."""
     if settings.api_key_hashes:
         return list(settings.api_key_hashes)
-    import os
     import secrets
 
-    from shelfwise.api.security import hash_key
+    from shelfwise.core.access import hash_key
 
     path = settings.var_dir / "api.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32))
-        log.warning("created an API key for writes and admin", path=str(path))
-    return [hash_key(path.read_text().strip())]
+    existed = path.exists()
+    key = create_secret_file(path, lambda: secrets.token_urlsafe(32))
+    if not existed:
+        log.warning("created an admin API key", path=str(path))
+    return [hash_key(key)]
+
+
+def key_ring(settings: Settings) -> KeyRing:
+    """The API keys a server accepts: ``keys.json`` under the access directory (``shelfwise keys``)
+    and the fixed admin keys (settings, or ``var_dir/api.key``)."""
+    return KeyRing(settings.access_root / "keys.json", fixed=fixed_roles(_api_key_hashes(settings)))
+
+
+def shopper_tokens(settings: Settings) -> ShopperTokens:
+    return ShopperTokens.from_dir(settings.access_root, ttl_s=settings.shopper_token_ttl_seconds)
 
 
 def build_services(
@@ -178,7 +188,7 @@ def build_services(
             future_tolerance_ms=settings.future_tolerance_seconds * 1000,
             max_text=settings.max_text_length,
         ),
-        Pseudonymizer(key),
+        Pseudonymizer(key, cache_size=settings.pseudonym_cache_size),
     )
     services = Services(
         settings=settings,
@@ -191,8 +201,9 @@ def build_services(
             sessions=sessions, cache=cache, metrics=metrics, timeout=settings.model_timeout_ms / 1000
         ),
         metrics=metrics,
-        keys=ApiKeys(_api_key_hashes(settings)),
-        pseudonymize=Pseudonymizer(key),
+        keys=key_ring(settings),
+        tokens=shopper_tokens(settings),
+        pseudonymize=Pseudonymizer(key, cache_size=settings.pseudonym_cache_size),
         event_gate=gate,
         event_writer=GroupCommitter(store),
     )
@@ -396,7 +407,7 @@ def create_app(
     extensions: Sequence[Callable[[FastAPI, Services], None]] = (),
 ) -> FastAPI:
     """The service over the store at ``store_url`` and the registry under ``registry_root``."""
-    from shelfwise.api import routes
+    from shelfwise.api import openapi, routes, routes_access, routes_popular
 
     services = build_services(
         settings,
@@ -420,7 +431,10 @@ def create_app(
     )
     app.state.services = services
     _error_handlers(app)
+    openapi.install(app)
     app.include_router(routes.router)
+    app.include_router(routes_access.router)
+    app.include_router(routes_popular.router)
     from shelfwise import web
 
     mount = getattr(web, "mount", None)
@@ -430,6 +444,8 @@ def create_app(
         Guard,
         limiter=TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst),
         max_bytes=settings.max_request_bytes,
+        identify=Identify(services.keys, services.tokens),
+        address=ClientAddress(settings.trusted_proxies),
         observe=services.metrics.observe_request,
     )
     return app

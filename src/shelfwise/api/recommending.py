@@ -397,7 +397,9 @@ class Recommending:
                 return None
             row = st.history[idx]
             return st.item_map.to_external(row.indices[row.data > 0])
-        except Exception:
+        except Exception as exc:  # answered without the history (seen items may come back): said loudly
+            self.metrics.model_errors.labels("history").inc()
+            log.warning("shopper history unreadable; answering without it", error=repr(exc))
             return None
 
     # --- item-to-item -----------------------------------------------------------------------------

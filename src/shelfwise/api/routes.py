@@ -10,12 +10,13 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from shelfwise.api.app import Services, note_items
+from shelfwise.api.auth import Admin, CallerDep, Write, check_shopper
+from shelfwise.api.openapi import ValidationErrorOut, invalid
 from shelfwise.api.privacy import checked_elsewhere, deletion_report, derived_dirs, erase_everywhere
 from shelfwise.api.recommending import Answer
 from shelfwise.api.recommending import Request as RecRequest
@@ -42,6 +43,7 @@ from shelfwise.api.schemas import (
     SearchOut,
     VersionOut,
 )
+from shelfwise.core.access import Role
 from shelfwise.core.clock import now_ms
 from shelfwise.core.logging import get_logger
 from shelfwise.data.quality import Rejection
@@ -55,21 +57,24 @@ from shelfwise.store.base import QuarantineRow
 from shelfwise.store.journal import store_unavailable
 
 router = APIRouter()
-api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="an API key (settings hold its sha256)"
-)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "no API key"},
-    403: {"model": ErrorOut, "description": "API key not accepted"},
+    401: {"model": ErrorOut, "description": "no credential, or one that is not valid"},
+    403: {"model": ErrorOut, "description": "the credential's role does not allow this"},
     413: {"model": ErrorOut, "description": "request body too large"},
-    422: {"model": ErrorOut, "description": "invalid request (the field is named)"},
+    422: {"model": ValidationErrorOut, "description": "invalid request (each field is named)"},
     429: {"model": ErrorOut, "description": "rate limited"},
 }
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "a credential was sent and is not valid"},
     422: ERRORS[422],
     429: ERRORS[429],
     503: {"model": ErrorOut, "description": "no model active yet"},
+}
+PERSONAL_ERRORS: dict[int | str, dict[str, Any]] = {
+    **READ_ERRORS,
+    401: {"model": ErrorOut, "description": "a shopper's answers need a read key or their shopper token"},
+    403: {"model": ErrorOut, "description": "the credential may not see this shopper's answers"},
 }
 
 UserId = Annotated[str, Path(min_length=1, max_length=256, description="the shop's user id")]
@@ -89,28 +94,24 @@ async def services(request: Request) -> Services:
 Svc = Annotated[Services, Depends(services)]
 
 
-async def require_key(svc: Svc, key: Annotated[str | None, Depends(api_key_header)]) -> None:
-    if not key:
-        raise HTTPException(401, detail={"error": "api_key_required", "detail": "send the X-API-Key header"})
-    if not svc.keys.allows(key):
-        raise HTTPException(
-            403, detail={"error": "api_key_rejected", "detail": "this API key is not accepted"}
-        )
-
-
-Auth = Depends(require_key)
+def same_shopper(svc: Services) -> Any:
+    """Whether two shop ids name one shopper (cleaned as ingest cleans them)."""
+    return lambda a, b: a == b or svc.pseudonymize(a) == svc.pseudonymize(b)
 
 
 def _deployment(svc: Services) -> Deployment:
     dep = svc.live.current
     if dep is None:
+        # why (svc.live.last_error) can name files and stores: /readyz shows it to an admin
         raise HTTPException(
             503,
             detail={
                 "error": "no_model_active",
-                "detail": svc.live.last_error or "no model version is active",
-                "hint": "run `shelfwise serve` (it trains one on first start) or activate a version",
+                "detail": "no model version is active",
+                "hint": "run `shelfwise serve` (it trains one on first start) or activate a version; "
+                "/readyz with an admin key says why",
             },
+            headers={"Retry-After": "5"},
         )
     return dep
 
@@ -119,13 +120,7 @@ def _filters(
     category: str | None, brand: str | None, price_min: float | None, price_max: float | None
 ) -> Filters | None:
     if price_min is not None and price_max is not None and price_min > price_max:
-        raise HTTPException(
-            422,
-            detail={
-                "error": "invalid_request",
-                "detail": [{"field": "query.price_min", "message": "price_min > price_max"}],
-            },
-        )
+        raise HTTPException(422, detail=invalid("query.price_min", "price_min > price_max"))
     if category is None and brand is None and price_min is None and price_max is None:
         return None
     return Filters(
@@ -195,25 +190,22 @@ class RecommendationsQuery(BaseModel):
 @router.get(
     "/v1/users/{user_id}/recommendations",
     response_model=RecommendationsOut,
-    responses=READ_ERRORS,
+    responses=PERSONAL_ERRORS,
     tags=["recommendations"],
 )
 async def user_recommendations(
-    svc: Svc, user_id: UserId, query: Annotated[RecommendationsQuery, Query()]
+    svc: Svc, caller: CallerDep, user_id: UserId, query: Annotated[RecommendationsQuery, Query()]
 ) -> Response:
     """Top items for a shopper, folded with their live session; falls back to their session, then
-    popular in category, then popular overall. ``scenario=category`` needs ``category``."""
+    popular in category, then popular overall. ``scenario=category`` needs ``category``. Needs a
+    ``read`` key, or this shopper's token (``POST /v1/tokens``): the reasons name their history.
+    Anyone may ask ``GET /v1/recommendations`` (no shopper)."""
+    check_shopper(caller, user_id, same_shopper(svc))
     # async: with in-process state a cached answer never leaves the event loop, and a miss makes
     # one hop to the model pool (a sync route would hop to AnyIO's pool first, then to the model's)
     k, scenario, category, item_id = query.k, query.scenario, query.category, query.item_id
     if scenario == "category" and category is None:
-        raise HTTPException(
-            422,
-            detail={
-                "error": "invalid_request",
-                "detail": [{"field": "query.category", "message": "scenario=category needs a category"}],
-            },
-        )
+        raise HTTPException(422, detail=invalid("query.category", "scenario=category needs a category"))
     dep = _deployment(svc)
     pseudo = _shopper(svc, user_id)
     req = RecRequest(
@@ -292,11 +284,14 @@ def bought_together(
 @router.post(
     "/v1/cart/recommendations",
     response_model=RecommendationsOut,
-    responses=READ_ERRORS,
+    responses=PERSONAL_ERRORS,
     tags=["recommendations"],
 )
-def cart_recommendations(svc: Svc, body: CartIn) -> Response:
-    """What goes with a whole cart (bundle suggestions)."""
+def cart_recommendations(svc: Svc, caller: CallerDep, body: CartIn) -> Response:
+    """What goes with a whole cart (bundle suggestions). With ``user_id`` the answer is personal:
+    it needs a ``read`` key or that shopper's token."""
+    if body.user_id:
+        check_shopper(caller, body.user_id, same_shopper(svc))
     dep = _deployment(svc)
     req = RecRequest(
         user_id=_shopper(svc, body.user_id) if body.user_id else None,
@@ -324,9 +319,10 @@ def _affinity(svc: Services, pseudo: str) -> Any:
     return found
 
 
-@router.get("/v1/search", response_model=SearchOut, responses=READ_ERRORS, tags=["search"])
+@router.get("/v1/search", response_model=SearchOut, responses=PERSONAL_ERRORS, tags=["search"])
 async def search(
     svc: Svc,
+    caller: CallerDep,
     q: Annotated[str, Query(min_length=1, max_length=500, description="what the shopper typed")],
     page: Annotated[int, Query(ge=1, le=100)] = 1,
     size: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -341,21 +337,17 @@ async def search(
     sort: Literal["relevance", "price_asc", "price_desc", "popularity"] = "relevance",
 ) -> SearchOut:
     """Keyword search with query understanding, filters, facets and pages; ``user_id`` re-ranks
-    matching results by the shopper's brands and price range."""
+    matching results by the shopper's brands and price range (and needs a ``read`` key or that
+    shopper's token: the reasons name their brands); without it, anyone may search."""
     from shelfwise.search.engine import Filters as SearchFilters
 
+    if user_id is not None:
+        check_shopper(caller, user_id, same_shopper(svc))
+
     if not q.strip():
-        raise HTTPException(
-            422, detail={"error": "invalid_request", "detail": [{"field": "query.q", "message": "empty"}]}
-        )
+        raise HTTPException(422, detail=invalid("query.q", "empty"))
     if price_min is not None and price_max is not None and price_min > price_max:
-        raise HTTPException(
-            422,
-            detail={
-                "error": "invalid_request",
-                "detail": [{"field": "query.price_min", "message": "price_min > price_max"}],
-            },
-        )
+        raise HTTPException(422, detail=invalid("query.price_min", "price_min > price_max"))
     filters = SearchFilters(
         price_min=price_min,
         price_max=price_max,
@@ -508,7 +500,7 @@ def _quarantine_events(svc: Services, refused: list[_Refused]) -> None:
     status_code=202,
     response_model=EventsAccepted,
     responses=ERRORS,
-    dependencies=[Auth],
+    dependencies=[Write],
     tags=["events"],
 )
 def post_events(
@@ -589,7 +581,7 @@ def _item_out(item: Item) -> ItemOut:
 
 
 @router.put(
-    "/v1/items/{item_id}", response_model=ItemOut, responses=ERRORS, dependencies=[Auth], tags=["items"]
+    "/v1/items/{item_id}", response_model=ItemOut, responses=ERRORS, dependencies=[Write], tags=["items"]
 )
 def put_item(svc: Svc, item_id: ItemId, body: ItemIn) -> ItemOut:
     """Create or replace an item; searchable and (un)available to recommendations at once."""
@@ -598,7 +590,7 @@ def put_item(svc: Svc, item_id: ItemId, body: ItemIn) -> ItemOut:
             {**body.model_dump(), "item_id": item_id, "updated_ts": now_ms(), "source": "api"}
         )
     except ValueError as exc:
-        raise HTTPException(422, detail={"error": "invalid_request", "detail": str(exc)}) from None
+        raise HTTPException(422, detail=invalid("body", str(exc))) from None
     svc.store.upsert_items([item], replace=True)
     warning = note_items(svc, [item])  # here at once, in the other workers at their next watch
     out = _item_out(item)
@@ -620,7 +612,7 @@ def get_item(svc: Svc, item_id: ItemId) -> ItemOut:
     "/v1/items/{item_id}",
     response_model=ItemDeleted,
     responses={**ERRORS, 404: {"model": ErrorOut}},
-    dependencies=[Auth],
+    dependencies=[Write],
     tags=["items"],
 )
 def delete_item(svc: Svc, item_id: ItemId) -> ItemDeleted:
@@ -678,7 +670,7 @@ def _verified(places: list[dict[str, Any]]) -> bool:
         **ERRORS,
         503: {"model": DeletionIncompleteOut, "description": "some places failed (named); retry"},
     },
-    dependencies=[Auth],
+    dependencies=[Admin],
     tags=["users"],
 )
 def delete_user(svc: Svc, user_id: UserId) -> Any:
@@ -729,7 +721,7 @@ def delete_user(svc: Svc, user_id: UserId) -> Any:
     "/v1/admin/users/{user_id}/deletion-report",
     response_model=DeletionOut,
     responses=ERRORS,
-    dependencies=[Auth],
+    dependencies=[Admin],
     tags=["admin"],
 )
 def deletion_check(svc: Svc, user_id: UserId, pseudonym: bool = False) -> DeletionOut:
@@ -777,7 +769,7 @@ def _models(svc: Services) -> ModelsOut:
 
 
 @router.get(
-    "/v1/admin/models", response_model=ModelsOut, responses=ERRORS, dependencies=[Auth], tags=["admin"]
+    "/v1/admin/models", response_model=ModelsOut, responses=ERRORS, dependencies=[Admin], tags=["admin"]
 )
 def list_models(svc: Svc) -> ModelsOut:
     """Every registered version with its metrics, data window and config; which is active."""
@@ -792,7 +784,7 @@ ADMIN_ERRORS = {**ERRORS, 404: {"model": ErrorOut}, 409: {"model": ErrorOut, "de
     "/v1/admin/models/{version}/activate",
     response_model=ActivationOut,
     responses=ADMIN_ERRORS,
-    dependencies=[Auth],
+    dependencies=[Admin],
     tags=["admin"],
 )
 def activate(svc: Svc, version: VersionId, force: bool = False) -> ActivationOut:
@@ -815,7 +807,7 @@ def activate(svc: Svc, version: VersionId, force: bool = False) -> ActivationOut
     "/v1/admin/rollback",
     response_model=ActivationOut,
     responses=ADMIN_ERRORS,
-    dependencies=[Auth],
+    dependencies=[Admin],
     tags=["admin"],
 )
 def rollback(svc: Svc) -> ActivationOut:
@@ -835,7 +827,7 @@ def rollback(svc: Svc) -> ActivationOut:
     "/v1/admin/models/{version}/candidate",
     response_model=ActivationOut,
     responses=ADMIN_ERRORS,
-    dependencies=[Auth],
+    dependencies=[Admin],
     tags=["admin"],
 )
 def set_candidate(svc: Svc, version: VersionId, body: CandidateIn) -> ActivationOut:
@@ -856,7 +848,7 @@ def set_candidate(svc: Svc, version: VersionId, body: CandidateIn) -> Activation
     "/v1/admin/candidate",
     response_model=ActivationOut,
     responses=ADMIN_ERRORS,
-    dependencies=[Auth],
+    dependencies=[Admin],
     tags=["admin"],
 )
 def clear_candidate(svc: Svc) -> ActivationOut:
@@ -881,19 +873,23 @@ async def healthz(svc: Svc) -> HealthOut:
 
 
 @router.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut}}, tags=["health"])
-def readyz(svc: Svc, response: Response) -> HealthOut:
-    """Ready to serve: a model is active and loaded and the store answers."""
+def readyz(svc: Svc, caller: CallerDep, response: Response) -> HealthOut:
+    """Ready to serve: a model is active and loaded and the store answers. Why not (the error
+    text, which can name hosts and files) is shown to an admin key only, and always logged."""
     detail: dict[str, Any] = {"search_items": len(svc.search) if svc.search is not None else 0}
+    admin = caller.role is Role.ADMIN
     ok = True
     try:
         svc.store.get_user("__readyz__")
         detail["store"] = "ok"
     except Exception as exc:
-        ok, detail["store"] = False, f"error: {exc}"
+        _log.warning("readiness: the store does not answer", error=repr(exc))
+        ok, detail["store"] = False, f"error: {exc}" if admin else "error: the store does not answer"
     dep = svc.live.current
     if dep is None:
         ok = False
-        detail["model"] = svc.live.last_error or "no active version"
+        why = svc.live.last_error or "no active version"
+        detail["model"] = why if admin else "no active version"
     if not ok:
         response.status_code = 503
     return HealthOut(

@@ -6,7 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 
+from shelfwise.data.schemas import EVENT_TYPE_NAMES
+
 Id = Field(min_length=1, max_length=256)
+# every spelling the quality gate accepts (``parse_event_type``), so the document and the check agree
+EventTypeName = Literal[EVENT_TYPE_NAMES]  # type: ignore[valid-type]
 Scenario = Literal["home", "product", "cart", "category", "store", "promotion"]
 
 
@@ -103,8 +107,9 @@ class EventIn(Strict):
     """One shopper event. ``event_id`` is the idempotency key (or send the ``Idempotency-Key`` header for
     a single event); without either, an id is derived from the event's content."""
 
-    type: str = Field(
-        min_length=1, max_length=32, description="view, click, cart, remove_from_cart, purchase…"
+    type: EventTypeName = Field(
+        description="view, click, cart, remove_from_cart, wishlist, purchase, return, search, rate, login, "
+        "or a common alias of one (pv, add_to_cart, order…)"
     )
     user_id: str | None = Field(None, min_length=1, max_length=256, description="the shop's user id")
     item_id: str | None = Field(None, min_length=1, max_length=256)

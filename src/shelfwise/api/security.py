@@ -1,24 +1,29 @@
-"""API keys (only their sha256 is configured), a token-bucket rate limiter, a request-size limit.
+"""Who is calling, a token-bucket rate limiter, a request-size limit, security headers.
 
-The limiter and the size check run in one pure ASGI middleware (``Guard``) in front of every
-route; the key check is a FastAPI dependency on the routes that write or administer.
+One pure ASGI middleware (``Guard``) runs in front of every route. It finds the caller first: an
+``X-API-Key`` (a role from the key ring, ``shelfwise.core.access``), an ``Authorization: Bearer``
+shopper token, or nobody. A credential that is sent but not valid is answered 401 there, before
+any rate-limit bucket is taken, so made-up keys cannot mint buckets. A valid credential gets a
+bucket of its own; anonymous callers are limited by client address (``X-Forwarded-For`` only from
+the configured proxies). Each route then says which role it needs (``api.auth``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import ipaddress
 import itertools
 import json
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from shelfwise.core.access import KeyRing, Role, ShopperTokens, TokenError, hash_key
 from shelfwise.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -30,24 +35,64 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_KEY_HEADER = "X-API-Key"
+__all__ = ["API_KEY_HEADER", "Caller", "CredentialError", "Guard", "Identify", "TokenBucket", "hash_key"]
 
 
-def hash_key(key: str) -> str:
-    """What settings hold for a key: its sha256, hex."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: a key's role (and id), a shopper token's shopper, or nobody."""
+
+    role: Role | None = None
+    key_id: str | None = None
+    shopper: str | None = None  # the shop's id, as the token names it
+
+    @property
+    def anonymous(self) -> bool:
+        return self.role is None and self.shopper is None
+
+    def bucket(self) -> str | None:
+        """The rate-limit bucket of a valid credential (None: anonymous, limited by address)."""
+        if self.key_id is not None:
+            return "key:" + self.key_id
+        if self.shopper is not None:
+            return "shopper:" + hash_key(self.shopper)[:16]
+        return None
 
 
-class ApiKeys:
-    """Checks a presented key against configured sha256 digests (constant-time compare)."""
+ANONYMOUS = Caller()
 
-    def __init__(self, hashes: Iterable[str]) -> None:
-        self.hashes = tuple(h.strip().lower() for h in hashes if h.strip())
 
-    def allows(self, key: str | None) -> bool:
-        if not key:
-            return False
-        digest = hash_key(key)
-        return any(hmac.compare_digest(digest, h) for h in self.hashes)
+class CredentialError(Exception):
+    """A credential was sent and is not valid (unknown or revoked key, forged or expired token)."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error, self.detail = error, detail
+
+
+class Identify:
+    """Finds the caller of a request from its headers (the key ring re-reads its file on change)."""
+
+    def __init__(self, keys: KeyRing, tokens: ShopperTokens) -> None:
+        self.keys, self.tokens = keys, tokens
+
+    def __call__(self, scope: Scope) -> Caller:
+        key = _header(scope, b"x-api-key")
+        auth = _header(scope, b"authorization")
+        if key is not None:
+            found = self.keys.identify(key.strip())
+            if found is None:
+                raise CredentialError("api_key_rejected", "this API key is not valid (unknown or revoked)")
+            return Caller(role=found[1], key_id=found[0])
+        if auth is not None:
+            scheme, _, token = auth.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise CredentialError("credential_rejected", "Authorization must be `Bearer <shopper token>`")
+            try:
+                return Caller(shopper=self.tokens.verify(token.strip()))
+            except TokenError as exc:
+                raise CredentialError("token_rejected", str(exc)) from None
+        return ANONYMOUS
 
 
 class TokenBucket:
@@ -82,13 +127,33 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def client_key(scope: Scope) -> str:
-    """Who a request counts against: its API key (hashed) or else its client address."""
-    key = _header(scope, API_KEY_HEADER.lower().encode())
-    if key:
-        return "key:" + hash_key(key)[:16]
-    client = scope.get("client")
-    return f"ip:{client[0] if client else 'unknown'}"
+class ClientAddress:
+    """The address a request counts against: the connecting peer, or, when the peer is one of
+    ``trusted`` proxies, the right-most ``X-Forwarded-For`` entry that is not a trusted proxy
+    (entries left of it could be written by the client itself)."""
+
+    def __init__(self, trusted: Sequence[str] = ()) -> None:
+        self.trusted = [ipaddress.ip_network(c, strict=False) for c in trusted]
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
+
+    def __call__(self, scope: Scope) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
+        if not self.trusted or not self._is_trusted(peer):
+            return peer
+        forwarded = _header(scope, b"x-forwarded-for")
+        if not forwarded:
+            return peer
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if not self._is_trusted(hop):
+                return hop
+        return peer
 
 
 async def _json_error(
@@ -123,9 +188,29 @@ def _request_id() -> str:
     return f"{_RID_PREFIX}{next(_RID_COUNTER) & 0xFFFFFFFF:08x}"
 
 
+# every answer: no MIME sniffing, no Referer to other sites. Answers that are not HTML pages also get
+# a CSP that allows nothing (a JSON or SVG answer opened as a document runs no script and cannot be
+# framed); pages set their own CSP (``shelfwise.web``), which is never replaced here.
+_ALWAYS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+_NOT_A_PAGE_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+
+
+def security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` with the security headers added (those the app set itself are kept)."""
+    names = {k.lower() for k, _ in headers}
+    out = [*headers, *(h for h in _ALWAYS if h[0] not in names)]
+    if b"content-security-policy" not in names:
+        ctype = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+        if not ctype.startswith(b"text/html"):
+            out.append(_NOT_A_PAGE_CSP)
+    return out
+
+
 class Guard:
-    """Pure ASGI middleware: rate limit per client, 413 for bodies over ``max_bytes`` (declared or
-    streamed), and a hook that sees every request's route, status and duration (metrics)."""
+    """Pure ASGI middleware: finds the caller (401 for a credential that is not valid), rate limit
+    per valid credential or client address, 413 for bodies over ``max_bytes`` (declared or
+    streamed), security headers on every answer, and a hook that sees every request's route,
+    status and duration (metrics). The caller is left in ``request.state.caller``."""
 
     def __init__(
         self,
@@ -133,6 +218,8 @@ class Guard:
         *,
         limiter: TokenBucket,
         max_bytes: int,
+        identify: Callable[[Scope], Caller] | None = None,
+        address: Callable[[Scope], str] | None = None,
         observe: Callable[[str, str, int, float], None] | None = None,
         exempt: tuple[str, ...] = ("/healthz", "/readyz", "/metrics"),
     ) -> None:
@@ -143,6 +230,8 @@ class Guard:
             observe,
             exempt,
         )
+        self.identify = identify or (lambda _scope: ANONYMOUS)
+        self.address = address or ClientAddress()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -159,10 +248,8 @@ class Guard:
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
-                }
+                headers = security_headers(list(message.get("headers", [])))
+                message = {**message, "headers": [*headers, (b"x-request-id", rid.encode())]}
             await raw_send(message)
 
         async def send_wrapper(message: Message) -> None:
@@ -171,8 +258,20 @@ class Guard:
             await send(message)
 
         try:
+            try:
+                caller = self.identify(scope)
+            except CredentialError as exc:  # before any bucket: a made-up key gets none
+                status_box[0] = 401
+                await _json_error(
+                    send,
+                    401,
+                    {"error": exc.error, "detail": exc.detail},
+                    [(b"www-authenticate", b'Bearer realm="shelfwise"')],
+                )
+                return
+            scope.setdefault("state", {})["caller"] = caller
             if path not in self.exempt:
-                allowed, wait = self.limiter.take(client_key(scope))
+                allowed, wait = self.limiter.take(caller.bucket() or "ip:" + self.address(scope))
                 if not allowed:
                     status_box[0] = 429
                     await _json_error(

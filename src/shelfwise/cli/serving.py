@@ -137,7 +137,10 @@ def register(app: typer.Typer) -> None:
             key_file = settings.var_dir / "api.key"
             typer.echo(f"serving {url} on http://{host}:{port} (docs: /docs)", err=True)
             if not settings.api_key_hashes:
-                typer.echo(f"write/admin API key: {key_file} (header X-API-Key)", err=True)
+                typer.echo(
+                    f"admin API key: {key_file} (header X-API-Key; more keys: `shelfwise keys create`)",
+                    err=True,
+                )
             from shelfwise.api.server import NoDelayH11Protocol
 
             if workers == 1:

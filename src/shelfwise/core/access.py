@@ -109,8 +109,10 @@ class KeyRing:
         self.fixed = {h.strip().lower(): r for h, r in (fixed or {}).items() if h.strip()}
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
+        self._loaded = False
         self._records: list[KeyRecord] = []
         self._by_hash: dict[str, Role] = {}
+        self._candidates: tuple[tuple[str, Role], ...] = tuple(self.fixed.items())
 
     # --- reading -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -119,12 +121,13 @@ class KeyRing:
             stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = None
-        if stamp == self._stamp and (self._records or stamp is None):
+        if self._loaded and stamp == self._stamp:
             return
         records = self._read() if stamp is not None else []
         self._records = records
         self._by_hash = {r.sha256: r.role for r in records if r.active}
-        self._stamp = stamp
+        self._candidates = tuple({**self.fixed, **self._by_hash}.items())
+        self._stamp, self._loaded = stamp, True
 
     def _read(self) -> list[KeyRecord]:
         try:
@@ -146,18 +149,24 @@ class KeyRing:
             ) from exc
 
     def role_of(self, key: str | None) -> Role | None:
-        """The role a presented key holds, or None (unknown, revoked or empty). Digests are compared
-        in constant time against every configured one, so timing tells nothing about near misses."""
+        """The role a presented key holds, or None (unknown, revoked or empty)."""
+        found = self.identify(key)
+        return found[1] if found is not None else None
+
+    def identify(self, key: str | None) -> tuple[str, Role] | None:
+        """(key id, role) of a presented key, or None (unknown, revoked or empty). Digests are
+        compared in constant time against every configured one, so timing tells nothing about near
+        misses. The id is the digest's first 12 hex digits, as ``keys list`` shows it."""
         if not key:
             return None
         digest = hash_key(key)
         with self._lock:
             self._load()
-            candidates = {**self.fixed, **self._by_hash}
-        found: Role | None = None
-        for h, role in candidates.items():
+            candidates = self._candidates
+        found: tuple[str, Role] | None = None
+        for h, role in candidates:
             if hmac.compare_digest(digest, h):
-                found = role
+                found = (h[:12], role)
         return found
 
     def records(self) -> list[KeyRecord]:
@@ -181,7 +190,7 @@ class KeyRing:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
         with self._lock:
-            self._stamp = None
+            self._loaded = False
 
     def create(self, role: Role, name: str = "") -> tuple[str, KeyRecord]:
         """A new key (shown once) and its record."""

@@ -78,10 +78,29 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("shelfwise:", description="prefix of every Redis key shelfwise writes")
     api_key_hashes: list[str] = Field(
         default_factory=list,
-        description="sha256 hex digests of API keys allowed to write events/items and use admin; "
+        description="sha256 hex digests of admin API keys (admin implies every role; more keys with roles: "
+        "`shelfwise keys create`); "
         "none: a key is created in var_dir/api.key",
     )
-    rate_limit_per_second: float = Field(200.0, ge=0, description="per API key or client IP; 0: no limit")
+    access_dir: Path | None = Field(
+        None,
+        description="where the role keys (keys.json) and the shopper-token secret (token.key) live; "
+        "default: var_dir. Replicas with their own var_dir should share one access_dir",
+    )
+    shopper_token_ttl_seconds: int = Field(
+        3600, ge=60, le=7 * 86_400, description="how long a shopper token (POST /v1/tokens) is valid"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='CIDRs of load balancers whose X-Forwarded-For is believed (e.g. ["127.0.0.1/32"]); '
+        "anyone else is rate-limited by the address that connected",
+    )
+    pseudonym_cache_size: int = Field(
+        100_000, ge=0, description="raw ids whose pseudonym the API keeps (LRU; ~0.3 kB each)"
+    )
+    rate_limit_per_second: float = Field(
+        200.0, ge=0, description="per valid API key, shopper token or client address; 0: no limit"
+    )
     rate_limit_burst: int = Field(400, ge=1)
     max_request_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
     model_timeout_ms: int = Field(250, ge=1, description="a model slower than this falls back")
@@ -106,6 +125,18 @@ class Settings(BaseSettings):
         True, description="build the analytics dashboard's report when serving starts"
     )
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"trusted_proxies: {cidr!r} is not an address or CIDR") from exc
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -129,6 +160,10 @@ class Settings(BaseSettings):
     @property
     def store_url(self) -> str:
         return self.db_url or f"sqlite:///{self.var_dir / 'shelfwise.db'}"
+
+    @property
+    def access_root(self) -> Path:
+        return self.access_dir or self.var_dir
 
     @property
     def models_root(self) -> Path:

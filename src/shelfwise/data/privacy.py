@@ -7,6 +7,7 @@ The raw id is never stored anywhere.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -27,22 +28,27 @@ class Pseudonymizer:
     """Maps raw user ids to pseudonyms. Cached: a shop has far fewer users than events.
 
     The id is cleaned first (``clean_id``, as ingest cleans it), so every spelling ingest treats as
-    one shopper gets one pseudonym, whoever asks: ingest, the API or the CLI."""
+    one shopper gets one pseudonym, whoever asks: ingest, the API or the CLI.
 
-    def __init__(self, key: bytes) -> None:
+    The cache is a bounded LRU (``cache_size`` raw ids, about 0.3 kB each): the API pseudonymises
+    ids that anonymous callers choose, so an unbounded cache would be memory anyone can fill."""
+
+    def __init__(self, key: bytes, *, cache_size: int = 1_000_000) -> None:
         if len(key) < 16:
             raise ValueError("pseudonym key must be at least 16 bytes")
         self._key = key
-        self._cache: dict[str, str] = {}
+        self.cache_size = cache_size
+        self._cached = functools.lru_cache(maxsize=cache_size)(self._compute)
+
+    def _compute(self, raw_id: str) -> str:
+        cleaned = clean_id(raw_id).encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, cleaned, hashlib.sha256).hexdigest()[:32]
 
     def __call__(self, raw_id: str) -> str:
-        cached = self._cache.get(raw_id)
-        if cached is None:
-            cleaned = clean_id(raw_id).encode("utf-8", "surrogatepass")
-            cached = hmac.new(self._key, cleaned, hashlib.sha256).hexdigest()[:32]
-            if len(self._cache) < 2_000_000:
-                self._cache[raw_id] = cached
-        return cached
+        return self._cached(raw_id)
+
+    def cache_entries(self) -> int:
+        return int(self._cached.cache_info().currsize)
 
 
 def scrub_pii(text: str) -> tuple[str, int]:

@@ -120,6 +120,7 @@ MONEY_EVENT_TYPES: Final = frozenset({EventType.PURCHASE, EventType.RETURN})
 
 
 _TYPE_NAMES: Final[dict[str, EventType]] = {**{t.value: t for t in EventType}, **EVENT_TYPE_ALIASES}
+EVENT_TYPE_NAMES: Final = tuple(sorted(_TYPE_NAMES))  # every exact spelling ``parse_event_type`` knows
 
 
 def parse_event_type(raw: str) -> EventType | None:

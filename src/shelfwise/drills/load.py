@@ -109,7 +109,10 @@ class Load:
                 resp = client.get("/v1/search", params={"q": rng.choice(SEARCH_WORDS), "size": 10})
             else:
                 kind = "rec"
-                resp = client.get(f"/v1/users/{user}/recommendations", params={"k": 10})
+                # a shopper's answers need a read key (the drill's admin key implies it)
+                resp = client.get(
+                    f"/v1/users/{user}/recommendations", params={"k": 10}, headers={"X-API-Key": self.api_key}
+                )
             status = resp.status_code
             journaled = resp.headers.get("x-shelfwise-journaled") == "true"
         except httpx.HTTPError:

@@ -368,7 +368,7 @@ def _personalised_rate(
     topo: Topology, users: list[str], n: int, rng: np.random.Generator
 ) -> tuple[float, set[str]]:
     hits, versions = 0, set()
-    with httpx.Client(base_url=topo.url, timeout=5) as client:
+    with httpx.Client(base_url=topo.url, timeout=5, headers=topo.headers()) as client:
         for user in rng.choice(users, size=n):
             resp = client.get(f"/v1/users/{user}/recommendations", params={"k": 10, "scenario": "home"})
             if resp.status_code == 200:

@@ -195,6 +195,8 @@ defaults
     # when they carry an Idempotency-Key (the API stores such an event once)
     retry-on conn-failure empty-response response-timeout 502 503
     option http-keep-alive
+    # the replicas rate-limit anonymous callers by this address (SHELFWISE_TRUSTED_PROXIES)
+    option forwardfor
 
 frontend api
     bind 127.0.0.1:{port}
@@ -324,6 +326,7 @@ class Topology:
                 "SHELFWISE_PSEUDONYM_KEY": self.pseudonym_key,
                 "SHELFWISE_API_KEY_HASHES": f'["{key_hash}"]',
                 "SHELFWISE_RATE_LIMIT_PER_SECOND": "0",
+                "SHELFWISE_TRUSTED_PROXIES": '["127.0.0.1/32"]',  # HAProxy, which sends X-Forwarded-For
                 "SHELFWISE_DASHBOARD_ON_START": "false",
                 "SHELFWISE_LOG_LEVEL": "WARNING",
                 "OMP_NUM_THREADS": "1",
