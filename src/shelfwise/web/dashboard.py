@@ -33,6 +33,9 @@ class AnalyticsDashboard:
         self.var_dir = var_dir
         self.cache_dir = var_dir / "cache"  # the same place `shelfwise analytics` keeps it
         self._lock = threading.Lock()
+        # one DuckDB connection refuses a second call while busy ("connection is busy"), and a
+        # reopen must not close it under a running query: queries take turns (each well under 1 s)
+        self._query_lock = threading.Lock()
         self._db: AnalyticalStore | None = None
         self._db_opened = 0.0
         self._builder: threading.Thread | None = None
@@ -89,7 +92,8 @@ class AnalyticsDashboard:
         """The funnel by ``by``: the ``top`` groups, or for days the latest ``top`` days in order."""
         from shelfwise.analytics.funnel import funnel
 
-        frame = funnel(self.store(), by=by, top=top)
+        with self._query_lock:
+            frame = funnel(self.store(), by=by, top=top)
         return frame.sort("key").tail(top) if by == "day" else frame
 
     def funnel(self, by: Dimension, *, top: int = 20) -> dict[str, Any]:

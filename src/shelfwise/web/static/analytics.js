@@ -18,12 +18,16 @@ async function getJson(url, options = {}) {
   return { resp, data };
 }
 
+let funnelRequest = 0; // answers can arrive out of order: only the latest request's is shown
+
 async function loadFunnel() {
+  const mine = ++funnelRequest;
   const by = $("funnel-by").value;
   const top = $("funnel-top").value;
   const out = $("funnel-table");
   out.setAttribute("aria-busy", "true");
   const { resp, data } = await getJson(`/analytics/api/funnel?by=${encodeURIComponent(by)}&top=${encodeURIComponent(top)}`);
+  if (mine !== funnelRequest) return;
   if (!resp.ok) {
     out.textContent = typeof data.detail === "string" ? data.detail : "error";
     return;
