@@ -19,7 +19,8 @@ from tests.live import chromium_page, live_server, screenshot
 
 @pytest.fixture
 def site(served: Served) -> Iterator[tuple[str, Any]]:  # noqa: F811
-    app = create_app(served.settings(rate_limit_per_second=0), served.url, watch_interval=None)
+    settings = served.settings(rate_limit_per_second=0, dashboard_on_start=False)
+    app = create_app(settings, served.url, watch_interval=None)
     with live_server(app) as base, chromium_page() as page:
         yield base, page
 
@@ -85,9 +86,10 @@ def test_rollback_from_the_operations_page(site: tuple[str, Any], served: Served
         train_version(ds, registry, TrainingConfig(recommender={"model": "popular"}, bought_together=None))
     worse = next(v for v in registry.versions() if v != first)
 
-    page.goto(f"{base}/ops")
-    page.fill("#api-key", API_KEY)
-    page.click("#key-form button")
+    page.goto(f"{base}/ops")  # sends a person to sign in; the admin key is not kept in the browser
+    page.fill("#key", API_KEY)
+    page.click("#sign-in")
+    page.wait_for_url(f"{base}/ops")
     page.wait_for_selector(f"tr[data-version='{worse}'] button.activate")
     assert page.text_content("#active") == first
     # the page cannot push a release past the gate

@@ -27,7 +27,7 @@ from shelfwise.analytics import (
     plots,
     segments,
 )
-from shelfwise.store.analytical import AnalyticalStore
+from shelfwise.store.analytical import AnalyticalStore, shown_url
 
 StepFn = Callable[[str, int, int], None]
 
@@ -113,7 +113,7 @@ def build_report(
     counts = db.counts()
     span = db.time_range()
     r.summary["counts"] = counts
-    r.summary["source"] = db.url
+    r.summary["source"] = shown_url(db.url)  # never the password
     state: dict[str, Any] = {}
 
     def overview() -> list[str]:
@@ -343,7 +343,7 @@ td,th{{border:1px solid #ddd;padding:2px 6px;text-align:left}}
 img{{max-width:100%;display:block;margin:.5em 0}}.note{{color:#666;font-size:12px}}
 section{{margin-bottom:2em}}</style>
 </head><body><h1>Shopper-behaviour analytics</h1>
-<p class=note>{html.escape(db.url)} · built in {r.summary["seconds"]} s</p>
+<p class=note>{html.escape(shown_url(db.url))} · built in {r.summary["seconds"]} s</p>
 {"".join(r.sections)}</body></html>"""
     (out_dir / "index.html").write_text(page, encoding="utf-8")
     # the sections alone, for pages that embed the report (the web app's analytics dashboard)

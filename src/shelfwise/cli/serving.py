@@ -135,7 +135,9 @@ def register(app: typer.Typer) -> None:
 
             url = db or settings.store_url
             key_file = settings.var_dir / "api.key"
-            typer.echo(f"serving {url} on http://{host}:{port} (docs: /docs)", err=True)
+            from shelfwise.store.analytical import shown_url
+
+            typer.echo(f"serving {shown_url(url)} on http://{host}:{port} (docs: /docs)", err=True)
             if not settings.api_key_hashes:
                 typer.echo(
                     f"admin API key: {key_file} (header X-API-Key; more keys: `shelfwise keys create`)",

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from shelfwise.store.analytical import AnalyticalStore
+from shelfwise.store.analytical import AnalyticalStore, shown_url
 
 Dimension = Literal["category", "brand", "day", "total"]
 DIMENSIONS: tuple[Dimension, ...] = ("category", "brand", "day", "total")
@@ -33,6 +33,9 @@ class AnalyticsDashboard:
         self.var_dir = var_dir
         self.cache_dir = var_dir / "cache"  # the same place `shelfwise analytics` keeps it
         self._lock = threading.Lock()
+        # one DuckDB connection refuses a second call while busy ("connection is busy"), and a
+        # reopen must not close it under a running query: queries take turns (each well under 1 s)
+        self._query_lock = threading.Lock()
         self._db: AnalyticalStore | None = None
         self._db_opened = 0.0
         self._builder: threading.Thread | None = None
@@ -67,13 +70,17 @@ class AnalyticsDashboard:
         self._child("analytics", "funnel", "--by", "total", "--json")  # writes the snapshot
         db = AnalyticalStore.latest_snapshot(self.store_url, self.cache_dir)
         if db is None:
-            raise RuntimeError(f"no analytics snapshot of {self.store_url} under {self.cache_dir}")
+            raise RuntimeError(f"no analytics snapshot of {shown_url(self.store_url)} under {self.cache_dir}")
         return db
 
     def _child(self, *args: str, timeout: float = 600) -> str:
-        """Run a ``shelfwise`` command on this store in a child process; its stdout."""
-        cmd = [sys.executable, "-m", "shelfwise.cli.main", *args, "--db", self.store_url]
-        env = {**os.environ, "SHELFWISE_VAR_DIR": str(self.var_dir)}
+        """Run a ``shelfwise`` command on this store in a child process; its stdout.
+
+        The store URL (a PostgreSQL password, maybe) goes in the child's environment, which only
+        its owner can read (``/proc/PID/environ`` is 0400), never on its command line, which every
+        user of the machine sees in ``ps``."""
+        cmd = [sys.executable, "-m", "shelfwise.cli.main", *args]
+        env = {**os.environ, "SHELFWISE_VAR_DIR": str(self.var_dir), "SHELFWISE_DB_URL": self.store_url}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         if proc.returncode != 0:
             lines = proc.stderr.strip().splitlines()
@@ -85,7 +92,8 @@ class AnalyticsDashboard:
         """The funnel by ``by``: the ``top`` groups, or for days the latest ``top`` days in order."""
         from shelfwise.analytics.funnel import funnel
 
-        frame = funnel(self.store(), by=by, top=top)
+        with self._query_lock:
+            frame = funnel(self.store(), by=by, top=top)
         return frame.sort("key").tail(top) if by == "day" else frame
 
     def funnel(self, by: Dimension, *, top: int = 20) -> dict[str, Any]:
@@ -142,7 +150,7 @@ class AnalyticsDashboard:
                 self.state = {"status": "ready", "built_at": time.time(), "seconds": summary["seconds"]}
                 return
         except Exception as exc:  # shown on the page; the server keeps running
-            self.state = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            self.state = {"status": "failed", "error": self.scrub(f"{type(exc).__name__}: {exc}")}
 
     def _erased_since(self, since_ms: int) -> list[str]:
         from shelfwise.store import open_store
@@ -150,13 +158,30 @@ class AnalyticsDashboard:
         with open_store(self.store_url) as store:
             return store.erased_since(since_ms)
 
+    def scrub(self, text: str) -> str:
+        """``text`` with the store URL and its password masked (an error from the child may quote them)."""
+        import sqlalchemy as sa
+
+        text = text.replace(self.store_url, shown_url(self.store_url))
+        try:
+            password = sa.make_url(self.store_url).password
+        except Exception:
+            password = None
+        return text.replace(str(password), "***") if password else text
+
     def sections(self) -> str | None:
         path = self.root / "sections.html"
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
     def summary(self) -> dict[str, Any] | None:
+        """The report's summary, without the store it came from (a report built by an older
+        shelfwise holds the raw URL, password included, under ``source``)."""
         path = self.root / "report.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        summary = json.loads(path.read_text())
+        summary.pop("source", None)
+        return dict(json.loads(self.scrub(json.dumps(summary))))
 
     def file(self, name: str) -> Path | None:
         """A file of the built report (plots, the marketing CSV); None for anything else."""

@@ -3,23 +3,63 @@
 Pages are server-rendered HTML with a little JavaScript that calls the same JSON API a shop's own
 front end would call, so what the pages show is what the API serves. This module may use the
 engines below it (analytics); it never imports ``shelfwise.api``.
+
+Who sees what: the storefront is open (it shows a shopper's own answers through a shopper token);
+the analytics pages and their data (per-shopper rows, the marketing list) need the ``analyst``
+role, the operations page ``admin`` — an ``X-API-Key`` header or a session from ``/sign-in``
+(``shelfwise.web.access``). Every answer carries the security headers (``shelfwise.web.headers``).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from shelfwise.core.access import Role
+from shelfwise.core.errors import ShelfwiseError
 from shelfwise.store.analytical import shown_url
+from shelfwise.web.access import (
+    COOKIE,
+    SIGN_IN_COOKIE,
+    AccessDenied,
+    Caller,
+    PageAccess,
+    check_csrf,
+    form,
+    safe_next,
+    sign_in_url,
+)
 from shelfwise.web.dashboard import DIMENSIONS, AnalyticsDashboard
+from shelfwise.web.headers import SecurityHeaders
 from shelfwise.web.layout import render
+from shelfwise.web.ops import Operations
 
 STATIC = Path(__file__).with_name("static")
+
+
+class _Need:
+    """A dependency: the caller, if it holds ``role`` (``app.state.page_access`` decides)."""
+
+    def __init__(self, role: Role, *, page: bool = False) -> None:
+        self.role, self.page = role, page
+
+    async def __call__(self, request: Request) -> Caller:
+        access: PageAccess = request.app.state.page_access
+        return await access.require(request, self.role, page=self.page)
+
+
+Analyst = Annotated[Caller, Depends(_Need(Role.ANALYST))]
+AnalystPage = Annotated[Caller, Depends(_Need(Role.ANALYST, page=True))]
+Admin = Annotated[Caller, Depends(_Need(Role.ADMIN))]
+AdminPage = Annotated[Caller, Depends(_Need(Role.ADMIN, page=True))]
+VersionId = Annotated[str, PathParam(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 def mount_pages(
@@ -27,11 +67,15 @@ def mount_pages(
     *,
     store_url: str,
     var_dir: Path,
+    access: PageAccess,
+    operations: Operations | None = None,
     build_report: bool = True,
     demo_users: Sequence[str] = (),
 ) -> AnalyticsDashboard:
     """Add the web pages to ``app``; returns the dashboard (the caller closes it on shutdown).
-    ``demo_users`` are shop user ids offered on the home page (the store keeps only pseudonyms).
+    ``access`` decides who may open the analytics and operations pages; ``operations`` backs the
+    operations page (none: the page says so). ``demo_users`` are shop user ids offered on the home
+    page (the store keeps only pseudonyms).
 
     ``build_report`` starts building the analytics report in the background at once (it takes
     about half a minute on Online Retail) so the dashboard is ready when someone opens it."""
@@ -39,7 +83,19 @@ def mount_pages(
     if build_report and dashboard.state["status"] != "ready":
         dashboard.build()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(SecurityHeaders)
 
+    @app.exception_handler(AccessDenied)
+    async def denied(request: Request, exc: AccessDenied) -> Response:
+        if exc.page is not None and exc.status == 401:
+            return RedirectResponse(sign_in_url(exc.page), status_code=303)
+        if exc.page is not None:
+            return _sign_in_page(request, exc.page, error=exc.detail, status=exc.status)
+        return JSONResponse(exc.payload(), status_code=exc.status)
+
+    app.state.page_access = access
+
+    # --- the storefront (open) ---------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home_page(user: str = "") -> str:
         return _shop("home.html", "For you", "/", user=user, demo_users=list(demo_users))
@@ -56,42 +112,149 @@ def mount_pages(
     def cart_page() -> str:
         return _shop("cart.html", "Cart", "/cart")
 
-    @app.get("/ops", response_class=HTMLResponse, include_in_schema=False)
-    def ops_page() -> str:
-        return _shop("ops.html", "Operations", "/ops")
+    # --- signing in --------------------------------------------------------------------------
+    @app.get("/sign-in", response_class=HTMLResponse, include_in_schema=False)
+    def sign_in_page(request: Request, next: str = "/analytics/") -> Response:
+        return _sign_in_page(request, next)
 
+    @app.post("/sign-in", include_in_schema=False)
+    async def sign_in(request: Request) -> Response:
+        fields = await form(request)
+        target = safe_next(fields.get("next"))
+        expected = request.cookies.get(SIGN_IN_COOKIE, "")
+        if not expected or not secrets.compare_digest(fields.get("csrf_token", ""), expected):
+            return _sign_in_page(request, target, error="The form expired; try again.", status=403)
+        issued = access.sign_in(fields.get("key", "").strip())
+        if issued is None:
+            return _sign_in_page(request, target, error="That key is not accepted.", status=401)
+        cookie, session = issued
+        answer = RedirectResponse(target, status_code=303)
+        answer.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=max(1, session.expires - _now()),
+            path="/",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        answer.delete_cookie(SIGN_IN_COOKIE, path="/sign-in")
+        return answer
+
+    @app.post("/sign-out", include_in_schema=False)
+    async def sign_out(request: Request) -> Response:
+        session = access.session(request.cookies.get(COOKIE))
+        if session is not None:
+            await check_csrf(request, session.csrf)
+            access.sign_out(session)
+        answer = RedirectResponse("/", status_code=303)
+        answer.delete_cookie(
+            COOKIE, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict"
+        )
+        return answer
+
+    # --- operations (admin) ------------------------------------------------------------------
+    @app.get("/ops", response_class=HTMLResponse, include_in_schema=False)
+    def ops_page(caller: AdminPage) -> str:
+        return _shop("ops.html", "Operations", "/ops", session=caller.session)
+
+    def _ops() -> Operations:
+        if operations is None:
+            raise HTTPException(503, "this server has no model registry to operate")
+        return operations
+
+    @app.get("/ops/api/models", include_in_schema=False)
+    def ops_models(_: Admin) -> dict[str, Any]:
+        return _ops().models()
+
+    @app.post("/ops/api/models/{version}/activate", include_in_schema=False)
+    def ops_activate(_: Admin, version: VersionId) -> Response:
+        return _refused_as_409(lambda: _ops().activate(version))
+
+    @app.post("/ops/api/rollback", include_in_schema=False)
+    def ops_rollback(_: Admin) -> Response:
+        return _refused_as_409(lambda: _ops().rollback())
+
+    # --- analytics (analyst) -----------------------------------------------------------------
     @app.get("/analytics", include_in_schema=False)
-    def analytics_redirect() -> Response:
+    def analytics_redirect(_: AnalystPage) -> Response:
         return RedirectResponse("/analytics/")
 
     @app.get("/analytics/", response_class=HTMLResponse, include_in_schema=False)
-    def analytics_page() -> str:
-        return _analytics_html(dashboard)
+    def analytics_page(caller: AnalystPage) -> str:
+        return _analytics_html(dashboard, caller)
 
     @app.get("/analytics/api/funnel", include_in_schema=False)
-    def analytics_funnel(by: str = "category", top: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
+    def analytics_funnel(
+        _: Analyst, by: str = "category", top: int = Query(20, ge=1, le=200)
+    ) -> dict[str, Any]:
         return dashboard.funnel(_dimension(by), top=top)
 
     @app.get("/analytics/chart/funnel.svg", include_in_schema=False)
-    def analytics_funnel_chart(by: str = "category", top: int = Query(20, ge=1, le=200)) -> Response:
+    def analytics_funnel_chart(
+        _: Analyst, by: str = "category", top: int = Query(20, ge=1, le=200)
+    ) -> Response:
         return Response(dashboard.funnel_svg(_dimension(by), top=top), media_type="image/svg+xml")
 
     @app.get("/analytics/api/report", include_in_schema=False)
-    def analytics_report_state() -> dict[str, Any]:
+    def analytics_report_state(_: Analyst) -> dict[str, Any]:
         return {**dashboard.state, "summary": dashboard.summary()}
 
     @app.post("/analytics/api/rebuild", include_in_schema=False)
-    def analytics_rebuild() -> JSONResponse:
+    def analytics_rebuild(_: Analyst) -> JSONResponse:
         return JSONResponse(dashboard.build(), status_code=202)
 
     @app.get("/analytics/{name}", include_in_schema=False)
-    def analytics_file(name: str) -> Response:
+    def analytics_file(_: Analyst, name: str) -> Response:
         path = dashboard.file(name)
         if path is None:
             raise HTTPException(404, f"no report file {name!r}")
         return FileResponse(path)
 
     return dashboard
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time())
+
+
+def _sign_in_page(request: Request, target: str, *, error: str = "", status: int = 200) -> Response:
+    """The sign-in form, with a fresh form token in a cookie only ``/sign-in`` receives (a login
+    form posted from another site has no token, so nobody can sign a visitor in as themselves)."""
+    token = secrets.token_urlsafe(24)
+    html = render(
+        "sign_in.html",
+        title="Sign in",
+        here="",
+        page_name="sign-in",
+        next=safe_next(target),
+        error=error,
+        form_token=token,
+    )
+    answer = HTMLResponse(html, status_code=status)
+    answer.set_cookie(
+        SIGN_IN_COOKIE,
+        token,
+        max_age=1800,
+        path="/sign-in",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return answer
+
+
+def _refused_as_409(action: Any) -> Response:
+    """An operation's answer; the registry's refusal (the release gate, an unknown version) as 409
+    with its message, never a 500."""
+    try:
+        return JSONResponse(action())
+    except ShelfwiseError as exc:
+        return JSONResponse(
+            {"error": type(exc).__name__, "detail": exc.message, "hint": exc.hint}, status_code=409
+        )
 
 
 def _shop(template: str, title: str, here: str, **values: Any) -> str:
@@ -105,13 +268,14 @@ def _dimension(by: str) -> Any:
     return by
 
 
-def _analytics_html(dashboard: AnalyticsDashboard) -> str:
+def _analytics_html(dashboard: AnalyticsDashboard, caller: Caller) -> str:
     state = dashboard.state
     return render(
         "analytics.html",
         title="Analytics",
         here="/analytics/",
         scripts=("analytics.js",),
+        session=caller.session,
         store=shown_url(dashboard.store_url),
         status=state["status"],
         error=state.get("error", ""),

@@ -1,4 +1,5 @@
 // Analytics dashboard: the live funnel explorer, and polling while the full report builds.
+// Needs dom.js. Rows hold catalogue text (brands, categories): they go in as text nodes only.
 "use strict";
 
 function cell(v) {
@@ -7,30 +8,42 @@ function cell(v) {
   return String(v);
 }
 
+async function getJson(url, options = {}) {
+  const resp = await fetch(url, { credentials: "same-origin", ...options });
+  if (resp.status === 401) {
+    window.location.assign(`/sign-in?next=${encodeURIComponent(location.pathname)}`);
+    throw new Error("signed out");
+  }
+  const data = resp.headers.get("content-type")?.includes("json") ? await resp.json() : { detail: await resp.text() };
+  return { resp, data };
+}
+
+let funnelRequest = 0; // answers can arrive out of order: only the latest request's is shown
+
 async function loadFunnel() {
-  const by = document.getElementById("funnel-by").value;
-  const top = document.getElementById("funnel-top").value;
-  const out = document.getElementById("funnel-table");
-  const chart = document.getElementById("funnel-chart");
+  const mine = ++funnelRequest;
+  const by = $("funnel-by").value;
+  const top = $("funnel-top").value;
+  const out = $("funnel-table");
   out.setAttribute("aria-busy", "true");
-  const resp = await fetch(`/analytics/api/funnel?by=${encodeURIComponent(by)}&top=${encodeURIComponent(top)}`);
-  const data = await resp.json();
+  const { resp, data } = await getJson(`/analytics/api/funnel?by=${encodeURIComponent(by)}&top=${encodeURIComponent(top)}`);
+  if (mine !== funnelRequest) return;
   if (!resp.ok) {
-    out.textContent = data.detail || "error";
+    out.textContent = typeof data.detail === "string" ? data.detail : "error";
     return;
   }
-  const head = "<tr>" + data.columns.map((c) => `<th>${c}</th>`).join("") + "</tr>";
-  const rows = data.rows.map((r) => "<tr>" + r.map((v) => `<td>${cell(v)}</td>`).join("") + "</tr>").join("");
-  out.innerHTML = `<table>${head}${rows}</table><p class="note">${data.rows.length} rows in ${data.seconds} s</p>`;
+  const table = el("table", {},
+    el("tr", {}, data.columns.map((c) => el("th", {}, c))),
+    data.rows.map((r) => el("tr", {}, r.map((v) => el("td", {}, cell(v))))));
+  fill(out, table, el("p", { class: "note" }, `${data.rows.length} rows in ${data.seconds} s`));
   out.setAttribute("aria-busy", "false");
-  chart.src = `/analytics/chart/funnel.svg?by=${encodeURIComponent(by)}&top=${encodeURIComponent(top)}`;
+  $("funnel-chart").src = `/analytics/chart/funnel.svg?by=${encodeURIComponent(by)}&top=${encodeURIComponent(top)}`;
 }
 
 async function pollReport() {
-  const status = document.getElementById("report-status");
+  const status = $("report-status");
   if (!status || status.dataset.status !== "building") return;
-  const resp = await fetch("/analytics/api/report");
-  const data = await resp.json();
+  const { data } = await getJson("/analytics/api/report");
   if (data.status === "building") {
     setTimeout(pollReport, 2000);
   } else {
@@ -39,11 +52,10 @@ async function pollReport() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  for (const id of ["funnel-by", "funnel-top"]) {
-    document.getElementById(id).addEventListener("change", loadFunnel);
-  }
-  document.getElementById("rebuild").addEventListener("click", async () => {
-    await fetch("/analytics/api/rebuild", { method: "POST" });
+  for (const id of ["funnel-by", "funnel-top"]) $(id).addEventListener("change", loadFunnel);
+  $("rebuild").addEventListener("click", async () => {
+    const { resp, data } = await getJson("/analytics/api/rebuild", { method: "POST", headers: { "X-CSRF-Token": csrfToken() } });
+    if (!resp.ok) { $("report-status").textContent = typeof data.detail === "string" ? data.detail : "refused"; return; }
     window.location.reload();
   });
   loadFunnel();

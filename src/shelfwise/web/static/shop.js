@@ -1,13 +1,14 @@
 // Storefront pages: everything they show comes from the same JSON API a shop's front end calls.
+// Needs dom.js: data from the API is only ever put into the page as text nodes, never parsed as HTML.
 "use strict";
-
-const $ = (id) => document.getElementById(id);
-const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
 async function api(path, options = {}) {
   const resp = await fetch(path, options);
   const body = resp.headers.get("content-type")?.includes("json") ? await resp.json() : await resp.text();
-  if (!resp.ok) throw new Error(typeof body === "string" ? body : JSON.stringify(body.detail ?? body));
+  if (!resp.ok) {
+    const detail = typeof body === "string" ? body : body.detail ?? body;
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
   return body;
 }
 
@@ -17,16 +18,15 @@ function cartItems() {
 function saveCart(items) { localStorage.setItem("shelfwise-cart", JSON.stringify(items)); }
 
 function itemCard(it) {
-  const price = it.price != null ? `<span class="price">${Number(it.price).toFixed(2)}</span>` : "";
-  const brand = it.brand ? ` · ${esc(it.brand)}` : "";
-  return `<div class="item" data-item="${esc(it.item_id)}">
-    <a href="/p/${encodeURIComponent(it.item_id)}">${esc(it.title || it.item_id)}</a>
-    <div class="note">${esc(it.category || "")}${brand} ${price}</div>
-    <div class="why" title="why recommended">${esc(it.reason || "")}</div></div>`;
+  return el("div", { class: "item", dataset: { item: it.item_id } },
+    el("a", { href: `/p/${encodeURIComponent(it.item_id)}` }, it.title || it.item_id),
+    el("div", { class: "note" }, it.category || "", it.brand ? ` · ${it.brand}` : "", " ",
+      it.price != null ? el("span", { class: "price" }, Number(it.price).toFixed(2)) : null),
+    el("div", { class: "why", title: "why recommended" }, it.reason || ""));
 }
 
-function showItems(el, items, empty = "Nothing to show yet.") {
-  el.innerHTML = items.length ? items.map(itemCard).join("") : `<p class="note">${esc(empty)}</p>`;
+function showItems(node, items, empty = "Nothing to show yet.") {
+  fill(node, items.length ? items.map(itemCard) : el("p", { class: "note" }, empty));
 }
 
 // --- home -------------------------------------------------------------------------------------
@@ -57,43 +57,50 @@ async function runSearch() {
   history.replaceState(null, "", `/search?${params}`);
   let out;
   try { out = await api(`/v1/search?${params}`); } catch (e) { $("search-meta").textContent = `error: ${e.message}`; return; }
-  $("corrected").innerHTML = out.showing_results_for
-    ? `Showing results for <b id="corrected-query">${esc(out.showing_results_for)}</b> (you typed “${esc(q)}”)` : "";
+  fill($("corrected"), out.showing_results_for
+    ? ["Showing results for ", el("b", { id: "corrected-query" }, out.showing_results_for), ` (you typed “${q}”)`] : []);
   $("search-meta").textContent = `${out.total} results · ${out.took_ms} ms · index ${out.model_version}${out.personalised ? " · personalised" : ""}`;
   showItems($("results"), out.hits, "No results.");
   renderFacets(out.facets);
   const pages = Math.ceil(out.total / out.size);
-  $("pager").innerHTML = pages > 1 ? Array.from({ length: Math.min(pages, 10) }, (_, i) =>
-    `<button class="${i + 1 === out.page ? "" : "plain"}" data-page="${i + 1}">${i + 1}</button>`).join(" ") : "";
-  for (const b of $("pager").querySelectorAll("button")) {
-    b.addEventListener("click", () => { searchState.page = Number(b.dataset.page); runSearch(); });
-  }
+  fill($("pager"), pages > 1 ? Array.from({ length: Math.min(pages, 10) }, (_, i) => {
+    const b = el("button", { class: i + 1 === out.page ? "" : "plain", dataset: { page: i + 1 } }, String(i + 1));
+    b.addEventListener("click", () => { searchState.page = i + 1; runSearch(); });
+    return [b, " "];
+  }) : []);
 }
 
 function renderFacets(facets) {
   const box = $("facets");
-  const part = (name, values, pick) => values && values.length ? `<div class="card"><b>${esc(name)}</b>` +
-    values.map((v, i) => `<div><a href="#" class="facet" data-facet="${esc(name)}" data-i="${i}">${esc(v.value)}</a> <span class="note">${v.count}</span></div>`).join("") + "</div>" : "";
-  box.innerHTML = part("category", facets.category) + part("brand", facets.brand) + part("price", facets.price) + part("availability", facets.availability);
+  const pick = (name, v) => {
+    if (name === "category") searchState.category = v.value;
+    if (name === "brand") searchState.brand = [v.value];
+    if (name === "price") { searchState.price_min = v.min; searchState.price_max = v.max; }
+    if (name === "availability") searchState.available = v.value === "in stock";
+    searchState.page = 1;
+    runSearch();
+  };
+  const part = (name) => {
+    const values = facets[name];
+    if (!values || !values.length) return null;
+    return el("div", { class: "card" }, el("b", {}, name), values.map((v) => {
+      const a = el("a", { href: "#", class: "facet", dataset: { facet: name } }, String(v.value));
+      a.addEventListener("click", (ev) => { ev.preventDefault(); pick(name, v); });
+      return el("div", {}, a, " ", el("span", { class: "note" }, String(v.count)));
+    }));
+  };
   const active = [];
-  if (searchState.category) active.push(`category: ${esc(searchState.category)}`);
-  for (const b of searchState.brand) active.push(`brand: ${esc(b)}`);
+  if (searchState.category) active.push(`category: ${searchState.category}`);
+  for (const b of searchState.brand) active.push(`brand: ${b}`);
   if (searchState.price_min != null || searchState.price_max != null) active.push(`price: ${searchState.price_min ?? ""}–${searchState.price_max ?? ""}`);
   if (searchState.available != null) active.push(searchState.available ? "in stock" : "out of stock");
-  if (active.length) box.insertAdjacentHTML("afterbegin", `<div class="card" id="active-filters">${active.join("<br>")} <button class="plain" id="clear-filters">clear</button></div>`);
-  $("clear-filters")?.addEventListener("click", () => { Object.assign(searchState, { page: 1, category: null, brand: [], price_min: null, price_max: null, available: null }); runSearch(); });
-  for (const a of box.querySelectorAll("a.facet")) {
-    a.addEventListener("click", (ev) => {
-      ev.preventDefault();
-      const v = facets[a.dataset.facet][Number(a.dataset.i)];
-      if (a.dataset.facet === "category") searchState.category = v.value;
-      if (a.dataset.facet === "brand") searchState.brand = [v.value];
-      if (a.dataset.facet === "price") { searchState.price_min = v.min; searchState.price_max = v.max; }
-      if (a.dataset.facet === "availability") searchState.available = v.value === "in stock";
-      searchState.page = 1;
-      runSearch();
-    });
+  let filters = null;
+  if (active.length) {
+    const clear = el("button", { class: "plain", id: "clear-filters" }, "clear");
+    clear.addEventListener("click", () => { Object.assign(searchState, { page: 1, category: null, brand: [], price_min: null, price_max: null, available: null }); runSearch(); });
+    filters = el("div", { class: "card", id: "active-filters" }, active.map((a, i) => [i ? el("br") : null, a]), " ", clear);
   }
+  fill(box, filters, ["category", "brand", "price", "availability"].map(part));
 }
 
 let suggestTimer = null;
@@ -104,7 +111,7 @@ function suggest() {
     if (!q) return;
     try {
       const out = await api(`/v1/autocomplete?q=${encodeURIComponent(q)}&k=8`);
-      $("suggestions").innerHTML = out.suggestions.map((s) => `<option value="${esc(s)}">`).join("");
+      fill($("suggestions"), out.suggestions.map((s) => el("option", { value: s })));
       $("suggestions").dataset.count = out.suggestions.length;
     } catch { /* suggestions are optional */ }
   }, 120);
@@ -147,7 +154,7 @@ async function productPage() {
 // --- cart -------------------------------------------------------------------------------------
 async function cartPage() {
   const items = cartItems();
-  $("cart-items").innerHTML = items.length ? items.map((i) => `<div><a href="/p/${encodeURIComponent(i)}">${esc(i)}</a></div>`).join("") : "<p class=note>The cart is empty.</p>";
+  fill($("cart-items"), items.length ? items.map((i) => el("div", {}, el("a", { href: `/p/${encodeURIComponent(i)}` }, i))) : el("p", { class: "note" }, "The cart is empty."));
   $("clear-cart").addEventListener("click", () => { saveCart([]); location.reload(); });
   if (!items.length) return;
   try {
@@ -158,39 +165,43 @@ async function cartPage() {
 }
 
 // --- operations -------------------------------------------------------------------------------
-function adminHeaders() { return { "X-API-Key": sessionStorage.getItem("shelfwise-admin-key") || "" }; }
+// The page is signed in by a session cookie (HttpOnly: no script here can read it); every POST
+// carries the session's CSRF token. No key is kept in the browser.
+function adminPost() { return { method: "POST", headers: { "X-CSRF-Token": csrfToken() } }; }
 
 async function loadVersions() {
   let out;
-  try { out = await api("/v1/admin/models", { headers: adminHeaders() }); } catch (e) { $("ops-status").textContent = `error: ${e.message}`; return; }
+  try { out = await api("/ops/api/models"); } catch (e) { $("ops-status").textContent = `error: ${e.message}`; return; }
   $("active").textContent = out.active || "none";
   const rows = out.versions.map((v) => {
     const m = v.metrics || {};
     const w = v.data_window || {};
     const fmt = (x) => (typeof x === "number" ? x.toFixed(4) : "");
-    const button = v.active ? "<b>active</b>" : `<button class="plain activate" data-version="${esc(v.version)}">activate</button>`;
-    return `<tr data-version="${esc(v.version)}"><td>${esc(v.version)}</td><td>${esc(v.model)}</td><td>${esc(v.created_at)}</td><td>${fmt(m["ndcg@10"])}</td><td>${fmt(m["recall@10"])}</td><td class="note">${esc(w.start ?? w.min_ts ?? "")} – ${esc(w.end ?? w.max_ts ?? "")}</td><td>${button}</td></tr>`;
+    let button = el("b", {}, "active");
+    if (!v.active) {
+      button = el("button", { class: "plain activate", dataset: { version: v.version } }, "activate");
+      button.addEventListener("click", () => admin(`/ops/api/models/${encodeURIComponent(v.version)}/activate`));
+    }
+    return el("tr", { dataset: { version: v.version } },
+      el("td", {}, v.version), el("td", {}, v.model), el("td", {}, v.created_at),
+      el("td", {}, fmt(m["ndcg@10"])), el("td", {}, fmt(m["recall@10"])),
+      el("td", { class: "note" }, `${w.start ?? w.min_ts ?? ""} – ${w.end ?? w.max_ts ?? ""}`), el("td", {}, button));
   });
   const table = $("versions");
   table.querySelectorAll("tr[data-version]").forEach((r) => r.remove());
-  table.insertAdjacentHTML("beforeend", rows.join(""));
-  for (const b of table.querySelectorAll("button.activate")) {
-    b.addEventListener("click", () => admin(`/v1/admin/models/${encodeURIComponent(b.dataset.version)}/activate`));
-  }
+  append(table, rows);
 }
 
 async function admin(path) {
   try {
-    const out = await api(path, { method: "POST", headers: adminHeaders() });
+    const out = await api(path, adminPost());
     $("ops-status").textContent = `active ${out.active} (was ${out.previous}) in ${(out.seconds * 1000).toFixed(1)} ms`;
   } catch (e) { $("ops-status").textContent = `error: ${e.message}`; }
   loadVersions();
 }
 
 function opsPage() {
-  $("api-key").value = sessionStorage.getItem("shelfwise-admin-key") || "";
-  $("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); sessionStorage.setItem("shelfwise-admin-key", $("api-key").value); loadVersions(); });
-  $("rollback").addEventListener("click", () => admin("/v1/admin/rollback"));
+  $("rollback").addEventListener("click", () => admin("/ops/api/rollback"));
   loadVersions();
 }
 
