@@ -10,15 +10,14 @@ from typing import Any
 
 
 def key_ring(services: Any) -> Any:
-    """The API's key ring (``services.key_ring``) when it has one; otherwise one over the same
-    places the API reads keys from: ``var/keys.json`` and the configured admin key digests (the key
-    ``serve`` created in ``var/api.key``, or ``SHELFWISE_API_KEY_HASHES``)."""
-    ring = getattr(services, "key_ring", None)
-    if ring is not None:
-        return ring
-    from shelfwise.core.access import KeyRing, Role, fixed_roles
+    """The API's key ring (``services.keys``: ``var/keys.json`` and the fixed admin keys), so a
+    key created or revoked with ``shelfwise keys`` counts for the pages exactly as for the API."""
+    from shelfwise.core.access import KeyRing
 
-    return KeyRing(services.settings.var_dir / "keys.json", fixed_roles(services.keys.hashes, Role.ADMIN))
+    ring = getattr(services, "keys", None)
+    if not isinstance(ring, KeyRing):
+        raise TypeError("the pages need the API's key ring (services.keys)")
+    return ring
 
 
 def mount(app: Any, services: Any) -> None:

@@ -20,7 +20,7 @@ NO_CSP = ("/docs", "/redoc")
 
 HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
+    (b"referrer-policy", b"no-referrer"),  # the API's own answers say the same (api.security)
     (b"x-frame-options", b"DENY"),
 )
 
@@ -45,13 +45,16 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = list(HEADERS)
-        if not str(scope.get("path", "")).startswith(NO_CSP):
-            extra.append((b"content-security-policy", CSP.encode()))
+        page_csp = not str(scope.get("path", "")).startswith(NO_CSP)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = list(HEADERS)
+                ctype = next((v for k, v in message.get("headers", []) if k.lower() == b"content-type"), b"")
+                # pages get the page policy; other answers (JSON, CSV, SVG) get the API's stricter one
+                if page_csp and ctype.startswith(b"text/html"):
+                    extra.append((b"content-security-policy", CSP.encode()))
                 message = {
                     **message,
                     "headers": [*message.get("headers", []), *((k, v) for k, v in extra if k not in have)],
