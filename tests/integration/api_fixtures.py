@@ -45,6 +45,8 @@ class Served:
             "pseudonym_key": TEST_KEY,
             "api_key_hashes": [hash_key(API_KEY)],
             "models_dir": self.models,
+            # the analytics report builds in a child process for a minute: only tests of it ask
+            "dashboard_on_start": False,
         }
         return Settings(**{**base, **overrides})  # type: ignore[arg-type]
 

@@ -421,6 +421,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Iterator[None]:  # type: ignore[misc]
         yield
+        for close in getattr(_app.state, "closers", []):  # the pages' dashboard builder, …
+            close()
         services.close()
 
     app = FastAPI(

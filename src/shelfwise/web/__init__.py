@@ -28,7 +28,7 @@ def mount(app: Any, services: Any) -> None:
 
     settings = services.settings
     store_url = getattr(services, "store_url", None) or services.store.url
-    mount_pages(
+    dashboard = mount_pages(
         app,
         store_url=store_url,
         var_dir=settings.var_dir,
@@ -37,3 +37,5 @@ def mount(app: Any, services: Any) -> None:
         build_report=getattr(settings, "dashboard_on_start", False),
         demo_users=getattr(settings, "demo_users", ()),
     )
+    # the app's lifespan runs these when the server stops
+    app.state.closers = [*getattr(app.state, "closers", []), dashboard.close]

@@ -37,6 +37,8 @@ class AnalyticsDashboard:
         # reopen must not close it under a running query: queries take turns (each well under 1 s)
         self._query_lock = threading.Lock()
         self._db: AnalyticalStore | None = None
+        self._children: set[subprocess.Popen[str]] = set()
+        self._closed = False
         self._db_opened = 0.0
         self._builder: threading.Thread | None = None
         self.state: dict[str, Any] = {"status": "not built"}
@@ -81,11 +83,24 @@ class AnalyticsDashboard:
         user of the machine sees in ``ps``."""
         cmd = [sys.executable, "-m", "shelfwise.cli.main", *args]
         env = {**os.environ, "SHELFWISE_VAR_DIR": str(self.var_dir), "SHELFWISE_DB_URL": self.store_url}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the dashboard is closed")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            self._children.add(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise RuntimeError(f"{' '.join(args[:2])} took over {timeout:.0f} s") from None
+        finally:
+            with self._lock:
+                self._children.discard(proc)
         if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines()
+            lines = err.strip().splitlines()
             raise RuntimeError(lines[-1] if lines else f"{' '.join(args)} exited {proc.returncode}")
-        return proc.stdout
+        return out
 
     # --- live funnel -------------------------------------------------------------------------
     def _funnel_frame(self, by: Dimension, top: int) -> Any:
@@ -191,10 +206,21 @@ class AnalyticsDashboard:
         return path if path.is_file() else None
 
     def close(self) -> None:
+        """Close the snapshot and stop any child still building (a server that stops leaves no
+        report process running behind it)."""
         with self._lock:
+            self._closed = True
+            children = list(self._children)
             if self._db is not None:
                 self._db.close()
                 self._db = None
+        for proc in children:
+            proc.terminate()
+        for proc in children:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def _plain(v: Any) -> Any:
