@@ -9,16 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 
+def access_root(settings: Any) -> Any:
+    """Where the access secrets live (``settings.access_root`` when the settings have one: replicas
+    share it), else ``var_dir``."""
+    return getattr(settings, "access_root", None) or settings.var_dir
+
+
 def key_ring(services: Any) -> Any:
-    """The API's key ring (``services.key_ring``) when it has one; otherwise one over the same
-    places the API reads keys from: ``var/keys.json`` and the configured admin key digests (the key
+    """The API's key ring: ``services.keys`` when it is a ``KeyRing``; otherwise one over the same
+    places the API reads keys from: ``keys.json`` and the configured admin key digests (the key
     ``serve`` created in ``var/api.key``, or ``SHELFWISE_API_KEY_HASHES``)."""
-    ring = getattr(services, "key_ring", None)
-    if ring is not None:
-        return ring
+    keys = services.keys
+    if hasattr(keys, "role_of") and hasattr(keys, "records"):
+        return keys
     from shelfwise.core.access import KeyRing, Role, fixed_roles
 
-    return KeyRing(services.settings.var_dir / "keys.json", fixed_roles(services.keys.hashes, Role.ADMIN))
+    return KeyRing(access_root(services.settings) / "keys.json", fixed_roles(keys.hashes, Role.ADMIN))
 
 
 def mount(app: Any, services: Any) -> None:
@@ -33,7 +39,7 @@ def mount(app: Any, services: Any) -> None:
         app,
         store_url=store_url,
         var_dir=settings.var_dir,
-        access=PageAccess.from_ring(key_ring(services), settings.var_dir),
+        access=PageAccess.from_ring(key_ring(services), access_root(settings)),
         operations=Operations(services.registry, services.live, services.metrics),
         build_report=getattr(settings, "dashboard_on_start", False),
         demo_users=getattr(settings, "demo_users", ()),

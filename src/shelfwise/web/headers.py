@@ -10,17 +10,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-CSP = (
+PAGE_CSP = (
     "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
+# anything that is not a page (JSON, scripts, images) needs nothing at all when opened on its own
+OTHER_CSP = "default-src 'none'; frame-ancestors 'none'"
 # FastAPI's interactive docs load Swagger UI / ReDoc from a CDN with an inline bootstrap script; they
 # carry no data, so they keep working without the CSP (the other headers still apply)
 NO_CSP = ("/docs", "/redoc")
 
 HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
+    (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 )
 
@@ -45,13 +47,15 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = list(HEADERS)
-        if not str(scope.get("path", "")).startswith(NO_CSP):
-            extra.append((b"content-security-policy", CSP.encode()))
+        csp = not str(scope.get("path", "")).startswith(NO_CSP)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                have = {k.lower() for k, _ in message.get("headers", [])}
+                have = {k.lower(): v for k, v in message.get("headers", [])}
+                extra = list(HEADERS)
+                if csp:
+                    page = have.get(b"content-type", b"").startswith(b"text/html")
+                    extra.append((b"content-security-policy", (PAGE_CSP if page else OTHER_CSP).encode()))
                 message = {
                     **message,
                     "headers": [*message.get("headers", []), *((k, v) for k, v in extra if k not in have)],
