@@ -235,8 +235,9 @@ def test_finding_2_report_never_shows_the_store_url(tmp_path: Path, fresh_pg_url
     children = [s for s in seen if "shelfwise.cli.main" in s]
     assert children, "the child process was seen"
     assert not [s for s in children if password in s or url in s]
-    # the child did get the store (it failed on the empty store, not on a missing URL)
-    assert "sqlite" not in str(failed.value)
+    # the child did get the store (it failed on the empty store, not on a missing URL), and its
+    # error, which a page or a log may show, does not quote the password
+    assert "sqlite" not in str(failed.value) and password not in str(failed.value)
 
     # a failed build shows its error without the password
     error = dashboard.scrub(f"OperationalError: connection to {url} failed")
@@ -289,3 +290,24 @@ def test_finding_3_no_script_parses_data_as_html() -> None:
         text = template.read_text()
         assert "| safe" not in text or template.name == "analytics.html", template.name
         assert "autoescape false" not in text, template.name
+
+
+def test_finding_2_a_sign_out_holds_in_every_replica(tmp_path: Path) -> None:
+    """Replicas sharing ``var/`` (the drill's, behind HAProxy) accept each other's sessions, and a
+    session signed out in one is refused by all, not only by the process that took the sign-out."""
+    var = tmp_path / "var"
+    ring = KeyRing(var / "keys.json")
+    key, _ = ring.create(Role.ANALYST)
+    one, two = PageAccess.from_ring(ring, var), PageAccess.from_ring(KeyRing(var / "keys.json"), var)
+    issued = one.sign_in(key)
+    assert issued is not None
+    cookie, session = issued
+    assert key not in cookie
+    assert two.session(cookie) == session  # the other replica accepts it (shared session.key)
+    one.sign_out(session)
+    assert one.session(cookie) is None and two.session(cookie) is None
+    assert (var / "sessions-signed-out.json").stat().st_mode & 0o077 == 0
+    # another session of the same key is untouched, and an expired one is refused
+    again = two.sign_in(key)
+    assert again is not None and one.session(again[0]) is not None
+    assert one.session(again[0], now=again[1].expires + 1) is None

@@ -84,7 +84,9 @@ class AnalyticsDashboard:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         if proc.returncode != 0:
             lines = proc.stderr.strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else f"{' '.join(args)} exited {proc.returncode}")
+            # the child's last line may quote the store URL: masked before it reaches a page or a log
+            reason = lines[-1] if lines else f"{' '.join(args)} exited {proc.returncode}"
+            raise RuntimeError(self.scrub(reason))
         return proc.stdout
 
     # --- live funnel -------------------------------------------------------------------------
