@@ -254,6 +254,11 @@ def test_finding_2_report_never_shows_the_store_url(tmp_path: Path, fresh_pg_url
         assert report.json()["summary"]["seconds"] == 1.0
         assert password not in report.text and "source" not in report.json()["summary"]
         assert password not in c.get("/analytics/", headers=headers).text
+        # the live explorer over this empty store: a 503 saying why, never the password, never a 500
+        funnel = c.get("/analytics/api/funnel?by=total", headers=headers)
+        assert funnel.status_code == 503 and "events" in funnel.text  # nothing ingested yet
+        assert password not in funnel.text and funnel.headers["retry-after"]
+        assert report.headers["cache-control"] == "no-store"
     dashboard.close()
 
 

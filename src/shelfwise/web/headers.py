@@ -19,6 +19,9 @@ OTHER_CSP = "default-src 'none'; frame-ancestors 'none'"
 # FastAPI's interactive docs load Swagger UI / ReDoc from a CDN with an inline bootstrap script; they
 # carry no data, so they keep working without the CSP (the other headers still apply)
 NO_CSP = ("/docs", "/redoc")
+# answers that hold per-shopper rows or a session's CSRF token: never kept by a browser or proxy cache
+# (the back button after signing out must not show them again)
+NO_STORE = ("/analytics", "/ops", "/sign-in", "/sign-out")
 
 HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
@@ -47,12 +50,16 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        csp = not str(scope.get("path", "")).startswith(NO_CSP)
+        path = str(scope.get("path", ""))
+        csp = not path.startswith(NO_CSP)
+        no_store = path.startswith(NO_STORE)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 have = {k.lower(): v for k, v in message.get("headers", [])}
                 extra = list(HEADERS)
+                if no_store:
+                    extra.append((b"cache-control", b"no-store"))
                 if csp:
                     page = have.get(b"content-type", b"").startswith(b"text/html")
                     extra.append((b"content-security-policy", (PAGE_CSP if page else OTHER_CSP).encode()))
