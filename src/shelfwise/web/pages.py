@@ -13,6 +13,7 @@ role, the operations page ``admin`` — an ``X-API-Key`` header or a session fro
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -132,7 +133,7 @@ def mount_pages(
         answer.set_cookie(
             COOKIE,
             cookie,
-            max_age=max(1, session.expires - _now()),
+            max_age=max(1, session.expires - int(time.time())),
             path="/",
             secure=request.url.scheme == "https",
             httponly=True,
@@ -214,12 +215,6 @@ def mount_pages(
         return FileResponse(path, filename=name if name.endswith(".csv") else None)
 
     return dashboard
-
-
-def _now() -> int:
-    import time
-
-    return int(time.time())
 
 
 def _sign_in_page(request: Request, target: str, *, error: str = "", status: int = 200) -> Response:
