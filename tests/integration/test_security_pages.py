@@ -6,6 +6,7 @@ rebuild any site could trigger, no CSP, data put into ``innerHTML``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from fastapi.testclient import TestClient
 from shelfwise.api.app import create_app
 from shelfwise.core.access import KeyRing, Role
 from shelfwise.web.access import COOKIE, PageAccess
+from shelfwise.web.dashboard import AnalyticsDashboard
 from shelfwise.web.pages import mount_pages
 from tests.integration.api_fixtures import API_KEY, Served, served, served_template  # noqa: F401
 
@@ -209,6 +211,12 @@ def test_finding_2_report_never_shows_the_store_url(tmp_path: Path, fresh_pg_url
         access=PageAccess.from_ring(ring, var),
         build_report=False,
     )
+    # the report's folder is not named by a hash of the password (an offline guessing oracle)
+    assert dashboard.root.name not in {
+        hashlib.sha256(url.encode()).hexdigest()[:16],
+        hashlib.sha256(password.encode()).hexdigest()[:16],
+    }
+    assert dashboard.root == AnalyticsDashboard(url.replace(password, "other"), var).root
     # a report built before the fix kept the raw URL in its summary
     dashboard.root.mkdir(parents=True)
     (dashboard.root / "report.json").write_text(json.dumps({"source": url, "seconds": 1.0}))

@@ -29,7 +29,9 @@ class AnalyticsDashboard:
 
     def __init__(self, store_url: str, var_dir: Path) -> None:
         self.store_url = store_url
-        self.root = var_dir / "dashboard" / hashlib.sha256(store_url.encode()).hexdigest()[:16]
+        # named by the URL without its password: a hash of the password would let anyone who can
+        # list var/ test guesses of it offline
+        self.root = var_dir / "dashboard" / hashlib.sha256(shown_url(store_url).encode()).hexdigest()[:16]
         self.var_dir = var_dir
         self.cache_dir = var_dir / "cache"  # the same place `shelfwise analytics` keeps it
         self._lock = threading.Lock()
