@@ -9,15 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 
-def key_ring(services: Any) -> Any:
-    """The API's key ring (``services.keys``: ``var/keys.json`` and the fixed admin keys), so a
-    key created or revoked with ``shelfwise keys`` counts for the pages exactly as for the API."""
-    from shelfwise.core.access import KeyRing
+def access_root(settings: Any) -> Any:
+    """Where the access secrets live (``settings.access_root`` when the settings have one: replicas
+    share it), else ``var_dir``."""
+    return getattr(settings, "access_root", None) or settings.var_dir
 
-    ring = getattr(services, "keys", None)
-    if not isinstance(ring, KeyRing):
-        raise TypeError("the pages need the API's key ring (services.keys)")
-    return ring
+
+def key_ring(services: Any) -> Any:
+    """The API's key ring: ``services.keys`` when it is a ``KeyRing``; otherwise one over the same
+    places the API reads keys from: ``keys.json`` and the configured admin key digests (the key
+    ``serve`` created in ``var/api.key``, or ``SHELFWISE_API_KEY_HASHES``)."""
+    keys = services.keys
+    if hasattr(keys, "role_of") and hasattr(keys, "records"):
+        return keys
+    from shelfwise.core.access import KeyRing, Role, fixed_roles
+
+    return KeyRing(access_root(services.settings) / "keys.json", fixed_roles(keys.hashes, Role.ADMIN))
 
 
 def mount(app: Any, services: Any) -> None:
@@ -32,7 +39,7 @@ def mount(app: Any, services: Any) -> None:
         app,
         store_url=store_url,
         var_dir=settings.var_dir,
-        access=PageAccess.from_ring(key_ring(services), settings.var_dir),
+        access=PageAccess.from_ring(key_ring(services), access_root(settings)),
         operations=Operations(services.registry, services.live, services.metrics),
         build_report=getattr(settings, "dashboard_on_start", False),
         demo_users=getattr(settings, "demo_users", ()),

@@ -15,8 +15,11 @@ not something a browser attaches on its own.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
+import json
+import os
 import secrets
 import threading
 import time
@@ -27,6 +30,9 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from shelfwise.core.access import Role, create_secret_file, hash_key, role_allows
+from shelfwise.core.logging import get_logger
+
+log = get_logger(__name__)
 
 COOKIE = "shelfwise_session"
 SIGN_IN_COOKIE = "shelfwise_sign_in"  # the sign-in form's own CSRF token (no session yet)
@@ -95,12 +101,17 @@ class PageAccess:
         role_of_key: Callable[[str | None], Role | None],
         role_of_key_id: Callable[[str], Role | None],
         ttl_s: int = 8 * 3600,
+        signed_out_file: Path | None = None,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the page-session secret is too short (use at least 16 bytes)")
         self.secret, self.ttl_s = secret, ttl_s
         self.role_of_key, self.role_of_key_id = role_of_key, role_of_key_id
-        self._signed_out: dict[str, int] = {}  # session id -> expiry, until it expires anyway
+        # session id -> expiry, kept until the session would have expired anyway; with a file, every
+        # process sharing it (replicas over one var/) refuses a session signed out in any of them
+        self._signed_out: dict[str, int] | None = {}
+        self._signed_out_file = signed_out_file
+        self._signed_out_stamp: tuple[int, int] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -109,7 +120,11 @@ class PageAccess:
         every replica sharing ``var_dir`` accepts the others' sessions)."""
         secret = create_secret_file(var_dir / "session.key", lambda: secrets.token_hex(32))
         return cls(
-            secret.encode(), role_of_key=ring.role_of, role_of_key_id=ring_role_of_id(ring), ttl_s=ttl_s
+            secret.encode(),
+            role_of_key=ring.role_of,
+            role_of_key_id=ring_role_of_id(ring),
+            ttl_s=ttl_s,
+            signed_out_file=var_dir / "sessions-signed-out.json",
         )
 
     # --- sessions ------------------------------------------------------------------------------
@@ -145,9 +160,9 @@ class PageAccess:
         t = time.time() if now is None else now
         if int(expiry) < t:
             return None
-        with self._lock:
-            if sid in self._signed_out:
-                return None
+        signed_out = self._signed_out_now()
+        if signed_out is None or sid in signed_out:
+            return None
         try:
             role = Role(role_name)
         except ValueError:
@@ -156,11 +171,43 @@ class PageAccess:
             return None
         return PageSession(sid=sid, role=role, key_id=kid, expires=int(expiry), csrf=self._csrf(sid))
 
-    def sign_out(self, session: PageSession) -> None:
-        now = int(time.time())
+    def _signed_out_now(self) -> dict[str, int] | None:
+        """The signed-out sessions, re-read when the shared file changed (None: unreadable)."""
+        path = self._signed_out_file
         with self._lock:
-            self._signed_out = {s: e for s, e in self._signed_out.items() if e >= now}
-            self._signed_out[session.sid] = session.expires
+            if path is None:
+                return self._signed_out
+            try:
+                st = path.stat()
+                stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                stamp = None
+            if stamp != self._signed_out_stamp:
+                self._signed_out = _read_signed_out(path) if stamp else {}
+                self._signed_out_stamp = stamp
+            return self._signed_out
+
+    def sign_out(self, session: PageSession) -> None:
+        """End ``session`` here and, through the shared file, in every process that reads it."""
+        now = int(time.time())
+        path = self._signed_out_file
+        if path is None:
+            with self._lock:
+                kept = {s: e for s, e in (self._signed_out or {}).items() if e >= now}
+                self._signed_out = {**kept, session.sid: session.expires}
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two sign-outs at once lose neither
+            current = {s: e for s, e in (_read_signed_out(path) or {}).items() if e >= now}
+            current[session.sid] = session.expires
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(current, fh)
+            os.replace(tmp, path)
+        with self._lock:
+            self._signed_out, self._signed_out_stamp = current, None
 
     # --- requests ------------------------------------------------------------------------------
     def caller(self, request: Any) -> Caller | None:
@@ -199,6 +246,23 @@ class PageAccess:
             assert caller.session is not None
             await check_csrf(request, caller.session.csrf)
         return caller
+
+
+def _read_signed_out(path: Path) -> dict[str, int] | None:
+    """The file's sessions; None when it is damaged (then no session is accepted: a signed-out
+    session must not come back; keys in the header still work, and the log says what to do)."""
+    try:
+        raw = json.loads(path.read_text() or "{}")
+        return {str(k): int(v) for k, v in raw.items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, AttributeError) as exc:
+        log.error(
+            "signed-out sessions file is not valid; no page session is accepted until it is deleted",
+            path=str(path),
+            error=str(exc),
+        )
+        return None
 
 
 async def check_csrf(request: Any, expected: str) -> None:

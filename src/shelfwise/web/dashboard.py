@@ -29,7 +29,9 @@ class AnalyticsDashboard:
 
     def __init__(self, store_url: str, var_dir: Path) -> None:
         self.store_url = store_url
-        self.root = var_dir / "dashboard" / hashlib.sha256(store_url.encode()).hexdigest()[:16]
+        # named by the URL without its password: a hash of the password would let anyone who can
+        # list var/ test guesses of it offline
+        self.root = var_dir / "dashboard" / hashlib.sha256(shown_url(store_url).encode()).hexdigest()[:16]
         self.var_dir = var_dir
         self.cache_dir = var_dir / "cache"  # the same place `shelfwise analytics` keeps it
         self._lock = threading.Lock()
@@ -99,7 +101,9 @@ class AnalyticsDashboard:
                 self._children.discard(proc)
         if proc.returncode != 0:
             lines = err.strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else f"{' '.join(args)} exited {proc.returncode}")
+            # the child's last line may quote the store URL: masked before it reaches a page or a log
+            reason = lines[-1] if lines else f"{' '.join(args)} exited {proc.returncode}"
+            raise RuntimeError(self.scrub(reason))
         return out
 
     # --- live funnel -------------------------------------------------------------------------

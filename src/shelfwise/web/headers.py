@@ -10,17 +10,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-CSP = (
+PAGE_CSP = (
     "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
+# anything that is not a page (JSON, scripts, images) needs nothing at all when opened on its own
+OTHER_CSP = "default-src 'none'; frame-ancestors 'none'"
 # FastAPI's interactive docs load Swagger UI / ReDoc from a CDN with an inline bootstrap script; they
 # carry no data, so they keep working without the CSP (the other headers still apply)
 NO_CSP = ("/docs", "/redoc")
+# answers that hold per-shopper rows or a session's CSRF token: never kept by a browser or proxy cache
+# (the back button after signing out must not show them again)
+NO_STORE = ("/analytics", "/ops", "/sign-in", "/sign-out")
 
 HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),  # the API's own answers say the same (api.security)
+    (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 )
 
@@ -45,16 +50,19 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        page_csp = not str(scope.get("path", "")).startswith(NO_CSP)
+        path = str(scope.get("path", ""))
+        csp = not path.startswith(NO_CSP)
+        no_store = path.startswith(NO_STORE)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                have = {k.lower() for k, _ in message.get("headers", [])}
+                have = {k.lower(): v for k, v in message.get("headers", [])}
                 extra = list(HEADERS)
-                ctype = next((v for k, v in message.get("headers", []) if k.lower() == b"content-type"), b"")
-                # pages get the page policy; other answers (JSON, CSV, SVG) get the API's stricter one
-                if page_csp and ctype.startswith(b"text/html"):
-                    extra.append((b"content-security-policy", CSP.encode()))
+                if no_store:
+                    extra.append((b"cache-control", b"no-store"))
+                if csp:
+                    page = have.get(b"content-type", b"").startswith(b"text/html")
+                    extra.append((b"content-security-policy", (PAGE_CSP if page else OTHER_CSP).encode()))
                 message = {
                     **message,
                     "headers": [*message.get("headers", []), *((k, v) for k, v in extra if k not in have)],

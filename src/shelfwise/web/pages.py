@@ -13,6 +13,7 @@ role, the operations page ``admin`` — an ``X-API-Key`` header or a session fro
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.staticfiles import StaticFiles
 
 from shelfwise.core.access import Role
-from shelfwise.core.errors import ShelfwiseError
+from shelfwise.core.errors import ShelfwiseError, StoreError
 from shelfwise.store.analytical import shown_url
 from shelfwise.web.access import (
     COOKIE,
@@ -132,7 +133,7 @@ def mount_pages(
         answer.set_cookie(
             COOKIE,
             cookie,
-            max_age=max(1, session.expires - _now()),
+            max_age=max(1, session.expires - int(time.time())),
             path="/",
             secure=request.url.scheme == "https",
             httponly=True,
@@ -188,13 +189,14 @@ def mount_pages(
     def analytics_funnel(
         _: Analyst, by: str = "category", top: int = Query(20, ge=1, le=200)
     ) -> dict[str, Any]:
-        return dashboard.funnel(_dimension(by), top=top)
+        return _or_503(dashboard, lambda: dashboard.funnel(_dimension(by), top=top))
 
     @app.get("/analytics/chart/funnel.svg", include_in_schema=False)
     def analytics_funnel_chart(
         _: Analyst, by: str = "category", top: int = Query(20, ge=1, le=200)
     ) -> Response:
-        return Response(dashboard.funnel_svg(_dimension(by), top=top), media_type="image/svg+xml")
+        svg = _or_503(dashboard, lambda: dashboard.funnel_svg(_dimension(by), top=top))
+        return Response(svg, media_type="image/svg+xml")
 
     @app.get("/analytics/api/report", include_in_schema=False)
     def analytics_report_state(_: Analyst) -> dict[str, Any]:
@@ -209,15 +211,10 @@ def mount_pages(
         path = dashboard.file(name)
         if path is None:
             raise HTTPException(404, f"no report file {name!r}")
-        return FileResponse(path)
+        # the marketing list is a download, never a page a browser renders
+        return FileResponse(path, filename=name if name.endswith(".csv") else None)
 
     return dashboard
-
-
-def _now() -> int:
-    import time
-
-    return int(time.time())
 
 
 def _sign_in_page(request: Request, target: str, *, error: str = "", status: int = 200) -> Response:
@@ -244,6 +241,16 @@ def _sign_in_page(request: Request, target: str, *, error: str = "", status: int
         samesite="strict",
     )
     return answer
+
+
+def _or_503(dashboard: AnalyticsDashboard, action: Any) -> Any:
+    """What ``action`` answers; a snapshot that cannot be made or read (the store down, the child
+    failing) is a 503 with the reason (the store URL masked), never a 500."""
+    try:
+        return action()
+    except (RuntimeError, StoreError) as exc:
+        reason = dashboard.scrub(f"the analytics snapshot is not available: {exc}")
+        raise HTTPException(503, reason, headers={"Retry-After": "5"}) from None
 
 
 def _refused_as_409(action: Any) -> Response:

@@ -2,8 +2,38 @@
 // Needs dom.js: data from the API is only ever put into the page as text nodes, never parsed as HTML.
 "use strict";
 
+// --- the shopper's token ----------------------------------------------------------------------
+// Personal answers (a shopper's recommendations, personalised search) need that shopper's token:
+// the demo signs in by shopper id (POST /v1/demo/sign-in, on when SHELFWISE_DEMO_USERS lists the
+// id) and gets a short-lived token scoped to that one shopper. A real shop's back end would get it
+// from POST /v1/tokens with its write key after its own login. The token (never an API key) lives
+// in this page's memory only, never in storage, and is sent as `Authorization: Bearer`.
+let shopper = null; // { user_id, token, expires_at }
+
+function forgetToken() { shopper = null; }
+
+/** A token for ``user``: the one this page holds, or a fresh demo sign-in. Throws with the API's reason. */
+async function shopperToken(user) {
+  if (shopper && shopper.user_id === user && shopper.expires_at * 1000 > Date.now() + 30_000) return shopper.token;
+  forgetToken();
+  const out = await api("/v1/demo/sign-in", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ user_id: user }),
+  });
+  shopper = { user_id: user, token: out.token, expires_at: out.expires_at };
+  return out.token;
+}
+
+/** Options for a personal call as ``user`` (signed in by shopper id); none without a user. */
+async function asShopper(user, options = {}) {
+  if (!user) return options;
+  const token = await shopperToken(user);
+  return { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${token}` } };
+}
+
 async function api(path, options = {}) {
   const resp = await fetch(path, options);
+  // a token the service no longer accepts (expired, key rotated): forget it; the next call signs in again
+  if (resp.status === 401 && options.headers?.Authorization) forgetToken();
   const body = resp.headers.get("content-type")?.includes("json") ? await resp.json() : await resp.text();
   if (!resp.ok) {
     const detail = typeof body === "string" ? body : body.detail ?? body;
@@ -30,11 +60,33 @@ function showItems(node, items, empty = "Nothing to show yet.") {
 }
 
 // --- home -------------------------------------------------------------------------------------
-async function home() {
-  const user = $("recs").dataset.user;
-  const path = user ? `/v1/users/${encodeURIComponent(user)}/recommendations?k=12&scenario=home` : "/v1/users/_anonymous/recommendations?k=12&scenario=home";
+/** Popular items for nobody in particular (no credential). A service from before the anonymous
+ * route answers 404 there; it served the same list under the shopper id "_anonymous". */
+async function popular() {
   try {
-    const out = await api(path);
+    return await api("/v1/recommendations?k=12&scenario=home");
+  } catch (e) {
+    if (!/not found/i.test(e.message)) throw e;
+    return api("/v1/users/_anonymous/recommendations?k=12&scenario=home");
+  }
+}
+
+async function home() {
+  let user = $("recs").dataset.user;
+  let options = {};
+  if (user) {
+    try {
+      options = await asShopper(user);
+      $("signed-in").textContent = `signed in as shopper ${user}`;
+    } catch (e) {
+      $("signed-in").textContent = `could not sign in as ${user}: ${e.message}; showing popular items`;
+      user = "";
+    }
+  }
+  try {
+    const out = user
+      ? await api(`/v1/users/${encodeURIComponent(user)}/recommendations?k=12&scenario=home`, options)
+      : await popular();
     $("rec-meta").textContent = `model ${out.model_version} · ${out.source}${out.cached ? " · cached" : ""}`;
     showItems($("recs"), out.items);
   } catch (e) { $("rec-meta").textContent = `error: ${e.message}`; }
@@ -56,10 +108,16 @@ async function runSearch() {
   if (searchState.available != null) params.set("available", searchState.available);
   history.replaceState(null, "", `/search?${params}`);
   let out;
-  try { out = await api(`/v1/search?${params}`); } catch (e) { $("search-meta").textContent = `error: ${e.message}`; return; }
+  let options = {};
+  let signInNote = "";
+  try { options = await asShopper(user); } catch (e) {
+    params.delete("user_id"); // search anyway, without personalisation, and say why
+    signInNote = ` · not personalised (could not sign in as ${user}: ${e.message})`;
+  }
+  try { out = await api(`/v1/search?${params}`, options); } catch (e) { $("search-meta").textContent = `error: ${e.message}`; return; }
   fill($("corrected"), out.showing_results_for
     ? ["Showing results for ", el("b", { id: "corrected-query" }, out.showing_results_for), ` (you typed “${q}”)`] : []);
-  $("search-meta").textContent = `${out.total} results · ${out.took_ms} ms · index ${out.model_version}${out.personalised ? " · personalised" : ""}`;
+  $("search-meta").textContent = `${out.total} results · ${out.took_ms} ms · index ${out.model_version}${out.personalised ? " · personalised" : ""}${signInNote}`;
   showItems($("results"), out.hits, "No results.");
   renderFacets(out.facets);
   const pages = Math.ceil(out.total / out.size);
