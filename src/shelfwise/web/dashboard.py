@@ -39,6 +39,8 @@ class AnalyticsDashboard:
         # reopen must not close it under a running query: queries take turns (each well under 1 s)
         self._query_lock = threading.Lock()
         self._db: AnalyticalStore | None = None
+        # children are tracked under a lock of their own: ``store()`` runs one while holding ``_lock``
+        self._children_lock = threading.Lock()
         self._children: set[subprocess.Popen[str]] = set()
         self._closed = False
         self._db_opened = 0.0
@@ -85,7 +87,7 @@ class AnalyticsDashboard:
         user of the machine sees in ``ps``."""
         cmd = [sys.executable, "-m", "shelfwise.cli.main", *args]
         env = {**os.environ, "SHELFWISE_VAR_DIR": str(self.var_dir), "SHELFWISE_DB_URL": self.store_url}
-        with self._lock:
+        with self._children_lock:
             if self._closed:
                 raise RuntimeError("the dashboard is closed")
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -97,7 +99,7 @@ class AnalyticsDashboard:
             proc.communicate()
             raise RuntimeError(f"{' '.join(args[:2])} took over {timeout:.0f} s") from None
         finally:
-            with self._lock:
+            with self._children_lock:
                 self._children.discard(proc)
         if proc.returncode != 0:
             lines = err.strip().splitlines()
@@ -212,12 +214,9 @@ class AnalyticsDashboard:
     def close(self) -> None:
         """Close the snapshot and stop any child still building (a server that stops leaves no
         report process running behind it)."""
-        with self._lock:
+        with self._children_lock:
             self._closed = True
             children = list(self._children)
-            if self._db is not None:
-                self._db.close()
-                self._db = None
         for proc in children:
             proc.terminate()
         for proc in children:
@@ -225,6 +224,10 @@ class AnalyticsDashboard:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def _plain(v: Any) -> Any:
