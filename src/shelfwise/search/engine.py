@@ -29,7 +29,7 @@ from shelfwise.features.text import AnalyzerConfig
 from shelfwise.search.analysis import make_analyzer
 from shelfwise.search.dense import DenseIndex, Encoder
 from shelfwise.search.documents import document_fields, embedding_text, popularity
-from shelfwise.search.facets import facet_counts, price_buckets
+from shelfwise.search.facets import FacetIndex, price_buckets
 from shelfwise.search.fusion import adaptive_alpha, blend, reciprocal_rank_fusion
 from shelfwise.search.keyword import DEFAULT_WEIGHTS, KeywordIndex
 from shelfwise.search.personal import UserAffinity
@@ -202,6 +202,7 @@ class SearchEngine:
         self._brand = np.zeros(0, dtype=np.int32)
         self._brand_codes: dict[str, int] = {}
         self._buckets: list[tuple[float, float]] = []
+        self._facets = FacetIndex()
         self._annotator: Any = None
         # adaptive fusion: how far dense retrieval agrees with keyword on this catalogue (None: unknown)
         self.dense_agreement: float | None = None
@@ -245,6 +246,8 @@ class SearchEngine:
         self._popularity = np.array([popularity(it) for it in items], dtype=np.float32)
         self._brand_codes = {}
         self._brand = np.array([self._brand_code(it.brand) for it in items], dtype=np.int32)
+        self._facets = FacetIndex()
+        self._facets.extend(items)
         if progress:
             progress("keyword index", 0, n)
         self.keyword.build([document_fields(it) for it in items])
@@ -353,6 +356,7 @@ class SearchEngine:
         self._available = _grow(self._available, [it.available for it in batch])
         self._popularity = _grow(self._popularity, [popularity(it) for it in batch])
         self._brand = _grow(self._brand, [self._brand_code(it.brand) for it in batch])
+        self._facets.extend(batch)
         for offset, it in enumerate(batch):
             slot = start + offset
             self._slot[it.item_id] = slot
@@ -564,8 +568,9 @@ class SearchEngine:
             every = np.union1d(slots, matches)
         facet_data = {}
         if facets:
-            matched = [self._items[int(s)] for s in every]
-            facet_data = facet_counts([m for m in matched if m is not None], buckets=self._buckets)
+            facet_data = self._facets.counts(
+                every, price=self._price, available=self._available, buckets=self._buckets
+            )
         return SearchResult(
             query=parsed,
             hits=hits,
@@ -645,6 +650,8 @@ class SearchEngine:
         engine._available = np.array([it.available for it in items], dtype=bool)
         engine._popularity = np.array([popularity(it) for it in items], dtype=np.float32)
         engine._brand = np.array([engine._brand_code(it.brand) for it in items], dtype=np.int32)
+        engine._facets = FacetIndex()
+        engine._facets.extend(items)
         engine.keyword = KeywordIndex.load(directory / "keyword")
         engine.analyzer = engine.keyword.analyzer
         if engine.dense is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -209,6 +209,10 @@ class ParsedQuery:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
 
 
+def _copy(parsed: ParsedQuery) -> ParsedQuery:
+    return ParsedQuery(**{k: list(v) if isinstance(v, list) else v for k, v in parsed.__dict__.items()})
+
+
 def _number(text: str, whole: str) -> float:
     value = float(text.replace(",", ""))
     if re.search(re.escape(text) + r"\s*k\b", whole):
@@ -357,8 +361,13 @@ class QueryUnderstanding:
         self.colours: set[str] = set()
         self.spell: SpellChecker | None = None
         self.autocomplete: Autocomplete | None = None
+        # parsed queries by text: shoppers repeat queries, and parsing (spelling above all) is most
+        # of a keyword query's Python time; emptied whenever the catalogue terms change (``fit``)
+        self._parsed: OrderedDict[str, ParsedQuery] = OrderedDict()
+        self.parse_cache_size = 4096
 
     def fit(self, items: Iterable[Item]) -> QueryUnderstanding:
+        self._parsed = OrderedDict()
         words: Counter[str] = Counter()
         brand_counts: Counter[str] = Counter()
         titles: list[str] = []
@@ -401,6 +410,18 @@ class QueryUnderstanding:
         return self
 
     def parse(self, query: str) -> ParsedQuery:
+        """What ``query`` asks for; a fresh copy each call (cached by text, so mutating it is safe)."""
+        cached = self._parsed.get(query)
+        if cached is None:
+            cached = self._parse(query)
+            self._parsed[query] = cached
+            if len(self._parsed) > self.parse_cache_size:
+                self._parsed.popitem(last=False)
+        else:
+            self._parsed.move_to_end(query)
+        return _copy(cached)
+
+    def _parse(self, query: str) -> ParsedQuery:
         text, low, high = parse_price(query)
         parsed = ParsedQuery(raw=query, text=text, price_min=low, price_max=high)
         if self.spell is not None:

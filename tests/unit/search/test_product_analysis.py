@@ -142,3 +142,40 @@ def test_a_semantic_side_that_knows_nothing_of_the_shop_degrades_to_keyword(
         fixed_real = real.search(query, k=10, mode="hybrid", facets=False).item_ids
         real.config.fusion = "adaptive"
         assert real.search(query, k=10, mode="hybrid", facets=False).item_ids == fixed_real
+
+
+def test_facet_index_counts_equal_the_per_item_pass(flipkart_1k: list[Item]) -> None:
+    """The vectorised facet counts give the per-item pass's counts; equal counts are listed in the
+    order the values first appear in the catalogue (not in the order matches happened to arrive)."""
+    from shelfwise.search.facets import facet_counts
+
+    engine = SearchEngine.build(flipkart_1k, SearchConfig(dense=False))
+    first_seen = {}
+    for it in flipkart_1k:
+        parts = (it.category or "").split(" > ") if it.category else []
+        for d in range(1, min(len(parts), 3) + 1):
+            first_seen.setdefault(("category", " > ".join(parts[:d])), len(first_seen))
+        if it.brand:
+            first_seen.setdefault(("brand", it.brand), len(first_seen))
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 7, 150, len(flipkart_1k)):
+        slots = rng.choice(len(flipkart_1k), size=size, replace=False)
+        got = engine._facets.counts(
+            slots, price=engine._price, available=engine._available, buckets=engine._buckets
+        )
+        items = [engine._items[int(s)] for s in slots]
+        want = facet_counts([i for i in items if i is not None], buckets=engine._buckets, top=10**6)
+        for facet in ("category", "brand"):
+            want[facet].sort(key=lambda r, f=facet: (-r["count"], first_seen[(f, r["value"])]))
+            want[facet] = want[facet][:20]
+        assert got["price"] == want["price"]
+        assert got == want
+    hit = engine.search("women shoes", k=5, mode="bm25")
+    assert hit.facets["category"] and hit.total >= sum(r["count"] for r in hit.facets["availability"]) > 0
+
+
+def test_parsed_queries_are_cached_but_never_shared(keyword_engine: SearchEngine) -> None:
+    first = keyword_engine.understanding.parse("red shoes under 500")
+    first.colours.append("mutated")
+    again = keyword_engine.understanding.parse("red shoes under 500")
+    assert again.colours == ["red"] and again.price_max == 500
