@@ -421,6 +421,9 @@ class QueryUnderstanding:
             self._parsed.move_to_end(query)
         return _copy(cached)
 
+    def clear_cache(self) -> None:
+        self._parsed.clear()
+
     def _parse(self, query: str) -> ParsedQuery:
         text, low, high = parse_price(query)
         parsed = ParsedQuery(raw=query, text=text, price_min=low, price_max=high)
