@@ -203,6 +203,7 @@ class SearchEngine:
         self._brand_codes: dict[str, int] = {}
         self._buckets: list[tuple[float, float]] = []
         self._facets = FacetIndex()
+        self._boost_text: dict[int, str] = {}  # slot -> the lower-cased text boosts look in (a cache)
         self._annotator: Any = None
         # adaptive fusion: how far dense retrieval agrees with keyword on this catalogue (None: unknown)
         self.dense_agreement: float | None = None
@@ -248,6 +249,7 @@ class SearchEngine:
         self._brand = np.array([self._brand_code(it.brand) for it in items], dtype=np.int32)
         self._facets = FacetIndex()
         self._facets.extend(items)
+        self._boost_text = {}
         if progress:
             progress("keyword index", 0, n)
         self.keyword.build([document_fields(it) for it in items])
@@ -594,9 +596,14 @@ class SearchEngine:
                 continue
             factor = 1.0
             if terms:
-                text = " ".join(
-                    [item.title or "", item.category or "", " ".join(map(str, item.attributes.values()))]
-                ).lower()
+                text = self._boost_text.get(int(slot))
+                if text is None:
+                    text = " ".join(
+                        [item.title or "", item.category or "", " ".join(map(str, item.attributes.values()))]
+                    ).lower()
+                    if len(self._boost_text) > 100_000:
+                        self._boost_text.clear()
+                    self._boost_text[int(slot)] = text
                 factor += self.config.boost * sum(1 for t in terms if t in text)
             if user is not None:
                 factor *= user.boost(item)

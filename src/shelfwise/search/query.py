@@ -276,10 +276,20 @@ class SpellChecker:
         self._sym = SymSpell(max_dictionary_edit_distance=max_edit_distance, prefix_length=7)
         self.words = dict(word_counts)
         self.stems = frozenset(stems)  # a word whose stem the catalogue has matches as it is
+        self._fixed: dict[str, str] = {}  # word -> its correction (the dictionary never changes)
         for word, count in self.words.items():
             self._sym.create_dictionary_entry(word, count)
 
     def correct_word(self, word: str) -> str:
+        fixed = self._fixed.get(word)
+        if fixed is None:
+            fixed = self._correct_word(word)
+            if len(self._fixed) > 100_000:
+                self._fixed.clear()
+            self._fixed[word] = fixed
+        return fixed
+
+    def _correct_word(self, word: str) -> str:
         from symspellpy import Verbosity
 
         if word in self.words or len(word) < 3 or not word.isalpha() or not word.isascii():
@@ -422,7 +432,10 @@ class QueryUnderstanding:
         return _copy(cached)
 
     def clear_cache(self) -> None:
+        """Forget parsed queries and corrected words (what a cold start has)."""
         self._parsed.clear()
+        if self.spell is not None:
+            self.spell._fixed.clear()
 
     def _parse(self, query: str) -> ParsedQuery:
         text, low, high = parse_price(query)
