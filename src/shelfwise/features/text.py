@@ -125,6 +125,8 @@ class AnalyzerConfig(BaseModel):
     # its dictionary); the pairs still match
     chinese_bigrams: bool = True
     min_length: int = 1
+    # search indexes add canonical size/fraction/dimension/model-number terms (shelfwise.search.analysis)
+    product_terms: bool = False
 
 
 _jieba_lock = threading.Lock()

@@ -68,3 +68,93 @@ def facet_counts(
         ],
         "availability": [{"value": v, "count": c} for v, c in stock.most_common()],
     }
+
+
+def _ranked(codes: np.ndarray, names: Sequence[str], top: int | None) -> list[dict[str, Any]]:
+    """Counts of each code (>= 0) in ``codes``, most common first; equal counts in code order (the
+    order values first appear in the catalogue), so the result never depends on match order."""
+    codes = codes[codes >= 0]
+    if len(codes) == 0:
+        return []
+    counts = np.bincount(codes, minlength=len(names))
+    present = np.flatnonzero(counts)
+    order = present[np.lexsort((present, -counts[present]))]
+    if top is not None:
+        order = order[:top]
+    return [{"value": names[int(v)], "count": int(counts[v])} for v in order]
+
+
+class FacetIndex:
+    """Facet codes by slot, so counting a result set is a few array operations instead of a pass
+    over its items: up to three category-path prefixes, the brand as stored, availability.
+    Price buckets come from the engine's price array. The counts of ``facet_counts``; equal counts
+    in catalogue order rather than in the order the matches arrived."""
+
+    def __init__(self) -> None:
+        self.categories: list[str] = []
+        self.brands: list[str] = []
+        self._cat_code: dict[str, int] = {}
+        self._brand_code: dict[str, int] = {}
+        self.cat = np.zeros((0, 3), dtype=np.int32)
+        self.brand = np.zeros(0, dtype=np.int32)
+
+    def extend(self, items: Sequence[Item | None]) -> None:
+        cat = np.full((len(items), 3), -1, dtype=np.int32)
+        brand = np.full(len(items), -1, dtype=np.int32)
+        for i, item in enumerate(items):
+            if item is None:
+                continue
+            if item.category:
+                parts = item.category.split(" > ")
+                for depth in range(1, min(len(parts), 3) + 1):
+                    path = " > ".join(parts[:depth])
+                    code = self._cat_code.get(path)
+                    if code is None:
+                        code = self._cat_code[path] = len(self.categories)
+                        self.categories.append(path)
+                    cat[i, depth - 1] = code
+            if item.brand:
+                code = self._brand_code.get(item.brand)
+                if code is None:
+                    code = self._brand_code[item.brand] = len(self.brands)
+                    self.brands.append(item.brand)
+                brand[i] = code
+        self.cat = np.concatenate([self.cat, cat])
+        self.brand = np.concatenate([self.brand, brand])
+
+    def counts(
+        self,
+        slots: np.ndarray,
+        *,
+        price: np.ndarray,
+        available: np.ndarray,
+        buckets: Sequence[tuple[float, float]],
+        top: int = 20,
+    ) -> dict[str, Any]:
+        slots = np.asarray(slots, dtype=np.int64)
+        prices = price[slots]
+        known = prices[~np.isnan(prices)]
+        price_rows = []
+        if buckets and len(known):
+            lows = np.array([lo for lo, _ in buckets])
+            highs = np.array([hi for _, hi in buckets])
+            idx = np.searchsorted(lows, known, side="right") - 1
+            inside = (idx >= 0) & (known < highs[np.clip(idx, 0, None)])
+            per = np.bincount(idx[inside], minlength=len(buckets))
+            price_rows = [
+                {
+                    "value": _bucket_label(lo, hi),
+                    "min": lo,
+                    "max": None if math.isinf(hi) else hi,
+                    "count": int(c),
+                }
+                for (lo, hi), c in zip(buckets, per, strict=True)
+                if c
+            ]
+        stock_codes = np.where(available[slots], 0, 1).astype(np.int32)
+        return {
+            "category": _ranked(self.cat[slots].reshape(-1), self.categories, top),
+            "brand": _ranked(self.brand[slots], self.brands, top),
+            "price": price_rows,
+            "availability": _ranked(stock_codes, ["in stock", "out of stock"], None),
+        }

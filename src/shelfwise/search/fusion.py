@@ -43,3 +43,61 @@ def blend(keyword: np.ndarray, dense: np.ndarray, *, alpha: float) -> np.ndarray
     dmax = float(d.max()) if len(d) else 0.0
     d = d / dmax if dmax > 0 else np.zeros_like(d)
     return (alpha * k + (1 - alpha) * d).astype(np.float32)
+
+
+def query_class(tokens: Sequence[str], words: int) -> str:
+    """``model`` (a model number, size, fraction or dimension: a token with a digit), ``short``
+    (one or two words), ``long`` (five words or more) or ``medium``."""
+    if any(any(c.isdigit() for c in t) for t in tokens):
+        return "model"
+    if words <= 2:
+        return "short"
+    return "long" if words >= 5 else "medium"
+
+
+def agreement(keyword: np.ndarray, dense: np.ndarray, *, depth: int = 10) -> float:
+    """Share of the top ``depth`` candidates by keyword score that are also in the top ``depth`` by
+    dense similarity (0: the retrievers disagree entirely, 1: same set)."""
+    n = min(depth, len(keyword))
+    if n == 0:
+        return 0.0
+    kw = set(np.argsort(-keyword, kind="stable")[:n].tolist())
+    dn = set(np.argsort(-dense, kind="stable")[:n].tolist())
+    return len(kw & dn) / n
+
+
+def adaptive_alpha(
+    keyword: np.ndarray,
+    dense: np.ndarray,
+    *,
+    tokens: Sequence[str],
+    words: int,
+    alpha: float,
+    model_alpha: float = 0.0,
+    long_shift: float = 0.0,
+    low_agreement: float = 0.0,
+    low_confidence: float = 0.45,
+    backoff_alpha: float = 0.8,
+) -> tuple[float, dict[str, float | str]]:
+    """The keyword share for one query, and why (every rule is off at its default value).
+
+    * a query with a model number or size leans on the keyword side (``model_alpha`` at least):
+      an embedding of ``xr200`` is close to every other model number;
+    * a long descriptive query leans on the dense side (``alpha + long_shift``);
+    * when the two retrievers' top 10 barely overlap (``< low_agreement``) *and* the best semantic
+      match is weak (cosine ``< low_confidence``), the semantic side is probably off-topic for this
+      shop: back off to keyword (``backoff_alpha`` at least). So a catalogue the model does not
+      understand degrades to keyword search instead of below it.
+    """
+    cls = query_class(tokens, words)
+    a = alpha
+    if cls == "model":
+        a = max(a, model_alpha)
+    elif cls == "long":
+        a = a + long_shift
+    agree = agreement(keyword, dense)
+    top = float(dense.max()) if len(dense) else 0.0
+    if agree < low_agreement and top < low_confidence:
+        a = max(a, backoff_alpha)
+    a = min(max(a, 0.0), 1.0)
+    return a, {"class": cls, "agreement": round(agree, 3), "dense_top": round(top, 4), "alpha": round(a, 3)}

@@ -27,6 +27,7 @@ import numpy as np
 
 from shelfwise.core.errors import ConfigError
 from shelfwise.features.text import Analyzer, AnalyzerConfig
+from shelfwise.search.analysis import make_analyzer
 from shelfwise.search.documents import TEXT_FIELDS
 from shelfwise.search.scoring import TermMatrix, top_k
 
@@ -259,7 +260,7 @@ class KeywordIndex:
         meta = json.loads((directory / "keyword.json").read_text())
         index = cls(
             weights=meta["weights"],
-            analyzer=Analyzer(AnalyzerConfig(**meta["analyzer"])),
+            analyzer=make_analyzer(AnalyzerConfig(**meta["analyzer"])),
             k1=meta["k1"],
             b=meta["b"],
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -209,6 +209,10 @@ class ParsedQuery:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
 
 
+def _copy(parsed: ParsedQuery) -> ParsedQuery:
+    return ParsedQuery(**{k: list(v) if isinstance(v, list) else v for k, v in parsed.__dict__.items()})
+
+
 def _number(text: str, whole: str) -> float:
     value = float(text.replace(",", ""))
     if re.search(re.escape(text) + r"\s*k\b", whole):
@@ -272,10 +276,20 @@ class SpellChecker:
         self._sym = SymSpell(max_dictionary_edit_distance=max_edit_distance, prefix_length=7)
         self.words = dict(word_counts)
         self.stems = frozenset(stems)  # a word whose stem the catalogue has matches as it is
+        self._fixed: dict[str, str] = {}  # word -> its correction (the dictionary never changes)
         for word, count in self.words.items():
             self._sym.create_dictionary_entry(word, count)
 
     def correct_word(self, word: str) -> str:
+        fixed = self._fixed.get(word)
+        if fixed is None:
+            fixed = self._correct_word(word)
+            if len(self._fixed) > 100_000:
+                self._fixed.clear()
+            self._fixed[word] = fixed
+        return fixed
+
+    def _correct_word(self, word: str) -> str:
         from symspellpy import Verbosity
 
         if word in self.words or len(word) < 3 or not word.isalpha() or not word.isascii():
@@ -357,8 +371,13 @@ class QueryUnderstanding:
         self.colours: set[str] = set()
         self.spell: SpellChecker | None = None
         self.autocomplete: Autocomplete | None = None
+        # parsed queries by text: shoppers repeat queries, and parsing (spelling above all) is most
+        # of a keyword query's Python time; emptied whenever the catalogue terms change (``fit``)
+        self._parsed: OrderedDict[str, ParsedQuery] = OrderedDict()
+        self.parse_cache_size = 4096
 
     def fit(self, items: Iterable[Item]) -> QueryUnderstanding:
+        self._parsed = OrderedDict()
         words: Counter[str] = Counter()
         brand_counts: Counter[str] = Counter()
         titles: list[str] = []
@@ -401,6 +420,24 @@ class QueryUnderstanding:
         return self
 
     def parse(self, query: str) -> ParsedQuery:
+        """What ``query`` asks for; a fresh copy each call (cached by text, so mutating it is safe)."""
+        cached = self._parsed.get(query)
+        if cached is None:
+            cached = self._parse(query)
+            self._parsed[query] = cached
+            if len(self._parsed) > self.parse_cache_size:
+                self._parsed.popitem(last=False)
+        else:
+            self._parsed.move_to_end(query)
+        return _copy(cached)
+
+    def clear_cache(self) -> None:
+        """Forget parsed queries and corrected words (what a cold start has)."""
+        self._parsed.clear()
+        if self.spell is not None:
+            self.spell._fixed.clear()
+
+    def _parse(self, query: str) -> ParsedQuery:
         text, low, high = parse_price(query)
         parsed = ParsedQuery(raw=query, text=text, price_min=low, price_max=high)
         if self.spell is not None:
