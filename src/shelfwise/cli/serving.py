@@ -153,7 +153,9 @@ def register(app: typer.Typer) -> None:
     @models_app.command("train")
     def models_train(
         db: DbOpt = None,
-        model: Annotated[str, typer.Option("--model", "-m")] = "ease",
+        model: Annotated[
+            str, typer.Option("--model", "-m", help="model name, or auto (by catalogue size, memory)")
+        ] = "auto",
         bundles: Annotated[
             bool, typer.Option("--bundles/--no-bundles", help="also fit bought-together")
         ] = True,

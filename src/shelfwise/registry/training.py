@@ -20,7 +20,9 @@ from shelfwise.evaluation.protocol import basket_hit_rate, make_split
 from shelfwise.evaluation.ranking import evaluate
 from shelfwise.features.dataset import Dataset
 from shelfwise.recommend.base import Recommender
+from shelfwise.recommend.memory import MatrixShape
 from shelfwise.recommend.registry import model_from_config
+from shelfwise.recommend.sizing import AUTO, resolve_config
 from shelfwise.registry.gate import GateDecision
 from shelfwise.registry.versions import ModelRegistry, RegistryError, VersionInfo
 
@@ -32,7 +34,10 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    recommender: dict[str, Any] = Field(default_factory=lambda: {"model": "ease"})
+    recommender: dict[str, Any] = Field(
+        default_factory=lambda: {"model": "auto"},
+        description='a model config; {"model": "auto"} chooses by catalogue size and memory',
+    )
     bought_together: dict[str, Any] | None = Field(default_factory=lambda: {"model": "bought-together"})
     test_fraction: float = Field(0.2, gt=0, lt=1)
     refit: bool = True
@@ -103,6 +108,10 @@ def train_version(
     say = progress or (lambda _msg: None)
     if len(dataset) == 0:
         raise RegistryError("no user-item events to train on", hint="ingest events first")
+    if config.recommender.get("model") == AUTO:
+        resolved, why = resolve_config(config.recommender, MatrixShape.of(dataset.matrix()))
+        say(f"model auto: {why}")
+        config = config.model_copy(update={"recommender": resolved})
     split = make_split(dataset, "temporal", test_fraction=config.test_fraction)
     if split.test.nnz == 0:
         raise RegistryError(
