@@ -354,9 +354,9 @@ def restore(
 
 def _register_extensions() -> None:
     # Each engine's commands live in a module of their own; they import their engines lazily.
-    from shelfwise.cli import analytics, drill, evaluate, privacy, search, serving, trust
+    from shelfwise.cli import analytics, drill, evaluate, generate, privacy, search, serving, trust
 
-    for module in (evaluate, search, analytics, serving, privacy, drill, trust):
+    for module in (evaluate, search, analytics, serving, privacy, drill, trust, generate):
         module.register(app)
 
 

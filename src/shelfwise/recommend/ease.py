@@ -53,7 +53,7 @@ class EASERecommender(Recommender):
         n = shape.n_items
         return (
             f"a dense {n:,}×{n:,} {self.config.precision} matrix",
-            "use als or itemknn for this catalogue (or `--model auto`)",
+            "use als or itemknn for this catalogue, or --model auto",
         )
 
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
