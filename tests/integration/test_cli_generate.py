@@ -59,3 +59,23 @@ def test_generated_shop_is_ingested_whole_and_trained_by_auto(tmp_path: Path) ->
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["model"] == "ease"  # auto: a small catalogue gets EASE
     assert "model auto: ease" in trained.stderr
+
+
+def test_a_catalogue_without_events_gets_a_version_serve_can_start_with(tmp_path: Path) -> None:
+    """Before this, `serve` (and `models train`) on a shop with items and no events stopped with
+    "no user-item events to train on"."""
+    var = tmp_path / "var"
+    db = f"sqlite:///{tmp_path / 'shop.db'}"
+    out = tmp_path / "shop.csv"
+    gen = _run("generate", "--events", "10", "--items", "300", "--users", "5", "--out", str(out), var=var)
+    assert gen.returncode == 0, gen.stderr
+    items = _run(
+        "ingest", "items", str(tmp_path / "shop.items.csv"), "--format", "csv-items", "--db", db, var=var
+    )
+    assert items.returncode == 0, items.stderr
+    trained = _run("models", "train", "--db", db, "--json", var=var)
+    assert trained.returncode == 0, trained.stderr
+    version = json.loads(trained.stdout)
+    assert version["model"] == "content-tfidf" and version["activated"] and version["metrics"] == {}
+    listed = _run("models", "list", "--json", var=var)
+    assert json.loads(listed.stdout)["active"] == version["version"]

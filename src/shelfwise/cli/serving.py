@@ -102,11 +102,9 @@ def register(app: typer.Typer) -> None:
             if registry.active is None and train:
                 typer.echo("no active model version: training one (first start)", err=True)
                 result = _train(db, model or settings.serve_model, bundles=True, force=False)
-                ndcg = result["metrics"].get("ndcg@10", 0.0)
-                typer.echo(
-                    f"activated {result['version']} (held-out ndcg@10 {ndcg:.4f}, {result['seconds']:.1f} s)",
-                    err=True,
-                )
+                ndcg = result["metrics"].get("ndcg@10")
+                judged = "no events yet: catalogue only" if ndcg is None else f"held-out ndcg@10 {ndcg:.4f}"
+                typer.echo(f"activated {result['version']} ({judged}, {result['seconds']:.1f} s)", err=True)
             import uvicorn
 
             url = db or settings.store_url
@@ -168,7 +166,11 @@ def register(app: typer.Typer) -> None:
 
         with _user_errors():
             result = _train(db, model, bundles=bundles, force=force)
-        _emit(result, as_json, lambda r: f"activated {r['version']}: ndcg@10 {r['metrics']['ndcg@10']:.4f}")
+        _emit(
+            result,
+            as_json,
+            lambda r: f"activated {r['version']}: ndcg@10 {r['metrics'].get('ndcg@10', float('nan')):.4f}",
+        )
 
     @models_app.command("list")
     def models_list(as_json: JsonOpt = False) -> None:
