@@ -53,7 +53,7 @@ def test_the_same_shop_trains_with_a_family_that_fits(monkeypatch):
     assert model.recommend(["u1"], k=5)[0].items
 
 
-@pytest.mark.parametrize("name", [n for n in model_names() if n not in ("content-embed",)])
+@pytest.mark.parametrize("name", model_names())
 def test_every_family_estimates_and_refuses_a_million_items(name):
     model = make_model(name)
     small = model.fit_bytes(MatrixShape(10_000, 10_000, 100_000))
