@@ -5,6 +5,8 @@ What makes it look like a shop rather than noise (each a knob of ``ShopConfig``)
 - **power-law items and shoppers**: item popularity follows Zipf's law (exponent ``item_zipf``,
   ~1 in e-commerce logs) and shopper activity a Pareto tail (``user_pareto``): a few items and
   shoppers hold most of the events, most are seen once or twice;
+- **taste**: each shopper has two favourite categories, where ``taste`` of their visits start (so
+  a personalised model has something to learn that popularity alone does not know);
 - **sessions**: a shopper's visit is a burst of views a minute or so apart, mostly within one
   category (``session_focus``), some items put in the cart, some carts bought at the end;
 - **seasonality**: visits follow the hour of day (evening peak), the day of week (Sunday and Monday
@@ -109,6 +111,9 @@ class ShopConfig(BaseModel):
     user_pareto: float = Field(1.2, gt=0, description="shopper activity: Pareto tail index")
     session_views: float = Field(5.0, ge=1, description="mean views per session")
     session_focus: float = Field(0.7, ge=0, le=1, description="share of a session's views in its category")
+    taste: float = Field(
+        0.6, ge=0, le=1, description="share of a shopper's sessions that start in a favourite category"
+    )
     cart_rate: float = Field(0.1, ge=0, le=1)
     purchase_rate: float = Field(0.35, ge=0, le=1, description="share of carted items bought")
     return_rate: float = Field(0.06, ge=0, le=1, description="share of purchases returned")
@@ -223,6 +228,7 @@ def _events_of(
     cat: Catalogue,
     rng: np.random.Generator,
     user_p: np.ndarray,
+    taste: np.ndarray,
     lo: int,
     hi: int,
     k: int,
@@ -238,7 +244,13 @@ def _events_of(
     offsets = np.cumsum(step) - np.repeat(np.cumsum(step)[first], views)
     ts = starts[session] + offsets + within  # strictly increasing within a session
     # each session's first view sets its category; later views stay in it with session_focus
-    first_item = _sample_items(cat, rng, starts, None)
+    # a shopper's taste: most sessions start in one of their two favourite categories
+    loyal = rng.random(k) < cfg.taste
+    pick = rng.integers(0, 2, k)
+    home = np.where(pick == 0, taste[user, 0], taste[user, 1])
+    first_item = np.empty(k, np.int64)
+    first_item[loyal] = _sample_items(cat, rng, starts[loyal], home[loyal])
+    first_item[~loyal] = _sample_items(cat, rng, starts[~loyal], None)
     focus_cat = cat.category[first_item]
     stay = (within > 0) & (rng.random(len(session)) < cfg.session_focus)
     item = np.empty(len(session), np.int64)
@@ -278,6 +290,9 @@ def generate_events(cfg: ShopConfig, catalogue: Catalogue | None = None) -> Iter
     cat = catalogue or make_catalogue(cfg, np.random.default_rng([cfg.seed, 1]))
     activity = rng.pareto(cfg.user_pareto, cfg.users) + 1.0
     user_p = activity / activity.sum()
+    # two favourite categories per shopper, big departments more often (as their share of items)
+    sizes = (cat.cat_hi - cat.cat_lo).astype(np.float64)
+    taste = rng.choice(len(sizes), (cfg.users, 2), p=sizes / sizes.sum()).astype(np.int32)
     start, end = _ms(cfg.start), _ms(cfg.start) + cfg.days * DAY_MS
     per_session = cfg.session_views * (1 + cfg.cart_rate * (1 + cfg.purchase_rate * (1 + cfg.return_rate)))
     # sessions planned 1% over the expected need, spread evenly over the period: the cut at exactly
@@ -289,7 +304,7 @@ def generate_events(cfg: ShopConfig, catalogue: Catalogue | None = None) -> Iter
     left, c, sid = cfg.events, 0, 0
     while left > 0:
         lo, hi = (int(edges[c]), int(edges[c + 1])) if c < chunks else (int(edges[-2]), int(edges[-1]))
-        cols = _events_of(cfg, cat, rng, user_p, lo, hi, per_chunk)
+        cols = _events_of(cfg, cat, rng, user_p, taste, lo, hi, per_chunk)
         cols["session"] = cols["session"] + sid
         sid += per_chunk
         take = min(left, len(cols["ts"]))

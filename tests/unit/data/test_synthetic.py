@@ -121,3 +121,18 @@ def test_catalogue_churn(shop) -> None:
     assert abs(retired - cfg.retire_share) < 0.03
     late = cat.born > np.datetime64(cfg.start, "ms").astype(np.int64)
     assert abs(late.mean() - (1 - cfg.initial_share)) < 0.03
+
+
+def test_shoppers_have_a_taste(shop) -> None:
+    """A shopper's views concentrate on a few categories, beyond what the categories' sizes explain."""
+    cfg, cols = shop
+    cat = make_catalogue(cfg, np.random.default_rng([cfg.seed, 1]))
+    views = cols["kind"] == 0
+    users, cats = cols["user"][views], cat.category[cols["item"][views]]
+    active = np.flatnonzero(np.bincount(users) >= 20)[:300]
+    top_share = []
+    for u in active:
+        counts = np.bincount(cats[users == u])
+        top_share.append(np.sort(counts)[-2:].sum() / counts.sum())
+    overall = np.sort(np.bincount(cats))[-2:].sum() / len(cats)
+    assert np.mean(top_share) > overall + 0.2
