@@ -23,6 +23,15 @@ def _training_config(
     from shelfwise.registry.training import TrainingConfig
 
     recommender = {**(settings or {}), "model": (settings or {}).get("model", model)}
+    if recommender["model"] == "auto":
+        if precision is not None or len(recommender) > 1:
+            raise ConfigError(
+                "--config settings and --precision need a named model, not auto",
+                hint='name it with --model (e.g. --model als) or "model" in the JSON',
+            )
+        return TrainingConfig(
+            recommender=recommender, bought_together={"model": "bought-together"} if bundles else None
+        )
     if precision is not None:
         probe = model_from_config(recommender)
         if "serving_precision" not in type(probe.config).model_fields:
@@ -126,11 +135,9 @@ def register(app: typer.Typer) -> None:
             if registry.active is None and train:
                 typer.echo("no active model version: training one (first start)", err=True)
                 result = _train(db, model or settings.serve_model, bundles=True, force=False)
-                ndcg = result["metrics"].get("ndcg@10", 0.0)
-                typer.echo(
-                    f"activated {result['version']} (held-out ndcg@10 {ndcg:.4f}, {result['seconds']:.1f} s)",
-                    err=True,
-                )
+                ndcg = result["metrics"].get("ndcg@10")
+                judged = "no events yet: catalogue only" if ndcg is None else f"held-out ndcg@10 {ndcg:.4f}"
+                typer.echo(f"activated {result['version']} ({judged}, {result['seconds']:.1f} s)", err=True)
             import uvicorn
 
             url = db or settings.store_url
@@ -182,7 +189,9 @@ def register(app: typer.Typer) -> None:
     @models_app.command("train")
     def models_train(
         db: DbOpt = None,
-        model: Annotated[str, typer.Option("--model", "-m")] = "ease",
+        model: Annotated[
+            str, typer.Option("--model", "-m", help="model name, or auto (by catalogue size, memory)")
+        ] = "auto",
         bundles: Annotated[
             bool, typer.Option("--bundles/--no-bundles", help="also fit bought-together")
         ] = True,
@@ -210,7 +219,11 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"unknown precision {precision!r}", hint="use float32, float16 or int8")
             settings = json_object_option(config)
             result = _train(db, model, bundles=bundles, force=force, settings=settings, precision=precision)
-        _emit(result, as_json, lambda r: f"activated {r['version']}: ndcg@10 {r['metrics']['ndcg@10']:.4f}")
+        _emit(
+            result,
+            as_json,
+            lambda r: f"activated {r['version']}: ndcg@10 {r['metrics'].get('ndcg@10', float('nan')):.4f}",
+        )
 
     @models_app.command("list")
     def models_list(as_json: JsonOpt = False) -> None:

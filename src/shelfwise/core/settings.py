@@ -108,7 +108,16 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(600, ge=1)
     session_items: int = Field(50, ge=1, description="recent items kept per shopper for real-time recs")
     session_ttl_seconds: int = Field(86_400, ge=60)
-    serve_model: str = Field("ease", description="model trained on first start when none is active")
+    serve_model: str = Field(
+        "auto",
+        description="model trained on first start when none is active; auto: the best family whose "
+        "estimated memory and time fit this catalogue on this machine (see shelfwise.recommend.sizing)",
+    )
+    memory_limit: str | None = Field(
+        None,
+        description="memory a model fit may plan to use (6GB, 512MiB, bytes); "
+        "default: 80% of what the kernel reports available when the fit starts",
+    )
     precompute_users: int = Field(
         20_000,
         ge=0,

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.core.errors import ShelfwiseError
 from shelfwise.features.dataset import NO_CODE, Dataset, IdMap, ItemAttributes
+from shelfwise.recommend.memory import MatrixShape, check_memory, shared_bytes
 
 ARTIFACT_VERSION = 1
 METADATA = "metadata.json"
@@ -216,6 +217,26 @@ class Recommender(ABC):
     @abstractmethod
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None: ...
 
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        """Peak bytes of this family's own fitting work (beyond ``shared_bytes``). Override it in
+        every family whose fit grows faster than the events: the guard in ``fit`` relies on it."""
+        return 8 * shape.n_items
+
+    def _memory_note(self, shape: MatrixShape) -> tuple[str, str]:
+        """What dominates the estimate, and what to do instead; shown when a fit is refused."""
+        return "", "choose a lighter model (popular, itemknn or als) or `--model auto`"
+
+    def fit_bytes(self, shape: MatrixShape) -> int:
+        """Estimated peak bytes of ``fit`` on a training matrix of this shape."""
+        return shared_bytes(shape) + self._fit_bytes(shape)
+
+    def check_fits(self, shape: MatrixShape, *, budget: int | None = None) -> int:
+        """Refuse (``MemoryRefusedError``) a fit that would not fit in memory; return the estimate."""
+        need = self.fit_bytes(shape)
+        what, hint = self._memory_note(shape)
+        check_memory(self.name, need, shape, what=what, hint=hint, budget=budget)
+        return need
+
     def _reasons(self, history: np.ndarray, items: np.ndarray) -> list[str]:
         """Why each of ``items`` was picked for a shopper with these history items (dense ids)."""
         return [self.reason_default] * len(items)
@@ -249,6 +270,8 @@ class Recommender(ABC):
         train_mask = dataset.type_mask(self.config.train_types)
         train = dataset.select(train_mask) if not train_mask.all() else dataset
         history = train.matrix()
+        # before anything grows with the catalogue: a refusal here costs nothing, a crash costs the process
+        self.check_fits(MatrixShape.of(history))
         seen = dataset.matrix(types=self.config.exclude_types)
         self._state = _State(
             user_map=dataset.user_map,

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from shelfwise.features.dataset import Dataset
 from shelfwise.recommend.base import ModelConfig, Recommender
+from shelfwise.recommend.memory import COO_ENTRY, MatrixShape
 from shelfwise.recommend.neighbours import keep_top_per_row
 
 MINUTE_MS = 60_000
@@ -59,6 +60,10 @@ class BoughtTogetherRecommender(Recommender):
     Config = BoughtTogetherConfig
     config: BoughtTogetherConfig
     reason_default = "popular overall"
+
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        # baskets are parts of shoppers' histories, so their co-occurrences are bounded by the shoppers'
+        return shape.co_occurrences() * (12 + COO_ENTRY + 12) + 12 * shape.n_items * self.config.neighbours
 
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
         c = self.config

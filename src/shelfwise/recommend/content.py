@@ -27,6 +27,7 @@ from pydantic import Field
 from shelfwise.features.dataset import NO_CODE, Dataset, ItemAttributes
 from shelfwise.features.text import Analyzer
 from shelfwise.recommend.base import ModelConfig, Recommender
+from shelfwise.recommend.memory import MatrixShape
 
 CATEGORY_SEPARATOR = " > "
 DENSE_PROFILE_ROWS = 64  # up to this many shoppers, profiles are dense vectors (vocabulary-sized)
@@ -115,6 +116,11 @@ class ContentRecommender(Recommender):
     vectors_kind: ClassVar[Literal["tfidf", "embed"]] = "tfidf"
 
     # --- vectors -----------------------------------------------------------------------------
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        if self.vectors_kind == "embed":  # 384 float32 per item, the encoder and its batches
+            return shape.n_items * 384 * 4 * 2 + 600_000_000
+        return shape.n_items * 4_000  # tokens, then a TF-IDF row of a few hundred terms per item
+
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
         attrs = self.state.attributes
         if self.vectors_kind == "tfidf":

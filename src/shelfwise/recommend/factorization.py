@@ -18,6 +18,7 @@ from pydantic import Field
 from shelfwise.features.dataset import Dataset
 from shelfwise.recommend.base import ModelConfig, ModelError, Recommender
 from shelfwise.recommend.compression import Precision, QuantizedMatrix
+from shelfwise.recommend.memory import CSR_ENTRY, MatrixShape
 
 
 def _implicit() -> Any:
@@ -121,6 +122,11 @@ class ALSRecommender(_FactorModel):
     Config = ALSConfig
     config: ALSConfig
 
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        # implicit keeps the matrix and its transpose (float32 + int32 + indptr), and the factors
+        # with a solver's copies of them
+        return 4 * shape.nnz * (CSR_ENTRY + 4) + 4 * (shape.n_users + shape.n_items) * self.config.factors * 4
+
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
         c = self.config
         model = _implicit().cpu.als.AlternatingLeastSquares(
@@ -162,6 +168,9 @@ class BPRRecommender(_FactorModel):
     name = "bpr"
     Config = BPRConfig
     config: BPRConfig
+
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        return 4 * shape.nnz * (CSR_ENTRY + 4) + 4 * (shape.n_users + shape.n_items) * self.config.factors * 4
 
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
         c = self.config

@@ -42,6 +42,7 @@ from shelfwise.features.dataset import NO_CODE, Dataset
 from shelfwise.features.profiles import DAY_MS, item_profiles
 from shelfwise.features.splits import temporal_split
 from shelfwise.recommend.base import ModelConfig, Recommender, csr_rows, serving_threads
+from shelfwise.recommend.memory import MatrixShape
 from shelfwise.recommend.registry import model_from_config, register_model
 
 # below the worst candidate: LightGBM scores live far inside ±1e3
@@ -290,6 +291,13 @@ class HybridRecommender(Recommender):
     name = "hybrid"
     Config = HybridConfig
     config: HybridConfig
+
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        # the retrievers are fitted twice (before the labels, then on everything) but one set at a time;
+        # then candidate features for the sampled label shoppers
+        own = sum(model_from_config(r).fit_bytes(shape) for r in self.config.retrievers)
+        features = self.config.max_train_users * self.config.candidates * len(self.config.retrievers) * 400
+        return own + features
 
     # --- building a stage ----------------------------------------------------------------------
     def _build_stage(self, ds: Dataset, retrievers: list[Recommender] | None = None) -> Stage:

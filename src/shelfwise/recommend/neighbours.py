@@ -14,6 +14,7 @@ from pydantic import Field
 
 from shelfwise.features.dataset import Dataset
 from shelfwise.recommend.base import ModelConfig, Recommender, csr_rows
+from shelfwise.recommend.memory import COO_ENTRY, CSR_ENTRY, MatrixShape
 
 
 def keep_top_per_row(m: sp.csr_matrix, n: int) -> sp.csr_matrix:
@@ -55,6 +56,10 @@ class ItemKNNRecommender(Recommender):
     name = "itemknn"
     Config = ItemKNNConfig
     config: ItemKNNConfig
+
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        # XᵀX (CSR), its COO copy and the shrunk cosine, then the top-k rows
+        return shape.co_occurrences() * (12 + COO_ENTRY + 12) + 12 * shape.n_items * self.config.neighbours
 
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
         x = sp.csr_matrix(matrix, dtype=np.float32)
@@ -111,6 +116,9 @@ class UserKNNRecommender(Recommender):
     Config = UserKNNConfig
     config: UserKNNConfig
     reason_default = "liked by shoppers like you"
+
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        return 3 * shape.nnz * CSR_ENTRY  # the matrix and its transpose: scoring does the rest per batch
 
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
         self.x = sp.csr_matrix(matrix, dtype=np.float32)

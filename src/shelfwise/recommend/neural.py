@@ -28,6 +28,7 @@ from torch import nn
 from shelfwise.core.logging import get_logger
 from shelfwise.features.dataset import NO_CODE, Dataset
 from shelfwise.recommend.base import ModelConfig, Recommender
+from shelfwise.recommend.memory import MatrixShape
 from shelfwise.recommend.registry import register_model
 from shelfwise.recommend.sequential import _threads, load_state, state_arrays
 
@@ -121,6 +122,12 @@ class TwoTowerRecommender(Recommender):
         self.net = _Towers(n_items, int(cat.max(initial=0)), int(br.max(initial=0)), self.config)
         self.net.item_category.copy_(torch.from_numpy(cat))
         self.net.item_brand.copy_(torch.from_numpy(br))
+
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        c = self.config
+        outputs = shape.n_items if c.loss == "softmax" else c.batch_size
+        params = 2 * (shape.n_items + 1) * c.hidden * 4 * 4  # history and item-id embeddings, grads, Adam
+        return params + 16 * shape.nnz + c.batch_size * outputs * 4 * 4 + 200_000_000
 
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
         cfg = self.config

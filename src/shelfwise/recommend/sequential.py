@@ -39,6 +39,7 @@ from torch import nn
 from shelfwise.core.logging import get_logger
 from shelfwise.features.dataset import Dataset
 from shelfwise.recommend.base import ModelConfig, ModelError, Recommender
+from shelfwise.recommend.memory import MatrixShape
 from shelfwise.recommend.registry import register_model
 
 log = get_logger(__name__)
@@ -222,6 +223,19 @@ class SASRecRecommender(Recommender):
     seq_indptr: np.ndarray  # user u's items: seq_items[seq_indptr[u]:seq_indptr[u+1]]
 
     # --- fitting ------------------------------------------------------------------------------
+    def _fit_bytes(self, shape: MatrixShape) -> int:
+        c = self.config
+        # item embeddings with their gradient and Adam's two moments, the sequences, and the logits of
+        # one batch (every item under the full softmax: the term that grows with the catalogue)
+        outputs = shape.n_items if c.loss == "softmax" else c.negatives + 1
+        params = (shape.n_items + 2) * c.hidden * 4 * 4
+        return params + 16 * shape.nnz + c.batch_size * c.max_len * outputs * 4 * 4 + 200_000_000
+
+    def _memory_note(self, shape: MatrixShape) -> tuple[str, str]:
+        if self.config.loss == "softmax":
+            return "full-softmax logits over every item", 'use loss="sampled" or a smaller batch_size'
+        return "item embeddings and optimiser state", "use als or itemknn for this catalogue"
+
     def _fit(self, dataset: Dataset, matrix: sp.csr_matrix) -> None:
         cfg = self.config
         _threads(cfg.threads)

@@ -14,17 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.evaluation.protocol import basket_hit_rate, make_split
 from shelfwise.evaluation.ranking import evaluate
 from shelfwise.features.dataset import Dataset
 from shelfwise.recommend.base import Recommender
+from shelfwise.recommend.memory import MatrixShape
 from shelfwise.recommend.registry import model_from_config
+from shelfwise.recommend.sizing import AUTO, resolve_config
 from shelfwise.registry.gate import GateDecision
 from shelfwise.registry.versions import ModelRegistry, RegistryError, VersionInfo
 
 ProgressFn = Callable[[str], None]
+CATALOGUE_PRIOR = 1e-6  # the popularity every item gets before any event: ties, in catalogue order
 
 
 class TrainingConfig(BaseModel):
@@ -32,7 +36,10 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    recommender: dict[str, Any] = Field(default_factory=lambda: {"model": "ease"})
+    recommender: dict[str, Any] = Field(
+        default_factory=lambda: {"model": "auto"},
+        description='a model config; {"model": "auto"} chooses by catalogue size and memory',
+    )
     bought_together: dict[str, Any] | None = Field(default_factory=lambda: {"model": "bought-together"})
     test_fraction: float = Field(0.2, gt=0, lt=1)
     refit: bool = True
@@ -101,8 +108,14 @@ def train_version(
     started = time.perf_counter()
     config = config or TrainingConfig()
     say = progress or (lambda _msg: None)
+    if len(dataset) == 0 and dataset.n_items > 0 and registry.active is None:
+        return _catalogue_version(dataset, registry, activate=activate, store_id=store_id, say=say)
     if len(dataset) == 0:
         raise RegistryError("no user-item events to train on", hint="ingest events first")
+    if config.recommender.get("model") == AUTO:
+        resolved, why = resolve_config(config.recommender, MatrixShape.of(dataset.matrix()))
+        say(f"model auto: {why}")
+        config = config.model_copy(update={"recommender": resolved})
     split = make_split(dataset, "temporal", test_fraction=config.test_fraction)
     if split.test.nnz == 0:
         raise RegistryError(
@@ -189,6 +202,32 @@ def train_version(
         activated = True
     return TrainingOutcome(
         info=info, gate=decision, activated=activated, seconds=time.perf_counter() - started
+    )
+
+
+def _catalogue_version(
+    dataset: Dataset, registry: ModelRegistry, *, activate: bool, store_id: str | None, say: ProgressFn
+) -> TrainingOutcome:
+    """A first version for a shop with a catalogue and no events yet, so ``serve`` can start: item
+    pages get content similarity (TF-IDF over titles, categories, brands), and every available item
+    the same small prior, so lists show the catalogue rather than nothing. Nothing can be held out,
+    so it has no metrics; the first version trained on events replaces it (it has none to beat)."""
+    started = time.perf_counter()
+    say("no events yet: a catalogue-only version (content similarity, every available item equal)")
+    model = model_from_config({"model": "content-tfidf"}).fit(dataset)
+    model.state.popularity[:] = np.where(model.state.attributes.available, CATALOGUE_PRIOR, 0.0)
+    info = registry.register(
+        {"recommender": model},
+        metrics={},
+        data_window=_window(dataset),
+        evaluation={"protocol": "none: no events to hold out", "served": "catalogue only"},
+        store_id=store_id,
+    )
+    decision = GateDecision(metric="ndcg@10", candidate=0.0, active=None, active_version=None, tolerance=0.0)
+    if activate:
+        registry.activate(info.version)
+    return TrainingOutcome(
+        info=info, gate=decision, activated=activate, seconds=time.perf_counter() - started
     )
 
 
