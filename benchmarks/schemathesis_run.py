@@ -107,6 +107,7 @@ def run(examples: int, lines: int) -> dict[str, Any]:
             server.terminate()
             server.wait(timeout=60)
     text = done.stdout + done.stderr
+    OUT.with_suffix(".txt").write_text(text)  # the whole run, every failure with its curl
     summary = _summary(text)
     return {
         "name": "schemathesis",

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shelfwise.api.group_commit import GroupCommitter
 from shelfwise.api.metrics import Metrics
+from shelfwise.api.openapi import invalid as invalid_body
 from shelfwise.api.recommending import Recommending
 from shelfwise.api.security import ClientAddress, Guard, Identify, TokenBucket
 from shelfwise.api.state import ResultCache, SessionStore, make_state
@@ -350,13 +351,19 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=422, content={"error": "invalid_request", "detail": problems})
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # a body that is not JSON at all (FastAPI's 400): a 422 naming the body, as documented
+            return JSONResponse(
+                status_code=422, content=invalid_body("body", "the body is not valid JSON", "json_invalid")
+            )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not only those of the first route
+            headers["Allow"] = ", ".join(_methods_of(request))
         content = (
             exc.detail if isinstance(exc.detail, dict) else {"error": "http_error", "detail": exc.detail}
         )
-        return JSONResponse(
-            status_code=exc.status_code, content=content, headers=getattr(exc, "headers", None)
-        )
+        return JSONResponse(status_code=exc.status_code, content=content, headers=headers or None)
 
     @app.exception_handler(SQLAlchemyError)
     async def store_error(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -378,6 +385,22 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             status_code=status, content={"error": type(exc).__name__, "detail": exc.message, "hint": exc.hint}
         )
+
+
+def _methods_of(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for the request's path (HEAD, which Starlette adds to
+    every GET, is not documented, so not listed)."""
+    path = request.url.path
+    methods: set[str] = set()
+    todo = list(request.app.router.routes)
+    while todo:
+        route = todo.pop()
+        inner = getattr(route, "original_router", None)  # a router included with include_router
+        if inner is not None:
+            todo.extend(inner.routes)
+        elif getattr(route, "methods", None) and route.path_regex.match(path):
+            methods.update(route.methods)
+    return sorted(methods - {"HEAD"})
 
 
 RETRY_AFTER_S = 5

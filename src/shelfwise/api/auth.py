@@ -82,7 +82,7 @@ Write = _needs(Role.WRITE)
 Admin = _needs(Role.ADMIN)
 
 
-async def _any_caller(
+async def _shopper_caller(
     request: Request,
     _key: Annotated[str | None, Depends(_key_scheme)],
     _token: Annotated[Any, Depends(_token_scheme)],
@@ -90,8 +90,15 @@ async def _any_caller(
     return caller_of(request)
 
 
-CallerDep = Annotated[Caller, Depends(_any_caller)]
-"""The caller of a route that anyone may call but that answers more to some (personal answers)."""
+async def _optional_caller(request: Request) -> Caller:
+    return caller_of(request)
+
+
+ShopperCaller = Annotated[Caller, Depends(_shopper_caller)]
+"""The caller of a route that always needs a credential: a read key or that shopper's token."""
+CallerDep = Annotated[Caller, Depends(_optional_caller)]
+"""The caller of a route anyone may call that answers more to some (search with ``user_id``):
+no security scheme is documented, as none is required."""
 
 
 def check_shopper(caller: Caller, user_id: str, same: Any) -> None:

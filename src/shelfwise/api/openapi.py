@@ -64,7 +64,27 @@ def install(app: FastAPI) -> None:
                     responses["422"] = body
         for unused in ("HTTPValidationError", "ValidationError"):
             models.pop(unused, None)
+        _event_times(models, app)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _event_times(models: dict[str, Any], app: FastAPI) -> None:
+    """An event's time: the gate refuses one before the shop's start or ahead of now (plus a clock
+    skew tolerance); the document states the range as of when it was made (``maximum`` is that
+    moment, so any time it allows is still accepted later)."""
+    from datetime import UTC, datetime
+
+    from shelfwise.core.clock import now_ms
+
+    settings = app.state.services.settings
+    start = int(datetime.combine(settings.shop_start, datetime.min.time(), UTC).timestamp() * 1000)
+    for name in ("ProductEventIn", "MoneyEventIn", "OtherEventIn"):
+        ts = models.get(name, {}).get("properties", {}).get("ts")
+        for option in (ts or {}).get("anyOf", []):
+            if option.get("type") == "integer":
+                option.update(minimum=start, maximum=now_ms())
+            elif option.get("type") == "string":
+                option.update(format="date-time", maxLength=64)

@@ -15,12 +15,13 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from shelfwise.api.app import Services, note_items
-from shelfwise.api.auth import Admin, CallerDep, Write, check_shopper
+from shelfwise.api.auth import Admin, CallerDep, ShopperCaller, Write, check_shopper
 from shelfwise.api.openapi import ValidationErrorOut, invalid
 from shelfwise.api.privacy import checked_elsewhere, deletion_report, derived_dirs, erase_everywhere
 from shelfwise.api.recommending import Answer
 from shelfwise.api.recommending import Request as RecRequest
 from shelfwise.api.schemas import (
+    NOT_BLANK,
     ActivationOut,
     AutocompleteOut,
     CandidateIn,
@@ -119,8 +120,7 @@ def _deployment(svc: Services) -> Deployment:
 def _filters(
     category: str | None, brand: str | None, price_min: float | None, price_max: float | None
 ) -> Filters | None:
-    if price_min is not None and price_max is not None and price_min > price_max:
-        raise HTTPException(422, detail=invalid("query.price_min", "price_min > price_max"))
+    # price_min > price_max is an empty range, not an error: nothing matches it
     if category is None and brand is None and price_min is None and price_max is None:
         return None
     return Filters(
@@ -194,18 +194,16 @@ class RecommendationsQuery(BaseModel):
     tags=["recommendations"],
 )
 async def user_recommendations(
-    svc: Svc, caller: CallerDep, user_id: UserId, query: Annotated[RecommendationsQuery, Query()]
+    svc: Svc, caller: ShopperCaller, user_id: UserId, query: Annotated[RecommendationsQuery, Query()]
 ) -> Response:
     """Top items for a shopper, folded with their live session; falls back to their session, then
-    popular in category, then popular overall. ``scenario=category`` needs ``category``. Needs a
+    popular in category, then popular overall (``scenario=category`` without a ``category``: overall). Needs a
     ``read`` key, or this shopper's token (``POST /v1/tokens``): the reasons name their history.
     Anyone may ask ``GET /v1/recommendations`` (no shopper)."""
     check_shopper(caller, user_id, same_shopper(svc))
     # async: with in-process state a cached answer never leaves the event loop, and a miss makes
     # one hop to the model pool (a sync route would hop to AnyIO's pool first, then to the model's)
     k, scenario, category, item_id = query.k, query.scenario, query.category, query.item_id
-    if scenario == "category" and category is None:
-        raise HTTPException(422, detail=invalid("query.category", "scenario=category needs a category"))
     dep = _deployment(svc)
     pseudo = _shopper(svc, user_id)
     req = RecRequest(
@@ -323,7 +321,9 @@ def _affinity(svc: Services, pseudo: str) -> Any:
 async def search(
     svc: Svc,
     caller: CallerDep,
-    q: Annotated[str, Query(min_length=1, max_length=500, description="what the shopper typed")],
+    q: Annotated[
+        str, Query(min_length=1, max_length=500, pattern=NOT_BLANK, description="what the shopper typed")
+    ],
     page: Annotated[int, Query(ge=1, le=100)] = 1,
     size: Annotated[int, Query(ge=1, le=100)] = 10,
     user_id: Annotated[str | None, Query(min_length=1, max_length=256, description="personalise for")] = None,
@@ -346,9 +346,7 @@ async def search(
 
     if not q.strip():
         raise HTTPException(422, detail=invalid("query.q", "empty"))
-    if price_min is not None and price_max is not None and price_min > price_max:
-        raise HTTPException(422, detail=invalid("query.price_min", "price_min > price_max"))
-    filters = SearchFilters(
+    filters = SearchFilters(  # price_min > price_max: an empty range, so no hits
         price_min=price_min,
         price_max=price_max,
         brands=[b for b in (brand or []) if b],
@@ -522,13 +520,16 @@ def post_events(
     kept_back = [r for r in refused if r.rejection.reason != ERASED_USER]
     if kept_back:
         _quarantine_events(svc, kept_back)
-    if not events:
+    if not events and kept_back:
+        # the request was wrong: 422. Events of erased shoppers only are not the client's mistake
+        # (it cannot know who was erased): 202, nothing kept, each listed in ``rejections``
         problems = [{"field": r.where, "message": r.message, "type": r.rejection.reason} for r in refused]
         raise HTTPException(422, detail={"error": "invalid_event", "detail": problems})
     try:
         # committed before returning, in one transaction with the events of concurrent requests
         # a hung store is not waited for: after the timeout the events go to the journal
-        inserted = svc.event_writer.append(events, timeout=svc.settings.store_request_timeout_ms / 1000)
+        timeout = svc.settings.store_request_timeout_ms / 1000
+        inserted = svc.event_writer.append(events, timeout=timeout) if events else 0
     except Exception as exc:
         if svc.journal is None or not store_unavailable(exc):
             raise

@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Query, Response
 
-from shelfwise.api.openapi import invalid
 from shelfwise.api.recommending import Request as RecRequest
 from shelfwise.api.routes import READ_ERRORS, RecommendationsQuery, Svc, _deployment, _filters, _json, _out
 from shelfwise.api.schemas import RecommendationsOut
@@ -26,8 +25,6 @@ router = APIRouter()
 async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQuery, Query()]) -> Response:
     """Top items for a visitor nobody knows: popular overall, popular in ``category``, or (with
     ``item_id``) around the item on the page. No credential needed; nothing personal in it."""
-    if query.scenario == "category" and query.category is None:
-        raise HTTPException(422, detail=invalid("query.category", "scenario=category needs a category"))
     dep = _deployment(svc)
     req = RecRequest(
         user_id=None,

@@ -4,18 +4,44 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
-from shelfwise.data.schemas import EVENT_TYPE_NAMES
+from shelfwise.data.normalize import ISO_CURRENCIES
+from shelfwise.data.schemas import _TYPE_NAMES, EVENT_TYPE_NAMES, ITEM_EVENT_TYPES, MONEY_EVENT_TYPES
 
 Id = Field(min_length=1, max_length=256)
 # every spelling the quality gate accepts (``parse_event_type``), so the document and the check agree
 EventTypeName = Literal[EVENT_TYPE_NAMES]  # type: ignore[valid-type]
 Scenario = Literal["home", "product", "cart", "category", "store", "promotion"]
 
+# an id ingest keeps: something left after cleaning (NFKC, trimmed). Every character Python's
+# strip() removes is listed (and the BOM), so the document's ECMAScript regex, pydantic's Rust regex
+# and the cleaning agree on what "not blank" is.
+NOT_BLANK = r"[^\t\n\v\f\r \x1c-\x1f\x85\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+_ID = NOT_BLANK
+
+
+def _json_int(value: Any) -> Any:
+    """JSON Schema's integer includes 10.0; strict pydantic refuses it. A whole float becomes an int
+    here; a bool, a string or a fraction still fails, as the document says."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_int)]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON false is not a price, "3" is not a count (the schema says number, integer)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- recommendations ------------------------------------------------------------------------------
@@ -56,7 +82,7 @@ class RecommendationsOut(BaseModel):
 class CartIn(Strict):
     items: list[str] = Field(min_length=1, max_length=200, description="item ids in the cart")
     user_id: str | None = Field(None, min_length=1, max_length=256)
-    k: int = Field(10, ge=1, le=100)
+    k: JsonInt = Field(10, ge=1, le=100)
     category: str | None = Field(None, max_length=512)
     brand: str | None = Field(None, max_length=256)
     price_min: float | None = Field(None, ge=0, le=1e9)
@@ -103,43 +129,101 @@ class AutocompleteOut(BaseModel):
 # --- events ---------------------------------------------------------------------------------------
 
 
-class EventIn(Strict):
-    """One shopper event. ``event_id`` is the idempotency key (or send the ``Idempotency-Key`` header for
-    a single event); without either, an id is derived from the event's content."""
+_ITEM_NAMES = tuple(n for n in EVENT_TYPE_NAMES if _TYPE_NAMES[n] in ITEM_EVENT_TYPES - MONEY_EVENT_TYPES)
+_MONEY_NAMES = tuple(n for n in EVENT_TYPE_NAMES if _TYPE_NAMES[n] in MONEY_EVENT_TYPES)
+_OTHER_NAMES = tuple(n for n in EVENT_TYPE_NAMES if _TYPE_NAMES[n] not in ITEM_EVENT_TYPES)
+Currency = Literal[tuple(sorted(ISO_CURRENCIES))]  # type: ignore[valid-type]
 
-    type: EventTypeName = Field(
-        description="view, click, cart, remove_from_cart, wishlist, purchase, return, search, rate, login, "
-        "or a common alias of one (pv, add_to_cart, order…)"
+
+class _EventFields(Strict):
+    """What every event may carry. The schema says what the quality gate checks: a type it knows,
+    an item for product events, a positive price for purchases and returns, a known currency, a time
+    after ``shop_start`` (a time more than ``future_tolerance_seconds`` ahead is refused too)."""
+
+    user_id: str | None = Field(
+        None, min_length=1, max_length=256, pattern=_ID, description="the shop's user id"
     )
-    user_id: str | None = Field(None, min_length=1, max_length=256, description="the shop's user id")
-    item_id: str | None = Field(None, min_length=1, max_length=256)
-    event_id: str | None = Field(None, min_length=1, max_length=256)
+    event_id: str | None = Field(None, min_length=1, max_length=256, pattern=_ID)
     session_id: str | None = Field(None, min_length=1, max_length=256)
-    ts: int | str | None = Field(None, description="ms since epoch or ISO 8601; default: now")
-    quantity: int | None = Field(None, ge=1, le=1_000_000)
-    price: float | None = Field(None, ge=0, le=1e9)
-    currency: str | None = Field(None, pattern=r"^[A-Za-z]{3}$")
+    ts: JsonInt | str | None = Field(
+        None,
+        description="ms since epoch, UTC, or an ISO 8601 date-time; default: now. Not before the "
+        "shop's start nor after now (the document's bounds are those when it was made)",
+    )
+    quantity: JsonInt | None = Field(None, ge=1, le=1_000_000)
+    currency: Currency | None = Field(None, description="ISO 4217")
     value: float | None = Field(None, ge=-1e9, le=1e9)
     context: dict[str, Any] | None = None
+
+
+class ProductEventIn(_EventFields):
+    """A shopper did something with a product: the item is required."""
+
+    type: Literal[_ITEM_NAMES] = Field(description="view, click, cart… or an alias")  # type: ignore[valid-type]
+    item_id: str = Field(min_length=1, max_length=256, pattern=_ID)
+    price: float | None = Field(None, ge=0, le=1e9)
+
+
+class MoneyEventIn(_EventFields):
+    """A purchase or a return: the item is required, and a price, when given, is above 0."""
+
+    type: Literal[_MONEY_NAMES] = Field(description="purchase, return or an alias")  # type: ignore[valid-type]
+    item_id: str = Field(min_length=1, max_length=256, pattern=_ID)
+    price: float | None = Field(None, gt=0, le=1e9)
+
+
+class OtherEventIn(_EventFields):
+    """Search, login: no product needed."""
+
+    type: Literal[_OTHER_NAMES] = Field(description="search, login or an alias")  # type: ignore[valid-type]
+    item_id: str | None = Field(None, min_length=1, max_length=256, pattern=_ID)
+    price: float | None = Field(None, ge=0, le=1e9)
+
+
+_BY_NAME: dict[str, type[BaseModel]] = {
+    **dict.fromkeys(_ITEM_NAMES, ProductEventIn),
+    **dict.fromkeys(_MONEY_NAMES, MoneyEventIn),
+    **dict.fromkeys(_OTHER_NAMES, OtherEventIn),
+}
+
+
+class _AnyTypeIn(_EventFields):
+    """Only to name the problem when the type is missing or unknown."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    type: EventTypeName
+
+
+def _by_type(value: Any, _handler: ValidatorFunctionWrapHandler) -> Any:
+    # the event's type says which of the three it is, so a 422 names that shape's fields only
+    if isinstance(value, ProductEventIn | MoneyEventIn | OtherEventIn):
+        return value
+    model = _BY_NAME.get(value.get("type")) if isinstance(value, dict) else None
+    if model is None:
+        model = _AnyTypeIn
+    return model.model_validate(value)
+
+
+EventIn = Annotated[ProductEventIn | MoneyEventIn | OtherEventIn, WrapValidator(_by_type)]
 
 
 class EventBatchIn(Strict):
     events: list[EventIn] = Field(min_length=1, max_length=1000)
 
 
-def _one_shape(value: Any, _handler: ValidatorFunctionWrapHandler) -> EventIn | EventBatchIn:
+def _one_shape(value: Any, _handler: ValidatorFunctionWrapHandler) -> Any:
     # The body says which shape it is (an object with ``events`` is a batch), so a 422 lists that
     # shape's errors only, located as ``body.events.1.price`` / ``body.price``, rather than the
     # errors of both union members.
-    if isinstance(value, EventIn | EventBatchIn):
+    if isinstance(value, ProductEventIn | MoneyEventIn | OtherEventIn | EventBatchIn):
         return value
     if isinstance(value, dict) and "events" in value:
         return EventBatchIn.model_validate(value)
-    return EventIn.model_validate(value)
+    return _by_type(value, _handler)
 
 
-# One event, or a batch. The wrap validator keeps the ``anyOf`` of both shapes in the OpenAPI schema.
-EventsBody = Annotated[EventIn | EventBatchIn, WrapValidator(_one_shape)]
+# One event, or a batch. The wrap validator keeps the ``anyOf`` of the shapes in the OpenAPI schema.
+EventsBody = Annotated[ProductEventIn | MoneyEventIn | OtherEventIn | EventBatchIn, WrapValidator(_one_shape)]
 
 
 class EventRejection(BaseModel):
@@ -168,7 +252,7 @@ class ItemIn(Strict):
     category: str | None = Field(None, max_length=512)
     brand: str | None = Field(None, max_length=256)
     price: float | None = Field(None, ge=0, le=1e9)
-    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
+    currency: Currency | None = Field(None, description="ISO 4217")
     attributes: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=100)
     available: bool = True
 
