@@ -28,7 +28,7 @@ DEMO_USERS ?= ["17850","13047","12583","14688","15311"]
 demo: venv
 	$(BIN)/shelfwise ingest events data/online_retail/online_retail.csv.gz --format online-retail $(DBFLAG)
 	$(BIN)/shelfwise quality-report $(DBFLAG)
-	SHELFWISE_DASHBOARD_ON_START=1 SHELFWISE_DEMO_USERS='$(DEMO_USERS)' \
+	SHELFWISE_DASHBOARD_ON_START=1 SHELFWISE_DEMO_USERS='$(DEMO_USERS)' SHELFWISE_SEARCH_MODE=hybrid \
 	  $(BIN)/shelfwise serve --port 8000 $(DBFLAG)
 
 ## lint: ruff (lint + format), import-linter (layers point down), mypy (core, data, store)

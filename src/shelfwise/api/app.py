@@ -99,16 +99,32 @@ class Services:
         self.store.close()
 
 
-def build_search(store: Store) -> tuple[Any, str]:
-    """A keyword search index over the store's catalogue (semantic index off: no model download)."""
+def build_search(store: Store, settings: Settings | None = None) -> tuple[Any, str]:
+    """The search index over the store's catalogue, in the mode the settings serve.
+
+    ``bm25``: keyword only (no model to load). ``hybrid``: keyword + the sentence-embedding index +
+    adaptive fusion, as ``search-eval --mode hybrid`` measures it; item vectors come from an
+    on-disk cache keyed by each item's embedding text, so a restart embeds only new or changed items."""
     from shelfwise.search.engine import SearchConfig, SearchEngine
 
+    mode = settings.search_mode if settings is not None else "bm25"
     items = list(store.get_items(store.item_ids()).values())
-    engine = SearchEngine.build(items, SearchConfig(dense=False))
+    if mode == "hybrid" and settings is not None:
+        from shelfwise.search.dense import DIM, Encoder
+        from shelfwise.search.documents import embedding_text
+        from shelfwise.search.embedding_cache import EmbeddingCache
+
+        encoder = Encoder()
+        cache = EmbeddingCache(settings.var_dir / "embeddings", f"all-MiniLM-L6-v2/{DIM}")
+        vectors = cache.vectors([embedding_text(it) for it in items], encoder.encode) if items else None
+        log.info("search embeddings", items=len(items), embedded=cache.misses, cached=cache.hits)
+        engine = SearchEngine.build(items, SearchConfig(), encoder=encoder, vectors=vectors)
+    else:
+        engine = SearchEngine.build(items, SearchConfig(dense=False))
     if items:
-        # compile the scoring kernels now, not while the first shopper waits
-        engine.search("warm up", k=1, mode="bm25")
-    return engine, f"search-bm25-{now_ms()}-{len(items)}"
+        # compile the scoring kernels (and trace the query encoder) now, not while a shopper waits
+        engine.search("warm up", k=1, mode=mode)
+    return engine, f"search-{mode}-{now_ms()}-{len(items)}"
 
 
 def _api_key_hashes(settings: Settings) -> list[str]:
@@ -211,7 +227,7 @@ def build_services(
     services.erased = set(store.erased_since(0))
     live.on_erasure.append(lambda: _after_erasure_elsewhere(services))
     services.catalogue_offset = registry.catalogue_offset()
-    services.search, services.search_version = build_search(store)
+    services.search, services.search_version = build_search(store, settings)
     live.on_tick.append(lambda: follow_catalogue(services))
     services.journal = _journal(settings, store, metrics)
     _model_age_metric(services)

@@ -365,13 +365,24 @@ async def search(
             # the anonymous answer beats none; the thread left behind ends with the statement timeout
             notice = "not personalised: the store did not answer in time (these are the results for anyone)"
             svc.metrics.fallbacks.labels("search_personal", "store_unavailable").inc()
-    # async and inline: a keyword search is well under a millisecond of CPU, so a hop to a thread
-    # (and 16 threads queueing on the lock and the GIL) would cost more than the search itself
-    with svc.search_lock:
-        result = svc.search.search(q, k=page * size, mode="bm25", filters=filters, sort=sort, user=user)
+    mode = svc.settings.search_mode
+
+    def run() -> Any:
+        with svc.search_lock:
+            return svc.search.search(q, k=page * size, mode=mode, filters=filters, sort=sort, user=user)
+
+    # a keyword search is well under a millisecond of CPU, so it runs inline (a hop to a thread, and
+    # 16 threads queueing on the lock and the GIL, would cost more than the search); a hybrid one
+    # encodes the query (milliseconds of torch): off the event loop
+    result = run() if mode == "bm25" else await anyio.to_thread.run_sync(run)
     hits = []
     for hit in result.hits[(page - 1) * size : page * size]:
-        reason = "matches your words" if hit.sources.get("bm25", 0) > 0 else "matches the query"
+        if hit.sources.get("bm25", 0) > 0:
+            reason = "matches your words"
+        elif hit.sources.get("dense", 0) > 0:
+            reason = "close in meaning to your words"
+        else:
+            reason = "matches the query"
         if user is not None and user.boost(hit.item) > 1.01:
             reason += "; " + (
                 "a brand you like" if user.brand_affinity(hit.item) > 0 else "in your usual price range"
@@ -512,19 +523,16 @@ def post_events(
     store returns). Retrying with the same ``event_id`` (or ``Idempotency-Key``) stores nothing
     twice. The shopper's next recommendations reflect views and carts at once.
 
-    An event the quality gate refuses is quarantined with its reason and listed in ``rejections``
-    (index, field, reason); the rest of the batch is stored. When no event is valid the answer is
-    422, naming each event and field."""
+    A body the documented schema refuses is a 422 naming each event and field. A body that fits
+    the schema is always received (202): an event the quality gate then refuses (a time ahead of
+    the clock, before the shop opened, a value too large) is quarantined with its reason and listed
+    in ``rejections`` (index, field, reason), and the rest of the batch is stored; ``accepted`` may
+    be 0."""
     raw, batch = (body.events, True) if isinstance(body, EventBatchIn) else ([body], False)
     events, refused = _check_events(svc, raw, idempotency_key, batch=batch)
     kept_back = [r for r in refused if r.rejection.reason != ERASED_USER]
     if kept_back:
         _quarantine_events(svc, kept_back)
-    if not events and kept_back:
-        # the request was wrong: 422. Events of erased shoppers only are not the client's mistake
-        # (it cannot know who was erased): 202, nothing kept, each listed in ``rejections``
-        problems = [{"field": r.where, "message": r.message, "type": r.rejection.reason} for r in refused]
-        raise HTTPException(422, detail={"error": "invalid_event", "detail": problems})
     try:
         # committed before returning, in one transaction with the events of concurrent requests
         # a hung store is not waited for: after the timeout the events go to the journal

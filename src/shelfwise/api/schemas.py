@@ -147,10 +147,11 @@ class _EventFields(Strict):
     session_id: str | None = Field(None, min_length=1, max_length=256)
     ts: JsonInt | str | None = Field(
         None,
-        description="ms since epoch, UTC, or an ISO 8601 date-time; default: now. Not before the "
-        "shop's start nor after now (the document's bounds are those when it was made)",
+        description="ms since epoch, UTC, or an ISO 8601 date-time; default: now.",
     )
-    quantity: JsonInt | None = Field(None, ge=1, le=1_000_000)
+    # the bounds inside the union, so the document says minimum/maximum of the integer (a Field on
+    # the whole ``int | None`` wrote pydantic's own ``ge``/``le``, which no JSON Schema reader knows)
+    quantity: Annotated[JsonInt, Field(ge=1, le=1_000_000)] | None = None
     currency: Currency | None = Field(None, description="ISO 4217")
     value: float | None = Field(None, ge=-1e9, le=1e9)
     context: dict[str, Any] | None = None

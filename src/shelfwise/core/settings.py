@@ -16,6 +16,7 @@ import secrets
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -129,6 +130,11 @@ class Settings(BaseSettings):
     demo_users: list[str] = Field(
         default_factory=list,
         description="shop user ids the home page offers (the store keeps only pseudonyms)",
+    )
+    search_mode: Literal["bm25", "hybrid"] = Field(
+        "bm25",
+        description="what GET /v1/search serves: keyword only, or keyword + sentence embeddings with "
+        "adaptive fusion (loads all-MiniLM-L6-v2; item vectors cached under var/embeddings)",
     )
     dashboard_on_start: bool = Field(
         True, description="build the analytics dashboard's report when serving starts"
