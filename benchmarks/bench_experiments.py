@@ -60,10 +60,16 @@ def run() -> dict[str, Any]:
             f"{ope['ips_error']:.2%} / {ope['snips_error']:.2%} / {ope['dr_error']:.2%}",
             "DR ≤ 5%",
         ),
+        ("ope (seed 0): DR standard error / truth", f"{ope['dr_relative_se']:.2%}", "—"),
         (
             f"ope over seeds {SEEDS[0]}–{SEEDS[-1]}: max ips / snips / dr error",
             f"{ips[-1]:.2%} / {snips[-1]:.2%} / {dr[-1]:.2%}",
             "DR ≤ 5%",
+        ),
+        (
+            f"ope over seeds {SEEDS[0]}–{SEEDS[-1]}: seeds with DR error ≤ 5%",
+            f"{sum(e <= 0.05 for e in dr)} of {len(dr)}",
+            "all",
         ),
         ("interleaving-vs-ab (seed 0): ab_users", f"{inter['ab_users']:,}", "—"),
         ("interleaving-vs-ab (seed 0): interleaving_users", f"{inter['interleaving_users']:,}", "—"),
@@ -80,6 +86,7 @@ def run() -> dict[str, Any]:
     table += (
         f"\n\nSimulator fitted on {ope['simulator']['source']} (first 150,000 lines: "
         f"{ope['simulator']['buyers']:,} buyers, {ope['simulator']['items']:,} items). "
+        f"OPE: {ope['logs']:,} logged impressions, ε-greedy logging with ε = {ope['epsilon']}. "
         f"Command: `{command.format('…')}`."
     )
     return {

@@ -60,7 +60,8 @@ def _human(out: dict[str, Any]) -> str:
         lines = [
             f"true click rate of the candidate policy: {out['true_value']:.4f}",
             *(
-                f"{k.upper():>5}: {out['estimates'][k]:.4f}  (relative error {out[k + '_error']:.2%})"
+                f"{k.upper():>5}: {out['estimates'][k]:.4f} ± {out['estimates'][k + '_se']:.4f} (s.e.), "
+                f"relative error {out[k + '_error']:.2%}"
                 for k in ("ips", "snips", "dr")
             ),
         ]
@@ -96,7 +97,10 @@ def register(app: typer.Typer) -> None:
         users: Annotated[
             int, typer.Option("--users", min=100, help="simulated users (srm, interleaving-vs-ab)")
         ] = 20_000,
-        logs: Annotated[int, typer.Option("--logs", min=100, help="logged impressions (ope)")] = 50_000,
+        logs: Annotated[int, typer.Option("--logs", min=100, help="logged impressions (ope)")] = 200_000,
+        epsilon: Annotated[
+            float, typer.Option("--epsilon", min=0.01, max=1.0, help="ope: the logging policy's exploration")
+        ] = 0.5,
         check_runs: Annotated[
             int, typer.Option("--check-runs", min=0, help="simulated experiments checking each power figure")
         ] = 100,
@@ -116,7 +120,7 @@ def register(app: typer.Typer) -> None:
             else:
                 sim = _fit(db, data, limit, seed)
                 if scenario == "ope":
-                    out = sx.ope_scenario(sim, logs=logs, seed=seed)
+                    out = sx.ope_scenario(sim, logs=logs, epsilon=epsilon, seed=seed)
                 else:
                     out = sx.interleaving_vs_ab_scenario(sim, users=users, check_runs=check_runs, seed=seed)
                 out = {"simulator": sim.meta, **out}
