@@ -75,6 +75,11 @@ def run() -> dict[str, Any]:
         ("interleaving-vs-ab (seed 0): interleaving_users", f"{inter['interleaving_users']:,}", "—"),
         ("interleaving-vs-ab (seed 0): ratio", f"{inter['ratio']:.1f}", "≥ 10"),
         (
+            "interleaving with the per-user winner rule instead: users, ratio",
+            f"{inter['interleaving_users_winner_rule']:,}, {inter['ratio_winner_rule']:.1f}",
+            "—",
+        ),
+        (
             "simulated power at those sizes (A/B, interleaving; 100 runs each)",
             f"{inter.get('ab_simulated_power')}, {inter.get('interleaving_simulated_power')}",
             "≈ 0.8",

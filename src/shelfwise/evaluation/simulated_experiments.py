@@ -245,6 +245,19 @@ def interleaving_vs_ab_scenario(
         interleaving_users=inter_users,
         ratio=ab_users / inter_users,
     )
+    # the per-user winner rule (Radlinski et al. 2008: +1 if A got more credited clicks, -1 if B,
+    # 0 for a tie), its moments by drawing each user's clicks `drafts` times
+    wins = np.concatenate(
+        [np.sign(_session_credit(signed, shoppers.visits, np.arange(users), rng)) for _ in range(drafts)]
+    )
+    winner_users = int(
+        np.ceil(users_for_power(float(wins.mean()), float(wins.var()), alpha=alpha, power=power))
+    )
+    out.update(
+        interleaving_winner_rule_mean=float(wins.mean()),
+        interleaving_users_winner_rule=winner_users,
+        ratio_winner_rule=ab_users / winner_users,
+    )
     if check_runs:
         out["check_runs"] = check_runs
         out["ab_simulated_power"] = _ab_power(probs, shoppers.visits, ab_users // 2, check_runs, alpha, rng)
@@ -295,11 +308,17 @@ def _interleaving_power(
 ) -> float:
     hits = 0
     for _ in range(runs):
-        pick = rng.integers(0, len(visits), n)
-        v = visits[pick]
-        flat = np.repeat(pick, v)
-        draft = rng.integers(0, signed.shape[1], len(flat))
-        d = _visit_clicks(signed[flat, draft], np.ones(len(flat), np.int64), rng)
-        per_user = np.bincount(np.repeat(np.arange(n), v), weights=d, minlength=n)
+        per_user = _session_credit(signed, visits, rng.integers(0, len(visits), n), rng)
         hits += bool(stats.ttest_1samp(per_user, 0.0).pvalue < alpha)
     return hits / runs
+
+
+def _session_credit(
+    signed: np.ndarray, visits: np.ndarray, users: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """A's credited clicks minus B's over each given user's visits, each visit a random stored draft."""
+    v = visits[users]
+    flat = np.repeat(users, v)
+    draft = rng.integers(0, signed.shape[1], len(flat))
+    d = _visit_clicks(signed[flat, draft], np.ones(len(flat), np.int64), rng)
+    return np.bincount(np.repeat(np.arange(len(users)), v), weights=d, minlength=len(users))

@@ -75,3 +75,4 @@ def test_interleaving_vs_ab_uses_a_known_two_percent_ndcg_gap(sim: ShopperSimula
     assert out["ab_clicks_per_user_a"] > out["ab_clicks_per_user_b"]
     assert out["interleaving_credit_difference_per_user"] > 0
     assert out["ratio"] == pytest.approx(out["ab_users"] / out["interleaving_users"])
+    assert out["ratio_winner_rule"] == pytest.approx(out["ab_users"] / out["interleaving_users_winner_rule"])
