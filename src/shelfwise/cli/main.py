@@ -365,9 +365,20 @@ def restore(
 
 def _register_extensions() -> None:
     # Each engine's commands live in a module of their own; they import their engines lazily.
-    from shelfwise.cli import analytics, drill, evaluate, generate, keys, privacy, search, serving, trust
+    from shelfwise.cli import (
+        analytics,
+        drill,
+        evaluate,
+        experiment,
+        generate,
+        keys,
+        privacy,
+        search,
+        serving,
+        trust,
+    )
 
-    for module in (evaluate, search, analytics, serving, privacy, drill, trust, keys, generate):
+    for module in (evaluate, search, analytics, serving, privacy, drill, trust, keys, generate, experiment):
         module.register(app)
 
 

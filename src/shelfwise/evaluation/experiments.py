@@ -1,0 +1,247 @@
+"""Statistics for online experiments you can trust: salted assignment, a sample-ratio-mismatch check,
+delta-method intervals for ratio metrics, CUPED, an always-valid sequential test and team-draft
+interleaving. Pure functions over arrays; nothing here touches a store or HTTP.
+
+References: Kohavi, Tang & Xu, *Trustworthy Online Controlled Experiments* (2020) for SRM and the
+delta method; Deng et al., "Improving the sensitivity of online controlled experiments by utilizing
+pre-experiment data" (WSDM 2013) for CUPED; Johari et al., "Peeking at A/B tests" (KDD 2017) for the
+mixture SPRT; Radlinski, Kurup & Joachims, "How does clickthrough data reflect retrieval quality?"
+(CIKM 2008) for team-draft interleaving.
+
+    >>> assign("user-1", "hero-banner", "s1", ("control", "treatment")) == assign(
+    ...     "user-1", "hero-banner", "s1", ("control", "treatment"))
+    True
+    >>> srm_test([10_400, 9_600], [0.5, 0.5])["flagged"]
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+# --- assignment ---------------------------------------------------------------------------------
+
+
+def bucket(unit_id: str, experiment: str, salt: str) -> float:
+    """A uniform number in [0, 1) fixed by the unit, the experiment and its salt.
+
+    Including the experiment and salt decorrelates experiments: the same users are not always the
+    ones in the first arm. sha256's first 8 bytes give 2**64 buckets, far finer than any weight.
+    """
+    digest = hashlib.sha256(f"{salt}\x1f{experiment}\x1f{unit_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign(
+    unit_id: str,
+    experiment: str,
+    salt: str,
+    arms: Sequence[str],
+    weights: Sequence[float] | None = None,
+) -> str:
+    """The arm a unit sees: deterministic (same inputs, same arm, on every replica), salted.
+
+    ``weights`` default to equal; they need not sum to one (they are normalised) but must be >= 0.
+    """
+    if not arms:
+        raise ValueError("an experiment needs at least one arm")
+    w = np.ones(len(arms)) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (len(arms),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(arms)} non-negative numbers, not all zero; got {weights!r}")
+    edges = np.cumsum(w / w.sum())
+    idx = int(np.searchsorted(edges, bucket(unit_id, experiment, salt), side="right"))
+    return arms[min(idx, len(arms) - 1)]
+
+
+# --- sample ratio mismatch ----------------------------------------------------------------------
+
+
+def srm_test(counts: Sequence[int], weights: Sequence[float], *, alpha: float = 0.001) -> dict[str, Any]:
+    """Pearson chi-square of observed arm sizes against the intended split.
+
+    A small p-value means the assignment or the logging is broken and the experiment's results must
+    not be read. The threshold is strict (0.001 by default) because the check runs on every
+    experiment, every day (Kohavi et al. 2020, ch. 21).
+    """
+    obs = np.asarray(counts, np.float64)
+    w = np.asarray(weights, np.float64)
+    if obs.shape != w.shape or obs.size < 2:
+        raise ValueError("srm_test needs one count and one weight per arm, at least two arms")
+    total = obs.sum()
+    if total <= 0:
+        return {"chi2": 0.0, "p": 1.0, "flagged": False, "n": 0}
+    expected = total * w / w.sum()
+    chi2, p = stats.chisquare(obs, expected)
+    return {"chi2": float(chi2), "p": float(p), "flagged": bool(p < alpha), "n": int(total)}
+
+
+# --- delta method -------------------------------------------------------------------------------
+
+
+def _ratio_and_variance(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
+    """Ratio of means and its delta-method variance, units (e.g. users) being i.i.d."""
+    num = np.asarray(num, np.float64)
+    den = np.asarray(den, np.float64)
+    n = num.size
+    mx, my = num.mean(), den.mean()
+    if n < 2 or my == 0:
+        raise ValueError("a ratio metric needs at least two units and a non-zero denominator")
+    cov = np.cov(num, den, ddof=1)
+    var = (cov[0, 0] / my**2 - 2 * mx * cov[0, 1] / my**3 + mx**2 * cov[1, 1] / my**4) / n
+    return float(mx / my), float(var)
+
+
+def relative_lift_ci(
+    num_control: np.ndarray,
+    den_control: np.ndarray,
+    num_treatment: np.ndarray,
+    den_treatment: np.ndarray,
+    *,
+    confidence: float = 0.95,
+) -> dict[str, float]:
+    """Relative lift of a ratio metric (e.g. clicks per session, per user) with its delta-method CI.
+
+    The unit of randomisation (the user) is the unit of analysis: treating sessions as independent
+    would understate the variance. ``lift = R_t / R_c - 1``, its variance the first-order expansion
+    ``Var(R_t)/R_c^2 + R_t^2 Var(R_c)/R_c^4`` (the arms are independent).
+    """
+    rc, vc = _ratio_and_variance(num_control, den_control)
+    rt, vt = _ratio_and_variance(num_treatment, den_treatment)
+    if rc == 0:
+        raise ValueError("the control ratio is zero; a relative lift is undefined")
+    lift = rt / rc - 1
+    se = float(np.sqrt(vt / rc**2 + rt**2 * vc / rc**4))
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = float(2 * stats.norm.sf(abs(lift) / se)) if se > 0 else float(lift == 0)
+    return {
+        "control": rc,
+        "treatment": rt,
+        "lift": lift,
+        "se": se,
+        "low": lift - z * se,
+        "high": lift + z * se,
+        "p": p,
+    }
+
+
+# --- CUPED --------------------------------------------------------------------------------------
+
+
+def cuped(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """``y - theta (x - mean x)`` with ``theta = cov(x, y) / var(x)``: the same mean, less variance
+    when the pre-period covariate ``x`` correlates with ``y`` (Deng et al. 2013).
+
+    Pass the metric and covariate pooled over all arms, then split the adjusted values by arm:
+    one theta for all arms keeps the difference of means unbiased.
+    """
+    y = np.asarray(y, np.float64)
+    x = np.asarray(x, np.float64)
+    if y.shape != x.shape:
+        raise ValueError(f"cuped needs one covariate per unit: {y.shape} vs {x.shape}")
+    vx = float(np.var(x, ddof=1)) if x.size > 1 else 0.0
+    theta = float(np.cov(x, y, ddof=1)[0, 1] / vx) if vx > 0 else 0.0
+    return y - theta * (x - x.mean()), theta
+
+
+# --- always-valid sequential test ---------------------------------------------------------------
+
+
+@dataclass
+class MixtureSPRT:
+    """Mixture sequential probability ratio test for a difference in means (Johari et al. 2017).
+
+    Call :meth:`update` with everything observed so far, as often as you like; the always-valid
+    p-value never rises, and rejecting when it falls below alpha keeps the false-positive rate at
+    most alpha however often one peeks. ``tau`` is the spread of the normal mixture over effects:
+    choose it near the effect sizes you expect (in the metric's units).
+    """
+
+    tau: float
+    alpha: float = 0.05
+    p_value: float = 1.0
+
+    def update(self, control: np.ndarray, treatment: np.ndarray) -> dict[str, Any]:
+        c = np.asarray(control, np.float64)
+        t = np.asarray(treatment, np.float64)
+        if c.size < 2 or t.size < 2:
+            return {"p": self.p_value, "reject": False, "diff": float("nan")}
+        diff = float(t.mean() - c.mean())
+        v = float(t.var(ddof=1) / t.size + c.var(ddof=1) / c.size)
+        if v > 0:
+            tau2 = self.tau**2
+            log_lr = 0.5 * np.log(v / (v + tau2)) + diff**2 * tau2 / (2 * v * (v + tau2))
+            self.p_value = min(self.p_value, float(np.exp(-log_lr)) if log_lr > 0 else 1.0)
+        return {"p": self.p_value, "reject": self.p_value < self.alpha, "diff": diff}
+
+
+# --- team-draft interleaving --------------------------------------------------------------------
+
+
+def team_draft(
+    ranking_a: Sequence[Any], ranking_b: Sequence[Any], k: int, rng: np.random.Generator
+) -> tuple[list[Any], list[int]]:
+    """Interleave two rankings (Radlinski et al. 2008): the team with fewer picks so far (a coin
+    decides ties) adds its best item not yet shown. Returns the list and each slot's team (0 = A,
+    1 = B)."""
+    shown: list[Any] = []
+    teams: list[int] = []
+    seen: set[Any] = set()
+    ia = ib = 0
+    picks = [0, 0]
+    pool = len(set(ranking_a) | set(ranking_b))
+    while len(shown) < min(k, pool):
+        a_turn = picks[0] < picks[1] or (picks[0] == picks[1] and rng.random() < 0.5)
+        ranking, i = (ranking_a, ia) if a_turn else (ranking_b, ib)
+        while i < len(ranking) and ranking[i] in seen:
+            i += 1
+        if i >= len(ranking):  # this team has nothing left: the other one fills in
+            a_turn = not a_turn
+            ranking, i = (ranking_a, ia) if a_turn else (ranking_b, ib)
+            while i < len(ranking) and ranking[i] in seen:
+                i += 1
+        item = ranking[i]
+        shown.append(item)
+        seen.add(item)
+        teams.append(0 if a_turn else 1)
+        picks[0 if a_turn else 1] += 1
+        if a_turn:
+            ia = i + 1
+        else:
+            ib = i + 1
+    return shown, teams
+
+
+def interleaving_credit(teams: Sequence[int], clicked: Sequence[bool]) -> dict[str, Any]:
+    """Clicks credited to each team and the impression's winner ("a", "b" or "tie")."""
+    t = np.asarray(teams, np.int64)
+    c = np.asarray(clicked, bool)
+    a = int((c & (t == 0)).sum())
+    b = int((c & (t == 1)).sum())
+    return {"a": a, "b": b, "winner": "a" if a > b else "b" if b > a else "tie"}
+
+
+def interleaving_test(wins_a: int, wins_b: int) -> dict[str, float]:
+    """Sign test on impressions with a winner: is the share of A's wins different from one half?"""
+    n = wins_a + wins_b
+    if n == 0:
+        return {"delta": 0.0, "p": 1.0}
+    p = float(stats.binomtest(wins_a, n, 0.5).pvalue)
+    return {"delta": (wins_a - wins_b) / n, "p": p}
+
+
+def users_for_power(effect: float, variance: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Units needed per arm for a two-sided z-test to detect ``effect`` with the given power.
+
+    ``variance`` is the per-unit variance of the statistic (for two arms: the sum of both arms'
+    variances, so the figure is per arm). ``n = (z_{1-alpha/2} + z_power)^2 variance / effect^2``.
+    """
+    if effect == 0:
+        return float("inf")
+    z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
+    return z**2 * variance / effect**2

@@ -1,0 +1,179 @@
+"""A shopper simulator fitted to real purchases, with known click and purchase probabilities, so
+online estimates (A/B, interleaving, off-policy) can be checked against the truth offline.
+
+What is fitted from the data (a ``Dataset``: a store's events or a public file):
+
+- item popularity: distinct buyers per item (log, standardised);
+- shopper-item affinity: a truncated SVD of the buyer×item matrix (a shopper's taste is a real
+  customer's factor row; shoppers are drawn from the real customers with replacement);
+- visits per shopper: the empirical distribution of distinct active days per customer.
+
+What is assumed, not fitted (Online Retail logs no impressions, so there is nothing to fit them on):
+the position-based click model of Craswell et al. (WSDM 2008) with examination ``1/log2(rank+1)``
+(the DCG discount), attraction ``sigmoid(base + w_pop*pop + w_aff*clip(affinity))`` with ``base``
+set so a shopper's top-10 retrieved items draw ``target_ctr`` on average, and a purchase given a
+click with probability ``conversion``. Those numbers are in :class:`SimulatorConfig`.
+
+    >>> sim = ShopperSimulator.fit(dataset)                      # doctest: +SKIP
+    >>> shoppers = sim.sample_shoppers(1_000, rng)               # doctest: +SKIP
+    >>> p_click = sim.click_probabilities(shoppers, lists)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.optimize import brentq
+from scipy.sparse.linalg import svds
+
+
+class SimulatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    factors: int = Field(16, ge=2, le=128, description="SVD rank of shopper-item affinity")
+    target_ctr: float = Field(
+        0.05, gt=0, lt=1, description="mean attraction of a shopper's top-10 retrieved items (sets the base)"
+    )
+    affinity_clip: float = Field(3.0, gt=0, description="affinity clipped to ±this many std devs")
+    popularity_weight: float = Field(0.5, description="logit per standard deviation of log popularity")
+    affinity_weight: float = Field(1.0, description="logit per standard deviation of affinity")
+    conversion: float = Field(0.3, gt=0, le=1, description="P(purchase | click)")
+    max_visits: int = Field(20, ge=1, description="cap on visits per shopper")
+
+
+def examination(ranks: np.ndarray) -> np.ndarray:
+    """P(a shopper looks at position ``rank`` (1-based)): ``1/log2(rank+1)``."""
+    return 1.0 / np.log2(np.asarray(ranks, np.float64) + 1.0)
+
+
+@dataclass(frozen=True)
+class Shoppers:
+    """A sampled population: which real customer's taste each shopper has, and how often they visit."""
+
+    taste: np.ndarray  # int, rows of the simulator's user factors
+    visits: np.ndarray  # int >= 1
+
+    def __len__(self) -> int:
+        return int(self.taste.shape[0])
+
+
+@dataclass(frozen=True)
+class ShopperSimulator:
+    user_factors: np.ndarray  # (n_users, f)
+    item_factors: np.ndarray  # (n_items, f)
+    popularity: np.ndarray  # (n_items,) standardised log distinct buyers
+    affinity_scale: float
+    base_logit: float
+    visit_values: np.ndarray  # empirical distribution of visits per customer
+    visit_probs: np.ndarray
+    config: SimulatorConfig
+    meta: dict[str, Any]
+
+    @classmethod
+    def fit(cls, dataset: Any, config: SimulatorConfig | None = None, *, seed: int = 0) -> ShopperSimulator:
+        """Fit on a ``shelfwise.features.dataset.Dataset`` (purchases if it has any, else all events)."""
+        config = config or SimulatorConfig()
+        types = ["purchase"] if "purchase" in dataset.type_names else None
+        m = dataset.matrix(types=types)
+        buyers = np.asarray(m.getnnz(axis=1)) > 0
+        items = np.asarray(m.getnnz(axis=0)) > 0
+        m = m[buyers][:, items]
+        if m.shape[0] < 10 or m.shape[1] < 10:
+            raise ValueError(
+                f"too little data to fit a shopper simulator: {m.shape[0]} buyers, {m.shape[1]} items "
+                "(need at least 10 of each)"
+            )
+        k = min(config.factors, min(m.shape) - 1)
+        rng = np.random.default_rng(seed)
+        u, s, vt = svds(m.astype(np.float64), k=k, v0=rng.random(min(m.shape)))
+        user_factors = u * np.sqrt(s)
+        item_factors = vt.T * np.sqrt(s)
+        log_pop = np.log1p(np.asarray(m.getnnz(axis=0), np.float64))
+        popularity = (log_pop - log_pop.mean()) / (log_pop.std() or 1.0)
+        probe = user_factors[rng.integers(0, len(user_factors), 2_000)] @ item_factors.T
+        scale = float(probe.std()) or 1.0
+        # visits: distinct days with an event, per customer who bought
+        mask = dataset.type_mask(types)
+        days = dataset.ts[mask] // 86_400_000
+        pairs = np.unique(np.stack([dataset.users[mask].astype(np.int64), days]), axis=1)
+        per_user = np.bincount(pairs[0])
+        per_user = np.minimum(per_user[per_user > 0], config.max_visits)
+        values, counts = np.unique(per_user, return_counts=True)
+        sim = cls(
+            user_factors=user_factors,
+            item_factors=item_factors,
+            popularity=popularity,
+            affinity_scale=scale,
+            base_logit=0.0,
+            visit_values=values,
+            visit_probs=counts / counts.sum(),
+            config=config,
+            meta={
+                "buyers": int(m.shape[0]),
+                "items": int(m.shape[1]),
+                "purchases": int(m.nnz),
+                "factors": int(k),
+                "mean_visits": float((values * counts).sum() / counts.sum()),
+                "source": dataset.meta.get("source", "store"),
+            },
+        )
+        shoppers = sim.sample_shoppers(2_000, rng)
+        logits = sim.attraction_logits(shoppers, sim.candidates(shoppers, 10, rng))
+        base = brentq(lambda b: float(np.mean(1 / (1 + np.exp(-(logits + b))))) - config.target_ctr, -40, 40)
+        sim.meta["base_logit"] = float(base)
+        return replace(sim, base_logit=float(base))
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_factors.shape[0])
+
+    def sample_shoppers(self, n: int, rng: np.random.Generator) -> Shoppers:
+        taste = rng.integers(0, self.user_factors.shape[0], n)
+        visits = rng.choice(self.visit_values, size=n, p=self.visit_probs)
+        return Shoppers(taste=taste, visits=np.asarray(visits, np.int64))
+
+    def attraction_logits(self, shoppers: Shoppers, items: np.ndarray) -> np.ndarray:
+        """True attraction logits; ``items`` is (n_shoppers, m) item indices."""
+        uf = self.user_factors[shoppers.taste]  # (n, f)
+        aff = np.einsum("nf,nmf->nm", uf, self.item_factors[items]) / self.affinity_scale
+        c = self.config
+        aff = np.clip(aff, -c.affinity_clip, c.affinity_clip)
+        return self.base_logit + c.popularity_weight * self.popularity[items] + c.affinity_weight * aff
+
+    def attraction(self, shoppers: Shoppers, items: np.ndarray) -> np.ndarray:
+        """P(click | examined) for each shopper and item."""
+        return 1.0 / (1.0 + np.exp(-self.attraction_logits(shoppers, items)))
+
+    def candidates(
+        self, shoppers: Shoppers, n: int, rng: np.random.Generator, *, noise: float = 1.0
+    ) -> np.ndarray:
+        """A retrieval stage: each shopper's top ``n`` items by the true logit plus Gumbel noise
+        of scale ``noise`` (a real retriever is imperfect). Returns (n_shoppers, n) item indices."""
+        out = np.empty((len(shoppers), n), np.int64)
+        c = self.config
+        for start in range(0, len(shoppers), 2_000):
+            stop = min(start + 2_000, len(shoppers))
+            uf = self.user_factors[shoppers.taste[start:stop]]
+            aff = np.clip((uf @ self.item_factors.T) / self.affinity_scale, -c.affinity_clip, c.affinity_clip)
+            logits = c.affinity_weight * aff
+            logits += c.popularity_weight * self.popularity
+            logits += noise * rng.gumbel(size=logits.shape)
+            out[start:stop] = np.argpartition(-logits, n - 1, axis=1)[:, :n]
+        return out
+
+    def click_probabilities(self, shoppers: Shoppers, lists: np.ndarray) -> np.ndarray:
+        """P(click) at each slot of each shopper's list (one visit): examination × attraction."""
+        ranks = np.arange(1, lists.shape[1] + 1)
+        return examination(ranks)[None, :] * self.attraction(shoppers, lists)
+
+    def simulate(
+        self, shoppers: Shoppers, lists: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """Clicks and purchases of one visit per shopper, with the probabilities they were drawn from."""
+        p_click = self.click_probabilities(shoppers, lists)
+        clicks = rng.random(p_click.shape) < p_click
+        purchases = clicks & (rng.random(p_click.shape) < self.config.conversion)
+        return {"p_click": p_click, "clicks": clicks, "purchases": purchases}

@@ -1,0 +1,85 @@
+"""`shelfwise experiment simulate` as a user runs it: a real process, the vendored Online Retail file
+(a bounded slice), one JSON object on stdout with the keys issue 17 names."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ONLINE_RETAIL, TEST_KEY
+
+
+def _shelfwise(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SHELFWISE_PSEUDONYM_KEY": TEST_KEY}
+    if cwd is not None:
+        env["SHELFWISE_VAR_DIR"] = str(cwd / "var")
+    env.pop("SHELFWISE_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "shelfwise.cli.main", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return _shelfwise("experiment", "simulate", *args, cwd=cwd)
+
+
+def test_srm_flags_the_injected_split_and_not_the_fair_one() -> None:
+    proc = _run("--scenario", "srm", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["injected"]["srm_flagged"] is True
+    assert out["fair"]["srm_flagged"] is False
+    assert sum(out["injected"]["counts"]) == 20_000
+
+
+def test_ope_prints_relative_errors_against_the_truth() -> None:
+    proc = _run("--scenario", "ope", "--limit", "20000", "--logs", "8000", "--seed", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    for key in ("ips_error", "snips_error", "dr_error"):
+        assert 0 <= out[key] < 1
+    truth = out["true_value"]
+    assert out["dr_error"] == pytest.approx(abs(out["estimates"]["dr"] - truth) / truth)
+    assert out["simulator"]["source"] == "online-retail"
+
+
+def test_interleaving_vs_ab_prints_users_and_their_ratio() -> None:
+    sizes = ("--limit", "20000", "--users", "800", "--check-runs", "0")
+    proc = _run("--scenario", "interleaving-vs-ab", *sizes, "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ab_users"] > 0 and out["interleaving_users"] > 0
+    assert out["ratio"] == pytest.approx(out["ab_users"] / out["interleaving_users"])
+
+
+def test_fits_on_a_store_given_by_db(tmp_path: Path, retail_slice: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'shop.db'}"
+    ingest = _shelfwise(
+        "ingest", "events", str(retail_slice), "--format", "online-retail", "--db", db, cwd=tmp_path
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    proc = _run("--scenario", "ope", "--db", db, "--logs", "2000", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["simulator"]["buyers"] > 10
+
+
+def test_user_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
+    bad = _run("--scenario", "bogus")
+    assert bad.returncode == 2 and "--scenario must be one of" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    empty = _run("--scenario", "ope", "--db", f"sqlite:///{tmp_path / 'empty.db'}", cwd=tmp_path)
+    assert empty.returncode != 0 and "no user-item events" in empty.stderr
+    assert "Traceback" not in empty.stderr
+    missing = _run("--scenario", "ope", "--data", str(tmp_path / "nope.csv.gz"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert ONLINE_RETAIL.is_file()
