@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
         sections += [
             f"## {data['name']} ({data.get('measured_at', '?')}, {data.get('seconds', '?')} s)",
             "",
-            data["table"],
+            data.get("table") or f"(no table: see `{path.name}`)",
             "",
         ]
     (RESULTS / "README.md").write_text("\n".join(sections))

@@ -141,6 +141,15 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=20_000)
     args = parser.parse_args()
     result = run(args.examples, args.lines)
+    cases = re.search(r"(\d+) generated", result["output_tail"])
+    result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result["table"] = (
+        "| examples | phases | failures | schema validation mismatch | cases | seconds |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| {args.examples} | examples, coverage, fuzzing, stateful | {result['failures']} | "
+        f"{'yes' if result['schema_validation_mismatch'] else 'no'} | {cases.group(1) if cases else '?'} | "
+        f"{result['seconds']} |"
+    )
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "output_tail"}, indent=1))
     return 0
