@@ -422,3 +422,20 @@ def test_finding_12_what_schemathesis_found_answers_as_documented(client: TestCl
     # /readyz documents no credential (anyone may ask), so the fuzzer's "ignored auth" has nothing to flag
     readyz = client.get("/openapi.json").json()["paths"]["/readyz"]["get"]
     assert "security" not in readyz
+
+
+def test_finding_12_what_schemathesis_found_after_the_fixes(client: TestClient) -> None:
+    """A type that is not text answered 500 (a dict lookup with an unhashable key); a quantity's
+    bounds were documented as pydantic's ``ge``/``le``, which no JSON Schema reader knows, so a
+    negative quantity looked valid to a client and got a 422."""
+    writer = _key(client, Role.WRITE)
+    for body in (
+        {"events": [{"type": {}, "item_id": ITEM, "user_id": "u"}]},
+        {"type": [1], "item_id": ITEM},
+        {"type": None, "item_id": ITEM},
+    ):
+        r = client.post("/v1/events", json=body, headers=writer)
+        assert r.status_code == 422 and r.json()["detail"][0]["field"].endswith("type"), r.text
+    models = client.get("/openapi.json").json()["components"]["schemas"]
+    quantity = models["MoneyEventIn"]["properties"]["quantity"]["anyOf"][0]
+    assert quantity["minimum"] == 1 and "ge" not in quantity

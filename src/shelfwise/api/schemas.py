@@ -37,6 +37,10 @@ def _json_int(value: Any) -> Any:
 
 
 JsonInt = Annotated[int, BeforeValidator(_json_int)]
+# bounds before the validator: after it, pydantic writes its own ``ge``/``le`` into the document,
+# which no JSON Schema reader knows (schemathesis then sends -205 as a valid quantity)
+Quantity = Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_json_int)]
+TopK = Annotated[int, Field(ge=1, le=100), BeforeValidator(_json_int)]
 
 
 class Strict(BaseModel):
@@ -82,7 +86,7 @@ class RecommendationsOut(BaseModel):
 class CartIn(Strict):
     items: list[str] = Field(min_length=1, max_length=200, description="item ids in the cart")
     user_id: str | None = Field(None, min_length=1, max_length=256)
-    k: JsonInt = Field(10, ge=1, le=100)
+    k: TopK = 10
     category: str | None = Field(None, max_length=512)
     brand: str | None = Field(None, max_length=256)
     price_min: float | None = Field(None, ge=0, le=1e9)
@@ -149,9 +153,7 @@ class _EventFields(Strict):
         None,
         description="ms since epoch, UTC, or an ISO 8601 date-time; default: now.",
     )
-    # the bounds inside the union, so the document says minimum/maximum of the integer (a Field on
-    # the whole ``int | None`` wrote pydantic's own ``ge``/``le``, which no JSON Schema reader knows)
-    quantity: Annotated[JsonInt, Field(ge=1, le=1_000_000)] | None = None
+    quantity: Quantity | None = None
     currency: Currency | None = Field(None, description="ISO 4217")
     value: float | None = Field(None, ge=-1e9, le=1e9)
     context: dict[str, Any] | None = None
@@ -199,7 +201,10 @@ def _by_type(value: Any, _handler: ValidatorFunctionWrapHandler) -> Any:
     # the event's type says which of the three it is, so a 422 names that shape's fields only
     if isinstance(value, ProductEventIn | MoneyEventIn | OtherEventIn):
         return value
-    model = _BY_NAME.get(value.get("type")) if isinstance(value, dict) else None
+    kind = value.get("type") if isinstance(value, dict) else None
+    # only a text can name a type: {"type": {}} or a list is the unknown-type shape's 422 (a dict
+    # lookup with it raised TypeError: a 500)
+    model = _BY_NAME.get(kind) if isinstance(kind, str) else None
     if model is None:
         model = _AnyTypeIn
     return model.model_validate(value)
