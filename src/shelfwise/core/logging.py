@@ -10,6 +10,17 @@ import structlog
 _configured = False
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written (a test's capture, a redirected stream),
+    not the one that was current when logging was configured (it may be closed by then)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(*, level: str = "WARNING", json: bool = False) -> None:
     global _configured
     processors: list[structlog.typing.Processor] = [
@@ -23,7 +34,7 @@ def configure_logging(*, level: str = "WARNING", json: bool = False) -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     _configured = True
