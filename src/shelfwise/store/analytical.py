@@ -247,6 +247,17 @@ def _without(table: pa.Table, user_ids: list[str]) -> pa.Table:
     return table.filter(keep)
 
 
+# what a funnel groups by (category: the top level of the path), as SQL over ``events``/``items``;
+# the funnel, its per-session rows for private releases and the public key domain all use these
+_FUNNEL_KEY: dict[str, str] = {
+    "category": "coalesce(split_part(category, ' > ', 1), '(none)')",
+    "brand": "coalesce(brand, '(none)')",
+    "day": "CAST(day AS VARCHAR)",
+    "total": "'all'",
+}
+_NOT_BOTS = "AND user_id NOT IN (SELECT user_id FROM users WHERE suspected_bot)"
+
+
 class AnalyticalStore:
     """A read-only, in-memory snapshot of a store's events, items and users, queried with DuckDB."""
 
@@ -424,13 +435,8 @@ class AnalyticalStore:
 
         ``closed``: each step counts only sessions that also took the steps before it (carts =
         sessions that viewed and carted), so rates stay within 0–1; open counts each step alone."""
-        key = {
-            "category": "coalesce(split_part(category, ' > ', 1), '(none)')",
-            "brand": "coalesce(brand, '(none)')",
-            "day": "CAST(day AS VARCHAR)",
-            "total": "'all'",
-        }[by]
-        bots = "AND user_id NOT IN (SELECT user_id FROM users WHERE suspected_bot)" if exclude_bots else ""
+        key = _FUNNEL_KEY[by]
+        bots = _NOT_BOTS if exclude_bots else ""
         limit = f"LIMIT {int(top)}" if top and by != "day" else ""
         order = "key" if by == "day" else "views + purchases DESC, key"
         return self._query(
@@ -460,13 +466,8 @@ class AnalyticalStore:
         """One row per (group, session) of ``funnel_counts``, with its ``owner`` (the shopper, or
         the session itself for a guest) and whether it viewed (``v``), carted (``c``) and bought
         (``p``): what a differentially private funnel bounds per shopper before counting."""
-        key = {
-            "category": "coalesce(split_part(category, ' > ', 1), '(none)')",
-            "brand": "coalesce(brand, '(none)')",
-            "day": "CAST(day AS VARCHAR)",
-            "total": "'all'",
-        }[by]
-        bots = "AND user_id NOT IN (SELECT user_id FROM users WHERE suspected_bot)" if exclude_bots else ""
+        key = _FUNNEL_KEY[by]
+        bots = _NOT_BOTS if exclude_bots else ""
         return self._query(
             f"""
             WITH s AS (
@@ -490,8 +491,8 @@ class AnalyticalStore:
         the catalogue: the public domain a private release reports on, whatever the events hold."""
         key = {
             "category": _CATEGORY,
-            "funnel_category": "coalesce(split_part(category, ' > ', 1), '(none)')",
-            "brand": "coalesce(brand, '(none)')",
+            "funnel_category": _FUNNEL_KEY["category"],
+            "brand": _FUNNEL_KEY["brand"],
         }[by]
         rows = self._query(f"SELECT DISTINCT {key} AS key FROM items ORDER BY 1")
         return [str(k) for k in rows.column("key").to_pylist()]
