@@ -286,3 +286,33 @@ def evaluate_index(engine: SearchEngine, labelled: Labelled, mode: str) -> dict[
     )
     keep = ("ndcg@10", "mrr@10", "recall@100", "queries")
     return {k: report[k] for k in keep if k in report} | {"set": labelled.name, "at_ms": now_ms()}
+
+
+def ensure_index(
+    registry: IndexRegistry,
+    items: Sequence[Item],
+    *,
+    mode: str = "auto",
+    embeddings: Path | None = None,
+    encoder: Any = None,
+    store_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[SearchEngine, IndexInfo, bool]:
+    """The index to serve over ``items``: the active version when it was built from this catalogue
+    (and in ``mode``, unless ``mode`` is ``auto``), else a new version built now (the active
+    version's mode, or ``hybrid`` for a shop's first index; only new or changed items are embedded).
+    Returns (engine, its version, whether it was built now)."""
+    active = registry.active
+    info = registry.index_info(active) if active is not None else None
+    wanted = info.mode if (mode == "auto" and info is not None) else ("hybrid" if mode == "auto" else mode)
+    if info is not None and info.mode == wanted and info.catalogue == catalogue_fingerprint(items):
+        try:
+            return registry.load(info.version, encoder=encoder), info, False
+        except CorruptArtifactError:
+            pass  # a damaged active version is rebuilt below, never served
+    if wanted == "ltr":  # judgments are not in the store: keep the ranker's mode only by an explicit build
+        wanted = "hybrid"
+    built = registry.build(
+        items, mode=wanted, embeddings=embeddings, encoder=encoder, store_id=store_id, progress=progress
+    )
+    return registry.load(built.version, encoder=encoder), built, True

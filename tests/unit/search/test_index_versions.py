@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shelfwise.data.schemas import Item
-from shelfwise.registry.indexes import IndexRegistry, Labelled, catalogue_fingerprint
+from shelfwise.registry.indexes import IndexRegistry, Labelled, catalogue_fingerprint, ensure_index
 from shelfwise.registry.versions import CorruptArtifactError, GateRefusedError, RegistryError
 from shelfwise.search.dense import Encoder
 from shelfwise.search.engine import SearchConfig, SearchEngine
@@ -98,3 +98,17 @@ def test_a_new_hybrid_version_embeds_only_new_or_changed_items(
     assert second.catalogue != first.catalogue
     engine = reg.load(second.version, encoder=encoder)
     assert engine.search("garden lantern", k=3, mode="hybrid").item_ids[0] == items[0].item_id
+
+
+def test_serving_reuses_the_active_version_until_the_catalogue_or_the_mode_changes(
+    tmp_path: Path, catalogue: list[Item]
+) -> None:
+    reg = IndexRegistry(tmp_path / "indexes")
+    items = catalogue[:80]
+    _, first, built = ensure_index(reg, items, mode="bm25")
+    assert built and first.mode == "bm25"
+    _, again, built = ensure_index(reg, items, mode="auto")
+    assert not built and again.version == first.version  # auto keeps the active version's mode
+    engine, grown, built = ensure_index(reg, [*items, catalogue[80]], mode="auto")
+    assert built and grown.mode == "bm25" and catalogue[80].item_id in engine
+    assert reg.active == grown.version
