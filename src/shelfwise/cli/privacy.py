@@ -26,7 +26,7 @@ def _redis_state(settings: Any) -> tuple[Any, Any, str | None]:
     """Sessions and cache in Redis (None, None, why: not configured or not answering)."""
     if not settings.redis_url:
         return None, None, None
-    from shelfwise.api.state import RedisCache, RedisSessions, redis_client
+    from shelfwise.serving.state import RedisCache, RedisSessions, redis_client
 
     try:
         client = redis_client(settings.redis_url)
@@ -39,8 +39,8 @@ def _redis_state(settings: Any) -> tuple[Any, Any, str | None]:
 def _places(settings: Any, db: str | None, pseudo: str) -> list[dict[str, Any]]:
     import contextlib
 
-    from shelfwise.api.privacy import UNREACHABLE, checked_elsewhere, deletion_report, derived_dirs
     from shelfwise.registry import ModelRegistry
+    from shelfwise.serving.erasure import UNREACHABLE, checked_elsewhere, deletion_report, derived_dirs
     from shelfwise.store import open_store
     from shelfwise.store.journal import EventJournal
 
@@ -155,9 +155,9 @@ def register(app: typer.Typer) -> None:
         from shelfwise.cli.main import _emit, _settings, _store, _user_errors
 
         with _user_errors():
-            from shelfwise.api.privacy import derived_dirs, erase_everywhere
             from shelfwise.data.privacy import Pseudonymizer
             from shelfwise.registry import ModelRegistry
+            from shelfwise.serving.erasure import derived_dirs, erase_everywhere
             from shelfwise.store.journal import EventJournal
 
             settings = _settings()

@@ -173,9 +173,9 @@ def register(app: typer.Typer) -> None:
                 os.environ["SHELFWISE_DB_URL"] = url
                 os.environ["SHELFWISE_VAR_DIR"] = str(settings.var_dir)
                 if not settings.api_key_hashes:
-                    from shelfwise.api.app import _api_key_hashes
+                    from shelfwise.serving.keys import admin_key_hashes
 
-                    os.environ["SHELFWISE_API_KEY_HASHES"] = json.dumps(_api_key_hashes(settings))
+                    os.environ["SHELFWISE_API_KEY_HASHES"] = json.dumps(admin_key_hashes(settings))
                 uvicorn.run(
                     "shelfwise.api.app:app_from_env",
                     factory=True,
