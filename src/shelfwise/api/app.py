@@ -22,10 +22,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shelfwise.api.openapi import invalid as invalid_body
 from shelfwise.api.security import ClientAddress, Guard, Identify, TokenBucket
-from shelfwise.core.errors import ShelfwiseError, StoreError
+from shelfwise.core.errors import (
+    BadInputError,
+    ConflictError,
+    NotFoundError,
+    ShelfwiseError,
+    StoreError,
+    UnavailableError,
+)
 from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
-from shelfwise.registry.versions import CorruptArtifactError, GateRefusedError, RegistryError
+from shelfwise.registry.versions import CorruptArtifactError, GateRefusedError
 from shelfwise.serving.container import Services, build_services
 from shelfwise.serving.state import ResultCache, SessionStore
 from shelfwise.store.journal import store_unavailable
@@ -69,16 +76,32 @@ def _error_handlers(app: FastAPI) -> None:
     async def shelfwise_error(_request: Request, exc: ShelfwiseError) -> JSONResponse:
         if isinstance(exc, StoreError):
             return store_unavailable_answer()
-        status = 400
-        if isinstance(exc, GateRefusedError | CorruptArtifactError):
-            status = 409
-        elif isinstance(exc, RegistryError) and "unknown model version" in exc.message:
-            status = 404
-        elif isinstance(exc, RegistryError):
-            status = 409
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, UnavailableError) else None
         return JSONResponse(
-            status_code=status, content={"error": type(exc).__name__, "detail": exc.message, "hint": exc.hint}
+            status_code=status_of(exc),
+            content={"error": type(exc).__name__, "detail": exc.message, "hint": exc.hint},
+            headers=headers,
         )
+
+
+# The HTTP status of each outcome (``shelfwise.core.errors``); an error takes the status of the
+# first class of its MRO listed here, so ``UnknownVersionError(NotFoundError, RegistryError)`` is
+# a 404 and every other ``RegistryError`` (a ``ConflictError``: the gate refused, a corrupt
+# artifact, another store's version, no earlier version) a 409.
+STATUS_OF: dict[type[ShelfwiseError], int] = {
+    BadInputError: 400,
+    NotFoundError: 404,
+    ConflictError: 409,
+    GateRefusedError: 409,
+    CorruptArtifactError: 409,
+    UnavailableError: 503,
+    ShelfwiseError: 400,  # settings, files, formats: what the caller can fix
+}
+
+
+def status_of(exc: ShelfwiseError) -> int:
+    """The HTTP status of an error, by ``STATUS_OF``."""
+    return next(STATUS_OF[cls] for cls in type(exc).__mro__ if cls in STATUS_OF)
 
 
 def _methods_of(request: Request) -> list[str]:

@@ -16,6 +16,7 @@ from shelfwise.registry.versions import (
     Pointer,
     RegistryError,
     StoreMismatchError,
+    UnknownVersionError,
     VersionInfo,
     check_store,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "StoreMismatchError",
     "TrainingConfig",
     "TrainingOutcome",
+    "UnknownVersionError",
     "VersionInfo",
     "check_store",
     "release",

@@ -44,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 from filelock import FileLock, Timeout
 
-from shelfwise.core.errors import ShelfwiseError
+from shelfwise.core.errors import ConflictError, NotFoundError, ShelfwiseError
 from shelfwise.recommend.base import METADATA, Recommendation, Recommender
 
 VERSION_FILE = "version.json"
@@ -57,10 +57,14 @@ ERASED_PREFIX = "~erased~"
 CSR_PARTS = ("data", "indices", "indptr")
 
 
-class RegistryError(ShelfwiseError):
-    """A model version is unknown, cannot be activated, or the registry is in a bad state."""
+class RegistryError(ConflictError):
+    """A model version cannot be registered, activated or loaded, or the registry is in a bad state."""
 
     exit_code = 5
+
+
+class UnknownVersionError(NotFoundError, RegistryError):
+    """No version of that id is registered."""
 
 
 class CorruptArtifactError(RegistryError):
@@ -341,7 +345,7 @@ class ModelRegistry:
             raise RegistryError(f"invalid version id {version!r}")
         path = self.root / version
         if not (path / VERSION_FILE).exists():
-            raise RegistryError(
+            raise UnknownVersionError(
                 f"unknown model version {version!r}", hint="list them with GET /v1/admin/models"
             )
         return path
