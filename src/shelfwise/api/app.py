@@ -32,7 +32,7 @@ from shelfwise.core.errors import (
 )
 from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
-from shelfwise.registry.versions import CorruptArtifactError, GateRefusedError
+from shelfwise.registry import CorruptArtifactError, GateRefusedError
 from shelfwise.serving.container import Services, build_services
 from shelfwise.serving.state import ResultCache, SessionStore
 from shelfwise.store.journal import store_unavailable

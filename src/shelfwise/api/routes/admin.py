@@ -22,8 +22,7 @@ from shelfwise.api.schemas import (
     VersionOut,
 )
 from shelfwise.core.access import Role, UnknownKeyError
-from shelfwise.registry.training import release
-from shelfwise.registry.versions import Candidate
+from shelfwise.registry import Candidate, release
 from shelfwise.serving.container import Services
 
 router = APIRouter()
