@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
 from shelfwise.registry import ModelRegistry
-from shelfwise.registry.serving import Deployment
+from shelfwise.serving.deployment import Deployment
 from tests.conftest import TEST_KEY
 from tests.integration.api_fixtures import (  # noqa: F401
     API_KEY,
@@ -448,7 +448,6 @@ def test_two_workers_share_item_writes_and_deletions(served: Served) -> None:  #
     """Two app instances over one store and registry, as `serve --workers 2` runs them: an item
     written or taken off sale through one reaches the other's search and recommendations, and a
     shopper erased through one is gone from the other's memory (its deletion report says so)."""
-    from shelfwise.api.app import follow_catalogue
 
     one = create_app(served.settings(), served.url, watch_interval=None)
     two = create_app(served.settings(), served.url, watch_interval=None)
@@ -467,14 +466,14 @@ def test_two_workers_share_item_writes_and_deletions(served: Served) -> None:  #
         assert a.put("/v1/items/TEAPOT-2", json=teapot, headers=AUTH).status_code == 200
         gone = before["items"][0]["item_id"]
         assert a.delete(f"/v1/items/{gone}", headers=AUTH).status_code == 200
-        follow_catalogue(_svc(b))  # what worker two's watcher does every half second
+        _svc(b).catalogue.follow()  # what worker two's watcher does every half second
         hits = b.get("/v1/search", params={"q": "enamel teapot"}).json()["hits"]
         assert hits and hits[0]["item_id"] == "TEAPOT-2"
         assert gone not in {h["item_id"] for h in b.get("/v1/search", params={"q": gone}).json()["hits"]}
         after = b.get(url, params={"k": 10}).json()
         assert gone not in [i["item_id"] for i in after["items"]]
-        follow_catalogue(_svc(a))  # its own lines: nothing to do again
-        assert not _svc(a).own_catalogue_lines
+        _svc(a).catalogue.follow()  # its own lines: nothing to do again
+        assert not _svc(a).catalogue.own_lines
 
         assert a.delete(f"/v1/users/{KNOWN_USER}", headers=AUTH).json()["verified"] is True
         report = b.get(f"/v1/admin/users/{KNOWN_USER}/deletion-report", headers=AUTH).json()

@@ -9,8 +9,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from shelfwise.api.group_commit import GroupCommitter
 from shelfwise.data.schemas import Event, EventType
+from shelfwise.serving.event_writer import GroupCommitter
 from shelfwise.store import open_store
 
 

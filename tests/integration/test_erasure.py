@@ -16,13 +16,13 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
-from shelfwise.api.privacy import derived_dirs, erase_everywhere
 from shelfwise.api.security import hash_key
 from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.readers import get_format
 from shelfwise.data.schemas import Event, EventType
 from shelfwise.registry import ModelRegistry
+from shelfwise.serving.erasure import derived_dirs, erase_everywhere
 from shelfwise.store import QuarantineRow, open_store
 from shelfwise.store.erasure import user_footprint
 from shelfwise.store.ingest import ingest_events

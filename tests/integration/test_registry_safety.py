@@ -77,12 +77,13 @@ WORKER = textwrap.dedent(
     """
     import sys
     from shelfwise.registry import ModelRegistry
+    from shelfwise.serving.signals import ErasureCounter
 
     root, users, versions = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
     registry = ModelRegistry(root)
     for n, user in enumerate(users):
         registry.erase_user(user)  # what a deletion does to the registry
-        registry.note_erasure()
+        ErasureCounter(registry).note()
         registry.activate(versions[n % len(versions)])
     """
 )

@@ -215,8 +215,8 @@ def test_finding_13_keys_are_made_listed_and_revoked_and_a_running_server_follow
 def test_finding_13_two_processes_starting_at_once_make_one_admin_key(tmp_path: Path) -> None:
     script = (
         "import sys; from pathlib import Path; from shelfwise.core.settings import Settings;"
-        "from shelfwise.api.app import _api_key_hashes;"
-        "print(_api_key_hashes(Settings(var_dir=Path(sys.argv[1]), pseudonym_key='x'*32))[0])"
+        "from shelfwise.serving.keys import admin_key_hashes;"
+        "print(admin_key_hashes(Settings(var_dir=Path(sys.argv[1]), pseudonym_key='x'*32))[0])"
     )
     procs = [
         subprocess.Popen(

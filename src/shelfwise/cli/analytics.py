@@ -13,21 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
+from shelfwise.cli.common import DbOption, JsonOption, emit, fail, load_settings, user_errors
+
 analytics_app = typer.Typer(
     help="Shopper-behaviour analytics: funnels, segments, churn, demand, anomalies.", no_args_is_help=True
 )
-DbOpt = Annotated[
-    str | None,
-    typer.Option("--db", help="store URL (sqlite:///PATH or postgresql://HOST:PORT/DB); default: ./var/"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 TzOpt = Annotated[str, typer.Option("--tz", help="the shop's time zone, for hour-of-day and day-of-week")]
-
-
-def _main() -> Any:
-    from shelfwise.cli import main
-
-    return main
 
 
 @contextmanager
@@ -40,8 +31,7 @@ def _analytical(db: str | None, label: str) -> Iterator[tuple[Any, Callable[[str
     from shelfwise.core.errors import ShelfwiseError
     from shelfwise.store.analytical import AnalyticalStore
 
-    main = _main()
-    settings = main._settings()
+    settings = load_settings()
     url = db or settings.store_url
     console = Console(stderr=True)
     bar = Progress(
@@ -84,27 +74,25 @@ def _lines(df: Any, limit: int = 20) -> str:
 
 @analytics_app.command("funnel")
 def funnel_cmd(
-    db: DbOpt = None,
+    db: DbOption = None,
     by: Annotated[str, typer.Option("--by", help="category, brand, day or total")] = "category",
     top: Annotated[int, typer.Option("--top", min=1, help="groups to show (by views + purchases)")] = 20,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """View → cart → purchase sessions with conversion and drop-off."""
-    main = _main()
     if by not in ("category", "brand", "day", "total"):
-        main._fail("--by must be category, brand, day or total", 2)
-    with main._user_errors(), _analytical(db, "funnel") as (store, _):
+        fail("--by must be category, brand, day or total", 2)
+    with user_errors(), _analytical(db, "funnel") as (store, _):
         from shelfwise.analytics.funnel import funnel
 
         df = funnel(store, by=by, top=top)  # type: ignore[arg-type]
-        main._emit({"by": by, "rows": _records(df)}, as_json, lambda _: _lines(df, top))
+        emit({"by": by, "rows": _records(df)}, as_json, lambda _: _lines(df, top))
 
 
 @analytics_app.command("rfm")
-def rfm_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def rfm_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     """RFM segments (customers, recency, frequency, value) and the 12-month lifetime value."""
-    main = _main()
-    with main._user_errors(), _analytical(db, "rfm") as (store, _):
+    with user_errors(), _analytical(db, "rfm") as (store, _):
         from shelfwise.analytics.segments import clv, rfm, segment_summary
 
         table = rfm(store)
@@ -116,23 +104,20 @@ def rfm_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
             "clv_total_12m": float(value["clv"].sum()) if value.height else 0.0,
             "top_clv": _records(value, 10),
         }
-        main._emit(
-            payload, as_json, lambda p: _lines(summary) + f"\n12-month CLV total: {p['clv_total_12m']:,.0f}"
-        )
+        emit(payload, as_json, lambda p: _lines(summary) + f"\n12-month CLV total: {p['clv_total_12m']:,.0f}")
 
 
 @analytics_app.command("churn")
 def churn_cmd(
-    db: DbOpt = None,
+    db: DbOption = None,
     window_days: Annotated[
         int, typer.Option("--window-days", min=7, help="no purchase for this long = churned")
     ] = 90,
     limit: Annotated[int, typer.Option("--limit", min=1, help="at-risk customers to list")] = 20,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Train and test a churn model on a temporal split; list customers at risk with their drivers."""
-    main = _main()
-    with main._user_errors(), _analytical(db, "churn") as (store, step):
+    with user_errors(), _analytical(db, "churn") as (store, step):
         from shelfwise.analytics.churn import at_risk, predict_churn
 
         step("training and testing", 1, 2)
@@ -149,22 +134,21 @@ def churn_cmd(
                 + _lines(risky, limit)
             )
 
-        main._emit(payload, as_json, human)
+        emit(payload, as_json, human)
 
 
 @analytics_app.command("forecast")
 def forecast_cmd(
-    db: DbOpt = None,
+    db: DbOption = None,
     level: Annotated[str, typer.Option("--level", help="item or category")] = "item",
     freq: Annotated[str, typer.Option("--freq", help="day or week")] = "day",
     top: Annotated[int, typer.Option("--top", min=1, help="series: the best sellers")] = 100,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Forecast demand and compare it with a seasonal-naive baseline (WAPE, MASE) on the last weeks."""
-    main = _main()
     if level not in ("item", "category") or freq not in ("day", "week"):
-        main._fail("--level must be item or category, --freq day or week", 2)
-    with main._user_errors(), _analytical(db, "forecast") as (store, step):
+        fail("--level must be item or category, --freq day or week", 2)
+    with user_errors(), _analytical(db, "forecast") as (store, step):
         from shelfwise.analytics.forecast import forecast_demand
 
         step("training and testing", 1, 2)
@@ -179,20 +163,19 @@ def forecast_cmd(
                 f"WAPE {p['wape_naive']:.3f} MASE {p['mase_naive']:.3f} — the model {verdict} the baseline"
             )
 
-        main._emit(payload, as_json, human)
+        emit(payload, as_json, human)
 
 
 @analytics_app.command("anomalies")
 def anomalies_cmd(
-    db: DbOpt = None,
+    db: DbOption = None,
     inject: Annotated[
         int, typer.Option("--inject", min=1, help="synthetic anomalies of each kind to test on")
     ] = 30,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Bots, fraud-like orders, return abuse, demand spikes, rating bursts; tested on injected ones."""
-    main = _main()
-    with main._user_errors(), _analytical(db, "anomalies") as (store, step):
+    with user_errors(), _analytical(db, "anomalies") as (store, step):
         from shelfwise.analytics import anomalies
 
         step("scanning", 1, 3)
@@ -215,7 +198,7 @@ def anomalies_cmd(
                 "rating_bursts": anomalies.rating_bursts(store).filter("flagged").height,
             },
         }
-        main._emit(
+        emit(
             payload,
             as_json,
             lambda p: (
@@ -227,25 +210,24 @@ def anomalies_cmd(
         )
 
 
-def _check_tz(main: Any, tz: str) -> None:
+def _check_tz(tz: str) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        main._fail(f"--tz: unknown time zone {tz!r} (use a name such as Europe/London)", 2)
+        fail(f"--tz: unknown time zone {tz!r} (use a name such as Europe/London)", 2)
 
 
 def report(
     out: Annotated[Path, typer.Option("--out", help="directory for index.html, plots and report.json")],
-    db: DbOpt = None,
+    db: DbOption = None,
     tz: TzOpt = "UTC",
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Write the analytics report (HTML with plots) for the whole store."""
-    main = _main()
-    _check_tz(main, tz)
-    with main._user_errors(), _analytical(db, "report") as (store, step):
+    _check_tz(tz)
+    with user_errors(), _analytical(db, "report") as (store, step):
         from shelfwise.analytics.report import build_report
         from shelfwise.core.clock import now_ms
         from shelfwise.store.analytical import erased_since
@@ -260,7 +242,7 @@ def report(
             tmp, out, erased_since=lambda ms: erased_since(store.url, ms), started_ms=started, merge=True
         )
         summary["index"] = str(out / "index.html")
-        main._emit(summary, as_json, lambda s: f"report written to {s['index']} in {s['seconds']:.1f} s")
+        emit(summary, as_json, lambda s: f"report written to {s['index']} in {s['seconds']:.1f} s")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from shelfwise.cli.common import load_settings, user_errors
+
 SCENARIO_HELP = (
     "all, replica-kill, store-outage, cache-outage, corrupt-model, bad-model, restore, crash-during-ingest"
 )
@@ -34,11 +36,10 @@ def register(app: typer.Typer) -> None:
         Everything the drill starts is stopped, also when it fails."""
         import json
 
-        from shelfwise.cli.main import _settings, _user_errors
         from shelfwise.drills import run_drill
 
-        with _user_errors():
-            _settings()
+        with user_errors():
+            load_settings()
             names = [s.strip() for item in scenario or ["all"] for s in item.split(",") if s.strip()]
             result = run_drill(
                 names,

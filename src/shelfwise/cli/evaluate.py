@@ -9,21 +9,20 @@ from typing import Annotated, Any
 
 import typer
 
-from shelfwise.cli.common import json_object_option
+from shelfwise.cli.common import emit, json_object_option, open_db, user_errors
 from shelfwise.cli.progress import bytes_bar, steps_bar
 
 KS = (10, 20)
 
 
 def _load_dataset(data: Path | None, fmt: str, db: str | None) -> Any:
-    from shelfwise.cli.main import _store
     from shelfwise.core.errors import InputFileError
     from shelfwise.features.dataset import Dataset
 
     if data is not None and db is not None:
         raise InputFileError("give --data PATH or --db URL, not both")
     if data is None:
-        with _store(db) as store:
+        with open_db(db) as store:
             ds = Dataset.from_store(store)
         if len(ds) == 0:
             raise InputFileError(
@@ -72,14 +71,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Evaluate a recommender honestly: fit on the training part only, rank all items (no sampled
         negatives), report Recall/NDCG/MRR/MAP/AUC, coverage, diversity, novelty, popularity bias."""
-        from shelfwise.cli.main import _emit, _user_errors
 
-        with _user_errors():
+        with user_errors():
             from shelfwise.core.errors import ConfigError
             from shelfwise.recommend.registry import model_from_config, model_names
 
             if list_models:
-                _emit({"models": model_names()}, as_json, lambda p: "\n".join(p["models"]))
+                emit({"models": model_names()}, as_json, lambda p: "\n".join(p["models"]))
                 return
             chosen = protocol or ("temporal" if db is not None else "loo")
             if chosen not in ("loo", "temporal"):
@@ -93,7 +91,7 @@ def register(app: typer.Typer) -> None:
             if data is not None:
                 payload["data"] = str(data)
 
-        _emit(payload, as_json, _human)
+        emit(payload, as_json, _human)
 
 
 def _run(

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from shelfwise.cli.common import emit, fail, open_db, user_errors
+
 SCENARIOS = ("srm", "ope", "interleaving-vs-ab")
 RETAIL = Path(__file__).resolve().parents[3] / "data" / "online_retail" / "online_retail.csv.gz"
 
@@ -21,9 +23,7 @@ def _fit(db: str | None, data: Path | None, limit: int, seed: int) -> Any:
     if db is not None and data is not None:
         raise InputFileError("give --db URL or --data PATH, not both")
     if db is not None:
-        from shelfwise.cli.main import _store
-
-        with _store(db) as store:
+        with open_db(db) as store:
             ds = Dataset.from_store(store)
         if len(ds) == 0:
             raise InputFileError(
@@ -107,11 +107,10 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     ) -> None:
         """Run an experiment on simulated shoppers and compare its answer with the simulator's truth."""
-        from shelfwise.cli.main import _emit, _fail, _user_errors
 
         if scenario not in SCENARIOS:
-            _fail(f"--scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}", 2)
-        with _user_errors():
+            fail(f"--scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}", 2)
+        with user_errors():
             from shelfwise.evaluation import simulated_experiments as sx
 
             if scenario == "srm":
@@ -124,4 +123,4 @@ def register(app: typer.Typer) -> None:
                 else:
                     out = sx.interleaving_vs_ab_scenario(sim, users=users, check_runs=check_runs, seed=seed)
                 out = {"simulator": sim.meta, **out}
-            _emit({"scenario": scenario, "seed": seed, **out}, as_json, _human)
+            emit({"scenario": scenario, "seed": seed, **out}, as_json, _human)

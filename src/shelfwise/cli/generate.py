@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from shelfwise.cli.common import emit, user_errors
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -25,10 +27,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a synthetic shop: power-law items and shoppers, sessions, seasonality, carts,
         purchases and returns, catalogue churn. Streams: memory does not grow with --events."""
-        from shelfwise.cli.main import _emit, _user_errors
         from shelfwise.cli.progress import steps_bar
 
-        with _user_errors():
+        with user_errors():
             import time
 
             from shelfwise.data.synthetic import ShopConfig, write_shop
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
                     cfg, out, items_out, progress=lambda done, _t: bar.update(task, completed=done)
                 )
             report["seconds"] = round(time.perf_counter() - started, 3)
-        _emit(
+        emit(
             report,
             as_json,
             lambda r: (

@@ -9,10 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-DbOpt = Annotated[
-    str | None, typer.Option("--db", help="accepted and ignored: keys live in the var directory")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+from shelfwise.cli.common import DbOption, JsonOption, emit, fail, load_settings, user_errors
+
 ROLES = "read, write, analyst or admin"
 
 keys_app = typer.Typer(
@@ -23,10 +21,9 @@ keys_app = typer.Typer(
 
 
 def _ring() -> Any:
-    from shelfwise.cli import main
     from shelfwise.core.access import KeyRing
 
-    settings = main._settings()
+    settings = load_settings()
     return KeyRing(settings.access_root / "keys.json")
 
 
@@ -45,16 +42,15 @@ def _role(value: str) -> Any:
 def keys_create(
     role: Annotated[str, typer.Option("--role", help=ROLES)],
     name: Annotated[str, typer.Option("--name", help="who holds it (shown by `keys list`)")] = "",
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Create a key. It is printed once: only its sha256 is kept."""
-    from shelfwise.cli import main
 
-    with main._user_errors():
+    with user_errors():
         key, record = _ring().create(_role(role), name)
         payload = {"key": key, **record.public()}
-        main._emit(
+        emit(
             payload,
             as_json,
             lambda p: f"{p['key']}\n(role {p['role']}, id {p['id']}; shown once: send it as X-API-Key)",
@@ -62,11 +58,10 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def keys_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Every key in the key file (id, role, name, created, revoked); never a key or its hash."""
-    from shelfwise.cli import main
 
-    with main._user_errors():
+    with user_errors():
         rows = [r.public() for r in _ring().records()]
 
         def human(p: dict[str, Any]) -> str:
@@ -77,25 +72,24 @@ def keys_list(db: DbOpt = None, as_json: JsonOpt = False) -> None:
                 for r in p["keys"]
             )
 
-        main._emit({"keys": rows}, as_json, human)
+        emit({"keys": rows}, as_json, human)
 
 
 @keys_app.command("revoke")
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="the key's id, as `keys list` shows it")],
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Revoke a key; running servers refuse it from their next request."""
-    from shelfwise.cli import main
     from shelfwise.core.access import UnknownKeyError
 
-    with main._user_errors():
+    with user_errors():
         try:
             record = _ring().revoke(key_id)
         except UnknownKeyError:
-            main._fail(f"no key with id {key_id!r} (see `shelfwise keys list`)", 2)
-        main._emit(record.public(), as_json, lambda r: f"revoked {r['id']} ({r['role']})")
+            fail(f"no key with id {key_id!r} (see `shelfwise keys list`)", 2)
+        emit(record.public(), as_json, lambda r: f"revoked {r['id']} ({r['role']})")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,15 +5,12 @@ Heavy modules are imported inside the commands so ``shelfwise --help`` stays ins
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from shelfwise.cli.common import DbOption, JsonOption, emit, fail, load_settings, open_db, user_errors
 from shelfwise.cli.progress import bytes_bar
 from shelfwise.core.errors import ShelfwiseError
 
@@ -29,65 +26,13 @@ ingest_app = typer.Typer(
 )
 app.add_typer(ingest_app, name="ingest")
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="store URL (sqlite:///PATH or postgresql://HOST:PORT/DB); "
-        "default: the embedded SQLite store under ./var/",
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
-T = TypeVar("T")
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"shelfwise: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn what the user can fix into one line on stderr and a non-zero exit."""
-    try:
-        yield
-    except ShelfwiseError as exc:
-        _fail(str(exc), exc.exit_code)
-    except OSError as exc:
-        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), 2)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-
-
-def _settings() -> Any:
-    from shelfwise.core.logging import configure_logging
-    from shelfwise.core.settings import get_settings
-
-    settings = get_settings()
-    configure_logging(level=settings.log_level, json=settings.log_json)
-    return settings
-
-
-def _store(db: str | None) -> Any:
-    from shelfwise.store import open_store
-
-    return open_store(db or _settings().store_url)
-
-
-def _emit(payload: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(payload, default=str) + "\n")
-    else:
-        typer.echo(human(payload))
-
-
 # --- datasets -----------------------------------------------------------------------------------
 
 
 @app.command()
 def datasets(as_json: JsonOption = False) -> None:
     """List the dataset formats shelfwise reads, their licence and where the file was found."""
-    with _user_errors():
+    with user_errors():
         from shelfwise.data.readers import FORMATS
         from shelfwise.data.readers.locate import find_dataset_file
 
@@ -116,7 +61,7 @@ def datasets(as_json: JsonOption = False) -> None:
                 )
             return "\n".join(out)
 
-        _emit({"formats": rows}, as_json, human)
+        emit({"formats": rows}, as_json, human)
 
 
 # --- ingest -------------------------------------------------------------------------------------
@@ -133,18 +78,18 @@ def _ingest(
     generic: dict[str, Any],
     unknown_items: str = "create",
 ) -> None:
-    with _user_errors():
+    with user_errors():
         from shelfwise.data.readers import get_format
         from shelfwise.store.ingest import ingest_events, ingest_items
 
-        settings = _settings()
+        settings = load_settings()
         fmt = get_format(fmt_name)
         given = {k: v for k, v in generic.items() if v}
         if given:
             fmt = _mapped_format(fmt, kind, given)
         if not path.exists():
             raise _input_error(f"{path}: no such file")
-        with _store(db) as store, bytes_bar(f"ingest {fmt.name}") as progress:
+        with open_db(db) as store, bytes_bar(f"ingest {fmt.name}") as progress:
             if kind == "events":
                 report = ingest_events(
                     store, path, fmt, settings, progress=progress, unknown_items=unknown_items, limit=limit
@@ -167,7 +112,7 @@ def _ingest(
                 )
             return "\n".join(lines)
 
-        _emit(report.to_dict(), as_json, human)
+        emit(report.to_dict(), as_json, human)
 
 
 def _input_error(message: str) -> ShelfwiseError:
@@ -254,7 +199,7 @@ def ingest_events_cmd(
 ) -> None:
     """Ingest shopper events (views, carts, purchases, returns, searches…)."""
     if unknown_items not in ("create", "quarantine"):
-        _fail("--unknown-items must be create or quarantine", 2)
+        fail("--unknown-items must be create or quarantine", 2)
     generic = {
         "map": mapping,
         "ts_unit": ts_unit,
@@ -297,14 +242,14 @@ def quality_report(
     as_json: JsonOption = False,
 ) -> None:
     """Counts of accepted, duplicate and quarantined records by source, reason and field."""
-    with _user_errors():
+    with user_errors():
         from shelfwise.store.quality_report import write_quality_report
 
-        settings = _settings()
-        with _store(db) as store:
+        settings = load_settings()
+        with open_db(db) as store:
             report, paths = write_quality_report(store, out or settings.var_dir / "reports" / "quality")
         report["files"] = {k: str(v) for k, v in paths.items()}
-        _emit(
+        emit(
             report,
             as_json,
             lambda _: paths["markdown"].read_text() + f"\n(written to {paths['markdown'].parent})",
@@ -318,12 +263,12 @@ def backup(
     as_json: JsonOption = False,
 ) -> None:
     """Back up every table (Parquet + a manifest with row counts and checksums)."""
-    with _user_errors():
+    with user_errors():
         from shelfwise.store.backup import backup as run_backup
 
-        with _store(db) as store:
+        with open_db(db) as store:
             manifest = run_backup(store, out)
-        _emit(
+        emit(
             manifest,
             as_json,
             lambda m: "\n".join(
@@ -343,14 +288,14 @@ def restore(
     as_json: JsonOption = False,
 ) -> None:
     """Restore a backup into an empty store and verify every table's rows and checksum."""
-    with _user_errors():
+    with user_errors():
         from shelfwise.store.backup import read_manifest
         from shelfwise.store.backup import restore as run_restore
 
         read_manifest(backup_dir)  # refuse a corrupt backup before creating anything
-        with _store(db) as store:
+        with open_db(db) as store:
             result = run_restore(store, backup_dir)
-        _emit(
+        emit(
             result,
             as_json,
             lambda r: "\n".join(

@@ -16,8 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-DbOpt = Annotated[str | None, typer.Option("--db", help="store URL; default: the embedded SQLite store")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+from shelfwise.cli.common import DbOption, JsonOption, emit, load_settings, open_db, user_errors
+
 FOUND, INCOMPLETE = 1, 3  # exit codes (0: verified)
 MEMORY_PLACES = ("session_store", "result_cache", "search_personal_signals", "models_in_memory")
 
@@ -26,7 +26,7 @@ def _redis_state(settings: Any) -> tuple[Any, Any, str | None]:
     """Sessions and cache in Redis (None, None, why: not configured or not answering)."""
     if not settings.redis_url:
         return None, None, None
-    from shelfwise.api.state import RedisCache, RedisSessions, redis_client
+    from shelfwise.serving.state import RedisCache, RedisSessions, redis_client
 
     try:
         client = redis_client(settings.redis_url)
@@ -39,8 +39,8 @@ def _redis_state(settings: Any) -> tuple[Any, Any, str | None]:
 def _places(settings: Any, db: str | None, pseudo: str) -> list[dict[str, Any]]:
     import contextlib
 
-    from shelfwise.api.privacy import UNREACHABLE, checked_elsewhere, deletion_report, derived_dirs
     from shelfwise.registry import ModelRegistry
+    from shelfwise.serving.erasure import UNREACHABLE, checked_elsewhere, deletion_report, derived_dirs
     from shelfwise.store import open_store
     from shelfwise.store.journal import EventJournal
 
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
     @privacy_app.command("verify-deletion")
     def verify_deletion(
         user: Annotated[str, typer.Argument(help="the shop's user id (or its pseudonym with --pseudonym)")],
-        db: DbOpt = None,
+        db: DbOption = None,
         pseudonym: Annotated[
             bool, typer.Option("--pseudonym", help="USER is already the store's pseudonym")
         ] = False,
@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--api", help="also ask a running server (its memory) at this URL")
         ] = None,
         api_key: Annotated[str | None, typer.Option("--api-key", envvar="SHELFWISE_API_KEY")] = None,
-        as_json: JsonOpt = False,
+        as_json: JsonOption = False,
     ) -> None:
         """Check every place a shopper's data can be: the store (events, users, quarantine), the
         event journal, sessions and cached results (Redis, or a server's memory with --api), search
@@ -110,12 +110,11 @@ def register(app: typer.Typer) -> None:
         var/reports) and exports (backups and any other file under the var directory). Exit 0:
         every place checked, none holds them; 1: some place holds them; 3: none does, but some place
         could not be checked (named)."""
-        from shelfwise.cli.main import _emit, _settings, _user_errors
 
-        with _user_errors():
+        with user_errors():
             from shelfwise.data.privacy import Pseudonymizer
 
-            settings = _settings()
+            settings = load_settings()
             started = time.perf_counter()
             pseudo = user if pseudonym else Pseudonymizer(settings.resolved_pseudonym_key(create=False))(user)
             places = _places(settings, db, pseudo)
@@ -134,7 +133,7 @@ def register(app: typer.Typer) -> None:
                 "places": places,
                 "seconds": round(time.perf_counter() - started, 4),
             }
-        _emit(payload, as_json, _human)
+        emit(payload, as_json, _human)
         if found:
             raise typer.Exit(FOUND)
         if unchecked:
@@ -145,25 +144,24 @@ def register(app: typer.Typer) -> None:
     @privacy_app.command("delete")
     def delete(
         user: Annotated[str, typer.Argument(help="the shop's user id")],
-        db: DbOpt = None,
-        as_json: JsonOpt = False,
+        db: DbOption = None,
+        as_json: JsonOption = False,
     ) -> None:
         """Erase a shopper (any spelling ingest treats as this id) from the store (a tombstone keeps
         them out), the event journal, Redis state, every model version on disk, derived copies and
         backups under the var directory. Running servers forget them in memory within a second (the
         registry's erasure counter moves). Exits 3 naming the places that failed (retry: it is safe)."""
-        from shelfwise.cli.main import _emit, _settings, _store, _user_errors
 
-        with _user_errors():
-            from shelfwise.api.privacy import derived_dirs, erase_everywhere
+        with user_errors():
             from shelfwise.data.privacy import Pseudonymizer
             from shelfwise.registry import ModelRegistry
+            from shelfwise.serving.erasure import derived_dirs, erase_everywhere
             from shelfwise.store.journal import EventJournal
 
-            settings = _settings()
+            settings = load_settings()
             pseudo = Pseudonymizer(settings.resolved_pseudonym_key(create=False))(user)
             sessions, cache, redis_down = _redis_state(settings)
-            with _store(db) as store:
+            with open_db(db) as store:
                 removed = erase_everywhere(
                     pseudo,
                     store=store,
@@ -177,7 +175,7 @@ def register(app: typer.Typer) -> None:
             failed = removed.pop("failed")
             if redis_down:
                 failed["redis"] = redis_down
-        _emit(
+        emit(
             {"user": user, "removed": removed, "failed": failed, "complete": not failed},
             as_json,
             lambda p: "\n".join(

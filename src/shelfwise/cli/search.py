@@ -7,19 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
+from shelfwise.cli.common import JsonOption, emit, fail, open_db, user_errors
 from shelfwise.cli.progress import steps_bar
 
 ProductsOpt = Annotated[
     Path, typer.Option("--products", help="products CSV or JSONL (id,title,description,category,brand,price)")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
 MODES = ("bm25", "dense", "hybrid", "rrf", "ltr")
-
-
-def _main() -> Any:
-    from shelfwise.cli import main
-
-    return main
 
 
 def _engine(
@@ -38,7 +32,7 @@ def _engine(
     if products is not None:
         items = read_products(products)
     else:  # the catalogue in the store (`shelfwise ingest items …`)
-        with _main()._store(db) as store:
+        with open_db(db) as store:
             items = list(store.get_items(store.item_ids()).values())
     if not items:
         raise InputFileError(f"{products or 'the store'}: no products")
@@ -60,7 +54,7 @@ def search_eval(
     queries: Annotated[Path, typer.Option("--queries", help="TSV query_id<TAB>query")],
     qrels: Annotated[Path, typer.Option("--qrels", help="TREC qrels: query_id 0 product_id grade")],
     mode: Annotated[str, typer.Option("--mode", help="bm25, dense, hybrid, rrf or ltr")] = "hybrid",
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
     min_grade: Annotated[int, typer.Option("--min-grade", help="lowest grade counted relevant")] = 1,
     alpha: Annotated[
         float | None, typer.Option("--alpha", help="hybrid: keyword share of the blend (default 0.3)")
@@ -69,17 +63,16 @@ def search_eval(
     spelling: Annotated[bool, typer.Option("--spelling/--no-spelling", help="correct query typos")] = True,
 ) -> None:
     """nDCG@10, MRR@10, Recall@100 and QPS of one retrieval mode on a labelled query set."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         if mode not in MODES:
-            main._fail(f"--mode must be one of {', '.join(MODES)}", 2)
+            fail(f"--mode must be one of {', '.join(MODES)}", 2)
         from shelfwise.search.documents import read_qrels, read_queries
         from shelfwise.search.evaluate import evaluate_rankings, evaluation_report
 
         query_texts = read_queries(queries)
         judgments = read_qrels(qrels)
         if not judgments:
-            main._fail(f"{qrels}: no judgments", 2)
+            fail(f"{qrels}: no judgments", 2)
         with steps_bar() as bar:
             engine = _engine(products, dense=mode != "bm25", alpha=alpha, spelling=spelling, bar=bar)
             task = bar.add_task(f"{mode} queries", total=len(query_texts))
@@ -118,7 +111,7 @@ def search_eval(
                 f"({r['queries']} queries, {r['products']:,} products)"
             )
 
-        main._emit(report, as_json, human)
+        emit(report, as_json, human)
 
 
 def search_query(
@@ -132,13 +125,12 @@ def search_query(
     sort: Annotated[
         str, typer.Option("--sort", help="relevance, price_asc, price_desc or popularity")
     ] = "relevance",
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Search a product file: corrected spelling, price/brand filters, facets and the top results."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         if mode not in MODES[:4]:
-            main._fail("--mode must be bm25, dense, hybrid or rrf", 2)
+            fail("--mode must be bm25, dense, hybrid or rrf", 2)
         with steps_bar() as bar:
             engine = _engine(products, dense=mode != "bm25", alpha=None, spelling=True, bar=bar, db=db)
         result = engine.search(query, k=k, mode=mode, sort=sort)
@@ -160,16 +152,15 @@ def search_query(
                     lines.append(f"{name}: " + ", ".join(f"{v['value']} ({v['count']})" for v in values[:6]))
             return "\n".join(lines)
 
-        main._emit(payload, as_json, human)
+        emit(payload, as_json, human)
 
 
 def search_labels(
     out: Annotated[Path, typer.Option("--out", help="directory for products.jsonl, queries.tsv, qrels.txt")],
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Write the graded Flipkart category query set (20k products) in search-eval's format."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         from shelfwise.search.documents import read_dataset
         from shelfwise.search.labelled import flipkart_category_set
 
@@ -183,7 +174,7 @@ def search_labels(
             "files": {k: str(v) for k, v in paths.items()},
             "licence": "CC BY-SA 4.0 (derived from Flipkart products)",
         }
-        main._emit(
+        emit(
             payload,
             as_json,
             lambda p: (

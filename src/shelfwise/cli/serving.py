@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Annotated, Any
 
 import typer
 
-DbOpt = Annotated[str | None, typer.Option("--db", help="store URL; default: the embedded SQLite store")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+from shelfwise.cli.common import DbOption, JsonOption, emit, load_settings, open_db, user_errors
 
 
 def _training_config(
@@ -55,13 +52,12 @@ def _train(
     settings: dict[str, Any] | None = None,
     precision: str | None = None,
 ) -> dict[str, Any]:
-    from shelfwise.cli.main import _settings, _store
     from shelfwise.features.dataset import Dataset
     from shelfwise.registry import ModelRegistry, train_version
 
     config = _training_config(model, bundles, settings, precision)
-    registry = ModelRegistry(_settings().models_root)
-    with _store(db) as store:
+    registry = ModelRegistry(load_settings().models_root)
+    with open_db(db) as store:
         typer.echo("reading the store's events…", err=True)
         ds = Dataset.from_store(store)
         store_id = store.store_id
@@ -93,13 +89,12 @@ def _require_store(url: str, *, create: bool) -> None:
 def _refuse_foreign_model(registry: Any, db: str | None) -> None:
     """The registry's active version must have been trained on this store: serving a model of
     another store's data (the SQLite demo's, over a PostgreSQL shop) is refused, with what to do."""
-    from shelfwise.cli.main import _store
     from shelfwise.registry import check_store
 
     active = registry.active
     if active is None:
         return
-    with _store(db) as store:
+    with open_db(db) as store:
         check_store(registry.info(active), store.store_id)
 
 
@@ -109,7 +104,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def serve(
-        db: DbOpt = None,
+        db: DbOption = None,
         port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
         host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
         workers: Annotated[int, typer.Option("--workers", min=1, max=64)] = 1,
@@ -123,12 +118,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the API (and pages) over the store; trains, registers and activates a model first
         when no version is active."""
-        from shelfwise.cli.main import _settings, _user_errors
 
-        with _user_errors():
+        with user_errors():
             from shelfwise.registry import ModelRegistry
 
-            settings = _settings()
+            settings = load_settings()
             _require_store(db or settings.store_url, create=create)
             registry = ModelRegistry(settings.models_root)
             _refuse_foreign_model(registry, db)
@@ -138,8 +132,6 @@ def register(app: typer.Typer) -> None:
                 ndcg = result["metrics"].get("ndcg@10")
                 judged = "no events yet: catalogue only" if ndcg is None else f"held-out ndcg@10 {ndcg:.4f}"
                 typer.echo(f"activated {result['version']} ({judged}, {result['seconds']:.1f} s)", err=True)
-            import uvicorn
-
             url = db or settings.store_url
             key_file = settings.var_dir / "api.key"
             from shelfwise.store.analytical import shown_url
@@ -150,45 +142,20 @@ def register(app: typer.Typer) -> None:
                     f"admin API key: {key_file} (header X-API-Key; more keys: `shelfwise keys create`)",
                     err=True,
                 )
-            from shelfwise.api.server import NoDelayH11Protocol
-
-            if workers == 1:
-                from shelfwise.api.app import create_app
-
-                uvicorn.run(
-                    create_app(settings, url),
-                    host=host,
-                    port=port,
-                    log_level="warning",
-                    http=NoDelayH11Protocol,
+            if workers > 1 and not settings.redis_url:
+                typer.echo(
+                    "warning: without SHELFWISE_REDIS_URL each worker keeps its own sessions and "
+                    "result cache: a shopper's event changes the next answers only of the worker "
+                    "that took it (deletions reach every worker); set SHELFWISE_REDIS_URL to share them",
+                    err=True,
                 )
-            else:
-                if not settings.redis_url:
-                    typer.echo(
-                        "warning: without SHELFWISE_REDIS_URL each worker keeps its own sessions and "
-                        "result cache: a shopper's event changes the next answers only of the worker "
-                        "that took it (deletions reach every worker); set SHELFWISE_REDIS_URL to share them",
-                        err=True,
-                    )
-                os.environ["SHELFWISE_DB_URL"] = url
-                os.environ["SHELFWISE_VAR_DIR"] = str(settings.var_dir)
-                if not settings.api_key_hashes:
-                    from shelfwise.api.app import _api_key_hashes
+            from shelfwise.api.server import run_server
 
-                    os.environ["SHELFWISE_API_KEY_HASHES"] = json.dumps(_api_key_hashes(settings))
-                uvicorn.run(
-                    "shelfwise.api.app:app_from_env",
-                    factory=True,
-                    host=host,
-                    port=port,
-                    workers=workers,
-                    log_level="warning",
-                    http=NoDelayH11Protocol,  # without it, ~40 ms per keep-alive response
-                )
+            run_server(settings, url, host=host, port=port, workers=workers)
 
     @models_app.command("train")
     def models_train(
-        db: DbOpt = None,
+        db: DbOption = None,
         model: Annotated[
             str, typer.Option("--model", "-m", help="model name, or auto (by catalogue size, memory)")
         ] = "auto",
@@ -204,39 +171,37 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--precision", help="serve factor models at float32, float16 or int8"),
         ] = None,
-        as_json: JsonOpt = False,
+        as_json: JsonOption = False,
     ) -> None:
         """Train on the store's events, evaluate on a held-out period, register, and activate through
         the release gate (refused when worse than the active version on the same held-out set).
         What is measured is what is deployed: the version's metrics are those of the settings and
         precision given here."""
         from shelfwise.cli.common import json_object_option
-        from shelfwise.cli.main import _emit, _user_errors
         from shelfwise.core.errors import ConfigError
 
-        with _user_errors():
+        with user_errors():
             if precision is not None and precision not in ("float32", "float16", "int8"):
                 raise ConfigError(f"unknown precision {precision!r}", hint="use float32, float16 or int8")
             settings = json_object_option(config)
             result = _train(db, model, bundles=bundles, force=force, settings=settings, precision=precision)
-        _emit(
+        emit(
             result,
             as_json,
             lambda r: f"activated {r['version']}: ndcg@10 {r['metrics'].get('ndcg@10', float('nan')):.4f}",
         )
 
     @models_app.command("list")
-    def models_list(as_json: JsonOpt = False) -> None:
+    def models_list(as_json: JsonOption = False) -> None:
         """Registered versions with their held-out metrics; the active one is marked."""
-        from shelfwise.cli.main import _emit, _settings, _user_errors
 
-        with _user_errors():
+        with user_errors():
             from shelfwise.registry import ModelRegistry
 
-            registry = ModelRegistry(_settings().models_root)
+            registry = ModelRegistry(load_settings().models_root)
             pointer = registry.pointer()
             rows = [{**i.to_dict(), "active": i.version == pointer.active} for i in registry.list()]
-        _emit(
+        emit(
             {"active": pointer.active, "versions": rows},
             as_json,
             lambda p: (
@@ -252,29 +217,27 @@ def register(app: typer.Typer) -> None:
     def models_activate(
         version: Annotated[str, typer.Argument()],
         force: Annotated[bool, typer.Option("--force")] = False,
-        as_json: JsonOpt = False,
+        as_json: JsonOption = False,
     ) -> None:
         """Activate a registered version (servers follow within a second)."""
-        from shelfwise.cli.main import _emit, _settings, _user_errors
 
-        with _user_errors():
+        with user_errors():
             from shelfwise.registry import ModelRegistry, release
 
-            registry = ModelRegistry(_settings().models_root)
+            registry = ModelRegistry(load_settings().models_root)
             release(registry, version, force=force)
-        _emit({"active": version}, as_json, lambda p: f"active: {p['active']}")
+        emit({"active": version}, as_json, lambda p: f"active: {p['active']}")
 
     @models_app.command("rollback")
-    def models_rollback(as_json: JsonOpt = False) -> None:
+    def models_rollback(as_json: JsonOption = False) -> None:
         """Make the previously active version active again."""
-        from shelfwise.cli.main import _emit, _settings, _user_errors
 
-        with _user_errors():
+        with user_errors():
             from shelfwise.registry import ModelRegistry
 
             started = time.perf_counter()
-            pointer = ModelRegistry(_settings().models_root).rollback()
-        _emit(
+            pointer = ModelRegistry(load_settings().models_root).rollback()
+        emit(
             {"active": pointer.active, "seconds": round(time.perf_counter() - started, 4)},
             as_json,
             lambda p: f"active: {p['active']}",

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-DbOpt = Annotated[str | None, typer.Option("--db", help="store URL; default: the embedded SQLite store")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+from shelfwise.cli.common import DbOption, JsonOption, emit, fail, load_settings, open_db, user_errors
+
 UserArg = Annotated[str, typer.Argument(help="the shop's user id (or its pseudonym with --pseudonym)")]
 PseudoOpt = Annotated[bool, typer.Option("--pseudonym", help="USER is already the store's pseudonym")]
 
@@ -26,12 +26,6 @@ dp_app = typer.Typer(
 trust_app.add_typer(dp_app, name="dp")
 
 
-def _main() -> Any:
-    from shelfwise.cli import main
-
-    return main
-
-
 def pseudonym_of(user: str, *, pseudonym: bool) -> str:
     """The store's id for the shop's ``user``: cleaned exactly as ingest cleans ids, then
     pseudonymised with the store's existing key (never a new one: it would name nobody)."""
@@ -39,7 +33,7 @@ def pseudonym_of(user: str, *, pseudonym: bool) -> str:
         return user
     from shelfwise.data.privacy import Pseudonymizer
 
-    settings = _main()._settings()
+    settings = load_settings()
     return Pseudonymizer(settings.resolved_pseudonym_key(create=False))(user)
 
 
@@ -48,21 +42,20 @@ def pseudonym_of(user: str, *, pseudonym: bool) -> str:
 
 @dp_app.command("budget")
 def dp_budget(
-    db: DbOpt = None,
+    db: DbOption = None,
     set_to: Annotated[float | None, typer.Option("--set", help="set the store's total ε")] = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The store's ε budget, what was spent and what is left."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         from shelfwise.store.ledger import PrivacyLedger
 
-        with main._store(db) as store:
+        with open_db(db) as store:
             ledger = PrivacyLedger(store)
             if set_to is not None:
                 ledger.set_budget(set_to)
             payload = ledger.summary()
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: (
@@ -73,16 +66,15 @@ def dp_budget(
 
 
 @dp_app.command("ledger")
-def dp_ledger(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def dp_ledger(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Every differentially private release recorded in the store, newest first."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         from shelfwise.store.ledger import PrivacyLedger
 
-        with main._store(db) as store:
+        with open_db(db) as store:
             ledger = PrivacyLedger(store)
             payload = {**ledger.summary(), "ledger": [r.to_dict() for r in ledger.releases()]}
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: "\n".join(
@@ -101,7 +93,7 @@ def dp_release(
         str, typer.Argument(help="funnel, category-popularity, rfm-segments, trending or cohorts")
     ],
     epsilon: Annotated[float, typer.Option("--epsilon", "-e", help="ε this release spends")],
-    db: DbOpt = None,
+    db: DbOption = None,
     by: Annotated[str, typer.Option("--by", help="funnel: category, brand, day or total")] = "category",
     top: Annotated[
         int, typer.Option("--top", min=1, help="rows to publish (funnel, popularity, trending)")
@@ -111,18 +103,17 @@ def dp_release(
         typer.Option("--max-contributions", min=1, help="rows one shopper may add (default per query)"),
     ] = None,
     window_days: Annotated[float, typer.Option("--window-days", help="trending: the recent window")] = 7.0,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Publish a differentially private aggregate, spending ε from the store's budget (a release
     past the budget is refused, exit 6, and nothing is published)."""
-    main = _main()
     if not epsilon > 0:
-        main._fail("--epsilon must be positive", 2)
+        fail("--epsilon must be positive", 2)
     if by not in ("category", "brand", "day", "total"):
-        main._fail("--by must be category, brand, day or total", 2)
+        fail("--by must be category, brand, day or total", 2)
     from shelfwise.cli.analytics import _analytical
 
-    with main._user_errors():
+    with user_errors():
         from shelfwise.analytics import private
         from shelfwise.core.errors import ShelfwiseError
         from shelfwise.store.ledger import PrivacyLedger
@@ -131,7 +122,7 @@ def dp_release(
             raise ShelfwiseError(
                 f"unknown private query {query!r}", hint=f"one of {', '.join(private.QUERIES)}"
             )
-        with main._store(db) as store:
+        with open_db(db) as store:
             ledger = PrivacyLedger(store)
             # refuse at once, before reading the store, when the budget cannot pay
             ledger.require(query, epsilon)
@@ -157,7 +148,7 @@ def dp_release(
                 else:
                     release = private.private_cohorts(snapshot, ledger, epsilon=epsilon)
             payload = {**release.to_dict(), "budget": ledger.summary()}
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: (
@@ -171,26 +162,25 @@ def dp_release(
 @dp_app.command("train")
 def dp_train(
     epsilon: Annotated[float, typer.Option("--epsilon", "-e", help="ε the published list spends")],
-    db: DbOpt = None,
+    db: DbOption = None,
     model: Annotated[
         str, typer.Option("--model", "-m", help="popular, popular-decay or trending")
     ] = "trending",
     max_contributions: Annotated[int, typer.Option("--max-contributions", min=1)] = 20,
     force: Annotated[bool, typer.Option("--force", help="activate even if the gate refuses")] = False,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Train, register and activate a popular/trending version on ε-DP counts, spending ε from the
     store's ledger first (refused past the budget, exit 6)."""
-    main = _main()
     if model not in ("popular", "popular-decay", "trending"):
-        main._fail("--model must be popular, popular-decay or trending", 2)
-    with main._user_errors():
+        fail("--model must be popular, popular-decay or trending", 2)
+    with user_errors():
         from shelfwise.features.dataset import Dataset
         from shelfwise.registry import ModelRegistry, TrainingConfig, train_version
         from shelfwise.store.ledger import PrivacyLedger
 
-        settings = main._settings()
-        with main._store(db) as store:
+        settings = load_settings()
+        with open_db(db) as store:
             ledger = PrivacyLedger(store)
             ledger.require(f"recommend:{model}", epsilon)
             ds = Dataset.from_store(store)
@@ -206,7 +196,7 @@ def dp_train(
                 ds, ModelRegistry(settings.models_root), config, force=force, ledger=ledger
             )
             payload = {**outcome.to_dict(), "budget": ledger.summary()}
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: f"activated {p['version']} (ε={epsilon:g}); ε left {p['budget']['remaining_epsilon']:g}",
@@ -218,24 +208,23 @@ def dp_train(
 
 def export_cmd(
     user: UserArg,
-    db: DbOpt = None,
+    db: DbOption = None,
     pseudonym: PseudoOpt = False,
     out: Annotated[Path | None, typer.Option("--out", help="also write the export to this JSON file")] = None,
     segments: Annotated[
         bool, typer.Option("--segments/--no-segments", help="include the shopper's RFM segment")
     ] = True,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Everything the shop holds about a shopper (events of every stitched identity, profile,
     quarantined records, consent, identity links, segment, model versions holding them) as JSON."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         from shelfwise.registry import ModelRegistry
         from shelfwise.trust.rights import export_user
 
-        settings = main._settings()
+        settings = load_settings()
         pseudo = pseudonym_of(user, pseudonym=pseudonym)
-        with main._store(db) as store:
+        with open_db(db) as store:
             snapshot = None
             if segments:
                 from shelfwise.store.analytical import AnalyticalStore
@@ -251,7 +240,7 @@ def export_cmd(
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(payload, indent=2, default=str))
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: (
@@ -264,7 +253,7 @@ def export_cmd(
 
 def consent_cmd(
     user: UserArg,
-    db: DbOpt = None,
+    db: DbOption = None,
     pseudonym: PseudoOpt = False,
     personalisation: Annotated[
         bool | None,
@@ -273,16 +262,15 @@ def consent_cmd(
     analytics: Annotated[
         bool | None, typer.Option("--analytics/--no-analytics", help="allow or refuse use in analytics")
     ] = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show or change a shopper's consent flags (no flag given: show them)."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         from shelfwise.store.consent import get_consent, set_consent
         from shelfwise.store.identities import canonical
 
         pseudo = pseudonym_of(user, pseudonym=pseudonym)
-        with main._store(db) as store:
+        with open_db(db) as store:
             shopper = canonical(store, pseudo)
             if personalisation is None and analytics is None:
                 state = get_consent(store, shopper)
@@ -294,7 +282,7 @@ def consent_cmd(
                     no_analytics=None if analytics is None else not analytics,
                 )
         payload = {"user": user, **state.to_dict()}
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: (
@@ -308,19 +296,18 @@ def retention_cmd(
     older_than_days: Annotated[
         float, typer.Option("--older-than-days", help="expire raw events older than this")
     ],
-    db: DbOpt = None,
+    db: DbOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count what would go, change nothing")] = False,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Expire raw events older than N days, keeping daily per-item aggregates (event_rollups)."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         from shelfwise.store.retention import expire_events, rollup_totals
 
-        with main._store(db) as store:
+        with open_db(db) as store:
             report = expire_events(store, older_than_days=older_than_days, dry_run=dry_run)
             report["rollups"] = rollup_totals(store)
-    main._emit(
+    emit(
         report,
         as_json,
         lambda r: (
@@ -330,18 +317,17 @@ def retention_cmd(
     )
 
 
-def stitch_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def stitch_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Stitch identities (guest sessions that signed in, one shopper on several devices) into the
     store's identity map: recommendations, export and deletion then see one shopper."""
-    main = _main()
     from shelfwise.cli.analytics import _analytical
 
-    with main._user_errors(), _analytical(db, "stitch") as (snapshot, _):
+    with user_errors(), _analytical(db, "stitch") as (snapshot, _):
         from shelfwise.trust.stitching import stitch_into_store
 
-        with main._store(db) as store:
+        with open_db(db) as store:
             payload = stitch_into_store(store, snapshot)
-    main._emit(payload, as_json, lambda p: f"{p['links']} identity links for {p['shoppers']} shoppers")
+    emit(payload, as_json, lambda p: f"{p['links']} identity links for {p['shoppers']} shoppers")
 
 
 def _privacy_group(app: typer.Typer) -> typer.Typer:
@@ -379,7 +365,7 @@ def _dataset(data: Path | None, fmt: str, db: str | None) -> Any:
 
 @trust_app.command("shilling")
 def shilling_cmd(
-    db: DbOpt = None,
+    db: DbOption = None,
     data: DataOpt = None,
     fmt: FormatOpt = "online-retail",
     attack: Annotated[
@@ -389,14 +375,13 @@ def shilling_cmd(
     fake_share: Annotated[float, typer.Option("--fake-share", min=0.001, max=0.5)] = 0.03,
     targets: Annotated[int, typer.Option("--targets", min=1, max=50)] = 3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Attack the training data with fake accounts, detect them, and compare the attacked items'
     exposure and NDCG@10 with and without the defence in training."""
-    main = _main()
     if attack not in ("push", "nuke", "view-burst", "rating-burst", "bots"):
-        main._fail("--attack must be push, nuke, view-burst, rating-burst or bots", 2)
-    with main._user_errors():
+        fail("--attack must be push, nuke, view-burst, rating-burst or bots", 2)
+    with user_errors():
         from shelfwise.evaluation.robustness import Attack, shilling_experiment
 
         ds = _dataset(data, fmt, db)
@@ -405,7 +390,7 @@ def shilling_cmd(
             model={"model": model},
             attack=Attack(kind=attack, targets=targets, fake_share=fake_share, seed=seed),  # type: ignore[arg-type]
         )
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: (
@@ -419,18 +404,17 @@ def shilling_cmd(
 
 @trust_app.command("exposure")
 def exposure_cmd(
-    db: DbOpt = None,
+    db: DbOption = None,
     data: DataOpt = None,
     fmt: FormatOpt = "online-retail",
     model: Annotated[str, typer.Option("--model", "-m")] = "ease",
     group: Annotated[str, typer.Option("--group", help="brand, price_band or new")] = "price_band",
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Exposure across item groups, and the NDCG/exposure trade-off of the calibrated re-ranking."""
-    main = _main()
     if group not in ("brand", "price_band", "new"):
-        main._fail("--group must be brand, price_band or new", 2)
-    with main._user_errors():
+        fail("--group must be brand, price_band or new", 2)
+    with user_errors():
         from shelfwise.evaluation.fairness import exposure_tradeoff, fairness_figures
         from shelfwise.evaluation.protocol import make_split
         from shelfwise.recommend.registry import model_from_config
@@ -444,7 +428,7 @@ def exposure_cmd(
             "exposure": fairness_figures(fitted, split),
             "tradeoff": exposure_tradeoff(fitted, split, group),
         }
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: "\n".join(
@@ -457,28 +441,27 @@ def exposure_cmd(
 @trust_app.command("explain")
 def explain_cmd(
     user: UserArg,
-    db: DbOpt = None,
+    db: DbOption = None,
     pseudonym: PseudoOpt = False,
     version: Annotated[
         str | None, typer.Option("--version", help="registry version (default: active)")
     ] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=100)] = 10,
     item: Annotated[list[str] | None, typer.Option("--item", help="explain this item (repeatable)")] = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The full TreeSHAP attribution of a hybrid version's recommendations for one shopper."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         from shelfwise.registry import ModelRegistry
         from shelfwise.trust.explaining import explain_user
 
-        settings = main._settings()
+        settings = load_settings()
         pseudo = pseudonym_of(user, pseudonym=pseudonym)
-        with main._store(db) as store:
+        with open_db(db) as store:
             payload = explain_user(
                 ModelRegistry(settings.models_root), store, pseudo, version=version, k=k, items=item
             )
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: "\n".join(f"{a['item']:<16} {a['reason']}  [{a['top_feature']}]" for a in p["items"]),
@@ -488,13 +471,12 @@ def explain_cmd(
 @trust_app.command("card")
 def card_cmd(
     version: Annotated[str | None, typer.Argument(help="registry version (default: active)")] = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show a version's model card (written when the version was trained)."""
-    main = _main()
-    with main._user_errors():
+    with user_errors():
         from shelfwise.registry import ModelRegistry
         from shelfwise.trust.explaining import model_card
 
-        card, markdown = model_card(ModelRegistry(main._settings().models_root), version)
-    main._emit(card, as_json, lambda _: markdown)
+        card, markdown = model_card(ModelRegistry(load_settings().models_root), version)
+    emit(card, as_json, lambda _: markdown)

@@ -28,7 +28,7 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +44,16 @@ from shelfwise.recommend.memory import MatrixShape, check_memory, shared_bytes
 
 ARTIFACT_VERSION = 1
 METADATA = "metadata.json"
+
+# How ``Recommender.load`` turns a saved config into an unfitted model. ``recommend.registry`` (which
+# imports this module, and which the package imports first) installs ``model_from_config`` here, so
+# this module never imports the registry back.
+_model_factory: list[Callable[[dict[str, Any]], Recommender]] = []
+
+
+def install_model_factory(factory: Callable[[dict[str, Any]], Recommender]) -> None:
+    """Called once by ``recommend.registry``: the factory ``Recommender.load`` builds models with."""
+    _model_factory[:] = [factory]
 
 
 class ModelError(ShelfwiseError):
@@ -515,8 +525,6 @@ class Recommender(ABC):
     @classmethod
     def load(cls, directory: Path | str) -> Recommender:
         """Read a saved model back (any model when called on ``Recommender``), verifying checksums."""
-        from shelfwise.recommend.registry import model_from_config
-
         src = Path(directory)
         try:
             meta = json.loads((src / METADATA).read_text())
@@ -524,7 +532,7 @@ class Recommender(ABC):
             raise ModelError(f"{src}: not a saved model ({exc})") from exc
         if meta.get("artifact_version") != ARTIFACT_VERSION:
             raise ModelError(f"{src}: artifact version {meta.get('artifact_version')!r} is not supported")
-        model = model_from_config(meta["config"])
+        model = _model_factory[0](meta["config"])
         if cls is not Recommender and not isinstance(model, cls):
             raise ModelError(f"{src}: holds a {meta['model']!r} model, not {cls.name!r}")
         arrays: dict[str, np.ndarray] = {}

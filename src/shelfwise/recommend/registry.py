@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shelfwise.recommend.base import ModelConfig, ModelError, Recommender
+from shelfwise.recommend.base import ModelConfig, ModelError, Recommender, install_model_factory
 from shelfwise.recommend.bundles import BoughtTogetherRecommender
 from shelfwise.recommend.content import ContentEmbedRecommender, ContentRecommender
 from shelfwise.recommend.ease import EASERecommender
@@ -109,3 +109,6 @@ def model_from_config(config: dict[str, Any] | ModelConfig) -> Recommender:
 
 def make_model(name: str, **settings: Any) -> Recommender:
     return model_from_config({"model": name, **settings})
+
+
+install_model_factory(model_from_config)  # ``Recommender.load`` builds saved models with it

@@ -6,7 +6,6 @@
 """
 
 from shelfwise.registry.gate import GateDecision
-from shelfwise.registry.serving import Deployment, LiveModels, canary_bucket, in_canary, top_overlap
 from shelfwise.registry.training import TrainingConfig, TrainingOutcome, release, train_version
 from shelfwise.registry.versions import (
     Candidate,
@@ -17,6 +16,7 @@ from shelfwise.registry.versions import (
     Pointer,
     RegistryError,
     StoreMismatchError,
+    UnknownVersionError,
     VersionInfo,
     check_store,
 )
@@ -24,10 +24,8 @@ from shelfwise.registry.versions import (
 __all__ = [
     "Candidate",
     "CorruptArtifactError",
-    "Deployment",
     "GateDecision",
     "GateRefusedError",
-    "LiveModels",
     "LoadedVersion",
     "ModelRegistry",
     "Pointer",
@@ -35,11 +33,9 @@ __all__ = [
     "StoreMismatchError",
     "TrainingConfig",
     "TrainingOutcome",
+    "UnknownVersionError",
     "VersionInfo",
-    "canary_bucket",
     "check_store",
-    "in_canary",
     "release",
-    "top_overlap",
     "train_version",
 ]

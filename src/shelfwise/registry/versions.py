@@ -12,9 +12,10 @@ whole version or none. ``ACTIVE.json`` is written to a temporary file and ``os.r
 reader sees the old pointer or the new one. Loading verifies every file's sha256 first: a corrupt or
 missing artifact raises ``CorruptArtifactError`` and is never loaded.
 
-Every read-modify-write of the registry (activation, rollback, candidates, erasure rewrites, the
-erasure counter, the catalogue log) runs under one lock file (``.lock``, with ``filelock``), so two
-processes doing them at once never lose each other's change.
+Every read-modify-write of the registry (activation, rollback, candidates, erasure rewrites, and
+the files serving processes signal each other with: ``shelfwise.serving.signals``) runs under one
+lock file (``.lock``, with ``filelock``), so two processes doing them at once never lose each
+other's change.
 
 Each version records the id of the store it was trained on (``store_id``, see ``Store.store_id``):
 a serving process refuses a version bound to another store (``StoreMismatchError``), so one
@@ -35,7 +36,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,13 +44,11 @@ from typing import Any, Literal
 import numpy as np
 from filelock import FileLock, Timeout
 
-from shelfwise.core.errors import ShelfwiseError
+from shelfwise.core.errors import ConflictError, NotFoundError, ShelfwiseError
 from shelfwise.recommend.base import METADATA, Recommendation, Recommender
 
 VERSION_FILE = "version.json"
 POINTER = "ACTIVE.json"
-ERASURES = "ERASURES"  # a counter (no ids) bumped on every erasure, so other processes notice
-CATALOGUE = "CATALOGUE.log"  # items written through the API: JSON [item_id, removed] lines
 LOCK = ".lock"  # held for every read-modify-write of the registry, across processes
 LOCK_TIMEOUT_S = 120.0  # an erasure rewriting big versions holds it for seconds, not minutes
 FORMAT = 1
@@ -58,10 +57,14 @@ ERASED_PREFIX = "~erased~"
 CSR_PARTS = ("data", "indices", "indptr")
 
 
-class RegistryError(ShelfwiseError):
-    """A model version is unknown, cannot be activated, or the registry is in a bad state."""
+class RegistryError(ConflictError):
+    """A model version cannot be registered, activated or loaded, or the registry is in a bad state."""
 
     exit_code = 5
+
+
+class UnknownVersionError(NotFoundError, RegistryError):
+    """No version of that id is registered."""
 
 
 class CorruptArtifactError(RegistryError):
@@ -97,7 +100,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     """Write JSON to a temporary file in the same directory, fsync it, then ``os.replace`` it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -227,7 +230,7 @@ class LoadedVersion:
         return self.models.get("bought_together")
 
 
-def _now() -> str:
+def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
@@ -293,7 +296,7 @@ class ModelRegistry:
             payload = {
                 "format": FORMAT,
                 "version": version,
-                "created_at": _now(),
+                "created_at": now_iso(),
                 "components": {c: m.name for c, m in models.items()},
                 "config": {c: m.config.model_dump(mode="json") for c, m in models.items()},
                 "metrics": dict(metrics or {}),
@@ -342,7 +345,7 @@ class ModelRegistry:
             raise RegistryError(f"invalid version id {version!r}")
         path = self.root / version
         if not (path / VERSION_FILE).exists():
-            raise RegistryError(
+            raise UnknownVersionError(
                 f"unknown model version {version!r}", hint="list them with GET /v1/admin/models"
             )
         return path
@@ -410,83 +413,8 @@ class ModelRegistry:
     def pointer_stamp(self) -> tuple[int, int] | None:
         return self._stamp(POINTER)
 
-    def note_erasure(self) -> None:
-        """Tell other serving processes that a shopper was erased: bump a counter (it names
-        nobody); each process then re-checks what it holds in memory (``LiveModels.sync``)."""
-        path = self.root / ERASURES
-        with self.locked():
-            count = self.erasure_count()
-            _write_json_atomic(path, {"erasures": count + 1, "at": _now()})
-
-    def erasure_count(self) -> int:
-        """How many erasures the counter has seen (it names nobody)."""
-        try:
-            return int(json.loads((self.root / ERASURES).read_text())["erasures"])
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return 0
-
-    def erasure_stamp(self) -> tuple[int, int] | None:
-        return self._stamp(ERASURES)
-
-    def note_items(self, item_ids: Sequence[str], *, removed: bool = False) -> list[int]:
-        """Tell other serving processes that these items were written (``removed``: taken out of
-        search and recommendations): one append (atomic for short lines on a local file system),
-        fsync'd. Lines are ``[item_id, removed]`` in JSON. Returns where each line starts, so the
-        writer can skip its own lines when it follows the log."""
-        if not item_ids:
-            return []
-        lines = [(json.dumps([str(i), removed]) + "\n").encode() for i in item_ids]
-        with self.locked():
-            fd = os.open(self.root / CATALOGUE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                # the leading newline ends a line torn by a writer killed mid-write, so that line is
-                # skipped alone instead of swallowing this one
-                os.write(fd, b"\n" + b"".join(lines))
-                end = os.lseek(fd, 0, os.SEEK_CUR)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        starts, at = [], end - sum(len(line) for line in lines)
-        for line in lines:
-            starts.append(at)
-            at += len(line)
-        return starts
-
-    def catalogue_offset(self) -> int:
-        """Where the catalogue log ends now (a process starts following it from here)."""
-        stamp = self._stamp(CATALOGUE)
-        return stamp[1] if stamp is not None else 0
-
-    def items_changed(self, offset: int) -> tuple[list[tuple[int, str, bool]], int]:
-        """(line start, item id, removed) of each line written after ``offset`` in the catalogue
-        log, and the new offset (complete lines only; a log that shrank is read from the start)."""
-        path = self.root / CATALOGUE
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return [], 0
-        if size < offset:
-            offset = 0
-        if size == offset:
-            return [], offset
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read(size - offset)
-        changes, at = [], offset
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # being written: read it next time
-            item_id = None
-            # blank, or torn by a writer killed mid-line: skipped (and not read again)
-            with contextlib.suppress(ValueError, TypeError):
-                item_id, removed = json.loads(line)
-            if item_id is not None:
-                changes.append((at, str(item_id), bool(removed)))
-            at += len(line)
-        return changes, at
-
     def _write_pointer(self, pointer: Pointer) -> None:
-        _write_json_atomic(self.root / POINTER, pointer.to_dict())
+        write_json_atomic(self.root / POINTER, pointer.to_dict())
 
     @property
     def active(self) -> str | None:
@@ -512,7 +440,7 @@ class ModelRegistry:
         if old.active:
             history.append(old.active)
         candidate = old.candidate if old.candidate and old.candidate.version != version else None
-        new = Pointer(active=version, history=tuple(history[-50:]), candidate=candidate, updated_at=_now())
+        new = Pointer(active=version, history=tuple(history[-50:]), candidate=candidate, updated_at=now_iso())
         self._write_pointer(new)
         return new
 
@@ -524,7 +452,9 @@ class ModelRegistry:
             while history:
                 previous = history.pop()
                 if previous in self.versions():
-                    new = Pointer(active=previous, history=tuple(history), candidate=None, updated_at=_now())
+                    new = Pointer(
+                        active=previous, history=tuple(history), candidate=None, updated_at=now_iso()
+                    )
                     self._write_pointer(new)
                     return new
         raise RegistryError("no earlier version to roll back to")
@@ -539,7 +469,7 @@ class ModelRegistry:
                 self._dir(candidate.version)
                 if candidate.version == old.active:
                     raise RegistryError(f"{candidate.version!r} is already the active version")
-            new = Pointer(active=old.active, history=old.history, candidate=candidate, updated_at=_now())
+            new = Pointer(active=old.active, history=old.history, candidate=candidate, updated_at=now_iso())
             self._write_pointer(new)
             return new
 
@@ -558,7 +488,7 @@ class ModelRegistry:
                 fh.write(text)
             os.replace(tmp, path)
             payload["files"][name] = sha256_file(path)
-        _write_json_atomic(info.path / VERSION_FILE, payload)
+        write_json_atomic(info.path / VERSION_FILE, payload)
 
     # --- privacy --------------------------------------------------------------------------------
     def find_user(self, user_id: str) -> list[str]:
@@ -596,8 +526,8 @@ class ModelRegistry:
                 if p.is_file() and p.name != VERSION_FILE and not p.name.startswith(".")
             }
             payload["erasures"] = int(payload.get("erasures", 0)) + 1
-            payload["erased_at"] = _now()
-            _write_json_atomic(info.path / VERSION_FILE, payload)
+            payload["erased_at"] = now_iso()
+            write_json_atomic(info.path / VERSION_FILE, payload)
             changed.append(version)
         return changed
 
@@ -667,4 +597,4 @@ def _erase_from_artifact(directory: Path, user_id: str) -> None:
     for name, arr in new_files.items():
         _save_npy_atomic(directory / name, arr)
         meta["files"][name] = sha256_file(directory / name)
-    _write_json_atomic(meta_path, meta)
+    write_json_atomic(meta_path, meta)

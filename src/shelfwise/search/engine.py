@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,16 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.core.errors import ConfigError, ShelfwiseError
 from shelfwise.data.schemas import Item, validate_item
+from shelfwise.features.retrieval import Candidates
 from shelfwise.features.text import AnalyzerConfig
 from shelfwise.search.analysis import make_analyzer
 from shelfwise.search.dense import DenseIndex, Encoder
 from shelfwise.search.documents import document_fields, embedding_text, popularity
 from shelfwise.search.facets import FacetIndex, price_buckets
-from shelfwise.search.fusion import adaptive_alpha, blend, reciprocal_rank_fusion
 from shelfwise.search.keyword import DEFAULT_WEIGHTS, KeywordIndex
 from shelfwise.search.personal import UserAffinity
 from shelfwise.search.query import ParsedQuery, QueryUnderstanding
-from shelfwise.search.scoring import top_k
+from shelfwise.search.stages import DenseRetriever, FusionRanker, KeywordRetriever, SearchQuery
 
 Mode = Literal["bm25", "dense", "hybrid", "rrf", "ltr"]
 Sort = Literal["relevance", "price_asc", "price_desc", "popularity"]
@@ -444,72 +444,31 @@ class SearchEngine:
         self, parsed: ParsedQuery, mask: np.ndarray, mode: str, depth: int, vector: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
         """(slots, scores, per-source score arrays aligned with slots) best first, and every slot
-        the keyword index matched (None in dense mode)."""
+        the keyword index matched (None in dense mode): the stages of ``search.stages``."""
         cfg = self.config
-        matches: np.ndarray | None = None
-        tokens: list[str] = []
-        kw_top = np.zeros(0, dtype=np.int64)
+        query = SearchQuery(parsed, [], mask, vector)
+        kw: Candidates | None = None
         if mode != "dense":
-            tokens = self._query_tokens(parsed)
-            slots, scores = self.keyword.match(tokens)
-            keep = mask[slots]
-            matches, scores = slots[keep], scores[keep]
-            best = top_k(scores, depth if mode == "bm25" else max(depth, cfg.candidates), ties=matches)
-            kw_top = matches[best]
+            query = replace(query, tokens=self._query_tokens(parsed))
+            depth_kw = depth if mode == "bm25" else max(depth, cfg.candidates)
+            kw = KeywordRetriever(self.keyword).retrieve(query, depth_kw)
             if mode == "bm25":
-                return kw_top, scores[best], {"bm25": scores[best]}, matches
+                return kw.ids, kw.scores, {"bm25": kw.scores}, kw.matched
         if self.dense is None or self.encoder is None:
             raise SearchError(f"mode {mode!r} needs the semantic index", hint="build with dense=True")
         if vector is None:
-            vector = self.encoder.encode_query(parsed.text or parsed.raw)
+            query = replace(query, vector=self.encoder.encode_query(parsed.text or parsed.raw))
         fetch = max(depth, cfg.candidates)
-        d_slots, d_sims = self.dense.search(vector, fetch, mask)
-        d_slots = d_slots[d_sims >= cfg.min_similarity]
+        semantic = DenseRetriever(self.dense, min_similarity=cfg.min_similarity)
+        dense = semantic.retrieve(query, fetch)
         if mode == "dense":
-            d_sims = d_sims[d_sims >= cfg.min_similarity]
-            return d_slots[:depth], d_sims[:depth], {"dense": d_sims[:depth]}, None
-        union = np.unique(np.concatenate([kw_top, d_slots]))
-        if len(union) == 0:
-            return union, np.zeros(0, dtype=np.float32), {}, matches
-        kw = self.keyword.score_slots(tokens, union)
-        sims = self.dense.similarities(vector, union)
-        if mode == "rrf":
-            fused = reciprocal_rank_fusion([kw_top.tolist(), d_slots.tolist()], k=cfg.rrf_k)
-            scores = np.array([fused.get(int(s), 0.0) for s in union], dtype=np.float32)
-        else:
-            alpha = cfg.alpha
-            trust = self.dense_trust()
-            if cfg.fusion == "adaptive":
-                alpha, _ = adaptive_alpha(
-                    kw,
-                    sims,
-                    tokens=tokens,
-                    words=len(parsed.text.split()),
-                    alpha=cfg.alpha,
-                    model_alpha=cfg.model_alpha,
-                    long_shift=cfg.long_shift,
-                    low_agreement=cfg.low_agreement,
-                    low_confidence=cfg.low_confidence,
-                    backoff_alpha=cfg.backoff_alpha,
-                )
-                alpha = 1.0 - (1.0 - alpha) * trust
-            scores = blend(kw, sims, alpha=alpha)
-            if cfg.feedback > 0 and cfg.feedback_weight > 0 and alpha < 1.0:
-                # Pseudo-relevance feedback (Rocchio in embedding space): move the query vector towards
-                # the centroid of the first pass's best items, search again, fuse again. Products of
-                # one kind cluster, so the second pass finds more of the kind the query asked for.
-                first = union[np.argsort(-scores, kind="stable")[: cfg.feedback]]
-                moved = vector + cfg.feedback_weight * self.dense.vectors[first].mean(axis=0)
-                vector = (moved / max(float(np.linalg.norm(moved)), 1e-9)).astype(np.float32)
-                d_slots, d_sims = self.dense.search(vector, fetch, mask)
-                d_slots = d_slots[d_sims >= cfg.min_similarity]
-                union = np.unique(np.concatenate([kw_top, d_slots]))
-                kw = self.keyword.score_slots(tokens, union)
-                sims = self.dense.similarities(vector, union)
-                scores = blend(kw, sims, alpha=alpha)
-        order = np.argsort(-scores, kind="stable")
-        union, scores = union[order], scores[order]
-        return union, scores, {"bm25": kw[order], "dense": sims[order]}, matches
+            return dense.ids[:depth], dense.scores[:depth], {"dense": dense.scores[:depth]}, None
+        assert kw is not None
+        method: Literal["blend", "rrf"] = "rrf" if mode == "rrf" else "blend"
+        trust = self.dense_trust() if method == "blend" else 1.0
+        ranker = FusionRanker(self.keyword, semantic, cfg, method=method, trust=trust, fetch=fetch)
+        ranked = ranker.rank(query, [kw, dense])
+        return ranked.ids, ranked.scores, ranked.sources, kw.matched
 
     def search(
         self,

@@ -28,7 +28,7 @@ def key_ring(services: Any) -> Any:
 
 
 def mount(app: Any, services: Any) -> None:
-    """Add the pages to the API's app (``services``: the API's ``Services``)."""
+    """Add the pages to the API's app (``services``: its ``shelfwise.serving.container.Services``)."""
     from shelfwise.web.access import PageAccess
     from shelfwise.web.ops import Operations
     from shelfwise.web.pages import mount_pages

@@ -16,16 +16,14 @@ from shelfwise.features.dataset import Dataset
 from shelfwise.registry import (
     CorruptArtifactError,
     GateRefusedError,
-    LiveModels,
     ModelRegistry,
     TrainingConfig,
-    canary_bucket,
-    in_canary,
     release,
     train_version,
 )
-from shelfwise.registry.serving import Deployment
 from shelfwise.registry.versions import Candidate, Precomputed
+from shelfwise.serving.deployment import Deployment, LiveModels, canary_bucket, in_canary
+from shelfwise.serving.signals import ErasureCounter
 from shelfwise.store import open_store
 from shelfwise.store.ingest import ingest_events
 from tests.conftest import TEST_KEY
@@ -220,7 +218,7 @@ def test_an_erasure_by_another_process_reaches_this_ones_memory(
         # what erase_everywhere does in the process that handled the DELETE
         here.forget_user(user)
         reg.erase_user(user)
-        reg.note_erasure()
+        ErasureCounter(reg).note()
         assert there.knows_user(user) == [good]  # not yet: it has not looked
         there.sync()
         assert there.knows_user(user) == [] and user not in there.current.active.precomputed  # type: ignore[union-attr]
@@ -232,16 +230,3 @@ def test_an_erasure_by_another_process_reaches_this_ones_memory(
     finally:
         here.stop()
         there.stop()
-
-
-def test_the_catalogue_log_skips_a_torn_line_and_goes_on(tmp_path: Path) -> None:
-    reg = ModelRegistry(tmp_path / "m")
-    start = reg.catalogue_offset()
-    mine = reg.note_items(["A", "B"])
-    with open(reg.root / "CATALOGUE.log", "ab") as fh:
-        fh.write(b'["C", fa')  # a writer killed mid-line; the next append lands after it
-    reg.note_items(["D"], removed=True)
-    changes, end = reg.items_changed(start)
-    assert [(i, r) for _, i, r in changes] == [("A", False), ("B", False), ("D", True)]
-    assert [at for at, _, _ in changes][:2] == mine and end == reg.catalogue_offset()
-    assert reg.items_changed(end) == ([], end)

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from shelfwise.api.metrics import Metrics
-from shelfwise.api.state import ResultCache, SessionStore
 from shelfwise.core.logging import get_logger
 from shelfwise.features.dataset import NO_CODE
 from shelfwise.recommend.base import Filters, Recommendation, Recommender
-from shelfwise.registry.serving import Deployment, top_overlap
 from shelfwise.registry.versions import LoadedVersion
+from shelfwise.serving.deployment import Deployment, top_overlap
+from shelfwise.serving.metrics import Metrics
+from shelfwise.serving.state import ResultCache, SessionStore
 
 T = TypeVar("T")
 log = get_logger(__name__)

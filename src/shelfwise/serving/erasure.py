@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shelfwise.api.state import ResultCache, SessionStore
-from shelfwise.registry.serving import LiveModels
 from shelfwise.registry.versions import ModelRegistry
+from shelfwise.serving.deployment import LiveModels
+from shelfwise.serving.signals import ErasureCounter
+from shelfwise.serving.state import ResultCache, SessionStore
 from shelfwise.store.base import Store
 from shelfwise.store.erasure import derived_lock, erase_user, erased_in, files_under, user_footprint
 from shelfwise.store.journal import EventJournal
@@ -110,8 +111,9 @@ def erase_everywhere(
 
 def _note_erasure(registry: ModelRegistry) -> int:
     """Move the registry's erasure counter (other serving processes follow); its new value."""
-    registry.note_erasure()
-    return registry.erasure_count()
+    counter = ErasureCounter(registry)
+    counter.note()
+    return counter.count()
 
 
 def deletion_report(

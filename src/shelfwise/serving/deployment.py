@@ -36,6 +36,7 @@ from shelfwise.registry.versions import (
     check_store,
     tombstone_ids,
 )
+from shelfwise.serving.signals import ErasureCounter
 
 Role = Literal["active", "canary", "shadow"]
 BUCKETS = 10_000
@@ -136,7 +137,8 @@ class LiveModels:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
-        self._erasure_stamp = registry.erasure_stamp()
+        self.erasures = ErasureCounter(registry)
+        self._erasure_stamp = self.erasures.stamp()
         self.on_erasure: list[Callable[[], None]] = []  # told when another process erased someone
         self.on_tick: list[Callable[[], None]] = []  # run by the watcher at every interval
         self.precompute_users, self.precompute_k = precompute_users, precompute_k
@@ -254,7 +256,7 @@ class LiveModels:
         """Another process erased someone (the registry's erasure counter moved): every loaded
         version's artifacts on disk already carry tombstones for them, so forget in memory each
         user whose id on disk is now a tombstone, then tell ``on_erasure`` listeners (caches)."""
-        stamp = self.registry.erasure_stamp()
+        stamp = self.erasures.stamp()
         if stamp == self._erasure_stamp:
             return
         self._erasure_stamp = stamp

@@ -13,6 +13,9 @@ When a group's transaction fails, its requests are retried one by one, so a sing
     committer = GroupCommitter(store)
     inserted = committer.append(events)   # blocks until committed
     committer.close()
+
+Events taken while the store is down go to the local journal (``open_journal``) and are replayed
+into the store when it answers again.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ import concurrent.futures as cf
 import threading
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 
 from shelfwise.core.logging import get_logger
 from shelfwise.data.schemas import Event
+from shelfwise.serving.metrics import Metrics
 from shelfwise.store import Store
+from shelfwise.store.journal import EventJournal
 
 log = get_logger(__name__)
 
@@ -96,3 +102,28 @@ class GroupCommitter:
             self.requests += len(group)
             for (_, future), count in zip(group, counts, strict=True):
                 future.set_result(count)
+
+
+def open_journal(var_dir: Path, store: Store, metrics: Metrics) -> EventJournal:
+    """The event journal under ``var_dir/journal`` (one per replica: give each its own var_dir),
+    replayed in the background, its backlog exported as ``shelfwise_event_journal_backlog``."""
+    from prometheus_client import Counter, Gauge
+
+    journal = EventJournal(var_dir / "journal")
+    failures = Counter(
+        "shelfwise_event_journal_replay_failures",
+        "journal replays that failed (the store still down, or a bug: see the log)",
+        registry=metrics.registry,
+    )
+    Gauge(
+        "shelfwise_event_journal_backlog",
+        "acknowledged events in the local journal, not yet in the store",
+        registry=metrics.registry,
+    ).set_function(lambda: journal.backlog)
+    Gauge(
+        "shelfwise_event_journal_replayed",
+        "events replayed from the journal into the store since start",
+        registry=metrics.registry,
+    ).set_function(lambda: journal.replayed_total)
+    journal.start_replaying(store, on_error=lambda _exc: failures.inc())
+    return journal

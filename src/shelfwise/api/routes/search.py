@@ -1,0 +1,151 @@
+"""Search and autocomplete over the serving process's index (``serving.search_service``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, HTTPException, Query
+
+from shelfwise.api.auth import CallerDep, check_shopper
+from shelfwise.api.openapi import invalid
+from shelfwise.api.routes.deps import (
+    PERSONAL_ERRORS,
+    READ_ERRORS,
+    Price,
+    Svc,
+    same_shopper,
+    shopper,
+)
+from shelfwise.api.schemas import (
+    NOT_BLANK,
+    AutocompleteOut,
+    SearchOut,
+)
+from shelfwise.serving.container import Services
+from shelfwise.store.journal import store_unavailable
+
+router = APIRouter()
+
+
+def _affinity(svc: Services, pseudo: str) -> Any:
+    from shelfwise.search.personal import UserAffinity
+
+    found = svc.affinities.get(pseudo)
+    if found is None:
+        events = svc.store.events_for_user(pseudo, limit=500)
+        items = {e.item_id: svc.search.get(e.item_id) for e in events if e.item_id}
+        found = UserAffinity.from_events(events, {k: v for k, v in items.items() if v is not None})
+        svc.affinities.put(pseudo, found)
+    return found
+
+
+@router.get("/v1/search", response_model=SearchOut, responses=PERSONAL_ERRORS, tags=["search"])
+async def search(
+    svc: Svc,
+    caller: CallerDep,
+    q: Annotated[
+        str, Query(min_length=1, max_length=500, pattern=NOT_BLANK, description="what the shopper typed")
+    ],
+    page: Annotated[int, Query(ge=1, le=100)] = 1,
+    size: Annotated[int, Query(ge=1, le=100)] = 10,
+    user_id: Annotated[str | None, Query(min_length=1, max_length=256, description="personalise for")] = None,
+    category: Annotated[
+        str | None, Query(min_length=1, max_length=512, description="category path prefix")
+    ] = None,
+    brand: Annotated[list[str] | None, Query(max_length=20)] = None,
+    price_min: Price = None,
+    price_max: Price = None,
+    available: bool | None = None,
+    sort: Literal["relevance", "price_asc", "price_desc", "popularity"] = "relevance",
+) -> SearchOut:
+    """Keyword search with query understanding, filters, facets and pages; ``user_id`` re-ranks
+    matching results by the shopper's brands and price range (and needs a ``read`` key or that
+    shopper's token: the reasons name their brands); without it, anyone may search."""
+    from shelfwise.search.engine import Filters as SearchFilters
+
+    if user_id is not None:
+        check_shopper(caller, user_id, same_shopper(svc))
+
+    if not q.strip():
+        raise HTTPException(422, detail=invalid("query.q", "empty"))
+    filters = SearchFilters(  # price_min > price_max: an empty range, so no hits
+        price_min=price_min,
+        price_max=price_max,
+        brands=[b for b in (brand or []) if b],
+        category=category,
+        available=available,
+    )
+    user, notice = None, None
+    pseudo = shopper(svc, user_id) if user_id else None
+    if pseudo is not None:  # reads the shopper's events from the store: off the event loop
+        try:
+            with anyio.fail_after(svc.settings.store_request_timeout_ms / 1000):
+                user = await anyio.to_thread.run_sync(_affinity, svc, pseudo, abandon_on_cancel=True)
+        except Exception as exc:
+            if not (isinstance(exc, TimeoutError) or store_unavailable(exc)):
+                raise
+            # the anonymous answer beats none; the thread left behind ends with the statement timeout
+            notice = "not personalised: the store did not answer in time (these are the results for anyone)"
+            svc.metrics.fallbacks.labels("search_personal", "store_unavailable").inc()
+    mode = svc.settings.search_mode
+
+    def run() -> Any:
+        with svc.search_lock:
+            return svc.search.search(q, k=page * size, mode=mode, filters=filters, sort=sort, user=user)
+
+    # a keyword search is well under a millisecond of CPU, so it runs inline (a hop to a thread, and
+    # 16 threads queueing on the lock and the GIL, would cost more than the search); a hybrid one
+    # encodes the query (milliseconds of torch): off the event loop
+    result = run() if mode == "bm25" else await anyio.to_thread.run_sync(run)
+    hits = []
+    for hit in result.hits[(page - 1) * size : page * size]:
+        if hit.sources.get("bm25", 0) > 0:
+            reason = "matches your words"
+        elif hit.sources.get("dense", 0) > 0:
+            reason = "close in meaning to your words"
+        else:
+            reason = "matches the query"
+        if user is not None and user.boost(hit.item) > 1.01:
+            reason += "; " + (
+                "a brand you like" if user.brand_affinity(hit.item) > 0 else "in your usual price range"
+            )
+        it = hit.item
+        hits.append(
+            {
+                "item_id": hit.item_id,
+                "score": hit.score,
+                "reason": reason,
+                "title": it.title,
+                "category": it.category,
+                "brand": it.brand,
+                "price": it.price,
+                "available": it.available,
+            }
+        )
+    return SearchOut(
+        model_version=svc.search_version,
+        query=q,
+        showing_results_for=result.corrected,
+        total=result.total,
+        page=page,
+        size=size,
+        hits=hits,  # type: ignore[arg-type]
+        facets=result.facets,
+        filters=result.applied_filters,
+        personalised=user is not None,
+        notice=notice,
+        took_ms=round(result.took_ms, 3),
+    )
+
+
+@router.get("/v1/autocomplete", response_model=AutocompleteOut, responses=READ_ERRORS, tags=["search"])
+def autocomplete(
+    svc: Svc,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+    k: Annotated[int, Query(ge=1, le=20)] = 8,
+) -> AutocompleteOut:
+    """Completions of what the shopper is typing."""
+    with svc.search_lock:
+        suggestions = svc.search.autocomplete(q, k)
+    return AutocompleteOut(model_version=svc.search_version, query=q, suggestions=list(suggestions))

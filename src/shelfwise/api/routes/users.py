@@ -1,0 +1,197 @@
+"""A shopper's rights and credentials: erasure everywhere and the report that proves it; shopper
+tokens (``POST /v1/tokens``, a ``write`` key: the shop's back end, which knows who signed in), and
+the demo storefront's sign-in (``POST /v1/demo/sign-in``, no key, only while
+``SHELFWISE_DEMO_USERS`` is set and only for those shoppers)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from shelfwise.api.auth import Admin, Write
+from shelfwise.api.routes.deps import (
+    ERRORS,
+    Svc,
+    UserId,
+    same_shopper,
+)
+from shelfwise.api.schemas import (
+    DeletionIncompleteOut,
+    DeletionOut,
+    ErrorOut,
+)
+from shelfwise.core.logging import get_logger
+from shelfwise.serving.container import Services
+from shelfwise.serving.erasure import checked_elsewhere, deletion_report, derived_dirs, erase_everywhere
+
+router = APIRouter()
+
+_log = get_logger(__name__)
+
+
+def _report(svc: Services, pseudo: str) -> list[dict[str, Any]]:
+    try:  # follow erasures made by other workers now, not at the watcher's next tick
+        svc.live.sync()
+    except Exception as exc:
+        _log.warning("registry sync before a deletion report failed", error=str(exc))
+    var_dir = svc.settings.var_dir
+    places = deletion_report(
+        pseudo,
+        store=svc.store,
+        registry=svc.registry,
+        sessions=svc.sessions,
+        cache=svc.cache,
+        live=svc.live,
+        affinities=svc.affinities,
+        journal=svc.journal,
+        derived_dirs=derived_dirs(var_dir),
+        export_dirs=[var_dir],
+        skip=checked_elsewhere(var_dir, store_url=svc.store.url, models_root=svc.registry.root),
+    )
+    return [p.to_dict() for p in places]
+
+
+def _verified(places: list[dict[str, Any]]) -> bool:
+    return all(p["checked"] and not p["found"] for p in places)
+
+
+@router.delete(
+    "/v1/users/{user_id}",
+    response_model=DeletionOut,
+    responses={
+        **ERRORS,
+        503: {"model": DeletionIncompleteOut, "description": "some places failed (named); retry"},
+    },
+    dependencies=[Admin],
+    tags=["users"],
+)
+def delete_user(svc: Svc, user_id: UserId) -> Any:
+    """Erase a shopper everywhere (a tombstone, then events, profile, quarantined records, journal,
+    session, cached results, search signals, models in memory and on disk, reports and backups
+    under the var directory) and check every place again. The id is cleaned as ingest cleans it, so
+    any spelling ingest treats as this shopper erases them. A place that fails is named in
+    ``failed`` (503, ``Retry-After``); the others are cleaned, and retrying is safe."""
+    started = time.perf_counter()
+    pseudo = svc.pseudonymize(user_id)
+    svc.erased.add(pseudo)  # refused at the door from now on, in this worker
+    var_dir = svc.settings.var_dir
+    removed = erase_everywhere(
+        pseudo,
+        store=svc.store,
+        registry=svc.registry,
+        sessions=svc.sessions,
+        cache=svc.cache,
+        live=svc.live,
+        affinities=svc.affinities,
+        journal=svc.journal,
+        derived_dirs=derived_dirs(var_dir),
+        export_dirs=[var_dir],
+    )
+    failed = removed.pop("failed")
+    places = _report(svc, pseudo)
+    seconds = time.perf_counter() - started
+    svc.metrics.deletions.inc()
+    svc.metrics.deletion_seconds.observe(seconds)
+    body = {
+        "user_id": user_id,
+        "removed": removed,
+        "seconds": round(seconds, 4),
+        "verified": not failed and _verified(places),
+        "places": places,
+        "failed": failed,
+    }
+    if failed:
+        _log.error("deletion incomplete", failed=sorted(failed))
+        incomplete = DeletionIncompleteOut(
+            **body, hint="the places in `failed` were not cleaned; the rest were: send the request again"
+        )
+        return JSONResponse(incomplete.model_dump(), status_code=503, headers={"Retry-After": "5"})
+    return DeletionOut(**body)
+
+
+@router.get(
+    "/v1/admin/users/{user_id}/deletion-report",
+    response_model=DeletionOut,
+    responses=ERRORS,
+    dependencies=[Admin],
+    tags=["admin"],
+)
+def deletion_check(svc: Svc, user_id: UserId, pseudonym: bool = False) -> DeletionOut:
+    """Where this shopper's data is now (every place checked; nothing is changed)."""
+    started = time.perf_counter()
+    pseudo = user_id if pseudonym else svc.pseudonymize(user_id)
+    places = _report(svc, pseudo)
+    return DeletionOut(
+        user_id=user_id,
+        removed={},
+        seconds=round(time.perf_counter() - started, 4),
+        verified=_verified(places),
+        places=places,  # type: ignore[arg-type]
+    )
+
+
+# --- shopper tokens ------------------------------------------------------------------------------
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=256, description="the shop's user id")
+
+
+class TokenOut(BaseModel):
+    token: str = Field(description="send as `Authorization: Bearer <token>`")
+    token_type: str = "bearer"
+    expires_at: int = Field(description="unix seconds")
+    user_id: str
+
+
+def _issue(svc: Services, user_id: str) -> TokenOut:
+    token, expires = svc.tokens.issue(user_id)
+    return TokenOut(token=token, expires_at=expires, user_id=user_id)
+
+
+@router.post(
+    "/v1/tokens", response_model=TokenOut, responses=ERRORS, dependencies=[Write], tags=["credentials"]
+)
+def issue_token(svc: Svc, body: TokenIn) -> TokenOut:
+    """A token for one shopper (valid ``shopper_token_ttl_seconds``, default an hour): with it a
+    browser may read that shopper's recommendations and personalised search, and nobody else's."""
+    return _issue(svc, body.user_id)
+
+
+@router.post(
+    "/v1/demo/sign-in",
+    response_model=TokenOut,
+    responses={
+        403: {"model": ErrorOut, "description": "not one of the demo shoppers"},
+        404: {"model": ErrorOut, "description": "demo sign-in is off (SHELFWISE_DEMO_USERS is not set)"},
+        422: ERRORS[422],
+        429: ERRORS[429],
+    },
+    tags=["credentials"],
+)
+def demo_sign_in(svc: Svc, body: TokenIn) -> TokenOut:
+    """The demo storefront signs in as one of its demo shoppers (``SHELFWISE_DEMO_USERS``) with no
+    key and gets that shopper's token. Off unless demo shoppers are configured."""
+    demo = svc.settings.demo_users
+    if not demo:
+        raise HTTPException(
+            404,
+            detail={"error": "demo_sign_in_off", "detail": "demo sign-in is off (no demo shoppers set)"},
+        )
+    same = same_shopper(svc)
+    if not any(same(body.user_id, u) for u in demo):
+        raise HTTPException(
+            403,
+            detail={
+                "error": "not_a_demo_shopper",
+                "detail": "only the demo shoppers may sign in here",
+                "hint": "the home page lists them; a shop's own sign-in calls POST /v1/tokens "
+                "with a write key",
+            },
+        )
+    return _issue(svc, body.user_id)
