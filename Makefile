@@ -22,13 +22,15 @@ system:
 	@command -v chromium >/dev/null && command -v haproxy >/dev/null || \
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium haproxy)
 
-## demo: load Online Retail into the embedded store, train + register + activate a model, and serve
+## demo: load Online Retail into the embedded store, train EASE and the two-stage hybrid and activate the
+## best within a 15 ms p99 budget, build a hybrid search index, and serve
 ## the API and pages on http://127.0.0.1:8000 (Ctrl-C stops it)
 DEMO_USERS ?= ["17850","13047","12583","14688","15311"]
 demo: venv
 	$(BIN)/shelfwise ingest events data/online_retail/online_retail.csv.gz --format online-retail $(DBFLAG)
 	$(BIN)/shelfwise quality-report $(DBFLAG)
-	SHELFWISE_DASHBOARD_ON_START=1 SHELFWISE_DEMO_USERS='$(DEMO_USERS)' SHELFWISE_SEARCH_MODE=hybrid \
+	$(BIN)/shelfwise models select --candidates ease,hybrid --budget-ms 15 $(DBFLAG)
+	SHELFWISE_DASHBOARD_ON_START=1 SHELFWISE_DEMO_USERS='$(DEMO_USERS)' \
 	  $(BIN)/shelfwise serve --port 8000 $(DBFLAG)
 
 ## lint: ruff (lint + format), import-linter (layers point down), mypy (core, data, store)

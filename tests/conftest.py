@@ -25,6 +25,10 @@ DATA = ROOT / "data"
 SHARED = Path(os.environ.get("SHELFWISE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 ONLINE_RETAIL = DATA / "online_retail" / "online_retail.csv.gz"
 PG_ADMIN = os.environ.get("SHELFWISE_TEST_PG", "postgresql://127.0.0.1:5432/test")
+# servers started by tests (in-process apps and `shelfwise serve` children alike) build keyword-only
+# search indexes unless a test asks for another mode: a hybrid one loads the sentence model and
+# embeds the catalogue on every first start, which only the hybrid tests need
+os.environ.setdefault("SHELFWISE_SEARCH_MODE", "bm25")
 TEST_KEY = "test-pseudonym-key-0123456789abcdef"
 
 

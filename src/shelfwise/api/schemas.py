@@ -109,6 +109,7 @@ class SearchHitOut(BaseModel):
 
 class SearchOut(BaseModel):
     model_version: str = Field(description="the search index version that answered")
+    mode: str = Field("bm25", description="how that version ranks: bm25, hybrid or ltr")
     query: str
     showing_results_for: str | None = Field(None, description="the corrected query, when spelling changed it")
     total: int

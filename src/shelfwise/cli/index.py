@@ -30,10 +30,10 @@ index_app = typer.Typer(
 
 
 def _registry() -> Any:
-    from shelfwise.cli import main
+    from shelfwise.cli import common
     from shelfwise.registry.indexes import IndexRegistry
 
-    return IndexRegistry(main._settings().var_dir / "indexes")
+    return IndexRegistry(common.load_settings().var_dir / "indexes")
 
 
 def _labelled(queries: Path | None, qrels: Path | None) -> Any:
@@ -80,13 +80,13 @@ def index_build(
     as_json: JsonOpt = False,
 ) -> None:
     """Build a version from the store's catalogue (only new or changed items are embedded)."""
-    from shelfwise.cli import main
+    from shelfwise.cli import common
     from shelfwise.cli.progress import steps_bar
     from shelfwise.core.errors import InputFileError
 
-    with main._user_errors():
+    with common.user_errors():
         labelled = _labelled(queries, qrels)
-        with main._store(db) as store:
+        with common.open_db(db) as store:
             items = list(store.get_items(store.item_ids()).values())
             store_id = store.store_id
         if not items:
@@ -103,7 +103,7 @@ def index_build(
             info = reg.build(
                 items,
                 mode=mode,
-                embeddings=main._settings().var_dir / "embeddings",
+                embeddings=common.load_settings().var_dir / "embeddings",
                 labelled=labelled,
                 tolerance=tolerance,
                 force=force,
@@ -111,18 +111,18 @@ def index_build(
                 store_id=store_id,
                 progress=progress,
             )
-        main._emit(_summary(info, reg.active), as_json, _human)
+        common.emit(_summary(info, reg.active), as_json, _human)
 
 
 @index_app.command("list")
 def index_list(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Every index version, the active one marked."""
-    from shelfwise.cli import main
+    from shelfwise.cli import common
 
-    with main._user_errors():
+    with common.user_errors():
         reg = _registry()
         rows = [_summary(i, reg.active) for i in reg.list_indexes()]
-        main._emit(
+        common.emit(
             {"active": reg.active, "versions": rows},
             as_json,
             lambda p: "\n".join(_human(r) for r in p["versions"]) or "no search index versions yet",
@@ -136,23 +136,23 @@ def index_activate(
     as_json: JsonOpt = False,
 ) -> None:
     """Serve ``version`` (its checksums are verified first)."""
-    from shelfwise.cli import main
+    from shelfwise.cli import common
 
-    with main._user_errors():
+    with common.user_errors():
         reg = _registry()
         reg.index_info(version)
         pointer = reg.activate(version)
-        main._emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
+        common.emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
 
 
 @index_app.command("rollback")
 def index_rollback(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Serve the previously active version again."""
-    from shelfwise.cli import main
+    from shelfwise.cli import common
 
-    with main._user_errors():
+    with common.user_errors():
         pointer = _registry().rollback()
-        main._emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
+        common.emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
 
 
 @index_app.command("eval")
@@ -164,11 +164,11 @@ def index_eval(
     as_json: JsonOpt = False,
 ) -> None:
     """nDCG@10 of an index version, in its own mode, on a labelled set (what the server answers)."""
-    from shelfwise.cli import main
+    from shelfwise.cli import common
     from shelfwise.core.errors import ConfigError
     from shelfwise.registry.indexes import evaluate_index
 
-    with main._user_errors():
+    with common.user_errors():
         labelled = _labelled(queries, qrels)
         if labelled is None:
             raise ConfigError("give a labelled set: --queries and --qrels")
@@ -182,7 +182,7 @@ def index_eval(
             "mode": info.mode,
             **evaluate_index(reg.load(version), labelled, info.mode),
         }
-        main._emit(
+        common.emit(
             report,
             as_json,
             lambda p: f"{p['version']} ({p['mode']}): nDCG@10 {p['ndcg@10']:.4f}  MRR@10 {p['mrr@10']:.4f}",

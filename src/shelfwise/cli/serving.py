@@ -191,6 +191,51 @@ def register(app: typer.Typer) -> None:
             lambda r: f"activated {r['version']}: ndcg@10 {r['metrics'].get('ndcg@10', float('nan')):.4f}",
         )
 
+    @models_app.command("select")
+    def models_select(
+        db: DbOption = None,
+        candidates: Annotated[
+            str, typer.Option("--candidates", help="comma-separated models to train and compare")
+        ] = "ease,hybrid",
+        budget_ms: Annotated[
+            float, typer.Option("--budget-ms", min=0, help="p99 latency budget of one recommendation request")
+        ] = 15.0,
+        bundles: Annotated[
+            bool, typer.Option("--bundles/--no-bundles", help="also fit bought-together")
+        ] = True,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Train each candidate on the same held-out split, time it as the server calls it, and
+        activate the best one within the latency budget; the decision (every candidate's metric and
+        latency) is kept in the registry and shown on the operations page."""
+        from shelfwise.core.errors import ConfigError
+        from shelfwise.features.dataset import Dataset
+        from shelfwise.recommend.registry import model_from_config
+        from shelfwise.registry import ModelRegistry
+        from shelfwise.registry.selection import select_best
+
+        with user_errors():
+            names = [c.strip() for c in candidates.split(",") if c.strip()]
+            if not names:
+                raise ConfigError("--candidates names no model", hint="e.g. --candidates ease,hybrid")
+            for name in names:
+                model_from_config({"model": name})  # an unknown name fails before the store is read
+            registry = ModelRegistry(load_settings().models_root)
+            with open_db(db) as store:
+                typer.echo("reading the store's events…", err=True)
+                ds = Dataset.from_store(store)
+                store_id = store.store_id
+            outcome = select_best(
+                ds,
+                registry,
+                names,
+                budget_ms=budget_ms,
+                bundles=bundles,
+                store_id=store_id,
+                progress=lambda msg: typer.echo(f"  {msg}", err=True),
+            )
+        emit(outcome.to_dict(), as_json, lambda r: r["reason"])
+
     @models_app.command("list")
     def models_list(as_json: JsonOption = False) -> None:
         """Registered versions with their held-out metrics; the active one is marked."""

@@ -131,10 +131,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="shop user ids the home page offers (the store keeps only pseudonyms)",
     )
-    search_mode: Literal["bm25", "hybrid"] = Field(
-        "bm25",
-        description="what GET /v1/search serves: keyword only, or keyword + sentence embeddings with "
-        "adaptive fusion (loads all-MiniLM-L6-v2; item vectors cached under var/embeddings)",
+    search_mode: Literal["auto", "bm25", "hybrid", "ltr"] = Field(
+        "auto",
+        description="the mode of the search index version `serve` builds when the catalogue has none "
+        "(or changed): keyword only, keyword + sentence embeddings with adaptive fusion (loads "
+        "all-MiniLM-L6-v2; item vectors cached under var/embeddings), or those plus a learned ranker "
+        "(`shelfwise index build --mode ltr` with judgments); auto keeps the active version's mode "
+        "and starts a shop on hybrid",
     )
     dashboard_on_start: bool = Field(
         True, description="build the analytics dashboard's report when serving starts"

@@ -23,15 +23,18 @@ labelled set the version is registered with ``gate: {"labelled": false}`` and ac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from filelock import FileLock, Timeout
 
 from shelfwise.core.clock import now_ms
 from shelfwise.data.schemas import Item
@@ -41,12 +44,14 @@ from shelfwise.registry.versions import (
     ModelRegistry,
     Pointer,
     RegistryError,
-    _write_json_atomic,
     sha256_file,
+    write_json_atomic,
 )
 from shelfwise.search.engine import SearchConfig, SearchEngine
 
 INDEX_FILE = "index.json"
+BUILD_LOCK = ".build.lock"
+BUILD_TIMEOUT_S = 1800.0  # a hybrid index over a big catalogue embeds for minutes on a first start
 FORMAT = 1
 ServedMode = Literal["bm25", "hybrid", "ltr"]
 SERVED_MODES: tuple[str, ...] = ("bm25", "hybrid", "ltr")
@@ -120,6 +125,24 @@ def catalogue_fingerprint(items: Sequence[Item]) -> str:
 
 class IndexRegistry(ModelRegistry):
     """Search index versions; shares the model registry's pointer, lock and activation rules."""
+
+    @contextlib.contextmanager
+    def building(self, timeout_s: float = BUILD_TIMEOUT_S) -> Iterator[None]:
+        """Held while a version is chosen or built: processes starting together build one version
+        (the others wait, then find it active). Apart from the registry lock, which guards quick
+        pointer writes only."""
+        lock = FileLock(str(self.root / BUILD_LOCK), timeout=timeout_s)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RegistryError(
+                f"another process has been building a search index under {self.root} for {timeout_s:.0f} s",
+                hint="wait for it, or remove a stale .build.lock if no shelfwise process runs",
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def versions(self) -> list[str]:
         return (
@@ -235,7 +258,7 @@ class IndexRegistry(ModelRegistry):
                 store_id=store_id,
                 path=self.root / version,
             )
-            _write_json_atomic(tmp / INDEX_FILE, info.to_dict())
+            write_json_atomic(tmp / INDEX_FILE, info.to_dict())
             tmp.rename(self.root / version)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

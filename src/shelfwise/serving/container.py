@@ -61,9 +61,10 @@ class Services:
     event_gate: EventGate
     event_writer: GroupCommitter
     search: SearchEngine | None
-    search_version: str
+    search_version: str  # the search index version answering (registry/indexes.py)
     catalogue: CatalogueFollower
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
+    search_mode: str = "bm25"  # the mode of that version: bm25, hybrid or ltr
     search_lock: threading.RLock = field(default_factory=threading.RLock)
     affinities: LRUDict[UserAffinity] = field(default_factory=lambda: LRUDict(10_000))
     # pseudonyms of erased shoppers (the store's tombstones, reloaded when any worker erases someone):
@@ -139,7 +140,7 @@ def build_services(
     )
     catalogue_log = CatalogueLog(registry)
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
-    search, search_version = build_search(store, settings)
+    search, index = build_search(store, settings)
     services = Services(
         settings=settings,
         store=store,
@@ -155,7 +156,8 @@ def build_services(
         event_gate=gate,
         event_writer=GroupCommitter(store),
         search=search,
-        search_version=search_version,
+        search_version=index.version,
+        search_mode=index.mode,
         catalogue=CatalogueFollower(
             catalogue_log,
             store=store,

@@ -1,37 +1,48 @@
-"""The search index a serving process answers from: built over the store's catalogue."""
+"""The search index a serving process answers from: the active search index version of the store's
+catalogue (``registry/indexes.py``), built now when there is none or the catalogue changed."""
 
 from __future__ import annotations
 
-from shelfwise.core.clock import now_ms
 from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
-from shelfwise.search.engine import SearchConfig, SearchEngine
+from shelfwise.registry.indexes import IndexInfo, IndexRegistry, ensure_index
+from shelfwise.search.engine import SearchEngine
 from shelfwise.store import Store
 
 log = get_logger(__name__)
 
 
-def build_search(store: Store, settings: Settings | None = None) -> tuple[SearchEngine, str]:
-    """The search index over the store's catalogue, in the mode the settings serve, and its version.
+def index_registry(settings: Settings) -> IndexRegistry:
+    return IndexRegistry(settings.var_dir / "indexes")
 
-    ``bm25``: keyword only (no model to load). ``hybrid``: keyword + the sentence-embedding index +
-    adaptive fusion, as ``search-eval --mode hybrid`` measures it; item vectors come from an
-    on-disk cache keyed by each item's embedding text, so a restart embeds only new or changed items."""
-    mode = settings.search_mode if settings is not None else "bm25"
+
+def build_search(store: Store, settings: Settings) -> tuple[SearchEngine, IndexInfo]:
+    """The engine of the active index version over the store's catalogue, and that version.
+
+    The version is reused while it was built from this catalogue (in ``settings.search_mode``
+    unless that is ``auto``); otherwise a new one is built, registered and activated: its item
+    vectors come from an on-disk cache keyed by each item's embedding text, so only new or changed
+    items are embedded. Several workers starting at once build one version (the registry's build
+    lock), the others load it."""
     items = list(store.get_items(store.item_ids()).values())
-    if mode == "hybrid" and settings is not None:
-        from shelfwise.search.dense import DIM, Encoder
-        from shelfwise.search.documents import embedding_text
-        from shelfwise.search.embedding_cache import EmbeddingCache
-
-        encoder = Encoder()
-        cache = EmbeddingCache(settings.var_dir / "embeddings", f"all-MiniLM-L6-v2/{DIM}")
-        vectors = cache.vectors([embedding_text(it) for it in items], encoder.encode) if items else None
-        log.info("search embeddings", items=len(items), embedded=cache.misses, cached=cache.hits)
-        engine = SearchEngine.build(items, SearchConfig(), encoder=encoder, vectors=vectors)
-    else:
-        engine = SearchEngine.build(items, SearchConfig(dense=False))
+    registry = index_registry(settings)
+    with registry.building():
+        engine, info, built = ensure_index(
+            registry,
+            items,
+            mode=settings.search_mode,
+            embeddings=settings.var_dir / "embeddings",
+            store_id=store.store_id,
+        )
+    log.info(
+        "search index",
+        version=info.version,
+        mode=info.mode,
+        items=info.items,
+        built=built,
+        embedded=info.embedded if built else 0,
+    )
     if items:
         # compile the scoring kernels (and trace the query encoder) now, not while a shopper waits
-        engine.search("warm up", k=1, mode=mode)
-    return engine, f"search-{mode}-{now_ms()}-{len(items)}"
+        engine.search("warm up", k=1, mode=info.mode)
+    return engine, info

@@ -19,9 +19,13 @@ class Operations:
         self.registry, self.live, self.metrics = registry, live, metrics
 
     def models(self) -> dict[str, Any]:
+        from shelfwise.registry.selection import last_selection
+
         pointer = self.registry.pointer()
         return {
             "active": pointer.active,
+            # the last `models select`: every candidate's held-out metric and p99, and why one won
+            "selection": last_selection(self.registry),
             "versions": [
                 {
                     "version": i.version,

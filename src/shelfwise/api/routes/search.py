@@ -88,7 +88,7 @@ async def search(
             # the anonymous answer beats none; the thread left behind ends with the statement timeout
             notice = "not personalised: the store did not answer in time (these are the results for anyone)"
             svc.metrics.fallbacks.labels("search_personal", "store_unavailable").inc()
-    mode = svc.settings.search_mode
+    mode = svc.search_mode
 
     def run() -> Any:
         with svc.search_lock:
@@ -125,6 +125,7 @@ async def search(
         )
     return SearchOut(
         model_version=svc.search_version,
+        mode=mode,
         query=q,
         showing_results_for=result.corrected,
         total=result.total,

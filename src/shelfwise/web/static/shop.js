@@ -248,6 +248,18 @@ async function loadVersions() {
   const table = $("versions");
   table.querySelectorAll("tr[data-version]").forEach((r) => r.remove());
   append(table, rows);
+  showSelection(out.selection);
+}
+
+function showSelection(sel) {
+  const table = $("selection");
+  table.querySelectorAll("tr[data-candidate]").forEach((r) => r.remove());
+  if (!sel) return;
+  $("selection-reason").textContent = `${sel.reason} (p99 budget ${sel.budget_ms} ms, ${sel.at})`;
+  append(table, sel.candidates.map((c) => el("tr", { dataset: { candidate: c.model } },
+    el("td", {}, c.model), el("td", {}, c.version), el("td", {}, c.metric.toFixed(4)),
+    el("td", {}, c.p50_ms.toFixed(2)), el("td", {}, c.p99_ms.toFixed(2)),
+    el("td", {}, c.within_budget ? "yes" : "no"), el("td", {}, String(c.train_seconds)))));
 }
 
 async function admin(path) {
