@@ -1,15 +1,25 @@
-"""The serving benchmark with keys on (issue 13) against the same benchmark before them, in one run.
+"""The serving benchmark with keys on (issue 13) against the code before them, measured as pairs.
 
-Runs ``benchmarks/bench_serving.py`` twice over one prepared var dir (the same store and model
-versions): once from a checkout of the base commit (no roles: recommendations need no key), once
-from this tree (every recommendation request carries a ``read`` key, checked by the key ring; every
-answer gets the security headers). Each run's figures are ratios to its own trivial endpoint
-(``/healthz``), so the two are comparable on a shared machine; the table is new ÷ base.
+Two servers run side by side, each from its own tree over its own var dir prepared by that tree
+(the same Online Retail file, the same two model versions): the base commit (no roles:
+recommendations need no key) and this tree (every recommendation request carries a ``read`` key
+checked by the key ring; every answer gets the security headers). Saturation is measured in short
+windows that alternate between the two servers (base first in even rounds, keys first in odd ones),
+so a burst of other work on this shared machine lands on both sides of a pair rather than on one
+side of the comparison. Per round and endpoint:
 
+- ``throughput ratio`` = the endpoint's requests/s ÷ the trivial endpoint's (``/healthz``) on the
+  same server in the same round (what ``bench_serving`` reports), and keys ÷ base of that ratio;
+- ``direct``: keys requests/s ÷ base requests/s of the endpoint in the same round.
+
+The medians over the rounds are reported with a bootstrap 95% interval of each median.
+
+    git archive BASE | tar -x -C BASE_TREE
     flock /tmp/shelfwise-bench.lock .venv/bin/python benchmarks/serving_with_keys.py BASE_TREE BASE_COMMIT
 
-``BASE_TREE`` is an extracted copy of the base commit (``git archive BASE | tar -x -C BASE_TREE``).
-Writes ``benchmarks/results/serving_keys.json``.
+Writes ``benchmarks/results/serving_keys.json``. ``SHELFWISE_BENCH_ROUNDS`` (default 12) and
+``SHELFWISE_BENCH_WINDOW`` (seconds per endpoint per server per round, default 2) set the length;
+``SHELFWISE_BENCH_KEEP=DIR`` keeps the two var dirs there for a re-run.
 """
 
 from __future__ import annotations
@@ -19,48 +29,227 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "serving_keys.json"
-KEEP = (
-    "ratio_to_trivial",
-    "ratio_rounds",
-    "saturation",
-    "server_cpu_ms_per_request",
-    "load_before",
-    "load_after",
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_serving import (  # noqa: E402
+    WORDS,
+    _customers,
+    _load_cpu,
+    _port,
 )
 
+OUT = ROOT / "benchmarks" / "results" / "serving_keys.json"
+ROUNDS = int(os.environ.get("SHELFWISE_BENCH_ROUNDS", "12"))
+WINDOW = float(os.environ.get("SHELFWISE_BENCH_WINDOW", "2"))
+WORKERS = 2
+NAMES = ("recommend_uncached", "recommend_cached", "search")
 
-def _one(tree: Path, var: str) -> dict[str, Any]:
+
+def _env(tree: Path, var: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree / "src"),
+        "SHELFWISE_VAR_DIR": str(var),
+        "SHELFWISE_RATE_LIMIT_PER_SECOND": "0",
+        "SHELFWISE_DASHBOARD_ON_START": "false",
+    }
+    env.pop("SHELFWISE_DB_URL", None)
+    return env
+
+
+def _prepare(tree: Path, var: Path) -> None:
+    """The store and the two model versions, built by ``tree``'s own code (skipped when there)."""
     code = (
-        "import json, sys; sys.path.insert(0, '.'); from benchmarks import bench_serving as b; "
-        "out = b.run(); "
-        f"print(json.dumps({{k: out[k] for k in {KEEP!r}}}))"
+        "import sys; from pathlib import Path; sys.path.insert(0, '.'); "
+        "from benchmarks import bench_serving as b; "
+        f"b._prepare(Path({str(var)!r}), b.os.environ.copy())"
     )
-    env = {**os.environ, "SHELFWISE_BENCH_VAR": var, "PYTHONPATH": str(tree / "src")}
-    done = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tree,
+        env=_env(tree, var),
+        text=True,
+        capture_output=True,
+        timeout=3600,
+    )
     if done.returncode:
-        raise RuntimeError(f"bench in {tree} failed: {done.stderr[-3000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        raise RuntimeError(f"prepare in {tree} failed: {done.stderr[-3000:]}")
+
+
+def _serve(tree: Path, var: Path, port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shelfwise.cli.main", "serve", "--port", str(port), "--workers", str(WORKERS)],
+        cwd=tree,
+        env=_env(tree, var),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        try:
+            if all(
+                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200 for _ in range(6)
+            ):
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve from {tree} exited with {proc.returncode}")
+        time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError(f"server from {tree} not ready in 900 s")
+
+
+def _read_key(var: Path) -> str:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shelfwise.cli.main",
+            "keys",
+            "create",
+            "--role",
+            "read",
+            "--name",
+            "bench",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=_env(ROOT, var),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode:
+        raise RuntimeError(f"keys create failed: {done.stderr[-1000:]}")
+    return str(json.loads(done.stdout)["key"])
+
+
+def _median_ci(values: list[float], seed: int = 0) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    boot = np.median(rng.choice(arr, size=(4000, arr.size), replace=True), axis=1)
+    return {
+        "median": round(float(np.median(arr)), 3),
+        "ci95": [round(float(np.quantile(boot, 0.025)), 3), round(float(np.quantile(boot, 0.975)), 3)],
+        "rounds": [round(float(v), 3) for v in values],
+    }
 
 
 def main() -> int:
     base_tree, base_commit = Path(sys.argv[1]).resolve(), sys.argv[2]
-    with tempfile.TemporaryDirectory(prefix="shelfwise-bench-keys-") as var:
-        base = _one(base_tree, var)  # also builds the store and both model versions
-        keys = _one(ROOT, var)
-    names = ("recommend_uncached", "recommend_cached", "search")
-    ratio = {n: round(keys["ratio_to_trivial"][n] / base["ratio_to_trivial"][n], 3) for n in names}
+    keep = os.environ.get("SHELFWISE_BENCH_KEEP")
+    tmp = None if keep else tempfile.TemporaryDirectory(prefix="shelfwise-bench-keys-")
+    top = Path(keep or tmp.name)  # type: ignore[union-attr]
+    trees = {"base": base_tree, "keys": ROOT}
+    vars_ = {side: top / side for side in trees}
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    for side, tree in trees.items():
+        _prepare(tree, vars_[side])
+    read = {"X-API-Key": _read_key(vars_["keys"])}
+    users = _customers()
+    ports = {side: _port() for side in trees}
+    servers: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for side, tree in trees.items():
+            servers[side] = _serve(tree, vars_[side], ports[side])
+
+        def personal(path: str) -> dict[str, Any]:
+            return {"method": "GET", "path": path, "headers": read}
+
+        cached = [personal(f"/v1/users/{u}/recommendations?k=10") for u in users[:40]]
+        search = [f"GET /v1/search?q={w}&size=10" for w in WORDS]
+        trivial = ["GET /healthz"]
+        for side in trees:  # warm caches and code paths of both
+            _load_cpu(servers[side].pid, ports[side], cached, seconds=2.0)
+            _load_cpu(servers[side].pid, ports[side], search + trivial, seconds=1.0)
+
+        windows: list[dict[str, dict[str, Any]]] = []
+        for r in range(ROUNDS):
+            # a (k, scenario) no earlier round asked for: every request is a cache miss
+            k = 6 + r % 10
+            scenario = ("home", "store", "promotion")[r // 10 % 3]
+            uncached = [personal(f"/v1/users/{u}/recommendations?k={k}&scenario={scenario}") for u in users]
+            order = ("base", "keys") if r % 2 == 0 else ("keys", "base")
+            one: dict[str, dict[str, Any]] = {side: {} for side in trees}
+            for name, requests, extra in (
+                ("trivial", trivial, {}),
+                ("recommend_uncached", uncached, {"no_repeat": True}),
+                ("recommend_cached", cached, {}),
+                ("search", search, {}),
+            ):
+                for side in order:
+                    one[side][name] = _load_cpu(
+                        servers[side].pid, ports[side], requests, seconds=WINDOW, **dict(extra)
+                    )
+            windows.append(one)
+            print(
+                f"round {r + 1}/{ROUNDS}: "
+                + ", ".join(
+                    f"{n} {one['keys'][n]['rps'] / max(one['base'][n]['rps'], 1e-9):.3f}" for n in NAMES
+                ),
+                file=sys.stderr,
+            )
+    finally:
+        for proc in servers.values():
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if tmp is not None:
+            tmp.cleanup()
+
+    def to_trivial(one: dict[str, Any], side: str, name: str) -> float:
+        return float(one[side][name]["rps"]) / max(float(one[side]["trivial"]["rps"]), 1e-9)
+
+    ratio = {
+        n: _median_ci([to_trivial(w, "keys", n) / to_trivial(w, "base", n) for w in windows]) for n in NAMES
+    }
+    direct = {
+        n: _median_ci([w["keys"][n]["rps"] / max(w["base"][n]["rps"], 1e-9) for w in windows])
+        for n in (*NAMES, "trivial")
+    }
+    per_side = {
+        side: {
+            "ratio_to_trivial": {
+                n: round(float(np.median([to_trivial(w, side, n) for w in windows])), 3) for n in NAMES
+            },
+            "rps": {
+                n: round(float(np.median([w[side][n]["rps"] for w in windows])), 1)
+                for n in ("trivial", *NAMES)
+            },
+            "server_cpu_ms_per_request": {
+                n: round(float(np.median([w[side][n]["server_cpu_ms_per_request"] for w in windows])), 3)
+                for n in ("trivial", *NAMES)
+            },
+        }
+        for side in trees
+    }
     result = {
         "name": "serving_with_keys",
         "base_commit": base_commit,
-        "keys_over_base_ratio_to_trivial": ratio,
-        "within_5_percent": {n: abs(r - 1) <= 0.05 for n, r in ratio.items()},
-        "base": base,
-        "keys": keys,
+        "design": (
+            f"two servers ({WORKERS} workers each) side by side; {ROUNDS} rounds; per round and endpoint a "
+            f"{WINDOW:g} s saturation window on each server, the order alternating by round; medians over "
+            "rounds with a bootstrap 95% interval"
+        ),
+        "keys_over_base_ratio_to_trivial": {n: v["median"] for n, v in ratio.items()},
+        "within_5_percent": {n: abs(v["median"] - 1) <= 0.05 for n, v in ratio.items()},
+        "ratio_to_trivial_keys_over_base": ratio,
+        "direct_rps_keys_over_base": direct,
+        "per_side": per_side,
+        "load_before": load_before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
         "command": "flock /tmp/shelfwise-bench.lock .venv/bin/python benchmarks/serving_with_keys.py "
         f"BASE_TREE {base_commit}",
     }

@@ -25,6 +25,7 @@ import structlog
 
 from shelfwise.core.access import KeyRing, Role, ShopperTokens, TokenError, hash_key
 from shelfwise.core.logging import get_logger
+from shelfwise.web.headers import with_security_headers
 
 log = get_logger(__name__)
 
@@ -188,24 +189,6 @@ def _request_id() -> str:
     return f"{_RID_PREFIX}{next(_RID_COUNTER) & 0xFFFFFFFF:08x}"
 
 
-# every answer: no MIME sniffing, no Referer to other sites. Answers that are not HTML pages also get
-# a CSP that allows nothing (a JSON or SVG answer opened as a document runs no script and cannot be
-# framed); pages set their own CSP (``shelfwise.web``), which is never replaced here.
-_ALWAYS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
-_NOT_A_PAGE_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-
-
-def security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """``headers`` with the security headers added (those the app set itself are kept)."""
-    names = {k.lower() for k, _ in headers}
-    out = [*headers, *(h for h in _ALWAYS if h[0] not in names)]
-    if b"content-security-policy" not in names:
-        ctype = next((v for k, v in headers if k.lower() == b"content-type"), b"")
-        if not ctype.startswith(b"text/html"):
-            out.append(_NOT_A_PAGE_CSP)
-    return out
-
-
 class Guard:
     """Pure ASGI middleware: finds the caller (401 for a credential that is not valid), rate limit
     per valid credential or client address, 413 for bodies over ``max_bytes`` (declared or
@@ -248,14 +231,11 @@ class Guard:
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = security_headers(list(message.get("headers", [])))
-                message = {**message, "headers": [*headers, (b"x-request-id", rid.encode())]}
-            await raw_send(message)
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
-            await send(message)
+                headers = with_security_headers(path, list(message.get("headers", [])))
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await raw_send(message)
 
         try:
             try:
@@ -304,7 +284,7 @@ class Guard:
                 return message
 
             try:
-                await self.app(scope, limited_receive, send_wrapper)
+                await self.app(scope, limited_receive, send)
             except BodyTooLarge:
                 status_box[0] = 413
                 await _json_error(

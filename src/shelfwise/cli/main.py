@@ -316,6 +316,7 @@ def _register_extensions() -> None:
         evaluate,
         experiment,
         generate,
+        index,
         keys,
         privacy,
         search,
@@ -323,7 +324,19 @@ def _register_extensions() -> None:
         trust,
     )
 
-    for module in (evaluate, search, analytics, serving, privacy, drill, trust, keys, generate, experiment):
+    for module in (
+        evaluate,
+        search,
+        analytics,
+        serving,
+        privacy,
+        drill,
+        trust,
+        keys,
+        generate,
+        experiment,
+        index,
+    ):
         module.register(app)
 
 

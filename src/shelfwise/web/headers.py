@@ -35,8 +35,31 @@ ASGIApp = Callable[
 ]
 
 
+_PAGE = (b"content-security-policy", PAGE_CSP.encode())
+_OTHER = (b"content-security-policy", OTHER_CSP.encode())
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+def with_security_headers(path: str, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` of an answer to ``path`` plus the security headers it did not set itself."""
+    have: set[bytes] = set()
+    ctype = b""
+    for k, v in headers:
+        k = k.lower()
+        have.add(k)
+        if k == b"content-type":
+            ctype = v
+    out = [*headers, *(h for h in HEADERS if h[0] not in have)]
+    if path.startswith(NO_STORE) and b"cache-control" not in have:
+        out.append(_NO_STORE)
+    if b"content-security-policy" not in have and not path.startswith(NO_CSP):
+        out.append(_PAGE if ctype.startswith(b"text/html") else _OTHER)
+    return out
+
+
 class SecurityHeaders:
-    """Adds the security headers to every HTTP answer of ``app`` (an answer's own value wins)."""
+    """Adds the security headers to every HTTP answer of ``app`` (an answer's own value wins).
+    The API's ``Guard`` calls ``with_security_headers`` itself; this wraps an app without it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -51,21 +74,12 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
-        csp = not path.startswith(NO_CSP)
-        no_store = path.startswith(NO_STORE)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                have = {k.lower(): v for k, v in message.get("headers", [])}
-                extra = list(HEADERS)
-                if no_store:
-                    extra.append((b"cache-control", b"no-store"))
-                if csp:
-                    page = have.get(b"content-type", b"").startswith(b"text/html")
-                    extra.append((b"content-security-policy", (PAGE_CSP if page else OTHER_CSP).encode()))
                 message = {
                     **message,
-                    "headers": [*message.get("headers", []), *((k, v) for k, v in extra if k not in have)],
+                    "headers": with_security_headers(path, list(message.get("headers", []))),
                 }
             await send(message)
 

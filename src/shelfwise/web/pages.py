@@ -38,7 +38,6 @@ from shelfwise.web.access import (
     sign_in_url,
 )
 from shelfwise.web.dashboard import DIMENSIONS, AnalyticsDashboard
-from shelfwise.web.headers import SecurityHeaders
 from shelfwise.web.layout import render
 from shelfwise.web.ops import Operations
 
@@ -84,7 +83,6 @@ def mount_pages(
     if build_report and dashboard.state["status"] != "ready":
         dashboard.build()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(AccessDenied)
     async def denied(request: Request, exc: AccessDenied) -> Response:

@@ -1,0 +1,193 @@
+"""`shelfwise index …`: search index versions built from the store's catalogue (``var/indexes``).
+
+    shelfwise index build [--mode hybrid|bm25|ltr] [--queries Q.tsv --qrels Q.txt] [--force]
+    shelfwise index list | activate VERSION | rollback | eval [--queries … --qrels …]
+
+A running server picks up the active version at its next catalogue check; ``serve`` builds one on
+its first start (and a new one when the catalogue changed) in the mode ``SHELFWISE_SEARCH_MODE``
+names (``auto``: the active version's mode, hybrid for a shop's first index).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="store URL (default: the embedded SQLite store)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+QueriesOpt = Annotated[Path | None, typer.Option("--queries", help="labelled set: TSV query_id<TAB>query")]
+QrelsOpt = Annotated[
+    Path | None, typer.Option("--qrels", help="labelled set: TREC qrels query_id 0 id grade")
+]
+
+index_app = typer.Typer(
+    help="Search index versions: build from the store's catalogue, gate on a labelled set, "
+    "activate, roll back.",
+    no_args_is_help=True,
+)
+
+
+def _registry() -> Any:
+    from shelfwise.cli import main
+    from shelfwise.registry.indexes import IndexRegistry
+
+    return IndexRegistry(main._settings().var_dir / "indexes")
+
+
+def _labelled(queries: Path | None, qrels: Path | None) -> Any:
+    if queries is None and qrels is None:
+        return None
+    from shelfwise.core.errors import ConfigError
+
+    if queries is None or qrels is None:
+        raise ConfigError("a labelled set needs both --queries and --qrels")
+    from shelfwise.registry.indexes import Labelled
+    from shelfwise.search.documents import read_qrels, read_queries
+
+    return Labelled(queries.stem, read_queries(queries), read_qrels(qrels))
+
+
+def _summary(info: Any, active: str | None) -> dict[str, Any]:
+    out = info.to_dict()
+    out.pop("files")
+    out["files"] = len(info.files)
+    out["active"] = info.version == active
+    return out
+
+
+def _human(p: dict[str, Any]) -> str:
+    ndcg = p.get("metrics", {}).get("ndcg@10")
+    score = f"  nDCG@10 {ndcg:.4f} on {p['metrics'].get('set')}" if ndcg is not None else ""
+    mark = "*" if p.get("active") else " "
+    return f"{mark} {p['version']}  {p['mode']:<6} {p['items']:>8} items  {p['embedded']} embedded{score}"
+
+
+@index_app.command("build")
+def index_build(
+    mode: Annotated[
+        str, typer.Option("--mode", help="bm25, hybrid or ltr (ltr needs a labelled set)")
+    ] = "hybrid",
+    queries: QueriesOpt = None,
+    qrels: QrelsOpt = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="gate: nDCG@10 below active allowed")] = 0.0,
+    force: Annotated[
+        bool, typer.Option("--force", help="register and activate even if the gate refuses")
+    ] = False,
+    no_activate: Annotated[bool, typer.Option("--no-activate", help="register only")] = False,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a version from the store's catalogue (only new or changed items are embedded)."""
+    from shelfwise.cli import main
+    from shelfwise.cli.progress import steps_bar
+    from shelfwise.core.errors import InputFileError
+
+    with main._user_errors():
+        labelled = _labelled(queries, qrels)
+        with main._store(db) as store:
+            items = list(store.get_items(store.item_ids()).values())
+            store_id = store.store_id
+        if not items:
+            raise InputFileError("the store holds no catalogue: `shelfwise ingest items FILE` first")
+        reg = _registry()
+        with steps_bar() as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            info = reg.build(
+                items,
+                mode=mode,
+                embeddings=main._settings().var_dir / "embeddings",
+                labelled=labelled,
+                tolerance=tolerance,
+                force=force,
+                activate=not no_activate,
+                store_id=store_id,
+                progress=progress,
+            )
+        main._emit(_summary(info, reg.active), as_json, _human)
+
+
+@index_app.command("list")
+def index_list(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Every index version, the active one marked."""
+    from shelfwise.cli import main
+
+    with main._user_errors():
+        reg = _registry()
+        rows = [_summary(i, reg.active) for i in reg.list_indexes()]
+        main._emit(
+            {"active": reg.active, "versions": rows},
+            as_json,
+            lambda p: "\n".join(_human(r) for r in p["versions"]) or "no search index versions yet",
+        )
+
+
+@index_app.command("activate")
+def index_activate(
+    version: Annotated[str, typer.Argument(help="a version `index list` shows")],
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve ``version`` (its checksums are verified first)."""
+    from shelfwise.cli import main
+
+    with main._user_errors():
+        reg = _registry()
+        reg.index_info(version)
+        pointer = reg.activate(version)
+        main._emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
+
+
+@index_app.command("rollback")
+def index_rollback(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Serve the previously active version again."""
+    from shelfwise.cli import main
+
+    with main._user_errors():
+        pointer = _registry().rollback()
+        main._emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
+
+
+@index_app.command("eval")
+def index_eval(
+    queries: QueriesOpt = None,
+    qrels: QrelsOpt = None,
+    version: Annotated[str | None, typer.Option("--version", help="default: the active one")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """nDCG@10 of an index version, in its own mode, on a labelled set (what the server answers)."""
+    from shelfwise.cli import main
+    from shelfwise.core.errors import ConfigError
+    from shelfwise.registry.indexes import evaluate_index
+
+    with main._user_errors():
+        labelled = _labelled(queries, qrels)
+        if labelled is None:
+            raise ConfigError("give a labelled set: --queries and --qrels")
+        reg = _registry()
+        version = version or reg.active
+        if version is None:
+            raise ConfigError("no search index version yet: `shelfwise index build` first")
+        info = reg.index_info(version)
+        report = {
+            "version": version,
+            "mode": info.mode,
+            **evaluate_index(reg.load(version), labelled, info.mode),
+        }
+        main._emit(
+            report,
+            as_json,
+            lambda p: f"{p['version']} ({p['mode']}): nDCG@10 {p['ndcg@10']:.4f}  MRR@10 {p['mrr@10']:.4f}",
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(index_app, name="index")

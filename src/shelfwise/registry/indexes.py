@@ -1,0 +1,318 @@
+"""Search index versions: built from the store's catalogue, checksummed, gated, activated and rolled
+back like model versions.
+
+Layout under the root (``var/indexes`` by default)::
+
+    <version>/index.json          id, mode, catalogue fingerprint, items, metrics, gate, sha256 of every file
+    <version>/engine/...          ``SearchEngine.save`` output (items, keyword index, vectors, config)
+    <version>/ranker/...          the learned search ranker (``mode == "ltr"`` only)
+    ACTIVE.json                   {"active": id, "history": [older ids]}
+
+The served mode (``bm25``, ``hybrid`` or ``ltr``) belongs to the version, and every search answer
+names the version it came from. Item vectors come from the on-disk embedding cache keyed by each
+item's text (``search/embedding_cache.py``): a new version embeds only new or changed items.
+
+A labelled set (queries + graded judgments) gates a version: its nDCG@10 on the set must reach the
+active version's on the same set (``tolerance`` below it at most), else ``GateRefusedError``; with no
+labelled set the version is registered with ``gate: {"labelled": false}`` and activated.
+
+    >>> reg = IndexRegistry(Path("var/indexes"))                              # doctest: +SKIP
+    >>> info = reg.build(items, mode="hybrid", embeddings=Path("var/embeddings"))  # doctest: +SKIP
+    >>> engine = reg.load(reg.active)                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from shelfwise.core.clock import now_ms
+from shelfwise.data.schemas import Item
+from shelfwise.registry.versions import (
+    CorruptArtifactError,
+    GateRefusedError,
+    ModelRegistry,
+    Pointer,
+    RegistryError,
+    _write_json_atomic,
+    sha256_file,
+)
+from shelfwise.search.engine import SearchConfig, SearchEngine
+
+INDEX_FILE = "index.json"
+FORMAT = 1
+ServedMode = Literal["bm25", "hybrid", "ltr"]
+SERVED_MODES: tuple[str, ...] = ("bm25", "hybrid", "ltr")
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A labelled query set: ``queries`` {qid: text}, ``qrels`` {qid: {item_id: grade}}."""
+
+    name: str
+    queries: Mapping[str, str]
+    qrels: Mapping[str, Mapping[str, int]]
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for qid in sorted(self.queries):
+            h.update(f"{qid}\t{self.queries[qid]}\n".encode())
+            for item, grade in sorted(self.qrels.get(qid, {}).items()):
+                h.update(f"{item}={grade};".encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    version: str
+    mode: str
+    items: int
+    catalogue: str  # fingerprint of the catalogue it was built from
+    created_at: str
+    metrics: dict[str, Any]
+    gate: dict[str, Any]
+    embedded: int  # items whose vectors were computed for this version (the rest came from the cache)
+    files: dict[str, str]
+    store_id: str | None
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "path"}
+        out["format"] = FORMAT
+        return out
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any], path: Path) -> IndexInfo:
+        fields = {k: payload.get(k) for k in cls.__dataclass_fields__ if k != "path"}
+        return cls(**fields, path=path)  # type: ignore[arg-type]
+
+
+def catalogue_fingerprint(items: Sequence[Item]) -> str:
+    """Changes when any item is added, removed or changes a field search reads."""
+    h = hashlib.sha256()
+    for it in sorted(items, key=lambda i: i.item_id):
+        h.update(
+            json.dumps(
+                [
+                    it.item_id,
+                    it.title,
+                    it.description,
+                    it.brand,
+                    it.category,
+                    it.price,
+                    it.available,
+                    sorted((it.attributes or {}).items()),
+                ],
+                default=str,
+            ).encode()
+        )
+    return h.hexdigest()[:16]
+
+
+class IndexRegistry(ModelRegistry):
+    """Search index versions; shares the model registry's pointer, lock and activation rules."""
+
+    def versions(self) -> list[str]:
+        return (
+            sorted(p.name for p in self.root.iterdir() if (p / INDEX_FILE).is_file())
+            if self.root.exists()
+            else []
+        )
+
+    def index_info(self, version: str) -> IndexInfo:
+        path = self.root / version / INDEX_FILE
+        if not path.is_file():
+            raise RegistryError(
+                f"no search index version {version!r}", hint="`shelfwise index list` shows them"
+            )
+        return IndexInfo.from_json(json.loads(path.read_text()), path.parent)
+
+    def list_indexes(self) -> list[IndexInfo]:
+        return [self.index_info(v) for v in self.versions()]
+
+    def verify(self, version: str) -> list[str]:
+        info = self.index_info(version)
+        problems = []
+        for rel, digest in info.files.items():
+            f = info.path / rel
+            if not f.is_file():
+                problems.append(f"{rel}: missing")
+            elif sha256_file(f) != digest:
+                problems.append(f"{rel}: checksum mismatch")
+        return problems
+
+    def load(self, version: str, *, encoder: Any = None) -> SearchEngine:  # type: ignore[override]
+        problems = self.verify(version)
+        if problems:
+            raise CorruptArtifactError(f"search index {version!r} is corrupt: {'; '.join(problems[:5])}")
+        info = self.index_info(version)
+        engine = SearchEngine.load(info.path / "engine", encoder=encoder)
+        if (info.path / "ranker").is_dir():
+            from shelfwise.search.ltr import LambdaRanker
+
+            engine.ranker = LambdaRanker.load(info.path / "ranker")
+        return engine
+
+    def rollback(self) -> Pointer:
+        try:
+            return super().rollback()
+        except RegistryError:
+            raise RegistryError("no earlier search index version to roll back to") from None
+
+    # --- building --------------------------------------------------------------------------------
+    def build(
+        self,
+        items: Sequence[Item],
+        *,
+        mode: str = "hybrid",
+        embeddings: Path | None = None,
+        encoder: Any = None,
+        labelled: Labelled | None = None,
+        tolerance: float = 0.0,
+        force: bool = False,
+        activate: bool = True,
+        store_id: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> IndexInfo:
+        """Build, evaluate (when ``labelled``), gate, register and (by default) activate a version."""
+        if mode not in SERVED_MODES:
+            raise RegistryError(f"unknown search mode {mode!r}", hint=f"one of {', '.join(SERVED_MODES)}")
+        if mode == "ltr" and labelled is None:
+            raise RegistryError("mode ltr learns from judgments", hint="give --queries and --qrels")
+        dense = mode in ("hybrid", "ltr")
+        vectors, embedded = None, 0
+        if dense:
+            from shelfwise.search.dense import DIM, Encoder
+            from shelfwise.search.documents import embedding_text
+            from shelfwise.search.embedding_cache import EmbeddingCache
+
+            encoder = encoder or Encoder()
+            if items:
+                cache = EmbeddingCache(
+                    embeddings or self.root.parent / "embeddings", f"all-MiniLM-L6-v2/{DIM}"
+                )
+                vectors = cache.vectors([embedding_text(it) for it in items], encoder.encode)
+                embedded = cache.misses
+        engine = SearchEngine.build(
+            list(items), SearchConfig(dense=dense), encoder=encoder, vectors=vectors, progress=progress
+        )
+        if mode == "ltr":
+            from shelfwise.search.ltr import LambdaRanker
+
+            assert labelled is not None
+            engine.ranker = LambdaRanker().fit(engine, labelled.queries, labelled.qrels)
+        metrics: dict[str, Any] = {}
+        if labelled is not None and items:
+            metrics = evaluate_index(engine, labelled, mode)
+        gate = self._gate(metrics, labelled, tolerance=tolerance, force=force)
+        self.root.mkdir(parents=True, exist_ok=True)
+        version = self.new_version_id(f"index-{mode}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
+        try:
+            engine.save(tmp / "engine")
+            if engine.ranker is not None and mode == "ltr":
+                engine.ranker.save(tmp / "ranker")
+            files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+            info = IndexInfo(
+                version=version,
+                mode=mode,
+                items=len(engine),
+                catalogue=catalogue_fingerprint(items),
+                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                metrics=metrics,
+                gate=gate,
+                embedded=embedded,
+                files=files,
+                store_id=store_id,
+                path=self.root / version,
+            )
+            _write_json_atomic(tmp / INDEX_FILE, info.to_dict())
+            tmp.rename(self.root / version)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if activate:
+            self.activate(version)
+        return info
+
+    def _gate(
+        self, metrics: Mapping[str, Any], labelled: Labelled | None, *, tolerance: float, force: bool
+    ) -> dict[str, Any]:
+        if labelled is None:
+            return {"labelled": False, "passed": True}
+        gate: dict[str, Any] = {
+            "labelled": True,
+            "set": labelled.name,
+            "fingerprint": labelled.fingerprint,
+            "metric": "ndcg@10",
+            "candidate": metrics.get("ndcg@10"),
+            "active": None,
+            "active_version": self.active,
+            "tolerance": tolerance,
+        }
+        if self.active is not None:
+            active = self.index_info(self.active)
+            same_set = active.gate.get("fingerprint") == labelled.fingerprint
+            if same_set and active.metrics.get("ndcg@10") is not None:
+                gate["active"] = active.metrics["ndcg@10"]
+        gate["passed"] = gate["active"] is None or gate["candidate"] >= gate["active"] - tolerance
+        if not gate["passed"] and not force:
+            raise GateRefusedError(
+                f"search index gate: nDCG@10 {gate['candidate']:.4f} on {labelled.name} is below the active "
+                f"version's {gate['active']:.4f}",
+                hint="keep the active version, or build with --force to register it anyway",
+            )
+        return gate
+
+
+def evaluate_index(engine: SearchEngine, labelled: Labelled, mode: str) -> dict[str, Any]:
+    """nDCG@10, MRR@10 and Recall@100 of ``engine`` in ``mode`` on a labelled set (what the
+    served search answers, computed in-process)."""
+    from shelfwise.search.evaluate import evaluation_report
+
+    report = evaluation_report(
+        lambda q: engine.search(q, k=100, mode=mode, facets=False).item_ids,
+        dict(labelled.queries),
+        {k: dict(v) for k, v in labelled.qrels.items()},
+    )
+    keep = ("ndcg@10", "mrr@10", "recall@100", "queries")
+    return {k: report[k] for k in keep if k in report} | {"set": labelled.name, "at_ms": now_ms()}
+
+
+def ensure_index(
+    registry: IndexRegistry,
+    items: Sequence[Item],
+    *,
+    mode: str = "auto",
+    embeddings: Path | None = None,
+    encoder: Any = None,
+    store_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[SearchEngine, IndexInfo, bool]:
+    """The index to serve over ``items``: the active version when it was built from this catalogue
+    (and in ``mode``, unless ``mode`` is ``auto``), else a new version built now (the active
+    version's mode, or ``hybrid`` for a shop's first index; only new or changed items are embedded).
+    Returns (engine, its version, whether it was built now)."""
+    active = registry.active
+    info = registry.index_info(active) if active is not None else None
+    wanted = info.mode if (mode == "auto" and info is not None) else ("hybrid" if mode == "auto" else mode)
+    if info is not None and info.mode == wanted and info.catalogue == catalogue_fingerprint(items):
+        try:
+            return registry.load(info.version, encoder=encoder), info, False
+        except CorruptArtifactError:
+            pass  # a damaged active version is rebuilt below, never served
+    if wanted == "ltr":  # judgments are not in the store: keep the ranker's mode only by an explicit build
+        wanted = "hybrid"
+    built = registry.build(
+        items, mode=wanted, embeddings=embeddings, encoder=encoder, store_id=store_id, progress=progress
+    )
+    return registry.load(built.version, encoder=encoder), built, True
