@@ -41,8 +41,8 @@ from shelfwise.registry.versions import (
     ModelRegistry,
     Pointer,
     RegistryError,
-    _write_json_atomic,
     sha256_file,
+    write_json_atomic,
 )
 from shelfwise.search.engine import SearchConfig, SearchEngine
 
@@ -235,7 +235,7 @@ class IndexRegistry(ModelRegistry):
                 store_id=store_id,
                 path=self.root / version,
             )
-            _write_json_atomic(tmp / INDEX_FILE, info.to_dict())
+            write_json_atomic(tmp / INDEX_FILE, info.to_dict())
             tmp.rename(self.root / version)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

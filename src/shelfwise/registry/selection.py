@@ -21,7 +21,7 @@ import numpy as np
 
 from shelfwise.features.dataset import Dataset
 from shelfwise.registry.training import TrainingConfig, train_version
-from shelfwise.registry.versions import ModelRegistry, RegistryError, _write_json_atomic
+from shelfwise.registry.versions import ModelRegistry, RegistryError, write_json_atomic
 
 SELECTION = "SELECTION.json"
 
@@ -144,7 +144,7 @@ def select_best(
         )
     else:
         result.reason = f"no candidate met the {budget_ms:g} ms p99 budget; the active version is kept"
-    _write_json_atomic(registry.root / SELECTION, result.to_dict())
+    write_json_atomic(registry.root / SELECTION, result.to_dict())
     return result
 
 
