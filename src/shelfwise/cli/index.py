@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-DbOpt = Annotated[str | None, typer.Option("--db", help="store URL (default: the embedded SQLite store)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+from shelfwise.cli.common import DbOption, JsonOption, emit, load_settings, open_db, user_errors
+
 QueriesOpt = Annotated[Path | None, typer.Option("--queries", help="labelled set: TSV query_id<TAB>query")]
 QrelsOpt = Annotated[
     Path | None, typer.Option("--qrels", help="labelled set: TREC qrels query_id 0 id grade")
@@ -30,10 +30,9 @@ index_app = typer.Typer(
 
 
 def _registry() -> Any:
-    from shelfwise.cli import common
     from shelfwise.registry.indexes import IndexRegistry
 
-    return IndexRegistry(common.load_settings().var_dir / "indexes")
+    return IndexRegistry(load_settings().var_dir / "indexes")
 
 
 def _labelled(queries: Path | None, qrels: Path | None) -> Any:
@@ -76,17 +75,16 @@ def index_build(
         bool, typer.Option("--force", help="register and activate even if the gate refuses")
     ] = False,
     no_activate: Annotated[bool, typer.Option("--no-activate", help="register only")] = False,
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Build a version from the store's catalogue (only new or changed items are embedded)."""
-    from shelfwise.cli import common
     from shelfwise.cli.progress import steps_bar
     from shelfwise.core.errors import InputFileError
 
-    with common.user_errors():
+    with user_errors():
         labelled = _labelled(queries, qrels)
-        with common.open_db(db) as store:
+        with open_db(db) as store:
             items = list(store.get_items(store.item_ids()).values())
             store_id = store.store_id
         if not items:
@@ -103,7 +101,7 @@ def index_build(
             info = reg.build(
                 items,
                 mode=mode,
-                embeddings=common.load_settings().var_dir / "embeddings",
+                embeddings=load_settings().var_dir / "embeddings",
                 labelled=labelled,
                 tolerance=tolerance,
                 force=force,
@@ -111,18 +109,17 @@ def index_build(
                 store_id=store_id,
                 progress=progress,
             )
-        common.emit(_summary(info, reg.active), as_json, _human)
+        emit(_summary(info, reg.active), as_json, _human)
 
 
 @index_app.command("list")
-def index_list(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def index_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Every index version, the active one marked."""
-    from shelfwise.cli import common
 
-    with common.user_errors():
+    with user_errors():
         reg = _registry()
         rows = [_summary(i, reg.active) for i in reg.list_indexes()]
-        common.emit(
+        emit(
             {"active": reg.active, "versions": rows},
             as_json,
             lambda p: "\n".join(_human(r) for r in p["versions"]) or "no search index versions yet",
@@ -132,27 +129,25 @@ def index_list(db: DbOpt = None, as_json: JsonOpt = False) -> None:
 @index_app.command("activate")
 def index_activate(
     version: Annotated[str, typer.Argument(help="a version `index list` shows")],
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Serve ``version`` (its checksums are verified first)."""
-    from shelfwise.cli import common
 
-    with common.user_errors():
+    with user_errors():
         reg = _registry()
         reg.index_info(version)
         pointer = reg.activate(version)
-        common.emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
+        emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
 
 
 @index_app.command("rollback")
-def index_rollback(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def index_rollback(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Serve the previously active version again."""
-    from shelfwise.cli import common
 
-    with common.user_errors():
+    with user_errors():
         pointer = _registry().rollback()
-        common.emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
+        emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
 
 
 @index_app.command("eval")
@@ -160,15 +155,14 @@ def index_eval(
     queries: QueriesOpt = None,
     qrels: QrelsOpt = None,
     version: Annotated[str | None, typer.Option("--version", help="default: the active one")] = None,
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """nDCG@10 of an index version, in its own mode, on a labelled set (what the server answers)."""
-    from shelfwise.cli import common
     from shelfwise.core.errors import ConfigError
     from shelfwise.registry.indexes import evaluate_index
 
-    with common.user_errors():
+    with user_errors():
         labelled = _labelled(queries, qrels)
         if labelled is None:
             raise ConfigError("give a labelled set: --queries and --qrels")
@@ -182,7 +176,7 @@ def index_eval(
             "mode": info.mode,
             **evaluate_index(reg.load(version), labelled, info.mode),
         }
-        common.emit(
+        emit(
             report,
             as_json,
             lambda p: f"{p['version']} ({p['mode']}): nDCG@10 {p['ndcg@10']:.4f}  MRR@10 {p['mrr@10']:.4f}",
