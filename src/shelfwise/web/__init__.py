@@ -43,6 +43,7 @@ def mount(app: Any, services: Any) -> None:
         operations=Operations(services.registry, services.live, services.metrics),
         build_report=getattr(settings, "dashboard_on_start", False),
         demo_users=getattr(settings, "demo_users", ()),
+        security_headers=False,  # the API's Guard adds them
     )
     # the app's lifespan runs these when the server stops
     app.state.closers = [*getattr(app.state, "closers", []), dashboard.close]

@@ -37,6 +37,7 @@ from shelfwise.web.access import (
     safe_next,
     sign_in_url,
 )
+from shelfwise.web.headers import SecurityHeaders
 from shelfwise.web.dashboard import DIMENSIONS, AnalyticsDashboard
 from shelfwise.web.layout import render
 from shelfwise.web.ops import Operations
@@ -71,6 +72,7 @@ def mount_pages(
     operations: Operations | None = None,
     build_report: bool = True,
     demo_users: Sequence[str] = (),
+    security_headers: bool = True,
 ) -> AnalyticsDashboard:
     """Add the web pages to ``app``; returns the dashboard (the caller closes it on shutdown).
     ``access`` decides who may open the analytics and operations pages; ``operations`` backs the
@@ -78,11 +80,15 @@ def mount_pages(
     page (the store keeps only pseudonyms).
 
     ``build_report`` starts building the analytics report in the background at once (it takes
-    about half a minute on Online Retail) so the dashboard is ready when someone opens it."""
+    about half a minute on Online Retail) so the dashboard is ready when someone opens it.
+    ``security_headers`` wraps the app in ``SecurityHeaders``; the API passes False, as its ``Guard``
+    adds the same headers in its own pass."""
     dashboard = AnalyticsDashboard(store_url, var_dir)
     if build_report and dashboard.state["status"] != "ready":
         dashboard.build()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if security_headers:
+        app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(AccessDenied)
     async def denied(request: Request, exc: AccessDenied) -> Response:
