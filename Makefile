@@ -11,7 +11,7 @@ DBFLAG := $(if $(DB),--db $(DB),)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,distributed]'
 	touch $(STAMP)
 
 venv: $(STAMP)

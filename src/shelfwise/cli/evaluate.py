@@ -66,6 +66,13 @@ def register(app: typer.Typer) -> None:
         report: Annotated[
             Path | None, typer.Option("--report", help="directory for report.md, metrics.json and plots")
         ] = None,
+        engine: Annotated[
+            str,
+            typer.Option(
+                "--engine",
+                help="local (this process) or ray (a Ray cluster: SHELFWISE_RAY_ADDRESS, else local)",
+            ),
+        ] = "local",
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
         list_models: Annotated[bool, typer.Option("--list-models", help="list model names and exit")] = False,
     ) -> None:
@@ -87,7 +94,11 @@ def register(app: typer.Typer) -> None:
             models = [model_from_config({**settings, "model": model})]
             if compare:
                 models.append(model_from_config({"model": compare}))
-            payload = _run(_load_dataset(data, fmt, db), chosen, models, k, test_fraction, report)
+            if engine not in ("local", "ray"):
+                raise ConfigError(f"unknown engine {engine!r}", hint="use local or ray")
+            payload = _run(
+                _load_dataset(data, fmt, db), chosen, models, k, test_fraction, report, engine=engine
+            )
             if data is not None:
                 payload["data"] = str(data)
 
@@ -95,7 +106,33 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(
-    ds: Any, protocol: str, models: list[Any], k: int, test_fraction: float, report: Path | None
+    ds: Any,
+    protocol: str,
+    models: list[Any],
+    k: int,
+    test_fraction: float,
+    report: Path | None,
+    *,
+    engine: str = "local",
+) -> dict[str, Any]:
+    if engine != "local":
+        from shelfwise.distributed import open_engine
+
+        with open_engine(engine) as running:
+            payload = _run_on(ds, protocol, models, k, test_fraction, report, running)
+        payload["engine"] = engine
+        return payload
+    return _run_on(ds, protocol, models, k, test_fraction, report, None)
+
+
+def _run_on(
+    ds: Any,
+    protocol: str,
+    models: list[Any],
+    k: int,
+    test_fraction: float,
+    report: Path | None,
+    engine: Any,
 ) -> dict[str, Any]:
     from shelfwise.evaluation.protocol import make_split
     from shelfwise.evaluation.ranking import evaluate
@@ -111,17 +148,24 @@ def _run(
         )
     ks = tuple(sorted({*KS, k}))
     results = []
-    for m in models:
+    for i, m in enumerate(models):
         with steps_bar() as bar:
-            bar.add_task(f"fit {m.name}", total=None)
-            m.fit(split.train)
+            bar.add_task(f"fit {m.name}" + (f" ({engine.name})" if engine else ""), total=None)
+            if engine is None:
+                m.fit(split.train)
+            else:  # the same fit, on a worker (SASRec: Ray Train, data-parallel)
+                from shelfwise.registry.training import FitJob
+
+                (m,) = engine.fit([FitJob(m.config.model_dump(mode="json"), split.train)])
+                models[i] = m
         with steps_bar() as bar:
             task = bar.add_task(f"rank all items ({m.name})", total=len(split.test_users))
 
             def tick(done: int, _total: int, bar: Any = bar, task: Any = task) -> None:
                 bar.update(task, completed=done)
 
-            result = evaluate(m, split, name=m.name, ks=ks, progress=tick)
+            mapper = {"mapper": engine.map} if engine is not None else {}
+            result = evaluate(m, split, name=m.name, ks=ks, progress=tick, **mapper)
         result.info["train_seconds"] = m.train_seconds
         results.append(result)
     main = results[0]

@@ -77,6 +77,7 @@ def _ingest(
     limit: int | None,
     generic: dict[str, Any],
     unknown_items: str = "create",
+    engine: str = "local",
 ) -> None:
     with user_errors():
         from shelfwise.data.readers import get_format
@@ -89,10 +90,30 @@ def _ingest(
             fmt = _mapped_format(fmt, kind, given)
         if not path.exists():
             raise _input_error(f"{path}: no such file")
-        with open_db(db) as store, bytes_bar(f"ingest {fmt.name}") as progress:
-            if kind == "events":
+        if engine not in ("local", "ray"):
+            raise _input_error(f"unknown engine {engine!r}: use local or ray")
+        from contextlib import ExitStack
+
+        from shelfwise.core.parallel import local_map
+
+        with ExitStack() as stack:
+            store = stack.enter_context(open_db(db))
+            mapper = local_map
+            if engine == "ray":  # imported only when asked for: it brings the whole pipeline
+                from shelfwise.distributed import open_engine
+
+                mapper = stack.enter_context(open_engine("ray")).map
+            progress = stack.enter_context(bytes_bar(f"ingest {fmt.name} ({engine})"))
+            if kind == "events":  # the quality gate runs over batches on the engine
                 report = ingest_events(
-                    store, path, fmt, settings, progress=progress, unknown_items=unknown_items, limit=limit
+                    store,
+                    path,
+                    fmt,
+                    settings,
+                    progress=progress,
+                    unknown_items=unknown_items,
+                    limit=limit,
+                    mapper=mapper,
                 )
             else:
                 report = ingest_items(store, path, fmt, settings, progress=progress, limit=limit)
@@ -196,6 +217,9 @@ def ingest_events_cmd(
         str | None,
         typer.Option("--type", help="generic formats: the event type of every record (e.g. purchase)"),
     ] = None,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local, or ray: the quality gate's batches as Ray tasks")
+    ] = "local",
 ) -> None:
     """Ingest shopper events (views, carts, purchases, returns, searches…)."""
     if unknown_items not in ("create", "quarantine"):
@@ -209,7 +233,17 @@ def ingest_events_cmd(
         "required": require,
         "event_type": event_type,
     }
-    _ingest("events", path, fmt, db, as_json, limit=limit, generic=generic, unknown_items=unknown_items)
+    _ingest(
+        "events",
+        path,
+        fmt,
+        db,
+        as_json,
+        limit=limit,
+        generic=generic,
+        unknown_items=unknown_items,
+        engine=engine,
+    )
 
 
 @ingest_app.command("items")

@@ -51,9 +51,12 @@ def _train(
     force: bool,
     settings: dict[str, Any] | None = None,
     precision: str | None = None,
+    engine: str = "local",
+    top_lists: int = 50,
 ) -> dict[str, Any]:
+    from shelfwise.distributed import open_engine, train
     from shelfwise.features.dataset import Dataset
-    from shelfwise.registry import ModelRegistry, train_version
+    from shelfwise.registry import ModelRegistry
 
     config = _training_config(model, bundles, settings, precision)
     registry = ModelRegistry(load_settings().models_root)
@@ -61,15 +64,18 @@ def _train(
         typer.echo("reading the store's events…", err=True)
         ds = Dataset.from_store(store)
         store_id = store.store_id
-    outcome = train_version(
-        ds,
-        registry,
-        config,
-        force=force,
-        progress=lambda msg: typer.echo(f"  {msg}", err=True),
-        store_id=store_id,  # the version is served over this store only
-    )
-    return outcome.to_dict()
+    with open_engine(engine) as running:
+        outcome, scoring = train(
+            running,
+            ds,
+            registry,
+            config,
+            top_k=top_lists,
+            force=force,
+            progress=lambda msg: typer.echo(f"  {msg}", err=True),
+            store_id=store_id,  # the version is served over this store only
+        )
+    return {**outcome.to_dict(), "top_lists": scoring}
 
 
 def _require_store(url: str, *, create: bool) -> None:
@@ -171,6 +177,22 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--precision", help="serve factor models at float32, float16 or int8"),
         ] = None,
+        engine: Annotated[
+            str,
+            typer.Option(
+                "--engine",
+                help="local (this process) or ray (a Ray cluster: SHELFWISE_RAY_ADDRESS, else local)",
+            ),
+        ] = "local",
+        top_lists: Annotated[
+            int,
+            typer.Option(
+                "--top-lists",
+                min=0,
+                max=1000,
+                help="precompute every known shopper's top K for serving (0: none)",
+            ),
+        ] = 50,
         as_json: JsonOption = False,
     ) -> None:
         """Train on the store's events, evaluate on a held-out period, register, and activate through
@@ -183,8 +205,19 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             if precision is not None and precision not in ("float32", "float16", "int8"):
                 raise ConfigError(f"unknown precision {precision!r}", hint="use float32, float16 or int8")
+            if engine not in ("local", "ray"):
+                raise ConfigError(f"unknown engine {engine!r}", hint="use local or ray")
             settings = json_object_option(config)
-            result = _train(db, model, bundles=bundles, force=force, settings=settings, precision=precision)
+            result = _train(
+                db,
+                model,
+                bundles=bundles,
+                force=force,
+                settings=settings,
+                precision=precision,
+                engine=engine,
+                top_lists=top_lists,
+            )
         emit(
             result,
             as_json,

@@ -40,6 +40,14 @@ class Pseudonymizer:
         self.cache_size = cache_size
         self._cached = functools.lru_cache(maxsize=cache_size)(self._compute)
 
+    def __getstate__(self) -> tuple[bytes, int]:
+        # a worker process (Ray) gets the key and an empty cache of the same size, not the cache
+        return self._key, self.cache_size
+
+    def __setstate__(self, state: tuple[bytes, int]) -> None:
+        self._key, self.cache_size = state
+        self._cached = functools.lru_cache(maxsize=self.cache_size)(self._compute)
+
     def _compute(self, raw_id: str) -> str:
         cleaned = clean_id(raw_id).encode("utf-8", "surrogatepass")
         return hmac.new(self._key, cleaned, hashlib.sha256).hexdigest()[:32]

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from shelfwise.core.parallel import Mapper, chunks, local_map
 from shelfwise.features.splits import Split
 
 ProgressFn = Callable[[int, int], None]
@@ -94,6 +95,63 @@ def batch_metrics(
     return out
 
 
+@dataclass(frozen=True)
+class _RankJob:
+    """What every chunk of an evaluation reads (shipped once to each worker)."""
+
+    model: Any
+    train: sp.csr_matrix
+    test: sp.csr_matrix
+    users: np.ndarray
+    ks: tuple[int, ...]
+    max_cells: int
+    exclude_train: bool
+
+
+def _rank_chunk(
+    job: _RankJob, bounds: tuple[int, int]
+) -> tuple[dict[str, np.ndarray], list[np.ndarray], np.ndarray]:
+    """Per-user metrics, target ranks and top-``max(ks)`` lists of ``users[lo:hi]`` (pure: the same
+    in-process and on a worker)."""
+    lo_u, hi_u = bounds
+    train, test = job.train, job.test
+    n_items = test.shape[1]
+    chunk = job.users[lo_u:hi_u]
+    scores = np.asarray(job.model.score_users(chunk), dtype=np.float32)
+    if scores.shape != (len(chunk), n_items):
+        raise ValueError(f"score_users returned {scores.shape}, expected {(len(chunk), n_items)}")
+    scores = np.nan_to_num(scores, nan=-np.inf, posinf=np.finfo(np.float32).max)
+    excluded = train[chunk] if job.exclude_train else sp.csr_matrix((len(chunk), n_items))
+    rows, cols = excluded.nonzero()
+    scores[rows, cols] = -np.inf
+    n_excluded = np.diff(excluded.indptr)
+    tgt = test[chunk]
+    t_rows = np.repeat(np.arange(len(chunk)), np.diff(tgt.indptr))
+    t_items = tgt.indices.astype(np.int64)
+    ranks = np.empty(len(t_items), np.int64)
+    step = max(1, job.max_cells // max(n_items, 1))
+    cols = np.arange(n_items)
+    for lo in range(0, len(t_items), step):
+        r, it = t_rows[lo : lo + step], t_items[lo : lo + step]
+        block = scores[r]
+        ts = block[np.arange(len(r)), it][:, None]
+        # rank = items scored higher, plus equal-scored items with a lower id (stable tie-break)
+        ranks[lo : lo + step] = (block > ts).sum(axis=1) + (
+            (block == ts) & (cols[None, :] < it[:, None])
+        ).sum(axis=1)
+    metrics = batch_metrics(t_rows, ranks, n_users=len(chunk), n_candidates=n_items - n_excluded, ks=job.ks)
+    kmax = max(job.ks)
+    lists = np.full((len(chunk), kmax), -1, np.int64)
+    k = min(kmax, n_items)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    top = np.take_along_axis(part, order, axis=1)
+    top[np.isneginf(np.take_along_axis(vals, order, axis=1))] = -1
+    lists[:, :k] = top
+    return metrics, np.split(ranks, np.cumsum(np.diff(tgt.indptr))[:-1]), lists
+
+
 def evaluate(
     model: Scorer,
     split: Split,
@@ -105,56 +163,37 @@ def evaluate(
     diversity_users: int = 1000,
     progress: ProgressFn | None = None,
     seed: int = 0,
+    mapper: Mapper = local_map,
+    chunk_users: int | None = None,
 ) -> EvalResult:
-    """Rank all items for every user with test targets; see the module docstring."""
+    """Rank all items for every user with test targets; see the module docstring.
+
+    ``mapper`` runs the chunks of users (``chunk_users`` each; by default as many as ``max_cells``
+    scores allow): in-process by default, or on a cluster (``shelfwise.distributed``). Chunks are
+    independent, so the result is the same whichever runs them."""
     train = split.train.matrix()
     test = split.test
     n_items = test.shape[1]
     users = split.test_users
-    kmax = max(ks)
     batch = max(1, min(len(users), max_cells // max(n_items, 1)))
+    if chunk_users is not None:
+        batch = max(1, min(batch, chunk_users))
+    job = _RankJob(model, train, test, users, tuple(ks), max_cells, exclude_train)
     per_user: dict[str, list[np.ndarray]] = {}
     all_ranks: list[np.ndarray] = []
-    lists = np.full((len(users), kmax), -1, np.int64)
+    parts: list[np.ndarray] = []
     started = time.perf_counter()
-    for start in range(0, len(users), batch):
-        chunk = users[start : start + batch]
-        scores = np.asarray(model.score_users(chunk), dtype=np.float32)
-        if scores.shape != (len(chunk), n_items):
-            raise ValueError(f"score_users returned {scores.shape}, expected {(len(chunk), n_items)}")
-        scores = np.nan_to_num(scores, nan=-np.inf, posinf=np.finfo(np.float32).max)
-        excluded = train[chunk] if exclude_train else sp.csr_matrix((len(chunk), n_items))
-        rows, cols = excluded.nonzero()
-        scores[rows, cols] = -np.inf
-        n_excluded = np.diff(excluded.indptr)
-        tgt = test[chunk]
-        t_rows = np.repeat(np.arange(len(chunk)), np.diff(tgt.indptr))
-        t_items = tgt.indices.astype(np.int64)
-        ranks = np.empty(len(t_items), np.int64)
-        step = max(1, max_cells // max(n_items, 1))
-        cols = np.arange(n_items)
-        for lo in range(0, len(t_items), step):
-            r, it = t_rows[lo : lo + step], t_items[lo : lo + step]
-            block = scores[r]
-            ts = block[np.arange(len(r)), it][:, None]
-            # rank = items scored higher, plus equal-scored items with a lower id (stable tie-break)
-            ranks[lo : lo + step] = (block > ts).sum(axis=1) + (
-                (block == ts) & (cols[None, :] < it[:, None])
-            ).sum(axis=1)
-        metrics = batch_metrics(t_rows, ranks, n_users=len(chunk), n_candidates=n_items - n_excluded, ks=ks)
+    done = 0
+    for metrics, ranks, lists in mapper(_rank_chunk, chunks(len(users), batch), shared=job):
         for key, value in metrics.items():
             per_user.setdefault(key, []).append(value)
-        all_ranks.extend(np.split(ranks, np.cumsum(np.diff(tgt.indptr))[:-1]))
-        k = min(kmax, n_items)
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -vals), axis=1)
-        top = np.take_along_axis(part, order, axis=1)
-        top[np.isneginf(np.take_along_axis(vals, order, axis=1))] = -1
-        lists[start : start + len(chunk), :k] = top
+        all_ranks.extend(ranks)
+        parts.append(lists)
+        done += len(lists)
         if progress is not None:
-            progress(min(start + batch, len(users)), len(users))
+            progress(done, len(users))
     seconds = time.perf_counter() - started
+    lists = np.concatenate(parts) if parts else np.full((0, max(ks)), -1, np.int64)
     arrays = {k: np.concatenate(v).astype(np.float64) for k, v in per_user.items()}
     metrics = {k: float(v.mean()) if len(v) else 0.0 for k, v in arrays.items()}
     metrics.update(list_metrics(lists, train, ks, diversity_users=diversity_users, seed=seed))

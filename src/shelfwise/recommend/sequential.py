@@ -193,6 +193,15 @@ def _threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+def _data_parallel() -> tuple[int, int]:
+    """(rank, world size) when running under torch.distributed, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 # --- the model --------------------------------------------------------------------------------------
 def state_arrays(net: nn.Module) -> dict[str, np.ndarray]:
     """A module's parameters and buffers as plain arrays (``net__`` + name with dots as ``__``)."""
@@ -313,24 +322,35 @@ class SASRecRecommender(Recommender):
             x[r] = mask_items(x[r], cfg.mask_rate, self.net.n_items + 1, rng)
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        hidden = self.net(x)
+    def _loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, positions: int) -> torch.Tensor:
+        """Cross-entropy summed over the real positions of ``x``, divided by ``positions`` (those
+        of the whole batch: a data-parallel rank sees part of it, and the ranks' gradients then add
+        up to the whole batch's)."""
+        hidden = net(x)
         keep = y != PAD
         h = hidden[keep]  # only real positions reach the (expensive) output layer
         target = y[keep] - 1
         items = self.net.item_matrix()
         if self.config.loss == "softmax":
-            return F.cross_entropy(h @ items.T, target)
-        neg = torch.randint(0, self.net.n_items, (self.config.negatives,))
+            return F.cross_entropy(h @ items.T, target, reduction="sum") / positions
+        # every rank draws the same negatives (a generator of its own, seeded alike)
+        neg = torch.randint(0, self.net.n_items, (self.config.negatives,), generator=self._negatives)
         pos_logit = (h * items[target]).sum(-1, keepdim=True)
         neg_logit = h @ items[neg].T
         neg_logit = neg_logit.masked_fill(neg[None, :] == target[:, None], float("-inf"))
         logits = torch.cat([pos_logit, neg_logit], dim=1)
-        return F.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long))
+        return (
+            F.cross_entropy(logits, torch.zeros(len(target), dtype=torch.long), reduction="sum") / positions
+        )
 
     def _train(self, train: list[np.ndarray], valid: list[np.ndarray], rng: np.random.Generator) -> None:
         cfg = self.config
         net = self.net
+        rank, world = _data_parallel()
+        # under torch.distributed (Ray Train's workers) every rank builds the same batches from the
+        # same seed and trains on its share of each; DDP sums the shares' gradients
+        model: nn.Module = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+        self._negatives = torch.Generator().manual_seed(cfg.seed)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         started = time.perf_counter()
         best, best_state, stale = -1.0, None, 0
@@ -339,13 +359,16 @@ class SASRecRecommender(Recommender):
             total, n = 0.0, 0
             for batch in self._batches(train, rng):
                 x, y = self._batch_tensors([train[i] for i in batch], rng)
-                loss = self._loss(x, y)
+                positions = max(int((y != PAD).sum()), 1)
+                if world > 1:
+                    x, y = x[rank::world], y[rank::world]
+                loss = self._loss(model, x, y, positions) * world  # DDP averages over the ranks
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
                     net.items.weight[PAD].zero_()
-                total += float(loss.detach()) * len(batch)
+                total += float(loss.detach()) / world * len(batch)
                 n += len(batch)
             elapsed = time.perf_counter() - started
             entry = {"epoch": epoch + 1, "loss": total / max(n, 1), "seconds": round(elapsed, 1)}

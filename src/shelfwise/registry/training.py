@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from shelfwise.core.parallel import Mapper, local_map
 from shelfwise.evaluation.protocol import basket_hit_rate, make_split
 from shelfwise.evaluation.ranking import evaluate
 from shelfwise.features.dataset import Dataset
@@ -28,6 +29,36 @@ from shelfwise.registry.gate import GateDecision
 from shelfwise.registry.versions import ModelRegistry, RegistryError, VersionInfo
 
 ProgressFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One model to fit: a config, the events it learns from, and whether the shilling defence
+    fits it without flagged accounts. Jobs are independent, so a ``Fitter`` may run them at once."""
+
+    config: dict[str, Any]
+    dataset: Dataset
+    defended: bool = False
+
+
+Fitter = Callable[[list[FitJob]], list[Recommender]]
+
+
+def fit_job(job: FitJob) -> Recommender:
+    """Fit one job (the same function in-process and on a worker)."""
+    if not job.defended:
+        return model_from_config(job.config).fit(job.dataset)
+    from shelfwise.evaluation.robustness import defended_fit
+
+    model, _ = defended_fit(job.config, job.dataset)
+    return model  # type: ignore[no-any-return]
+
+
+def fit_local(jobs: list[FitJob]) -> list[Recommender]:
+    """The in-process ``Fitter``: one job after another."""
+    return [fit_job(job) for job in jobs]
+
+
 CATALOGUE_PRIOR = 1e-6  # the popularity every item gets before any event: ties, in catalogue order
 
 
@@ -80,8 +111,10 @@ def _window(ds: Dataset) -> dict[str, Any]:
     }
 
 
-def _score(model: Recommender, split: Any, metric: str) -> tuple[float, dict[str, float]]:
-    result = evaluate(model, split, name=model.name, ks=(10, 20))
+def _score(
+    model: Recommender, split: Any, metric: str, mapper: Mapper = local_map
+) -> tuple[float, dict[str, float]]:
+    result = evaluate(model, split, name=model.name, ks=(10, 20), mapper=mapper)
     metrics = {k: round(float(v), 6) for k, v in result.metrics.items()}
     if metric not in metrics:
         raise RegistryError(f"gate metric {metric!r} is not computed", hint=f"one of {sorted(metrics)}")
@@ -98,10 +131,15 @@ def train_version(
     progress: ProgressFn | None = None,
     store_id: str | None = None,
     ledger: Any | None = None,
+    fitter: Fitter = fit_local,
+    mapper: Mapper = local_map,
 ) -> TrainingOutcome:
     """Fit, evaluate on held-out data, register; then release through the gate when ``activate``.
     ``store_id`` (``Store.store_id`` of the store ``dataset`` came from) binds the version to that
-    store: a server over another store refuses to serve it.
+    store: a server over another store refuses to serve it. ``fitter`` fits the (independent)
+    models — candidate, bought-together, the active config's baseline and the refits — and
+    ``mapper`` runs the held-out scoring: both in-process by default, or on a cluster
+    (``shelfwise.distributed``), with the same results.
 
     Raises ``GateRefusedError`` (after registering the version, inactive) when the candidate is worse
     than the active version on the same held-out set and ``force`` is False."""
@@ -138,25 +176,37 @@ def train_version(
             scale=float(config.recommender.get("dp_max_contributions", 20)) / float(dp_epsilon),
             detail={"config": config.recommender},
         )
-    say(f"fit {config.recommender['model']} on the training part")
-    candidate = _fit(config, split.train)
-    value, metrics = _score(candidate, split, config.gate_metric)
-
-    bundles: Recommender | None = None
+    active_version = registry.active
+    active_cfg = registry.info(active_version).config["recommender"] if active_version else None
+    defended = config.shilling_defence
+    jobs = {"candidate": FitJob(config.recommender, split.train, defended)}
     if config.bought_together is not None:
-        say("fit bought-together")
-        bundles = model_from_config(config.bought_together).fit(split.train)
+        jobs["bundles"] = FitJob(config.bought_together, split.train)
+    if active_cfg is not None:
+        jobs["baseline"] = FitJob(active_cfg, split.train)
+    if config.refit:
+        jobs["served"] = FitJob(config.recommender, dataset, defended)
+        if config.bought_together is not None:
+            jobs["served_bundles"] = FitJob(config.bought_together, dataset)
+    say(
+        f"fit {config.recommender['model']} on the training part"
+        + (", bought-together" if "bundles" in jobs else "")
+        + (f", the active {active_version} config for the gate" if active_cfg else "")
+        + (" and the refits on every event for serving" if config.refit else "")
+    )
+    fitted = dict(zip(jobs, fitter(list(jobs.values())), strict=True))
+    candidate = fitted["candidate"]
+    value, metrics = _score(candidate, split, config.gate_metric, mapper)
+
+    bundles: Recommender | None = fitted.get("bundles")
+    if bundles is not None:
         cutoff = int(split.info["cutoff_ms"]) if split.info else 0
         held_out = dataset.select(dataset.ts >= cutoff)
         metrics.update({f"bundles_{k}": v for k, v in basket_hit_rate(bundles, held_out).items()})
 
-    active_version = registry.active
     baseline: float | None = None
-    if active_version is not None:
-        say(f"refit the active {active_version} config on the same split for the gate")
-        active_cfg = registry.info(active_version).config["recommender"]
-        baseline_model = model_from_config(active_cfg).fit(split.train)
-        baseline, _ = _score(baseline_model, split, config.gate_metric)
+    if "baseline" in fitted:
+        baseline, _ = _score(fitted["baseline"], split, config.gate_metric, mapper)
     decision = GateDecision(
         metric=config.gate_metric,
         candidate=value,
@@ -169,11 +219,9 @@ def train_version(
     if bundles is not None:
         served["bought_together"] = bundles
     if config.refit:
-        say("refit on every event for serving")
-        served = {
-            name: _fit(config, dataset) if name == "recommender" else model_from_config(m.config).fit(dataset)
-            for name, m in served.items()
-        }
+        served = {"recommender": fitted["served"]}
+        if "served_bundles" in fitted:
+            served["bought_together"] = fitted["served_bundles"]
 
     info = registry.register(
         served,
@@ -229,15 +277,6 @@ def _catalogue_version(
     return TrainingOutcome(
         info=info, gate=decision, activated=activate, seconds=time.perf_counter() - started
     )
-
-
-def _fit(config: TrainingConfig, ds: Dataset) -> Recommender:
-    if not config.shilling_defence:
-        return model_from_config(config.recommender).fit(ds)
-    from shelfwise.evaluation.robustness import defended_fit
-
-    model, _ = defended_fit(config.recommender, ds)
-    return model  # type: ignore[no-any-return]
 
 
 def _write_card(
@@ -306,4 +345,14 @@ def data_window(ds: Dataset) -> dict[str, Any]:
     return _window(ds)
 
 
-__all__ = ["TrainingConfig", "TrainingOutcome", "data_window", "release", "train_version"]
+__all__ = [
+    "FitJob",
+    "Fitter",
+    "TrainingConfig",
+    "TrainingOutcome",
+    "data_window",
+    "fit_job",
+    "fit_local",
+    "release",
+    "train_version",
+]

@@ -490,6 +490,27 @@ class ModelRegistry:
             payload["files"][name] = sha256_file(path)
         write_json_atomic(info.path / VERSION_FILE, payload)
 
+    def attach_arrays(
+        self, version: str, folder: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+    ) -> None:
+        """Write arrays (``.npy``, no pickle) and a ``meta.json`` into ``<version>/<folder>/`` (the
+        precomputed top lists…) and list them with their sha256, so ``verify`` covers them."""
+        info = self.info(version)
+        assert info.path is not None
+        if "/" in folder or folder.startswith(".") or folder in info.components:
+            raise RegistryError(f"cannot attach a folder named {folder!r} to a version")
+        with self.locked():
+            target = info.path / folder
+            target.mkdir(exist_ok=True)
+            payload = json.loads((info.path / VERSION_FILE).read_text())
+            for name, array in arrays.items():
+                _save_npy_atomic(target / f"{name}.npy", np.asarray(array))
+            write_json_atomic(target / "meta.json", dict(meta))
+            for path in sorted(target.iterdir()):
+                if path.is_file() and not path.name.startswith("."):
+                    payload["files"][f"{folder}/{path.name}"] = sha256_file(path)
+            write_json_atomic(info.path / VERSION_FILE, payload)
+
     # --- privacy --------------------------------------------------------------------------------
     def find_user(self, user_id: str) -> list[str]:
         """Versions whose artifacts still hold ``user_id`` (the store's pseudonym)."""
@@ -517,6 +538,7 @@ class ModelRegistry:
         for version in self.find_user(user_id):
             info = self.info(version)
             assert info.path is not None
+            _erase_from_top_lists(info.path, user_id)
             for component in info.components:
                 _erase_from_artifact(info.path / component, user_id)
             payload = json.loads((info.path / VERSION_FILE).read_text())
@@ -598,3 +620,20 @@ def _erase_from_artifact(directory: Path, user_id: str) -> None:
         _save_npy_atomic(directory / name, arr)
         meta["files"][name] = sha256_file(directory / name)
     write_json_atomic(meta_path, meta)
+
+
+def _erase_from_top_lists(version_dir: Path, user_id: str) -> None:
+    """Empty the erased shopper's precomputed list (its row is the recommender's dense user id)."""
+    folder = version_dir / "toplists"
+    ids_path = version_dir / "recommender" / "user_ids.npy"
+    if not (folder / "items.npy").is_file() or not ids_path.is_file():
+        return
+    rows = np.flatnonzero(np.load(ids_path, allow_pickle=False) == user_id)
+    if not len(rows):
+        return
+    items = np.array(np.load(folder / "items.npy", allow_pickle=False), copy=True)
+    scores = np.array(np.load(folder / "scores.npy", allow_pickle=False), copy=True)
+    items[rows] = -1
+    scores[rows] = -np.inf
+    _save_npy_atomic(folder / "items.npy", items)
+    _save_npy_atomic(folder / "scores.npy", scores)

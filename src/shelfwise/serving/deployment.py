@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from shelfwise.features.dataset import IdMap
 from shelfwise.recommend.base import Recommender
+from shelfwise.registry.toplists import TopLists, load_top_lists
 from shelfwise.registry.versions import (
     ERASED_PREFIX,
     Candidate,
@@ -113,6 +114,17 @@ def forget_user_in_model(model: Recommender, user_id: str) -> bool:
     if changed:
         model._set_arrays({**arrays, **changed})
     return True
+
+
+def _stored_lists(loaded: LoadedVersion, k: int, n_users: int) -> TopLists | None:
+    """The version's precomputed top lists (``registry.toplists``) when they are long enough and
+    match the model's users; None sends the precompute back to scoring."""
+    if loaded.info.path is None:
+        return None
+    lists = load_top_lists(loaded.info.path)
+    if lists is None or lists.k < k or lists.items.shape[0] != n_users:
+        return None
+    return lists
 
 
 class LiveModels:
@@ -300,12 +312,24 @@ class LiveModels:
                 rows = np.argsort(-activity, kind="stable")[: self.precompute_users]
                 rows = rows[activity[rows] > 0]
                 users = st.user_map.external[rows].tolist()
+                stored = _stored_lists(loaded, self.precompute_k, len(st.user_map))
                 step = self.precompute_batch
                 for start in range(0, len(users), step):
                     if self._stop.is_set():
                         return
                     batch = [str(u) for u in users[start : start + step]]
-                    recs = model.recommend(batch, self.precompute_k)
+                    if stored is not None:  # batch scoring kept them with the version: slice them
+                        recs = [
+                            model._package(
+                                u,
+                                stored.items[r, : self.precompute_k],
+                                stored.scores[r, : self.precompute_k],
+                                st.history.indices[st.history.indptr[r] : st.history.indptr[r + 1]],
+                            )
+                            for u, r in zip(batch, rows[start : start + step].tolist(), strict=True)
+                        ]
+                    else:
+                        recs = model.recommend(batch, self.precompute_k)
                     items = model.state.item_map.index
                     ready = [
                         Precomputed(rec, np.fromiter((items[i] for i in rec.items), np.int64, len(rec.items)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,10 @@ from typing import Any
 from shelfwise.core.clock import now_ms
 from shelfwise.core.errors import InputFileError
 from shelfwise.core.logging import get_logger
+from shelfwise.core.parallel import Mapper, local_map
 from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
-from shelfwise.data.quality import EventGate, GateConfig, ItemGate, Rejection, UserActivity
+from shelfwise.data.quality import EventGate, GateConfig, GateStats, ItemGate, Rejection, UserActivity
 from shelfwise.data.readers import DatasetFormat, ReadOptions
 from shelfwise.data.readers.base import SYNTHETIC_TS, ProgressFn
 from shelfwise.data.schemas import Event, Item
@@ -136,8 +137,11 @@ def ingest_events(
     unknown_items: str = "create",
     limit: int | None = None,
     on_batch: Callable[[IngestReport], None] | None = None,
+    mapper: Mapper = local_map,
 ) -> IngestReport:
-    """Read ``path`` as ``fmt`` and store its events; see ``IngestReport``.
+    """Read ``path`` as ``fmt`` and store its events; see ``IngestReport``. ``mapper`` runs the
+    quality gate over batches of records (in-process by default; ``shelfwise.distributed`` runs
+    them as Ray tasks): the stored events and the report are the same either way.
 
     ``unknown_items="create"`` adds an item stub (or the facts the event carries) for an item
     the catalogue lacks; ``"quarantine"`` rejects the event instead.
@@ -175,32 +179,37 @@ def ingest_events(
             on_batch(report)
 
     records = [] if first is None else [first]
-    for record in _chain(records, reader):
-        report.records += 1
-        result = gate.check(record)
-        if erased and result.user_id in erased:
-            report.erased += 1
-        elif isinstance(result, Rejection):
-            held.append(tally.reject(result, "event"))
-        else:
-            batch.append(result)
-            if result.user_id is not None:
-                activity.observe(result.user_id, result.ts, paced=SYNTHETIC_TS not in record.notes)
-            item_id = result.item_id
-            # The first facts an event carries about an item are kept; later ones fill nothing new.
-            if item_id is not None and item_id not in items_seen:
-                inline[item_id] = {**record.item, "item_id": item_id} if record.item else {"item_id": item_id}
-                items_seen.add(item_id)
-        if len(batch) + len(held) >= settings.ingest_batch_size:
-            flush()
+    # the gate's checks run per batch through ``mapper`` (in-process, or Ray tasks); everything
+    # that depends on order (erasures, activity, the first facts of an item, writes) stays here
+    parts = _batches(_chain(records, reader), settings.ingest_batch_size)
+    counted = GateStats()
+    for checked, stats in mapper(_check_events, parts, shared=gate):
+        _merge_stats(counted, stats)
+        for result, paced, facts in checked:
+            report.records += 1
+            if erased and result.user_id in erased:
+                report.erased += 1
+            elif isinstance(result, Rejection):
+                held.append(tally.reject(result, "event"))
+            else:
+                batch.append(result)
+                if result.user_id is not None:
+                    activity.observe(result.user_id, result.ts, paced=paced)
+                item_id = result.item_id
+                # The first facts an event carries about an item are kept; later ones fill nothing new.
+                if item_id is not None and item_id not in items_seen:
+                    inline[item_id] = {**facts, "item_id": item_id} if facts else {"item_id": item_id}
+                    items_seen.add(item_id)
+            if len(batch) + len(held) >= settings.ingest_batch_size:
+                flush()
     flush()
 
     flags = activity.flagged()
     report.users = store.refresh_users(activity.users, flags=flags)
     report.flagged_users = len(flags)
-    report.conversions = dict(gate.stats.notes)
-    report.guest_events = gate.stats.guests
-    report.pii_scrubbed = gate.stats.pii_scrubbed + item_gate.stats.pii_scrubbed
+    report.conversions = dict(counted.notes)
+    report.guest_events = counted.guests
+    report.pii_scrubbed = counted.pii_scrubbed + item_gate.stats.pii_scrubbed
     tally.close(started)
     store.finish_run(report.run_id, report.to_dict())
     return report
@@ -252,6 +261,41 @@ def ingest_items(
     tally.close(started)
     store.finish_run(report.run_id, report.to_dict())
     return report
+
+
+def _batches(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _check_events(gate: EventGate, records: list[Any]) -> tuple[list[tuple[Any, bool, Any]], GateStats]:
+    """The gate over one batch: (result, paced, the item facts the record carries) per record, and
+    what the gate counted on the way (counted afresh per batch: a gate on a worker is a copy)."""
+    gate.stats = GateStats()
+    out = []
+    for record in records:
+        result = gate.check(record)
+        accepted = not isinstance(result, Rejection)
+        out.append(
+            (
+                result,
+                accepted and SYNTHETIC_TS not in record.notes,
+                (record.item or None) if accepted else None,
+            )
+        )
+    return out, gate.stats
+
+
+def _merge_stats(total: GateStats, part: GateStats) -> None:
+    total.notes.update(part.notes)
+    total.pii_scrubbed += part.pii_scrubbed
+    total.guests += part.guests
 
 
 def _chain(head: list[Any], tail: Any) -> Any:

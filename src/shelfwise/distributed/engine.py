@@ -1,0 +1,161 @@
+"""Where the pipeline's steps run: in this process (``local``, the default) or on a Ray cluster.
+
+An ``Engine`` offers the two things the steps need: ``map`` (a ``shelfwise.core.parallel.Mapper``:
+independent parts, in order) and ``fit`` (a ``registry.training.Fitter``: independent models).
+``RayEngine`` joins the cluster at ``SHELFWISE_RAY_ADDRESS`` (or ``address``) when given one, and
+otherwise starts a local one: no dashboard, ``num_cpus`` set, its files under ``/tmp``, workers'
+logs kept out of the driver's output. Nothing is downloaded: workers run this interpreter, with
+this venv's packages.
+
+PyTorch models (SASRec) are fitted with Ray Train, data-parallel (DDP over gloo on CPU) on
+``train_workers`` workers; the others are fitted as one Ray task each, all at once.
+
+    >>> with open_engine("ray") as engine:                               # doctest: +SKIP
+    ...     result = evaluate(model, split, mapper=engine.map)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from shelfwise.core.errors import ConfigError
+from shelfwise.core.parallel import local_map
+from shelfwise.recommend.base import Recommender
+from shelfwise.registry.training import FitJob, fit_job, fit_local
+
+EngineName = Literal["local", "ray"]
+ADDRESS_ENV = "SHELFWISE_RAY_ADDRESS"
+TMP_ROOT = Path("/tmp/shelfwise-ray")
+TORCH_MODELS = frozenset({"sasrec"})  # fitted with Ray Train (data-parallel)
+
+
+class LocalEngine:
+    """Everything in this process, one part after another: the default."""
+
+    name = "local"
+    workers = 1
+
+    def map(
+        self, fn: Callable[[Any, Any], Any], parts: Iterable[Any], *, shared: Any = None
+    ) -> Iterator[Any]:
+        return local_map(fn, parts, shared=shared)
+
+    def fit(self, jobs: list[FitJob]) -> list[Recommender]:
+        return fit_local(jobs)
+
+    def close(self) -> None:
+        pass
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            "--engine ray needs Ray", hint="pip install 'shelfwise[distributed]' (ray[train]==2.58.0)"
+        ) from exc
+    return ray
+
+
+def _apply(fn: Callable[[Any, Any], Any], shared: Any, part: Any) -> Any:
+    return fn(shared, part)
+
+
+class RayEngine:
+    """The steps as Ray tasks; see the module docstring.
+
+    ``workers`` bounds the tasks in flight (by default the cluster's CPUs), ``train_workers`` the
+    Ray Train workers of a PyTorch fit; ``num_cpus`` sizes a local cluster this engine starts."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: int | None = None,
+        workers: int | None = None,
+        train_workers: int = 2,
+    ) -> None:
+        ray = _ray()
+        self._started = False
+        address = address or os.environ.get(ADDRESS_ENV) or None
+        if not ray.is_initialized():
+            quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
+            if address:
+                ray.init(address=address, **quiet)
+            else:
+                TMP_ROOT.mkdir(parents=True, exist_ok=True)
+                ray.init(
+                    num_cpus=num_cpus or os.cpu_count() or 1,
+                    include_dashboard=False,
+                    _temp_dir=str(TMP_ROOT),
+                    object_store_memory=1 << 30,
+                    **quiet,
+                )
+            self._started = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = max(1, workers or cpus)
+        self.train_workers = max(1, min(train_workers, cpus))
+        self._task = ray.remote(num_cpus=1, max_retries=0)(_apply)
+        self._fit_task = ray.remote(num_cpus=1, max_retries=0)(fit_job)
+
+    def map(
+        self, fn: Callable[[Any, Any], Any], parts: Iterable[Any], *, shared: Any = None
+    ) -> Iterator[Any]:
+        """Each part a Ray task, at most ``workers`` in flight, results in the parts' order;
+        ``shared`` is put into the object store once. Parts are read lazily (a stream stays a stream)."""
+        ray = _ray()
+        ref = ray.put(shared)
+        pending: deque[Any] = deque()
+        for part in parts:
+            if len(pending) >= self.workers:
+                yield ray.get(pending.popleft())
+            pending.append(self._task.remote(fn, ref, part))
+        while pending:
+            yield ray.get(pending.popleft())
+
+    def fit(self, jobs: list[FitJob]) -> list[Recommender]:
+        """The plain models as tasks, all at once; then each PyTorch model with Ray Train."""
+        ray = _ray()
+        refs = {i: self._fit_task.remote(job) for i, job in enumerate(jobs) if not _is_torch(job)}
+        out: dict[int, Recommender] = {i: ray.get(ref) for i, ref in refs.items()}
+        for i, job in enumerate(jobs):
+            if i not in out:
+                from shelfwise.distributed.torch_train import fit_data_parallel
+
+                out[i] = fit_data_parallel(job, workers=self.train_workers, storage=TMP_ROOT / "train")
+        return [out[i] for i in range(len(jobs))]
+
+    def close(self) -> None:
+        if self._started:
+            _ray().shutdown()
+            self._started = False
+
+
+def _is_torch(job: FitJob) -> bool:
+    return str(job.config.get("model")) in TORCH_MODELS
+
+
+Engine = LocalEngine | RayEngine
+
+
+@contextmanager
+def open_engine(name: str = "local", **options: Any) -> Iterator[Engine]:
+    """The engine named ``local`` or ``ray`` (options: ``RayEngine``'s), closed on exit."""
+    if name not in ("local", "ray"):
+        raise ConfigError(f"unknown engine {name!r}", hint="use local or ray")
+    engine: Engine = LocalEngine() if name == "local" else RayEngine(**options)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+__all__ = ["ADDRESS_ENV", "Engine", "EngineName", "LocalEngine", "RayEngine", "open_engine"]
