@@ -372,6 +372,7 @@ def _register_extensions() -> None:
         experiment,
         generate,
         keys,
+        placements,
         privacy,
         search,
         serving,
@@ -380,6 +381,7 @@ def _register_extensions() -> None:
 
     for module in (evaluate, search, analytics, serving, privacy, drill, trust, keys, generate, experiment):
         module.register(app)
+    placements.register(app)
 
 
 _register_extensions()
