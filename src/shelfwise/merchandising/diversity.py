@@ -52,27 +52,31 @@ def calibrated_order(
         return np.arange(k)
     n_labels = len(target)
     p = target / target.sum() if target.sum() > 0 else np.full(n_labels, 1 / max(n_labels, 1))
-    counts = np.zeros(n_labels)
+    support = np.flatnonzero(p > 0)
+    ps = p[support]
+    # column of each candidate's label among the target's support (-1: adds to no share that counts)
+    where = np.full(n_labels + 1, -1, dtype=np.int64)
+    where[support] = np.arange(len(support))
+    col = np.where(labels >= 0, where[np.clip(labels, 0, n_labels)], -1)
+    counts = np.zeros(len(support))
     chosen: list[int] = []
     left = np.ones(n, dtype=bool)
     rel_sum = 0.0
-    support = p > 0
+    rows = np.arange(n)
     for step in range(1, k + 1):
-        best, best_score = -1, -np.inf
-        for i in np.flatnonzero(left):
-            c = counts.copy()
-            if labels[i] >= 0:
-                c[labels[i]] += 1
-            q = (1 - _ALPHA) * c / step + _ALPHA * p
-            kl = float(np.sum(p[support] * np.log(p[support] / q[support])))
-            score = (1 - strength) * (rel_sum + relevance[i]) - strength * kl
-            if score > best_score:
-                best, best_score = int(i), score
+        c = np.tile(counts, (n, 1))  # the counts if each candidate were added next
+        hit = col >= 0
+        c[rows[hit], col[hit]] += 1
+        q = (1 - _ALPHA) * c / step + _ALPHA * ps
+        kl = (ps * np.log(ps / q)).sum(axis=1)
+        score = (1 - strength) * (rel_sum + relevance) - strength * kl
+        score = np.where(left, score, -np.inf)
+        best = int(np.argmax(score))
         chosen.append(best)
         left[best] = False
         rel_sum += float(relevance[best])
-        if labels[best] >= 0:
-            counts[labels[best]] += 1
+        if col[best] >= 0:
+            counts[col[best]] += 1
     return np.array(chosen, dtype=np.int64)
 
 
