@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RETAIL = ROOT / "data" / "online_retail" / "online_retail.csv.gz"
 RESULTS = ROOT / "benchmarks" / "results"
-STRENGTHS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+STRENGTHS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
 METHODS = ("mmr", "calibrated")
 CANDIDATES = 100
 K = 10

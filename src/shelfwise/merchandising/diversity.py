@@ -21,24 +21,41 @@ import numpy as np
 _ALPHA = 0.01  # Steck's smoothing of q, so KL is finite while a label has no item yet
 
 
-def mmr_order(relevance: np.ndarray, labels: np.ndarray, *, strength: float, k: int) -> np.ndarray:
-    """Indices of the first ``k`` items in MMR order (labels: int codes, -1 = no label, unlike all)."""
+def mmr_order(
+    relevance: np.ndarray,
+    labels: np.ndarray,
+    *,
+    strength: float,
+    k: int,
+    parents: np.ndarray | None = None,
+    parent_similarity: float = 0.5,
+) -> np.ndarray:
+    """Indices of the first ``k`` items in MMR order. ``labels`` are int codes (-1: no label, unlike
+    all); with ``parents`` (e.g. the department of each category), two items of one parent but
+    different labels are ``parent_similarity`` alike, so diversity reaches across departments too."""
     n = len(relevance)
     k = min(k, n)
     if strength <= 0 or n == 0:
         return np.arange(k)
     chosen: list[int] = []
     left = np.ones(n, dtype=bool)
-    seen = np.zeros(int(labels.max(initial=-1)) + 1, dtype=bool)
+    seen = np.zeros(int(labels.max(initial=-1)) + 2, dtype=bool)
+    seen_parent = np.zeros(int(parents.max(initial=-1)) + 2 if parents is not None else 1, dtype=bool)
+    has = labels >= 0
+    has_parent = parents >= 0 if parents is not None else np.zeros(n, dtype=bool)
     for _ in range(k):
-        sim = np.where(labels >= 0, seen[np.clip(labels, 0, None)] if len(seen) else False, False)
+        sim = np.where(has, seen[labels], False).astype(np.float64)
+        if parents is not None:
+            sim = np.maximum(sim, parent_similarity * np.where(has_parent, seen_parent[parents], False))
         score = (1 - strength) * relevance - strength * sim
         score = np.where(left, score, -np.inf)
         best = int(np.argmax(score))  # ties: the earlier (more relevant) item
         chosen.append(best)
         left[best] = False
-        if labels[best] >= 0:
+        if has[best]:
             seen[labels[best]] = True
+        if has_parent[best]:
+            seen_parent[parents[best]] = True  # type: ignore[index]
     return np.array(chosen, dtype=np.int64)
 
 

@@ -259,7 +259,13 @@ def _diversify(
     span = rel.max() - rel.min()
     rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
     if rule.method == "mmr":
-        order = mmr_order(rel, labels, strength=rule.strength, k=k)
+        parents = None
+        if rule.attribute == "category":  # a category path: its top level is the parent
+            tops: dict[str, int] = {}
+            parents = np.array([tops.setdefault(name.split(" > ")[0], len(tops)) for name in names] + [-1])[
+                labels
+            ]
+        order = mmr_order(rel, labels, strength=rule.strength, k=k, parents=parents)
     else:
         if target_shares:
             target = np.array([float(target_shares.get(name, 0.0)) for name in names])
