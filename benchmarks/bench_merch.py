@@ -175,6 +175,7 @@ def run() -> dict[str, Any]:
         "strength",
         "ndcg@10",
         "ild@10",
+        "ild_department@10",
         "departments@10",
         "category_coverage@10",
         "ms_per_list",
