@@ -52,12 +52,13 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for method, marker in zip(METHODS, ("o", "s"), strict=True):
         pts = [r for r in rows if r["method"] == method]
         for ax, key, label in (
             (axes[0], "ild@10", "intra-list diversity @10 (categories)"),
-            (axes[1], "category_coverage@10", "catalogue category coverage @10"),
+            (axes[1], "ild_department@10", "intra-list diversity @10 (departments)"),
+            (axes[2], "category_coverage@10", "catalogue category coverage @10"),
         ):
             ax.plot([p[key] for p in pts], [p["ndcg@10"] for p in pts], marker=marker, label=method)
             for p in pts:
@@ -71,7 +72,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
             ax.set_xlabel(label)
             ax.set_ylabel("NDCG@10")
             ax.grid(alpha=0.3)
-    axes[0].legend(title="method (labels: strength)")
+    axes[1].legend(title="method (labels: strength)", loc="lower left")
     fig.suptitle("Online Retail: the diversity knob's trade-off (EASE top-100 re-ranked to 10)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
