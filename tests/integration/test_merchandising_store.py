@@ -135,3 +135,31 @@ def test_migration_creates_the_table_on_a_fresh_store(tmp_path: Path) -> None:
     with open_store(f"sqlite:///{tmp_path / 'fresh.db'}") as s:
         assert s.counts().get("merch_documents", 0) == 0
         save_document(s, kind="search", name="settings", body={})
+
+
+def test_query_rules_pin_for_a_query_through_the_service(merch: Merchandising, store: Store) -> None:
+    merch.save_search_settings(
+        {
+            "query_rules": [
+                {
+                    "query": "lantern",
+                    "match": "contains",
+                    "rules": {
+                        "rules": [
+                            {"kind": "pin", "item_id": "71053", "position": 1, "name": "metal lantern first"}
+                        ]
+                    },
+                }
+            ]
+        }
+    )
+    merch.save_rules("search", {"rules": [{"kind": "block", "item_ids": ["85123A"]}]})
+    ids = [*sorted(store.item_ids())[:20], "85123A"]
+    candidates = [Candidate(i, 1.0) for i in ids]
+    decision = merch.for_query("White Lantern")
+    answer = merch.apply("search", candidates, k=5, extra_rules=decision.rules)
+    assert answer.items[0].item_id == "71053"
+    assert 'pinned at 1 by rule "metal lantern first"' in answer.items[0].reasons
+    assert answer.removed == {"85123A": "block item 85123A"}  # the placement's own rules still hold
+    other = merch.apply("search", candidates, k=5, extra_rules=merch.for_query("mug").rules)
+    assert other.items[0].item_id == ids[0]
