@@ -152,11 +152,11 @@ def apply_rules(
     blocks = [r for r in rules.rules if isinstance(r, Block)]
     kept = []
     for row in rows:
-        rule = next((b for b in blocks if _blocked_by(b, row.item_id, items.get(row.item_id))), None)
-        if rule is None:
+        blocker = next((b for b in blocks if _blocked_by(b, row.item_id, items.get(row.item_id))), None)
+        if blocker is None:
             kept.append(row)
         else:
-            removed[row.item_id] = rule.label
+            removed[row.item_id] = blocker.label
     rows = kept
     blocked = dict(removed)
 

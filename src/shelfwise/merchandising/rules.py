@@ -117,7 +117,7 @@ class Promotion(_Rule):
     live in ``[start, end)``."""
 
     kind: Literal["promotion"] = "promotion"
-    name: NAME  # type: ignore[assignment]  # a promotion is always named: reasons and overlaps cite it
+    name: NAME  # a promotion is always named: reasons and overlaps cite it
     start: dt.datetime
     end: dt.datetime
     item_ids: list[NAME] = Field(default_factory=list)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shelfwise.merchandising.rules import NAME, RuleError, RuleSet
+from shelfwise.merchandising.rules import NAME, Rule, RuleError, RuleSet
 
 _SPACE = re.compile(r"\s+")
 
@@ -150,7 +150,7 @@ class SearchSettings(BaseModel):
         q = normalise_query(text)
         redirect = next((r.url for r in self.redirects if r.query == q), None)
         matched = [f'redirect "{q}"'] if redirect else []
-        rules: list[object] = []
+        rules: list[Rule] = []
         for rule in self.query_rules:
             if rule.applies(q):
                 rules.extend(rule.rules.rules)

@@ -79,7 +79,7 @@ class Merchandising:
         if version is None:
             cached = self._cached((PLACEMENT, name))
             if cached is not None:
-                return cached  # type: ignore[no-any-return]
+                return cached
         doc = get_document(self.store, kind=PLACEMENT, name=name, shop=self.shop, version=version)
         if doc is None:
             if version not in (None, 0):
@@ -143,7 +143,7 @@ class Merchandising:
     def search_settings(self) -> tuple[SearchSettings, int]:
         cached = self._cached((SEARCH, SEARCH_DOC))
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         doc = get_document(self.store, kind=SEARCH, name=SEARCH_DOC, shop=self.shop)
         found = (
             (SearchSettings(), 0) if doc is None else (SearchSettings.model_validate(doc.body), doc.version)
