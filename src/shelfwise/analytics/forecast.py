@@ -239,3 +239,147 @@ def history(db: AnalyticalStore, *, level: DemandLevel, freq: Frequency, keys: l
             "units": y.reshape(-1),
         }
     )
+
+
+# --- the days or weeks ahead, with prediction intervals --------------------------------------
+
+
+@dataclass
+class AheadResult:
+    """Forecasts of the ``horizon`` periods after the data, with ``interval`` prediction intervals,
+    and the same method's back-test on the last ``horizon`` periods it was not trained on."""
+
+    level: str
+    freq: str
+    horizon: int
+    interval: float
+    backtest: dict[str, Any]  # wape model/naive, interval coverage and width, test window
+    forecasts: pl.DataFrame  # key, period, forecast, lower, upper, naive
+    backtest_forecasts: pl.DataFrame  # key, period, actual, forecast, lower, upper, naive
+
+
+def _complete_periods(db: AnalyticalStore, y: np.ndarray, periods: list[Any], freq: Frequency) -> Any:
+    span = db.time_range()
+    if freq == "week" and periods and span is not None:
+        last_day = dt.datetime.fromtimestamp(span[1] / 1000, tz=dt.UTC).date()
+        if last_day < periods[-1] + dt.timedelta(days=6):  # the last week is not over: not a whole week
+            return y[:, :-1], periods[:-1]
+    return y, periods
+
+
+def _fit_quantiles(
+    y: np.ndarray,
+    origin: int,
+    *,
+    horizon: int,
+    m: int,
+    dows: np.ndarray,
+    stride: int,
+    alphas: dict[str, float],
+    rounds: int,
+) -> dict[str, np.ndarray]:
+    """Train on origins whose targets end at or before ``origin``; forecast the ``horizon`` periods
+    after ``origin``: the point model (``PARAMS``) and one LightGBM quantile model per alpha."""
+    import lightgbm as lgb
+
+    train_x, train_y = [], []
+    for o in range(28, origin - horizon + 1, stride):
+        feats = _features(y, o, horizon, m, dows)
+        train_x.append(feats.reshape(-1, feats.shape[-1]))
+        train_y.append(y[:, o + 1 : o + horizon + 1].reshape(-1))
+    x, target = np.concatenate(train_x), np.concatenate(train_y)
+    scale = _scale(x)
+    data = _relative(x, scale)
+    test_x = _features(y, origin, horizon, m, dows).reshape(-1, len(FEATURES))
+    test_scale = _scale(test_x)
+    test = _relative(test_x, test_scale)
+    out: dict[str, np.ndarray] = {}
+    for name, params in {
+        "forecast": PARAMS,
+        **{k: {**PARAMS, "objective": "quantile", "alpha": a} for k, a in alphas.items()},
+    }.items():
+        model = lgb.train(
+            params, lgb.Dataset(data, target / scale, feature_name=list(FEATURES)), num_boost_round=rounds
+        )
+        out[name] = np.clip(model.predict(test) * test_scale, 0, None).reshape(y.shape[0], horizon)
+    # quantile models are fitted apart: keep lower <= forecast <= upper
+    stacked = np.sort(np.stack([out["lower"], out["forecast"], out["upper"]]), axis=0)
+    out["lower"], out["upper"] = stacked[0], stacked[2]
+    out["forecast"] = np.clip(out["forecast"], out["lower"], out["upper"])
+    return out
+
+
+def forecast_ahead(
+    db: AnalyticalStore,
+    *,
+    level: DemandLevel = "item",
+    freq: Frequency = "day",
+    top: int = 20,
+    horizon: int = 14,
+    interval: float = 0.8,
+    rounds: int = 100,
+) -> AheadResult:
+    """Forecast the next ``horizon`` days (or weeks) of the ``top`` series, with ``interval``
+    prediction intervals from LightGBM quantile models (the same features as ``forecast_demand``).
+
+    The back-test fits the same models on data up to ``horizon`` periods before the end and scores
+    the last ``horizon`` periods: WAPE against seasonal-naive, and the share of actual values inside
+    their interval (it should be near ``interval``)."""
+    if not 0 < interval < 1:
+        raise ValueError(f"interval must be between 0 and 1, not {interval}")
+    if not 1 <= horizon <= 56:
+        raise ValueError(f"horizon must be 1 to 56 periods, not {horizon}")
+    m = 7 if freq == "day" else 1
+    keys = db.top_keys(level=level, n=top)
+    y, periods, keys = series_matrix(db, level=level, freq=freq, keys=keys)
+    y, periods = _complete_periods(db, y, periods, freq)
+    n = len(periods)
+    need = 28 + 2 * horizon + m + 1
+    if n < need:
+        raise ValueError(f"too little history to forecast: {n} {freq}s, need {need}")
+    dows = np.array([p.weekday() for p in periods] + [(periods[-1].weekday() + i) % 7 for i in range(1, 60)])
+    stride = 1 if freq == "week" else 7
+    alphas = {"lower": (1 - interval) / 2, "upper": 1 - (1 - interval) / 2}
+    fit = {"horizon": horizon, "m": m, "dows": dows, "stride": stride, "alphas": alphas, "rounds": rounds}
+
+    origin = n - horizon - 1
+    back = _fit_quantiles(y, origin, **fit)  # type: ignore[arg-type]
+    actual = y[:, origin + 1 :]
+    naive = seasonal_naive(y, origin, horizon, m)
+    inside = (actual >= back["lower"]) & (actual <= back["upper"])
+    total = np.abs(actual).sum()
+    backtest = {
+        "series": len(keys),
+        "test_start": str(periods[origin + 1]),
+        "test_end": str(periods[-1]),
+        "wape_model": float(np.abs(actual - back["forecast"]).sum() / total) if total else None,
+        "wape_naive": float(np.abs(actual - naive).sum() / total) if total else None,
+        "interval": interval,
+        "interval_coverage": float(inside.mean()),
+        "mean_interval_width": float((back["upper"] - back["lower"]).mean()),
+    }
+    test_periods = periods[origin + 1 :]
+    backtest_forecasts = pl.DataFrame(
+        {
+            "key": np.repeat(keys, horizon),
+            "period": test_periods * len(keys),
+            "actual": actual.reshape(-1),
+            **{k: back[k].reshape(-1) for k in ("forecast", "lower", "upper")},
+            "naive": naive.reshape(-1),
+        }
+    )
+
+    ahead = _fit_quantiles(y, n - 1, **fit)  # type: ignore[arg-type]
+    step = dt.timedelta(days=1 if freq == "day" else 7)
+    future = [periods[-1] + step * s for s in range(1, horizon + 1)]
+    forecasts = pl.DataFrame(
+        {
+            "key": np.repeat(keys, horizon),
+            "period": future * len(keys),
+            **{k: ahead[k].reshape(-1) for k in ("forecast", "lower", "upper")},
+            "naive": seasonal_naive(
+                np.concatenate([y, np.zeros((len(keys), horizon))], axis=1), n - 1, horizon, m
+            ).reshape(-1),
+        }
+    )
+    return AheadResult(level, freq, horizon, interval, backtest, forecasts, backtest_forecasts)

@@ -124,7 +124,7 @@ def inject_logins(
                 ts += int(rng.integers(5, 120)) * 1000
                 add(f"{session}-{k}", who, session, kind, ts, device)
             ts += int(rng.integers(1, 48)) * 3_600_000
-    table = pa.table({c: [r[c] for r in rows] for c in EVENT_SCHEMA.names}, schema=EVENT_SCHEMA)
+    table = pa.table({c: [r.get(c) for r in rows] for c in EVENT_SCHEMA.names}, schema=EVENT_SCHEMA)
     return db.with_events(table), truth
 
 

@@ -352,6 +352,7 @@ def _register_extensions() -> None:
         generate,
         index,
         keys,
+        placements,
         privacy,
         search,
         serving,
@@ -372,6 +373,7 @@ def _register_extensions() -> None:
         index,
     ):
         module.register(app)
+    placements.register(app)
 
 
 _register_extensions()

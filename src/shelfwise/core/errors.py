@@ -68,3 +68,9 @@ class BackupError(ShelfwiseError):
     """A backup is missing, corrupt, or does not match what was restored."""
 
     exit_code = 4
+
+
+class NotFoundError(ShelfwiseError):
+    """The thing asked for (a placement, a version…) does not exist; the API answers 404."""
+
+    exit_code = 2

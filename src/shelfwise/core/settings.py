@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     )
     ingest_batch_size: int = Field(20_000, ge=1)
     max_text_length: int = Field(20_000, ge=100, description="longer free-text fields are quarantined")
+    annotate_items: bool = Field(
+        True,
+        description="at ingest, read product type, category, colour, material, size, pack size from titles",
+    )
+    prices_from_sales: bool = Field(
+        True, description="at ingest, price an item without one at its latest sale"
+    )
     log_level: str = "WARNING"
     log_json: bool = False
     # --- the store's faults ---

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from shelfwise.data.schemas import Item
-from shelfwise.search.query import COLOURS, GENDERS, MATERIALS
+from shelfwise.data.vocabulary import COLOURS, GENDERS, MATERIALS
 
 _WORD: Final = re.compile(r"[a-z0-9\u4e00-\u9fff]+(?:'s)?")
 _SIZE: Final = re.compile(

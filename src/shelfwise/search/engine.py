@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shelfwise.core.errors import ConfigError, ShelfwiseError
 from shelfwise.data.schemas import Item, validate_item
@@ -30,7 +30,7 @@ from shelfwise.features.text import AnalyzerConfig
 from shelfwise.search.analysis import make_analyzer
 from shelfwise.search.dense import DenseIndex, Encoder
 from shelfwise.search.documents import document_fields, embedding_text, popularity
-from shelfwise.search.facets import FacetIndex, price_buckets
+from shelfwise.search.facets import ATTRIBUTE_FACETS, FacetIndex, price_buckets
 from shelfwise.search.keyword import DEFAULT_WEIGHTS, KeywordIndex
 from shelfwise.search.personal import UserAffinity
 from shelfwise.search.query import ParsedQuery, QueryUnderstanding
@@ -122,6 +122,18 @@ class Filters(BaseModel):
         None, description="a category path prefix, e.g. 'footwear > womens footwear'"
     )
     available: bool | None = None
+    attributes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="annotated attribute values to keep, e.g. {'colour': ['red'], 'product_type': ['mug']}",
+    )
+
+    @field_validator("attributes")
+    @classmethod
+    def _known_attributes(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(v) - set(ATTRIBUTE_FACETS))
+        if unknown:
+            raise ValueError(f"no attribute facet {unknown[0]!r}; facets: {', '.join(ATTRIBUTE_FACETS)}")
+        return v
 
 
 @dataclass
@@ -432,6 +444,11 @@ class SearchEngine:
         if filters and filters.available is not None:
             mask &= self._available == filters.available
             applied["available"] = filters.available
+        for name, values in (filters.attributes if filters else {}).items():
+            if values:
+                column, codes = self._facets.attribute_codes(name, values)
+                mask &= np.isin(self._facets.attr[: len(mask), column], codes)
+                applied[name] = list(values)
         return mask, applied
 
     def _query_tokens(self, parsed: ParsedQuery) -> list[str]:

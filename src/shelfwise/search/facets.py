@@ -84,6 +84,10 @@ def _ranked(codes: np.ndarray, names: Sequence[str], top: int | None) -> list[di
     return [{"value": names[int(v)], "count": int(counts[v])} for v in order]
 
 
+# attributes ingest annotates (``shelfwise.data.attributes``) that become facets when items carry them
+ATTRIBUTE_FACETS = ("product_type", "colour", "material", "size", "pack_size")
+
+
 class FacetIndex:
     """Facet codes by slot, so counting a result set is a few array operations instead of a pass
     over its items: up to three category-path prefixes, the brand as stored, availability.
@@ -97,13 +101,34 @@ class FacetIndex:
         self._brand_code: dict[str, int] = {}
         self.cat = np.zeros((0, 3), dtype=np.int32)
         self.brand = np.zeros(0, dtype=np.int32)
+        self.attr_names: dict[str, list[str]] = {a: [] for a in ATTRIBUTE_FACETS}
+        self._attr_code: dict[str, dict[str, int]] = {a: {} for a in ATTRIBUTE_FACETS}
+        self.attr = np.zeros((0, len(ATTRIBUTE_FACETS)), dtype=np.int32)
+
+    def attribute_codes(self, attribute: str, values: Sequence[str]) -> tuple[int, list[int]]:
+        """The column of ``attribute`` and the codes of ``values`` (lower-cased) it has."""
+        known = self._attr_code[attribute]
+        return ATTRIBUTE_FACETS.index(attribute), [
+            known[v] for v in (str(x).lower() for x in values) if v in known
+        ]
 
     def extend(self, items: Sequence[Item | None]) -> None:
         cat = np.full((len(items), 3), -1, dtype=np.int32)
         brand = np.full(len(items), -1, dtype=np.int32)
+        attr = np.full((len(items), len(ATTRIBUTE_FACETS)), -1, dtype=np.int32)
         for i, item in enumerate(items):
             if item is None:
                 continue
+            for j, name in enumerate(ATTRIBUTE_FACETS):
+                raw = item.attributes.get(name)
+                if raw is None or raw == "" or isinstance(raw, dict | list):
+                    continue
+                value = str(raw).lower()
+                codes = self._attr_code[name]
+                if value not in codes:
+                    codes[value] = len(self.attr_names[name])
+                    self.attr_names[name].append(value)
+                attr[i, j] = codes[value]
             if item.category:
                 parts = item.category.split(" > ")
                 for depth in range(1, min(len(parts), 3) + 1):
@@ -121,6 +146,7 @@ class FacetIndex:
                 brand[i] = code
         self.cat = np.concatenate([self.cat, cat])
         self.brand = np.concatenate([self.brand, brand])
+        self.attr = np.concatenate([self.attr, attr])
 
     def counts(
         self,
@@ -152,9 +178,13 @@ class FacetIndex:
                 if c
             ]
         stock_codes = np.where(available[slots], 0, 1).astype(np.int32)
-        return {
+        out: dict[str, Any] = {
             "category": _ranked(self.cat[slots].reshape(-1), self.categories, top),
             "brand": _ranked(self.brand[slots], self.brands, top),
             "price": price_rows,
             "availability": _ranked(stock_codes, ["in stock", "out of stock"], None),
         }
+        for j, name in enumerate(ATTRIBUTE_FACETS):  # only the attributes this catalogue has
+            if self.attr_names[name]:
+                out[name] = _ranked(self.attr[slots, j], self.attr_names[name], top)
+        return out

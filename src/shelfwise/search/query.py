@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from shelfwise.core.errors import ConfigError
 from shelfwise.data.schemas import Item
+from shelfwise.data.vocabulary import COLOURS, GENDERS
 from shelfwise.features.text import Analyzer
 from shelfwise.features.text import stem as _stem
 
@@ -44,114 +45,6 @@ _PRICE_PATTERNS: Final = [
     (re.compile(rf"{_NUM}\s*{_CUR}\s*(?:or less|and under|or below|max)"), "max"),
 ]
 
-COLOURS: Final = frozenset(
-    [
-        "black",
-        "white",
-        "red",
-        "blue",
-        "green",
-        "yellow",
-        "orange",
-        "pink",
-        "purple",
-        "violet",
-        "brown",
-        "grey",
-        "gray",
-        "beige",
-        "maroon",
-        "navy",
-        "gold",
-        "golden",
-        "silver",
-        "cream",
-        "multicolor",
-        "multicolour",
-        "khaki",
-        "olive",
-        "teal",
-        "turquoise",
-        "magenta",
-        "peach",
-        "tan",
-        "黑色",
-        "白色",
-        "红色",
-        "蓝色",
-        "绿色",
-        "黄色",
-        "橙色",
-        "粉色",
-        "紫色",
-        "棕色",
-        "灰色",
-        "米色",
-        "金色",
-        "银色",
-    ]
-)
-MATERIALS: Final = frozenset(
-    [
-        "cotton",
-        "polyester",
-        "leather",
-        "silk",
-        "wool",
-        "denim",
-        "linen",
-        "nylon",
-        "rayon",
-        "viscose",
-        "steel",
-        "stainless",
-        "plastic",
-        "wood",
-        "wooden",
-        "glass",
-        "ceramic",
-        "rubber",
-        "canvas",
-        "suede",
-        "synthetic",
-        "brass",
-        "copper",
-        "aluminium",
-        "aluminum",
-        "bamboo",
-        "jute",
-        "纯棉",
-        "棉",
-        "真皮",
-        "皮革",
-        "丝绸",
-        "羊毛",
-        "羽绒",
-    ]
-)
-GENDERS: Final[Mapping[str, str]] = {
-    "men": "men",
-    "mens": "men",
-    "man": "men",
-    "male": "men",
-    "boys": "boys",
-    "boy": "boys",
-    "women": "women",
-    "womens": "women",
-    "woman": "women",
-    "ladies": "women",
-    "female": "women",
-    "girls": "girls",
-    "girl": "girls",
-    "unisex": "unisex",
-    "baby": "baby",
-    "kids": "kids",
-    "男": "men",
-    "男士": "men",
-    "女": "women",
-    "女士": "women",
-    "儿童": "kids",
-}
 _SIZE: Final = re.compile(
     r"\b(xxs|xs|s|m|l|xl|xxl|xxxl|[2-5]xl|\d+(?:\.\d+)?\s?(?:gb|tb|mb|ml|l|ltr|kg|g|gm|mm|cm|inch|in|w|mah))\b"
 )

@@ -34,6 +34,7 @@ from shelfwise.store.erasure import CLOCK_SLACK_MS, derived_lock
 
 FunnelDimension = Literal["category", "brand", "day", "total"]
 DemandLevel = Literal["item", "category"]
+SalesDimension = Literal["month", "country", "category"]
 Frequency = Literal["day", "week"]
 ProgressFn = Callable[[str], None]
 
@@ -53,6 +54,7 @@ EVENT_SCHEMA = pa.schema(
         ("price", pa.float64()),
         ("value", pa.float64()),
         ("device", pa.string()),
+        ("country", pa.string()),
     ]
 )
 _EVENT_COLUMNS = {
@@ -61,6 +63,12 @@ _EVENT_COLUMNS = {
     "'$.device_id'), json_extract(context, '$.device')) AS TEXT) END",
     "postgresql": "CASE WHEN position('\"device' in context) > 0 THEN coalesce(context::json->>'device_id', "
     "context::json->>'device') END",
+}
+# the shopper's country, where the event's context names one (Online Retail's invoices do)
+_COUNTRY_COLUMN = {
+    "sqlite": "CASE WHEN instr(context, '\"country') > 0 "
+    "THEN CAST(json_extract(context, '$.country') AS TEXT) END",
+    "postgresql": "CASE WHEN position('\"country' in context) > 0 THEN context::json->>'country' END",
 }
 ITEM_SCHEMA = pa.schema(
     [
@@ -110,7 +118,7 @@ def _cache_path(url: str, cache_dir: Path | None) -> Path | None:
     if path is None:
         return None
     db = path.resolve()
-    parts = [str(db)]
+    parts = [str(db), ",".join(EVENT_SCHEMA.names)]  # a snapshot of other columns is not this one
     for path in (db, db.with_name(db.name + "-wal")):
         if path.exists():
             stat = path.stat()
@@ -187,6 +195,8 @@ def _events_query(url: str, *, consent: bool = False) -> str:
             columns.append(f"{_EVENT_COLUMNS['event_id']} AS event_id")
         elif name == "device":
             columns.append(f"{_EVENT_COLUMNS[backend]} AS device")
+        elif name == "country":
+            columns.append(f"{_COUNTRY_COLUMN[backend]} AS country")
         else:
             columns.append(name)
     opted_out = (
@@ -581,6 +591,25 @@ class AnalyticalStore:
             ORDER BY key, period
         """
         return self._query(sql, [keys] if keys is not None else None)
+
+    def sales_by(self, by: SalesDimension, *, top: int | None = None) -> pa.Table:
+        """Purchases per month, country or category (guests included, returns not netted): revenue,
+        orders (invoices: sessions with a purchase), order lines, units and known customers."""
+        key = {
+            "month": "strftime(day, '%Y-%m')",
+            "country": "coalesce(country, '(unknown)')",
+            "category": _CATEGORY,
+        }[by]
+        order = "key" if by == "month" else "revenue DESC, key"
+        return self._query(
+            f"""
+            SELECT {key} AS key, CAST(sum(amount) AS DOUBLE) AS revenue,
+                   count(DISTINCT coalesce(session_id, event_id)) AS orders, count(*) AS lines,
+                   CAST(sum(quantity) AS BIGINT) AS units, count(DISTINCT user_id) AS customers
+            FROM events WHERE type = 'purchase' GROUP BY 1 ORDER BY {order}
+            {f"LIMIT {int(top)}" if top else ""}
+            """
+        )
 
     def top_keys(self, *, level: DemandLevel = "item", n: int = 100) -> list[str]:
         """The ``n`` best sellers: items (or categories) bought on the most order lines. Lines, not

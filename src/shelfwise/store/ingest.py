@@ -49,6 +49,7 @@ class IngestReport:
     flagged_users: int = 0
     guest_events: int = 0
     pii_scrubbed: int = 0
+    catalogue_facts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -203,6 +204,7 @@ def ingest_events(
             if len(batch) + len(held) >= settings.ingest_batch_size:
                 flush()
     flush()
+    report.catalogue_facts = _complete(store, items_seen, settings)
 
     flags = activity.flagged()
     report.users = store.refresh_users(activity.users, flags=flags)
@@ -234,6 +236,7 @@ def ingest_items(
     report, tally = _start(store, fmt, "items", path)
     batch: dict[str, Item] = {}
     held: list[QuarantineRow] = []
+    touched: set[str] = set()
 
     def flush() -> None:
         if batch:
@@ -253,9 +256,11 @@ def ingest_items(
             if result.item_id in batch:
                 report.duplicates += 1
             batch[result.item_id] = result
+            touched.add(result.item_id)
         if len(batch) + len(held) >= settings.ingest_batch_size:
             flush()
     flush()
+    report.catalogue_facts = _complete(store, touched, settings)
     report.items_upserted = report.accepted
     report.pii_scrubbed = gate.stats.pii_scrubbed
     tally.close(started)
@@ -296,6 +301,17 @@ def _merge_stats(total: GateStats, part: GateStats) -> None:
     total.notes.update(part.notes)
     total.pii_scrubbed += part.pii_scrubbed
     total.guests += part.guests
+
+
+def _complete(store: Store, item_ids: set[str], settings: Settings) -> dict[str, int]:
+    """Prices from sales and annotated attributes for the items a run touched (settings say which)."""
+    if not item_ids or not (settings.prices_from_sales or settings.annotate_items):
+        return {}
+    from shelfwise.store.catalogue_facts import complete_catalogue
+
+    return complete_catalogue(
+        store, sorted(item_ids), prices=settings.prices_from_sales, annotate=settings.annotate_items
+    )
 
 
 def _chain(head: list[Any], tail: Any) -> Any:

@@ -160,6 +160,21 @@ event_rollups = sa.Table(
     sa.Column("users", sa.BigInteger, nullable=False),
 )
 
+# --- merchandising (migration 0004): placements and search management, every save a new version ---
+merch_documents = sa.Table(
+    "merch_documents",
+    metadata,
+    sa.Column("shop", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("author", sa.String(128), nullable=True),
+    sa.Column("comment", sa.Text, nullable=True),
+)
+sa.Index("ix_merch_documents_created", merch_documents.c.created_at)
+
 # Tables a backup carries, in the order a restore loads them (tombstones and the store's id travel
 # with the data: a restored copy is the same shop, and its erasures stay erased).
 DATA_TABLES = (
@@ -175,4 +190,5 @@ DATA_TABLES = (
     dp_budget,
     dp_ledger,
     event_rollups,
+    merch_documents,
 )

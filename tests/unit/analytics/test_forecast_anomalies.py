@@ -34,10 +34,32 @@ def test_forecast_reports_both_model_and_baseline(retail: AnalyticalStore) -> No
     assert week_before["units"][0] == first["naive"]
 
 
-def test_category_weekly_forecast_uses_product_types(retail: AnalyticalStore) -> None:
+def test_category_weekly_forecast_uses_annotated_departments(retail: AnalyticalStore) -> None:
     result = forecast.forecast_demand(retail, level="category", freq="week", top=8, rounds=60)
     assert result.metrics["horizon"] == 8
-    assert "BAG" in result.per_series["key"].to_list() or "HOLDER" in result.per_series["key"].to_list()
+    keys = result.per_series["key"].to_list()
+    assert "lighting" in keys and "kitchen & dining" in keys  # ingest's annotation, from titles
+
+
+def test_forecast_ahead_gives_intervals_and_backtest_coverage(retail: AnalyticalStore) -> None:
+    result = forecast.forecast_ahead(
+        retail, level="item", freq="day", top=10, horizon=14, interval=0.8, rounds=60
+    )
+    f = result.forecasts
+    assert f.height == 10 * 14
+    last_day = retail.time_range()[1]  # type: ignore[index]
+    import datetime as dt
+
+    end = dt.datetime.fromtimestamp(last_day / 1000, tz=dt.UTC).date()
+    assert f["period"].min() == end + dt.timedelta(days=1)  # the days after the data, not a back-test
+    assert (f["lower"] <= f["forecast"]).all() and (f["forecast"] <= f["upper"]).all()
+    assert (f["lower"] >= 0).all() and (f["upper"] > f["lower"]).any()
+    b = result.backtest
+    assert b["wape_model"] is not None and b["wape_naive"] is not None
+    assert 0.5 <= b["interval_coverage"] <= 1.0  # nominal 0.8; the figure is reported, not tuned
+    assert result.backtest_forecasts.height == 10 * 14
+    with pytest.raises(ValueError, match="interval"):
+        forecast.forecast_ahead(retail, interval=1.5)
 
 
 @pytest.mark.parametrize("dataset", ["retail", "rees46"])

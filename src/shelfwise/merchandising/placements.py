@@ -1,0 +1,90 @@
+"""Named placements: where on the shop a list is shown, what fills it and which rules shape it.
+
+The eight standard placements exist from the start (with no rules); a shop may save its own under
+other names. Each says its ``source`` (a recommender or a search retriever), the model (``"active"``:
+whatever the registry serves), the candidate pool's filters, and its ``RuleSet``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shelfwise.core.errors import NotFoundError
+from shelfwise.merchandising.rules import RuleError, RuleSet
+
+STANDARD: Final[dict[str, dict[str, Any]]] = {
+    "home": {"source": "personal", "description": "home page: for you, else popular"},
+    "product": {"source": "similar", "description": "product page: items like this one"},
+    "cart": {"source": "bought_together", "description": "cart: bought with what is in it"},
+    "search": {"source": "search", "retriever": "hybrid", "description": "search results"},
+    "category": {"source": "popular", "description": "category page: popular in the category"},
+    "email": {"source": "personal", "k": 6, "description": "marketing e-mail: for you"},
+    "store": {"source": "popular", "description": "a shop-within-the-shop: a brand's or a category's store"},
+    "promotion": {"source": "popular", "description": "a campaign page; promotion rules decide what shows"},
+}
+NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
+Source = Literal["personal", "similar", "bought_together", "popular", "trending", "search"]
+
+
+class PlacementNotFound(NotFoundError):
+    """No placement of that name (nor that version)."""
+
+
+class CandidateFilters(BaseModel):
+    """What may enter the candidate pool, before rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    categories: list[str] | None = Field(None, description="category path prefixes")
+    brands: list[str] | None = None
+    price_min: float | None = Field(None, ge=0)
+    price_max: float | None = Field(None, ge=0)
+    available_only: bool = True
+    attributes: dict[str, list[str]] = Field(default_factory=dict, description="e.g. {'colour': ['red']}")
+
+    @model_validator(mode="after")
+    def _range(self) -> CandidateFilters:
+        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
+            raise ValueError(f"price_min ({self.price_min:g}) is above price_max ({self.price_max:g})")
+        return self
+
+
+class Placement(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field("", max_length=500)
+    source: Source = "personal"
+    model: str = Field("active", min_length=1, max_length=128, description="a registry version, or 'active'")
+    retriever: Literal["keyword", "dense", "hybrid"] | None = Field(None, description="for source='search'")
+    k: int = Field(10, ge=1, le=200)
+    candidates: int = Field(100, ge=1, le=5000, description="pool size the rules choose from")
+    filters: CandidateFilters = Field(default_factory=CandidateFilters)
+    rules: RuleSet = Field(default_factory=RuleSet)
+
+    @model_validator(mode="after")
+    def _pool(self) -> Placement:
+        if self.candidates < self.k:
+            raise ValueError(f"candidates ({self.candidates}) must be at least k ({self.k})")
+        if self.retriever is not None and self.source != "search":
+            raise ValueError(f"retriever is for source 'search', not {self.source!r}")
+        return self
+
+    @classmethod
+    def parse(cls, data: object) -> Placement:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise RuleError.from_validation(exc) from None
+
+
+def default_placement(name: str) -> Placement:
+    """The standard placement ``name`` as it is before a shop saves one; PlacementNotFound otherwise."""
+    if name not in STANDARD:
+        raise PlacementNotFound(
+            f"no placement {name!r}",
+            hint=f"standard ones: {', '.join(STANDARD)}; or save one under this name",
+        )
+    return Placement(name=name, **STANDARD[name])

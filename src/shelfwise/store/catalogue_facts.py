@@ -1,0 +1,107 @@
+"""Catalogue facts the shop did not send but its data states: a price from the latest sale, and
+attributes (product type, category, colour, material, size, pack size) read from titles.
+
+Ingest calls ``complete_catalogue`` for the items a run touched, so a shop that loads only its
+orders (Online Retail carries a unit price on every invoice line and no catalogue) still gets priced,
+categorised items with facets. Derived values never replace ones the shop gave: a price from sales is
+marked ``attributes["price_source"] = "latest_sale"`` and is refreshed by later sales until the
+catalogue states a price; annotated keys are listed in ``attributes["annotated"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from shelfwise.data.attributes import annotate_item
+from shelfwise.data.schemas import EventType, Item
+from shelfwise.store.base import Store
+from shelfwise.store.tables import events
+
+PRICE_SOURCE = "price_source"
+LATEST_SALE = "latest_sale"
+_CHUNK = 2_000
+
+
+def latest_sale_prices(store: Store, item_ids: Iterable[str]) -> dict[str, tuple[float, str | None]]:
+    """``item_id -> (unit price, currency)`` of each item's latest purchase that carried a price."""
+    ids = list(dict.fromkeys(item_ids))
+    engine: Any = store.engine  # type: ignore[attr-defined]
+    out: dict[str, tuple[float, str | None]] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            ranked = (
+                sa.select(
+                    events.c.item_id,
+                    events.c.price,
+                    events.c.currency,
+                    sa.func.row_number()
+                    .over(
+                        partition_by=events.c.item_id, order_by=(events.c.ts.desc(), events.c.event_id.desc())
+                    )
+                    .label("rn"),
+                )
+                .where(
+                    events.c.item_id.in_(chunk),
+                    events.c.type == EventType.PURCHASE.value,
+                    events.c.price.is_not(None),
+                    events.c.price > 0,
+                )
+                .subquery()
+            )
+            rows = conn.execute(
+                sa.select(ranked.c.item_id, ranked.c.price, ranked.c.currency).where(ranked.c.rn == 1)
+            )
+            for item_id, price, currency in rows:
+                out[item_id] = (float(price), currency)
+    return out
+
+
+def _with_sale_price(item: Item, sale: tuple[float, str | None] | None) -> Item:
+    if sale is None:
+        return item
+    from_sales = item.attributes.get(PRICE_SOURCE) == LATEST_SALE
+    if item.price is not None and not from_sales:
+        return item  # the catalogue's own price wins
+    price, currency = sale
+    if from_sales and item.price == price and (item.currency or None) == (currency or item.currency):
+        return item
+    return dataclasses.replace(
+        item,
+        price=price,
+        currency=item.currency or currency,
+        attributes={**item.attributes, PRICE_SOURCE: LATEST_SALE},
+    )
+
+
+def complete_catalogue(
+    store: Store, item_ids: Iterable[str], *, prices: bool = True, annotate: bool = True
+) -> dict[str, int]:
+    """Fill prices from sales and annotate attributes for ``item_ids``; returns how many items got
+    a price and how many got at least one annotated fact."""
+    ids = list(dict.fromkeys(item_ids))
+    report = {"priced_from_sales": 0, "annotated": 0}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        stored = store.get_items(chunk)
+        sales = latest_sale_prices(store, chunk) if prices else {}
+        changed: list[Item] = []
+        for item_id in chunk:
+            item = stored.get(item_id)
+            if item is None:
+                continue
+            new = _with_sale_price(item, sales.get(item_id))
+            report["priced_from_sales"] += new is not item
+            if annotate:
+                annotated = annotate_item(new)
+                report["annotated"] += annotated is not new
+                new = annotated
+            if new is not item:
+                changed.append(new)
+        if changed:
+            store.upsert_items(changed, replace=True)
+    return report

@@ -1,0 +1,53 @@
+"""Ingest fills catalogue facts on both backends: prices from the latest sale, annotated attributes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shelfwise.core.settings import Settings
+from shelfwise.data.readers import get_format
+from shelfwise.data.schemas import EventType, Item
+from shelfwise.store import Store
+from shelfwise.store.catalogue_facts import LATEST_SALE, PRICE_SOURCE, complete_catalogue
+from shelfwise.store.ingest import ingest_events
+
+
+def test_online_retail_items_get_prices_and_categories(
+    store: Store, retail_slice: Path, settings: Settings
+) -> None:
+    report = ingest_events(store, retail_slice, get_format("online-retail"), settings)
+    items = store.get_items(store.item_ids())
+    assert len(items) > 500
+    priced = [it for it in items.values() if it.price is not None]
+    sold = {e.item_id for e in store.iter_events(types=[EventType.PURCHASE]) if e.price}
+    assert {it.item_id for it in priced} == sold  # every item with a priced sale (the rest: returns only)
+    assert len(priced) / len(items) > 0.99
+    assert all(it.attributes[PRICE_SOURCE] == LATEST_SALE for it in priced)
+    with_category = sum(it.category is not None for it in items.values())
+    assert with_category / len(items) >= 0.75
+    assert report.catalogue_facts["priced_from_sales"] == len(priced)
+    holder = items["85123A"]  # WHITE HANGING HEART T-LIGHT HOLDER: last line in the slice 17:06, 5.91
+    assert holder.category == "lighting > t-light holder"
+    assert holder.attributes["colour"] == "white"
+    assert holder.price == 5.91 and holder.currency == "GBP"
+
+
+def test_catalogue_price_wins_over_sales_and_sales_refresh_their_own(
+    store: Store, retail_slice: Path, settings: Settings
+) -> None:
+    ingest_events(store, retail_slice, get_format("online-retail"), settings)
+    store.upsert_items([Item(item_id="85123A", price=9.99, attributes={"colour": "ivory"})], replace=True)
+    complete_catalogue(store, ["85123A"])
+    item = store.get_items(["85123A"])["85123A"]
+    assert item.price == 9.99
+    assert item.attributes["colour"] == "ivory"  # the shop's value, not the title's "white"
+
+
+def test_annotation_can_be_turned_off(store: Store, retail_slice: Path, tmp_path: Path) -> None:
+    settings = Settings(
+        var_dir=tmp_path / "v", pseudonym_key="k" * 32, annotate_items=False, prices_from_sales=False
+    )
+    report = ingest_events(store, retail_slice, get_format("online-retail"), settings, limit=200)
+    assert report.catalogue_facts == {}
+    items = store.get_items(store.item_ids())
+    assert all(it.category is None and it.price is None for it in items.values())
