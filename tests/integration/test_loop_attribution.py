@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from shelfwise.core.ids import answer_id
@@ -82,13 +83,14 @@ def test_events_citing_answers_are_attributed_or_counted_as_refused(store: Store
 def test_online_metrics_have_delta_method_intervals_and_prometheus_samples(store: Store) -> None:
     rows, events = [], []
     n = 0
+    rng = np.random.default_rng(0)
     for u in range(60):
         for arm in ("control", "treatment"):
             user = f"u-{arm}-{u}"
             for visit in range(3):
                 i = imp(user, ts=T0 + u * 10_000 + visit, session=f"{user}-{visit}", arm=arm)
                 rows.append(i)
-                if (u + visit) % (3 if arm == "control" else 2) == 0:
+                if rng.random() < (0.2 if arm == "control" else 0.6):
                     n += 1
                     events.append(ev(n, user, EventType.CLICK, ITEMS[0], ts=i.ts + 500, session=f"{user}-{visit}",
                                      rec_id=i.answer_id, position=1))

@@ -339,6 +339,10 @@ class ExperimentService:
         except ValueError as exc:
             return {"applied": False, "reason": str(exc)}
         reduction = 1 - float(np.var(adjusted, ddof=1) / np.var(y, ddof=1)) if np.var(y) > 0 else 0.0
+
+        def se_diff(v: np.ndarray) -> float:
+            return float(np.sqrt(np.var(v[:n_c], ddof=1) / n_c + np.var(v[n_c:], ddof=1) / (v.size - n_c)))
+
         return {
             "applied": True,
             "metric": f"{num} per unit",
@@ -348,6 +352,8 @@ class ExperimentService:
             "variance_reduction": reduction,
             "lift": adj,
             "lift_unadjusted": raw,
+            "diff_se": se_diff(adjusted),
+            "diff_se_unadjusted": se_diff(y),
         }
 
 

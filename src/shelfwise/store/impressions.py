@@ -151,7 +151,8 @@ def log_impressions(store: Store, rows: Sequence[Impression]) -> int:
         stmt = store.dialect_insert(impressions).on_conflict_do_nothing(  # type: ignore[attr-defined]
             index_elements=["answer_id"]
         )
-        return int(conn.execute(stmt, keep).rowcount or 0)
+        # RETURNING counts what was new on both backends (executemany's rowcount is -1 on psycopg)
+        return len(conn.execute(stmt.returning(impressions.c.answer_id), keep).all())
 
 
 def get_impressions(store: Store, answer_ids: Iterable[str]) -> dict[str, Impression]:
@@ -204,7 +205,7 @@ def save_attributions(store: Store, rows: Sequence[Attribution]) -> int:
         stmt = store.dialect_insert(attributions).on_conflict_do_nothing(  # type: ignore[attr-defined]
             index_elements=["event_id"]
         )
-        return int(conn.execute(stmt, keep).rowcount or 0)
+        return len(conn.execute(stmt.returning(attributions.c.event_id), keep).all())
 
 
 def last_clicks(
