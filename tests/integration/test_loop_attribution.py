@@ -24,18 +24,38 @@ HOUR = 3_600_000
 ITEMS = ["85123A", "71053", "84406B", "84029G", "84029E"]  # real Online Retail stock codes
 
 
-def imp(user: str | None, *, ts: int = T0, session: str | None = "s-1", arm: str | None = None, **kw: object) -> Impression:
+def imp(
+    user: str | None, *, ts: int = T0, session: str | None = "s-1", arm: str | None = None, **kw: object
+) -> Impression:
     return Impression(
-        answer_id=answer_id(ts), kind="rec", placement="home", items=ITEMS, ts=ts, user_id=user,
-        session_id=session, version="v1", experiment="exp" if arm else None, arm=arm, **kw,  # type: ignore[arg-type]
+        answer_id=answer_id(ts),
+        kind="rec",
+        placement="home",
+        items=ITEMS,
+        ts=ts,
+        user_id=user,
+        session_id=session,
+        version="v1",
+        experiment="exp" if arm else None,
+        arm=arm,
+        **kw,  # type: ignore[arg-type]
     )
 
 
-def ev(n: int, user: str | None, kind: EventType, item: str, *, ts: int, session: str = "s-1", **ctx: object) -> Event:
+def ev(
+    n: int, user: str | None, kind: EventType, item: str, *, ts: int, session: str = "s-1", **ctx: object
+) -> Event:
     price = 2.5 if kind is EventType.PURCHASE else None
     return Event(
-        event_id=f"e{n}", type=kind, ts=ts, user_id=user, session_id=session, item_id=item, price=price,
-        quantity=2 if price else 1, context=dict(ctx),
+        event_id=f"e{n}",
+        type=kind,
+        ts=ts,
+        user_id=user,
+        session_id=session,
+        item_id=item,
+        price=price,
+        quantity=2 if price else 1,
+        context=dict(ctx),
     )
 
 
@@ -92,8 +112,18 @@ def test_online_metrics_have_delta_method_intervals_and_prometheus_samples(store
                 rows.append(i)
                 if rng.random() < (0.2 if arm == "control" else 0.6):
                     n += 1
-                    events.append(ev(n, user, EventType.CLICK, ITEMS[0], ts=i.ts + 500, session=f"{user}-{visit}",
-                                     rec_id=i.answer_id, position=1))
+                    events.append(
+                        ev(
+                            n,
+                            user,
+                            EventType.CLICK,
+                            ITEMS[0],
+                            ts=i.ts + 500,
+                            session=f"{user}-{visit}",
+                            rec_id=i.answer_id,
+                            position=1,
+                        )
+                    )
     log_impressions(store, rows)
     store.append_events(events)
     attribute_events(store, events)

@@ -45,8 +45,15 @@ def spec(name: str = "ranker-v2", **kw: object) -> ExperimentSpec:
     return ExperimentSpec(**fields)  # type: ignore[arg-type]
 
 
-def serve(store: Store, svc: ExperimentService, *, users: int, ctr: dict[str, float], seed: int = 0,
-          pre_period: bool = True) -> None:
+def serve(
+    store: Store,
+    svc: ExperimentService,
+    *,
+    users: int,
+    ctr: dict[str, float],
+    seed: int = 0,
+    pre_period: bool = True,
+) -> None:
     """Serve each user three answers through ``assignment``; clicks at the arm's rate (heavier
     clickers before the start click more during it, so CUPED has something to use)."""
     rng = np.random.default_rng(seed)
@@ -58,16 +65,41 @@ def serve(store: Store, svc: ExperimentService, *, users: int, ctr: dict[str, fl
         taste = rng.gamma(2.0, 0.5)
         if pre_period:
             for k in range(rng.poisson(3 * taste)):
-                events.append(Event(event_id=f"pre-{u}-{k}", type=EventType.CLICK, ts=T0 - DAY - k, user_id=user,
-                                    item_id=ITEMS[k % 5]))
+                events.append(
+                    Event(
+                        event_id=f"pre-{u}-{k}",
+                        type=EventType.CLICK,
+                        ts=T0 - DAY - k,
+                        user_id=user,
+                        item_id=ITEMS[k % 5],
+                    )
+                )
         for visit in range(3):
-            i = Impression(answer_id(T0 + u), "rec", "home", ITEMS, T0 + u * 100 + visit, user_id=user,
-                           session_id=f"{user}-{visit}", version=a.version, experiment=a.experiment, arm=a.arm)
+            i = Impression(
+                answer_id(T0 + u),
+                "rec",
+                "home",
+                ITEMS,
+                T0 + u * 100 + visit,
+                user_id=user,
+                session_id=f"{user}-{visit}",
+                version=a.version,
+                experiment=a.experiment,
+                arm=a.arm,
+            )
             imps.append(i)
             if rng.random() < min(ctr[a.arm] * taste, 1.0):
-                events.append(Event(event_id=f"c-{u}-{visit}", type=EventType.CLICK, ts=i.ts + 10, user_id=user,
-                                    session_id=f"{user}-{visit}", item_id=ITEMS[1],
-                                    context={"rec_id": i.answer_id, "position": 2}))
+                events.append(
+                    Event(
+                        event_id=f"c-{u}-{visit}",
+                        type=EventType.CLICK,
+                        ts=i.ts + 10,
+                        user_id=user,
+                        session_id=f"{user}-{visit}",
+                        item_id=ITEMS[1],
+                        context={"rec_id": i.answer_id, "position": 2},
+                    )
+                )
     log_impressions(store, imps)
     store.append_events(events)
     attribute_events(store, events)
@@ -140,8 +172,19 @@ def test_srm_flags_a_split_that_lost_shoppers(store: Store) -> None:
         assert a is not None
         if a.arm == "v2" and u % 5 == 0:
             continue  # a fifth of v2's shoppers never logged (e.g. a client crashing on v2)
-        rows.append(Impression(answer_id(T0), "rec", "home", ITEMS, T0 + u, user_id=f"user-{u}",
-                               experiment=a.experiment, arm=a.arm, version=a.version))
+        rows.append(
+            Impression(
+                answer_id(T0),
+                "rec",
+                "home",
+                ITEMS,
+                T0 + u,
+                user_id=f"user-{u}",
+                experiment=a.experiment,
+                arm=a.arm,
+                version=a.version,
+            )
+        )
     log_impressions(store, rows)
     out = svc.status("ranker-v2")
     assert out["srm"]["flagged"] and not out["trustworthy"]
@@ -151,16 +194,48 @@ def test_cli_create_status_list_stop_and_overlap(store_url: str) -> None:
     from shelfwise.cli.main import app
 
     runner = CliRunner()
-    args = ["experiment", "create", "--db", store_url, "--name", "e1", "--placement", "home",
-            "--arm", "control:0.5:v1", "--arm", "v2:0.5:v2", "--guardrail", "conversion:0.02", "--json"]
+    args = [
+        "experiment",
+        "create",
+        "--db",
+        store_url,
+        "--name",
+        "e1",
+        "--placement",
+        "home",
+        "--arm",
+        "control:0.5:v1",
+        "--arm",
+        "v2:0.5:v2",
+        "--guardrail",
+        "conversion:0.02",
+        "--json",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["spec"]["arms"][1]["version"] == "v2"
     r = runner.invoke(app, [*args[:5], "e2", *args[6:]])
     assert r.exit_code == 2
-    assert "share traffic with running experiment 'e1'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = runner.invoke(app, ["experiment", "create", "--db", store_url, "--name", "e3", "--placement", "x",
-                            "--arm", "a:0.7", "--arm", "b:0.7"])
+    assert (
+        "share traffic with running experiment 'e1'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    )
+    r = runner.invoke(
+        app,
+        [
+            "experiment",
+            "create",
+            "--db",
+            store_url,
+            "--name",
+            "e3",
+            "--placement",
+            "x",
+            "--arm",
+            "a:0.7",
+            "--arm",
+            "b:0.7",
+        ],
+    )
     assert r.exit_code == 2 and "add up to 1" in r.stderr
     r = runner.invoke(app, ["experiment", "status", "e1", "--db", store_url, "--json"])
     assert r.exit_code == 0, r.output

@@ -24,13 +24,30 @@ def test_ope_from_logged_propensities_recovers_a_candidate_policy(store: Store) 
     imps, events = [], []
     for n in range(4_000):
         out = epsilon_greedy_slot(RANKED, slot=0, epsilon=0.6, pool=4, rng=rng)
-        i = Impression(answer_id(T0 + n), "rec", "home", out.items, T0 + n, user_id=f"u{n % 700}",
-                       session_id=f"s{n}", version="v1", propensities=out.propensities)
+        i = Impression(
+            answer_id(T0 + n),
+            "rec",
+            "home",
+            out.items,
+            T0 + n,
+            user_id=f"u{n % 700}",
+            session_id=f"s{n}",
+            version="v1",
+            propensities=out.propensities,
+        )
         imps.append(i)
         if rng.random() < TRUE_CTR[out.items[0]]:
-            events.append(Event(event_id=f"c{n}", type=EventType.CLICK, ts=i.ts + 5, user_id=i.user_id,
-                                session_id=i.session_id, item_id=out.items[0],
-                                context={"rec_id": i.answer_id, "position": 1}))
+            events.append(
+                Event(
+                    event_id=f"c{n}",
+                    type=EventType.CLICK,
+                    ts=i.ts + 5,
+                    user_id=i.user_id,
+                    session_id=i.session_id,
+                    item_id=out.items[0],
+                    context={"rec_id": i.answer_id, "position": 1},
+                )
+            )
     log_impressions(store, imps)
     store.append_events(events)
     assert attribute_events(store, events).counts == {"attributed": len(events)}

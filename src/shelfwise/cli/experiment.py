@@ -68,10 +68,16 @@ def _human(out: dict[str, Any]) -> str:
     elif scenario == "canary-rollback":
         lines = [
             f"{name.replace('_', ' ')}: {out[name]['decision']}"
-            + (f" at window {out[name]['rolled_back_at_window']}" if out[name]["rolled_back_at_window"] else "")
+            + (
+                f" at window {out[name]['rolled_back_at_window']}"
+                if out[name]["rolled_back_at_window"]
+                else ""
+            )
             for name in ("broken_canary", "healthy_canary")
-        ] + [f"the drop began in window {out['drop_at_window']}; rolled back within one window: "
-             f"{out['rolled_back_within_one_window']}"]
+        ] + [
+            f"the drop began in window {out['drop_at_window']}; rolled back within one window: "
+            f"{out['rolled_back_within_one_window']}"
+        ]
     else:
         lines = [
             f"NDCG@{out['k']}: A {out['ndcg_a']:.4f}, B {out['ndcg_b']:.4f} "
@@ -137,7 +143,10 @@ def register(app: typer.Typer) -> None:
                 if scenario == "ope":
                     out = sx.ope_scenario(sim, logs=logs, epsilon=epsilon, seed=seed)
                 elif scenario == "canary-rollback":
-                    from shelfwise.registry.canary_simulation import canary_rollback_scenario, timeline_markdown
+                    from shelfwise.registry.canary_simulation import (
+                        canary_rollback_scenario,
+                        timeline_markdown,
+                    )
 
                     out = canary_rollback_scenario(sim, seed=seed)
                     if report is not None:
@@ -226,7 +235,9 @@ def _status_human(out: dict[str, Any]) -> str:
     for arm in out["arms"]:
         m = arm["metrics"]
         shown = ", ".join(
-            f"{k} {v['value']:.4g} [{v['low']:.4g}, {v['high']:.4g}]" for k, v in m.items() if v["value"] == v["value"]
+            f"{k} {v['value']:.4g} [{v['low']:.4g}, {v['high']:.4g}]"
+            for k, v in m.items()
+            if v["value"] == v["value"]
         )
         lines.append(f"  {arm['arm']}: {arm['units']:,} units; {shown or 'no data'}")
     for c in out["comparisons"]:
@@ -271,7 +282,9 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
         ] = "0:1",
         salt: Annotated[str | None, typer.Option("--salt", help="assignment salt (default: random)")] = None,
         start: Annotated[str | None, typer.Option("--start", help="ISO-8601 start (default: now)")] = None,
-        end: Annotated[str | None, typer.Option("--end", help="ISO-8601 end (default: until stopped)")] = None,
+        end: Annotated[
+            str | None, typer.Option("--end", help="ISO-8601 end (default: until stopped)")
+        ] = None,
         db: Db = None,
         as_json: Json = False,
     ) -> None:
@@ -360,6 +373,8 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
             _emit(
                 {"experiments": rows},
                 as_json,
-                lambda o: "\n".join(f"{r['name']}\t{r['placement']}\t{r['status']}" for r in o["experiments"])
-                or "no experiments",
+                lambda o: (
+                    "\n".join(f"{r['name']}\t{r['placement']}\t{r['status']}" for r in o["experiments"])
+                    or "no experiments"
+                ),
             )

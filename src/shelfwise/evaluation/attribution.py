@@ -31,7 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shelfwise.data.schemas import Event, EventType
 from shelfwise.store.base import Store
-from shelfwise.store.impressions import Attribution, Impression, get_impressions, last_clicks, save_attributions
+from shelfwise.store.impressions import (
+    Attribution,
+    Impression,
+    get_impressions,
+    last_clicks,
+    save_attributions,
+)
 
 CITES = {"rec_id": "rec", "search_id": "search"}
 CARRIED = (EventType.CART, EventType.PURCHASE)
@@ -44,11 +50,15 @@ class AttributionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    window_hours: float = Field(24.0, gt=0, le=24 * 90, description="credit events up to this long after the answer")
+    window_hours: float = Field(
+        24.0, gt=0, le=24 * 90, description="credit events up to this long after the answer"
+    )
     clock_slack_ms: int = Field(
         60_000, ge=0, description="an event stamped this much before its answer still counts (client clocks)"
     )
-    carry_over: bool = Field(True, description="credit uncited carts and purchases to the last attributed click")
+    carry_over: bool = Field(
+        True, description="credit uncited carts and purchases to the last attributed click"
+    )
 
     @property
     def window_ms(self) -> int:
@@ -73,7 +83,7 @@ def citation(event: Event) -> tuple[str, Any, Any] | None:
     return None
 
 
-def _position(raw: Any) -> int | None | bool:
+def _position(raw: Any) -> int | bool | None:
     """The cited position as an int, None when absent, False when malformed."""
     if raw is None:
         return None
@@ -92,9 +102,11 @@ def _revenue(event: Event) -> float:
     return 0.0
 
 
-def judge(event: Event, cited: tuple[str, Any, Any], imp: Impression | None, config: AttributionConfig) -> Attribution:
+def judge(
+    event: Event, cited: tuple[str, Any, Any], imp: Impression | None, config: AttributionConfig
+) -> Attribution:
     """The attribution of one citing event (pure: no store)."""
-    kind, answer, raw_pos = cited
+    kind, _, raw_pos = cited
     row = Attribution(
         event_id=event.event_id,
         status="unknown",

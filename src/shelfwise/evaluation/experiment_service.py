@@ -68,7 +68,9 @@ class Arm(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     share: float = Field(gt=0, le=1, description="share of the experiment's traffic")
     version: str | None = Field(None, max_length=128, description="model version this arm serves")
-    index_version: str | None = Field(None, max_length=128, description="search index version this arm serves")
+    index_version: str | None = Field(
+        None, max_length=128, description="search index version this arm serves"
+    )
 
 
 class Guardrail(BaseModel):
@@ -113,7 +115,9 @@ class ExperimentSpec(BaseModel):
     @model_validator(mode="after")
     def _ranges(self) -> ExperimentSpec:
         if self.traffic_to <= self.traffic_from:
-            raise ValueError(f"traffic_to ({self.traffic_to}) must be above traffic_from ({self.traffic_from})")
+            raise ValueError(
+                f"traffic_to ({self.traffic_to}) must be above traffic_from ({self.traffic_from})"
+            )
         if self.start_ts is not None and self.end_ts is not None and self.end_ts <= self.start_ts:
             raise ValueError("end_ts must be after start_ts")
         return self
@@ -153,7 +157,9 @@ class ExperimentService:
     # --- lifecycle ------------------------------------------------------------------------------
     def create(self, spec: ExperimentSpec) -> ExperimentRow:
         if get_experiment(self.store, spec.name) is not None:
-            raise ExperimentError(f"an experiment named {spec.name!r} exists already", hint="choose another --name")
+            raise ExperimentError(
+                f"an experiment named {spec.name!r} exists already", hint="choose another --name"
+            )
         start = spec.start_ts if spec.start_ts is not None else now_ms()
         mine = (spec.traffic_from, spec.traffic_to)
 
@@ -165,10 +171,12 @@ class ExperimentService:
                     _times(spec.model_dump(), start, spec.end_ts), _times(o, other.start_ts, other.end_ts)
                 ):
                     raise ExperimentError(
-                        f"experiment {spec.name!r} would share traffic with running experiment {other.name!r} "
-                        f"on placement {spec.placement!r}: its traffic [{mine[0]:g}, {mine[1]:g}) overlaps "
+                        f"experiment {spec.name!r} would share traffic with running experiment "
+                        f"{other.name!r} on placement {spec.placement!r}: "
+                        f"its traffic [{mine[0]:g}, {mine[1]:g}) overlaps "
                         f"[{theirs[0]:g}, {theirs[1]:g})",
-                        hint=f"stop {other.name!r} first, or give a traffic range outside [{theirs[0]:g}, {theirs[1]:g})",
+                        hint=f"stop {other.name!r} first, or give a traffic range outside "
+                        f"[{theirs[0]:g}, {theirs[1]:g})",
                     )
 
         row = insert_experiment(
@@ -186,7 +194,9 @@ class ExperimentService:
     def get(self, name: str) -> ExperimentRow:
         row = get_experiment(self.store, name)
         if row is None:
-            raise ExperimentError(f"no experiment named {name!r}", hint="`shelfwise experiment list` shows them")
+            raise ExperimentError(
+                f"no experiment named {name!r}", hint="`shelfwise experiment list` shows them"
+            )
         return row
 
     def list(self, *, placement: str | None = None, status: str | None = None) -> list[ExperimentRow]:
@@ -197,7 +207,11 @@ class ExperimentService:
         if row.status != "running":
             raise ExperimentError(f"experiment {name!r} is already {row.status}")
         update_experiment(
-            self.store, name, status="stopped", stopped_at=now_ms(), state={**row.state, "stop_reason": reason}
+            self.store,
+            name,
+            status="stopped",
+            stopped_at=now_ms(),
+            state={**row.state, "stop_reason": reason},
         )
         self._cached = (-float("inf"), {})
         return self.get(name)
@@ -240,7 +254,9 @@ class ExperimentService:
         per_arm = {arm: sums.get((arm,)) for arm in arm_names}
         counts = [0 if s is None else int(s["impressions"].size) for s in per_arm.values()]
         stray = sorted(str(k[0]) for k in sums if k[0] not in arm_names)
-        srm = srm_test(counts, shares) if sum(counts) > 0 else {"flagged": False, "p": 1.0, "chi2": 0.0, "n": 0}
+        srm = (
+            srm_test(counts, shares) if sum(counts) > 0 else {"flagged": False, "p": 1.0, "chi2": 0.0, "n": 0}
+        )
         out: dict[str, Any] = {
             "name": name,
             "placement": row.placement,
@@ -260,7 +276,12 @@ class ExperimentService:
                 {
                     "arm": arm,
                     "units": 0 if s is None else int(s["impressions"].size),
-                    "totals": {} if s is None else {k: float(s[k].sum()) for k in ("impressions", "sessions", "clicks", "carts", "purchases", "revenue")},
+                    "totals": {}
+                    if s is None
+                    else {
+                        k: float(s[k].sum())
+                        for k in ("impressions", "sessions", "clicks", "carts", "purchases", "revenue")
+                    },
                     "metrics": {} if s is None or s["impressions"].size == 0 else metrics_of(s),
                 }
             )
@@ -270,7 +291,12 @@ class ExperimentService:
         for arm in arm_names[1:]:
             treat = per_arm[arm]
             comparison: dict[str, Any] = {"arm": arm, "control": arm_names[0]}
-            if control is None or treat is None or control["impressions"].size < 2 or treat["impressions"].size < 2:
+            if (
+                control is None
+                or treat is None
+                or control["impressions"].size < 2
+                or treat["impressions"].size < 2
+            ):
                 comparison["note"] = "not enough units in both arms yet"
                 out["comparisons"].append(comparison)
                 continue
@@ -287,7 +313,12 @@ class ExperimentService:
             comparison["guardrails"] = [_guardrail(g, lifts.get(g["metric"], {})) for g in spec["guardrails"]]
             out["comparisons"].append(comparison)
         out["guardrails_breached"] = sorted(
-            {g["metric"] for c in out["comparisons"] for g in c.get("guardrails", []) if g["verdict"] == "breached"}
+            {
+                g["metric"]
+                for c in out["comparisons"]
+                for g in c.get("guardrails", [])
+                if g["verdict"] == "breached"
+            }
         )
         out["trustworthy"] = not srm["flagged"] and not stray
         if persist and msprt_min != state.get("msprt_min_p"):
@@ -308,12 +339,23 @@ class ExperimentService:
         # level (the level is read from control only, never from the difference being tested)
         tau = max(float(spec["tau_relative"]) * abs(c["value"]), 1e-12)
         test = MixtureSPRT(tau=tau, alpha=float(spec["alpha"]), p_value=float(p_min))
-        r = test.update_estimate(float(diff), float(variance)) if np.isfinite(variance) else {
-            "p": p_min, "reject": p_min < spec["alpha"], "diff": diff}
-        return {"metric": spec["primary_metric"], "diff": float(diff), "tau": tau, "p": float(r["p"]),
-                "reject": bool(r["reject"]), "alpha": float(spec["alpha"])}
+        r = (
+            test.update_estimate(float(diff), float(variance))
+            if np.isfinite(variance)
+            else {"p": p_min, "reject": p_min < spec["alpha"], "diff": diff}
+        )
+        return {
+            "metric": spec["primary_metric"],
+            "diff": float(diff),
+            "tau": tau,
+            "p": float(r["p"]),
+            "reject": bool(r["reject"]),
+            "alpha": float(spec["alpha"]),
+        }
 
-    def _cuped(self, row: ExperimentRow, control: dict[str, np.ndarray], treat: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _cuped(
+        self, row: ExperimentRow, control: dict[str, np.ndarray], treat: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
         spec = row.spec
         days = float(spec.get("cuped_days", 0.0))
         metric = spec["primary_metric"]
@@ -322,7 +364,11 @@ class ExperimentService:
         event_type, revenue = COVARIATE[metric]
         units = [str(u) for u in np.concatenate([control["unit"], treat["unit"]])]
         pre = pre_period_totals(
-            self.store, units, event_type=event_type, since=row.start_ts - int(days * DAY_MS), until=row.start_ts,
+            self.store,
+            units,
+            event_type=event_type,
+            since=row.start_ts - int(days * DAY_MS),
+            until=row.start_ts,
             revenue=revenue,
         )
         if not pre:
@@ -346,7 +392,8 @@ class ExperimentService:
         return {
             "applied": True,
             "metric": f"{num} per unit",
-            "covariate": f"{event_type} {'revenue' if revenue else 'events'} in the {days:g} days before the start",
+            "covariate": f"{event_type} {'revenue' if revenue else 'events'} "
+            f"in the {days:g} days before the start",
             "theta": theta,
             "units_with_pre_period": len(pre),
             "variance_reduction": reduction,

@@ -109,12 +109,20 @@ def unit_sums(
     units: dict[tuple[Any, ...], dict[Any, list[float]]] = {}
     with store.engine.connect() as conn:  # type: ignore[attr-defined]
         for r in conn.execute(iq):
-            units.setdefault(tuple(r[:width]), {})[r.unit] = [float(r.impressions), float(r.sessions)] + [0.0] * 5
+            units.setdefault(tuple(r[:width]), {})[r.unit] = [float(r.impressions), float(r.sessions)] + [
+                0.0
+            ] * 5
         for r in conn.execute(aq):
             # an event credited to an answer whose impression is outside the period is left out
             row = units.get(tuple(r[:width]), {}).get(r.unit)
             if row is not None:
-                row[2:] = [float(r.clicks), float(r.carts), float(r.purchases), float(r.converted_sessions), float(r.revenue)]
+                row[2:] = [
+                    float(r.clicks),
+                    float(r.carts),
+                    float(r.purchases),
+                    float(r.converted_sessions),
+                    float(r.revenue),
+                ]
     out: dict[tuple[Any, ...], dict[str, np.ndarray]] = {}
     for key, per_unit in units.items():
         m = np.asarray(list(per_unit.values()), np.float64).reshape(-1, len(COUNTS))
@@ -207,6 +215,8 @@ class OnlineMetricsCollector:
             key = (name, tuple(labels))
             fam = families.get(key)
             if fam is None:
-                fam = families[key] = GaugeMetricFamily(name, f"online {name[17:]} (attributed)", labels=list(labels))
+                fam = families[key] = GaugeMetricFamily(
+                    name, f"online {name[17:]} (attributed)", labels=list(labels)
+                )
             fam.add_metric(list(labels.values()), value)
         yield from families.values()

@@ -8,6 +8,9 @@ noise (as ranker A of the interleaving scenario). The canary ranks the same way 
 that silently went missing). A session converts when one of its clicks leads to a purchase; the
 true conversion of each arm comes from the simulator's probabilities, the observed one from drawn
 clicks and purchases.
+
+Sessions are drawn from a population of ``pool`` simulated shoppers (their candidates retrieved
+once); the broken canary's drop is a property of the simulator, not a number put in.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from shelfwise.evaluation.simulator import ShopperSimulator, examination
 from shelfwise.registry.guardrail import CanaryConfig, CanaryGuardrail, WindowCounts
 
 
-def _session_conversion(sim: ShopperSimulator, shoppers: Any, cand: np.ndarray, order: np.ndarray) -> np.ndarray:
+def _session_conversion(
+    sim: ShopperSimulator, shoppers: Any, cand: np.ndarray, order: np.ndarray
+) -> np.ndarray:
     """P(a session converts) for each shopper: 1 - prod over slots of (1 - P(click) P(buy | click))."""
     rows = np.arange(len(shoppers))[:, None]
     k = order.shape[1]
@@ -37,6 +42,7 @@ def canary_rollback_scenario(
     drop_at_window: int = 3,
     candidates: int = 30,
     k: int = 10,
+    pool: int = 20_000,
     config: CanaryConfig | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -51,36 +57,40 @@ def canary_rollback_scenario(
         "k": k,
         "config": config.model_dump(),
     }
+    # a population of shoppers with their retrieved candidates, drawn once; each window's sessions
+    # are drawn from it (the simulator's retrieval over the whole catalogue is the slow part)
+    rng = np.random.default_rng(seed)
+    shoppers = sim.sample_shoppers(pool, rng)
+    cand = sim.candidates(shoppers, candidates, rng)
+    logits = sim.attraction_logits(shoppers, cand)
+    ranked = np.argsort(-(logits + rng.normal(size=cand.shape)), axis=1)[:, :k]
+    shuffled = np.argsort(rng.random(cand.shape), axis=1)[:, :k]
+    p_good = _session_conversion(sim, shoppers, cand, ranked)
+    p_broken = _session_conversion(sim, shoppers, cand, shuffled)
+    out["population"] = pool
     for name, broken in (("broken_canary", True), ("healthy_canary", False)):
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed + 1)
         guard = CanaryGuardrail(config)
-        truth = []
         rolled_back_at = None
         for w in range(1, windows + 1):
-            shoppers = sim.sample_shoppers(sessions_per_window, rng)
-            cand = sim.candidates(shoppers, candidates, rng)
-            logits = sim.attraction_logits(shoppers, cand)
-            ranked = np.argsort(-(logits + rng.normal(size=cand.shape)), axis=1)[:, :k]
+            who = rng.integers(0, pool, sessions_per_window)
             canary = rng.random(sessions_per_window) < canary_share
-            order = ranked.copy()
+            p = p_good[who]
             if broken and w >= drop_at_window:
-                shuffled = np.argsort(rng.random(cand.shape), axis=1)[:, :k]
-                order[canary] = shuffled[canary]
-            p = _session_conversion(sim, shoppers, cand, order)
+                p = np.where(canary, p_broken[who], p)
             converted = rng.random(sessions_per_window) < p
-            truth.append(
-                {
-                    "window": w,
-                    "control_conversion_true": float(p[~canary].mean()),
-                    "canary_conversion_true": float(p[canary].mean()),
-                }
-            )
             row = guard.observe(
                 WindowCounts(
-                    int((~canary).sum()), int(converted[~canary].sum()), int(canary.sum()), int(converted[canary].sum())
+                    int((~canary).sum()),
+                    int(converted[~canary].sum()),
+                    int(canary.sum()),
+                    int(converted[canary].sum()),
                 )
             )
-            row["truth"] = truth[-1]
+            row["truth"] = {
+                "control_conversion_true": float(p[~canary].mean()),
+                "canary_conversion_true": float(p[canary].mean()),
+            }
             if row["decision"] == "rollback":
                 rolled_back_at = w
                 break
@@ -88,7 +98,9 @@ def canary_rollback_scenario(
             "timeline": guard.timeline,
             "decision": guard.decision,
             "rolled_back_at_window": rolled_back_at,
-            "windows_after_drop": (rolled_back_at - drop_at_window + 1) if broken and rolled_back_at else None,
+            "windows_after_drop": (rolled_back_at - drop_at_window + 1)
+            if broken and rolled_back_at
+            else None,
         }
     broken_run = out["broken_canary"]
     out["rolled_back"] = broken_run["decision"] == "rollback"
@@ -112,8 +124,8 @@ def timeline_markdown(result: dict[str, Any]) -> str:
             f"## {name.replace('_', ' ')}: {run['decision']}"
             + (f" at window {run['rolled_back_at_window']}" if run["rolled_back_at_window"] else ""),
             "",
-            "| window | control sessions | control conv. | canary sessions | canary conv. | true control | true canary "
-            "| z (window) | p (window) | p (cumulative) | decision |",
+            "| window | control sessions | control conv. | canary sessions | canary conv. "
+            "| true control | true canary | z (window) | p (window) | p (cumulative) | decision |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in run["timeline"]:

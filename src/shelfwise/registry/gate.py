@@ -87,7 +87,9 @@ class ExperimentGateDecision:
         )
 
 
-def experiment_gate(status: dict[str, Any], *, arm: str | None = None, require: str = "win") -> ExperimentGateDecision:
+def experiment_gate(
+    status: dict[str, Any], *, arm: str | None = None, require: str = "win"
+) -> ExperimentGateDecision:
     """Judge ``status`` (``ExperimentService.status``) for ``arm`` (default: the only treatment)."""
     if require not in ("win", "no-loss"):
         raise ValueError(f"require must be 'win' or 'no-loss', got {require!r}")
@@ -116,4 +118,6 @@ def experiment_gate(status: dict[str, Any], *, arm: str | None = None, require: 
     breached = [g["metric"] for g in c.get("guardrails", []) if g["verdict"] == "breached"]
     if breached:
         reasons.append(f"guardrail breached: {', '.join(breached)}")
-    return ExperimentGateDecision(name, arm, require, not reasons, tuple(reasons), seq["metric"], lift, seq["p"])
+    return ExperimentGateDecision(
+        name, arm, require, not reasons, tuple(reasons), seq["metric"], lift, seq["p"]
+    )

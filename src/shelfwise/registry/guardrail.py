@@ -67,7 +67,12 @@ class CanaryGuardrail:
             return self.timeline[-1]
         c = self.config
         counts = np.array(
-            [window.control_sessions, window.control_conversions, window.canary_sessions, window.canary_conversions],
+            [
+                window.control_sessions,
+                window.control_conversions,
+                window.canary_sessions,
+                window.canary_conversions,
+            ],
             np.float64,
         )
         self._total += counts

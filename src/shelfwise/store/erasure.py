@@ -3,7 +3,8 @@
 A shopper is their user id plus every alias and stitched guest session (``identities``).
 ``Store.delete_user`` leaves a tombstone for each of their pseudonyms and removes their events and
 profile; erasure also removes the quarantined records that mention any of their ids, their consent
-flags, their identity links, the answers served to them (impressions) and their attribution rows. ``user_footprint`` counts what is left in every table, and
+flags, their identity links, the answers served to them (impressions) and their attribution rows.
+``user_footprint`` counts what is left in every table, and
 ``user_rows`` returns those very rows (the data-rights export).
 
 Derived copies (analytics snapshots, reports) are written outside the store, often by a build that
@@ -88,8 +89,8 @@ def erase_user(store: Store, user_id: str) -> dict[str, int]:
             consent.delete().where(consent.c.user_id.in_(who.user_ids))
         ).rowcount
         removed["identity_links"] = conn.execute(identity_map.delete().where(_their_links(who))).rowcount
-        for table in (impressions, attributions):
-            removed[table.name] = conn.execute(table.delete().where(_their_served(table, who))).rowcount
+        for served in (impressions, attributions):
+            removed[served.name] = conn.execute(served.delete().where(_their_served(served, who))).rowcount
     return removed
 
 
@@ -129,10 +130,16 @@ def user_rows(store: Store, user_id: str) -> dict[str, Any]:
             "consent": rows(conn, consent, consent.c.user_id.in_(who.user_ids), [consent.c.user_id]),
             "identity_links": rows(conn, identity_map, _their_links(who), [identity_map.c.alias_id]),
             "impressions": rows(
-                conn, impressions, _their_served(impressions, who), [impressions.c.ts, impressions.c.answer_id]
+                conn,
+                impressions,
+                _their_served(impressions, who),
+                [impressions.c.ts, impressions.c.answer_id],
             ),
             "attributions": rows(
-                conn, attributions, _their_served(attributions, who), [attributions.c.ts, attributions.c.event_id]
+                conn,
+                attributions,
+                _their_served(attributions, who),
+                [attributions.c.ts, attributions.c.event_id],
             ),
         }
     for event in out["events"]:

@@ -75,7 +75,9 @@ def insert_experiment(
         running = [
             ExperimentRow.of(r)
             for r in conn.execute(
-                sa.select(experiments).where(experiments.c.placement == placement, experiments.c.status == "running")
+                sa.select(experiments).where(
+                    experiments.c.placement == placement, experiments.c.status == "running"
+                )
             )
         ]
         check(running)
@@ -140,7 +142,9 @@ def pre_period_totals(
 ) -> dict[str, float]:
     """Per shopper, their ``event_type`` events (or, with ``revenue``, units × price) within
     ``[since, until)``: the pre-period covariate CUPED adjusts by. Shoppers with none are absent."""
-    value = sa.func.sum(events.c.quantity * sa.func.coalesce(events.c.price, 0.0)) if revenue else sa.func.count()
+    value = (
+        sa.func.sum(events.c.quantity * sa.func.coalesce(events.c.price, 0.0)) if revenue else sa.func.count()
+    )
     out: dict[str, float] = {}
     with _engine(store).connect() as conn:
         for start in range(0, len(user_ids), 1_000):

@@ -47,10 +47,13 @@ class Impression:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ShelfwiseError(f"impression {self.answer_id}: kind must be one of {KINDS}, got {self.kind!r}")
+            raise ShelfwiseError(
+                f"impression {self.answer_id}: kind must be one of {KINDS}, got {self.kind!r}"
+            )
         if self.propensities is not None and len(self.propensities) != len(self.items):
             raise ShelfwiseError(
-                f"impression {self.answer_id}: {len(self.propensities)} propensities for {len(self.items)} items"
+                f"impression {self.answer_id}: {len(self.propensities)} propensities "
+                f"for {len(self.items)} items"
             )
 
     def row(self) -> dict[str, Any]:
@@ -229,8 +232,11 @@ def last_clicks(
                 q = base.where(column.in_(ids[start : start + CHUNK])).order_by(attributions.c.ts)
                 for r in conn.execute(q):
                     m = dict(r._mapping)
-                    key = (m["user_id"], None, m["item_id"]) if column is attributions.c.user_id else (
-                        None, m["session_id"], m["item_id"])
+                    key = (
+                        (m["user_id"], None, m["item_id"])
+                        if column is attributions.c.user_id
+                        else (None, m["session_id"], m["item_id"])
+                    )
                     if column is attributions.c.session_id and m["user_id"]:
                         continue
                     out[key] = Attribution(**{k: v for k, v in m.items()})
