@@ -106,6 +106,9 @@ def _refuse_foreign_model(registry: Any, db: str | None) -> None:
 def register(app: typer.Typer) -> None:
     models_app = typer.Typer(help="Model versions: train, list, activate, roll back.", no_args_is_help=True)
     app.add_typer(models_app, name="models")
+    from shelfwise.cli.freshness import register as register_freshness
+
+    register_freshness(models_app)  # models drift, models retrain
 
     @app.command()
     def serve(
