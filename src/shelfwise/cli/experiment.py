@@ -12,10 +12,10 @@ SCENARIOS = ("srm", "ope", "interleaving-vs-ab", "canary-rollback")
 RETAIL = Path(__file__).resolve().parents[3] / "data" / "online_retail" / "online_retail.csv.gz"
 
 
-def _fit(db: str | None, data: Path | None, limit: int, seed: int) -> Any:
+def _fit(db: str | None, data: Path | None, limit: int, seed: int, click_model: str = "position") -> Any:
     from shelfwise.cli.progress import bytes_bar
     from shelfwise.core.errors import InputFileError
-    from shelfwise.evaluation.simulator import ShopperSimulator
+    from shelfwise.evaluation.simulator import ShopperSimulator, SimulatorConfig
     from shelfwise.features.dataset import Dataset
 
     if db is not None and data is not None:
@@ -37,7 +37,7 @@ def _fit(db: str | None, data: Path | None, limit: int, seed: int) -> Any:
         with bytes_bar(f"read {path.name}") as progress:
             ds = Dataset.from_file(path, "online-retail", limit=limit, progress=progress)
     try:
-        return ShopperSimulator.fit(ds, seed=seed)
+        return ShopperSimulator.fit(ds, SimulatorConfig(click_model=click_model), seed=seed)
     except ValueError as exc:
         raise InputFileError(str(exc)) from None
 
@@ -122,6 +122,10 @@ def register(app: typer.Typer) -> None:
         check_runs: Annotated[
             int, typer.Option("--check-runs", min=0, help="simulated experiments checking each power figure")
         ] = 100,
+        click_model: Annotated[
+            str,
+            typer.Option("--click-model", help="position (independent clicks) or cascade (first click only)"),
+        ] = "position",
         report: Annotated[
             Path | None, typer.Option("--report", help="canary-rollback: write the timeline (markdown) here")
         ] = None,
@@ -139,7 +143,9 @@ def register(app: typer.Typer) -> None:
                 # assignment alone: no shopper behaviour is involved, so no simulator is fitted
                 out: dict[str, Any] = {"simulator": None, **sx.srm_scenario(users=users, seed=seed)}
             else:
-                sim = _fit(db, data, limit, seed)
+                if click_model not in ("position", "cascade"):
+                    _fail(f"--click-model must be position or cascade; got {click_model!r}", 2)
+                sim = _fit(db, data, limit, seed, click_model)
                 if scenario == "ope":
                     out = sx.ope_scenario(sim, logs=logs, epsilon=epsilon, seed=seed)
                 elif scenario == "canary-rollback":

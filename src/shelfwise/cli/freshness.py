@@ -35,9 +35,7 @@ def register(models_app: typer.Typer) -> None:
     """Add ``drift`` and ``retrain`` to the ``models`` group."""
 
     @models_app.command("drift")
-    def models_drift(
-        db: DbOpt = None, window_days: WindowOpt = 7.0, as_json: JsonOpt = False
-    ) -> None:
+    def models_drift(db: DbOpt = None, window_days: WindowOpt = 7.0, as_json: JsonOpt = False) -> None:
         """Drift of event mix, item popularity, catalogue churn, shopper activity and exposure."""
         from shelfwise.cli.main import _emit, _store, _user_errors
 
@@ -53,9 +51,12 @@ def register(models_app: typer.Typer) -> None:
         db: DbOpt = None,
         model: Annotated[str, typer.Option("--model", "-m", help="model name, or auto")] = "auto",
         test_fraction: Annotated[
-            float, typer.Option("--test-fraction", min=0.01, max=0.9, help="freshest share held out for the gate")
+            float,
+            typer.Option("--test-fraction", min=0.01, max=0.9, help="freshest share held out for the gate"),
         ] = 0.2,
-        if_drift: Annotated[bool, typer.Option("--if-drift", help="train only when drift raised an alert")] = False,
+        if_drift: Annotated[
+            bool, typer.Option("--if-drift", help="train only when drift raised an alert")
+        ] = False,
         window_days: WindowOpt = 7.0,
         as_json: JsonOpt = False,
     ) -> None:

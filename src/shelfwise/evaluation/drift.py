@@ -42,8 +42,12 @@ class DriftThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     psi_alert: float = Field(0.25, gt=0, description="PSI at or above this is drift")
-    ks_alert: float = Field(0.1, gt=0, lt=1, description="KS statistic at or above this (and p < 0.01) is drift")
-    churn_alert: float = Field(0.3, gt=0, le=1, description="new or gone item share at or above this is drift")
+    ks_alert: float = Field(
+        0.1, gt=0, lt=1, description="KS statistic at or above this (and p < 0.01) is drift"
+    )
+    churn_alert: float = Field(
+        0.3, gt=0, le=1, description="new or gone item share at or above this is drift"
+    )
     coverage_drop_alert: float = Field(0.5, gt=0, le=1, description="coverage falling by this share is drift")
 
 
@@ -68,7 +72,9 @@ def ks(reference: Iterable[float], current: Iterable[float]) -> dict[str, float]
     return {"statistic": float(r.statistic), "p": float(r.pvalue)}
 
 
-def score_drift(reference: Iterable[float], current: Iterable[float], *, thresholds: DriftThresholds | None = None) -> dict[str, Any]:
+def score_drift(
+    reference: Iterable[float], current: Iterable[float], *, thresholds: DriftThresholds | None = None
+) -> dict[str, Any]:
     """KS of a model's scores in two windows (e.g. the top-10 scores of sampled shoppers)."""
     t = thresholds or DriftThresholds()
     r = ks(reference, current)
@@ -89,7 +95,13 @@ def _window(store: Store, since: int, until: int) -> dict[str, Any]:
     items = Counter(item_ids.tolist())
     per_user = np.bincount(inter.users) if len(inter) else np.array([])
     shown = Counter(i for imp in iter_impressions(store, since=since, until=until) for i in imp.items)
-    return {"events": len(inter), "types": types, "items": items, "per_user": per_user[per_user > 0], "shown": shown}
+    return {
+        "events": len(inter),
+        "types": types,
+        "items": items,
+        "per_user": per_user[per_user > 0],
+        "shown": shown,
+    }
 
 
 def drift_report(
@@ -120,9 +132,15 @@ def drift_report(
     top = [i for i, _ in ref["items"].most_common(TOP_ITEMS)]
     check("item_popularity", psi(_pooled(ref["items"], top), _pooled(cur["items"], top)), t.psi_alert)
     cur_events = sum(cur["items"].values())
-    new = sum(v for i, v in cur["items"].items() if i not in ref["items"]) / cur_events if cur_events else float("nan")
+    new = (
+        sum(v for i, v in cur["items"].items() if i not in ref["items"]) / cur_events
+        if cur_events
+        else float("nan")
+    )
     gone = (
-        sum(1 for i in ref["items"] if i not in cur["items"]) / len(ref["items"]) if ref["items"] else float("nan")
+        sum(1 for i in ref["items"] if i not in cur["items"]) / len(ref["items"])
+        if ref["items"]
+        else float("nan")
     )
     check("new_item_share", new, t.churn_alert)
     check("gone_item_share", gone, t.churn_alert)
@@ -136,7 +154,9 @@ def drift_report(
     )
     if ref["shown"] and cur["shown"]:
         shown_top = [i for i, _ in ref["shown"].most_common(TOP_ITEMS)]
-        check("exposure", psi(_pooled(ref["shown"], shown_top), _pooled(cur["shown"], shown_top)), t.psi_alert)
+        check(
+            "exposure", psi(_pooled(ref["shown"], shown_top), _pooled(cur["shown"], shown_top)), t.psi_alert
+        )
         ref_cov, cur_cov = len(ref["shown"]) / catalogue, len(cur["shown"]) / catalogue
         check(
             "coverage",
