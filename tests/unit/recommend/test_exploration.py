@@ -25,7 +25,7 @@ def test_epsilon_greedy_propensities_match_the_frequencies() -> None:
 
 def test_thompson_prefers_items_that_were_clicked_and_logs_its_propensity() -> None:
     rng = np.random.default_rng(1)
-    stats = {"71053": (50.0, 100.0), "84406B": (5.0, 100.0), "84029G": (0.0, 0.0)}
+    stats = {"71053": (60.0, 100.0), "84406B": (5.0, 100.0), "84029G": (0.0, 0.0)}
     runs = [thompson_slot(RANKED, stats, slot=1, pool=3, rng=rng, draws=4_000) for _ in range(3_000)]
     shown = Counter(r.items[1] for r in runs)
     assert shown["71053"] > shown["84029G"] > shown["84406B"]
