@@ -8,7 +8,7 @@ import numpy as np
 from shelfwise.core.ids import answer_id
 from shelfwise.data.schemas import Event, EventType
 from shelfwise.evaluation.attribution import attribute_events
-from shelfwise.evaluation.off_policy import ope_from_logs
+from shelfwise.evaluation.off_policy import ope_from_logs, slot_click_stats
 from shelfwise.recommend.exploration import epsilon_greedy_slot
 from shelfwise.store import Store
 from shelfwise.store.impressions import Impression, log_impressions
@@ -59,3 +59,8 @@ def test_ope_from_logged_propensities_recovers_a_candidate_policy(store: Store) 
         assert abs(est[name] - TRUE_CTR["71053"]) < 3 * est[f"{name}_se"] + 1e-9, (name, est)
     assert est["dr_se"] <= est["ips_se"]
     assert result["logging_click_rate"] < TRUE_CTR["71053"]
+    # what a Thompson slot would be fed: clicks and impressions per item at the slot
+    stats = slot_click_stats(store, placement="home", slot=0)
+    assert sum(n for _, n in stats.values()) == 4_000 and sum(c for c, _ in stats.values()) == len(events)
+    best = max(stats, key=lambda i: stats[i][0] / stats[i][1])
+    assert best == "71053"

@@ -255,17 +255,39 @@ def register(app: typer.Typer) -> None:
     def models_activate(
         version: Annotated[str, typer.Argument()],
         force: Annotated[bool, typer.Option("--force")] = False,
+        require_experiment: Annotated[
+            str | None,
+            typer.Option("--require-experiment", help="also require this online experiment's arm to win"),
+        ] = None,
+        arm: Annotated[str | None, typer.Option("--arm", help="the experiment's arm serving VERSION")] = None,
+        db: DbOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Activate a registered version (servers follow within a second)."""
-        from shelfwise.cli.main import _emit, _settings, _user_errors
+        from shelfwise.cli.main import _emit, _settings, _store, _user_errors
 
+        out: dict[str, Any] = {"active": version}
         with _user_errors():
             from shelfwise.registry import ModelRegistry, release
 
             registry = ModelRegistry(_settings().models_root)
+            if require_experiment is not None:
+                from shelfwise.evaluation.experiment_service import ExperimentService
+                from shelfwise.registry.gate import experiment_gate
+
+                with _store(db) as store:
+                    status = ExperimentService(store).status(require_experiment)
+                try:
+                    decision = experiment_gate(status, arm=arm, require="win")
+                except ValueError as exc:
+                    from shelfwise.core.errors import ConfigError
+
+                    raise ConfigError(str(exc), hint="pass --arm NAME") from None
+                out["experiment_gate"] = decision.to_dict()
+                if not force:
+                    decision.raise_if_refused(version)
             release(registry, version, force=force)
-        _emit({"active": version}, as_json, lambda p: f"active: {p['active']}")
+        _emit(out, as_json, lambda p: f"active: {p['active']}")
 
     @models_app.command("rollback")
     def models_rollback(as_json: JsonOpt = False) -> None:

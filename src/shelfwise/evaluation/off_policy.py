@@ -79,3 +79,18 @@ def ope_from_logs(
         "min_propensity": float(propensity.min()),
         "estimates": est,
     }
+
+
+def slot_click_stats(
+    store: Store, *, placement: str, slot: int, since: int | None = None
+) -> dict[str, tuple[float, float]]:
+    """``{item: (clicks, impressions)}`` at ``slot`` (0-based) on ``placement``: what
+    ``recommend.exploration.thompson_slot`` takes. Refresh it periodically, not per request."""
+    logs = [i for i in iter_impressions(store, placement=placement, since=since) if slot < len(i.items)]
+    clicked = clicked_positions(store, [i.answer_id for i in logs])
+    out: dict[str, list[float]] = {}
+    for imp in logs:
+        s = out.setdefault(imp.items[slot], [0.0, 0.0])
+        s[1] += 1
+        s[0] += 1.0 if slot + 1 in clicked.get(imp.answer_id, ()) else 0.0
+    return {item: (c, n) for item, (c, n) in out.items()}

@@ -188,12 +188,12 @@ def metric_samples(rows: Iterable[dict[str, Any]]) -> list[Sample]:
     return out
 
 
-class OnlineMetricsCollector:
-    """A prometheus_client collector of online metrics, recomputed at most every ``ttl`` seconds
-    (a scrape must not scan the impression log each time). Register it on the app's registry:
-    ``registry.register(OnlineMetricsCollector(lambda: online_metrics(store, since=...)))``."""
+class SamplesCollector:
+    """A prometheus_client collector of gauge samples ``(name, labels, value)``, recomputed at most
+    every ``ttl`` seconds (a scrape must not scan the store each time). E.g. drift alerts:
+    ``registry.register(SamplesCollector(lambda: drift_samples(drift_report(store)), ttl=3600))``."""
 
-    def __init__(self, compute: Callable[[], list[dict[str, Any]]], *, ttl: float = 60.0) -> None:
+    def __init__(self, compute: Callable[[], list[Sample]], *, ttl: float = 60.0) -> None:
         self.compute = compute
         self.ttl = ttl
         self._lock = threading.Lock()
@@ -203,7 +203,7 @@ class OnlineMetricsCollector:
     def samples(self) -> list[Sample]:
         with self._lock:
             if time.monotonic() - self._at >= self.ttl:
-                self._samples = metric_samples(self.compute())
+                self._samples = list(self.compute())
                 self._at = time.monotonic()
             return list(self._samples)
 
@@ -216,7 +216,15 @@ class OnlineMetricsCollector:
             fam = families.get(key)
             if fam is None:
                 fam = families[key] = GaugeMetricFamily(
-                    name, f"online {name[17:]} (attributed)", labels=list(labels)
+                    name, name.removeprefix("shelfwise_").replace("_", " "), labels=list(labels)
                 )
             fam.add_metric(list(labels.values()), value)
         yield from families.values()
+
+
+class OnlineMetricsCollector(SamplesCollector):
+    """Online metrics as gauges: ``registry.register(OnlineMetricsCollector(lambda:
+    online_metrics(store, since=now_ms() - 7 * DAY_MS, by=("placement", "version", "arm"))))``."""
+
+    def __init__(self, compute: Callable[[], list[dict[str, Any]]], *, ttl: float = 60.0) -> None:
+        super().__init__(lambda: metric_samples(compute()), ttl=ttl)
