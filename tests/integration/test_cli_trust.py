@@ -38,6 +38,31 @@ def loaded(tmp_path: Path, retail_slice: Path) -> str:
     return f"sqlite:///{tmp_path / 'var' / 'shelfwise.db'}"
 
 
+def _served(store: Store, shopper: str, item: str) -> None:
+    """An answer served to the shopper signed in and one to their later guest session; a click on
+    the first cites it (an impression and an attribution row to export and erase)."""
+    from shelfwise.core.ids import answer_id
+    from shelfwise.evaluation.attribution import attribute_events
+    from shelfwise.store.impressions import Impression, log_impressions
+
+    t = 1_300_000_010_000
+    signed_in = Impression(answer_id(t), "rec", "home", [item], t, user_id=shopper, session_id="s-web")
+    guest = Impression(answer_id(t), "search", "search", [item], t + 1, session_id="s-phone-2")
+    log_impressions(store, [signed_in, guest])
+    click = Event(
+        event_id="served-click",
+        type=EventType.CLICK,
+        ts=t + 500,
+        user_id=shopper,
+        session_id="s-web",
+        item_id=item,
+        context={"rec_id": signed_in.answer_id, "position": 1},
+        source="test",
+    )
+    store.append_events([click])
+    assert attribute_events(store, [click]).counts == {"attributed": 1}
+
+
 def _guest_and_alias(store: Store, shopper: str, other_item: str) -> None:
     """A guest session on the shopper's phone that signs in, then a later guest session on the same
     phone, and a device-scoped id that signs in as the shopper."""
@@ -127,6 +152,7 @@ def test_export_holds_every_row_the_deletion_report_lists_and_nothing_else(
     with open_store(loaded) as store:
         item = next(iter(store.item_ids()))
         _guest_and_alias(store, shopper, item)
+        _served(store, shopper, item)
     links = one_json(run("privacy", "stitch", "--json", cwd=tmp_path))
     assert links["by_kind"] == {"session": 2, "user": 1}
     export = one_json(run("privacy", "export", "17850", "--json", cwd=tmp_path))

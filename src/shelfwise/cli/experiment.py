@@ -10,14 +10,14 @@ import typer
 
 from shelfwise.cli.common import emit, fail, open_db, user_errors
 
-SCENARIOS = ("srm", "ope", "interleaving-vs-ab")
+SCENARIOS = ("srm", "ope", "interleaving-vs-ab", "canary-rollback")
 RETAIL = Path(__file__).resolve().parents[3] / "data" / "online_retail" / "online_retail.csv.gz"
 
 
-def _fit(db: str | None, data: Path | None, limit: int, seed: int) -> Any:
+def _fit(db: str | None, data: Path | None, limit: int, seed: int, click_model: str = "position") -> Any:
     from shelfwise.cli.progress import bytes_bar
     from shelfwise.core.errors import InputFileError
-    from shelfwise.evaluation.simulator import ShopperSimulator
+    from shelfwise.evaluation.simulator import ShopperSimulator, SimulatorConfig
     from shelfwise.features.dataset import Dataset
 
     if db is not None and data is not None:
@@ -37,7 +37,7 @@ def _fit(db: str | None, data: Path | None, limit: int, seed: int) -> Any:
         with bytes_bar(f"read {path.name}") as progress:
             ds = Dataset.from_file(path, "online-retail", limit=limit, progress=progress)
     try:
-        return ShopperSimulator.fit(ds, seed=seed)
+        return ShopperSimulator.fit(ds, SimulatorConfig(click_model=click_model), seed=seed)
     except ValueError as exc:
         raise InputFileError(str(exc)) from None
 
@@ -65,6 +65,19 @@ def _human(out: dict[str, Any]) -> str:
                 for k in ("ips", "snips", "dr")
             ),
         ]
+    elif scenario == "canary-rollback":
+        lines = [
+            f"{name.replace('_', ' ')}: {out[name]['decision']}"
+            + (
+                f" at window {out[name]['rolled_back_at_window']}"
+                if out[name]["rolled_back_at_window"]
+                else ""
+            )
+            for name in ("broken_canary", "healthy_canary")
+        ] + [
+            f"the drop began in window {out['drop_at_window']}; rolled back within one window: "
+            f"{out['rolled_back_within_one_window']}"
+        ]
     else:
         lines = [
             f"NDCG@{out['k']}: A {out['ndcg_a']:.4f}, B {out['ndcg_b']:.4f} "
@@ -77,12 +90,17 @@ def _human(out: dict[str, Any]) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the ``experiment`` command group to the top-level app."""
-    experiment_app = typer.Typer(help="Online experiments: simulate them against a known truth.")
+    experiment_app = typer.Typer(
+        help="Online experiments: create, read and stop them; simulate them against a known truth."
+    )
     app.add_typer(experiment_app, name="experiment")
+    _register_lifecycle(experiment_app)
 
     @experiment_app.command("simulate")
     def simulate(
-        scenario: Annotated[str, typer.Option("--scenario", help="srm, ope or interleaving-vs-ab")],
+        scenario: Annotated[
+            str, typer.Option("--scenario", help="srm, ope, interleaving-vs-ab or canary-rollback")
+        ],
         seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
         db: Annotated[
             str | None, typer.Option("--db", help="fit the simulator on this store's events")
@@ -104,6 +122,13 @@ def register(app: typer.Typer) -> None:
         check_runs: Annotated[
             int, typer.Option("--check-runs", min=0, help="simulated experiments checking each power figure")
         ] = 100,
+        click_model: Annotated[
+            str,
+            typer.Option("--click-model", help="position (independent clicks) or cascade (first click only)"),
+        ] = "position",
+        report: Annotated[
+            Path | None, typer.Option("--report", help="canary-rollback: write the timeline (markdown) here")
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     ) -> None:
         """Run an experiment on simulated shoppers and compare its answer with the simulator's truth."""
@@ -117,10 +142,240 @@ def register(app: typer.Typer) -> None:
                 # assignment alone: no shopper behaviour is involved, so no simulator is fitted
                 out: dict[str, Any] = {"simulator": None, **sx.srm_scenario(users=users, seed=seed)}
             else:
-                sim = _fit(db, data, limit, seed)
+                if click_model not in ("position", "cascade"):
+                    fail(f"--click-model must be position or cascade; got {click_model!r}", 2)
+                sim = _fit(db, data, limit, seed, click_model)
                 if scenario == "ope":
                     out = sx.ope_scenario(sim, logs=logs, epsilon=epsilon, seed=seed)
+                elif scenario == "canary-rollback":
+                    from shelfwise.registry.canary_simulation import (
+                        canary_rollback_scenario,
+                        timeline_markdown,
+                    )
+
+                    out = canary_rollback_scenario(sim, seed=seed)
+                    if report is not None:
+                        report.parent.mkdir(parents=True, exist_ok=True)
+                        report.write_text(timeline_markdown(out))
+                        out["report"] = str(report)
                 else:
                     out = sx.interleaving_vs_ab_scenario(sim, users=users, check_runs=check_runs, seed=seed)
                 out = {"simulator": sim.meta, **out}
             emit({"scenario": scenario, "seed": seed, **out}, as_json, _human)
+
+
+# --- create | status | stop | list --------------------------------------------------------------------
+
+
+def _arm(text: str) -> dict[str, Any]:
+    from shelfwise.core.errors import ConfigError
+
+    parts = text.split(":")
+    if len(parts) < 2 or len(parts) > 4:
+        raise ConfigError(f"--arm {text!r}: expected NAME:SHARE[:MODEL_VERSION[:INDEX_VERSION]]")
+    try:
+        share = float(parts[1])
+    except ValueError:
+        raise ConfigError(f"--arm {text!r}: share {parts[1]!r} is not a number") from None
+    arm: dict[str, Any] = {"name": parts[0], "share": share}
+    if len(parts) > 2 and parts[2]:
+        arm["version"] = parts[2]
+    if len(parts) > 3 and parts[3]:
+        arm["index_version"] = parts[3]
+    return arm
+
+
+def _guardrail(text: str) -> dict[str, Any]:
+    from shelfwise.core.errors import ConfigError
+
+    metric, _, drop = text.partition(":")
+    try:
+        return {"metric": metric, "max_drop": float(drop) if drop else 0.0}
+    except ValueError:
+        raise ConfigError(f"--guardrail {text!r}: expected METRIC[:MAX_RELATIVE_DROP]") from None
+
+
+def _ms(text: str | None, option: str) -> int | None:
+    from datetime import UTC, datetime
+
+    from shelfwise.core.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not an ISO-8601 time (e.g. 2026-12-03T09:00)") from None
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def _row(row: Any) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "placement": row.placement,
+        "status": row.status,
+        "start_ts": row.start_ts,
+        "end_ts": row.end_ts,
+        "stopped_at": row.stopped_at,
+        "spec": row.spec,
+    }
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (an undefined interval) as null: --json prints strict JSON."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _status_human(out: dict[str, Any]) -> str:
+    lines = [
+        f"{out['name']} on {out['placement']}: {out['status']}, primary metric {out['primary_metric']}",
+        f"SRM: counts {out['srm']['counts']}, p = {out['srm']['p']:.3g}, flagged = {out['srm']['flagged']}",
+    ]
+    for arm in out["arms"]:
+        m = arm["metrics"]
+        shown = ", ".join(
+            f"{k} {v['value']:.4g} [{v['low']:.4g}, {v['high']:.4g}]"
+            for k, v in m.items()
+            if v["value"] == v["value"]
+        )
+        lines.append(f"  {arm['arm']}: {arm['units']:,} units; {shown or 'no data'}")
+    for c in out["comparisons"]:
+        if "sequential" not in c:
+            lines.append(f"  {c['arm']} vs {c['control']}: {c.get('note', '')}")
+            continue
+        seq = c["sequential"]
+        lift = c["lifts"].get(seq["metric"], {})
+        lines.append(
+            f"  {c['arm']} vs {c['control']}: {seq['metric']} lift {lift.get('lift', float('nan')):+.2%} "
+            f"[{lift.get('low', float('nan')):+.2%}, {lift.get('high', float('nan')):+.2%}], "
+            f"always-valid p = {seq['p']:.3g}{' (significant)' if seq['reject'] else ''}"
+        )
+        if c["cuped"].get("applied"):
+            lines.append(f"    CUPED variance reduction {c['cuped']['variance_reduction']:.1%}")
+        for g in c["guardrails"]:
+            lines.append(f"    guardrail {g['metric']} (max drop {g['max_drop']:.1%}): {g['verdict']}")
+    return "\n".join(lines)
+
+
+Db = Annotated[str | None, typer.Option("--db", help="store URL (default: the configured one)")]
+Json = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+
+
+def _register_lifecycle(experiment_app: typer.Typer) -> None:
+    @experiment_app.command("create")
+    def create(
+        name: Annotated[str, typer.Option("--name", help="experiment name")],
+        placement: Annotated[str, typer.Option("--placement", help="where answers are served, e.g. home")],
+        arm: Annotated[
+            list[str],
+            typer.Option("--arm", help="NAME:SHARE[:MODEL_VERSION[:INDEX_VERSION]], the first is control"),
+        ],
+        primary_metric: Annotated[
+            str, typer.Option("--metric", help="ctr, add_to_cart_rate, conversion or revenue_per_session")
+        ] = "ctr",
+        guardrail: Annotated[
+            list[str] | None, typer.Option("--guardrail", help="METRIC[:MAX_RELATIVE_DROP], repeatable")
+        ] = None,
+        traffic: Annotated[
+            str, typer.Option("--traffic", help="FROM:TO share of the placement's traffic, e.g. 0:0.5")
+        ] = "0:1",
+        salt: Annotated[str | None, typer.Option("--salt", help="assignment salt (default: random)")] = None,
+        start: Annotated[str | None, typer.Option("--start", help="ISO-8601 start (default: now)")] = None,
+        end: Annotated[
+            str | None, typer.Option("--end", help="ISO-8601 end (default: until stopped)")
+        ] = None,
+        db: Db = None,
+        as_json: Json = False,
+    ) -> None:
+        """Start an A/B experiment on a placement (refused if it overlaps a running one)."""
+        from pydantic import ValidationError
+
+        from shelfwise.core.errors import ConfigError
+
+        with user_errors():
+            from shelfwise.evaluation.experiment_service import ExperimentService, ExperimentSpec
+
+            lo, _, hi = traffic.partition(":")
+            try:
+                traffic_from, traffic_to = float(lo), float(hi)
+            except ValueError:
+                raise ConfigError(f"--traffic {traffic!r}: expected FROM:TO, e.g. 0:0.5") from None
+            fields: dict[str, Any] = {
+                "name": name,
+                "placement": placement,
+                "arms": [_arm(a) for a in arm],
+                "traffic_from": traffic_from,
+                "traffic_to": traffic_to,
+                "primary_metric": primary_metric,
+                "guardrails": [_guardrail(g) for g in guardrail or []],
+                "start_ts": _ms(start, "--start"),
+                "end_ts": _ms(end, "--end"),
+            }
+            if salt is not None:
+                fields["salt"] = salt
+            try:
+                spec = ExperimentSpec(**fields)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "experiment"
+                raise ConfigError(f"experiment {name!r}: {where}: {first['msg']}") from None
+            with open_db(db) as store:
+                row = ExperimentService(store).create(spec)
+            emit(_row(row), as_json, lambda o: f"created experiment {o['name']} on {o['placement']}")
+
+    @experiment_app.command("status")
+    def status(
+        name: Annotated[str, typer.Argument(help="experiment name")], db: Db = None, as_json: Json = False
+    ) -> None:
+        """Results: SRM check, per-arm metrics with intervals, lifts, always-valid p, CUPED, guardrails."""
+
+        with user_errors():
+            from shelfwise.evaluation.experiment_service import ExperimentService
+
+            with open_db(db) as store:
+                out = ExperimentService(store).status(name)
+            emit(_finite(out) if as_json else out, as_json, _status_human)
+
+    @experiment_app.command("stop")
+    def stop(
+        name: Annotated[str, typer.Argument(help="experiment name")],
+        reason: Annotated[str, typer.Option("--reason", help="why it stops")] = "stopped by an operator",
+        db: Db = None,
+        as_json: Json = False,
+    ) -> None:
+        """Stop an experiment: its traffic returns to the placement's default."""
+
+        with user_errors():
+            from shelfwise.evaluation.experiment_service import ExperimentService
+
+            with open_db(db) as store:
+                row = ExperimentService(store).stop(name, reason=reason)
+            emit(_row(row), as_json, lambda o: f"stopped experiment {o['name']}")
+
+    @experiment_app.command("list")
+    def list_(
+        placement: Annotated[str | None, typer.Option("--placement", help="only this placement")] = None,
+        db: Db = None,
+        as_json: Json = False,
+    ) -> None:
+        """Experiments, oldest first."""
+
+        with user_errors():
+            from shelfwise.evaluation.experiment_service import ExperimentService
+
+            with open_db(db) as store:
+                rows = [_row(r) for r in ExperimentService(store).list(placement=placement)]
+            emit(
+                {"experiments": rows},
+                as_json,
+                lambda o: (
+                    "\n".join(f"{r['name']}\t{r['placement']}\t{r['status']}" for r in o["experiments"])
+                    or "no experiments"
+                ),
+            )

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-DbOpt = Annotated[str | None, typer.Option("--db", help="store URL; default: the embedded SQLite store")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")]
+from shelfwise.cli.common import DbOption, JsonOption, emit, fail, open_db, user_errors
+
 NameArg = Annotated[
     str, typer.Argument(help="placement: home, product, cart, search, category, email, store…")
 ]
@@ -24,12 +24,6 @@ placements_app = typer.Typer(
     help="Placements and their merchandising rules; search synonyms, redirects and stop words.",
     no_args_is_help=True,
 )
-
-
-def _main() -> Any:
-    from shelfwise.cli import main
-
-    return main
 
 
 def _service(store: Any) -> Any:
@@ -55,12 +49,11 @@ def _placement_text(p: dict[str, Any]) -> str:
 
 
 @placements_app.command("list")
-def list_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+def list_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Every placement with its source, version and number of rules."""
-    main = _main()
-    with main._user_errors(), main._store(db) as store:
+    with user_errors(), open_db(db) as store:
         payload = {"placements": [p.to_dict() for p in _service(store).placements()]}
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: "\n".join(
@@ -74,14 +67,13 @@ def list_cmd(db: DbOpt = None, as_json: JsonOpt = False) -> None:
 @placements_app.command("show")
 def show_cmd(
     name: NameArg,
-    db: DbOpt = None,
+    db: DbOption = None,
     version: Annotated[int | None, typer.Option("--version", min=0, help="an older version")] = None,
     history: Annotated[bool, typer.Option("--history", help="every version, newest first")] = False,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """One placement (its latest or a given version), or its history."""
-    main = _main()
-    with main._user_errors(), main._store(db) as store:
+    with user_errors(), open_db(db) as store:
         svc = _service(store)
         if history:
             versions = [p.to_dict() for p in svc.history(name)]
@@ -89,7 +81,7 @@ def show_cmd(
         else:
             payload = svc.placement(name, version=version).to_dict()
     if history:
-        main._emit(
+        emit(
             payload,
             as_json,
             lambda p: "\n".join(
@@ -101,32 +93,31 @@ def show_cmd(
             ),
         )
     else:
-        main._emit(payload, as_json, _placement_text)
+        emit(payload, as_json, _placement_text)
 
 
 @placements_app.command("set")
 def set_cmd(
     name: NameArg,
     config: Annotated[str, typer.Option("--config", help="the placement as JSON, inline or @file.json")],
-    db: DbOpt = None,
+    db: DbOption = None,
     author: AuthorOpt = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Save a placement (source, model, k, candidates, filters, rules) as its next version."""
-    main = _main()
     from shelfwise.cli.common import json_object_option
 
-    with main._user_errors():
+    with user_errors():
         body = json_object_option(config, "--config")
-        with main._store(db) as store:
+        with open_db(db) as store:
             payload = _service(store).save_placement(name, body, author=author).to_dict()
-    main._emit(payload, as_json, lambda p: f"saved {p['name']} version {p['version']}")
+    emit(payload, as_json, lambda p: f"saved {p['name']} version {p['version']}")
 
 
 @placements_app.command("rules")
 def rules_cmd(
     name: NameArg,
-    db: DbOpt = None,
+    db: DbOption = None,
     set_to: Annotated[
         str | None,
         typer.Option("--set", help='replace the rules: {"rules": [...]} as JSON, inline or @file.json'),
@@ -134,15 +125,14 @@ def rules_cmd(
     add: Annotated[str | None, typer.Option("--add", help="add one rule (a JSON object)")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="remove every rule")] = False,
     author: AuthorOpt = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show a placement's rules, or save new ones (--set, --add, --clear) as its next version."""
-    main = _main()
     from shelfwise.cli.common import json_object_option
 
     if sum(x is not None and x is not False for x in (set_to, add, clear or None)) > 1:
-        main._fail("give one of --set, --add, --clear", 2)
-    with main._user_errors(), main._store(db) as store:
+        fail("give one of --set, --add, --clear", 2)
+    with user_errors(), open_db(db) as store:
         svc = _service(store)
         if set_to is not None or add is not None or clear:
             if clear:
@@ -165,7 +155,7 @@ def rules_cmd(
                 "version": stored.version,
                 **stored.placement.rules.model_dump(mode="json"),
             }
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: "\n".join(
@@ -179,20 +169,19 @@ def rules_cmd(
 def rollback_cmd(
     name: NameArg,
     version: Annotated[int, typer.Argument(min=1, help="the version to make current again")],
-    db: DbOpt = None,
+    db: DbOption = None,
     author: AuthorOpt = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Save an older version again as the newest (nothing is deleted)."""
-    main = _main()
-    with main._user_errors(), main._store(db) as store:
+    with user_errors(), open_db(db) as store:
         payload = _service(store).rollback(name, version, author=author).to_dict()
-    main._emit(payload, as_json, lambda p: f"{p['name']} is now version {p['version']} (a copy of {version})")
+    emit(payload, as_json, lambda p: f"{p['name']} is now version {p['version']} (a copy of {version})")
 
 
 @placements_app.command("search")
 def search_cmd(
-    db: DbOpt = None,
+    db: DbOption = None,
     set_to: Annotated[
         str | None,
         typer.Option(
@@ -201,21 +190,20 @@ def search_cmd(
         ),
     ] = None,
     author: AuthorOpt = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show (or with --set save) the shop's synonyms, redirects, stop words and query rules."""
-    main = _main()
     from shelfwise.cli.common import json_object_option
 
-    with main._user_errors():
+    with user_errors():
         body = json_object_option(set_to, "--set") if set_to is not None else None
-        with main._store(db) as store:
+        with open_db(db) as store:
             svc = _service(store)
             settings, version = (
                 svc.search_settings() if body is None else svc.save_search_settings(body, author=author)
             )
             payload = {"version": version, **settings.model_dump(mode="json")}
-    main._emit(
+    emit(
         payload,
         as_json,
         lambda p: (

@@ -107,6 +107,9 @@ def _refuse_foreign_model(registry: Any, db: str | None) -> None:
 def register(app: typer.Typer) -> None:
     models_app = typer.Typer(help="Model versions: train, list, activate, roll back.", no_args_is_help=True)
     app.add_typer(models_app, name="models")
+    from shelfwise.cli.freshness import register as register_freshness
+
+    register_freshness(models_app)  # models drift, models retrain
 
     @app.command()
     def serve(
@@ -295,16 +298,38 @@ def register(app: typer.Typer) -> None:
     def models_activate(
         version: Annotated[str, typer.Argument()],
         force: Annotated[bool, typer.Option("--force")] = False,
+        require_experiment: Annotated[
+            str | None,
+            typer.Option("--require-experiment", help="also require this online experiment's arm to win"),
+        ] = None,
+        arm: Annotated[str | None, typer.Option("--arm", help="the experiment's arm serving VERSION")] = None,
+        db: DbOption = None,
         as_json: JsonOption = False,
     ) -> None:
         """Activate a registered version (servers follow within a second)."""
 
+        out: dict[str, Any] = {"active": version}
         with user_errors():
             from shelfwise.registry import ModelRegistry, release
 
             registry = ModelRegistry(load_settings().models_root)
+            if require_experiment is not None:
+                from shelfwise.evaluation.experiment_service import ExperimentService
+                from shelfwise.registry.gate import experiment_gate
+
+                with open_db(db) as store:
+                    status = ExperimentService(store).status(require_experiment)
+                try:
+                    decision = experiment_gate(status, arm=arm, require="win")
+                except ValueError as exc:
+                    from shelfwise.core.errors import ConfigError
+
+                    raise ConfigError(str(exc), hint="pass --arm NAME") from None
+                out["experiment_gate"] = decision.to_dict()
+                if not force:
+                    decision.raise_if_refused(version)
             release(registry, version, force=force)
-        emit({"active": version}, as_json, lambda p: f"active: {p['active']}")
+        emit(out, as_json, lambda p: f"active: {p['active']}")
 
     @models_app.command("rollback")
     def models_rollback(as_json: JsonOption = False) -> None:

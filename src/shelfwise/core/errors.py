@@ -31,6 +31,8 @@ class BadInputError(ShelfwiseError):
 class NotFoundError(ShelfwiseError):
     """What the caller named does not exist (HTTP 404)."""
 
+    exit_code = 2
+
 
 class ConflictError(ShelfwiseError):
     """The request contradicts the state it would change, or was refused by a check (HTTP 409)."""
@@ -69,8 +71,3 @@ class BackupError(ShelfwiseError):
 
     exit_code = 4
 
-
-class NotFoundError(ShelfwiseError):
-    """The thing asked for (a placement, a version…) does not exist; the API answers 404."""
-
-    exit_code = 2

@@ -97,6 +97,22 @@ def _ratio_and_variance(num: np.ndarray, den: np.ndarray) -> tuple[float, float]
     return float(mx / my), float(var)
 
 
+def ratio_ci(num: np.ndarray, den: np.ndarray, *, confidence: float = 0.95) -> dict[str, float]:
+    """A ratio metric (e.g. clicks per impression, units being users) with its delta-method
+    interval: ``{"value", "se", "low", "high", "n"}``; NaN when it is undefined (fewer than two
+    units, or a zero denominator)."""
+    n = int(np.asarray(num).size)
+    try:
+        value, var = _ratio_and_variance(num, den)
+    except ValueError:
+        total = float(np.sum(den))
+        value = float(np.sum(num) / total) if total else float("nan")
+        return {"value": value, "se": float("nan"), "low": float("nan"), "high": float("nan"), "n": n}
+    se = float(np.sqrt(max(var, 0.0)))
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    return {"value": value, "se": se, "low": value - z * se, "high": value + z * se, "n": n}
+
+
 def relative_lift_ci(
     num_control: np.ndarray,
     den_control: np.ndarray,
@@ -173,9 +189,16 @@ class MixtureSPRT:
             return {"p": self.p_value, "reject": False, "diff": float("nan")}
         diff = float(t.mean() - c.mean())
         v = float(t.var(ddof=1) / t.size + c.var(ddof=1) / c.size)
-        if v > 0:
+        return self.update_estimate(diff, v)
+
+    def update_estimate(self, diff: float, variance: float) -> dict[str, Any]:
+        """The same test given an estimated difference and its variance (e.g. of a ratio metric,
+        by the delta method): the normal approximation the mixture SPRT rests on anyway."""
+        if variance > 0 and np.isfinite(diff):
             tau2 = self.tau**2
-            log_lr = 0.5 * np.log(v / (v + tau2)) + diff**2 * tau2 / (2 * v * (v + tau2))
+            log_lr = 0.5 * np.log(variance / (variance + tau2)) + diff**2 * tau2 / (
+                2 * variance * (variance + tau2)
+            )
             self.p_value = min(self.p_value, float(np.exp(-log_lr)) if log_lr > 0 else 1.0)
         return {"p": self.p_value, "reject": self.p_value < self.alpha, "diff": diff}
 

@@ -201,6 +201,7 @@ def interleaving_vs_ab_scenario(
     exam = examination(np.arange(1, k + 1))
     visits = shoppers.visits.astype(np.float64)
     out: dict[str, Any] = {
+        "click_model": sim.config.click_model,
         "users_simulated": users,
         "k": k,
         "ndcg_a": ndcg_a,
@@ -212,8 +213,10 @@ def interleaving_vs_ab_scenario(
     # A/B on clicks per user: Var(Y) = E[Var(Y|user)] + Var(E[Y|user])
     moments = []
     probs = []
+    cascade = sim.config.click_model == "cascade"
     for order in (order_a, order_b):
-        p = exam * attr[rows, order]
+        # cascade: at most one click per visit, P(click) = 1 - prod(1 - attraction)
+        p = 1 - np.prod(1 - attr[rows, order], axis=1, keepdims=True) if cascade else exam * attr[rows, order]
         probs.append(p)
         mean_u = visits * p.sum(1)
         var_u = visits * (p * (1 - p)).sum(1)
@@ -229,10 +232,17 @@ def interleaving_vs_ab_scenario(
         attr_of = dict(zip(cand[u].tolist(), attr[u].tolist(), strict=True))
         for r in range(drafts):
             shown, teams = team_draft(a_list, b_list, k, rng)
-            p = exam[: len(shown)] * np.array([attr_of[i] for i in shown])
+            r_shown = np.array([attr_of[i] for i in shown])
+            if cascade:  # P(the first click is at slot j) = r_j prod_{i<j} (1 - r_i)
+                p = r_shown * np.concatenate([[1.0], np.cumprod(1 - r_shown)[:-1]])
+            else:
+                p = exam[: len(shown)] * r_shown
             signed[u, r, : len(shown)] = np.where(np.array(teams) == 0, p, -p)
     per_draft_mean = signed.sum(2)  # (users, drafts)
-    per_draft_var = (np.abs(signed) * (1 - np.abs(signed))).sum(2)
+    if cascade:  # credit is -1, 0 or +1: E[c^2] = P(a click)
+        per_draft_var = np.abs(signed).sum(2) - per_draft_mean**2
+    else:
+        per_draft_var = (np.abs(signed) * (1 - np.abs(signed))).sum(2)
     visit_mean = per_draft_mean.mean(1)
     visit_var = per_draft_var.mean(1) + per_draft_mean.var(1)
     d_mean = visits * visit_mean
@@ -248,7 +258,10 @@ def interleaving_vs_ab_scenario(
     # the per-user winner rule (Radlinski et al. 2008: +1 if A got more credited clicks, -1 if B,
     # 0 for a tie), its moments by drawing each user's clicks `drafts` times
     wins = np.concatenate(
-        [np.sign(_session_credit(signed, shoppers.visits, np.arange(users), rng)) for _ in range(drafts)]
+        [
+            np.sign(_session_credit(signed, shoppers.visits, np.arange(users), rng, exclusive=cascade))
+            for _ in range(drafts)
+        ]
     )
     winner_users = int(
         np.ceil(users_for_power(float(wins.mean()), float(wins.var()), alpha=alpha, power=power))
@@ -262,7 +275,7 @@ def interleaving_vs_ab_scenario(
         out["check_runs"] = check_runs
         out["ab_simulated_power"] = _ab_power(probs, shoppers.visits, ab_users // 2, check_runs, alpha, rng)
         out["interleaving_simulated_power"] = _interleaving_power(
-            signed, shoppers.visits, inter_users, check_runs, alpha, rng
+            signed, shoppers.visits, inter_users, check_runs, alpha, rng, exclusive=cascade
         )
     out["method"] = (
         "power analysis (two-sided z-test) on the exact per-user moments from the simulator's "
@@ -271,10 +284,20 @@ def interleaving_vs_ab_scenario(
     return out
 
 
-def _visit_clicks(p: np.ndarray, visits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per user, the sum over its visits of clicks drawn from ``p`` (signed: clicks × sign)."""
+def _visit_clicks(
+    p: np.ndarray, visits: np.ndarray, rng: np.random.Generator, *, exclusive: bool = False
+) -> np.ndarray:
+    """Per user, the sum over its visits of clicks drawn from ``p`` (signed: clicks × sign). With
+    ``exclusive`` (the cascade model) ``|p|`` are the probabilities of one click at each slot,
+    at most one per visit."""
     flat = np.repeat(np.arange(len(visits)), visits)
     prob = p[flat]
+    if exclusive:
+        cum = np.cumsum(np.abs(prob), axis=-1)
+        u = rng.random(len(prob))
+        slot = np.minimum((u[:, None] >= cum).sum(-1), prob.shape[-1] - 1)
+        per_visit = np.where(u < cum[:, -1], np.sign(prob[np.arange(len(prob)), slot]), 0.0)
+        return np.bincount(flat, weights=per_visit, minlength=len(visits))
     clicks = (rng.random(prob.shape) < np.abs(prob)) * np.sign(prob)
     per_visit = clicks.sum(-1)
     return np.bincount(flat, weights=per_visit, minlength=len(visits))
@@ -305,20 +328,27 @@ def _interleaving_power(
     runs: int,
     alpha: float,
     rng: np.random.Generator,
+    *,
+    exclusive: bool = False,
 ) -> float:
     hits = 0
     for _ in range(runs):
-        per_user = _session_credit(signed, visits, rng.integers(0, len(visits), n), rng)
+        per_user = _session_credit(signed, visits, rng.integers(0, len(visits), n), rng, exclusive=exclusive)
         hits += bool(stats.ttest_1samp(per_user, 0.0).pvalue < alpha)
     return hits / runs
 
 
 def _session_credit(
-    signed: np.ndarray, visits: np.ndarray, users: np.ndarray, rng: np.random.Generator
+    signed: np.ndarray,
+    visits: np.ndarray,
+    users: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    exclusive: bool = False,
 ) -> np.ndarray:
     """A's credited clicks minus B's over each given user's visits, each visit a random stored draft."""
     v = visits[users]
     flat = np.repeat(users, v)
     draft = rng.integers(0, signed.shape[1], len(flat))
-    d = _visit_clicks(signed[flat, draft], np.ones(len(flat), np.int64), rng)
+    d = _visit_clicks(signed[flat, draft], np.ones(len(flat), np.int64), rng, exclusive=exclusive)
     return np.bincount(np.repeat(np.arange(len(users)), v), weights=d, minlength=len(users))

@@ -22,7 +22,7 @@ click with probability ``conversion``. Those numbers are in :class:`SimulatorCon
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +42,12 @@ class SimulatorConfig(BaseModel):
     affinity_weight: float = Field(1.0, description="logit per standard deviation of affinity")
     conversion: float = Field(0.3, gt=0, le=1, description="P(purchase | click)")
     max_visits: int = Field(20, ge=1, description="cap on visits per shopper")
+    click_model: Literal["position", "cascade"] = Field(
+        "position",
+        description="position: each slot clicked independently, P = examination × attraction "
+        "(Craswell et al. 2008's position model); cascade: the shopper scans top-down and clicks "
+        "the first attractive item, then stops (their cascade model)",
+    )
 
 
 def examination(ranks: np.ndarray) -> np.ndarray:
@@ -165,15 +171,26 @@ class ShopperSimulator:
         return out
 
     def click_probabilities(self, shoppers: Shoppers, lists: np.ndarray) -> np.ndarray:
-        """P(click) at each slot of each shopper's list (one visit): examination × attraction."""
+        """P(click) at each slot of each shopper's list (one visit): examination × attraction; in
+        the cascade model the chance the first (and only) click is there, ``r_j prod_{i<j}(1 - r_i)``."""
+        attraction = self.attraction(shoppers, lists)
+        if self.config.click_model == "cascade":
+            before = np.cumprod(1 - attraction, axis=1)
+            return attraction * np.concatenate([np.ones((len(lists), 1)), before[:, :-1]], axis=1)
         ranks = np.arange(1, lists.shape[1] + 1)
-        return examination(ranks)[None, :] * self.attraction(shoppers, lists)
+        return examination(ranks)[None, :] * attraction
 
     def simulate(
         self, shoppers: Shoppers, lists: np.ndarray, rng: np.random.Generator
     ) -> dict[str, np.ndarray]:
         """Clicks and purchases of one visit per shopper, with the probabilities they were drawn from."""
         p_click = self.click_probabilities(shoppers, lists)
-        clicks = rng.random(p_click.shape) < p_click
+        if self.config.click_model == "cascade":  # one draw per visit: at most one click
+            cum = np.cumsum(p_click, axis=1)
+            u = rng.random((len(lists), 1))
+            first = (u >= cum).sum(1)
+            clicks = (np.arange(lists.shape[1])[None, :] == first[:, None]) & (u < cum[:, -1:])
+        else:
+            clicks = rng.random(p_click.shape) < p_click
         purchases = clicks & (rng.random(p_click.shape) < self.config.conversion)
         return {"p_click": p_click, "clicks": clicks, "purchases": purchases}

@@ -3,7 +3,8 @@
 A shopper is their user id plus every alias and stitched guest session (``identities``).
 ``Store.delete_user`` leaves a tombstone for each of their pseudonyms and removes their events and
 profile; erasure also removes the quarantined records that mention any of their ids, their consent
-flags and their identity links. ``user_footprint`` counts what is left in every table, and
+flags, their identity links, the answers served to them (impressions) and their attribution rows.
+``user_footprint`` counts what is left in every table, and
 ``user_rows`` returns those very rows (the data-rights export).
 
 Derived copies (analytics snapshots, reports) are written outside the store, often by a build that
@@ -28,7 +29,7 @@ from shelfwise.core.logging import get_logger
 from shelfwise.store.base import Store
 from shelfwise.store.identities import Identity, identity
 from shelfwise.store.sql import mentions
-from shelfwise.store.tables import consent, events, identity_map, quarantine, users
+from shelfwise.store.tables import attributions, consent, events, identity_map, impressions, quarantine, users
 
 log = get_logger(__name__)
 LOCK_NAME = ".erasure.lock"  # in each directory of derived copies
@@ -50,6 +51,15 @@ def _their_events(who: Identity) -> Any:
         # a stitched guest session: its events without a user id (a signed-in user's own events
         # in the same session are theirs anyway)
         cond = sa.or_(cond, sa.and_(events.c.user_id.is_(None), events.c.session_id.in_(who.sessions)))
+    return cond
+
+
+def _their_served(table: sa.Table, who: Identity) -> Any:
+    """Impressions served to the shopper, or attribution rows of their events (a guest session
+    stitched to them counts, as for events)."""
+    cond: Any = table.c.user_id.in_(who.user_ids)
+    if who.sessions:
+        cond = sa.or_(cond, sa.and_(table.c.user_id.is_(None), table.c.session_id.in_(who.sessions)))
     return cond
 
 
@@ -79,11 +89,14 @@ def erase_user(store: Store, user_id: str) -> dict[str, int]:
             consent.delete().where(consent.c.user_id.in_(who.user_ids))
         ).rowcount
         removed["identity_links"] = conn.execute(identity_map.delete().where(_their_links(who))).rowcount
+        for served in (impressions, attributions):
+            removed[served.name] = conn.execute(served.delete().where(_their_served(served, who))).rowcount
     return removed
 
 
 def user_footprint(store: Store, user_id: str) -> dict[str, int]:
-    """Rows that still hold the shopper: events, users, quarantine, consent, identity links."""
+    """Rows that still hold the shopper: events, users, quarantine, consent, identity links,
+    impressions served to them and attribution rows of their events."""
     who = identity(store, user_id)
     with _engine(store).connect() as conn:
 
@@ -96,6 +109,8 @@ def user_footprint(store: Store, user_id: str) -> dict[str, int]:
             "quarantine": count(quarantine, _their_quarantine(who)),
             "consent": count(consent, consent.c.user_id.in_(who.user_ids)),
             "identity_links": count(identity_map, _their_links(who)),
+            "impressions": count(impressions, _their_served(impressions, who)),
+            "attributions": count(attributions, _their_served(attributions, who)),
         }
 
 
@@ -114,6 +129,18 @@ def user_rows(store: Store, user_id: str) -> dict[str, Any]:
             "quarantine": rows(conn, quarantine, _their_quarantine(who), [quarantine.c.id]),
             "consent": rows(conn, consent, consent.c.user_id.in_(who.user_ids), [consent.c.user_id]),
             "identity_links": rows(conn, identity_map, _their_links(who), [identity_map.c.alias_id]),
+            "impressions": rows(
+                conn,
+                impressions,
+                _their_served(impressions, who),
+                [impressions.c.ts, impressions.c.answer_id],
+            ),
+            "attributions": rows(
+                conn,
+                attributions,
+                _their_served(attributions, who),
+                [attributions.c.ts, attributions.c.event_id],
+            ),
         }
     for event in out["events"]:
         text = event.get("context")

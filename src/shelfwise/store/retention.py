@@ -167,3 +167,10 @@ def rollup_totals(store: Store) -> dict[str, Any]:
             ).group_by(event_rollups.c.type)
         ).all()
     return {t: {"events": int(e), "units": int(u), "revenue": round(float(r), 2)} for t, e, u, r in rows}
+
+
+def latest_event_ts(store: Store) -> int | None:
+    """The newest stored event's time (ms), or None for an empty store."""
+    with _engine(store).connect() as conn:
+        value = conn.execute(sa.select(sa.func.max(events.c.ts))).scalar()
+    return None if value is None else int(value)

@@ -174,6 +174,69 @@ merch_documents = sa.Table(
     sa.Column("comment", sa.Text, nullable=True),
 )
 sa.Index("ix_merch_documents_created", merch_documents.c.created_at)
+# --- the loop (migration 0004): served answers, what events were attributed to, experiments ---
+# One served list: its answer id (``shelfwise.core.ids.answer_id``), where and by what it was served,
+# to whom (pseudonym), the items in order (JSON list) and, when a slot explored, the propensity
+# of each position (JSON list; absent: every position deterministic).
+impressions = sa.Table(
+    "impressions",
+    metadata,
+    sa.Column("answer_id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # rec | search
+    sa.Column("placement", sa.String(64), nullable=False),
+    sa.Column("version", sa.String(128), nullable=True),
+    sa.Column("experiment", sa.String(64), nullable=True),
+    sa.Column("arm", sa.String(64), nullable=True),
+    sa.Column("user_id", ID, nullable=True),
+    sa.Column("session_id", ID, nullable=True),
+    sa.Column("items", sa.Text, nullable=False),
+    sa.Column("propensities", sa.Text, nullable=True),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_impressions_ts", impressions.c.ts)
+sa.Index("ix_impressions_user", impressions.c.user_id)
+sa.Index("ix_impressions_experiment", impressions.c.experiment, impressions.c.arm)
+
+# One row per event that cited an answer: ``attributed`` rows carry the answer's placement,
+# version and arm (copied: they outlive the impression's retention); other statuses say why not.
+attributions = sa.Table(
+    "attributions",
+    metadata,
+    sa.Column("event_id", ID, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("answer_id", sa.String(32), nullable=True),
+    sa.Column("position", sa.Integer, nullable=True),
+    sa.Column("item_id", ID, nullable=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("user_id", ID, nullable=True),
+    sa.Column("session_id", ID, nullable=True),
+    sa.Column("placement", sa.String(64), nullable=True),
+    sa.Column("version", sa.String(128), nullable=True),
+    sa.Column("experiment", sa.String(64), nullable=True),
+    sa.Column("arm", sa.String(64), nullable=True),
+    sa.Column("revenue", sa.Float, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_attributions_answer", attributions.c.answer_id)
+sa.Index("ix_attributions_user", attributions.c.user_id)
+sa.Index("ix_attributions_ts", attributions.c.ts)
+
+# An online experiment: its spec (arms, shares, versions, salt, traffic range, metrics) as JSON;
+# ``state`` holds what must persist between status reads (the always-valid p-value's minimum).
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("placement", sa.String(64), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("start_ts", sa.BigInteger, nullable=False),
+    sa.Column("end_ts", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("stopped_at", sa.BigInteger, nullable=True),
+    sa.Column("state", sa.Text, nullable=False),
+)
+sa.Index("ix_experiments_placement", experiments.c.placement, experiments.c.status)
 
 # Tables a backup carries, in the order a restore loads them (tombstones and the store's id travel
 # with the data: a restored copy is the same shop, and its erasures stay erased).
@@ -191,4 +254,7 @@ DATA_TABLES = (
     dp_ledger,
     event_rollups,
     merch_documents,
+    impressions,
+    attributions,
+    experiments,
 )

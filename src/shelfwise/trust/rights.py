@@ -22,6 +22,8 @@ from shelfwise.store.consent import get_consent
 from shelfwise.store.erasure import user_rows
 
 EXPORT_FORMAT = 1
+# the store tables an export lists (the rows ``user_footprint`` counts)
+STORE_SECTIONS = ("events", "users", "quarantine", "consent", "identity_links", "impressions", "attributions")
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,8 @@ def export_user(
         "asked_for": user_id,
         "aliases": rows["aliases"],
         "stitched_sessions": rows["sessions"],
-        "store": {k: rows[k] for k in ("events", "users", "quarantine", "consent", "identity_links")},
-        "counts": {k: len(rows[k]) for k in ("events", "users", "quarantine", "consent", "identity_links")},
+        "store": {k: rows[k] for k in STORE_SECTIONS},
+        "counts": {k: len(rows[k]) for k in STORE_SECTIONS},
     }
     if analytical is None:
         out["segment"] = {"available": False, "reason": "not computed (no analytics snapshot given)"}

@@ -37,8 +37,8 @@ from shelfwise.web.access import (
     safe_next,
     sign_in_url,
 )
-from shelfwise.web.headers import SecurityHeaders
 from shelfwise.web.dashboard import DIMENSIONS, AnalyticsDashboard
+from shelfwise.web.headers import SecurityHeaders
 from shelfwise.web.layout import render
 from shelfwise.web.ops import Operations
 

@@ -76,3 +76,19 @@ def test_interleaving_vs_ab_uses_a_known_two_percent_ndcg_gap(sim: ShopperSimula
     assert out["interleaving_credit_difference_per_user"] > 0
     assert out["ratio"] == pytest.approx(out["ab_users"] / out["interleaving_users"])
     assert out["ratio_winner_rule"] == pytest.approx(out["ab_users"] / out["interleaving_users_winner_rule"])
+
+
+def test_cascade_clicks_at_most_once_per_visit_at_the_first_attractive_slot(sim: ShopperSimulator) -> None:
+    from dataclasses import replace
+
+    cascade = replace(sim, config=sim.config.model_copy(update={"click_model": "cascade"}))
+    rng = np.random.default_rng(2)
+    shoppers = cascade.sample_shoppers(20_000, rng)
+    lists = cascade.candidates(shoppers, 10, rng)
+    out = cascade.simulate(shoppers, lists, rng)
+    assert out["clicks"].sum(1).max() == 1
+    attraction = cascade.attraction(shoppers, lists)
+    assert out["p_click"].sum(1) == pytest.approx(1 - np.prod(1 - attraction, axis=1))
+    assert out["clicks"].mean(0) == pytest.approx(out["p_click"].mean(0), abs=0.005)
+    # a slot is clicked less when the slots above it are attractive: examination is earned, not fixed
+    assert (out["p_click"] <= attraction + 1e-12).all()

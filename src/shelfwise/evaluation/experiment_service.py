@@ -1,0 +1,420 @@
+"""Online A/B experiments over the impression log: create, assign, read, stop.
+
+An experiment owns a slice ``[traffic_from, traffic_to)`` of a placement's traffic (a shopper's
+slice position is a salted hash of their id and the placement, the same for every experiment on
+it) and splits that slice into arms by its own salt. Two running experiments on one placement
+whose slices and time ranges overlap would see the same shoppers, so the second is refused.
+
+``status`` reads everything from the store: the sample-ratio-mismatch check on units per arm,
+each arm's metrics with delta-method intervals, each treatment's relative lift over control,
+an always-valid mixture-SPRT p-value on the primary metric (its running minimum is kept in the
+store, so reading status as often as one likes never inflates false positives), CUPED on the
+primary metric's per-shopper numerator when shoppers have pre-period events, and guardrails.
+
+    >>> svc = ExperimentService(store)                                           # doctest: +SKIP
+    >>> svc.create(ExperimentSpec(name="ranker-v2", placement="home", arms=[
+    ...     Arm(name="control", share=0.5, version="v1"), Arm(name="v2", share=0.5, version="v2")]))
+    >>> svc.assignment("home", "user-1")                                          # doctest: +SKIP
+    Assignment(experiment='ranker-v2', arm='v2', version='v2', index_version=None)
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shelfwise.core.clock import now_ms
+from shelfwise.core.errors import ShelfwiseError
+from shelfwise.evaluation.experiments import MixtureSPRT, assign, bucket, cuped, relative_lift_ci, srm_test
+from shelfwise.evaluation.online_metrics import METRICS, metrics_of, unit_sums
+from shelfwise.store.base import Store
+from shelfwise.store.experiments import (
+    ExperimentRow,
+    get_experiment,
+    insert_experiment,
+    list_experiments,
+    pre_period_totals,
+    update_experiment,
+)
+
+MetricName = Literal["ctr", "add_to_cart_rate", "conversion", "revenue_per_session"]
+TRAFFIC_SALT = "placement-traffic-v1"
+DAY_MS = 86_400_000
+# the event type (and whether revenue) a metric's numerator counts: CUPED's pre-period covariate
+COVARIATE = {
+    "ctr": ("click", False),
+    "add_to_cart_rate": ("cart", False),
+    "conversion": ("purchase", False),
+    "revenue_per_session": ("purchase", True),
+}
+NUMERATOR = {name: num for name, (num, _) in METRICS.items()}
+
+
+class ExperimentError(ShelfwiseError):
+    """An experiment cannot be created, read or stopped as asked."""
+
+    exit_code = 2
+
+
+class Arm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    share: float = Field(gt=0, le=1, description="share of the experiment's traffic")
+    version: str | None = Field(None, max_length=128, description="model version this arm serves")
+    index_version: str | None = Field(
+        None, max_length=128, description="search index version this arm serves"
+    )
+
+
+class Guardrail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: MetricName
+    max_drop: float = Field(0.0, ge=0, lt=1, description="relative drop tolerated before it is breached")
+
+
+class ExperimentSpec(BaseModel):
+    """What an experiment is. The first arm is the control."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    placement: str = Field(min_length=1, max_length=64)
+    arms: list[Arm] = Field(min_length=2, max_length=10)
+    salt: str = Field(default_factory=lambda: secrets.token_hex(8), min_length=1, max_length=64)
+    traffic_from: float = Field(0.0, ge=0, lt=1)
+    traffic_to: float = Field(1.0, gt=0, le=1)
+    primary_metric: MetricName = "ctr"
+    guardrails: list[Guardrail] = Field(default_factory=list)
+    start_ts: int | None = Field(None, description="ms; default now")
+    end_ts: int | None = Field(None, description="ms; default open-ended (until stopped)")
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    tau_relative: float = Field(
+        0.05, gt=0, le=1, description="mixture SPRT spread: the relative effect size one expects"
+    )
+    cuped_days: float = Field(14.0, ge=0, le=365, description="pre-period length for CUPED (0: off)")
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, arms: list[Arm]) -> list[Arm]:
+        names = [a.name for a in arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must differ: {names}")
+        total = sum(a.share for a in arms)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"arm shares must add up to 1, they add up to {total:g}")
+        return arms
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ExperimentSpec:
+        if self.traffic_to <= self.traffic_from:
+            raise ValueError(
+                f"traffic_to ({self.traffic_to}) must be above traffic_from ({self.traffic_from})"
+            )
+        if self.start_ts is not None and self.end_ts is not None and self.end_ts <= self.start_ts:
+            raise ValueError("end_ts must be after start_ts")
+        return self
+
+
+@dataclass(frozen=True)
+class Assignment:
+    experiment: str
+    arm: str
+    version: str | None
+    index_version: str | None
+
+
+def traffic_position(unit_id: str, placement: str) -> float:
+    """Where a shopper falls in a placement's traffic, in [0, 1): the same for every experiment."""
+    return bucket(unit_id, placement, TRAFFIC_SALT)
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _times(spec: dict[str, Any], start: int, end: int | None) -> tuple[float, float]:
+    return float(start), float("inf") if end is None else float(end)
+
+
+class ExperimentService:
+    """Experiments of one store. ``assignment`` is what the request path calls per answer: it
+    keeps the running experiments in memory for ``cache_seconds``."""
+
+    def __init__(self, store: Store, *, cache_seconds: float = 5.0) -> None:
+        self.store = store
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, list[ExperimentRow]]] = (-float("inf"), {})
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def create(self, spec: ExperimentSpec) -> ExperimentRow:
+        if get_experiment(self.store, spec.name) is not None:
+            raise ExperimentError(
+                f"an experiment named {spec.name!r} exists already", hint="choose another --name"
+            )
+        start = spec.start_ts if spec.start_ts is not None else now_ms()
+        mine = (spec.traffic_from, spec.traffic_to)
+
+        def refuse_overlap(running: list[ExperimentRow]) -> None:
+            for other in running:
+                o = other.spec
+                theirs = (float(o["traffic_from"]), float(o["traffic_to"]))
+                if _overlap(mine, theirs) and _overlap(
+                    _times(spec.model_dump(), start, spec.end_ts), _times(o, other.start_ts, other.end_ts)
+                ):
+                    raise ExperimentError(
+                        f"experiment {spec.name!r} would share traffic with running experiment "
+                        f"{other.name!r} on placement {spec.placement!r}: "
+                        f"its traffic [{mine[0]:g}, {mine[1]:g}) overlaps "
+                        f"[{theirs[0]:g}, {theirs[1]:g})",
+                        hint=f"stop {other.name!r} first, or give a traffic range outside "
+                        f"[{theirs[0]:g}, {theirs[1]:g})",
+                    )
+
+        row = insert_experiment(
+            self.store,
+            name=spec.name,
+            placement=spec.placement,
+            spec={**spec.model_dump(), "start_ts": start},
+            start_ts=start,
+            end_ts=spec.end_ts,
+            check=refuse_overlap,
+        )
+        self._cached = (-float("inf"), {})
+        return row
+
+    def get(self, name: str) -> ExperimentRow:
+        row = get_experiment(self.store, name)
+        if row is None:
+            raise ExperimentError(
+                f"no experiment named {name!r}", hint="`shelfwise experiment list` shows them"
+            )
+        return row
+
+    def list(self, *, placement: str | None = None, status: str | None = None) -> list[ExperimentRow]:
+        return list_experiments(self.store, placement=placement, status=status)
+
+    def stop(self, name: str, *, reason: str = "stopped") -> ExperimentRow:
+        row = self.get(name)
+        if row.status != "running":
+            raise ExperimentError(f"experiment {name!r} is already {row.status}")
+        update_experiment(
+            self.store,
+            name,
+            status="stopped",
+            stopped_at=now_ms(),
+            state={**row.state, "stop_reason": reason},
+        )
+        self._cached = (-float("inf"), {})
+        return self.get(name)
+
+    # --- the request path -----------------------------------------------------------------------
+    def assignment(self, placement: str, unit_id: str | None, *, now: int | None = None) -> Assignment | None:
+        """The running experiment and arm that serve ``unit_id`` on ``placement``, or None (no
+        experiment covers it, or no unit id: a request without a user or session is not assigned)."""
+        if not unit_id:
+            return None
+        now = now_ms() if now is None else now
+        with self._lock:
+            at, by_placement = self._cached
+            if time.monotonic() - at > self.cache_seconds:
+                by_placement = {}
+                for row in list_experiments(self.store, status="running"):
+                    by_placement.setdefault(row.placement, []).append(row)
+                self._cached = (time.monotonic(), by_placement)
+        position = traffic_position(unit_id, placement)
+        for row in by_placement.get(placement, ()):
+            s = row.spec
+            if not (s["traffic_from"] <= position < s["traffic_to"]):
+                continue
+            if now < row.start_ts or (row.end_ts is not None and now >= row.end_ts):
+                continue
+            arms = s["arms"]
+            name = assign(unit_id, row.name, s["salt"], [a["name"] for a in arms], [a["share"] for a in arms])
+            arm = next(a for a in arms if a["name"] == name)
+            return Assignment(row.name, name, arm.get("version"), arm.get("index_version"))
+        return None
+
+    # --- reading --------------------------------------------------------------------------------
+    def status(self, name: str, *, persist: bool = True) -> dict[str, Any]:
+        """Everything about one experiment's results (see the module's docstring)."""
+        row = self.get(name)
+        spec = row.spec
+        arm_names = [a["name"] for a in spec["arms"]]
+        shares = [float(a["share"]) for a in spec["arms"]]
+        sums = unit_sums(self.store, experiment=name, by=("arm",))
+        per_arm = {arm: sums.get((arm,)) for arm in arm_names}
+        counts = [0 if s is None else int(s["impressions"].size) for s in per_arm.values()]
+        stray = sorted(str(k[0]) for k in sums if k[0] not in arm_names)
+        srm = (
+            srm_test(counts, shares) if sum(counts) > 0 else {"flagged": False, "p": 1.0, "chi2": 0.0, "n": 0}
+        )
+        out: dict[str, Any] = {
+            "name": name,
+            "placement": row.placement,
+            "status": row.status,
+            "start_ts": row.start_ts,
+            "end_ts": row.end_ts,
+            "stopped_at": row.stopped_at,
+            "primary_metric": spec["primary_metric"],
+            "arms": [],
+            "srm": {**srm, "counts": dict(zip(arm_names, counts, strict=True)), "expected_shares": shares},
+            "comparisons": [],
+        }
+        if stray:
+            out["srm"]["unknown_arms"] = stray
+        for arm, s in per_arm.items():
+            out["arms"].append(
+                {
+                    "arm": arm,
+                    "units": 0 if s is None else int(s["impressions"].size),
+                    "totals": {}
+                    if s is None
+                    else {
+                        k: float(s[k].sum())
+                        for k in ("impressions", "sessions", "clicks", "carts", "purchases", "revenue")
+                    },
+                    "metrics": {} if s is None or s["impressions"].size == 0 else metrics_of(s),
+                }
+            )
+        control = per_arm[arm_names[0]]
+        state = dict(row.state)
+        msprt_min = dict(state.get("msprt_min_p", {}))
+        for arm in arm_names[1:]:
+            treat = per_arm[arm]
+            comparison: dict[str, Any] = {"arm": arm, "control": arm_names[0]}
+            if (
+                control is None
+                or treat is None
+                or control["impressions"].size < 2
+                or treat["impressions"].size < 2
+            ):
+                comparison["note"] = "not enough units in both arms yet"
+                out["comparisons"].append(comparison)
+                continue
+            lifts = {}
+            for metric, (num, den) in METRICS.items():
+                try:
+                    lifts[metric] = relative_lift_ci(control[num], control[den], treat[num], treat[den])
+                except ValueError as exc:
+                    lifts[metric] = {"note": str(exc)}
+            comparison["lifts"] = lifts
+            comparison["sequential"] = self._sequential(spec, control, treat, msprt_min.get(arm, 1.0))
+            msprt_min[arm] = comparison["sequential"]["p"]
+            comparison["cuped"] = self._cuped(row, control, treat)
+            comparison["guardrails"] = [_guardrail(g, lifts.get(g["metric"], {})) for g in spec["guardrails"]]
+            out["comparisons"].append(comparison)
+        out["guardrails_breached"] = sorted(
+            {
+                g["metric"]
+                for c in out["comparisons"]
+                for g in c.get("guardrails", [])
+                if g["verdict"] == "breached"
+            }
+        )
+        out["trustworthy"] = not srm["flagged"] and not stray
+        if persist and msprt_min != state.get("msprt_min_p"):
+            update_experiment(self.store, name, state={**state, "msprt_min_p": msprt_min})
+        return out
+
+    def _sequential(
+        self, spec: dict[str, Any], control: dict[str, np.ndarray], treat: dict[str, np.ndarray], p_min: float
+    ) -> dict[str, Any]:
+        from shelfwise.evaluation.experiments import ratio_ci
+
+        num, den = METRICS[spec["primary_metric"]]
+        c = ratio_ci(control[num], control[den])
+        t = ratio_ci(treat[num], treat[den])
+        diff = t["value"] - c["value"]
+        variance = t["se"] ** 2 + c["se"] ** 2
+        # the mixture's spread in the metric's units: the expected relative effect × the control's
+        # level (the level is read from control only, never from the difference being tested)
+        tau = max(float(spec["tau_relative"]) * abs(c["value"]), 1e-12)
+        test = MixtureSPRT(tau=tau, alpha=float(spec["alpha"]), p_value=float(p_min))
+        r = (
+            test.update_estimate(float(diff), float(variance))
+            if np.isfinite(variance)
+            else {"p": p_min, "reject": p_min < spec["alpha"], "diff": diff}
+        )
+        return {
+            "metric": spec["primary_metric"],
+            "diff": float(diff),
+            "tau": tau,
+            "p": float(r["p"]),
+            "reject": bool(r["reject"]),
+            "alpha": float(spec["alpha"]),
+        }
+
+    def _cuped(
+        self, row: ExperimentRow, control: dict[str, np.ndarray], treat: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        spec = row.spec
+        days = float(spec.get("cuped_days", 0.0))
+        metric = spec["primary_metric"]
+        if days <= 0:
+            return {"applied": False, "reason": "cuped_days is 0"}
+        event_type, revenue = COVARIATE[metric]
+        units = [str(u) for u in np.concatenate([control["unit"], treat["unit"]])]
+        pre = pre_period_totals(
+            self.store,
+            units,
+            event_type=event_type,
+            since=row.start_ts - int(days * DAY_MS),
+            until=row.start_ts,
+            revenue=revenue,
+        )
+        if not pre:
+            return {"applied": False, "reason": "no shopper in the experiment has pre-period events"}
+        num = NUMERATOR[metric]
+        y = np.concatenate([control[num], treat[num]])
+        x = np.array([pre.get(u, 0.0) for u in units])
+        adjusted, theta = cuped(y, x)
+        n_c = control[num].size
+        ones_c, ones_t = np.ones(n_c), np.ones(y.size - n_c)
+        try:
+            raw = relative_lift_ci(y[:n_c], ones_c, y[n_c:], ones_t)
+            adj = relative_lift_ci(adjusted[:n_c], ones_c, adjusted[n_c:], ones_t)
+        except ValueError as exc:
+            return {"applied": False, "reason": str(exc)}
+        reduction = 1 - float(np.var(adjusted, ddof=1) / np.var(y, ddof=1)) if np.var(y) > 0 else 0.0
+
+        def se_diff(v: np.ndarray) -> float:
+            return float(np.sqrt(np.var(v[:n_c], ddof=1) / n_c + np.var(v[n_c:], ddof=1) / (v.size - n_c)))
+
+        return {
+            "applied": True,
+            "metric": f"{num} per unit",
+            "covariate": f"{event_type} {'revenue' if revenue else 'events'} "
+            f"in the {days:g} days before the start",
+            "theta": theta,
+            "units_with_pre_period": len(pre),
+            "variance_reduction": reduction,
+            "lift": adj,
+            "lift_unadjusted": raw,
+            "diff_se": se_diff(adjusted),
+            "diff_se_unadjusted": se_diff(y),
+        }
+
+
+def _guardrail(g: dict[str, Any], lift: dict[str, Any]) -> dict[str, Any]:
+    """``breached``: significantly worse than control and by more than ``max_drop``; ``ok``: the
+    interval's low end is above ``-max_drop`` (non-inferior); else ``inconclusive``."""
+    out = {"metric": g["metric"], "max_drop": g["max_drop"]}
+    if "lift" not in lift:
+        return {**out, "verdict": "inconclusive", "note": lift.get("note", "no data")}
+    low, high, point = lift["low"], lift["high"], lift["lift"]
+    if high < 0 and point < -g["max_drop"]:
+        verdict = "breached"
+    elif low > -g["max_drop"] or (g["max_drop"] == 0 and low >= 0):
+        verdict = "ok"
+    else:
+        verdict = "inconclusive"
+    return {**out, "verdict": verdict, "lift": point, "low": low, "high": high}

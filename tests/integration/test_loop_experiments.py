@@ -1,0 +1,249 @@
+"""Online experiments over the impression log, on SQLite and PostgreSQL: overlap refusal,
+assignment, status (SRM, lifts, always-valid p, CUPED, guardrails), stop, the release gate, and
+the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from shelfwise.core.ids import answer_id
+from shelfwise.data.schemas import Event, EventType
+from shelfwise.evaluation.attribution import attribute_events
+from shelfwise.evaluation.experiment_service import (
+    Arm,
+    ExperimentError,
+    ExperimentService,
+    ExperimentSpec,
+    Guardrail,
+    traffic_position,
+)
+from shelfwise.registry.gate import experiment_gate
+from shelfwise.registry.versions import GateRefusedError
+from shelfwise.store import Store
+from shelfwise.store.impressions import Impression, log_impressions
+
+T0 = 1_700_000_000_000
+DAY = 86_400_000
+ITEMS = ["85123A", "71053", "84406B", "84029G", "84029E"]
+
+
+def spec(name: str = "ranker-v2", **kw: object) -> ExperimentSpec:
+    fields: dict[str, object] = {
+        "name": name,
+        "placement": "home",
+        "arms": [Arm(name="control", share=0.5, version="v1"), Arm(name="v2", share=0.5, version="v2")],
+        "salt": "s1",
+        "start_ts": T0,
+        "primary_metric": "ctr",
+        "guardrails": [Guardrail(metric="conversion", max_drop=0.05)],
+    }
+    fields.update(kw)
+    return ExperimentSpec(**fields)  # type: ignore[arg-type]
+
+
+def serve(
+    store: Store,
+    svc: ExperimentService,
+    *,
+    users: int,
+    ctr: dict[str, float],
+    seed: int = 0,
+    pre_period: bool = True,
+) -> None:
+    """Serve each user three answers through ``assignment``; clicks at the arm's rate (heavier
+    clickers before the start click more during it, so CUPED has something to use)."""
+    rng = np.random.default_rng(seed)
+    imps, events = [], []
+    for u in range(users):
+        user = f"user-{u}"
+        a = svc.assignment("home", user, now=T0 + 1)
+        assert a is not None
+        taste = rng.gamma(2.0, 0.5)
+        if pre_period:
+            for k in range(rng.poisson(3 * taste)):
+                events.append(
+                    Event(
+                        event_id=f"pre-{u}-{k}",
+                        type=EventType.CLICK,
+                        ts=T0 - DAY - k,
+                        user_id=user,
+                        item_id=ITEMS[k % 5],
+                    )
+                )
+        for visit in range(3):
+            i = Impression(
+                answer_id(T0 + u),
+                "rec",
+                "home",
+                ITEMS,
+                T0 + u * 100 + visit,
+                user_id=user,
+                session_id=f"{user}-{visit}",
+                version=a.version,
+                experiment=a.experiment,
+                arm=a.arm,
+            )
+            imps.append(i)
+            if rng.random() < min(ctr[a.arm] * taste, 1.0):
+                events.append(
+                    Event(
+                        event_id=f"c-{u}-{visit}",
+                        type=EventType.CLICK,
+                        ts=i.ts + 10,
+                        user_id=user,
+                        session_id=f"{user}-{visit}",
+                        item_id=ITEMS[1],
+                        context={"rec_id": i.answer_id, "position": 2},
+                    )
+                )
+    log_impressions(store, imps)
+    store.append_events(events)
+    attribute_events(store, events)
+
+
+def test_overlapping_traffic_on_a_placement_is_refused_with_a_clear_message(store: Store) -> None:
+    svc = ExperimentService(store)
+    svc.create(spec(traffic_from=0.0, traffic_to=0.5))
+    with pytest.raises(ExperimentError) as err:
+        svc.create(spec("other", traffic_from=0.4, traffic_to=1.0))
+    assert "ranker-v2" in str(err.value) and "'home'" in str(err.value) and "[0.4, 1)" in str(err.value)
+    svc.create(spec("disjoint", traffic_from=0.5, traffic_to=1.0))  # the other half is free
+    svc.create(spec("elsewhere", placement="search"))  # another placement
+    with pytest.raises(ExperimentError, match="exists already"):
+        svc.create(spec("disjoint", traffic_from=0.5, traffic_to=1.0))
+    svc.stop("ranker-v2")
+    svc.create(spec("after", traffic_from=0.0, traffic_to=0.5))  # its traffic is free again
+    # assignment respects the slices: a shopper lands in the experiment that owns their position
+    for u in range(200):
+        a = svc.assignment("home", f"user-{u}", now=T0 + 1)
+        assert a is not None
+        assert a.experiment == ("after" if traffic_position(f"user-{u}", "home") < 0.5 else "disjoint")
+    assert svc.assignment("home", None) is None
+    with pytest.raises(ExperimentError, match="already stopped"):
+        svc.stop("ranker-v2")
+
+
+def test_status_reads_srm_lifts_sequential_p_cuped_and_guardrails(store: Store) -> None:
+    svc = ExperimentService(store)
+    svc.create(spec(tau_relative=0.4))  # the mixture's spread near the effect expected
+    serve(store, svc, users=1_500, ctr={"control": 0.10, "v2": 0.16})
+    out = svc.status("ranker-v2")
+    assert out["trustworthy"] and not out["srm"]["flagged"]
+    assert sum(out["srm"]["counts"].values()) == 1_500
+    (c,) = out["comparisons"]
+    lift = c["lifts"]["ctr"]
+    assert lift["low"] > 0 and 0.3 < lift["lift"] < 0.9  # the true lift is 60%
+    assert c["sequential"]["reject"] and c["sequential"]["p"] < 0.05
+    assert c["cuped"]["applied"] and c["cuped"]["variance_reduction"] > 0.05
+    assert c["cuped"]["diff_se"] < c["cuped"]["diff_se_unadjusted"]
+    assert c["guardrails"][0]["metric"] == "conversion"
+    # the always-valid p-value is kept: it never rises between reads
+    assert svc.get("ranker-v2").state["msprt_min_p"]["v2"] == pytest.approx(c["sequential"]["p"])
+    gate = experiment_gate(out, require="win")
+    assert gate.passed, gate.reasons
+    svc.stop("ranker-v2", reason="shipped")
+    assert svc.get("ranker-v2").status == "stopped" and svc.assignment("home", "user-1", now=T0 + 2) is None
+
+
+def test_the_gate_refuses_an_arm_without_a_credible_win(store: Store) -> None:
+    svc = ExperimentService(store)
+    svc.create(spec())
+    serve(store, svc, users=1_000, ctr={"control": 0.1, "v2": 0.1}, pre_period=False)
+    out = svc.status("ranker-v2")
+    assert out["srm"]["counts"]["v2"] > 0
+    c = out["comparisons"][0]
+    assert c["cuped"]["applied"] is False
+    gate = experiment_gate(out, require="win")
+    assert not gate.passed
+    with pytest.raises(GateRefusedError, match="not yet credibly better"):
+        gate.raise_if_refused("v2")
+
+
+def test_srm_flags_a_split_that_lost_shoppers(store: Store) -> None:
+    svc = ExperimentService(store)
+    svc.create(spec())
+    rows = []
+    for u in range(4_000):
+        a = svc.assignment("home", f"user-{u}", now=T0 + 1)
+        assert a is not None
+        if a.arm == "v2" and u % 5 == 0:
+            continue  # a fifth of v2's shoppers never logged (e.g. a client crashing on v2)
+        rows.append(
+            Impression(
+                answer_id(T0),
+                "rec",
+                "home",
+                ITEMS,
+                T0 + u,
+                user_id=f"user-{u}",
+                experiment=a.experiment,
+                arm=a.arm,
+                version=a.version,
+            )
+        )
+    log_impressions(store, rows)
+    out = svc.status("ranker-v2")
+    assert out["srm"]["flagged"] and not out["trustworthy"]
+
+
+def test_cli_create_status_list_stop_and_overlap(store_url: str) -> None:
+    from shelfwise.cli.main import app
+
+    runner = CliRunner()
+    args = [
+        "experiment",
+        "create",
+        "--db",
+        store_url,
+        "--name",
+        "e1",
+        "--placement",
+        "home",
+        "--arm",
+        "control:0.5:v1",
+        "--arm",
+        "v2:0.5:v2",
+        "--guardrail",
+        "conversion:0.02",
+        "--json",
+    ]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["spec"]["arms"][1]["version"] == "v2"
+    r = runner.invoke(app, [*args[:5], "e2", *args[6:]])
+    assert r.exit_code == 2
+    assert (
+        "share traffic with running experiment 'e1'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    )
+    r = runner.invoke(
+        app,
+        [
+            "experiment",
+            "create",
+            "--db",
+            store_url,
+            "--name",
+            "e3",
+            "--placement",
+            "x",
+            "--arm",
+            "a:0.7",
+            "--arm",
+            "b:0.7",
+        ],
+    )
+    assert r.exit_code == 2 and "add up to 1" in r.stderr
+    r = runner.invoke(app, ["experiment", "status", "e1", "--db", store_url, "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["srm"]["n"] == 0 and out["comparisons"][0]["note"].startswith("not enough")
+    r = runner.invoke(app, ["experiment", "list", "--db", store_url, "--json"])
+    assert [e["name"] for e in json.loads(r.stdout)["experiments"]] == ["e1"]
+    r = runner.invoke(app, ["experiment", "stop", "e1", "--db", store_url, "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "stopped"
+    r = runner.invoke(app, ["experiment", "status", "nope", "--db", store_url])
+    assert r.exit_code == 2 and "no experiment named 'nope'" in r.stderr
