@@ -84,6 +84,17 @@ class Store(ABC):
         quarantined neighbours); returns how many were new. Events whose id is already stored are
         skipped: appending is idempotent."""
 
+    @abstractmethod
+    def append_event_rows(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        items: Sequence[Item] = (),
+        quarantine: Sequence[QuarantineRow] = (),
+    ) -> int:
+        """``append_events`` for events already in the store's row form (``EVENT_COLUMNS`` order,
+        context as compact JSON text), as the batch ingest engine builds them: no ``Event`` objects."""
+
     def append_event_groups(self, groups: Sequence[Sequence[Event]]) -> list[int]:
         """Several callers' events at once (group commit); how many of each group were new. A
         backend that can commits them in one transaction; this default stores group by group."""

@@ -23,7 +23,10 @@ from shelfwise.data.quality import EventGate, GateConfig, ItemGate, Rejection, U
 from shelfwise.data.readers import DatasetFormat, ReadOptions
 from shelfwise.data.readers.base import SYNTHETIC_TS, ProgressFn
 from shelfwise.data.schemas import Event, Item
+from shelfwise.data.batch_gate import BatchEventGate
 from shelfwise.store.base import QuarantineRow, Store
+from shelfwise.store.ingest_batch import store_batches
+from shelfwise.store.sql import context_json
 
 
 @dataclass
@@ -136,12 +139,18 @@ def ingest_events(
     unknown_items: str = "create",
     limit: int | None = None,
     on_batch: Callable[[IngestReport], None] | None = None,
+    engine: str | None = None,
 ) -> IngestReport:
     """Read ``path`` as ``fmt`` and store its events; see ``IngestReport``.
 
     ``unknown_items="create"`` adds an item stub (or the facts the event carries) for an item
-    the catalogue lacks; ``"quarantine"`` rejects the event instead.
+    the catalogue lacks; ``"quarantine"`` rejects the event instead. ``engine`` (default
+    ``settings.ingest_engine``): ``"batch"`` checks a chunk of records in columns
+    (``ingest_batch``), ``"rows"`` one record at a time; both store the same thing.
     """
+    engine = engine or settings.ingest_engine
+    if engine not in ("batch", "rows"):
+        raise ValueError(f"unknown ingest engine {engine!r}: batch or rows")
     _check_kind(fmt, "events")
     started = time.perf_counter()
     pseudonymize = Pseudonymizer(settings.resolved_pseudonym_key())
@@ -150,7 +159,27 @@ def ingest_events(
     gate = EventGate(config, pseudonymize, known_items=None if known is None else known.__contains__)
     item_gate = ItemGate(config, pseudonymize)
     activity = UserActivity(settings.bot_actions_per_minute)
-    reader = fmt.read(path, ReadOptions(progress=progress, limit=limit))  # raises before any write
+    opts = ReadOptions(progress=progress, limit=limit)
+    if engine == "batch":
+        names = ("type", "ts", "item_id", "quantity", "price", "currency", "value", "user_id")
+        names += ("session_id", "context", "event_id", *fmt.required)
+        batches = fmt.batches(path, opts, dict.fromkeys(names), settings.ingest_batch_size)
+        head = next(batches, None)  # raises before any write
+        report, tally = _start(store, fmt, "events", path)
+        store_batches(
+            store,
+            _chain([] if head is None else [head], batches),
+            gate=BatchEventGate(gate, context_json=context_json),
+            item_gate=item_gate,
+            activity=activity,
+            erased=set(store.erased_since(0)),
+            report=report,
+            reject=tally.reject,
+            on_batch=on_batch,
+        )
+        return _finish_events(store, report, tally, gate, item_gate, activity, started)
+
+    reader = fmt.read(path, opts)  # raises before any write
     first = next(reader, None)
 
     report, tally = _start(store, fmt, "events", path)
@@ -194,7 +223,18 @@ def ingest_events(
         if len(batch) + len(held) >= settings.ingest_batch_size:
             flush()
     flush()
+    return _finish_events(store, report, tally, gate, item_gate, activity, started)
 
+
+def _finish_events(
+    store: Store,
+    report: IngestReport,
+    tally: _Tally,
+    gate: EventGate,
+    item_gate: ItemGate,
+    activity: UserActivity,
+    started: float,
+) -> IngestReport:
     flags = activity.flagged()
     report.users = store.refresh_users(activity.users, flags=flags)
     report.flagged_users = len(flags)

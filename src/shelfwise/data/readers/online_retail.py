@@ -9,10 +9,22 @@ with no user.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 from pathlib import Path
 
-from shelfwise.data.readers.base import DatasetFormat, Draft, Problem, ReadOptions, Record, TimeSpec, iter_csv
+from shelfwise.data.columnar import per_distinct
+from shelfwise.data.readers.base import (
+    DatasetFormat,
+    Draft,
+    DraftBatch,
+    Problem,
+    ReadOptions,
+    Record,
+    TimeSpec,
+    iter_csv,
+    iter_csv_chunks,
+)
 
 COLUMNS = (
     "InvoiceNo",
@@ -33,42 +45,97 @@ CANCELLATION = "cancellation_to_return"
 
 def read(path: Path, opts: ReadOptions) -> Iterator[Record]:
     for rec in iter_csv(path, opts, required=COLUMNS, what="Online Retail"):
-        if isinstance(rec, Problem):
-            yield rec
-            continue
-        line_no, raw, row = rec
-        code = row["StockCode"].strip()
-        if NON_PRODUCT.match(code):
-            yield Problem(line_no, raw, "item_id", NON_PRODUCT_ITEM, f"{code!r} is a fee or service code")
-            continue
-        invoice = row["InvoiceNo"].strip()
-        quantity = row["Quantity"].strip()
-        notes: tuple[str, ...] = ()
-        event_type = "purchase"
-        if invoice[:1] in ("C", "c"):
-            event_type = "return"
-            notes = (CANCELLATION,)
-            quantity = quantity.removeprefix("-")
-        customer = row["CustomerID"].strip()
-        if customer.endswith(".0"):
-            customer = customer[:-2]
-        description = row["Description"]
-        yield Draft(
-            line_no,
-            raw,
-            {
-                "user_id": customer or None,
-                "session_id": invoice or None,
-                "item_id": code,
-                "type": event_type,
-                "ts": row["InvoiceDate"],
-                "quantity": quantity,
-                "price": row["UnitPrice"],
-                "context": {"country": row["Country"].strip()},
-            },
-            item={"item_id": code, "title": description} if description.strip() else None,
-            notes=notes,
-        )
+        yield rec if isinstance(rec, Problem) else _record(*rec)
+
+
+def _record(line_no: int, raw: str, row: dict[str, str]) -> Record:
+    code = row["StockCode"].strip()
+    if NON_PRODUCT.match(code):
+        return Problem(line_no, raw, "item_id", NON_PRODUCT_ITEM, f"{code!r} is a fee or service code")
+    invoice = row["InvoiceNo"].strip()
+    quantity = row["Quantity"].strip()
+    notes: tuple[str, ...] = ()
+    event_type = "purchase"
+    if invoice[:1] in ("C", "c"):
+        event_type = "return"
+        notes = (CANCELLATION,)
+        quantity = quantity.removeprefix("-")
+    customer = row["CustomerID"].strip()
+    if customer.endswith(".0"):
+        customer = customer[:-2]
+    description = row["Description"]
+    return Draft(
+        line_no,
+        raw,
+        {
+            "user_id": customer or None,
+            "session_id": invoice or None,
+            "item_id": code,
+            "type": event_type,
+            "ts": row["InvoiceDate"],
+            "quantity": quantity,
+            "price": row["UnitPrice"],
+            "context": {"country": row["Country"].strip()},
+        },
+        item={"item_id": code, "title": description} if description.strip() else None,
+        notes=notes,
+    )
+
+
+def read_batches(path: Path, opts: ReadOptions, size: int) -> Iterator[DraftBatch]:
+    """``read`` in columns: each rule above applied once per distinct value of its column (a file
+    repeats its stock codes, invoices, customers and countries on many lines), not once per line."""
+    for names, nums, rows, problems in iter_csv_chunks(path, opts, size, required=COLUMNS, what="Online Retail"):
+        yield _columns(names, nums, rows, problems)
+
+
+def _columns(names: list[str], nums: list[int], rows: list[list[str]], problems: list[Problem]) -> DraftBatch:
+    raw_cols = dict(zip(names, zip(*rows, strict=True), strict=False)) if rows else dict.fromkeys(names, ())
+    codes = per_distinct(str.strip, raw_cols["StockCode"])
+    fee = per_distinct(lambda c: NON_PRODUCT.match(c) is not None, codes)
+    if any(fee):
+        for i in [i for i, f in enumerate(fee) if f]:
+            code = codes[i]
+            detail = f"{code!r} is a fee or service code"
+            problems.append(Problem(nums[i], ",".join(rows[i]), "item_id", NON_PRODUCT_ITEM, detail))
+        keep = [i for i, f in enumerate(fee) if not f]
+        nums = [nums[i] for i in keep]
+        rows = [rows[i] for i in keep]
+        raw_cols = {k: [v[i] for i in keep] for k, v in raw_cols.items()}
+        codes = [codes[i] for i in keep]
+    invoices = per_distinct(str.strip, raw_cols["InvoiceNo"])
+    is_return = per_distinct(lambda inv: inv[:1] in ("C", "c"), invoices)
+    quantities = per_distinct(str.strip, raw_cols["Quantity"])
+    if any(is_return):
+        quantities = [q.removeprefix("-") if r else q for q, r in zip(quantities, is_return, strict=True)]
+    customers = per_distinct(_customer, raw_cols["CustomerID"])
+    contexts = per_distinct(lambda c: {"country": c.strip()}, raw_cols["Country"])  # shared, not copied
+    fields: dict[str, Sequence[Any]] = {
+        "user_id": customers,
+        "session_id": per_distinct(lambda inv: inv or None, invoices),
+        "item_id": codes,
+        "type": ["return" if r else "purchase" for r in is_return],
+        "ts": raw_cols["InvoiceDate"],
+        "quantity": quantities,
+        "price": raw_cols["UnitPrice"],
+        "context": contexts,
+    }
+    notes = [(CANCELLATION,) if r else () for r in is_return]
+
+    def draft(i: int) -> Draft:
+        row = rows[i]
+        rec = _record(nums[i], ",".join(row), dict(zip(names, row, strict=True)))
+        assert isinstance(rec, Draft)  # fee codes were taken out above
+        return rec
+
+    return DraftBatch(line_no=nums, fields=fields, notes=notes, draft=draft, problems=problems)
+
+
+def _customer(value: str) -> str | None:
+    customer = value.strip()
+    if customer.endswith(".0"):
+        customer = customer[:-2]
+    return customer or None
 
 
 FORMAT = DatasetFormat(
@@ -85,4 +152,5 @@ FORMAT = DatasetFormat(
     # every invoice line names its stock code, date, quantity and unit price: a blank one is a hole
     # in the export (a purchase at price NULL would understate revenue), not a guest or a default
     required=("item_id", "type", "ts", "quantity", "price"),
+    read_batches=read_batches,
 )
