@@ -10,16 +10,15 @@ the reference (``--engine rows``); ``tests/integration/test_ingest_engines.py`` 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from shelfwise.core.ids import time_ordered_id
+from shelfwise.core.ids import time_ordered_ids, time_prefix
 from shelfwise.data.columnar import encode, flags, take
-from shelfwise.data.quality import MISSING_FIELD, UNKNOWN_ITEM, ZERO_PRICE, EventGate, Rejection
+from shelfwise.data.quality import UNKNOWN_ITEM, ZERO_PRICE, EventGate, Rejection
 from shelfwise.data.readers.base import SYNTHETIC_TS, DraftBatch
 from shelfwise.data.rules import Violation, require
 from shelfwise.data.schemas import ITEM_EVENT_TYPES, MONEY_EVENT_TYPES
@@ -50,7 +49,7 @@ def _apply(fn: Callable[[Any], Any], distinct: Sequence[Any]) -> tuple[list[Any]
         try:
             out.append(fn(value))
             bad.append(None)
-        except Exception as exc:  # noqa: BLE001 - re-raised below for rows that reach it
+        except Exception as exc:
             out.append(None)
             bad.append(exc)
     return out, bad
@@ -90,6 +89,12 @@ class _Rows:
         return out, codes
 
 
+def _at(column: tuple[Sequence[Any], np.ndarray], rows: np.ndarray) -> list[Any]:
+    """The values of a (distinct values, codes) column at ``rows``, as a list."""
+    distinct, codes = column
+    return take(distinct, codes[rows]).tolist()
+
+
 def _failed(bad: Sequence[BaseException | None], codes: np.ndarray) -> np.ndarray:
     return flags([b is not None for b in bad], codes)
 
@@ -114,17 +119,17 @@ class BatchEventGate:
         rows = _Rows(n)
         for name in g.config.required:  # ``require``, one field at a time, in the format's order
             rows.rule(column(name), lambda v, name=name: require({name: v}, (name,)))
-        type_distinct, type_codes = rows.rule_distinct(column("type"), g.event_type)
-        ts = rows.rule(column("ts"), g.timestamp)
+        types = rows.rule_distinct(column("type"), g.event_type)
+        ts = rows.rule_distinct(column("ts"), g.timestamp)
 
         # item_id: required for product events; the known-items check sits right behind it
         distinct, codes = encode(column("item_id"))
-        must, bad_must = _apply(lambda v: g.ident(v, "item_id", required=True), distinct)
+        _, bad_must = _apply(lambda v: g.ident(v, "item_id", required=True), distinct)
         may, bad_may = _apply(lambda v: g.ident(v, "item_id", required=False), distinct)
-        needs_item = flags([t in ITEM_EVENT_TYPES for t in type_distinct], type_codes)
+        needs_item = flags([t in ITEM_EVENT_TYPES for t in types[0]], types[1])
         bad_item = np.where(needs_item, take(bad_must, codes), take(bad_may, codes))
         rows.fail(np.where(needs_item, _failed(bad_must, codes), _failed(bad_may, codes)), bad_item)
-        item_ids = take(may, codes)
+        item_ids = (may, codes)
         if g.known_items is not None:
             known = g.known_items
             unknown = [
@@ -137,40 +142,36 @@ class BatchEventGate:
         else:
             rows.next += 1
 
-        quantity = rows.rule(column("quantity"), g.quantity)
-        distinct, codes = encode(column("price"))
-        prices_d, bad = _apply(g.price, distinct)
-        rows.fail(_failed(bad, codes), take(bad, codes))
-        price = take(prices_d, codes)
-        zero = flags([p is not None and p == 0 for p in prices_d], codes)
-        money = flags([t in MONEY_EVENT_TYPES for t in type_distinct], type_codes)
-        zero_bad = take(
-            [None if t is None else Violation("price", ZERO_PRICE, f"a {t.value} at price 0") for t in type_distinct],
-            type_codes,
-        )
-        rows.fail(zero & money, zero_bad)
-        has_price = flags([p is not None for p in prices_d], codes)
+        quantity = rows.rule_distinct(column("quantity"), g.quantity)
+        price = rows.rule_distinct(column("price"), g.price)
+        zero = flags([p is not None and p == 0 for p in price[0]], price[1])
+        money = flags([t in MONEY_EVENT_TYPES for t in types[0]], types[1])
+        zero_bad = [
+            None if t is None else Violation("price", ZERO_PRICE, f"a {t.value} at price 0") for t in types[0]
+        ]
+        rows.fail(zero & money, take(zero_bad, types[1]))
+        has_price = flags([p is not None for p in price[0]], price[1])
 
         distinct, codes = encode(column("currency"))
         cur_d, bad = _apply(g.currency, distinct)
         rows.fail(_failed(bad, codes) & has_price, take(bad, codes))
-        currency = np.where(has_price, take(cur_d, codes), None)
+        currency = ([*cur_d, None], np.where(has_price, codes, len(cur_d)))  # no price, no currency
 
-        value = rows.rule(column("value"), g.value)
+        value = rows.rule_distinct(column("value"), g.value)
         distinct, codes = encode(column("user_id"))
         raw_users, bad = _apply(lambda v: g.ident(v, "user_id", required=False), distinct)
         rows.fail(_failed(bad, codes), take(bad, codes))
         guest = flags([u is None for u in raw_users], codes)
         g.stats.guests += int(np.count_nonzero(guest & rows.reached()))
-        users = take([None if u is None else g.pseudonymize(u) for u in raw_users], codes)
+        users = ([None if u is None else g.pseudonymize(u) for u in raw_users], codes)
 
-        session = rows.rule(column("session_id"), lambda v: g.ident(v, "session_id", required=False))
-        distinct, ctx_codes = encode(column("context"))
-        done, bad = _apply(g.context_done, distinct)
-        rows.fail(_failed(bad, ctx_codes), take(bad, ctx_codes))
-        scrubbed = np.fromiter((0 if d is None else d[1] for d in done), dtype=np.int64, count=len(done))
-        g.stats.pii_scrubbed += int(scrubbed[ctx_codes][rows.reached()].sum())
-        given = rows.rule(column("event_id"), lambda v: g.ident(v, "event_id", required=False))
+        session = rows.rule_distinct(column("session_id"), lambda v: g.ident(v, "session_id", required=False))
+        context = rows.rule_distinct(column("context"), g.context_done)
+        scrubbed = np.fromiter(
+            (0 if d is None else d[1] for d in context[0]), dtype=np.int64, count=len(context[0])
+        )
+        g.stats.pii_scrubbed += int(scrubbed[context[1]][rows.reached()].sum())
+        given = rows.rule_distinct(column("event_id"), lambda v: g.ident(v, "event_id", required=False))
 
         self._reject(batch, rows, result)
         ok = np.flatnonzero(rows.reached())
@@ -184,18 +185,39 @@ class BatchEventGate:
                 g.stats.notes[note] += count
         result.paced = flags([SYNTHETIC_TS not in notes for notes in note_d], note_codes)[ok].tolist()
 
-        ctx = [None if d is None else d[0] for d in done]
-        json_d = take([None if c is None else self.context_json(c) for c in ctx], ctx_codes)[ok].tolist()
-        query_d = take([None if c is None else c.get("query") for c in ctx], ctx_codes)[ok].tolist()
-        type_values = take([None if t is None else t.value for t in type_distinct], type_codes)[ok].tolist()
-        cols = [a[ok].tolist() for a in (users, session, item_ids, ts, quantity, price, currency, value, given)]
-        u, s, i, t, q, p, c, v, e = cols
-        event_ids = [
-            e_ or time_ordered_id(t_, u_, s_, i_, y_, q_, p_, v_, k_)
-            for e_, t_, u_, s_, i_, y_, q_, p_, v_, k_ in zip(e, t, u, s, i, type_values, q, p, v, query_d, strict=True)
-        ]
+        ctx = [None if d is None else d[0] for d in context[0]]
+        json_col = ([None if c is None else self.context_json(c) for c in ctx], context[1])
+        query = ([None if c is None else c.get("query") for c in ctx], context[1])
+        type_values = ([None if t is None else t.value for t in types[0]], types[1])
+        parts = (ts, users, session, item_ids, type_values, quantity, price, value, query)
+        # ``time_ordered_id`` of each row, each part's repr taken once per distinct value
+        event_ids = time_ordered_ids(
+            _at(([None if t is None else time_prefix(t) for t in ts[0]], ts[1]), ok),
+            [_at(([repr(v) for v in col[0]], col[1]), ok) for col in parts],
+        )
+        given_ids = _at(given, ok)
+        if any(given_ids):
+            event_ids = [e or made for e, made in zip(given_ids, event_ids, strict=True)]
+        u, s, i, t = (_at(col, ok) for col in (users, session, item_ids, ts))
+        q, p, c, v = (_at(col, ok) for col in (quantity, price, currency, value))
         source = [g.config.source] * len(ok)
-        result.rows = list(zip(event_ids, u, s, i, type_values, t, q, p, c, v, json_d, source, strict=True))
+        result.rows = list(
+            zip(
+                event_ids,
+                u,
+                s,
+                i,
+                _at(type_values, ok),
+                t,
+                q,
+                p,
+                c,
+                v,
+                _at(json_col, ok),
+                source,
+                strict=True,
+            )
+        )
         result.user_ids, result.ts, result.item_ids = u, t, i
         result.positions = ok.tolist()
         return result
@@ -206,4 +228,3 @@ class BatchEventGate:
             if not isinstance(bad, Violation):
                 raise bad  # what the reference would have raised on this record
             result.rejections.append(self.gate.reject(batch.draft(i), bad))
-

@@ -26,12 +26,30 @@ def per_distinct(fn: Callable[[Any], T], values: Sequence[Any]) -> list[T]:
     return list(map(memo.__getitem__, values))
 
 
+class Coded:
+    """A column already dictionary-encoded: row ``i`` holds ``distinct[codes[i]]``. A reader that
+    worked per distinct value hands its columns on like this, and ``encode`` takes them as they are."""
+
+    __slots__ = ("codes", "distinct")
+
+    def __init__(self, distinct: Sequence[Any], codes: np.ndarray) -> None:
+        self.distinct, self.codes = list(distinct), codes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.distinct[self.codes[i]]
+
+
 def encode(values: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
     """(distinct values, code of each row): ``values[i]`` equals ``distinct[codes[i]]``.
 
     Text (with None) is encoded by Arrow; other columns (numbers from JSON, objects) first by
     object identity, then distinct objects are merged by (type, value) where hashable, so ``1``
     and ``True`` stay apart and each unhashable object is its own value."""
+    if isinstance(values, Coded):
+        return values.distinct, values.codes
     if len(values) == 0:
         return [], np.zeros(0, dtype=np.intp)
     try:

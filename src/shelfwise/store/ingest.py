@@ -18,12 +18,12 @@ from shelfwise.core.clock import now_ms
 from shelfwise.core.errors import InputFileError
 from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
+from shelfwise.data.batch_gate import BatchEventGate
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.quality import EventGate, GateConfig, ItemGate, Rejection, UserActivity
 from shelfwise.data.readers import DatasetFormat, ReadOptions
 from shelfwise.data.readers.base import SYNTHETIC_TS, ProgressFn
 from shelfwise.data.schemas import Event, Item
-from shelfwise.data.batch_gate import BatchEventGate
 from shelfwise.store.base import QuarantineRow, Store
 from shelfwise.store.ingest_batch import store_batches
 from shelfwise.store.sql import context_json

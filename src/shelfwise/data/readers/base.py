@@ -9,9 +9,11 @@ A file that is not what it claims raises ``InputFileError`` before yielding anyt
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import os
 import re
@@ -208,10 +210,27 @@ def bad_utf8(text: str) -> bool:
     return not text.isascii() and _SURROGATE.search(text) is not None
 
 
-def open_text(path: Path, opts: ReadOptions) -> IO[str]:
+def open_text(path: Path, opts: ReadOptions, *, errors: str = "surrogateescape") -> IO[str]:
     """Text view of ``path``; bytes that are not UTF-8 survive as surrogates, for ``bad_utf8``."""
     binary = open_binary(path, opts.progress)
-    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors=errors, newline="")
+
+
+class _EscapeCount:
+    """``surrogateescape`` that counts its calls: a reader that saw no bad byte needs no per-row
+    ``bad_utf8`` scan (the handler runs only on bytes that are not UTF-8, so it costs nothing else)."""
+
+    NAME = "shelfwise.count-surrogateescape"
+    calls = 0
+    _escape = codecs.lookup_error("surrogateescape")
+
+    @classmethod
+    def handle(cls, exc: UnicodeError) -> tuple[str, int]:
+        cls.calls += 1
+        return cls._escape(exc)
+
+
+codecs.register_error(_EscapeCount.NAME, _EscapeCount.handle)
 
 
 def _invalid_utf8(line_no: int, text: str) -> Problem:
@@ -333,64 +352,98 @@ def iter_csv_chunks(
     line numbers, rows of the header's width, problems). The same parser and the same rules decide
     what is a record and what is a problem; only the per-row dict and text are left to the caller."""
     csv.field_size_limit(max(opts.field_size_limit, 1024))
-    fh = open_text(path, opts)
+    fh = open_text(path, opts, errors=_EscapeCount.NAME)
     reader = csv.reader(fh, delimiter=delimiter, strict=True)
+    escapes = _EscapeCount.calls  # once it moves (a bad byte here, or in another thread), rows are checked
     try:
         with fh:
             names = _csv_names(reader, path, None, required, delimiter, True, what)
             width = len(names)
             limit = opts.limit
-            count = 0
+            count = 0  # records (rows and problems), as ``iter_csv`` counts them for ``limit``
             nums: list[int] = []
             rows: list[list[str]] = []
             problems: list[Problem] = []
-            done = False
-            while not done:
+            while limit is None or count < limit:
+                room = size - len(rows) - len(problems)
+                if limit is not None:
+                    room = min(room, limit - count)
+                start = reader.line_num
+                chunk: list[list[str]] = []
+                error: csv.Error | None = None
                 try:
-                    for row in reader:
-                        if len(row) == width and (width > 1 or row[0].strip()):
-                            rows.append(row)
-                            nums.append(reader.line_num)
-                        elif not row or (len(row) == 1 and not row[0].strip()):
-                            continue
-                        else:
-                            raw = delimiter.join(row)
-                            if bad_utf8(raw):
-                                problems.append(_invalid_utf8(reader.line_num, raw))
-                            else:
-                                detail = f"{len(row)} fields, expected {width}"
-                                problems.append(Problem(reader.line_num, raw[:RAW_KEEP], None, MALFORMED, detail))
-                        count += 1
-                        if limit is not None and count >= limit:
-                            done = True
-                            break
-                        if len(rows) + len(problems) >= size:
-                            yield names, *_utf8_checked(nums, rows, problems, delimiter)
-                            nums, rows, problems = [], [], []
-                    done = True
+                    chunk.extend(itertools.islice(reader, room))  # the C parser, no Python per row
                 except csv.Error as exc:
-                    reason = FIELD_TOO_LARGE if "field larger" in str(exc) else MALFORMED
-                    problems.append(Problem(reader.line_num, "", None, reason, str(exc)))
-                    count += 1
-                    if limit is not None and count >= limit:
-                        done = True
+                    error = exc
+                if not chunk and error is None:
+                    break  # end of file
+                lines = _line_numbers(chunk, start, reader.line_num, error is not None)
+                before = len(rows) + len(problems)
+                if set(map(len, chunk)) <= {width} and (width > 1 or all(r[0].strip() for r in chunk)):
+                    rows.extend(chunk)
+                    nums.extend(lines)
+                else:
+                    _sort_rows(chunk, lines, width, delimiter, rows, nums, problems)
+                if error is not None:
+                    reason = FIELD_TOO_LARGE if "field larger" in str(error) else MALFORMED
+                    problems.append(Problem(reader.line_num, "", None, reason, str(error)))
+                count += len(rows) + len(problems) - before
+                if len(rows) + len(problems) >= size:
+                    checked = _utf8_checked(nums, rows, problems, delimiter, _EscapeCount.calls != escapes)
+                    yield names, *checked
+                    nums, rows, problems = [], [], []
             if rows or problems:
-                yield names, *_utf8_checked(nums, rows, problems, delimiter)
+                yield names, *_utf8_checked(nums, rows, problems, delimiter, _EscapeCount.calls != escapes)
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise InputFileError(f"{path}: unreadable after line {reader.line_num} ({exc})") from exc
 
 
+def _line_numbers(chunk: list[list[str]], start: int, end: int, cut: bool) -> list[int]:
+    """The line number ``csv.reader`` gives each row of ``chunk`` (its last line), read from line
+    ``start`` to ``end``: consecutive unless a quoted field spans lines (or a bad record followed)."""
+    if not cut and end - start == len(chunk):
+        return list(range(start + 1, end + 1))
+    out: list[int] = []
+    line = start
+    for row in chunk:
+        line += 1
+        for cell in row:
+            if "\n" in cell or "\r" in cell:
+                line += cell.count("\n") + cell.count("\r") - cell.count("\r\n")
+        out.append(line)
+    return out
+
+
+def _sort_rows(
+    chunk: list[list[str]],
+    lines: list[int],
+    width: int,
+    delimiter: str,
+    rows: list[list[str]],
+    nums: list[int],
+    problems: list[Problem],
+) -> None:
+    """``iter_csv``'s per-row rules for a chunk with blank or wrongly sized rows."""
+    for line_no, row in zip(lines, chunk, strict=True):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) == width:
+            rows.append(row)
+            nums.append(line_no)
+            continue
+        raw = delimiter.join(row)
+        if bad_utf8(raw):
+            problems.append(_invalid_utf8(line_no, raw))
+        else:
+            detail = f"{len(row)} fields, expected {width}"
+            problems.append(Problem(line_no, raw[:RAW_KEEP], None, MALFORMED, detail))
+
+
 def _utf8_checked(
-    nums: list[int], rows: list[list[str]], problems: list[Problem], delimiter: str
+    nums: list[int], rows: list[list[str]], problems: list[Problem], delimiter: str, suspect: bool
 ) -> tuple[list[int], list[list[str]], list[Problem]]:
-    """Rows whose bytes were not UTF-8 become problems, as ``iter_csv`` makes them; checked a whole
-    column at a time (one scan of the joined text), row by row only when the column has one."""
-    suspect = False
-    for column in zip(*rows, strict=True) if rows else ():
-        joined = "\x00".join(column)
-        if not joined.isascii() and _SURROGATE.search(joined) is not None:
-            suspect = True
-            break
+    """Rows whose bytes were not UTF-8 become problems, as ``iter_csv`` makes them (only looked
+    for when the decoder met a byte that is not UTF-8: ``suspect``)."""
     if not suspect:
         return nums, rows, problems
     kept_nums: list[int] = []

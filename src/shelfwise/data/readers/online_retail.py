@@ -9,11 +9,13 @@ with no user.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from shelfwise.data.columnar import per_distinct
+import numpy as np
+
+from shelfwise.data.columnar import Coded, encode, flags
 from shelfwise.data.readers.base import (
     DatasetFormat,
     Draft,
@@ -85,50 +87,67 @@ def _record(line_no: int, raw: str, row: dict[str, str]) -> Record:
 def read_batches(path: Path, opts: ReadOptions, size: int) -> Iterator[DraftBatch]:
     """``read`` in columns: each rule above applied once per distinct value of its column (a file
     repeats its stock codes, invoices, customers and countries on many lines), not once per line."""
-    for names, nums, rows, problems in iter_csv_chunks(path, opts, size, required=COLUMNS, what="Online Retail"):
+    for names, nums, rows, problems in iter_csv_chunks(
+        path, opts, size, required=COLUMNS, what="Online Retail"
+    ):
         yield _columns(names, nums, rows, problems)
 
 
 def _columns(names: list[str], nums: list[int], rows: list[list[str]], problems: list[Problem]) -> DraftBatch:
-    raw_cols = dict(zip(names, zip(*rows, strict=True), strict=False)) if rows else dict.fromkeys(names, ())
-    codes = per_distinct(str.strip, raw_cols["StockCode"])
-    fee = per_distinct(lambda c: NON_PRODUCT.match(c) is not None, codes)
-    if any(fee):
-        for i in [i for i, f in enumerate(fee) if f]:
-            code = codes[i]
-            detail = f"{code!r} is a fee or service code"
-            problems.append(Problem(nums[i], ",".join(rows[i]), "item_id", NON_PRODUCT_ITEM, detail))
-        keep = [i for i, f in enumerate(fee) if not f]
-        nums = [nums[i] for i in keep]
-        rows = [rows[i] for i in keep]
-        raw_cols = {k: [v[i] for i in keep] for k, v in raw_cols.items()}
-        codes = [codes[i] for i in keep]
-    invoices = per_distinct(str.strip, raw_cols["InvoiceNo"])
-    is_return = per_distinct(lambda inv: inv[:1] in ("C", "c"), invoices)
-    quantities = per_distinct(str.strip, raw_cols["Quantity"])
-    if any(is_return):
-        quantities = [q.removeprefix("-") if r else q for q, r in zip(quantities, is_return, strict=True)]
-    customers = per_distinct(_customer, raw_cols["CustomerID"])
-    contexts = per_distinct(lambda c: {"country": c.strip()}, raw_cols["Country"])  # shared, not copied
+    raw = dict(zip(names, (encode(col) for col in zip(*rows, strict=True)), strict=False)) if rows else {}
+    if not rows:
+        return DraftBatch(line_no=[], fields={}, notes=[], draft=_no_draft, problems=problems)
+    code_d, code_c = raw["StockCode"]
+    codes = [c.strip() for c in code_d]
+    fee = flags([NON_PRODUCT.match(c) is not None for c in codes], code_c)
+    for i in np.flatnonzero(fee).tolist():
+        detail = f"{codes[code_c[i]]!r} is a fee or service code"
+        problems.append(Problem(nums[i], ",".join(rows[i]), "item_id", NON_PRODUCT_ITEM, detail))
+    kept = np.flatnonzero(~fee)
+
+    def column(name: str, fn: Callable[[str], Any]) -> Coded:
+        distinct, at = raw[name]
+        return Coded([fn(v) for v in distinct], at[kept])
+
+    inv_d, inv_c = raw["InvoiceNo"]
+    invoices = [v.strip() for v in inv_d]
+    is_return = flags([v[:1] in ("C", "c") for v in invoices], inv_c)[kept]
+    returns = is_return.astype(np.intp)
+    qty_d, qty_c = raw["Quantity"]
+    quantities = [v.strip() for v in qty_d]
+    quantity = Coded(
+        [*quantities, *(q.removeprefix("-") for q in quantities)], qty_c[kept] + returns * len(qty_d)
+    )
     fields: dict[str, Sequence[Any]] = {
-        "user_id": customers,
-        "session_id": per_distinct(lambda inv: inv or None, invoices),
-        "item_id": codes,
-        "type": ["return" if r else "purchase" for r in is_return],
-        "ts": raw_cols["InvoiceDate"],
-        "quantity": quantities,
-        "price": raw_cols["UnitPrice"],
-        "context": contexts,
+        "user_id": column("CustomerID", _customer),
+        "session_id": Coded([v or None for v in invoices], inv_c[kept]),
+        "item_id": Coded(codes, code_c[kept]),
+        "type": Coded(["purchase", "return"], returns),
+        "ts": column("InvoiceDate", str),
+        "quantity": quantity,
+        "price": column("UnitPrice", str),
+        "context": column("Country", lambda c: {"country": c.strip()}),  # shared: the gate copies nothing
     }
-    notes = [(CANCELLATION,) if r else () for r in is_return]
+    line_no = [nums[i] for i in kept.tolist()] if len(kept) < len(nums) else nums
 
     def draft(i: int) -> Draft:
-        row = rows[i]
-        rec = _record(nums[i], ",".join(row), dict(zip(names, row, strict=True)))
+        at = int(kept[i])
+        row = rows[at]
+        rec = _record(nums[at], ",".join(row), dict(zip(names, row, strict=True)))
         assert isinstance(rec, Draft)  # fee codes were taken out above
         return rec
 
-    return DraftBatch(line_no=nums, fields=fields, notes=notes, draft=draft, problems=problems)
+    return DraftBatch(
+        line_no=line_no,
+        fields=fields,
+        notes=Coded([(), (CANCELLATION,)], returns),
+        draft=draft,
+        problems=problems,
+    )
+
+
+def _no_draft(i: int) -> Draft:
+    raise IndexError(i)
 
 
 def _customer(value: str) -> str | None:
