@@ -166,17 +166,18 @@ def ingest_events(
         batches = fmt.batches(path, opts, dict.fromkeys(names), settings.ingest_batch_size)
         head = next(batches, None)  # raises before any write
         report, tally = _start(store, fmt, "events", path)
-        store_batches(
-            store,
-            _chain([] if head is None else [head], batches),
-            gate=BatchEventGate(gate, context_json=context_json),
-            item_gate=item_gate,
-            activity=activity,
-            erased=set(store.erased_since(0)),
-            report=report,
-            reject=tally.reject,
-            on_batch=on_batch,
-        )
+        with store.bulk_loading():
+            store_batches(
+                store,
+                _chain([] if head is None else [head], batches),
+                gate=BatchEventGate(gate, context_json=context_json),
+                item_gate=item_gate,
+                activity=activity,
+                erased=set(store.erased_since(0)),
+                report=report,
+                reject=tally.reject,
+                on_batch=on_batch,
+            )
         return _finish_events(store, report, tally, gate, item_gate, activity, started)
 
     reader = fmt.read(path, opts)  # raises before any write
