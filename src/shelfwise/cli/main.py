@@ -132,6 +132,7 @@ def _ingest(
     limit: int | None,
     generic: dict[str, Any],
     unknown_items: str = "create",
+    engine: str | None = None,
 ) -> None:
     with _user_errors():
         from shelfwise.data.readers import get_format
@@ -147,7 +148,14 @@ def _ingest(
         with _store(db) as store, bytes_bar(f"ingest {fmt.name}") as progress:
             if kind == "events":
                 report = ingest_events(
-                    store, path, fmt, settings, progress=progress, unknown_items=unknown_items, limit=limit
+                    store,
+                    path,
+                    fmt,
+                    settings,
+                    progress=progress,
+                    unknown_items=unknown_items,
+                    limit=limit,
+                    engine=engine,
                 )
             else:
                 report = ingest_items(store, path, fmt, settings, progress=progress, limit=limit)
@@ -211,6 +219,14 @@ def _mapped_format(fmt: Any, kind: str, given: dict[str, Any]) -> Any:
 PathArg = Annotated[Path, typer.Argument(help="file to read (.gz is read directly)")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="format name; see `shelfwise datasets`")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="read only the first N records")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="batch: check records a chunk at a time in columns (default, SHELFWISE_INGEST_ENGINE);"
+        " rows: one at a time (the reference; same results, slower)",
+    ),
+]
 MapOpt = Annotated[list[str] | None, typer.Option("--map", help="generic formats: FIELD=COLUMN, repeatable")]
 TsUnitOpt = Annotated[str | None, typer.Option("--ts-unit", help="generic formats: iso, s or ms")]
 TzOpt = Annotated[str | None, typer.Option("--tz", help="generic formats: zone of times without one")]
@@ -241,6 +257,7 @@ def ingest_events_cmd(
     as_json: JsonOption = False,
     unknown_items: UnknownItemsOpt = "create",
     limit: LimitOpt = None,
+    engine: EngineOpt = None,
     mapping: MapOpt = None,
     ts_unit: TsUnitOpt = None,
     tz: TzOpt = None,
@@ -255,6 +272,8 @@ def ingest_events_cmd(
     """Ingest shopper events (views, carts, purchases, returns, searches…)."""
     if unknown_items not in ("create", "quarantine"):
         _fail("--unknown-items must be create or quarantine", 2)
+    if engine not in (None, "batch", "rows"):
+        _fail("--engine must be batch or rows", 2)
     generic = {
         "map": mapping,
         "ts_unit": ts_unit,
@@ -264,7 +283,17 @@ def ingest_events_cmd(
         "required": require,
         "event_type": event_type,
     }
-    _ingest("events", path, fmt, db, as_json, limit=limit, generic=generic, unknown_items=unknown_items)
+    _ingest(
+        "events",
+        path,
+        fmt,
+        db,
+        as_json,
+        limit=limit,
+        generic=generic,
+        unknown_items=unknown_items,
+        engine=engine,
+    )
 
 
 @ingest_app.command("items")
