@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RETAIL = ROOT / "data" / "online_retail" / "online_retail.csv.gz"
 PG_ADMIN = "postgresql://127.0.0.1:5432/test"
 NAIVE_N = 20_000
-RATIO_REPEATS = 5
+RATIO_REPEATS = 3
 KEY = "benchmark-pseudonym-key-0123456789"
 
 

@@ -94,9 +94,11 @@ def read_batches(path: Path, opts: ReadOptions, size: int) -> Iterator[DraftBatc
 
 
 def _columns(names: list[str], nums: list[int], rows: list[list[str]], problems: list[Problem]) -> DraftBatch:
-    raw = dict(zip(names, (encode(col) for col in zip(*rows, strict=True)), strict=False)) if rows else {}
     if not rows:
         return DraftBatch(line_no=[], fields={}, notes=[], draft=_no_draft, problems=problems)
+    # every column the gate reads (the description is only read back for a new item's stub)
+    columns = zip(names, zip(*rows, strict=True), strict=True)
+    raw = {n: encode(col) for n, col in columns if n != "Description"}
     code_d, code_c = raw["StockCode"]
     codes = [c.strip() for c in code_d]
     fee = flags([NON_PRODUCT.match(c) is not None for c in codes], code_c)
