@@ -10,6 +10,7 @@ the reference (``--engine rows``); ``tests/integration/test_ingest_engines.py`` 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,10 @@ class _Rows:
         return out, codes
 
 
+def _require(name: str, value: Any) -> None:
+    require({name: value}, (name,))
+
+
 def _at(column: tuple[Sequence[Any], np.ndarray], rows: np.ndarray) -> list[Any]:
     """The values of a (distinct values, codes) column at ``rows``, as a list."""
     distinct, codes = column
@@ -118,7 +123,7 @@ class BatchEventGate:
 
         rows = _Rows(n)
         for name in g.config.required:  # ``require``, one field at a time, in the format's order
-            rows.rule(column(name), lambda v, name=name: require({name: v}, (name,)))
+            rows.rule(column(name), functools.partial(_require, name))
         types = rows.rule_distinct(column("type"), g.event_type)
         ts = rows.rule_distinct(column("ts"), g.timestamp)
 

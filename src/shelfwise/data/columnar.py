@@ -26,7 +26,7 @@ def per_distinct(fn: Callable[[Any], T], values: Sequence[Any]) -> list[T]:
     return list(map(memo.__getitem__, values))
 
 
-class Coded:
+class Coded(Sequence[Any]):
     """A column already dictionary-encoded: row ``i`` holds ``distinct[codes[i]]``. A reader that
     worked per distinct value hands its columns on like this, and ``encode`` takes them as they are."""
 
@@ -38,7 +38,9 @@ class Coded:
     def __len__(self) -> int:
         return len(self.codes)
 
-    def __getitem__(self, i: int) -> Any:
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self.distinct[c] for c in self.codes[i].tolist()]
         return self.distinct[self.codes[i]]
 
 

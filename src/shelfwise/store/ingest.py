@@ -161,8 +161,8 @@ def ingest_events(
     activity = UserActivity(settings.bot_actions_per_minute)
     opts = ReadOptions(progress=progress, limit=limit)
     if engine == "batch":
-        names = ("type", "ts", "item_id", "quantity", "price", "currency", "value", "user_id")
-        names += ("session_id", "context", "event_id", *fmt.required)
+        names: tuple[str, ...] = ("type", "ts", "item_id", "quantity", "price", "currency", "value")
+        names += ("user_id", "session_id", "context", "event_id", *fmt.required)
         batches = fmt.batches(path, opts, dict.fromkeys(names), settings.ingest_batch_size)
         head = next(batches, None)  # raises before any write
         report, tally = _start(store, fmt, "events", path)

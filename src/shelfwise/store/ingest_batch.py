@@ -72,7 +72,8 @@ def _loop(
         if erased and rows:
             keep = [k for k, u in enumerate(users) if u not in erased]
             report.erased += len(rows) - len(keep)
-            rows, users, ts, item_ids = ([col[k] for k in keep] for col in (rows, users, ts, item_ids))
+            rows = [rows[k] for k in keep]
+            users, ts, item_ids = [users[k] for k in keep], [ts[k] for k in keep], [item_ids[k] for k in keep]
             paced, positions = [paced[k] for k in keep], [positions[k] for k in keep]
         activity.observe_many(users, ts, paced)
         new_items = []

@@ -227,7 +227,8 @@ class _EscapeCount:
     @classmethod
     def handle(cls, exc: UnicodeError) -> tuple[str, int]:
         cls.calls += 1
-        return cls._escape(exc)
+        text, at = cls._escape(exc)
+        return str(text), at
 
 
 codecs.register_error(_EscapeCount.NAME, _EscapeCount.handle)
