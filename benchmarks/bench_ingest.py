@@ -21,6 +21,7 @@ Each phase runs in a fresh process so its peak memory (ru_maxrss) is its own. Fi
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import time
@@ -281,6 +282,12 @@ def run() -> dict[str, Any]:
         figures["sqlite_rows_engine"] = _in_child(phase_ours, sqlite("rows_engine"), tmp, "rows")
         with _PgDatabase() as url:
             figures["postgres_batch_engine"] = _in_child(phase_ours, url, tmp, "batch")
+        if os.environ.get("SHELFWISE_INGEST_BENCH") == "headline":  # the ratio section only
+            note = (
+                "(This run measured the headline only, `SHELFWISE_INGEST_BENCH=headline`: the bulk, naive, "
+                "backup and reader phases were not re-run; their last figures are in git history.)"
+            )
+            return {"name": "ingest", "figures": figures, "table": f"{_headline(figures)}\n\n{note}"}
         figures["sqlite_bulk_all"] = _in_child(phase_bulk, sqlite("bulk"), None)
         figures["sqlite_bulk_first"] = _in_child(phase_bulk, sqlite("bulk_first"), NAIVE_N)
         figures["sqlite_naive_commit_each"] = _in_child(phase_naive, sqlite("naive1"), NAIVE_N, True)
@@ -311,19 +318,7 @@ def run() -> dict[str, Any]:
     return {"name": "ingest", "figures": figures, "table": _table(figures)}
 
 
-def _table(f: dict[str, Any]) -> str:
-    def row(label: str, key: str, note: str = "") -> str:
-        x = f[key]
-        rate = x.get("events_per_s") or x.get("records_per_s")
-        n = x.get("events") or x.get("records")
-        cpu = f"{x['events_per_cpu_s']:,}" if "events_per_cpu_s" in x else ""
-        return (
-            f"| {label} | {n:,} | {x['seconds']:.2f} | {rate:,} | {cpu} | {x.get('peak_mb', '')} | {note} |"
-        )
-
-    s_ratio = f["sqlite_bulk_first"]["events_per_s"] / f["sqlite_naive_commit_each"]["events_per_s"]
-    p_ratio = f["postgres_bulk_first"]["events_per_s"] / f["postgres_naive_commit_each"]["events_per_s"]
-    e2e, pe2e = f["sqlite_end_to_end"], f["postgres_end_to_end"]
+def _headline(f: dict[str, Any]) -> str:
     ratio, rows_engine, pg_batch = f["ratio"], f["sqlite_rows_engine"], f["postgres_batch_engine"]
     n = ratio["records"]
     lines = [
@@ -347,6 +342,25 @@ def _table(f: dict[str, Any]) -> str:
         f"| shelfwise ingest, batch engine, PostgreSQL (COPY), once | {round(n / pg_batch['seconds']):,} | "
         f"{pg_batch['seconds']:.2f} | {pg_batch['cpu_seconds']:.2f} (client only) | "
         f"{(n / pg_batch['seconds']) / ratio['peer_rows_per_s']:.3f} |",
+    ]
+    return "\n".join(lines)
+
+
+def _table(f: dict[str, Any]) -> str:
+    def row(label: str, key: str, note: str = "") -> str:
+        x = f[key]
+        rate = x.get("events_per_s") or x.get("records_per_s")
+        n = x.get("events") or x.get("records")
+        cpu = f"{x['events_per_cpu_s']:,}" if "events_per_cpu_s" in x else ""
+        return (
+            f"| {label} | {n:,} | {x['seconds']:.2f} | {rate:,} | {cpu} | {x.get('peak_mb', '')} | {note} |"
+        )
+
+    s_ratio = f["sqlite_bulk_first"]["events_per_s"] / f["sqlite_naive_commit_each"]["events_per_s"]
+    p_ratio = f["postgres_bulk_first"]["events_per_s"] / f["postgres_naive_commit_each"]["events_per_s"]
+    e2e, pe2e = f["sqlite_end_to_end"], f["postgres_end_to_end"]
+    lines = [
+        _headline(f),
         "",
         "| phase | events | seconds | per second | per CPU second | peak MB | note |",
         "|---|---:|---:|---:|---:|---:|---|",
