@@ -78,6 +78,7 @@ def _ingest(
     generic: dict[str, Any],
     unknown_items: str = "create",
     engine: str = "local",
+    method: str | None = None,
 ) -> None:
     with user_errors():
         from shelfwise.data.readers import get_format
@@ -114,6 +115,7 @@ def _ingest(
                     unknown_items=unknown_items,
                     limit=limit,
                     mapper=mapper,
+                    engine=method,
                 )
             else:
                 report = ingest_items(store, path, fmt, settings, progress=progress, limit=limit)
@@ -177,6 +179,14 @@ def _mapped_format(fmt: Any, kind: str, given: dict[str, Any]) -> Any:
 PathArg = Annotated[Path, typer.Argument(help="file to read (.gz is read directly)")]
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="format name; see `shelfwise datasets`")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="read only the first N records")]
+MethodOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--method",
+        help="batch: check records a chunk at a time in columns (default, SHELFWISE_INGEST_ENGINE);"
+        " rows: one at a time (the reference; same results, slower)",
+    ),
+]
 MapOpt = Annotated[list[str] | None, typer.Option("--map", help="generic formats: FIELD=COLUMN, repeatable")]
 TsUnitOpt = Annotated[str | None, typer.Option("--ts-unit", help="generic formats: iso, s or ms")]
 TzOpt = Annotated[str | None, typer.Option("--tz", help="generic formats: zone of times without one")]
@@ -207,6 +217,7 @@ def ingest_events_cmd(
     as_json: JsonOption = False,
     unknown_items: UnknownItemsOpt = "create",
     limit: LimitOpt = None,
+    method: MethodOpt = None,
     mapping: MapOpt = None,
     ts_unit: TsUnitOpt = None,
     tz: TzOpt = None,
@@ -224,6 +235,8 @@ def ingest_events_cmd(
     """Ingest shopper events (views, carts, purchases, returns, searches…)."""
     if unknown_items not in ("create", "quarantine"):
         fail("--unknown-items must be create or quarantine", 2)
+    if method not in (None, "batch", "rows"):
+        fail("--method must be batch or rows", 2)
     generic = {
         "map": mapping,
         "ts_unit": ts_unit,
@@ -243,6 +256,7 @@ def ingest_events_cmd(
         generic=generic,
         unknown_items=unknown_items,
         engine=engine,
+        method=method,
     )
 
 

@@ -70,4 +70,3 @@ class BackupError(ShelfwiseError):
     """A backup is missing, corrupt, or does not match what was restored."""
 
     exit_code = 4
-

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         30, ge=1, description="distinct-second actions in any 60 s window above which a user is flagged"
     )
     ingest_batch_size: int = Field(20_000, ge=1)
+    ingest_engine: Literal["batch", "rows"] = Field(
+        "batch",
+        description="events ingest: batch checks columns a chunk at a time; rows is the record-by-record"
+        " reference (same results, slower)",
+    )
     max_text_length: int = Field(20_000, ge=100, description="longer free-text fields are quarantined")
     annotate_items: bool = Field(
         True,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
@@ -21,7 +21,15 @@ from shelfwise.data.normalize import category_path, clean_id, clean_text, curren
 from shelfwise.data.privacy import Pseudonymizer, scrub_pii
 from shelfwise.data.readers.base import Draft, Problem, TimeSpec
 from shelfwise.data.rules import Violation, clean_nested, require
-from shelfwise.data.schemas import ID_MAX, ITEM_EVENT_TYPES, MONEY_EVENT_TYPES, Event, Item, parse_event_type
+from shelfwise.data.schemas import (
+    ID_MAX,
+    ITEM_EVENT_TYPES,
+    MONEY_EVENT_TYPES,
+    Event,
+    EventType,
+    Item,
+    parse_event_type,
+)
 
 # Reasons, once. The quality report groups by these.
 MISSING_FIELD = "missing_field"
@@ -232,8 +240,15 @@ class _Common:
     def context(self, value: Any, name: str = "context") -> dict[str, Any]:
         """A free-form object (an event's context, an item's attributes), checked at every depth
         (``rules.clean_nested``): nested texts are scrubbed and size-limited too."""
+        done = self.context_done(value, name)
+        self.stats.pii_scrubbed += done[1]
+        return dict(done[0])  # a copy: each event owns its context
+
+    def context_done(self, value: Any, name: str = "context") -> tuple[dict[str, Any], int]:
+        """``context`` without its side effects: the cleaned object (shared: do not change it) and
+        how many contact details were scrubbed from it."""
         if value is None or value == "":
-            return {}
+            return {}, 0
         if isinstance(value, str):
             try:
                 value = json.loads(value)
@@ -252,8 +267,7 @@ class _Common:
                 if len(self._contexts) >= _MEMO_SIZE:
                     self._contexts.clear()
                 self._contexts[key] = done
-        self.stats.pii_scrubbed += done[1]
-        return dict(done[0])  # a copy: each event owns its context
+        return done
 
     def _clean_text(self, raw: str) -> tuple[str, int]:
         done = self._texts.get(raw)
@@ -290,22 +304,17 @@ class EventGate(_Common):
     def _event(self, f: dict[str, Any]) -> Event:
         if self.config.required:
             require(f, self.config.required)
-        raw_type = f.get("type")
-        if _blank(raw_type):
-            raise _Bad("type", MISSING_FIELD, "empty")
-        event_type = parse_event_type(str(raw_type))
-        if event_type is None:
-            raise _Bad("type", UNKNOWN_EVENT_TYPE, f"{str(raw_type)[:40]!r}")
+        event_type = self.event_type(f.get("type"))
         ts = self.timestamp(f.get("ts"))
         item_id = self.ident(f.get("item_id"), "item_id", required=event_type in ITEM_EVENT_TYPES)
         if item_id is not None and self.known_items is not None and not self.known_items(item_id):
             raise _Bad("item_id", UNKNOWN_ITEM, f"{item_id!r} is not in the catalogue")
-        quantity = self._quantity(f.get("quantity"))
+        quantity = self.quantity(f.get("quantity"))
         price = self.price(f.get("price"))
         if price == 0 and event_type in MONEY_EVENT_TYPES:
             raise _Bad("price", ZERO_PRICE, f"a {event_type.value} at price 0")
         currency = self.currency(f.get("currency")) if price is not None else None
-        value = None if _blank(f.get("value")) else _number(f.get("value"), "value")
+        value = self.value(f.get("value"))
         raw_user = self.ident(f.get("user_id"), "user_id", required=False)
         if raw_user is None:
             self.stats.guests += 1
@@ -331,7 +340,20 @@ class EventGate(_Common):
             source=self.config.source,
         )
 
-    def _quantity(self, value: Any) -> int:
+    @staticmethod
+    def event_type(raw_type: Any) -> EventType:
+        if _blank(raw_type):
+            raise _Bad("type", MISSING_FIELD, "empty")
+        event_type = parse_event_type(str(raw_type))
+        if event_type is None:
+            raise _Bad("type", UNKNOWN_EVENT_TYPE, f"{str(raw_type)[:40]!r}")
+        return event_type
+
+    @staticmethod
+    def value(raw: Any) -> float | None:
+        return None if _blank(raw) else _number(raw, "value")
+
+    def quantity(self, value: Any) -> int:
         if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 7:  # fast path
             if value.strip("0"):
                 return int(value)
@@ -453,6 +475,13 @@ class UserActivity:
             window.popleft()
         if len(window) > pace.peak:
             pace.peak = len(window)
+
+    def observe_many(self, user_ids: Iterable[str | None], ts: Iterable[int], paced: Iterable[bool]) -> None:
+        """``observe`` for each event with a user, in order (guests are skipped)."""
+        observe = self.observe
+        for user_id, t, p in zip(user_ids, ts, paced, strict=True):
+            if user_id is not None:
+                observe(user_id, t, paced=p)
 
     def flagged(self) -> dict[str, str]:
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,23 @@ class Store(ABC):
         """Store new events in one transaction (with their inline items, filled not replaced, and any
         quarantined neighbours); returns how many were new. Events whose id is already stored are
         skipped: appending is idempotent."""
+
+    @abstractmethod
+    def append_event_rows(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        items: Sequence[Item] = (),
+        quarantine: Sequence[QuarantineRow] = (),
+    ) -> int:
+        """``append_events`` for events already in the store's row form (``EVENT_COLUMNS`` order,
+        context as compact JSON text), as the batch ingest engine builds them: no ``Event`` objects."""
+
+    @contextlib.contextmanager
+    def bulk_loading(self) -> Iterator[None]:
+        """Around a large ingest: a backend may defer work it can do faster once at the end
+        (SQLite builds the events indexes after a first load). Results are the same either way."""
+        yield
 
     def append_event_groups(self, groups: Sequence[Sequence[Event]]) -> list[int]:
         """Several callers' events at once (group commit); how many of each group were new. A

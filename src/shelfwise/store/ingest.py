@@ -19,12 +19,15 @@ from shelfwise.core.errors import InputFileError
 from shelfwise.core.logging import get_logger
 from shelfwise.core.parallel import Mapper, local_map
 from shelfwise.core.settings import Settings
+from shelfwise.data.batch_gate import BatchEventGate
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.quality import EventGate, GateConfig, GateStats, ItemGate, Rejection, UserActivity
 from shelfwise.data.readers import DatasetFormat, ReadOptions
 from shelfwise.data.readers.base import SYNTHETIC_TS, ProgressFn
 from shelfwise.data.schemas import Event, Item
 from shelfwise.store.base import QuarantineRow, Store
+from shelfwise.store.ingest_batch import store_batches
+from shelfwise.store.sql import context_json
 
 
 @dataclass
@@ -139,14 +142,23 @@ def ingest_events(
     limit: int | None = None,
     on_batch: Callable[[IngestReport], None] | None = None,
     mapper: Mapper = local_map,
+    engine: str | None = None,
 ) -> IngestReport:
     """Read ``path`` as ``fmt`` and store its events; see ``IngestReport``. ``mapper`` runs the
     quality gate over batches of records (in-process by default; ``shelfwise.distributed`` runs
     them as Ray tasks): the stored events and the report are the same either way.
 
     ``unknown_items="create"`` adds an item stub (or the facts the event carries) for an item
-    the catalogue lacks; ``"quarantine"`` rejects the event instead.
+    the catalogue lacks; ``"quarantine"`` rejects the event instead. ``engine`` (default
+    ``settings.ingest_engine``): ``"batch"`` checks a chunk of records in columns
+    (``ingest_batch``), ``"rows"`` one record at a time; both store the same thing. A ``mapper``
+    other than the in-process one runs the rows engine's gate batches on it.
     """
+    engine = engine or settings.ingest_engine
+    if mapper is not local_map:
+        engine = "rows"
+    if engine not in ("batch", "rows"):
+        raise ValueError(f"unknown ingest engine {engine!r}: batch or rows")
     _check_kind(fmt, "events")
     started = time.perf_counter()
     pseudonymize = Pseudonymizer(settings.resolved_pseudonym_key())
@@ -155,7 +167,30 @@ def ingest_events(
     gate = EventGate(config, pseudonymize, known_items=None if known is None else known.__contains__)
     item_gate = ItemGate(config, pseudonymize)
     activity = UserActivity(settings.bot_actions_per_minute)
-    reader = fmt.read(path, ReadOptions(progress=progress, limit=limit))  # raises before any write
+    opts = ReadOptions(progress=progress, limit=limit)
+    if engine == "batch":
+        names: tuple[str, ...] = ("type", "ts", "item_id", "quantity", "price", "currency", "value")
+        names += ("user_id", "session_id", "context", "event_id", *fmt.required)
+        batches = fmt.batches(path, opts, dict.fromkeys(names), settings.ingest_batch_size)
+        head = next(batches, None)  # raises before any write
+        report, tally = _start(store, fmt, "events", path)
+        with store.bulk_loading():
+            touched = store_batches(
+                store,
+                _chain([] if head is None else [head], batches),
+                gate=BatchEventGate(gate, context_json=context_json),
+                item_gate=item_gate,
+                activity=activity,
+                erased=set(store.erased_since(0)),
+                report=report,
+                reject=tally.reject,
+                on_batch=on_batch,
+            )
+        return _finish_events(
+            store, report, tally, gate.stats, item_gate, activity, started, touched, settings
+        )
+
+    reader = fmt.read(path, opts)  # raises before any write
     first = next(reader, None)
 
     report, tally = _start(store, fmt, "events", path)
@@ -204,8 +239,21 @@ def ingest_events(
             if len(batch) + len(held) >= settings.ingest_batch_size:
                 flush()
     flush()
-    report.catalogue_facts = _complete(store, items_seen, settings)
+    return _finish_events(store, report, tally, counted, item_gate, activity, started, items_seen, settings)
 
+
+def _finish_events(
+    store: Store,
+    report: IngestReport,
+    tally: _Tally,
+    counted: GateStats,
+    item_gate: ItemGate,
+    activity: UserActivity,
+    started: float,
+    items: set[str],
+    settings: Settings,
+) -> IngestReport:
+    report.catalogue_facts = _complete(store, items, settings)
     flags = activity.flagged()
     report.users = store.refresh_users(activity.users, flags=flags)
     report.flagged_users = len(flags)

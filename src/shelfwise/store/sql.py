@@ -213,6 +213,32 @@ class SqlStore(Store):
                 self._add_quarantine(conn, quarantine)
         return inserted
 
+    def append_event_rows(
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        items: Sequence[Item] = (),
+        quarantine: Sequence[QuarantineRow] = (),
+    ) -> int:
+        with self.engine.begin() as conn:
+            self.lock_against_erasure(conn)
+            named = {r[1] for r in rows if r[1] is not None}
+            named.update(r.user_id for r in quarantine if r.user_id is not None)
+            if named and conn.execute(sa.select(erased_users.c.user_id).limit(1)).first() is not None:
+                erased = self._erased_among(conn, named)
+                if erased:
+                    kept = [r for r in rows if r[1] not in erased]
+                    kept_q = [r for r in quarantine if r.user_id not in erased]
+                    self.erased_refused += len(rows) - len(kept) + len(quarantine) - len(kept_q)
+                    log.warning("refused records of erased shoppers", shoppers=len(erased))
+                    rows, quarantine = kept, kept_q
+            if items:
+                self._upsert_items(conn, items, replace=False)
+            inserted = self.bulk_insert_events(conn, list(rows)) if rows else 0
+            if quarantine:
+                self._add_quarantine(conn, quarantine)
+        return inserted
+
     def append_event_groups(self, groups: Sequence[Sequence[Event]]) -> list[int]:
         with self.engine.begin() as conn:  # one transaction, one commit for every group
             self.lock_against_erasure(conn)

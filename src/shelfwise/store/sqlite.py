@@ -6,6 +6,8 @@ process (what a ``kill -9`` during ingest does); only a power cut can lose the l
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,32 @@ class SqliteStore(SqlStore):
     def bulk_insert_events(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> int:
         result = conn.exec_driver_sql(_INSERT, rows)
         return int(result.rowcount)
+
+    def migrate(self) -> None:
+        super().migrate()
+        # an initial load that was killed before it rebuilt its indexes (``bulk_loading``) left
+        # the events table without them: build them now (a no-op when they are there)
+        with self.engine.begin() as conn:
+            for index in events.indexes:
+                index.create(conn, checkfirst=True)
+
+    @contextlib.contextmanager
+    def bulk_loading(self) -> Iterator[None]:
+        """Into an empty events table, insert without the secondary indexes and build them once at
+        the end (a sort, not half a million B-tree insertions: about 2 s less CPU on Online Retail).
+        A table that holds events already keeps its indexes: readers may be using them."""
+        with self.engine.begin() as conn:
+            empty = conn.exec_driver_sql("SELECT 1 FROM events LIMIT 1").first() is None
+            if empty:
+                for index in events.indexes:
+                    index.drop(conn, checkfirst=True)
+        try:
+            yield
+        finally:
+            if empty:
+                with self.engine.begin() as conn:
+                    for index in events.indexes:
+                        index.create(conn, checkfirst=True)
 
     def lock_against_erasure(self, conn: sa.Connection, *, exclusive: bool = False) -> None:
         # SQLite has one writer at a time: a write that matches no row still takes the write lock

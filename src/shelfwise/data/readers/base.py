@@ -9,14 +9,16 @@ A file that is not what it claims raises ``InputFileError`` before yielding anyt
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -76,6 +78,53 @@ class ReadOptions:
 Record = Draft | Problem
 
 
+@dataclass(slots=True)
+class DraftBatch:
+    """A chunk of event records in columns, for the batch ingest engine.
+
+    ``fields`` maps each shelfwise field name the gate reads to one value per draft (None where the
+    draft lacks it); ``draft(i)`` rebuilds the i-th record exactly as the format's row-by-row reader
+    yields it (quarantine keeps its fields, inline catalogue facts come from it), so only the few
+    records that need it are ever built. ``problems`` are the chunk's records that could not be parsed.
+    """
+
+    line_no: list[int]
+    fields: dict[str, Sequence[Any]]
+    notes: Sequence[tuple[str, ...]]
+    draft: Callable[[int], Draft]
+    problems: list[Problem]
+
+    def __len__(self) -> int:
+        return len(self.line_no)
+
+
+def draft_batches(records: Iterable[Record], names: Iterable[str], size: int) -> Iterator[DraftBatch]:
+    """Any reader's records, ``size`` at a time, as ``DraftBatch`` columns of ``names``."""
+    wanted = tuple(names)
+    drafts: list[Draft] = []
+    problems: list[Problem] = []
+    for rec in records:
+        if isinstance(rec, Problem):
+            problems.append(rec)
+        else:
+            drafts.append(rec)
+        if len(drafts) + len(problems) >= size:
+            yield _batch_of(drafts, problems, wanted)
+            drafts, problems = [], []
+    if drafts or problems:
+        yield _batch_of(drafts, problems, wanted)
+
+
+def _batch_of(drafts: list[Draft], problems: list[Problem], names: tuple[str, ...]) -> DraftBatch:
+    return DraftBatch(
+        line_no=[d.line_no for d in drafts],
+        fields={n: [d.fields.get(n) for d in drafts] for n in names},
+        notes=[d.notes for d in drafts],
+        draft=drafts.__getitem__,
+        problems=problems,
+    )
+
+
 @dataclass(frozen=True)
 class DatasetFormat:
     """A named format ``shelfwise ingest --format NAME`` understands."""
@@ -96,6 +145,15 @@ class DatasetFormat:
     # shelfwise fields every record of this format fills: the quality gate refuses a record with one
     # of them blank (``missing_field``) instead of storing a hole (``shelfwise.data.rules.require``)
     required: tuple[str, ...] = ()
+    # optional columnar reader for the batch ingest engine: (path, options, chunk size) → batches that
+    # hold exactly the records ``read`` yields; formats without one are chunked from ``read``
+    read_batches: Callable[[Path, ReadOptions, int], Iterator[DraftBatch]] | None = None
+
+    def batches(self, path: Path, opts: ReadOptions, names: Iterable[str], size: int) -> Iterator[DraftBatch]:
+        """The file's records as ``DraftBatch`` chunks of about ``size`` records."""
+        if self.read_batches is not None:
+            return self.read_batches(path, opts, size)
+        return draft_batches(self.read(path, opts), names, size)
 
 
 # --- opening files -----------------------------------------------------------------------------
@@ -152,10 +210,28 @@ def bad_utf8(text: str) -> bool:
     return not text.isascii() and _SURROGATE.search(text) is not None
 
 
-def open_text(path: Path, opts: ReadOptions) -> IO[str]:
+def open_text(path: Path, opts: ReadOptions, *, errors: str = "surrogateescape") -> IO[str]:
     """Text view of ``path``; bytes that are not UTF-8 survive as surrogates, for ``bad_utf8``."""
     binary = open_binary(path, opts.progress)
-    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors=errors, newline="")
+
+
+class _EscapeCount:
+    """``surrogateescape`` that counts its calls: a reader that saw no bad byte needs no per-row
+    ``bad_utf8`` scan (the handler runs only on bytes that are not UTF-8, so it costs nothing else)."""
+
+    NAME = "shelfwise.count-surrogateescape"
+    calls = 0
+    _escape = codecs.lookup_error("surrogateescape")
+
+    @classmethod
+    def handle(cls, exc: UnicodeError) -> tuple[str, int]:
+        cls.calls += 1
+        text, at = cls._escape(exc)
+        return str(text), at
+
+
+codecs.register_error(_EscapeCount.NAME, _EscapeCount.handle)
 
 
 def _invalid_utf8(line_no: int, text: str) -> Problem:
@@ -198,23 +274,7 @@ def iter_csv(
     reader = csv.reader(fh, delimiter=delimiter, strict=True)
     try:
         with fh:
-            names = list(columns or ())
-            if header:
-                first = _first_row(reader, path, what)
-                if bad_utf8("".join(first)):
-                    raise InputFileError(
-                        f"{path}: not a valid {what} file (its first line is not UTF-8 text)"
-                    )
-                names = [name.strip().lstrip("\ufeff") for name in first]  # spreadsheet BOMs
-                missing = [c for c in required if c not in names]
-                if missing:
-                    found = delimiter.join(first)[:120]
-                    raise InputFileError(
-                        f"{path}: not a valid {what} file: header lacks {', '.join(missing)} "
-                        f"(found {found!r})"
-                    )
-            elif not names:
-                raise ValueError("columns are required when header=False")
+            names = _csv_names(reader, path, columns, required, delimiter, header, what)
             width = len(names)
             count = 0
             while True:
@@ -249,6 +309,154 @@ def iter_csv(
                     return
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise InputFileError(f"{path}: unreadable after line {reader.line_num} ({exc})") from exc
+
+
+def _csv_names(
+    reader: Any,
+    path: Path,
+    columns: Iterable[str] | None,
+    required: Iterable[str],
+    delimiter: str,
+    header: bool,
+    what: str,
+) -> list[str]:
+    names = list(columns or ())
+    if header:
+        first = _first_row(reader, path, what)
+        if bad_utf8("".join(first)):
+            raise InputFileError(f"{path}: not a valid {what} file (its first line is not UTF-8 text)")
+        names = [name.strip().lstrip("\ufeff") for name in first]  # spreadsheet BOMs
+        missing = [c for c in required if c not in names]
+        if missing:
+            found = delimiter.join(first)[:120]
+            raise InputFileError(
+                f"{path}: not a valid {what} file: header lacks {', '.join(missing)} (found {found!r})"
+            )
+    elif not names:
+        raise ValueError("columns are required when header=False")
+    return names
+
+
+CsvChunk = tuple[list[str], list[int], list[list[str]], list[Problem]]
+
+
+def iter_csv_chunks(
+    path: Path,
+    opts: ReadOptions,
+    size: int,
+    *,
+    required: Iterable[str] = (),
+    delimiter: str = ",",
+    what: str = "CSV",
+) -> Iterator[CsvChunk]:
+    """``iter_csv`` for the batch engine: the same records, ``size`` at a time, as (column names,
+    line numbers, rows of the header's width, problems). The same parser and the same rules decide
+    what is a record and what is a problem; only the per-row dict and text are left to the caller."""
+    csv.field_size_limit(max(opts.field_size_limit, 1024))
+    fh = open_text(path, opts, errors=_EscapeCount.NAME)
+    reader = csv.reader(fh, delimiter=delimiter, strict=True)
+    escapes = _EscapeCount.calls  # once it moves (a bad byte here, or in another thread), rows are checked
+    try:
+        with fh:
+            names = _csv_names(reader, path, None, required, delimiter, True, what)
+            width = len(names)
+            limit = opts.limit
+            count = 0  # records (rows and problems), as ``iter_csv`` counts them for ``limit``
+            nums: list[int] = []
+            rows: list[list[str]] = []
+            problems: list[Problem] = []
+            while limit is None or count < limit:
+                room = size - len(rows) - len(problems)
+                if limit is not None:
+                    room = min(room, limit - count)
+                start = reader.line_num
+                chunk: list[list[str]] = []
+                error: csv.Error | None = None
+                try:
+                    chunk.extend(itertools.islice(reader, room))  # the C parser, no Python per row
+                except csv.Error as exc:
+                    error = exc
+                if not chunk and error is None:
+                    break  # end of file
+                lines = _line_numbers(chunk, start, reader.line_num, error is not None)
+                before = len(rows) + len(problems)
+                if set(map(len, chunk)) <= {width} and (width > 1 or all(r[0].strip() for r in chunk)):
+                    rows.extend(chunk)
+                    nums.extend(lines)
+                else:
+                    _sort_rows(chunk, lines, width, delimiter, rows, nums, problems)
+                if error is not None:
+                    reason = FIELD_TOO_LARGE if "field larger" in str(error) else MALFORMED
+                    problems.append(Problem(reader.line_num, "", None, reason, str(error)))
+                count += len(rows) + len(problems) - before
+                if len(rows) + len(problems) >= size:
+                    checked = _utf8_checked(nums, rows, problems, delimiter, _EscapeCount.calls != escapes)
+                    yield names, *checked
+                    nums, rows, problems = [], [], []
+            if rows or problems:
+                yield names, *_utf8_checked(nums, rows, problems, delimiter, _EscapeCount.calls != escapes)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise InputFileError(f"{path}: unreadable after line {reader.line_num} ({exc})") from exc
+
+
+def _line_numbers(chunk: list[list[str]], start: int, end: int, cut: bool) -> list[int]:
+    """The line number ``csv.reader`` gives each row of ``chunk`` (its last line), read from line
+    ``start`` to ``end``: consecutive unless a quoted field spans lines (or a bad record followed)."""
+    if not cut and end - start == len(chunk):
+        return list(range(start + 1, end + 1))
+    out: list[int] = []
+    line = start
+    for row in chunk:
+        line += 1
+        for cell in row:
+            if "\n" in cell or "\r" in cell:
+                line += cell.count("\n") + cell.count("\r") - cell.count("\r\n")
+        out.append(line)
+    return out
+
+
+def _sort_rows(
+    chunk: list[list[str]],
+    lines: list[int],
+    width: int,
+    delimiter: str,
+    rows: list[list[str]],
+    nums: list[int],
+    problems: list[Problem],
+) -> None:
+    """``iter_csv``'s per-row rules for a chunk with blank or wrongly sized rows."""
+    for line_no, row in zip(lines, chunk, strict=True):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) == width:
+            rows.append(row)
+            nums.append(line_no)
+            continue
+        raw = delimiter.join(row)
+        if bad_utf8(raw):
+            problems.append(_invalid_utf8(line_no, raw))
+        else:
+            detail = f"{len(row)} fields, expected {width}"
+            problems.append(Problem(line_no, raw[:RAW_KEEP], None, MALFORMED, detail))
+
+
+def _utf8_checked(
+    nums: list[int], rows: list[list[str]], problems: list[Problem], delimiter: str, suspect: bool
+) -> tuple[list[int], list[list[str]], list[Problem]]:
+    """Rows whose bytes were not UTF-8 become problems, as ``iter_csv`` makes them (only looked
+    for when the decoder met a byte that is not UTF-8: ``suspect``)."""
+    if not suspect:
+        return nums, rows, problems
+    kept_nums: list[int] = []
+    kept: list[list[str]] = []
+    for line_no, row in zip(nums, rows, strict=True):
+        raw = delimiter.join(row)
+        if bad_utf8(raw):
+            problems.append(_invalid_utf8(line_no, raw))
+        else:
+            kept_nums.append(line_no)
+            kept.append(row)
+    return kept_nums, kept, problems
 
 
 def _first_row(reader: Any, path: Path, what: str) -> list[str]:
