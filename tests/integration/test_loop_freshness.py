@@ -78,7 +78,17 @@ def test_models_drift_and_retrain_commands(tmp_path: Path, retail_slice: Path) -
     assert second["action"] == "activated" and second["gate"]["candidate"] == pytest.approx(
         second["gate"]["active"]
     )
-    skipped = run("models", "retrain", "--if-drift", "--window-days", "0.5", "--json", cwd=tmp_path)
+    skipped = run(
+        "models",
+        "retrain",
+        "--model",
+        "popular",
+        "--if-drift",
+        "--window-days",
+        "0.5",
+        "--json",
+        cwd=tmp_path,
+    )
     out = json.loads(skipped.stdout)
     assert out["action"] in ("skipped", "activated", "kept")
     assert out["action"] != "skipped" or out["drift_alerts"] == []
