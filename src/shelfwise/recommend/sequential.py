@@ -335,6 +335,7 @@ class SASRecRecommender(Recommender):
         params = list(net.parameters())
         # the moving average of the weights is what gets validated and kept (Polyak averaging)
         ema = [p.detach().clone() for p in params] if cfg.ema else None
+        steps = 0
         for epoch in range(cfg.epochs):
             net.train()
             total, n = 0.0, 0
@@ -347,7 +348,10 @@ class SASRecRecommender(Recommender):
                 with torch.no_grad():
                     net.items.weight[PAD].zero_()
                     if ema is not None:
-                        torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - cfg.ema)
+                        # a short memory while there are few steps (else the random start lingers)
+                        steps += 1
+                        decay = min(cfg.ema, (1 + steps) / (10 + steps))
+                        torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
                 total += float(loss.detach()) * len(batch)
                 n += len(batch)
             # the budget counts CPU time per thread, not wall time: on a shared machine the neighbours'
