@@ -84,7 +84,9 @@ def test_gated_blocks_learn_what_only_attention_can_see(trained: SASRecRecommend
 
 def test_save_load_round_trip_keeps_every_score(tmp_path: Path) -> None:
     seqs = _interleaved(60, 8, seed=2)
-    model = make_model("sasrec", hidden=16, blocks=2, epochs=2, valid_users=0, threads=1, negatives=8)
+    model = make_model(
+        "sasrec", layer="ligr", ema=0.9, hidden=16, blocks=2, epochs=2, valid_users=0, threads=1, negatives=8
+    )
     model.fit(_dataset(seqs))
     model.save(tmp_path)
     loaded = SASRecRecommender.load(tmp_path)
