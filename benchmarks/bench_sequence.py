@@ -1,0 +1,161 @@
+"""Sequence models: the served ``sasrec`` default (classic block) against eSASRec-style blocks, leave-one-out,
+full ranking over every item, training items excluded.
+
+- Amazon Beauty 5-core (research-only; read from ../shared/data): the *in-sample* set: the defaults were
+  chosen here, once. The acceptance anchor is the tuned SASRec + sampled softmax of the eSASRec paper
+  (arXiv 2508.06450, Beauty leave-one-out: NDCG@10 0.0531, R@10 0.0921); the goal is ≥ 1.05× that.
+- Online Retail purchases (vendored, CC BY 4.0) and the REES46 sample (../shared/data): *out-of-sample*,
+  the very same defaults, never tuned there.
+- RecBole's SASRec on the Beauty split: not re-run here (about 380 s per epoch on this machine). The row
+  is read from ``results/recommend.json``, made on the identical ``leave_one_out`` split; it says when it
+  was measured and whether it converged.
+
+Each model is fitted with two torch threads (both cores); every fit runs under
+``flock /tmp/shelfwise-bench.lock`` when started through ``make bench``/the command below, so no two
+benches share the cores. Wall time and process CPU time of ``fit`` are both reported: the machine is
+shared, and CPU seconds are the steadier figure.
+
+    flock /tmp/shelfwise-bench.lock .venv/bin/python -m benchmarks.run sequence
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SHELFWISE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+BEAUTY = SHARED / "amazon_beauty" / "Beauty.txt"
+REES46 = SHARED / "rees46_sample" / "events.csv"
+RETAIL = ROOT / "data" / "online_retail" / "online_retail.csv.gz"
+ANCHOR = {"ndcg@10": 0.0531, "recall@10": 0.0921}  # tuned SASRec+SS, eSASRec paper, Beauty LOO
+GOAL = 1.05
+
+# the served default (the classic block), and eSASRec-style blocks with weight averaging
+MODELS: list[tuple[str, dict[str, Any]]] = [
+    ("sasrec (default: classic block)", {"model": "sasrec"}),
+    ("sasrec eSASRec-style (layer=ligr, ema=0.995)", {"model": "sasrec", "layer": "ligr", "ema": 0.995}),
+]
+THREADS = 2
+
+
+def _log(msg: str) -> None:
+    print(f"  {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def _datasets() -> list[tuple[str, str, Any]]:
+    from shelfwise.features.dataset import Dataset
+
+    out: list[tuple[str, str, Any]] = []
+    if BEAUTY.is_file():
+        out.append(
+            ("Amazon Beauty", "in-sample (defaults chosen here)", Dataset.from_file(BEAUTY, "amazon-beauty"))
+        )
+    retail = Dataset.from_file(RETAIL, "online-retail")
+    out.append(("Online Retail purchases", "out-of-sample", retail.select(retail.type_mask(["purchase"]))))
+    if REES46.is_file():
+        out.append(("REES46 sample (all events)", "out-of-sample", Dataset.from_file(REES46, "rees46")))
+    return out
+
+
+def _fit(split: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    from shelfwise.evaluation.ranking import evaluate
+    from shelfwise.recommend import model_from_config
+
+    model = model_from_config({**cfg, "threads": THREADS})
+    cpu, wall = time.process_time(), time.perf_counter()
+    model.fit(split.train)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    metrics = evaluate(model, split).metrics
+    log = getattr(model, "fit_log", [])
+    return {
+        "ndcg@10": metrics["ndcg@10"],
+        "hr@10": metrics["recall@10"],  # one held-out item per user: recall@10 is the hit rate
+        "ndcg@20": metrics["ndcg@20"],
+        "train_seconds": round(wall, 1),
+        "train_cpu_seconds": round(cpu, 1),
+        "epochs": len(log),
+        "config": model.config.model_dump(),
+    }
+
+
+def _recbole_row() -> dict[str, Any] | None:
+    path = ROOT / "benchmarks" / "results" / "recommend.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    peer = data.get("recbole", {})
+    comparable = peer.get("comparable")
+    if not comparable:
+        return None
+    converged = (
+        "converged" if peer.get("converged") else f"not converged: {peer.get('epochs')} epochs, time budget"
+    )
+    return {
+        "dataset": "Amazon Beauty",
+        "sample": "in-sample (split identical)",
+        "model": f"peer: RecBole 1.2.1 SASRec, its defaults ({converged}; reused from recommend bench "
+        f"of {data.get('measured_at', '?')}, same leave_one_out split)",
+        "ndcg@10": comparable["ndcg@10"],
+        "hr@10": comparable["recall@10"],
+        "train_seconds": peer.get("train_seconds"),
+        "train_cpu_seconds": None,
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cols = ["dataset", "sample", "model", "NDCG@10", "HR@10", "train s (wall)", "train s (CPU)", "epochs"]
+    keys = ["dataset", "sample", "model", "ndcg@10", "hr@10", "train_seconds", "train_cpu_seconds", "epochs"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r.get(k)
+            cells.append("" if v is None else f"{v:.4f}" if k in ("ndcg@10", "hr@10") else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run() -> dict[str, Any]:
+    os.environ.setdefault("SHELFWISE_PROGRESS", "0")
+    from shelfwise.features.splits import leave_one_out
+
+    rows: list[dict[str, Any]] = []
+    sets = {}
+    for name, sample, ds in _datasets():
+        split = leave_one_out(ds)
+        sets[name] = {"users_evaluated": int(split.test.nnz), "items": ds.n_items, "events": len(ds)}
+        for label, cfg in MODELS:
+            _log(f"{name}: {label}")
+            row = {"dataset": name, "sample": sample, "model": label, **_fit(split, cfg)}
+            _log(f"  ndcg@10={row['ndcg@10']:.4f} hr@10={row['hr@10']:.4f} {row['train_seconds']} s")
+            rows.append(row)
+    peer = _recbole_row()
+    if peer:
+        rows.append(peer)
+    result: dict[str, Any] = {"name": "sequence", "datasets": sets, "rows": rows, "anchor": ANCHOR}
+    notes = [
+        "Leave-one-out (last event of each user held out), full ranking over every item, training items "
+        "excluded; HR@10 = recall@10 (one held-out item per user). Two torch threads; the machine is shared "
+        "with other work, so wall seconds vary with its load and CPU seconds are the steadier figure.",
+    ]
+    beauty = [r for r in rows if r["dataset"] == "Amazon Beauty" and r["model"].startswith("sasrec (default")]
+    if beauty:
+        ratio = beauty[0]["ndcg@10"] / ANCHOR["ndcg@10"]
+        result["beauty_vs_anchor"] = {"ndcg@10_ratio": ratio, "goal": GOAL, "met": ratio >= GOAL}
+        notes.append(
+            "Beauty, served default vs the tuned SASRec+SS anchor "
+            f"(NDCG@10 {ANCHOR['ndcg@10']}, eSASRec paper): "
+            f"**{ratio:.3f}×** (goal ≥ {GOAL}×: {'met' if ratio >= GOAL else 'NOT met'}); training "
+            f"{beauty[0]['train_seconds']} s wall, {beauty[0]['train_cpu_seconds']} CPU s (budget 300 s)."
+        )
+    result["table"] = "\n\n".join([_table(rows), *notes])
+    return result
+
+
+if __name__ == "__main__":
+    print(run()["table"])
