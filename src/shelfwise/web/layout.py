@@ -45,7 +45,8 @@ def render(
         .render(
             title=title,
             here=here,
-            scripts=("dom.js", *scripts) if scripts else (),
+            # header.js: the search box's autocomplete, on every page with scripts
+            scripts=("dom.js", "header.js", *scripts) if scripts else (),
             nav=NAV,
             session=session,
             **values,
