@@ -85,12 +85,12 @@ def test_a_pin_and_a_blocked_brand_hold_on_the_page_within_a_second(site: tuple[
     shown = [e.get_attribute("data-item") for e in page.locator("#recs .item").all()]
     pinned, branded = shown[-1], shown[0]
     item = page.request.get(f"{base}/v1/items/{branded}").json()
-    body = {k: item[k] for k in ("title", "category", "price", "currency", "attributes")}
+    body = {k: item[k] for k in ("title", "category", "price", "currency")}
     assert page.request.put(f"{base}/v1/items/{branded}", data={**body, "brand": "Acme"}, headers=ADMIN).ok
     rules = {
         "rules": [
-            {"kind": "pin", "item_id": pinned, "position": 2, "label": "hero"},
-            {"kind": "block", "brands": ["acme"], "label": "no acme"},
+            {"kind": "pin", "item_id": pinned, "position": 2, "name": "hero"},
+            {"kind": "block", "brands": ["acme"], "name": "no acme"},
         ]
     }
     saved = page.request.put(f"{base}/v1/placements/home/rules", data=rules, headers=ADMIN)

@@ -132,7 +132,9 @@ class SearchOut(BaseModel):
         None, description="why the answer is not what was asked (e.g. not personalised)"
     )
     redirect: str | None = Field(None, description="the shop redirects this query to this address")
-    notes: list[str] = Field(default_factory=list, description="merchandising notes: query rules, pins not applied")
+    notes: list[str] = Field(
+        default_factory=list, description="merchandising notes: query rules, pins not applied"
+    )
     fallback: bool = Field(False, description="the rules would have left no results: shown without them")
     synonyms: list[str] = Field(default_factory=list, description="the shop's synonyms searched as well")
     took_ms: float

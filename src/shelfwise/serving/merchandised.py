@@ -107,9 +107,7 @@ def merchandise(
     if result is None:
         if len(answer.items) <= k:
             return answer
-        return replace(
-            answer, items=answer.items[:k], scores=answer.scores[:k], reasons=answer.reasons[:k]
-        )
+        return replace(answer, items=answer.items[:k], scores=answer.scores[:k], reasons=answer.reasons[:k])
     return replace(
         answer,
         items=[p.item_id for p in result.items],

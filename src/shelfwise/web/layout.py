@@ -15,6 +15,7 @@ NAV = (
     ("/cart", "Cart"),
     ("/analytics/", "Analytics"),
     ("/ops", "Operations"),
+    ("/merchant", "Merchandising"),
 )
 
 

@@ -80,7 +80,9 @@ async def search(
     for i, pair in enumerate(attribute or []):
         name, sep, value = pair.partition(":")
         if not sep or not name.strip() or not value.strip():
-            raise HTTPException(422, detail=invalid(f"query.attribute.{i}", "expected name:value, e.g. colour:red"))
+            raise HTTPException(
+                422, detail=invalid(f"query.attribute.{i}", "expected name:value, e.g. colour:red")
+            )
         if name.strip() not in ATTRIBUTE_FACETS:
             raise HTTPException(
                 422,
