@@ -97,8 +97,8 @@ def test_finding_3_a_script_in_the_catalogue_shows_as_text_on_every_page(
         card = page.locator(f"#results .item[data-item='{ITEM}']")
         card.wait_for()
         assert title in card.locator("a").text_content()
-        assert brand in card.locator(".note").text_content()
-        assert category in card.locator(".note").text_content()
+        assert brand in card.locator(".meta").text_content()
+        assert category in card.locator(".meta").text_content()
         no_markup_ran("search")
         # the brand facet lists the brand as text, and filtering by it works
         page.locator("#facets a.facet", has_text="onerror").first.click()

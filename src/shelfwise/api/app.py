@@ -148,7 +148,16 @@ def create_app(
 ) -> FastAPI:
     """The service over the store at ``store_url`` and the registry under ``registry_root``."""
     from shelfwise.api import openapi
-    from shelfwise.api.routes import admin, events, health, items, recommendations, search, users
+    from shelfwise.api.routes import (
+        admin,
+        events,
+        health,
+        items,
+        placements,
+        recommendations,
+        search,
+        users,
+    )
 
     services = build_services(
         settings,
@@ -175,7 +184,7 @@ def create_app(
     app.state.services = services
     _error_handlers(app)
     openapi.install(app)
-    for routes in (recommendations, search, events, items, users, admin, health):
+    for routes in (recommendations, search, events, items, placements, users, admin, health):
         app.include_router(routes.router)
     from shelfwise import web
 

@@ -78,6 +78,7 @@ def _needs(role: Role) -> Any:
     return Depends(dependency)
 
 
+Read = _needs(Role.READ)
 Write = _needs(Role.WRITE)
 Admin = _needs(Role.ADMIN)
 

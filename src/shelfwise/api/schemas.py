@@ -61,6 +61,8 @@ class RecommendedItem(BaseModel):
     category: str | None = None
     brand: str | None = None
     price: float | None = None
+    currency: str | None = None
+    available: bool | None = None
 
 
 class Skipped(BaseModel):
@@ -81,6 +83,11 @@ class RecommendationsOut(BaseModel):
     scenario: str | None = None
     items: list[RecommendedItem]
     skipped: list[Skipped] = Field(default_factory=list, description="stages that failed or had nothing")
+    placement: str | None = Field(None, description="the placement whose merchandising rules shaped the list")
+    fallback: bool = Field(
+        False, description="the placement's rules would have left no items: the list is shown without them"
+    )
+    notes: list[str] = Field(default_factory=list, description="what the rules could not do, and why")
 
 
 class CartIn(Strict):
@@ -104,7 +111,9 @@ class SearchHitOut(BaseModel):
     category: str | None = None
     brand: str | None = None
     price: float | None = None
+    currency: str | None = None
     available: bool = True
+    attributes: dict[str, Any] = Field(default_factory=dict, description="product type, colour, size…")
 
 
 class SearchOut(BaseModel):
@@ -122,6 +131,12 @@ class SearchOut(BaseModel):
     notice: str | None = Field(
         None, description="why the answer is not what was asked (e.g. not personalised)"
     )
+    redirect: str | None = Field(None, description="the shop redirects this query to this address")
+    notes: list[str] = Field(
+        default_factory=list, description="merchandising notes: query rules, pins not applied"
+    )
+    fallback: bool = Field(False, description="the rules would have left no results: shown without them")
+    synonyms: list[str] = Field(default_factory=list, description="the shop's synonyms searched as well")
     took_ms: float
 
 

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     model_timeout_ms: int = Field(250, ge=1, description="a model slower than this falls back")
     cache_size: int = Field(50_000, ge=0, description="per-user result cache entries (0: no cache)")
     cache_ttl_seconds: int = Field(600, ge=1)
+    merch_refresh_seconds: float = Field(
+        0.5, ge=0, le=60, description="how often a worker checks the store for saved merchandising rules"
+    )
     session_items: int = Field(50, ge=1, description="recent items kept per shopper for real-time recs")
     session_ttl_seconds: int = Field(86_400, ge=60)
     serve_model: str = Field(

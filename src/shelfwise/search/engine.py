@@ -498,8 +498,10 @@ class SearchEngine:
         user: UserAffinity | None = None,
         facets: bool = True,
         vector: np.ndarray | None = None,
+        expansions: Sequence[str] = (),
     ) -> SearchResult:
-        """The top ``k`` items for ``query``; ``vector`` skips encoding when the caller has it."""
+        """The top ``k`` items for ``query``; ``vector`` skips encoding when the caller has it;
+        ``expansions``: more text to match as well (the shop's synonyms, managed at run time)."""
         started = time.perf_counter()
         if mode not in MODES:
             raise SearchError(f"unknown search mode {mode!r}", hint=f"one of {', '.join(MODES)}")
@@ -508,6 +510,7 @@ class SearchEngine:
         if not self.config.dense and mode in ("dense", "hybrid", "rrf"):
             raise SearchError(f"mode {mode!r} needs the semantic index", hint="build with dense=True")
         parsed = self.understanding.parse(query)
+        parsed.expansions.extend(e for e in expansions if e not in parsed.expansions)
         mask, applied = self._filter_mask(parsed, filters)
         wants_all = sort != "relevance" or facets
         depth = max(k, self.config.candidates if wants_all or user or mode == "ltr" else k)

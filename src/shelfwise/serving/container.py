@@ -24,6 +24,7 @@ from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.quality import EventGate, GateConfig
+from shelfwise.merchandising.service import Merchandising
 from shelfwise.registry.versions import ModelRegistry, RegistryError
 from shelfwise.search.engine import SearchEngine
 from shelfwise.search.personal import UserAffinity
@@ -63,6 +64,7 @@ class Services:
     search: SearchEngine | None
     search_version: str  # the search index version answering (registry/indexes.py)
     catalogue: CatalogueFollower
+    merch: Merchandising  # placements, their rules and the shop's search settings (store-backed)
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
     search_mode: str = "bm25"  # the mode of that version: bm25, hybrid or ltr
     search_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -172,6 +174,7 @@ def build_services(
             metrics=metrics,
             offset=offset,
         ),
+        merch=Merchandising(store, refresh_seconds=settings.merch_refresh_seconds),
     )
     services.erased = set(store.erased_since(0))
     live.on_erasure.append(lambda: _after_erasure_elsewhere(services))

@@ -46,6 +46,9 @@ class Answer:
     model_version: str
     role: str = "active"
     skipped: list[dict[str, str]] = field(default_factory=list)
+    placement: str | None = None  # whose merchandising rules shaped it (``serving.merchandised``)
+    fallback: bool = False  # the rules would have emptied the list: shown without them
+    notes: list[str] = field(default_factory=list)  # what the rules could not do, and why
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,9 @@ class Answer:
             "model_version": self.model_version,
             "role": self.role,
             "skipped": self.skipped,
+            "placement": self.placement,
+            "fallback": self.fallback,
+            "notes": self.notes,
         }
 
 

@@ -45,5 +45,10 @@ def mount(app: Any, services: Any) -> None:
         demo_users=getattr(settings, "demo_users", ()),
         security_headers=False,  # the API's Guard adds them
     )
+    merch = getattr(services, "merch", None)
+    if merch is not None:
+        from shelfwise.web.merchant import mount_merchant
+
+        mount_merchant(app, merch)
     # the app's lifespan runs these when the server stops
     app.state.closers = [*getattr(app.state, "closers", []), dashboard.close]

@@ -15,6 +15,7 @@ NAV = (
     ("/cart", "Cart"),
     ("/analytics/", "Analytics"),
     ("/ops", "Operations"),
+    ("/merchant", "Merchandising"),
 )
 
 
@@ -45,7 +46,8 @@ def render(
         .render(
             title=title,
             here=here,
-            scripts=("dom.js", *scripts) if scripts else (),
+            # header.js: the search box's autocomplete, on every page with scripts
+            scripts=("dom.js", "header.js", *scripts) if scripts else (),
             nav=NAV,
             session=session,
             **values,

@@ -36,6 +36,7 @@ from shelfwise.api.schemas import (
 from shelfwise.recommend.base import Filters
 from shelfwise.serving.container import Services
 from shelfwise.serving.deployment import Deployment
+from shelfwise.serving.merchandised import PLACEMENT_OF, merchandise, pool_size
 from shelfwise.serving.recommending import Answer
 from shelfwise.serving.recommending import Request as RecRequest
 
@@ -65,6 +66,8 @@ def _out(svc: Services, answer: Answer, *, cached: bool = False, **extra: Any) -
                 "category": getattr(facts, "category", None),
                 "brand": getattr(facts, "brand", None),
                 "price": getattr(facts, "price", None),
+                "currency": getattr(facts, "currency", None),
+                "available": getattr(facts, "available", None),
             }
         )
     return {
@@ -77,7 +80,20 @@ def _out(svc: Services, answer: Answer, *, cached: bool = False, **extra: Any) -
         "scenario": extra.get("scenario"),
         "items": items,
         "skipped": [{"stage": str(s["stage"]), "cause": str(s["cause"])} for s in answer.skipped],
+        "placement": answer.placement,
+        "fallback": answer.fallback,
+        "notes": answer.notes,
     }
+
+
+def _shaped(svc: Services, answer: Answer, placement: str, k: int) -> Answer:
+    """The answer after its placement's merchandising rules (pins, blocks, boosts…), cut to ``k``."""
+    get = svc.search.get if svc.search is not None else None
+    return merchandise(svc.merch, answer, placement=PLACEMENT_OF.get(placement, placement), k=k, get=get)
+
+
+def _pool(svc: Services, placement: str, k: int) -> int:
+    return pool_size(svc.merch, PLACEMENT_OF.get(placement, placement), k)
 
 
 class RecommendationsQuery(BaseModel):
@@ -116,7 +132,7 @@ async def user_recommendations(
     pseudo = shopper(svc, user_id)
     req = RecRequest(
         user_id=pseudo,
-        k=k,
+        k=_pool(svc, scenario, k),
         scenario=scenario,
         filters=filters_of(category, query.brand, query.price_min, query.price_max),
         context_items=[item_id] if item_id else [],
@@ -125,6 +141,7 @@ async def user_recommendations(
         answer, cached = await svc.recommending.recommend_async(dep, req)
     else:  # Redis round trips block: keep them off the event loop
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
+    answer = _shaped(svc, answer, scenario, k)
     return _json(_out(svc, answer, cached=cached, user_id=user_id, scenario=scenario))
 
 
@@ -138,7 +155,9 @@ def _item_answer(svc: Services, item_id: str, k: int, filters: Filters | None, *
     """Similar items (or, with ``bundles``, items bought together) for a known item."""
     dep = deployment(svc)
     _known_item(svc, dep, item_id)
-    answer = svc.recommending.similar(dep, item_id, k, filters, bundles=bundles)
+    placement = "bought_together" if bundles else "similar"
+    answer = svc.recommending.similar(dep, item_id, _pool(svc, placement, k), filters, bundles=bundles)
+    answer = _shaped(svc, answer, placement, k)
     return _json(_out(svc, answer, item_id=item_id))
 
 
@@ -194,12 +213,13 @@ def cart_recommendations(svc: Svc, caller: CallerDep, body: CartIn) -> Response:
     dep = deployment(svc)
     req = RecRequest(
         user_id=shopper(svc, body.user_id) if body.user_id else None,
-        k=body.k,
+        k=_pool(svc, "cart", body.k),
         scenario="cart",
         filters=filters_of(body.category, body.brand, body.price_min, body.price_max),
         context_items=list(dict.fromkeys(body.items)),
     )
     answer, cached = svc.recommending.recommend(dep, req)
+    answer = _shaped(svc, answer, "cart", body.k)
     return _json(_out(svc, answer, cached=cached, user_id=body.user_id, scenario="cart"))
 
 
@@ -215,7 +235,7 @@ async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQu
     dep = deployment(svc)
     req = RecRequest(
         user_id=None,
-        k=query.k,
+        k=_pool(svc, query.scenario, query.k),
         scenario=query.scenario,
         filters=filters_of(query.category, query.brand, query.price_min, query.price_max),
         context_items=[query.item_id] if query.item_id else [],
@@ -224,4 +244,5 @@ async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQu
         answer, cached = await svc.recommending.recommend_async(dep, req)
     else:
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
+    answer = _shaped(svc, answer, query.scenario, query.k)
     return _json(_out(svc, answer, cached=cached, user_id=None, scenario=query.scenario))

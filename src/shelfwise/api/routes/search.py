@@ -22,7 +22,9 @@ from shelfwise.api.schemas import (
     AutocompleteOut,
     SearchOut,
 )
+from shelfwise.merchandising.engine import Candidate
 from shelfwise.serving.container import Services
+from shelfwise.serving.merchandised import POOL, apply_placement, has_rules
 from shelfwise.store.journal import store_unavailable
 
 router = APIRouter()
@@ -57,24 +59,46 @@ async def search(
     price_min: Price = None,
     price_max: Price = None,
     available: bool | None = None,
+    attribute: Annotated[
+        list[str] | None,
+        Query(max_length=20, description="annotated attribute facet to keep, as name:value (colour:red)"),
+    ] = None,
     sort: Literal["relevance", "price_asc", "price_desc", "popularity"] = "relevance",
 ) -> SearchOut:
     """Keyword search with query understanding, filters, facets and pages; ``user_id`` re-ranks
     matching results by the shopper's brands and price range (and needs a ``read`` key or that
     shopper's token: the reasons name their brands); without it, anyone may search."""
     from shelfwise.search.engine import Filters as SearchFilters
+    from shelfwise.search.facets import ATTRIBUTE_FACETS
 
     if user_id is not None:
         check_shopper(caller, user_id, same_shopper(svc))
 
     if not q.strip():
         raise HTTPException(422, detail=invalid("query.q", "empty"))
+    attributes: dict[str, list[str]] = {}
+    for i, pair in enumerate(attribute or []):
+        name, sep, value = pair.partition(":")
+        if not sep or not name.strip() or not value.strip():
+            raise HTTPException(
+                422, detail=invalid(f"query.attribute.{i}", "expected name:value, e.g. colour:red")
+            )
+        if name.strip() not in ATTRIBUTE_FACETS:
+            raise HTTPException(
+                422,
+                detail=invalid(
+                    f"query.attribute.{i}",
+                    f"no attribute facet {name.strip()!r}; facets: {', '.join(ATTRIBUTE_FACETS)}",
+                ),
+            )
+        attributes.setdefault(name.strip(), []).append(value.strip())
     filters = SearchFilters(  # price_min > price_max: an empty range, so no hits
         price_min=price_min,
         price_max=price_max,
         brands=[b for b in (brand or []) if b],
         category=category,
         available=available,
+        attributes=attributes,
     )
     user, notice = None, None
     pseudo = shopper(svc, user_id) if user_id else None
@@ -89,40 +113,72 @@ async def search(
             notice = "not personalised: the store did not answer in time (these are the results for anyone)"
             svc.metrics.fallbacks.labels("search_personal", "store_unavailable").inc()
     mode = svc.search_mode
+    # the shop's search management (synonyms, stop words, redirects, query rules), re-read from the
+    # store when it changes: a save holds without a restart
+    managed, _ = svc.merch.search_settings()
+    decision = managed.for_query(q)
+    if decision.redirect is not None:
+        return SearchOut(
+            model_version=svc.search_version,
+            mode=mode,
+            query=q,
+            total=0,
+            page=page,
+            size=size,
+            hits=[],
+            facets={},
+            filters={},
+            redirect=decision.redirect,
+            notice=f"this query is redirected ({'; '.join(decision.matched)})",
+            took_ms=0.0,
+        )
+    rewritten = managed.rewrite(q)
+    text = rewritten.text if rewritten.dropped and rewritten.text else q
+    depth = page * size
+    if has_rules(svc.merch, "search", decision.rules):
+        depth = max(depth, POOL)
 
     def run() -> Any:
         with svc.search_lock:
-            return svc.search.search(q, k=page * size, mode=mode, filters=filters, sort=sort, user=user)
+            return svc.search.search(
+                text,
+                k=depth,
+                mode=mode,
+                filters=filters,
+                sort=sort,
+                user=user,
+                expansions=rewritten.expansions,
+            )
 
     # a keyword search is well under a millisecond of CPU, so it runs inline (a hop to a thread, and
     # 16 threads queueing on the lock and the GIL, would cost more than the search); a hybrid one
     # encodes the query (milliseconds of torch): off the event loop
     result = run() if mode == "bm25" else await anyio.to_thread.run_sync(run)
-    hits = []
-    for hit in result.hits[(page - 1) * size : page * size]:
-        if hit.sources.get("bm25", 0) > 0:
-            reason = "matches your words"
-        elif hit.sources.get("dense", 0) > 0:
-            reason = "close in meaning to your words"
-        else:
-            reason = "matches the query"
-        if user is not None and user.boost(hit.item) > 1.01:
-            reason += "; " + (
-                "a brand you like" if user.brand_affinity(hit.item) > 0 else "in your usual price range"
-            )
-        it = hit.item
-        hits.append(
-            {
-                "item_id": hit.item_id,
-                "score": hit.score,
-                "reason": reason,
-                "title": it.title,
-                "category": it.category,
-                "brand": it.brand,
-                "price": it.price,
-                "available": it.available,
-            }
-        )
+    hits = [_hit(hit.item, hit.score, _reason(hit, user)) for hit in result.hits]
+    notes: list[str] = []
+    placed = apply_placement(
+        svc.merch,
+        "search",
+        [Candidate(h["item_id"], h["score"], [h["reason"]]) for h in hits],
+        k=page * size,
+        get=svc.search.get,
+        extra=decision.rules,
+    )
+    if placed is not None:
+        by_id = {h["item_id"]: h for h in hits}
+        shaped = []
+        for p in placed.items:
+            row = by_id.get(p.item_id)
+            if row is None:  # a pinned item the query did not match
+                item = svc.search.get(p.item_id)
+                if item is None:
+                    continue
+                row = _hit(item, p.score, "")
+            shaped.append({**row, "reason": "; ".join(r for r in p.reasons if r)})
+        hits = shaped
+        notes = list(placed.notes)
+        if decision.matched:
+            notes.append("query rules: " + ", ".join(decision.matched))
     return SearchOut(
         model_version=svc.search_version,
         mode=mode,
@@ -131,13 +187,45 @@ async def search(
         total=result.total,
         page=page,
         size=size,
-        hits=hits,  # type: ignore[arg-type]
+        hits=hits[(page - 1) * size : page * size],  # type: ignore[arg-type]
         facets=result.facets,
         filters=result.applied_filters,
         personalised=user is not None,
         notice=notice,
+        notes=notes,
+        fallback=bool(placed is not None and placed.fallback),
+        synonyms=rewritten.expansions,
         took_ms=round(result.took_ms, 3),
     )
+
+
+def _reason(hit: Any, user: Any) -> str:
+    if hit.sources.get("bm25", 0) > 0:
+        reason = "matches your words"
+    elif hit.sources.get("dense", 0) > 0:
+        reason = "close in meaning to your words"
+    else:
+        reason = "matches the query"
+    if user is not None and user.boost(hit.item) > 1.01:
+        reason += "; " + (
+            "a brand you like" if user.brand_affinity(hit.item) > 0 else "in your usual price range"
+        )
+    return reason
+
+
+def _hit(it: Any, score: float, reason: str) -> dict[str, Any]:
+    return {
+        "item_id": it.item_id,
+        "score": score,
+        "reason": reason,
+        "title": it.title,
+        "category": it.category,
+        "brand": it.brand,
+        "price": it.price,
+        "currency": it.currency,
+        "available": it.available,
+        "attributes": {k: v for k, v in it.attributes.items() if isinstance(v, str | int | float)},
+    }
 
 
 @router.get("/v1/autocomplete", response_model=AutocompleteOut, responses=READ_ERRORS, tags=["search"])

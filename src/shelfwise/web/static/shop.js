@@ -47,12 +47,28 @@ function cartItems() {
 }
 function saveCart(items) { localStorage.setItem("shelfwise-cart", JSON.stringify(items)); }
 
+function money(price, currency) {
+  if (price == null) return null;
+  const n = Number(price);
+  try {
+    if (currency) return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(n);
+  } catch { /* an unknown currency code: plain number below */ }
+  return n.toFixed(2);
+}
+
 function itemCard(it) {
+  const available = it.available === undefined || it.available === null ? null : Boolean(it.available);
+  const price = money(it.price, it.currency);
   return el("div", { class: "item", dataset: { item: it.item_id } },
+    el("div", { class: "picture", "aria-hidden": "true" }),
     el("a", { href: `/p/${encodeURIComponent(it.item_id)}` }, it.title || it.item_id),
-    el("div", { class: "note" }, it.category || "", it.brand ? ` · ${it.brand}` : "", " ",
-      it.price != null ? el("span", { class: "price" }, Number(it.price).toFixed(2)) : null),
-    el("div", { class: "why", title: "why recommended" }, it.reason || ""));
+    el("div", { class: "meta" },
+      price ? el("span", { class: "price" }, price) : el("span", { class: "note" }, "no price"),
+      it.category ? el("span", { class: "category" }, it.category) : null,
+      it.brand ? el("span", { class: "brand" }, it.brand) : null,
+      available === null ? null
+        : el("span", { class: available ? "in availability" : "out availability" }, available ? "in stock" : "out of stock")),
+    el("div", { class: "why", title: "why this item" }, it.reason || ""));
 }
 
 function showItems(node, items, empty = "Nothing to show yet.") {
@@ -93,7 +109,7 @@ async function home() {
 }
 
 // --- search -----------------------------------------------------------------------------------
-const searchState = { page: 1, category: null, brand: [], price_min: null, price_max: null, available: null };
+const searchState = { page: 1, category: null, brand: [], price_min: null, price_max: null, available: null, attributes: [] };
 
 async function runSearch() {
   const q = $("q").value.trim();
@@ -106,6 +122,7 @@ async function runSearch() {
   if (searchState.price_min != null) params.set("price_min", searchState.price_min);
   if (searchState.price_max != null) params.set("price_max", searchState.price_max);
   if (searchState.available != null) params.set("available", searchState.available);
+  for (const a of searchState.attributes) params.append("attribute", a);
   history.replaceState(null, "", `/search?${params}`);
   let out;
   let options = {};
@@ -115,6 +132,14 @@ async function runSearch() {
     signInNote = ` · not personalised (could not sign in as ${user}: ${e.message})`;
   }
   try { out = await api(`/v1/search?${params}`, options); } catch (e) { $("search-meta").textContent = `error: ${e.message}`; return; }
+  if (out.redirect) {
+    fill($("redirect"), "This search has its own page: ", el("a", { href: out.redirect, id: "redirect-link" }, out.redirect));
+    fill($("results"));
+    fill($("facets"));
+    $("search-meta").textContent = "";
+    return;
+  }
+  fill($("redirect"));
   fill($("corrected"), out.showing_results_for
     ? ["Showing results for ", el("b", { id: "corrected-query" }, out.showing_results_for), ` (you typed “${q}”)`] : []);
   $("search-meta").textContent = `${out.total} results · ${out.took_ms} ms · index ${out.model_version}${out.personalised ? " · personalised" : ""}${signInNote}`;
@@ -135,6 +160,7 @@ function renderFacets(facets) {
     if (name === "brand") searchState.brand = [v.value];
     if (name === "price") { searchState.price_min = v.min; searchState.price_max = v.max; }
     if (name === "availability") searchState.available = v.value === "in stock";
+    if (!["category", "brand", "price", "availability"].includes(name)) searchState.attributes = [`${name}:${v.value}`];
     searchState.page = 1;
     runSearch();
   };
@@ -152,13 +178,16 @@ function renderFacets(facets) {
   for (const b of searchState.brand) active.push(`brand: ${b}`);
   if (searchState.price_min != null || searchState.price_max != null) active.push(`price: ${searchState.price_min ?? ""}–${searchState.price_max ?? ""}`);
   if (searchState.available != null) active.push(searchState.available ? "in stock" : "out of stock");
+  for (const a of searchState.attributes) active.push(a.replace(":", ": "));
   let filters = null;
   if (active.length) {
     const clear = el("button", { class: "plain", id: "clear-filters" }, "clear");
-    clear.addEventListener("click", () => { Object.assign(searchState, { page: 1, category: null, brand: [], price_min: null, price_max: null, available: null }); runSearch(); });
+    clear.addEventListener("click", () => { Object.assign(searchState, { page: 1, category: null, brand: [], price_min: null, price_max: null, available: null, attributes: [] }); runSearch(); });
     filters = el("div", { class: "card", id: "active-filters" }, active.map((a, i) => [i ? el("br") : null, a]), " ", clear);
   }
-  fill(box, filters, ["category", "brand", "price", "availability"].map(part));
+  const known = ["category", "brand", "price", "availability"];
+  const more = Object.keys(facets).filter((n) => !known.includes(n));
+  fill(box, filters, [...known, ...more].map(part));
 }
 
 let suggestTimer = null;
@@ -179,6 +208,7 @@ function searchPage() {
   const params = new URLSearchParams(location.search);
   searchState.category = params.get("category");
   searchState.brand = params.getAll("brand");
+  searchState.attributes = params.getAll("attribute");
   if (params.get("sort")) $("sort").value = params.get("sort");
   $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); searchState.page = 1; runSearch(); });
   $("q").addEventListener("input", suggest);
@@ -192,8 +222,13 @@ async function productPage() {
   try {
     const it = await api(`/v1/items/${encodeURIComponent(id)}`);
     $("title").textContent = it.title || it.item_id;
-    const bits = [it.category, it.brand, it.price != null ? `price ${Number(it.price).toFixed(2)}` : null, it.available ? "in stock" : "out of stock"];
+    document.title = `${it.title || it.item_id} · shelfwise`;
+    $("price").textContent = money(it.price, it.currency) || "no price";
+    const bits = [it.category, it.brand, it.available ? "in stock" : "out of stock"];
     $("details").textContent = bits.filter(Boolean).join(" · ");
+    const attrs = Object.entries(it.attributes || {})
+      .filter(([k, v]) => k !== "annotated" && (typeof v === "string" || typeof v === "number"));
+    fill($("attributes"), attrs.map(([k, v]) => [el("dt", {}, k.replaceAll("_", " ")), el("dd", { dataset: { attribute: k } }, String(v))]));
   } catch (e) { $("details").textContent = `error: ${e.message}`; }
   $("add-to-cart").addEventListener("click", () => {
     const items = cartItems();

@@ -1,0 +1,262 @@
+"""Merchandising through the API: placements (where a list is shown, what fills it, which rules
+shape it) and the shop's search management (synonyms, redirects, stop words, query rules).
+
+Reading needs a ``read`` key, saving an ``admin`` one. Every save is a new version (the old ones
+are kept, ``…/history``, ``…/rollback``), and holds on every worker's next request within
+``merch_refresh_seconds``. A placement that does not exist is a 404; a bad rule a 422 naming the
+field (``body.rules.0.position``), a rule for an unknown item, or two promotions that overlap."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+
+from shelfwise.api.auth import Admin, CallerDep, Read
+from shelfwise.api.openapi import invalid
+from shelfwise.api.routes.deps import ERRORS, Svc
+from shelfwise.api.schemas import ErrorOut
+from shelfwise.api.security import Caller
+from shelfwise.merchandising.placements import NAME_PATTERN, PlacementNotFound
+from shelfwise.merchandising.rules import RuleError
+
+router = APIRouter()
+
+Name = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN, description="placement name: home, search…")
+]
+WITH_404: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    404: {"model": ErrorOut, "description": "no placement of that name (or no such version)"},
+}
+SearchPart = Literal["synonyms", "redirects", "stop_words", "query_rules"]
+
+
+class PlacementOut(BaseModel):
+    name: str
+    version: int = Field(description="0: the standard default, never saved")
+    saved_at: int | None = None
+    author: str | None = None
+    description: str = ""
+    source: str
+    model: str
+    retriever: str | None = None
+    k: int
+    candidates: int
+    filters: dict[str, Any]
+    rules: dict[str, Any]
+
+
+class PlacementsOut(BaseModel):
+    placements: list[PlacementOut]
+
+
+class HistoryOut(BaseModel):
+    name: str
+    versions: list[PlacementOut]
+
+
+class RollbackIn(BaseModel):
+    version: int = Field(ge=1, description="the version to make current again")
+
+
+class SearchSettingsOut(BaseModel):
+    version: int = Field(description="0: nothing saved yet")
+    synonyms: list[dict[str, Any]]
+    redirects: list[dict[str, Any]]
+    stop_words: list[str]
+    query_rules: list[dict[str, Any]]
+
+
+def _unprocessable(exc: RuleError, prefix: str = "body") -> HTTPException:
+    field = f"{prefix}.{exc.field}" if exc.field else prefix
+    return HTTPException(422, detail=invalid(field, exc.message, "rule_invalid"))
+
+
+def _not_found(exc: PlacementNotFound) -> HTTPException:
+    return HTTPException(
+        404,
+        detail={
+            "error": "unknown_placement",
+            "detail": exc.message,
+            "hint": "GET /v1/placements lists them; PUT /v1/placements/{name} adds one",
+        },
+    )
+
+
+def _author(caller: Caller) -> str | None:
+    """Who saved it: the key's id (never the key itself)."""
+    return f"key:{caller.key_id}" if caller.key_id else (str(caller.role) if caller.role else None)
+
+
+@router.get(
+    "/v1/placements", response_model=PlacementsOut, responses=ERRORS, dependencies=[Read], tags=["placements"]
+)
+def list_placements(svc: Svc) -> dict[str, Any]:
+    """Every placement: the eight standard ones (saved or default) and any the shop added."""
+    return {"placements": [p.to_dict() for p in svc.merch.placements()]}
+
+
+@router.get(
+    "/v1/placements/{name}",
+    response_model=PlacementOut,
+    responses=WITH_404,
+    dependencies=[Read],
+    tags=["placements"],
+)
+def get_placement(
+    svc: Svc, name: Name, version: Annotated[int | None, Query(ge=0, description="an older version")] = None
+) -> dict[str, Any]:
+    try:
+        return svc.merch.placement(name, version=version).to_dict()
+    except PlacementNotFound as exc:
+        raise _not_found(exc) from None
+
+
+@router.get(
+    "/v1/placements/{name}/history",
+    response_model=HistoryOut,
+    responses=WITH_404,
+    dependencies=[Read],
+    tags=["placements"],
+)
+def placement_history(svc: Svc, name: Name) -> dict[str, Any]:
+    try:
+        return {"name": name, "versions": [p.to_dict() for p in svc.merch.history(name)]}
+    except PlacementNotFound as exc:
+        raise _not_found(exc) from None
+
+
+@router.put(
+    "/v1/placements/{name}",
+    response_model=PlacementOut,
+    responses=WITH_404,
+    dependencies=[Admin],
+    tags=["placements"],
+)
+def put_placement(
+    svc: Svc,
+    caller: CallerDep,
+    name: Name,
+    body: Annotated[dict[str, Any], Body(description="source, model, k, candidates, filters, rules…")],
+) -> dict[str, Any]:
+    """Save a placement (a new one under a new name, or the next version of an existing one)."""
+    if "name" in body and body["name"] != name:
+        raise HTTPException(422, detail=invalid("body.name", f"is {body['name']!r}, the path says {name!r}"))
+    try:
+        return svc.merch.save_placement(name, body, author=_author(caller)).to_dict()
+    except RuleError as exc:
+        raise _unprocessable(exc) from None
+
+
+@router.get(
+    "/v1/placements/{name}/rules",
+    responses=WITH_404,
+    dependencies=[Read],
+    tags=["placements"],
+)
+def get_rules(svc: Svc, name: Name) -> dict[str, Any]:
+    try:
+        stored = svc.merch.placement(name)
+    except PlacementNotFound as exc:
+        raise _not_found(exc) from None
+    return {"name": name, "version": stored.version, **stored.placement.rules.model_dump(mode="json")}
+
+
+@router.put(
+    "/v1/placements/{name}/rules",
+    response_model=PlacementOut,
+    responses=WITH_404,
+    dependencies=[Admin],
+    tags=["placements"],
+)
+def put_rules(
+    svc: Svc,
+    caller: CallerDep,
+    name: Name,
+    body: Annotated[dict[str, Any], Body(description='{"rules": [{"kind": "pin", …}, …]}')],
+) -> dict[str, Any]:
+    """Replace the placement's rules (pin, boost, bury, block, promotion, cap, diversity)."""
+    try:
+        return svc.merch.save_rules(name, body, author=_author(caller)).to_dict()
+    except PlacementNotFound as exc:
+        raise _not_found(exc) from None
+    except RuleError as exc:
+        raise _unprocessable(exc) from None
+
+
+@router.post(
+    "/v1/placements/{name}/rollback",
+    response_model=PlacementOut,
+    responses=WITH_404,
+    dependencies=[Admin],
+    tags=["placements"],
+)
+def rollback_placement(svc: Svc, caller: CallerDep, name: Name, body: RollbackIn) -> dict[str, Any]:
+    """Make an older version current again (saved as the newest; the versions between are kept)."""
+    try:
+        return svc.merch.rollback(name, body.version, author=_author(caller)).to_dict()
+    except PlacementNotFound as exc:
+        raise _not_found(exc) from None
+    except RuleError as exc:  # an old version naming an item since removed
+        raise _unprocessable(exc) from None
+
+
+def _settings_out(svc: Svc) -> dict[str, Any]:
+    settings, version = svc.merch.search_settings()
+    return {"version": version, **settings.model_dump(mode="json")}
+
+
+@router.get(
+    "/v1/search/settings",
+    response_model=SearchSettingsOut,
+    responses=ERRORS,
+    dependencies=[Read],
+    tags=["placements"],
+)
+def get_search_settings(svc: Svc) -> dict[str, Any]:
+    """The shop's synonyms, redirects, stop words and query rules."""
+    return _settings_out(svc)
+
+
+@router.put(
+    "/v1/search/settings",
+    response_model=SearchSettingsOut,
+    responses=ERRORS,
+    dependencies=[Admin],
+    tags=["placements"],
+)
+def put_search_settings(
+    svc: Svc, caller: CallerDep, body: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    """Replace the whole search management document (parts left out become empty)."""
+    try:
+        svc.merch.save_search_settings(body, author=_author(caller))
+    except RuleError as exc:
+        raise _unprocessable(exc) from None
+    return _settings_out(svc)
+
+
+@router.put(
+    "/v1/search/settings/{part}",
+    response_model=SearchSettingsOut,
+    responses=ERRORS,
+    dependencies=[Admin],
+    tags=["placements"],
+)
+def put_search_part(
+    svc: Svc,
+    caller: CallerDep,
+    part: SearchPart,
+    body: Annotated[list[Any], Body(description="the new list for that part")],
+) -> dict[str, Any]:
+    """Replace one part (synonyms, redirects, stop_words or query_rules), keeping the others."""
+    current, _ = svc.merch.search_settings()
+    try:
+        svc.merch.save_search_settings(
+            {**current.model_dump(mode="json"), part: body}, author=_author(caller)
+        )
+    except RuleError as exc:
+        raise _unprocessable(exc) from None
+    return _settings_out(svc)
