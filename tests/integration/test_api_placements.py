@@ -170,3 +170,17 @@ def test_search_rules_synonyms_and_redirects_hold_without_a_restart(client: Test
     assert bad.status_code == 422 and "redirects" in bad.json()["detail"][0]["field"]
     settings = client.get("/v1/search/settings", headers=reader(client.app)).json()
     assert settings["version"] >= 3 and settings["redirects"][0]["url"] == "/pages/delivery"
+
+
+def test_an_annotated_item_read_back_can_be_written_back_unchanged(client: TestClient) -> None:
+    item_id = _ids(_home(client))[0]
+    item = client.get(f"/v1/items/{item_id}").json()
+    assert isinstance(item["attributes"].get("annotated", []), list)
+    body = {
+        k: item[k] for k in ("title", "description", "category", "brand", "price", "currency", "attributes")
+    }
+    put = client.put(f"/v1/items/{item_id}", json=body, headers=ADMIN)
+    assert put.status_code == 200, put.text
+    assert client.get(f"/v1/items/{item_id}").json()["attributes"] == item["attributes"]
+    bad = {**body, "attributes": {"sizes": [{"nested": "object"}]}}
+    assert client.put(f"/v1/items/{item_id}", json=bad, headers=ADMIN).status_code == 422

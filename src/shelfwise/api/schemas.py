@@ -275,7 +275,16 @@ class ItemIn(Strict):
     brand: str | None = Field(None, max_length=256)
     price: float | None = Field(None, ge=0, le=1e9)
     currency: Currency | None = Field(None, description="ISO 4217")
-    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=100)
+    # a list of short strings too, so an item read back (``attributes.annotated`` names the facts the
+    # annotator supplied) can be written back unchanged
+    attributes: dict[
+        str,
+        str
+        | int
+        | float
+        | bool
+        | Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50)],
+    ] = Field(default_factory=dict, max_length=100)
     available: bool = True
 
 
