@@ -81,6 +81,13 @@ class RecommendationsOut(BaseModel):
     scenario: str | None = None
     items: list[RecommendedItem]
     skipped: list[Skipped] = Field(default_factory=list, description="stages that failed or had nothing")
+    rec_id: str | None = Field(
+        None,
+        description="this answer's id: send it back with events about its items (rec_id, position) "
+        "so they are credited to it (POST /v1/events)",
+    )
+    experiment: str | None = Field(None, description="the running experiment this answer belongs to")
+    arm: str | None = Field(None, description="the experiment arm (its model version answered)")
 
 
 class CartIn(Strict):
@@ -123,6 +130,11 @@ class SearchOut(BaseModel):
         None, description="why the answer is not what was asked (e.g. not personalised)"
     )
     took_ms: float
+    search_id: str | None = Field(
+        None,
+        description="this answer's id: send it back with events about its hits (search_id, position "
+        "on this page) so they are credited to it (POST /v1/events)",
+    )
 
 
 class AutocompleteOut(BaseModel):
@@ -158,6 +170,25 @@ class _EventFields(Strict):
     currency: Currency | None = Field(None, description="ISO 4217")
     value: float | None = Field(None, ge=-1e9, le=1e9)
     context: dict[str, Any] | None = None
+    rec_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=_ID,
+        description="the recommendation answer this event is about (its rec_id); credited to that "
+        "answer's placement, model version and experiment arm when it was served to this shopper "
+        "within the attribution window",
+    )
+    search_id: str | None = Field(
+        None, min_length=1, max_length=64, pattern=_ID, description="the search answer this event is about"
+    )
+    position: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="1-based position of the item in that answer (in search: on the page shown); "
+        "default: where the event's item is in it",
+    )
 
 
 class ProductEventIn(_EventFields):

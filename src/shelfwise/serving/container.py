@@ -27,6 +27,7 @@ from shelfwise.data.quality import EventGate, GateConfig
 from shelfwise.registry.versions import ModelRegistry, RegistryError
 from shelfwise.search.engine import SearchEngine
 from shelfwise.search.personal import UserAffinity
+from shelfwise.serving.attribution import Feedback
 from shelfwise.serving.catalogue import CatalogueFollower, apply_items
 from shelfwise.serving.deployment import LiveModels
 from shelfwise.serving.event_writer import GroupCommitter, open_journal
@@ -63,6 +64,7 @@ class Services:
     search: SearchEngine | None
     search_version: str  # the search index version answering (registry/indexes.py)
     catalogue: CatalogueFollower
+    feedback: Feedback  # answer ids, impressions, attribution, experiment routing
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
     search_mode: str = "bm25"  # the mode of that version: bm25, hybrid or ltr
     search_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -73,6 +75,8 @@ class Services:
 
     def close(self) -> None:
         self.live.stop()
+        self.event_writer.close()  # its last commits hand their events to the feedback writer
+        self.feedback.close()
         if self.journal is not None:
             self.journal.stop()
         self.recommending.close()
@@ -141,6 +145,9 @@ def build_services(
     catalogue_log = CatalogueLog(registry)
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
     search, index = build_search(store, settings)
+    feedback = Feedback(store, live, metrics, settings)
+    event_writer = GroupCommitter(store)
+    event_writer.on_commit = feedback.committed
     services = Services(
         settings=settings,
         store=store,
@@ -154,7 +161,7 @@ def build_services(
         tokens=shopper_tokens(settings),
         pseudonymize=Pseudonymizer(key, cache_size=settings.pseudonym_cache_size),
         event_gate=gate,
-        event_writer=GroupCommitter(store),
+        event_writer=event_writer,
         search=search,
         search_version=index.version,
         search_mode=index.mode,
@@ -172,6 +179,7 @@ def build_services(
             metrics=metrics,
             offset=offset,
         ),
+        feedback=feedback,
     )
     services.erased = set(store.erased_since(0))
     live.on_erasure.append(lambda: _after_erasure_elsewhere(services))

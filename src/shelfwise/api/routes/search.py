@@ -58,6 +58,10 @@ async def search(
     price_max: Price = None,
     available: bool | None = None,
     sort: Literal["relevance", "price_asc", "price_desc", "popularity"] = "relevance",
+    session_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=256, description="the visit's session (a guest's answers cite it)"),
+    ] = None,
 ) -> SearchOut:
     """Keyword search with query understanding, filters, facets and pages; ``user_id`` re-ranks
     matching results by the shopper's brands and price range (and needs a ``read`` key or that
@@ -123,7 +127,7 @@ async def search(
                 "available": it.available,
             }
         )
-    return SearchOut(
+    out = SearchOut(
         model_version=svc.search_version,
         mode=mode,
         query=q,
@@ -138,6 +142,15 @@ async def search(
         notice=notice,
         took_ms=round(result.took_ms, 3),
     )
+    out.search_id = svc.feedback.served(
+        "search",
+        placement="search",
+        items=[h.item_id for h in out.hits],
+        version=svc.search_version,
+        user_id=pseudo,
+        session_id=session_id,
+    )
+    return out
 
 
 @router.get("/v1/autocomplete", response_model=AutocompleteOut, responses=READ_ERRORS, tags=["search"])
