@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     canary_window_seconds: float = Field(
         900.0, ge=0, description="the canary guardrail's evaluation window (0: no guardrail)"
     )
+    canary_min_sessions: int = Field(
+        200, ge=2, description="sessions per arm in a window before the canary guardrail reads it"
+    )
     canary_placement: str | None = Field(
         None, description="the placement the canary guardrail compares on; default: all placements"
     )
