@@ -88,6 +88,13 @@ class RecommendationsOut(BaseModel):
         False, description="the placement's rules would have left no items: the list is shown without them"
     )
     notes: list[str] = Field(default_factory=list, description="what the rules could not do, and why")
+    rec_id: str | None = Field(
+        None,
+        description="this answer's id: send it back with events about its items (rec_id, position) "
+        "so they are credited to it (POST /v1/events)",
+    )
+    experiment: str | None = Field(None, description="the running experiment this answer belongs to")
+    arm: str | None = Field(None, description="the experiment arm (its model version answered)")
 
 
 class CartIn(Strict):
@@ -138,6 +145,11 @@ class SearchOut(BaseModel):
     fallback: bool = Field(False, description="the rules would have left no results: shown without them")
     synonyms: list[str] = Field(default_factory=list, description="the shop's synonyms searched as well")
     took_ms: float
+    search_id: str | None = Field(
+        None,
+        description="this answer's id: send it back with events about its hits (search_id, position "
+        "on this page) so they are credited to it (POST /v1/events)",
+    )
 
 
 class AutocompleteOut(BaseModel):
@@ -173,6 +185,25 @@ class _EventFields(Strict):
     currency: Currency | None = Field(None, description="ISO 4217")
     value: float | None = Field(None, ge=-1e9, le=1e9)
     context: dict[str, Any] | None = None
+    rec_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=_ID,
+        description="the recommendation answer this event is about (its rec_id); credited to that "
+        "answer's placement, model version and experiment arm when it was served to this shopper "
+        "within the attribution window",
+    )
+    search_id: str | None = Field(
+        None, min_length=1, max_length=64, pattern=_ID, description="the search answer this event is about"
+    )
+    position: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="1-based position of the item in that answer (in search: on the page shown); "
+        "default: where the event's item is in it",
+    )
 
 
 class ProductEventIn(_EventFields):

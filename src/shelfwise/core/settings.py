@@ -141,6 +141,27 @@ class Settings(BaseSettings):
         "deployed (most active first; 0: none)",
     )
     precompute_k: int = Field(50, ge=1, le=1000, description="length of each precomputed list")
+    # --- the feedback loop: answer ids, impressions, attribution, online metrics, canary guard ---
+    attribution_window_hours: float = Field(
+        24.0, gt=0, le=24 * 90, description="events up to this long after an answer are credited to it"
+    )
+    impression_queue_size: int = Field(
+        50_000, ge=1, description="served answers waiting to be logged; beyond it they are dropped (counted)"
+    )
+    impression_flush_ms: int = Field(200, ge=1, description="how often queued answers are written")
+    online_metrics_days: int = Field(7, ge=1, description="the window /metrics reports online metrics over")
+    online_metrics_ttl_seconds: float = Field(
+        60.0, ge=0, description="how long /metrics reuses computed online metrics"
+    )
+    canary_window_seconds: float = Field(
+        900.0, ge=0, description="the canary guardrail's evaluation window (0: no guardrail)"
+    )
+    canary_min_sessions: int = Field(
+        200, ge=2, description="sessions per arm in a window before the canary guardrail reads it"
+    )
+    canary_placement: str | None = Field(
+        None, description="the placement the canary guardrail compares on; default: all placements"
+    )
     # --- web pages ---
     demo_users: list[str] = Field(
         default_factory=list,

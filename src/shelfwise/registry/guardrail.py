@@ -122,14 +122,14 @@ class CanaryGuardrail:
 def window_counts(
     store: Store,
     *,
-    placement: str,
+    placement: str | None,
     control_version: str,
     canary_version: str,
     since: int,
     until: int,
 ) -> WindowCounts:
-    """Sessions and converted sessions of the two versions on ``placement`` in ``[since, until)``,
-    from the impression log and the attribution rows."""
+    """Sessions and converted sessions of the two versions on ``placement`` (None: every
+    placement) in ``[since, until)``, from the impression log and the attribution rows."""
     sums = unit_sums(store, placement=placement, since=since, until=until, by=("version",))
 
     def of(version: str) -> tuple[int, int]:

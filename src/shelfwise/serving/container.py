@@ -25,9 +25,12 @@ from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.quality import EventGate, GateConfig
 from shelfwise.merchandising.service import Merchandising
+from shelfwise.registry.guardrail import CanaryConfig
 from shelfwise.registry.versions import ModelRegistry, RegistryError
 from shelfwise.search.engine import SearchEngine
 from shelfwise.search.personal import UserAffinity
+from shelfwise.serving.attribution import Feedback
+from shelfwise.serving.canary_guard import CanaryWatch
 from shelfwise.serving.catalogue import CatalogueFollower, apply_items
 from shelfwise.serving.deployment import LiveModels
 from shelfwise.serving.event_writer import GroupCommitter, open_journal
@@ -65,6 +68,8 @@ class Services:
     search_version: str  # the search index version answering (registry/indexes.py)
     catalogue: CatalogueFollower
     merch: Merchandising  # placements, their rules and the shop's search settings (store-backed)
+    feedback: Feedback  # answer ids, impressions, attribution, experiment routing
+    canary: CanaryWatch  # rolls a canary back when its conversion drops
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
     search_mode: str = "bm25"  # the mode of that version: bm25, hybrid or ltr
     search_lock: threading.RLock = field(default_factory=threading.RLock)
@@ -75,6 +80,9 @@ class Services:
 
     def close(self) -> None:
         self.live.stop()
+        self.canary.stop()
+        self.event_writer.close()  # its last commits hand their events to the feedback writer
+        self.feedback.close()
         if self.journal is not None:
             self.journal.stop()
         self.recommending.close()
@@ -143,6 +151,9 @@ def build_services(
     catalogue_log = CatalogueLog(registry)
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
     search, index = build_search(store, settings)
+    feedback = Feedback(store, live, metrics, settings)
+    event_writer = GroupCommitter(store)
+    event_writer.on_commit = feedback.committed
     services = Services(
         settings=settings,
         store=store,
@@ -156,7 +167,7 @@ def build_services(
         tokens=shopper_tokens(settings),
         pseudonymize=Pseudonymizer(key, cache_size=settings.pseudonym_cache_size),
         event_gate=gate,
-        event_writer=GroupCommitter(store),
+        event_writer=event_writer,
         search=search,
         search_version=index.version,
         search_mode=index.mode,
@@ -175,12 +186,22 @@ def build_services(
             offset=offset,
         ),
         merch=Merchandising(store, refresh_seconds=settings.merch_refresh_seconds),
+        feedback=feedback,
+        canary=CanaryWatch(
+            store,
+            live,
+            reports=settings.var_dir / "reports",
+            window_seconds=settings.canary_window_seconds,
+            placement=settings.canary_placement,
+            config=CanaryConfig(min_sessions=settings.canary_min_sessions),
+        ),
     )
     services.erased = set(store.erased_since(0))
     live.on_erasure.append(lambda: _after_erasure_elsewhere(services))
     live.on_tick.append(services.catalogue.follow)
     services.journal = open_journal(settings.var_dir, store, metrics)
     _model_age_metric(services)
+    services.canary.start()
     return services
 
 

@@ -176,6 +176,10 @@ class LiveModels:
                     del self._loaded[old]
             return loaded
 
+    def loaded(self, version: str) -> LoadedVersion | None:
+        """The version when it is in memory already (never loads: the request path asks)."""
+        return self._loaded.get(version)
+
     def preload(self, version: str) -> None:
         """Load (and verify) a version ahead of need, e.g. the previous one for instant rollback."""
         self._get(version)

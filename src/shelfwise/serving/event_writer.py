@@ -23,7 +23,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shelfwise.core.logging import get_logger
@@ -44,6 +44,8 @@ class GroupCommitter:
         self._closed = False
         self.commits = 0  # transactions committed (for tests and metrics)
         self.requests = 0  # requests they held
+        # told the events of each commit, after the requests were woken (attribution queues them)
+        self.on_commit: Callable[[Sequence[Event]], None] | None = None
         self._thread = threading.Thread(target=self._run, name="shelfwise-group-commit", daemon=True)
         self._thread.start()
 
@@ -97,11 +99,22 @@ class GroupCommitter:
                         future.set_result(self.store.append_events(events))
                     except Exception as one_exc:
                         future.set_exception(one_exc)
+                    else:
+                        self._committed([events])
                 continue
             self.commits += 1
             self.requests += len(group)
             for (_, future), count in zip(group, counts, strict=True):
                 future.set_result(count)
+            self._committed([events for events, _ in group])
+
+    def _committed(self, groups: list[Sequence[Event]]) -> None:
+        if self.on_commit is None:
+            return
+        try:
+            self.on_commit([e for events in groups for e in events])
+        except Exception as exc:  # the events are stored: a follower's failure is only logged
+            log.warning("after-commit hook failed", error=repr(exc))
 
 
 def open_journal(var_dir: Path, store: Store, metrics: Metrics) -> EventJournal:

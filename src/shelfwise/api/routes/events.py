@@ -25,6 +25,7 @@ from shelfwise.core.logging import get_logger
 from shelfwise.data.quality import Rejection
 from shelfwise.data.readers.base import Draft
 from shelfwise.data.schemas import Event, EventType
+from shelfwise.serving.attribution import citing_in_context
 from shelfwise.serving.container import Services
 from shelfwise.store.base import QuarantineRow
 from shelfwise.store.journal import store_unavailable
@@ -65,7 +66,7 @@ def _check_events(
     events: list[Event] = []
     refused: list[_Refused] = []
     for n, ev in enumerate(raw):
-        fields = ev.model_dump(exclude_none=True)
+        fields = citing_in_context(ev.model_dump(exclude_none=True))
         fields.setdefault("ts", gate.config.now_ms)
         if idempotency_key and len(raw) == 1 and "event_id" not in fields:
             fields["event_id"] = idempotency_key
@@ -128,7 +129,14 @@ def post_events(
     the schema is always received (202): an event the quality gate then refuses (a time ahead of
     the clock, before the shop opened, a value too large) is quarantined with its reason and listed
     in ``rejections`` (index, field, reason), and the rest of the batch is stored; ``accepted`` may
-    be 0."""
+    be 0.
+
+    An event about an item of an answer cites it: ``rec_id`` (recommendations) or ``search_id``
+    (search) with ``position`` (1-based). It is credited to that answer's placement, model version
+    and experiment arm when the answer was served to the same shopper (or guest session) within the
+    attribution window; otherwise it is stored all the same and credited to nothing
+    (``shelfwise_attributions_total{status}`` counts each verdict: attributed, unknown, foreign,
+    late, bad_position). The same keys inside ``context`` work too."""
     raw, batch = (body.events, True) if isinstance(body, EventBatchIn) else ([body], False)
     events, refused = _check_events(svc, raw, idempotency_key, batch=batch)
     kept_back = [r for r in refused if r.rejection.reason != ERASED_USER]

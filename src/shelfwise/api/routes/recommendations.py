@@ -34,6 +34,7 @@ from shelfwise.api.schemas import (
     Scenario,
 )
 from shelfwise.recommend.base import Filters
+from shelfwise.serving.attribution import session_of
 from shelfwise.serving.container import Services
 from shelfwise.serving.deployment import Deployment
 from shelfwise.serving.merchandised import PLACEMENT_OF, merchandise, pool_size
@@ -109,6 +110,9 @@ class RecommendationsQuery(BaseModel):
     item_id: str | None = Field(
         None, min_length=1, max_length=256, description="product page: the item shown"
     )
+    session_id: str | None = Field(
+        None, min_length=1, max_length=256, description="the visit's session (a guest's answers cite it)"
+    )
 
 
 @router.get(
@@ -130,6 +134,7 @@ async def user_recommendations(
     k, scenario, category, item_id = query.k, query.scenario, query.category, query.item_id
     dep = deployment(svc)
     pseudo = shopper(svc, user_id)
+    dep, arm = svc.feedback.route(dep, placement=scenario, unit=pseudo)
     req = RecRequest(
         user_id=pseudo,
         k=_pool(svc, scenario, k),
@@ -142,7 +147,10 @@ async def user_recommendations(
     else:  # Redis round trips block: keep them off the event loop
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
     answer = _shaped(svc, answer, scenario, k)
-    return _json(_out(svc, answer, cached=cached, user_id=user_id, scenario=scenario))
+    body = _out(svc, answer, cached=cached, user_id=user_id, scenario=scenario)
+    return _json(
+        svc.feedback.tag(body, placement=scenario, user_id=pseudo, session_id=query.session_id, arm=arm)
+    )
 
 
 def _known_item(svc: Services, dep: Deployment, item_id: str) -> None:
@@ -158,7 +166,7 @@ def _item_answer(svc: Services, item_id: str, k: int, filters: Filters | None, *
     placement = "bought_together" if bundles else "similar"
     answer = svc.recommending.similar(dep, item_id, _pool(svc, placement, k), filters, bundles=bundles)
     answer = _shaped(svc, answer, placement, k)
-    return _json(_out(svc, answer, item_id=item_id))
+    return _json(svc.feedback.tag(_out(svc, answer, item_id=item_id), placement=placement))
 
 
 @router.get(
@@ -210,9 +218,10 @@ def cart_recommendations(svc: Svc, caller: CallerDep, body: CartIn) -> Response:
     it needs a ``read`` key or that shopper's token."""
     if body.user_id:
         check_shopper(caller, body.user_id, same_shopper(svc))
-    dep = deployment(svc)
+    pseudo = shopper(svc, body.user_id) if body.user_id else None
+    dep, arm = svc.feedback.route(deployment(svc), placement="cart", unit=pseudo)
     req = RecRequest(
-        user_id=shopper(svc, body.user_id) if body.user_id else None,
+        user_id=pseudo,
         k=_pool(svc, "cart", body.k),
         scenario="cart",
         filters=filters_of(body.category, body.brand, body.price_min, body.price_max),
@@ -220,7 +229,8 @@ def cart_recommendations(svc: Svc, caller: CallerDep, body: CartIn) -> Response:
     )
     answer, cached = svc.recommending.recommend(dep, req)
     answer = _shaped(svc, answer, "cart", body.k)
-    return _json(_out(svc, answer, cached=cached, user_id=body.user_id, scenario="cart"))
+    out = _out(svc, answer, cached=cached, user_id=body.user_id, scenario="cart")
+    return _json(svc.feedback.tag(out, placement="cart", user_id=pseudo, arm=arm))
 
 
 @router.get(
@@ -232,7 +242,8 @@ def cart_recommendations(svc: Svc, caller: CallerDep, body: CartIn) -> Response:
 async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQuery, Query()]) -> Response:
     """Top items for a visitor nobody knows: popular overall, popular in ``category``, or (with
     ``item_id``) around the item on the page. No credential needed; nothing personal in it."""
-    dep = deployment(svc)
+    guest = session_of(query.session_id)
+    dep, arm = svc.feedback.route(deployment(svc), placement=query.scenario, unit=guest)
     req = RecRequest(
         user_id=None,
         k=_pool(svc, query.scenario, query.k),
@@ -245,4 +256,5 @@ async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQu
     else:
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
     answer = _shaped(svc, answer, query.scenario, query.k)
-    return _json(_out(svc, answer, cached=cached, user_id=None, scenario=query.scenario))
+    body = _out(svc, answer, cached=cached, user_id=None, scenario=query.scenario)
+    return _json(svc.feedback.tag(body, placement=query.scenario, session_id=guest, arm=arm))

@@ -64,6 +64,10 @@ async def search(
         Query(max_length=20, description="annotated attribute facet to keep, as name:value (colour:red)"),
     ] = None,
     sort: Literal["relevance", "price_asc", "price_desc", "popularity"] = "relevance",
+    session_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=256, description="the visit's session (a guest's answers cite it)"),
+    ] = None,
 ) -> SearchOut:
     """Keyword search with query understanding, filters, facets and pages; ``user_id`` re-ranks
     matching results by the shopper's brands and price range (and needs a ``read`` key or that
@@ -179,7 +183,7 @@ async def search(
         notes = list(placed.notes)
         if decision.matched:
             notes.append("query rules: " + ", ".join(decision.matched))
-    return SearchOut(
+    out = SearchOut(
         model_version=svc.search_version,
         mode=mode,
         query=q,
@@ -197,6 +201,15 @@ async def search(
         synonyms=rewritten.expansions,
         took_ms=round(result.took_ms, 3),
     )
+    out.search_id = svc.feedback.served(
+        "search",
+        placement="search",
+        items=[h.item_id for h in out.hits],
+        version=svc.search_version,
+        user_id=pseudo,
+        session_id=session_id,
+    )
+    return out
 
 
 def _reason(hit: Any, user: Any) -> str:
