@@ -166,7 +166,8 @@ def _item_answer(svc: Services, item_id: str, k: int, filters: Filters | None, *
     placement = "bought_together" if bundles else "similar"
     answer = svc.recommending.similar(dep, item_id, _pool(svc, placement, k), filters, bundles=bundles)
     answer = _shaped(svc, answer, placement, k)
-    return _json(svc.feedback.tag(_out(svc, answer, item_id=item_id), placement=placement))
+    # logged under the placement whose rules shaped it (similar items: product; bundles: cart)
+    return _json(svc.feedback.tag(_out(svc, answer, item_id=item_id), placement=PLACEMENT_OF[placement]))
 
 
 @router.get(
