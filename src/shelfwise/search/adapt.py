@@ -266,7 +266,10 @@ def adapt_encoder(
                 # another item with the same view or the same text is not a negative
                 same = np.array(
                     [
-                        [i != j and (anchors[i] == anchors[j] or positives[i] == positives[j]) for j in range(len(batch))]
+                        [
+                            i != j and (anchors[i] == anchors[j] or positives[i] == positives[j])
+                            for j in range(len(batch))
+                        ]
                         for i in range(len(batch))
                     ]
                 )

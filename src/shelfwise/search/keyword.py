@@ -164,7 +164,9 @@ class KeywordIndex:
                 to_global[tid] = vocab[term]
             lengths = np.fromiter((len(d) for d in ids), dtype=np.float64, count=n)
             rows = np.repeat(np.arange(n), lengths.astype(np.int64))
-            cols = to_global[np.fromiter((t for d in ids for t in d), dtype=np.int64, count=int(lengths.sum()))]
+            cols = to_global[
+                np.fromiter((t for d in ids for t in d), dtype=np.int64, count=int(lengths.sum()))
+            ]
             tf = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=total.shape)
             tf.sum_duplicates()
             norm = 1.0 - self.b + self.b * lengths / self._fields[field].avgdl
@@ -356,7 +358,10 @@ class KeywordIndex:
             index._fields[field] = _FieldSegment(retriever, index.n_main, meta["avgdl"][field])
         if index.scoring == "bm25f":
             terms = json.loads((directory / "bm25f_terms.json").read_text())
-            arrays = [np.load(directory / f"bm25f_{n}.npy", allow_pickle=False) for n in ("indptr", "indices", "data")]
+            arrays = [
+                np.load(directory / f"bm25f_{n}.npy", allow_pickle=False)
+                for n in ("indptr", "indices", "data")
+            ]
             index._merged = TermMatrix({t: i for i, t in enumerate(terms)}, *arrays, index.n_main)
         else:
             index._merge()

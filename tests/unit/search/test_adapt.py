@@ -64,11 +64,15 @@ def test_an_adapted_index_saves_its_layers_and_loads_with_the_same_query_vectors
     loaded = SearchEngine.load(tmp_path / "idx", encoder=encoder)  # given the packaged encoder
     assert loaded.encoder is not None and loaded.encoder.adapted
     assert np.allclose(
-        loaded.encoder.encode_uncached("wrist watch"), engine.encoder.encode_uncached("wrist watch"), atol=1e-5
+        loaded.encoder.encode_uncached("wrist watch"),
+        engine.encoder.encode_uncached("wrist watch"),
+        atol=1e-5,
     )
     assert [loaded.search(q, k=10, mode="hybrid", facets=False).item_ids for q in queries] == before
 
 
-def test_too_small_a_catalogue_is_refused_with_a_clear_error(flipkart_1k: list[Item], encoder: Encoder) -> None:
+def test_too_small_a_catalogue_is_refused_with_a_clear_error(
+    flipkart_1k: list[Item], encoder: Encoder
+) -> None:
     with pytest.raises(ConfigError, match="too few"):
         adapt_encoder(encoder, flipkart_1k[:5], SMALL)

@@ -31,9 +31,7 @@ def _reference(index: KeywordIndex, docs: list[dict[str, str]], n_main: int, tok
     own statistics when built; the delta segment with the main segment's lengths and the counts of
     both (what a search sees right after ``add``)."""
     tokenised = [{f: index.analyzer.tokens(d.get(f, "")) for f in index.weights} for d in docs]
-    avgdl = {
-        f: sum(len(t[f]) for t in tokenised[:n_main]) / n_main for f in index.weights
-    }
+    avgdl = {f: sum(len(t[f]) for t in tokenised[:n_main]) / n_main for f in index.weights}
     out = np.zeros(len(docs))
     for token in tokens:
         tf = np.zeros(len(docs))
@@ -58,7 +56,7 @@ def test_bm25f_scores_match_the_formula_in_main_and_delta(
     expected = _reference(bm25f_index, docs, 900, tokens)
     got = bm25f_index.scores(tokens, len(docs))
     assert np.allclose(got, expected, rtol=1e-4, atol=1e-5)
-    slots, values = bm25f_index.match(tokens)
+    slots, _values = bm25f_index.match(tokens)
     assert set(slots.tolist()) == set(np.flatnonzero(expected > 0).tolist())
 
 
