@@ -57,8 +57,13 @@ class Encoder:
         workers: int | None = None,
         cache_size: int = 4096,
         query_threads: int = 1,
+        model: Any = None,
     ) -> None:
         self.path = path
+        # a model of its own (one adapted to a catalogue, ``shelfwise.search.adapt``) instead of the
+        # packaged one shared by every encoder in the process
+        self._own_model = model
+        self.adapted_state: dict[str, Any] | None = None
         self.batch_size = batch_size
         self.max_length = max_length
         self.query_max_length = query_max_length
@@ -73,7 +78,11 @@ class Encoder:
 
     @property
     def model(self) -> Any:
-        return load_encoder(self.path)
+        return self._own_model if self._own_model is not None else load_encoder(self.path)
+
+    @property
+    def adapted(self) -> bool:
+        return self.adapted_state is not None
 
     def _parts(self) -> tuple[Any, Any] | None:
         """(tokenizer, transformer) when the model is transformer → mean pooling → normalise."""

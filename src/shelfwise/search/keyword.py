@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 
@@ -84,8 +84,12 @@ class KeywordIndex:
         analyzer: Analyzer | None = None,
         k1: float = 1.2,
         b: float = 0.75,
+        scoring: Literal["fields", "bm25f"] = "fields",
     ) -> None:
         self.weights = dict(weights or DEFAULT_WEIGHTS)
+        if scoring not in ("fields", "bm25f"):
+            raise ConfigError(f"unknown keyword scoring {scoring!r}", hint="fields or bm25f")
+        self.scoring = scoring
         unknown = set(self.weights) - set(TEXT_FIELDS)
         if unknown:
             raise ConfigError(f"unknown search fields {sorted(unknown)}", hint=f"fields: {TEXT_FIELDS}")
@@ -107,6 +111,7 @@ class KeywordIndex:
         bm25s = _bm25s()
         self.n_main = len(docs)
         self._fields = {}
+        field_ids: dict[str, tuple[dict[str, int], list[list[int]]]] = {}
         for field in self.weights:
             tokenized = [self.analyzer.tokens(d.get(field, "")) for d in docs]
             vocab: dict[str, int] = {}
@@ -114,12 +119,16 @@ class KeywordIndex:
             lengths = [len(t) for t in tokenized]
             if not sum(lengths):
                 continue  # a field no document has (e.g. no descriptions): nothing to score
+            field_ids[field] = (vocab, ids)
             retriever = bm25s.BM25(k1=self.k1, b=self.b, method="lucene", backend=self.backend)
             retriever.index((ids, vocab), show_progress=False)
             retriever.vocab_dict = vocab
             avgdl = (sum(lengths) / len(lengths)) if lengths else 1.0
             self._fields[field] = _FieldSegment(retriever, len(docs), max(avgdl, 1e-9))
-        self._merge()
+        if self.scoring == "bm25f":
+            self._merged = self._bm25f_matrix(field_ids)
+        else:
+            self._merge()
         self._delta = {f: {} for f in self.weights}
         self._delta_len = {f: 0 for f in self.weights}
         self.delta_slots = []
@@ -130,6 +139,45 @@ class KeywordIndex:
             sc = seg.retriever.scores
             parts.append((self.weights[field], seg.vocab, sc["indptr"], sc["indices"], sc["data"]))
         self._merged = TermMatrix.merge(parts, self.n_main)
+
+    def _bm25f_matrix(self, field_ids: Mapping[str, tuple[dict[str, int], list[list[int]]]]) -> TermMatrix:
+        """BM25F (Robertson, Zaragoza & Taylor 2004): per term and document, the fields' term
+        frequencies, each length-normalised within its field and multiplied by the field weight,
+        are summed *before* one saturation, ``idf * tf / (k1 + tf)``, with one document frequency
+        over all fields. Summing per-field BM25 scores instead (``scoring="fields"``) pays a term
+        once per field it occurs in, so a word repeated in title, category and attributes
+        outranks a document that matches more of the query's words."""
+        import scipy.sparse as sp
+
+        vocab: dict[str, int] = {}
+        for field_vocab, _ in field_ids.values():
+            for term in field_vocab:
+                vocab.setdefault(term, len(vocab))
+        n = self.n_main
+        total = sp.csr_matrix((n, max(len(vocab), 1)), dtype=np.float64)
+        for field, (field_vocab, ids) in field_ids.items():
+            weight = self.weights[field]
+            if weight <= 0:
+                continue
+            to_global = np.empty(len(field_vocab), dtype=np.int64)
+            for term, tid in field_vocab.items():
+                to_global[tid] = vocab[term]
+            lengths = np.fromiter((len(d) for d in ids), dtype=np.float64, count=n)
+            rows = np.repeat(np.arange(n), lengths.astype(np.int64))
+            cols = to_global[
+                np.fromiter((t for d in ids for t in d), dtype=np.int64, count=int(lengths.sum()))
+            ]
+            tf = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=total.shape)
+            tf.sum_duplicates()
+            norm = 1.0 - self.b + self.b * lengths / self._fields[field].avgdl
+            total = total + sp.diags(weight / norm) @ tf
+        term_major = total.T.tocsr()
+        term_major.sort_indices()
+        df = np.diff(term_major.indptr).astype(np.float64)
+        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        tf = term_major.data
+        term_major.data = np.repeat(idf, np.diff(term_major.indptr)) * tf / (self.k1 + tf)
+        return TermMatrix(vocab, term_major.indptr, term_major.indices, term_major.data, n)
 
     def add(self, slot: int, doc: Mapping[str, str]) -> None:
         """Make one document searchable now, in the delta segment."""
@@ -210,6 +258,8 @@ class KeywordIndex:
 
     def _delta_match(self, tokens: Sequence[str], *, only: str | None = None) -> dict[int, float]:
         """Scores of the delta segment's slots (weighted sum over fields, or one field unweighted)."""
+        if only is None and self.scoring == "bm25f":
+            return self._delta_bm25f(tokens)
         k1, b = self.k1, self.b
         n_delta = len(self.delta_slots)
         out: dict[int, float] = {}
@@ -235,6 +285,32 @@ class KeywordIndex:
                     out[slot] = out.get(slot, 0.0) + value
         return out
 
+    def _delta_bm25f(self, tokens: Sequence[str]) -> dict[int, float]:
+        """BM25F of the delta segment's slots with the main segment's statistics."""
+        n = self.n_main + len(self.delta_slots)
+        merged = self._merged
+        out: dict[int, float] = {}
+        for token in tokens:  # a repeated query word counts again, as in the main segment
+            tf: dict[int, float] = {}
+            for field, w in self.weights.items():
+                hits = self._delta[field].get(token)
+                if not hits or w <= 0:
+                    continue
+                seg = self._fields.get(field)
+                avgdl = seg.avgdl if seg else max(self._delta_len[field] / len(self.delta_slots), 1e-9)
+                for slot, count, dl in hits:
+                    tf[slot] = tf.get(slot, 0.0) + w * count / (1 - self.b + self.b * dl / avgdl)
+            if not tf:
+                continue
+            df = len(tf)
+            if merged is not None and token in merged.vocab:
+                row = merged.vocab[token]
+                df += int(merged.indptr[row + 1] - merged.indptr[row])
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            for slot, value in tf.items():
+                out[slot] = out.get(slot, 0.0) + idf * value / (self.k1 + value)
+        return out
+
     # --- persistence ----------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
@@ -251,7 +327,15 @@ class KeywordIndex:
             "n_main": self.n_main,
             "avgdl": {f: s.avgdl for f, s in self._fields.items()},
             "analyzer": self.analyzer.config.model_dump(),
+            "scoring": self.scoring,
         }
+        if self.scoring == "bm25f" and self._merged is not None:
+            # BM25F is not a sum of the per-field indexes: its matrix is saved as it is
+            m = self._merged
+            for name in ("indptr", "indices", "data"):
+                np.save(directory / f"bm25f_{name}.npy", getattr(m, name), allow_pickle=False)
+            terms = sorted(m.vocab, key=m.vocab.__getitem__)
+            (directory / "bm25f_terms.json").write_text(json.dumps(terms, ensure_ascii=False))
         (directory / "keyword.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -263,6 +347,7 @@ class KeywordIndex:
             analyzer=make_analyzer(AnalyzerConfig(**meta["analyzer"])),
             k1=meta["k1"],
             b=meta["b"],
+            scoring=meta.get("scoring", "fields"),
         )
         index.n_main = meta["n_main"]
         for field in meta["avgdl"]:
@@ -271,5 +356,13 @@ class KeywordIndex:
                 retriever.backend = "numba"
                 retriever.compile(activate_numba=True, warmup=False)
             index._fields[field] = _FieldSegment(retriever, index.n_main, meta["avgdl"][field])
-        index._merge()
+        if index.scoring == "bm25f":
+            terms = json.loads((directory / "bm25f_terms.json").read_text())
+            arrays = [
+                np.load(directory / f"bm25f_{n}.npy", allow_pickle=False)
+                for n in ("indptr", "indices", "data")
+            ]
+            index._merged = TermMatrix({t: i for i, t in enumerate(terms)}, *arrays, index.n_main)
+        else:
+            index._merge()
         return index
