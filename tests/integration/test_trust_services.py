@@ -59,7 +59,9 @@ def _worker(url: str, redis_url: str | None, prefix: str, poll: float, user: str
         out.put(("timeout", time.time()))
 
 
-def _seen_by_other_worker(url: str, *, redis_url: str | None, prefix: str, poll: float, via_view: bool) -> float:
+def _seen_by_other_worker(
+    url: str, *, redis_url: str | None, prefix: str, poll: float, via_view: bool
+) -> float:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     user = "shopper-1"
@@ -85,7 +87,9 @@ def _seen_by_other_worker(url: str, *, redis_url: str | None, prefix: str, poll:
             proc.kill()
 
 
-def test_consent_reaches_a_second_worker_within_a_second_through_redis(fresh_pg_url: str, prefix: str) -> None:
+def test_consent_reaches_a_second_worker_within_a_second_through_redis(
+    fresh_pg_url: str, prefix: str
+) -> None:
     # the store's own stamp is polled only every 30 s here: only the Redis stamp can be this quick
     lag = _seen_by_other_worker(fresh_pg_url, redis_url=REDIS, prefix=prefix, poll=30.0, via_view=True)
     assert lag < 1.0
@@ -133,7 +137,9 @@ def test_export_shopper_holds_the_tables_later_features_add_and_nothing_of_anoth
     shopper, other = pseudo("17850"), pseudo("13047")
     with open_store(loaded) as store:
         with store.engine.begin() as conn:  # type: ignore[attr-defined]
-            conn.exec_driver_sql("CREATE TABLE experiment_assignments (user_id TEXT, experiment TEXT, arm TEXT)")
+            conn.exec_driver_sql(
+                "CREATE TABLE experiment_assignments (user_id TEXT, experiment TEXT, arm TEXT)"
+            )
             conn.exec_driver_sql("CREATE TABLE impressions (user_id TEXT, item_id TEXT, ts INTEGER)")
             conn.execute(
                 sa.text("INSERT INTO experiment_assignments VALUES (:u, 'recs-1', :a)"),

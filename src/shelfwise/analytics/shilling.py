@@ -41,6 +41,7 @@ class ShillingRule:
     min_profile: int = 4  # distinct items an account needs before its profile shape counts
     popular_share: float = 0.6  # of its other items among the most popular
     min_group_share: float = 0.8  # of a burst's accounts that must look like throwaways
+    core_ratio: float = 2.0  # a burst's accounts over the item's steady audience: a target, not a filler
     # lockstep groups (CopyCatch, Beutel et al. 2013): throwaway accounts, born in one window, that
     # touch the same items there — what a nuke looks like on implicit data, where the fakes push the
     # target's rivals (popular items, so the burst share test above never fires)
@@ -122,12 +123,18 @@ def detect_shilling(ds: Dataset, rule: ShillingRule | None = None) -> ShillingFl
     return out
 
 
-def _bandwagon_profiles(ds: Dataset, rule: ShillingRule) -> np.ndarray:
-    """Accounts whose other items are mostly the shop's most popular ones: what a bandwagon fake
-    takes to look ordinary and to tie its target to as many shoppers as it can."""
+def _popular(ds: Dataset, rule: ShillingRule) -> np.ndarray:
+    """The shop's ``popular_items`` most popular items (bool per item)."""
     pop = np.bincount(ds.items, minlength=ds.n_items)
     popular = np.zeros(ds.n_items, bool)
     popular[np.argsort(-pop, kind="stable")[: rule.popular_items]] = True
+    return popular
+
+
+def _bandwagon_profiles(ds: Dataset, rule: ShillingRule) -> np.ndarray:
+    """Accounts whose other items are mostly the shop's most popular ones: what a bandwagon fake
+    takes to look ordinary and to tie its target to as many shoppers as it can."""
+    popular = _popular(ds, rule)
     pairs = np.unique(np.stack([ds.users.astype(np.int64), ds.items.astype(np.int64)]), axis=1)
     distinct = np.bincount(pairs[0], minlength=ds.n_users)
     hot = np.bincount(pairs[0], weights=popular[pairs[1]], minlength=ds.n_users)
@@ -172,6 +179,15 @@ def _flag_bursts(
     _, inverse = np.unique(group, return_inverse=True)
     share_hit = np.bincount(inverse, weights=hit) / np.bincount(inverse)
     hit &= share_hit[inverse] >= rule.min_group_share
+    # the fakes' fillers (popular items) burst too when the attack is large, and real newcomers
+    # touch them there: an account is flagged only if it also took part in a *core* burst, one
+    # that outnumbers the item's steady audience (accounts that are not throwaways) ``core_ratio``
+    # times — the target's, whose real audience is tiny (popular targets: ``_flag_lockstep``)
+    steady = np.bincount(accounts[0], weights=~suspects[accounts[1]], minlength=ds.n_items)
+    strong = burst & (counts >= rule.core_ratio * steady[iw[0]])
+    core = np.isin(triples[0] * (int(window.max()) + 2) + triples[1], code[strong])
+    rare = hit & core[in_burst]
+    hit &= np.isin(u, u[rare])
     out.users[u[hit]] = True
     out.edges.update(zip(u[hit].tolist(), members[0][hit].tolist(), strict=True))
     out.items = sorted(set(out.items) | {int(i) for i in iw[0][burst]})
@@ -251,7 +267,7 @@ def training_weights(
     rule: ShillingRule | None = None,
     *,
     suspect_weight: float = 0.1,
-    cohort_cap: int = 3,
+    cohort_cap: int = 10,
 ) -> np.ndarray:
     """How much the model should learn from each event of ``ds`` (in [0, 1]) — the defence in
     training beyond dropping accounts:
@@ -280,7 +296,9 @@ def training_weights(
     rows = np.flatnonzero(throwaway[ds.users])
     if len(rows):
         born = first[ds.users[rows]] // width
-        pairs = np.unique(np.stack([ds.items[rows].astype(np.int64), born, ds.users[rows].astype(np.int64)]), axis=1)
+        pairs = np.unique(
+            np.stack([ds.items[rows].astype(np.int64), born, ds.users[rows].astype(np.int64)]), axis=1
+        )
         iw, counts = np.unique(pairs[:2], axis=1, return_counts=True)
         code = ds.items[rows].astype(np.int64) * (int(born.max()) + 2) + born
         keys = iw[0] * (int(born.max()) + 2) + iw[1]

@@ -248,16 +248,23 @@ def shilling_experiment(
     compare: tuple[str, ...] = (),
     max_ndcg_loss: float = 0.02,
     min_lift_cut: float = 0.8,
+    memo: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Clean, attacked and defended fits of ``model`` on one temporal split (module docstring);
-    ``compare``: other defences measured on the same clean and attacked fits (``other_defences``)."""
+    ``compare``: other defences measured on the same clean and attacked fits (``other_defences``).
+    ``memo``: a dict kept across calls on the same ``ds`` so the fits that do not depend on the
+    attack (clean, and each defence on the clean data) run once."""
+    memo = {} if memo is None else memo
+    mkey = (id(ds), repr(sorted(model.items())), k, test_fraction, repr(rule))
     split = make_split(ds, "temporal", test_fraction=test_fraction)
     attacked = simulate(split.train, attack)
     asplit = Split(
         split.protocol, attacked.dataset, _pad(split.test, attacked.dataset.n_users), info=split.info
     )
     cleanp = Split(split.protocol, split.train, split.test, info=split.info)
-    clean = _fit_measure(model, cleanp, attacked.targets, k)
+    if (*mkey, "clean") not in memo:
+        memo[(*mkey, "clean")] = model_from_config(model).fit(split.train)
+    clean = _fit_measure(model, cleanp, attacked.targets, k, model=memo[(*mkey, "clean")])
     hit = _fit_measure(model, asplit, attacked.targets, k)
     # a push buys exposure, a nuke takes it away: the lift is measured in the attack's direction
     sign = -1.0 if attack.kind == "nuke" else 1.0
@@ -269,10 +276,20 @@ def shilling_experiment(
         guarded, flags = defended_fit(model, attacked.dataset, rule, mode=name)
         defended = _fit_measure(model, asplit, attacked.targets, k, model=guarded)
         # the defence's cost when nobody attacks: its false alarms on the real data alone
-        calm, calm_flags = defended_fit(model, split.train, rule, mode=name)
+        if (*mkey, name) not in memo:
+            memo[(*mkey, name)] = defended_fit(model, split.train, rule, mode=name)
+        calm, calm_flags = memo[(*mkey, name)]
         peace = _fit_measure(model, cleanp, attacked.targets, k, model=calm)
         figures[name] = _defence_figures(
-            name, defended, peace, clean, hit, sign=sign, k=k, max_ndcg_loss=max_ndcg_loss, min_lift_cut=min_lift_cut
+            name,
+            defended,
+            peace,
+            clean,
+            hit,
+            sign=sign,
+            k=k,
+            max_ndcg_loss=max_ndcg_loss,
+            min_lift_cut=min_lift_cut,
         )
         if not detection:  # detection does not depend on the defence
             detection = precision_recall(flags.users, attacked.fake)

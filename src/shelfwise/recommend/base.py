@@ -159,7 +159,9 @@ def _weighted(train: Dataset, w: np.ndarray) -> sp.csr_matrix:
     first[1:] = key[order][1:] != key[order][:-1]
     pick = order[first]
     m = sp.csr_matrix(
-        (w[pick], (train.users[pick], train.items[pick])), shape=(train.n_users, train.n_items), dtype=np.float32
+        (w[pick], (train.users[pick], train.items[pick])),
+        shape=(train.n_users, train.n_items),
+        dtype=np.float32,
     )
     m.eliminate_zeros()
     return m

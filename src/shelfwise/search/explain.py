@@ -77,6 +77,7 @@ def explain_search(
             if g != "query":
                 totals[g] = totals.get(g, 0.0) + float(v)
         item = engine._items[int(slots[p])]
+        brand = f" {item.brand}" if item is not None and item.brand else ""
         f = x[p]
         backed = {
             "words": f[col["bm25"]] > 0 or f[col["title_coverage"]] > 0,
@@ -90,7 +91,7 @@ def explain_search(
         words = {
             "words": f"matches “{terms}” in its title and description",
             "meaning": f"close in meaning to “{query}”",
-            "brand": f"its brand{' ' + item.brand if item is not None and item.brand else ''} matches “{query}”",
+            "brand": f"its brand{brand} matches “{query}”",
             "category": f"in a category that matches “{query}”",
             "popular": "popular with shoppers",
             "price": "its price fits what you asked for",

@@ -69,9 +69,7 @@ def explain(
         row["served_reason"] = served.get(row["item"])
     found = {row["item"] for row in out["items"]}
     out["missing"] = [item for item in recommendation.items if item not in found]
-    out["fidelity"] = (
-        sum(row["agrees"] for row in out["items"]) / len(out["items"]) if out["items"] else None
-    )
+    out["fidelity"] = sum(row["agrees"] for row in out["items"]) / len(out["items"]) if out["items"] else None
     return out
 
 
