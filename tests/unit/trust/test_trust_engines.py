@@ -126,10 +126,18 @@ def test_every_trained_version_has_a_model_card(ds: Dataset, tmp_path: Path) -> 
     import json
 
     card = json.loads((path / "model_card.json").read_text())
-    assert card["fairness"]["measured"] and "price_band" in card["fairness"]
+    fair = card["fairness"]
+    assert fair["measured"] and {"brand", "seller", "price_band", "new"} <= set(fair)
+    assert fair["price_band"]["available"] and fair["new"]["available"]  # Online Retail has prices
+    assert not fair["seller"]["available"]  # no seller in this catalogue: said so, not left out
     assert card["data_window"]["events"] == len(ds)
     assert "intended_use" in card and card["robustness"]["measured"] in (True, False)
-    assert "Fairness of exposure" in (path / "MODEL_CARD.md").read_text()
+    text = (path / "MODEL_CARD.md").read_text()
+    assert "Fairness of exposure" in text
+    for kind in ("brand", "seller", "price_band", "new"):
+        assert f"- {kind}:" in text
+    if card["robustness"]["measured"]:
+        assert "vs a model that never saw the attack" in text
 
 
 def test_a_nuke_is_detected_without_false_alarms(ds: Dataset) -> None:
