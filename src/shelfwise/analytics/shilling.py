@@ -41,7 +41,7 @@ class ShillingRule:
     min_profile: int = 4  # distinct items an account needs before its profile shape counts
     popular_share: float = 0.6  # of its other items among the most popular
     min_group_share: float = 0.8  # of a burst's accounts that must look like throwaways
-    core_ratio: float = 2.0  # a burst's accounts over the item's steady audience: a target, not a filler
+    core_top_share: float = 0.02  # items this popular (outside the burst) are fillers, not targets
     # lockstep groups (CopyCatch, Beutel et al. 2013): throwaway accounts, born in one window, that
     # touch the same items there — what a nuke looks like on implicit data, where the fakes push the
     # target's rivals (popular items, so the burst share test above never fires)
@@ -180,11 +180,12 @@ def _flag_bursts(
     share_hit = np.bincount(inverse, weights=hit) / np.bincount(inverse)
     hit &= share_hit[inverse] >= rule.min_group_share
     # the fakes' fillers (popular items) burst too when the attack is large, and real newcomers
-    # touch them there: an account is flagged only if it also took part in a *core* burst, one
-    # that outnumbers the item's steady audience (accounts that are not throwaways) ``core_ratio``
-    # times — the target's, whose real audience is tiny (popular targets: ``_flag_lockstep``)
-    steady = np.bincount(accounts[0], weights=~suspects[accounts[1]], minlength=ds.n_items)
-    strong = burst & (counts >= rule.core_ratio * steady[iw[0]])
+    # touch them there: an account is flagged only if it also took part in a *core* burst, on an
+    # item outside the shop's top ``core_top_share`` by its audience outside the burst — the
+    # target's, whose real audience is tiny (popular targets are ``_flag_lockstep``'s business)
+    known = per_item[per_item > 0]
+    bar = float(np.quantile(known, 1 - rule.core_top_share)) if len(known) else 0.0
+    strong = burst & (per_item[iw[0]] - counts < bar)
     core = np.isin(triples[0] * (int(window.max()) + 2) + triples[1], code[strong])
     rare = hit & core[in_burst]
     hit &= np.isin(u, u[rare])
