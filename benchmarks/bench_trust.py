@@ -267,7 +267,7 @@ def fidelity(datasets: dict[str, Any], users: int = 100) -> list[dict[str, Any]]
 def search_fidelity() -> list[dict[str, Any]]:
     """Fidelity of the search ranker's reasons on the Flipkart labelled set: LambdaRank trained on
     half of the queries, explained on the other half (top 10 each)."""
-    from shelfwise.data.readers import read_dataset
+    from shelfwise.search.documents import read_dataset
     from shelfwise.search.engine import SearchConfig, SearchEngine
     from shelfwise.search.explain import search_fidelity as measure
     from shelfwise.search.labelled import flipkart_category_set

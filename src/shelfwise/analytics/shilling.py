@@ -185,7 +185,28 @@ def _flag_bursts(
     # target's, whose real audience is tiny (popular targets are ``_flag_lockstep``'s business)
     known = per_item[per_item > 0]
     bar = float(np.quantile(known, 1 - rule.core_top_share)) if len(known) else 0.0
-    strong = burst & (per_item[iw[0]] - counts < bar)
+    # the item's audience apart from the burst: every account but the throwaways whose first touch
+    # of it falls in the burst's window or its neighbours (a burst straddling a window edge is not
+    # its own audience; real shoppers there are)
+    span = int(window.max()) + 2
+    key_all = ds.items.astype(np.int64) * ds.n_users + ds.users
+    order = np.lexsort((window, key_all))
+    head = np.ones(len(order), bool)
+    head[1:] = key_all[order][1:] != key_all[order][:-1]
+    firsts = order[head]
+    firsts = firsts[suspects[ds.users[firsts]]]
+    if not len(firsts):
+        return
+    touch_keys, touch_counts = np.unique(
+        ds.items[firsts].astype(np.int64) * span + window[firsts], return_counts=True
+    )
+
+    def touched(keys: np.ndarray) -> np.ndarray:
+        at = np.clip(np.searchsorted(touch_keys, keys), 0, len(touch_keys) - 1)
+        return np.where(touch_keys[at] == keys, touch_counts[at], 0)
+
+    near = sum(touched(iw[0] * span + iw[1] + d) for d in (-1, 0, 1))
+    strong = burst & (per_item[iw[0]] - near < bar)
     core = np.isin(triples[0] * (int(window.max()) + 2) + triples[1], code[strong])
     rare = hit & core[in_burst]
     hit &= np.isin(u, u[rare])
