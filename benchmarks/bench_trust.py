@@ -65,12 +65,15 @@ def shilling(datasets: dict[str, Any]) -> list[dict[str, Any]]:
         for share, targets in ((0.03, 3), (0.10, 1))
     ] + [("ease", kind, 0.03, 3) for kind in ATTACKS if kind != "push"]
     for name, ds in datasets.items():
+        memo: dict[Any, Any] = {}  # the fits that do not depend on the attack, once per data and model
         for model_name, kind, share, targets in plan:
             started = time.perf_counter()
             r = shilling_experiment(
                 ds,
                 model={"model": model_name},
                 attack=Attack(kind=kind, fake_share=share, targets=targets),  # type: ignore[arg-type]
+                compare=("accounts",) if kind in ("push", "nuke") else (),
+                memo=memo,
             )
             r["fake_share"] = share
             r["data"] = name
@@ -80,7 +83,12 @@ def shilling(datasets: dict[str, Any]) -> list[dict[str, Any]]:
             r["seconds"] = round(time.perf_counter() - started, 1)
             _log(
                 f"shilling {name} {kind}: "
-                + json.dumps({k: r[k] for k in ("lift_cut", "ndcg_change", "precision", "recall")})
+                + json.dumps(
+                    {
+                        k: r[k]
+                        for k in ("lift_cut", "ndcg_change", "ndcg_change_vs_clean", "precision", "recall")
+                    }
+                )
             )
             rows.append(r)
     return rows
@@ -256,6 +264,41 @@ def fidelity(datasets: dict[str, Any], users: int = 100) -> list[dict[str, Any]]
     return rows
 
 
+def search_fidelity() -> list[dict[str, Any]]:
+    """Fidelity of the search ranker's reasons on the Flipkart labelled set: LambdaRank trained on
+    half of the queries, explained on the other half (top 10 each)."""
+    from shelfwise.search.documents import read_dataset
+    from shelfwise.search.engine import SearchConfig, SearchEngine
+    from shelfwise.search.explain import search_fidelity as measure
+    from shelfwise.search.labelled import flipkart_category_set
+    from shelfwise.search.ltr import LambdaRanker
+
+    started = time.perf_counter()
+    catalogue = read_dataset("flipkart")
+    labelled = flipkart_category_set(catalogue, read_dataset("flipkart-1k"))
+    engine = SearchEngine.build(catalogue, SearchConfig(dense=False))
+    qids = sorted(labelled.queries)
+    rng = np.random.default_rng(0)
+    rng.shuffle(qids)
+    half = len(qids) // 2
+    train = {q: labelled.queries[q] for q in qids[:half]}
+    held = {q: labelled.queries[q] for q in qids[half:]}
+    ranker = LambdaRanker().fit(engine, train, labelled.qrels)
+    f = measure(engine, ranker, held, k=10)
+    row = {
+        "data": "flipkart (labelled set, held-out half)",
+        "ranker": "lambdarank (bm25 candidates)",
+        "queries": f["queries"],
+        "items": f["items"],
+        "fidelity": round(f["fidelity"], 4) if f["fidelity"] is not None else None,
+        "reason_groups": f["reason_groups"],
+        "top_feature_groups": f["top_feature_groups"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    _log(f"search fidelity: {row['fidelity']} on {row['items']} results")
+    return [row]
+
+
 def _plots(
     utility: list[dict[str, Any]], pop: list[dict[str, Any]], expo: list[dict[str, Any]]
 ) -> dict[str, str]:
@@ -314,36 +357,79 @@ def _plots(
     return {"dp_utility": dp_png.name, "exposure_tradeoff": ex_png.name}
 
 
+def _previous() -> dict[str, Any]:
+    path = RESULTS / "trust.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run() -> dict[str, Any]:
+    """Every section, or (``TRUST_SECTIONS=shilling,fidelity,...``) only those named, the others
+    carried over from the last ``trust.json`` with the date they were measured."""
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     started = time.perf_counter()
-    datasets = _datasets()
-    _log("ledger refusal through the CLI")
-    refusal = ledger_refusal()
-    _log(f"refusal: {refusal}")
-    shill = shilling(datasets)
-    utility = dp_utility()
-    pop = dp_popularity(datasets)
-    expo = exposure(datasets)
-    fid = fidelity(datasets)
+    wanted = {w for w in os.environ.get("TRUST_SECTIONS", "").split(",") if w}
+    previous = _previous()
+    carried: dict[str, str] = dict(previous.get("carried", {})) if wanted else {}
+    lazy: dict[str, Any] = {}
+
+    def data() -> dict[str, Any]:
+        if "ds" not in lazy:
+            lazy["ds"] = _datasets()
+        return lazy["ds"]
+
+    def section(key: str, compute: Any) -> Any:
+        if wanted and key not in wanted and key in previous:
+            carried.setdefault(key, previous.get("measured_at", "?"))
+            return previous[key]
+        carried.pop(key, None)
+        return compute()
+
+    refusal = section("ledger_refusal", ledger_refusal)
+    shill = section("shilling", lambda: shilling(data()))
+    utility = section("dp_utility", dp_utility)
+    pop = section("dp_popularity", lambda: dp_popularity(data()))
+    expo = section("exposure_tradeoff", lambda: exposure(data()))
+    fid = section("fidelity", lambda: fidelity(data()))
+    sfid = section("search_fidelity", search_fidelity)
     plots = _plots(utility, pop, expo)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     push = [r for r in shill if r["attack"] == "push"]
+
+    def verdict(r: dict[str, Any]) -> str:
+        ok = r.get("acceptance", {})
+        return "yes" if ok and all(ok.values()) else "no"
+
+    flat = [
+        {
+            **r,
+            **{f"accounts_{k}": v for k, v in r.get("other_defences", {}).get("accounts", {}).items()},
+            "ok": verdict(r),
+        }
+        for r in shill
+    ]
+
     sections = [
         "Shilling (EASE, the served default, and item-KNN; fake accounts = 3% (3 targets) or 10% "
         "(1 target) of real ones, bandwagon fillers from the 20 most popular items, a 1-hour burst at "
-        "the end of training; defence = fit without flagged accounts, every account keeps its own "
-        "history). Detector thresholds chosen on REES46 (in-sample), reported unchanged on Online "
-        "Retail (out of sample). `ndcg_change`: defended vs undefended on the attacked data; `without "
-        "attack`: the defence on the real data alone (its false alarms); `vs clean`: defended vs a "
-        "model that never saw the attack.",
+        "the end of training). Defence `weighted` (the default): a flagged account's events on the items "
+        "it attacked and bots' events dropped, its other events weighted 0.1, and trimmed co-occurrence "
+        "(throwaway accounts born in one hour count as at most 10 accounts on any one item; cap and "
+        "weight chosen on REES46); `accounts` "
+        "(phase 1): fit without every event of a flagged account. Every account keeps its own history "
+        "when scored. Detector thresholds chosen on REES46 (in-sample), reported unchanged on Online "
+        "Retail (out of sample). A nuke's lift is the exposure it takes away (clean − attacked). "
+        "`ndcg_change`: defended vs undefended on the attacked data; `vs_clean`: defended vs a model "
+        "that never saw the attack (the acceptance's loss, since an attack can *raise* the undefended "
+        "model's NDCG); `no_attack`: the defence on the real data alone (its false alarms and trimming). "
+        "`ok`: lift cut ≥ 80% (or no lift to cut) and NDCG@10 loss ≤ 2% on both comparisons.",
         "",
         _table(
-            shill,
+            flat,
             [
                 "data",
+                "model",
                 "attack",
-                "fake_accounts",
+                "fake_share",
                 "exposure_clean",
                 "exposure_attacked",
                 "exposure_defended",
@@ -351,18 +437,24 @@ def run() -> dict[str, Any]:
                 "attack_exposure_lift_with_defence",
                 "lift_cut",
                 "ndcg_change",
-                "ndcg_change_without_attack",
                 "ndcg_change_vs_clean",
+                "ndcg_change_without_attack",
+                "accounts_lift_cut",
+                "accounts_ndcg_change",
+                "accounts_ndcg_change_vs_clean",
                 "precision",
                 "recall",
+                "false_alarms_without_attack",
+                "ok",
             ],
         ),
         "",
-        "Acceptance (push): "
+        "Acceptance (push, defence `weighted`): "
         + "; ".join(
             f"{r['data']} {r['model']} {r['fake_share']:.0%}: lift "
             f"{r['attack_exposure_lift_without_defence']} → {r['attack_exposure_lift_with_defence']}, "
-            f"cut {r['lift_cut']}, NDCG@10 change {r['ndcg_change']:+.4f}"
+            f"cut {r['lift_cut']}, NDCG@10 {r['ndcg_change']:+.4f} vs undefended, "
+            f"{r['ndcg_change_vs_clean']:+.4f} vs clean: {verdict(r)}"
             for r in push
         ),
         "",
@@ -390,6 +482,21 @@ def run() -> dict[str, Any]:
         "",
         _table(fid, ["data", "items", "fidelity", "no_reason_share", "old_reasons_fidelity"]),
         "",
+        "Reason fidelity of the search ranker (LambdaRank over BM25 candidates, trained on half of the "
+        "Flipkart labelled queries, explained on the other half, top 10 each; a reason is stated only "
+        "when the result's data backs it):",
+        "",
+        _table(sfid, ["data", "ranker", "queries", "items", "fidelity"]),
+        "",
+        *(
+            [
+                "Carried over unchanged from an earlier run (not re-measured in this one): "
+                + ", ".join(f"{k} ({v})" for k, v in sorted(carried.items())),
+                "",
+            ]
+            if carried
+            else []
+        ),
         f"Machine load average before {' '.join(load_before)}, after {' '.join(load_after)} "
         "(2 cores, shared).",
     ]
@@ -402,6 +509,8 @@ def run() -> dict[str, Any]:
         "dp_popularity": pop,
         "exposure_tradeoff": expo,
         "fidelity": fid,
+        "search_fidelity": sfid,
+        "carried": carried,
         "plots": plots,
         "load_before": load_before,
         "load_after": load_after,

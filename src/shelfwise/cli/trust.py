@@ -375,12 +375,23 @@ def shilling_cmd(
     fake_share: Annotated[float, typer.Option("--fake-share", min=0.001, max=0.5)] = 0.03,
     targets: Annotated[int, typer.Option("--targets", min=1, max=50)] = 3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    defence: Annotated[
+        str, typer.Option("--defence", help="weighted (default), edges or accounts")
+    ] = "weighted",
+    compare: Annotated[
+        list[str] | None, typer.Option("--compare", help="another defence to measure beside it")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Attack the training data with fake accounts, detect them, and compare the attacked items'
-    exposure and NDCG@10 with and without the defence in training."""
+    exposure and NDCG@10 with and without the defence in training (against the undefended model
+    on the attacked data, ``ndcg_change``, and against a model that never saw the attack,
+    ``ndcg_change_vs_clean``)."""
     if attack not in ("push", "nuke", "view-burst", "rating-burst", "bots"):
         fail("--attack must be push, nuke, view-burst, rating-burst or bots", 2)
+    for name in (defence, *(compare or [])):
+        if name not in ("weighted", "edges", "accounts"):
+            fail(f"--defence/--compare: {name!r} is not weighted, edges or accounts", 2)
     with user_errors():
         from shelfwise.evaluation.robustness import Attack, shilling_experiment
 
@@ -389,6 +400,8 @@ def shilling_cmd(
             ds,
             model={"model": model},
             attack=Attack(kind=attack, targets=targets, fake_share=fake_share, seed=seed),  # type: ignore[arg-type]
+            defence=defence,
+            compare=tuple(compare or ()),
         )
     emit(
         payload,
@@ -396,7 +409,8 @@ def shilling_cmd(
         lambda p: (
             f"{p['attack']} on {p['model']}: exposure lift {p['attack_exposure_lift_without_defence']:+.3f} "
             f"without the defence, {p['attack_exposure_lift_with_defence']:+.3f} with it; NDCG@10 change "
-            f"{p['ndcg_change']:+.2%}; detection precision {p['detection']['precision']:.3f} "
+            f"{p['ndcg_change'] or 0:+.2%} vs undefended, {p['ndcg_change_vs_clean'] or 0:+.2%} vs clean; "
+            f"detection precision {p['detection']['precision']:.3f} "
             f"recall {p['detection']['recall']:.3f}"
         ),
     )

@@ -126,7 +126,9 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"with defence {_pct(rob['attack_exposure_lift_with_defence'])}",
             f"- detection precision {rob['detection']['precision']:.3f}, "
             f"recall {rob['detection']['recall']:.3f}",
-            f"- NDCG@10 change of the defence {rob['ndcg_change']}",
+            f"- defence `{rob.get('defence', 'accounts')}`: NDCG@10 change {rob['ndcg_change']} vs the "
+            f"undefended model on the attacked data, {rob.get('ndcg_change_vs_clean')} vs a model that "
+            f"never saw the attack, {rob.get('ndcg_change_without_attack')} on the real data alone",
         ]
     lines += ["", "## Privacy", *[f"- {k}: {v}" for k, v in card["privacy"].items()], ""]
     return "\n".join(lines)

@@ -160,6 +160,23 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, vals
 
 
+def _weighted(train: Dataset, w: np.ndarray) -> sp.csr_matrix:
+    """The users×items matrix with each pair's weight the largest of its events' (so a pair the
+    defence trusts in one event and not in another keeps the trusted one)."""
+    key = train.users.astype(np.int64) * train.n_items + train.items
+    order = np.lexsort((-w, key))
+    first = np.ones(len(order), bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    pick = order[first]
+    m = sp.csr_matrix(
+        (w[pick], (train.users[pick], train.items[pick])),
+        shape=(train.n_users, train.n_items),
+        dtype=np.float32,
+    )
+    m.eliminate_zeros()
+    return m
+
+
 def csr_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
     """The given rows of a CSR matrix as a new CSR block; a row id of -1 gives an empty row.
 
@@ -274,12 +291,22 @@ class Recommender(ABC):
         return self._score(rows, np.full(len(items), -1, np.int64))
 
     # --- fitting -------------------------------------------------------------------------------
-    def fit(self, dataset: Dataset) -> Self:
-        """Learn from ``dataset`` (pass a split's training part: nothing later may leak in)."""
+    def fit(self, dataset: Dataset, *, event_weights: np.ndarray | None = None) -> Self:
+        """Learn from ``dataset`` (pass a split's training part: nothing later may leak in).
+
+        ``event_weights`` (one per event of ``dataset``, in [0, 1]) down-weights events in what the
+        model learns from — the shilling defence's trust in each event — while the shopper's
+        history (what is excluded and folded in when scoring) stays every event."""
         started = time.perf_counter()
         train_mask = dataset.type_mask(self.config.train_types)
         train = dataset.select(train_mask) if not train_mask.all() else dataset
         history = train.matrix()
+        learn = history
+        if event_weights is not None:
+            w = np.asarray(event_weights, np.float32)
+            if w.shape != (len(dataset),):
+                raise ModelError(f"event_weights has {w.shape[0]} entries for {len(dataset)} events")
+            learn = _weighted(train, w[train_mask])
         # before anything grows with the catalogue: a refusal here costs nothing, a crash costs the process
         self.check_fits(MatrixShape.of(history))
         seen = dataset.matrix(types=self.config.exclude_types)
@@ -292,7 +319,7 @@ class Recommender(ABC):
             seen=seen,
             popularity=np.asarray(history.sum(axis=0)).ravel().astype(np.float32),
         )
-        self._fit(train, history)
+        self._fit(train, learn)
         self._state.meta = {
             "train_seconds": round(time.perf_counter() - started, 3),
             "train_events": len(train),

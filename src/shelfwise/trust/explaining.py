@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from shelfwise.recommend.base import Recommendation
 from shelfwise.recommend.explain import attribute
 from shelfwise.registry.versions import ModelRegistry, RegistryError
 from shelfwise.store.base import Store
@@ -45,6 +46,31 @@ def explain_user(
         "personalised": True,
         "items": [a.to_dict(full=True) for a in atts],
     }
+
+
+def explain(
+    registry: ModelRegistry,
+    store: Store,
+    recommendation: Recommendation,
+    user_id: str | None = None,
+    *,
+    version: str | None = None,
+    cart: Sequence[str] = (),
+) -> dict[str, Any]:
+    """What the admin explain endpoint returns for a recommendation already served: for each of its
+    items, in its order, the full TreeSHAP attribution (every feature's value and contribution,
+    the reason groups, the top feature, whether the stated reason agrees with it), the reason
+    served beside the one the attribution states, and the items the ranker no longer has among
+    its candidates (the model moved on, or the item came from a fallback) under ``missing``."""
+    who = user_id or recommendation.user
+    out = explain_user(registry, store, who, version=version, items=recommendation.items, cart=cart)
+    served = dict(zip(recommendation.items, recommendation.reasons, strict=False))
+    for row in out["items"]:
+        row["served_reason"] = served.get(row["item"])
+    found = {row["item"] for row in out["items"]}
+    out["missing"] = [item for item in recommendation.items if item not in found]
+    out["fidelity"] = sum(row["agrees"] for row in out["items"]) / len(out["items"]) if out["items"] else None
+    return out
 
 
 def model_card(registry: ModelRegistry, version: str | None = None) -> tuple[dict[str, Any], str]:

@@ -98,3 +98,58 @@ def export_user(
     out["not_recorded"] = dict(PENDING)
     out["seconds"] = round(time.perf_counter() - started, 4)
     return out
+
+
+# tables a later feature may add (issue 17: experiments, impressions) whose rows name a shopper in
+# one of these columns; an export includes them when the store has them, whatever their name
+SHOPPER_COLUMNS = ("user_id", "shopper_id")
+_COVERED = {"events", "users", "quarantine", "consent", "identity_map", "erased_users"}
+
+
+def _other_tables(store: Store, ids: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    """Rows naming the shopper in every other table of the store with a shopper column."""
+    import sqlalchemy as sa
+
+    engine = store.engine  # type: ignore[attr-defined]
+    found: dict[str, list[dict[str, Any]]] = {}
+    inspector = sa.inspect(engine)
+    with engine.connect() as conn:
+        for name in sorted(inspector.get_table_names()):
+            if name in _COVERED or name.startswith("alembic"):
+                continue
+            columns = {c["name"] for c in inspector.get_columns(name)}
+            who = [c for c in SHOPPER_COLUMNS if c in columns]
+            if not who:
+                continue
+            table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+            query = sa.select(table).where(sa.or_(*(table.c[c].in_(list(ids)) for c in who)))
+            found[name] = [dict(r._mapping) for r in conn.execute(query)]
+    return found
+
+
+def export_shopper(
+    store: Store, registry_root: Any, user_id: str, *, segments: bool = True
+) -> dict[str, Any]:
+    """What ``GET /v1/users/{id}/export`` returns: ``export_user`` with the model registry at
+    ``registry_root`` and a fresh analytics snapshot for the segment, plus the rows naming the
+    shopper in any other table the store has (experiment arms, impressions…, under ``tables``).
+    ``user_id`` is the store's pseudonym (an alias or stitched session resolves to its shopper).
+    """
+    from pathlib import Path
+
+    snapshot = None
+    if segments:
+        snapshot = AnalyticalStore.open(store.url)
+    try:
+        out = export_user(store, user_id, registry=ModelRegistry(Path(registry_root)), analytical=snapshot)
+    finally:
+        if snapshot is not None:
+            snapshot.close()
+    ids = (out["user_id"], *out["aliases"])
+    tables = _other_tables(store, ids)
+    out["tables"] = tables
+    out["counts"].update({name: len(rows) for name, rows in tables.items()})
+    for name in tables:
+        for pending in [k for k in out["not_recorded"] if k.split("_")[0].rstrip("s") in name]:
+            out["not_recorded"].pop(pending)
+    return out

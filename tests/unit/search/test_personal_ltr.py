@@ -131,3 +131,21 @@ def test_annotation_precision_on_flipkart_specifications(flipkart_1k: list[Item]
     ann = Annotator(["titan"]).annotate(Item(item_id="x", title="Titan Black Leather Analog Watch - For Men"))
     assert ann == {"brand": "titan", "colour": "black", "material": "leather", "gender": "men"}
     assert math.isfinite(report["colour"]["coverage"])
+
+
+@pytest.mark.shared_data
+def test_search_reasons_follow_the_top_shap_feature_when_the_data_backs_it(crowdflower) -> None:
+    from shelfwise.search.explain import SEARCH_REASON, explain_search, search_fidelity
+
+    items, all_queries, qrels = crowdflower
+    queries = list(all_queries.items())[:120]
+    engine = SearchEngine.build(items, SearchConfig(dense=False))
+    ranker = LambdaRanker(n_estimators=50).fit(engine, dict(queries[:80]), qrels)
+    held = dict(queries[80:])
+    rows = explain_search(engine, ranker, next(iter(held.values())), k=5)
+    for row in rows:
+        assert sum(row["contributions"].values()) + row["base_value"] == pytest.approx(row["score"], abs=1e-4)
+        assert row["agrees"] == (row["reason_group"] == SEARCH_REASON[row["top_feature"]])
+        assert row["reason_group"] != "meaning"  # no dense scores here: never a reason the data lacks
+    report = search_fidelity(engine, ranker, held, k=10)
+    assert report["items"] > 100 and 0.5 <= report["fidelity"] <= 1.0

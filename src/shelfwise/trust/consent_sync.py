@@ -1,0 +1,116 @@
+"""Consent that takes effect at once on every worker.
+
+Each serving worker keeps a ``ConsentView``: the flags it has read, and a *stamp* of the consent
+state it read them under. A request asks ``view.get(user)``; the view first compares the stamp,
+cheaply, and forgets what it read when the stamp moved:
+
+- with Redis (``redis=`` a client), the stamp is one integer key that every change increments
+  (``INCR``): one round trip of ~0.1 ms per request, so a change made on one worker is seen by the
+  next request on any other;
+- always, as a safety net for writers that do not bump Redis (a CLI run against the store alone,
+  a restore), the store's own stamp (``consent_stamp``: rows and newest change of the consent
+  table), read at most every ``poll_seconds`` — a change is seen within that time without Redis.
+
+Changes go through ``ConsentView.set`` (or ``set_consent_everywhere``): the store first (the truth),
+then the Redis stamp.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from shelfwise.store.base import Store
+from shelfwise.store.consent import Consent, consent_stamp, get_consent, set_consent
+
+VERSION_KEY = "consent:version"
+
+
+def _redis_version(redis: Any, key: str) -> int:
+    raw = redis.get(key)
+    return int(raw) if raw is not None else 0
+
+
+def set_consent_everywhere(
+    store: Store,
+    user_id: str,
+    *,
+    redis: Any = None,
+    prefix: str = "shelfwise:",
+    no_personalisation: bool | None = None,
+    no_analytics: bool | None = None,
+) -> Consent:
+    """Change a shopper's flags in the store, then move the stamp every worker checks."""
+    new = set_consent(store, user_id, no_personalisation=no_personalisation, no_analytics=no_analytics)
+    if redis is not None:
+        redis.incr(prefix + VERSION_KEY)
+    return new
+
+
+class ConsentView:
+    """One worker's view of the consent flags, current within a request (Redis) or within
+    ``poll_seconds`` (the store's stamp alone). Thread-safe."""
+
+    def __init__(
+        self, store: Store, *, redis: Any = None, prefix: str = "shelfwise:", poll_seconds: float = 0.5
+    ) -> None:
+        self.store = store
+        self.redis = redis
+        self.key = prefix + VERSION_KEY
+        self.prefix = prefix
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._flags: dict[str, Consent] = {}
+        self._redis_seen: int | None = None
+        self._store_seen: tuple[int, int] | None = None
+        self._polled_at = 0.0
+        self.reloads = 0  # how often the stamp moved (for tests and metrics)
+
+    def _check(self) -> None:
+        moved = False
+        if self.redis is not None:
+            version = _redis_version(self.redis, self.key)
+            moved |= self._redis_seen is not None and version != self._redis_seen
+            self._redis_seen = version
+        now = time.monotonic()
+        if now - self._polled_at >= self.poll_seconds:
+            stamp = consent_stamp(self.store)
+            moved |= self._store_seen is not None and stamp != self._store_seen
+            self._store_seen, self._polled_at = stamp, now
+        if moved:
+            self._flags.clear()
+            self.reloads += 1
+
+    def get(self, user_id: str) -> Consent:
+        """The shopper's flags as they stand now."""
+        with self._lock:
+            self._check()
+            cached = self._flags.get(user_id)
+        if cached is not None:
+            return cached
+        found = get_consent(self.store, user_id)
+        with self._lock:
+            self._flags[user_id] = found
+        return found
+
+    def personalise(self, user_id: str) -> bool:
+        """May this shopper's history be used for them?"""
+        return self.get(user_id).personalise
+
+    def set(
+        self, user_id: str, *, no_personalisation: bool | None = None, no_analytics: bool | None = None
+    ) -> Consent:
+        """Change the flags for every worker (this one at once)."""
+        new = set_consent_everywhere(
+            self.store,
+            user_id,
+            redis=self.redis,
+            prefix=self.prefix,
+            no_personalisation=no_personalisation,
+            no_analytics=no_analytics,
+        )
+        with self._lock:
+            # the moved stamp clears this view at its next check too; the store is read again then
+            self._flags[user_id] = new
+        return new
