@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from redis import Redis
+
 from shelfwise.core.access import KeyRing, ShopperTokens
 from shelfwise.core.clock import now_ms
 from shelfwise.core.errors import ConfigError
@@ -43,6 +45,7 @@ from shelfwise.serving.signals import CatalogueLog
 from shelfwise.serving.state import ResultCache, SessionStore, local_parts, make_state
 from shelfwise.store import Store, open_store
 from shelfwise.store.journal import EventJournal
+from shelfwise.trust.consent_sync import ConsentView
 
 log = get_logger(__name__)
 
@@ -68,6 +71,7 @@ class Services:
     search_version: str  # the search index version answering (registry/indexes.py)
     catalogue: CatalogueFollower
     merch: Merchandising  # placements, their rules and the shop's search settings (store-backed)
+    consent: ConsentView  # shoppers' consent flags, current across workers (Redis, else the store's stamp)
     feedback: Feedback  # answer ids, impressions, attribution, experiment routing
     canary: CanaryWatch  # rolls a canary back when its conversion drops
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
@@ -186,6 +190,7 @@ def build_services(
             offset=offset,
         ),
         merch=Merchandising(store, refresh_seconds=settings.merch_refresh_seconds),
+        consent=ConsentView(store, redis=_redis_client(settings.redis_url), prefix=settings.redis_prefix),
         feedback=feedback,
         canary=CanaryWatch(
             store,
@@ -242,3 +247,8 @@ def _model_age_metric(services: Services) -> None:
         "when the active model version was registered (unix seconds)",
         registry=services.metrics.registry,
     ).set_function(created)
+
+
+def _redis_client(url: str | None) -> Redis | None:
+    """A client for the consent view's version counter (None: in-process only)."""
+    return Redis.from_url(url, socket_timeout=1.0) if url else None

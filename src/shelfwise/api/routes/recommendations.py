@@ -135,8 +135,10 @@ async def user_recommendations(
     dep = deployment(svc)
     pseudo = shopper(svc, user_id)
     dep, arm = svc.feedback.route(dep, placement=scenario, unit=pseudo)
+    # a shopper who turned personalisation off gets what anyone gets (their history is not read)
+    personal = svc.consent.personalise(pseudo)
     req = RecRequest(
-        user_id=pseudo,
+        user_id=pseudo if personal else None,
         k=_pool(svc, scenario, k),
         scenario=scenario,
         filters=filters_of(category, query.brand, query.price_min, query.price_max),
@@ -148,6 +150,8 @@ async def user_recommendations(
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
     answer = _shaped(svc, answer, scenario, k)
     body = _out(svc, answer, cached=cached, user_id=user_id, scenario=scenario)
+    if not personal:
+        body["notes"] = [*body.get("notes", []), "not personalised: the shopper turned personalisation off"]
     return _json(
         svc.feedback.tag(body, placement=scenario, user_id=pseudo, session_id=query.session_id, arm=arm)
     )

@@ -195,3 +195,76 @@ def demo_sign_in(svc: Svc, body: TokenIn) -> TokenOut:
             },
         )
     return _issue(svc, body.user_id)
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    no_personalisation: bool | None = Field(
+        None, description="true: never use this shopper's history for them"
+    )
+    no_analytics: bool | None = Field(None, description="true: leave this shopper out of analytics")
+
+
+class ConsentOut(BaseModel):
+    user_id: str
+    no_personalisation: bool
+    no_analytics: bool
+    updated_at: int | None = Field(
+        None, description="ms since the epoch of the last change (none: never set)"
+    )
+
+
+def _consent_out(user_id: str, flags: Any) -> ConsentOut:
+    return ConsentOut(
+        user_id=user_id,
+        no_personalisation=bool(flags.no_personalisation),
+        no_analytics=bool(flags.no_analytics),
+        updated_at=flags.updated_at or None,
+    )
+
+
+@router.get(
+    "/v1/users/{user_id}/consent",
+    response_model=ConsentOut,
+    responses=ERRORS,
+    dependencies=[Admin],
+    tags=["users"],
+)
+def get_user_consent(svc: Svc, user_id: UserId) -> ConsentOut:
+    """The shopper's consent flags (both off until the shop sets them)."""
+    return _consent_out(user_id, svc.consent.get(svc.pseudonymize(user_id)))
+
+
+@router.put(
+    "/v1/users/{user_id}/consent",
+    response_model=ConsentOut,
+    responses=ERRORS,
+    dependencies=[Admin],
+    tags=["users"],
+)
+def put_user_consent(svc: Svc, user_id: UserId, body: ConsentIn) -> ConsentOut:
+    """Change the shopper's consent flags (a flag left out keeps its value). Every worker follows
+    within a second: through Redis when the servers share one, else through the store."""
+    flags = svc.consent.set(
+        svc.pseudonymize(user_id), no_personalisation=body.no_personalisation, no_analytics=body.no_analytics
+    )
+    return _consent_out(user_id, flags)
+
+
+@router.get(
+    "/v1/users/{user_id}/export",
+    responses={**ERRORS, 200: {"description": "everything held about the shopper, as JSON"}},
+    dependencies=[Admin],
+    tags=["users"],
+)
+async def export_user_data(svc: Svc, user_id: UserId) -> JSONResponse:
+    """Everything the shop holds about a shopper (events, quarantined records, profile, segment,
+    consent, experiment arms, impressions, linked ids), as JSON; nothing of any other shopper."""
+    from fastapi.concurrency import run_in_threadpool
+
+    from shelfwise.trust.rights import export_shopper
+
+    pseudo = svc.pseudonymize(user_id)
+    out = await run_in_threadpool(export_shopper, svc.store, svc.registry.root, pseudo)
+    return JSONResponse({"requested_as": user_id, **out})
