@@ -48,6 +48,8 @@ def main(argv: list[str]) -> int:
     sections = ["# Benchmark results", "", intro, ""]
     for path in sorted(p for p in RESULTS.glob("*.json") if not p.name.endswith(".raw.json")):
         data = json.loads(path.read_text())
+        if not isinstance(data, dict) or "name" not in data:
+            continue  # a figure file written by a command (e.g. `experiment simulate --report`), not a bench
         sections += [
             f"## {data['name']} ({data.get('measured_at', '?')}, {data.get('seconds', '?')} s)",
             "",
