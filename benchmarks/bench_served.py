@@ -39,6 +39,7 @@ import numpy as np
 
 from benchmarks.bench_search_transfer import labelled_sets
 from benchmarks.bench_serving import DATA, _customers, _load_cpu, _port
+from benchmarks.bench_serving import _serve as serve
 from shelfwise.data.schemas import Item
 from shelfwise.search.evaluate import evaluate_rankings
 
@@ -76,28 +77,7 @@ def _cli(args: list[str], env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _serve(env: Mapping[str, str], port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shelfwise.cli.main", "serve", "--port", str(port), "--workers", str(WORKERS)],
-        cwd=ROOT,
-        env=dict(env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.time() + 1800
-    while time.time() < deadline:
-        try:
-            if all(
-                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200 for _ in range(6)
-            ):
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited with {proc.returncode}")
-        time.sleep(1.0)
-    proc.terminate()
-    raise RuntimeError("server not ready in 1800 s")
+    return serve(Path(env["SHELFWISE_VAR_DIR"]), dict(env), port, timeout=1800)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

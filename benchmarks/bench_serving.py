@@ -159,16 +159,19 @@ def _start_load(port: int, requests: list[Any], *, rate: float, seconds: float) 
     return proc
 
 
-def _serve(var: Path, env: dict[str, str], port: int) -> subprocess.Popen[str]:
+def _serve(
+    var: Path, env: dict[str, str], port: int, *, cwd: Path = ROOT, timeout: float = 600.0
+) -> subprocess.Popen[str]:
+    """``shelfwise serve`` (``WORKERS`` workers) from the tree at ``cwd``, once both workers answer."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "shelfwise.cli.main", "serve", "--port", str(port), "--workers", str(WORKERS)],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.time() + 600
+    deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             # both workers must answer: several probes over fresh connections land on each
@@ -179,10 +182,12 @@ def _serve(var: Path, env: dict[str, str], port: int) -> subprocess.Popen[str]:
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"serve from {cwd} exited: {proc.stderr.read()[-2000:] if proc.stderr else ''}"
+            )
         time.sleep(0.5)
     proc.terminate()
-    raise RuntimeError("server not ready in 600 s")
+    raise RuntimeError(f"server from {cwd} not ready in {timeout:.0f} s")
 
 
 def _stored(db: Path, prefix: str) -> int:

@@ -29,11 +29,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +42,9 @@ from benchmarks.bench_serving import (  # noqa: E402
     _customers,
     _load_cpu,
     _port,
+)
+from benchmarks.bench_serving import (  # noqa: E402
+    _serve as serve,
 )
 
 OUT = ROOT / "benchmarks" / "results" / "serving_keys.json"
@@ -85,28 +86,7 @@ def _prepare(tree: Path, var: Path) -> None:
 
 
 def _serve(tree: Path, var: Path, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shelfwise.cli.main", "serve", "--port", str(port), "--workers", str(WORKERS)],
-        cwd=tree,
-        env=_env(tree, var),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.time() + 900
-    while time.time() < deadline:
-        try:
-            if all(
-                httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200 for _ in range(6)
-            ):
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve from {tree} exited with {proc.returncode}")
-        time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError(f"server from {tree} not ready in 900 s")
+    return serve(var, _env(tree, var), port, cwd=tree, timeout=900)
 
 
 def _read_key(var: Path) -> str:
