@@ -26,6 +26,7 @@ from shelfwise.merchandising.placements import STANDARD, Placement, PlacementNot
 from shelfwise.merchandising.rules import RuleSet
 from shelfwise.merchandising.search_rules import QueryDecision, SearchSettings, Synonym
 from shelfwise.store.base import Store
+from shelfwise.store.journal import store_unavailable
 from shelfwise.store.merch_documents import (
     Document,
     document_history,
@@ -80,7 +81,13 @@ class Merchandising:
             cached = self._cached((PLACEMENT, name))
             if cached is not None:
                 return cached
-        doc = get_document(self.store, kind=PLACEMENT, name=name, shop=self.shop, version=version)
+        try:
+            doc = get_document(self.store, kind=PLACEMENT, name=name, shop=self.shop, version=version)
+        except Exception as exc:
+            if version is not None or not store_unavailable(exc):
+                raise
+            # never read and the store is down: the standard placement, no rules (not cached)
+            return StoredPlacement(default_placement(name), 0)
         if doc is None:
             if version not in (None, 0):
                 raise PlacementNotFound(f"placement {name!r} has no version {version}")
@@ -144,7 +151,12 @@ class Merchandising:
         cached = self._cached((SEARCH, SEARCH_DOC))
         if cached is not None:
             return cached
-        doc = get_document(self.store, kind=SEARCH, name=SEARCH_DOC, shop=self.shop)
+        try:
+            doc = get_document(self.store, kind=SEARCH, name=SEARCH_DOC, shop=self.shop)
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
+            return SearchSettings(), 0  # never read and the store is down: no synonyms or rules (not cached)
         found = (
             (SearchSettings(), 0) if doc is None else (SearchSettings.model_validate(doc.body), doc.version)
         )
@@ -209,8 +221,13 @@ class Merchandising:
         with self._lock:
             now = time.monotonic()
             if now - self._checked >= self.refresh_seconds:
-                stamp = documents_stamp(self.store, shop=self.shop)
                 self._checked = now
+                try:
+                    stamp = documents_stamp(self.store, shop=self.shop)
+                except Exception as exc:
+                    if not store_unavailable(exc):
+                        raise
+                    return self._cache.get(key)  # the store is down: the rules last read still hold
                 if stamp != self._stamp:
                     self._stamp = stamp
                     self._cache.clear()

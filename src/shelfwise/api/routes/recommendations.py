@@ -40,6 +40,7 @@ from shelfwise.serving.deployment import Deployment
 from shelfwise.serving.merchandised import PLACEMENT_OF, merchandise, pool_size
 from shelfwise.serving.recommending import Answer
 from shelfwise.serving.recommending import Request as RecRequest
+from shelfwise.store.journal import store_unavailable
 
 router = APIRouter()
 
@@ -136,7 +137,17 @@ async def user_recommendations(
     pseudo = shopper(svc, user_id)
     dep, arm = svc.feedback.route(dep, placement=scenario, unit=pseudo)
     # a shopper who turned personalisation off gets what anyone gets (their history is not read)
-    personal = svc.consent.personalise(pseudo)
+    consent_note = "not personalised: the shopper turned personalisation off"
+    try:
+        personal = svc.consent.personalise(pseudo)
+    except Exception as exc:
+        if not store_unavailable(exc):
+            raise
+        # consent unknown while the store is down: the anonymous answer, never a personal one
+        personal, consent_note = (
+            False,
+            "not personalised: the store did not answer (these are the results for anyone)",
+        )
     req = RecRequest(
         user_id=pseudo if personal else None,
         k=_pool(svc, scenario, k),
@@ -151,7 +162,7 @@ async def user_recommendations(
     answer = _shaped(svc, answer, scenario, k)
     body = _out(svc, answer, cached=cached, user_id=user_id, scenario=scenario)
     if not personal:
-        body["notes"] = [*body.get("notes", []), "not personalised: the shopper turned personalisation off"]
+        body["notes"] = [*body.get("notes", []), consent_note]
     return _json(
         svc.feedback.tag(body, placement=scenario, user_id=pseudo, session_id=query.session_id, arm=arm)
     )
