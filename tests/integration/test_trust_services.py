@@ -140,13 +140,13 @@ def test_export_shopper_holds_the_tables_later_features_add_and_nothing_of_anoth
             conn.exec_driver_sql(
                 "CREATE TABLE experiment_assignments (user_id TEXT, experiment TEXT, arm TEXT)"
             )
-            conn.exec_driver_sql("CREATE TABLE impressions (user_id TEXT, item_id TEXT, ts INTEGER)")
+            conn.exec_driver_sql("CREATE TABLE later_feature_rows (user_id TEXT, item_id TEXT, ts INTEGER)")
             conn.execute(
                 sa.text("INSERT INTO experiment_assignments VALUES (:u, 'recs-1', :a)"),
                 [{"u": shopper, "a": "treatment"}, {"u": other, "a": "control"}],
             )
             conn.execute(
-                sa.text("INSERT INTO impressions VALUES (:u, 'i1', 1)"), [{"u": shopper}, {"u": other}]
+                sa.text("INSERT INTO later_feature_rows VALUES (:u, 'i1', 1)"), [{"u": shopper}, {"u": other}]
             )
         out = export_shopper(store, tmp_path / "models", shopper)
         footprint = user_footprint(store, shopper)
@@ -157,7 +157,7 @@ def test_export_shopper_holds_the_tables_later_features_add_and_nothing_of_anoth
     assert out["tables"]["experiment_assignments"] == [
         {"user_id": shopper, "experiment": "recs-1", "arm": "treatment"}
     ]
-    assert out["tables"]["impressions"] == [{"user_id": shopper, "item_id": "i1", "ts": 1}]
+    assert out["tables"]["later_feature_rows"] == [{"user_id": shopper, "item_id": "i1", "ts": 1}]
     assert out["not_recorded"] == {}
     assert out["segment"]["available"] and out["segment"]["rfm"]["user_id"] == shopper
     assert other not in str(out)
