@@ -41,18 +41,26 @@ def _report(svc: Services, pseudo: str) -> list[dict[str, Any]]:
     var_dir = svc.settings.var_dir
     places = deletion_report(
         pseudo,
-        store=svc.store,
-        registry=svc.registry,
-        sessions=svc.sessions,
-        cache=svc.cache,
-        live=svc.live,
-        affinities=svc.affinities,
-        journal=svc.journal,
-        derived_dirs=derived_dirs(var_dir),
-        export_dirs=[var_dir],
+        **_places(svc),
         skip=checked_elsewhere(var_dir, store_url=svc.store.url, models_root=svc.registry.root),
     )
     return [p.to_dict() for p in places]
+
+
+def _places(svc: Services) -> dict[str, Any]:
+    """Every place a shopper can be held, as erasure and its report both take them."""
+    var_dir = svc.settings.var_dir
+    return {
+        "store": svc.store,
+        "registry": svc.registry,
+        "sessions": svc.sessions,
+        "cache": svc.cache,
+        "live": svc.live,
+        "affinities": svc.affinities,
+        "journal": svc.journal,
+        "derived_dirs": derived_dirs(var_dir),
+        "export_dirs": [var_dir],
+    }
 
 
 def _verified(places: list[dict[str, Any]]) -> bool:
@@ -78,19 +86,7 @@ def delete_user(svc: Svc, user_id: UserId) -> Any:
     started = time.perf_counter()
     pseudo = svc.pseudonymize(user_id)
     svc.erased.add(pseudo)  # refused at the door from now on, in this worker
-    var_dir = svc.settings.var_dir
-    removed = erase_everywhere(
-        pseudo,
-        store=svc.store,
-        registry=svc.registry,
-        sessions=svc.sessions,
-        cache=svc.cache,
-        live=svc.live,
-        affinities=svc.affinities,
-        journal=svc.journal,
-        derived_dirs=derived_dirs(var_dir),
-        export_dirs=[var_dir],
-    )
+    removed = erase_everywhere(pseudo, **_places(svc))
     failed = removed.pop("failed")
     places = _report(svc, pseudo)
     seconds = time.perf_counter() - started
