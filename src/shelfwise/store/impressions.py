@@ -142,20 +142,7 @@ def _engine(store: Store) -> Any:
 def log_impressions(store: Store, rows: Sequence[Impression]) -> int:
     """Store served lists in one transaction; answers of erased shoppers are dropped, ids already
     stored are skipped. Returns how many were stored."""
-    if not rows:
-        return 0
-    with _engine(store).begin() as conn:
-        store.lock_against_erasure(conn)  # type: ignore[attr-defined]
-        named = {r.user_id for r in rows if r.user_id}
-        erased = store._erased_among(conn, named) if named else set()  # type: ignore[attr-defined]
-        keep = [r.row() for r in rows if r.user_id not in erased]
-        if not keep:
-            return 0
-        stmt = store.dialect_insert(impressions).on_conflict_do_nothing(  # type: ignore[attr-defined]
-            index_elements=["answer_id"]
-        )
-        # RETURNING counts what was new on both backends (executemany's rowcount is -1 on psycopg)
-        return len(conn.execute(stmt.returning(impressions.c.answer_id), keep).all())
+    return _insert_new(store, impressions, "answer_id", rows)
 
 
 def get_impressions(store: Store, answer_ids: Iterable[str]) -> dict[str, Impression]:
@@ -196,6 +183,12 @@ def iter_impressions(
 
 def save_attributions(store: Store, rows: Sequence[Attribution]) -> int:
     """Store attribution rows (an event attributed once: a replayed event keeps its first row)."""
+    return _insert_new(store, attributions, "event_id", rows)
+
+
+def _insert_new(store: Store, table: sa.Table, key: str, rows: Sequence[Any]) -> int:
+    """Insert ``rows`` (each with ``user_id`` and ``row()``) in one transaction, leaving out erased
+    shoppers' rows and keys already stored; returns how many were new."""
     if not rows:
         return 0
     with _engine(store).begin() as conn:
@@ -205,10 +198,9 @@ def save_attributions(store: Store, rows: Sequence[Attribution]) -> int:
         keep = [r.row() for r in rows if r.user_id not in erased]
         if not keep:
             return 0
-        stmt = store.dialect_insert(attributions).on_conflict_do_nothing(  # type: ignore[attr-defined]
-            index_elements=["event_id"]
-        )
-        return len(conn.execute(stmt.returning(attributions.c.event_id), keep).all())
+        stmt = store.dialect_insert(table).on_conflict_do_nothing(index_elements=[key])  # type: ignore[attr-defined]
+        # RETURNING counts what was new on both backends (executemany's rowcount is -1 on psycopg)
+        return len(conn.execute(stmt.returning(table.c[key]), keep).all())
 
 
 def last_clicks(
