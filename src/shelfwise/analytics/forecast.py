@@ -383,3 +383,38 @@ def forecast_ahead(
         }
     )
     return AheadResult(level, freq, horizon, interval, backtest, forecasts, backtest_forecasts)
+
+
+def ahead_payload(db: AnalyticalStore, result: AheadResult, *, history_periods: int = 42) -> dict[str, Any]:
+    """``result`` as plain JSON: the forecasts, the back-test (figures and rows) and the last
+    ``history_periods`` actual periods of each series (what a plot draws before the forecast)."""
+    keys = list(dict.fromkeys(result.forecasts["key"].to_list()))
+    past = history(db, level=result.level, freq=result.freq, keys=keys)  # type: ignore[arg-type]
+    if past.height:
+        past = past.filter(
+            pl.col("period")
+            > past["period"].max() - dt.timedelta(days=history_periods * (1 if result.freq == "day" else 7))
+        )  # type: ignore[operator]
+
+    def rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+        out = []
+        for r in df.iter_rows(named=True):
+            out.append(
+                {
+                    k: (str(v) if k == "period" else round(v, 3) if isinstance(v, float) else v)
+                    for k, v in r.items()
+                }
+            )
+        return out
+
+    return {
+        "level": result.level,
+        "freq": result.freq,
+        "horizon": result.horizon,
+        "interval": result.interval,
+        "keys": keys,
+        "backtest": result.backtest,
+        "forecasts": rows(result.forecasts),
+        "backtest_forecasts": rows(result.backtest_forecasts),
+        "history": rows(past),
+    }

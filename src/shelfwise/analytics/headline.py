@@ -20,6 +20,12 @@ from shelfwise.analytics.frames import frame
 from shelfwise.store.analytical import AnalyticalStore
 
 _BEHAVIOUR = ("view", "click", "cart")
+DEFINITION = (
+    "From purchase events only (views, clicks and carts are never counted). Revenue: the sum of "
+    "price × quantity of purchase lines, returns not netted. Orders: invoices (a session with "
+    "purchases; one purchase event when there is no session). AOV: revenue / orders. Repeat rate: "
+    "known customers with two or more orders / known customers with an order (guests cannot repeat)."
+)
 
 
 def purchase_only(db: AnalyticalStore) -> bool:
@@ -72,6 +78,7 @@ def purchase_headline(db: AnalyticalStore, *, top: int = 15) -> dict[str, Any]:
         "by_month": _rows(by_month),
         "by_country": _rows(by_country),
         "by_category": _rows(by_category),
+        "definition": DEFINITION,
         "notes": [
             "orders are invoices; basket size and repeat rate count known customers only",
             "basket_units is the median units per order (bulk orders make the mean misleading)",

@@ -186,6 +186,47 @@ def forecast_lines(history: pl.DataFrame, forecasts: pl.DataFrame, *, keys: list
 
 
 @_serial
+def forecast_ahead_chart(payload: dict[str, Any], *, series: int = 6) -> Figure:
+    """Small multiples of a forecast ahead (``analytics.forecast.ahead_payload``): recent actual
+    units, the forecast and its prediction interval as a band."""
+    import datetime as dt
+
+    keys = payload["keys"][:series]
+    cols = 2
+    rows = max(1, (len(keys) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(9, 2.3 * rows), dpi=100, squeeze=False)
+    day = dt.date.fromisoformat
+    for ax, key in zip(axes.flat, keys, strict=False):
+        h = [r for r in payload["history"] if r["key"] == key]
+        f = [r for r in payload["forecasts"] if r["key"] == key]
+        ax.plot([day(r["period"]) for r in h], [r["units"] for r in h], color="black", lw=0.8, label="actual")
+        periods = [day(r["period"]) for r in f]
+        ax.fill_between(
+            periods,
+            [r["lower"] for r in f],
+            [r["upper"] for r in f],
+            color="tab:blue",
+            alpha=0.25,
+            label=f"{payload['interval']:.0%} interval",
+        )
+        ax.plot(periods, [r["forecast"] for r in f], color="tab:blue", label="forecast")
+        ax.set_title(str(key)[:40], fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.tick_params(axis="x", rotation=30)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=6)
+    b = payload["backtest"]
+    fig.suptitle(
+        f"Next {payload['horizon']} {payload['freq']}s, top {payload['level']} series "
+        f"(back-test interval coverage {b['interval_coverage']:.0%})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+@_serial
 def detection_bars(evaluation: pl.DataFrame) -> Figure:
     """Precision and recall of each anomaly detector on injected anomalies."""
     fig, ax = _figure(7, 3.2)

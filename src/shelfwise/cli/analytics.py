@@ -143,11 +143,27 @@ def forecast_cmd(
     level: Annotated[str, typer.Option("--level", help="item or category")] = "item",
     freq: Annotated[str, typer.Option("--freq", help="day or week")] = "day",
     top: Annotated[int, typer.Option("--top", min=1, help="series: the best sellers")] = 100,
+    ahead: Annotated[
+        int | None,
+        typer.Option(
+            "--ahead",
+            min=1,
+            max=56,
+            help="forecast the next N periods after the data, with intervals (and their back-test)",
+        ),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.5, max=0.99, help="with --ahead: the prediction interval")
+    ] = 0.8,
     as_json: JsonOption = False,
 ) -> None:
-    """Forecast demand and compare it with a seasonal-naive baseline (WAPE, MASE) on the last weeks."""
+    """Forecast demand and compare it with a seasonal-naive baseline (WAPE, MASE) on the last weeks;
+    with --ahead N, the next N days or weeks with prediction intervals and their back-test coverage."""
     if level not in ("item", "category") or freq not in ("day", "week"):
         fail("--level must be item or category, --freq day or week", 2)
+    if ahead is not None:
+        _forecast_ahead(db, level, freq, top, ahead, interval, as_json)
+        return
     with user_errors(), _analytical(db, "forecast") as (store, step):
         from shelfwise.analytics.forecast import forecast_demand
 
@@ -161,6 +177,67 @@ def forecast_cmd(
                 f"{p['series']} {level} series, {freq}ly, test {p['test_start']}–{p['test_end']}: "
                 f"LightGBM WAPE {p['wape_model']:.3f} MASE {p['mase_model']:.3f}; seasonal-naive "
                 f"WAPE {p['wape_naive']:.3f} MASE {p['mase_naive']:.3f} — the model {verdict} the baseline"
+            )
+
+        emit(payload, as_json, human)
+
+
+def _forecast_ahead(
+    db: str | None, level: str, freq: str, top: int, horizon: int, interval: float, as_json: bool
+) -> None:
+    with user_errors(), _analytical(db, "forecast") as (store, step):
+        from shelfwise.analytics.forecast import ahead_payload, forecast_ahead
+
+        step("training the point and interval models", 1, 2)
+        result = forecast_ahead(
+            store,
+            level=level,  # type: ignore[arg-type]
+            freq=freq,  # type: ignore[arg-type]
+            top=top,
+            horizon=horizon,
+            interval=interval,
+        )
+        payload = ahead_payload(store, result)
+
+        def human(p: dict[str, Any]) -> str:
+            b = p["backtest"]
+            head = (
+                f"next {p['horizon']} {freq}s of the top {b['series']} {level} series "
+                f"({p['forecasts'][0]['period']}–{p['forecasts'][-1]['period']}), "
+                f"{p['interval']:.0%} intervals; back-test {b['test_start']}–{b['test_end']}: "
+                f"WAPE {b['wape_model']:.3f} (seasonal-naive {b['wape_naive']:.3f}), "
+                f"interval coverage {b['interval_coverage']:.1%}"
+            )
+            import polars as pl
+
+            totals = (
+                pl.DataFrame(p["forecasts"])
+                .group_by("key", maintain_order=True)
+                .agg(pl.col("forecast").sum(), pl.col("lower").sum(), pl.col("upper").sum())
+            )
+            return head + "\n" + _lines(totals, top)
+
+        emit(payload, as_json, human)
+
+
+@analytics_app.command("headline")
+def headline_cmd(
+    db: DbOption = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="countries and categories to list")] = 15,
+    as_json: JsonOption = False,
+) -> None:
+    """Revenue, orders, basket size and repeat rate from purchases only, by month, country, category."""
+    with user_errors(), _analytical(db, "headline") as (store, _):
+        from shelfwise.analytics.headline import purchase_headline
+
+        payload = purchase_headline(store, top=top)
+
+        def human(p: dict[str, Any]) -> str:
+            t = p["totals"]
+            rate = "-" if t["repeat_rate"] is None else f"{t['repeat_rate']:.1%}"
+            return (
+                f"revenue {t['revenue']:,.2f} from {t['orders']:,} orders (AOV {t['aov']}), "
+                f"{t['customers']:,} known customers, repeat rate {rate}\n" + p["definition"]
             )
 
         emit(payload, as_json, human)

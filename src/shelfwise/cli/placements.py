@@ -213,5 +213,43 @@ def search_cmd(
     )
 
 
+@placements_app.command("query-report")
+def query_report_cmd(
+    db: DbOption = None,
+    days: Annotated[float, typer.Option("--days", min=0.001, help="searches of the last N days")] = 30.0,
+    min_searches: Annotated[
+        int, typer.Option("--min-searches", min=1, help="low-click: at least this many searches with results")
+    ] = 3,
+    max_ctr: Annotated[
+        float, typer.Option("--max-ctr", min=0.0, max=1.0, help="low-click: click-through at most this")
+    ] = 0.1,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="rows of each list")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Zero-result and low-click queries, from the search answers served and the clicks on them;
+    fix one with `placements search --set` (a synonym or a redirect) or on the merchant page."""
+    with user_errors(), open_db(db) as store:
+        payload = _service(store).query_report(
+            days=days, min_searches=min_searches, max_ctr=max_ctr, limit=limit
+        )
+
+    def human(p: dict[str, Any]) -> str:
+        lines = [
+            f"{p['searches']} searches of {p['queries']} queries since {p['since']}; "
+            f"{p['zero_result_searches']} found nothing"
+        ]
+        for title, rows in (("zero-result queries", p["zero_result"]), ("low-click queries", p["low_click"])):
+            lines.append(f"{title}:" if rows else f"{title}: none")
+            lines += [
+                f"  {r['query'][:40]:<40} searches {r['searches']:>5}  zero {r['zero_results']:>5}  "
+                f"ctr {'-' if r['ctr'] is None else format(r['ctr'], '.0%'):>4}"
+                + (f"  ({'; '.join(r['managed'])})" if r["managed"] else "")
+                for r in rows
+            ]
+        return "\n".join(lines)
+
+    emit(payload, as_json, human)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(placements_app, name="placements")

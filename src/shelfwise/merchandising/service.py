@@ -186,6 +186,31 @@ class Merchandising:
         body = {**current.model_dump(mode="json"), "synonyms": [_plain(s) for s in synonyms]}
         return self.save_search_settings(body, author=author)[1]
 
+    def add_synonym(
+        self, terms: Sequence[str], *, direction: str = "two-way", author: str | None = None
+    ) -> tuple[SearchSettings, int]:
+        """Add one synonym to the shop's search settings (a new version)."""
+        current, _ = self.search_settings()
+        body = current.model_dump(mode="json")
+        body["synonyms"] = [*body["synonyms"], {"terms": list(terms), "direction": direction}]
+        return self.save_search_settings(body, author=author)
+
+    def add_redirect(self, query: str, url: str, *, author: str | None = None) -> tuple[SearchSettings, int]:
+        """Add (or replace) the redirect of ``query`` (a new version)."""
+        from shelfwise.merchandising.search_rules import normalise_query
+
+        current, _ = self.search_settings()
+        body = current.model_dump(mode="json")
+        others = [r for r in body["redirects"] if r["query"] != normalise_query(query)]
+        body["redirects"] = [*others, {"query": query, "url": url}]
+        return self.save_search_settings(body, author=author)
+
+    def query_report(self, **options: Any) -> dict[str, Any]:
+        """The zero-result and low-click query report (``merchandising.query_report``)."""
+        from shelfwise.merchandising.query_report import query_report
+
+        return query_report(self.store, settings=self.search_settings()[0], **options)
+
     def for_query(self, text: str) -> QueryDecision:
         return self.search_settings()[0].for_query(text)
 

@@ -166,8 +166,11 @@ class Feedback:
         user_id: str | None = None,
         session_id: str | None = None,
         arm: Assignment | None = None,
+        query: str | None = None,
+        total: int | None = None,
     ) -> str:
-        """A new answer id for a list just served; its impression is queued (never blocks)."""
+        """A new answer id for a list just served; its impression is queued (never blocks). A
+        search answer also keeps its ``query`` and ``total`` (for the zero-result report)."""
         ts = now_ms()
         aid = answer_id(ts)
         imp = Impression(
@@ -181,6 +184,8 @@ class Feedback:
             version=version,
             experiment=arm.experiment if arm else None,
             arm=arm.arm if arm else None,
+            query=query,
+            total=total,
         )
         with self._cond:
             if self._closed or len(self._impressions) >= self.queue_size:

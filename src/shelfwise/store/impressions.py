@@ -27,6 +27,13 @@ from shelfwise.store.tables import attributions, impressions
 KINDS = ("rec", "search")
 DAY_MS = 86_400_000
 CHUNK = 1_000
+QUERY_CHARS = 500
+
+
+def normal_query(text: str) -> str:
+    """A query as the report groups it (as search management matches it: lower case, spaces
+    collapsed), at most 500 characters."""
+    return " ".join(text.lower().split())[:QUERY_CHARS]
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class Impression:
     experiment: str | None = None
     arm: str | None = None
     propensities: Sequence[float] | None = None
+    query: str | None = None  # search answers: what was asked (``normal_query``)
+    total: int | None = None  # search answers: how many items matched
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -73,6 +82,8 @@ class Impression:
                 else None
             ),
             "ts": int(self.ts),
+            "query": normal_query(self.query) if self.query is not None else None,
+            "total": int(self.total) if self.total is not None else None,
         }
 
     @classmethod
@@ -90,6 +101,8 @@ class Impression:
             experiment=m["experiment"],
             arm=m["arm"],
             propensities=tuple(json.loads(m["propensities"])) if m["propensities"] else None,
+            query=m.get("query"),
+            total=m.get("total"),
         )
 
 
@@ -293,3 +306,49 @@ def clicked_positions(store: Store, answer_ids: Iterable[str]) -> dict[str, set[
                 if position is not None:
                     out.setdefault(str(answer), set()).add(int(position))
     return out
+
+
+def search_query_stats(
+    store: Store, *, since: int | None = None, until: int | None = None
+) -> list[dict[str, Any]]:
+    """Per normalised query of the search answers served in [since, until): ``searches``,
+    ``zero_results`` (answers that matched nothing), ``clicked`` (answers with at least one
+    attributed click), ``clicks`` (attributed clicks) and ``last_ts``. Answers logged before queries
+    were kept (no ``query``) are left out."""
+    clicks = (
+        sa.select(attributions.c.answer_id, sa.func.count().label("n"))
+        .where(attributions.c.status == "attributed", attributions.c.type == "click")
+        .group_by(attributions.c.answer_id)
+        .subquery()
+    )
+    i = impressions
+    zero = sa.case((i.c.total == 0, 1), else_=0)
+    q = (
+        sa.select(
+            i.c.query,
+            sa.func.count().label("searches"),
+            sa.func.sum(zero).label("zero_results"),
+            sa.func.count(clicks.c.answer_id).label("clicked"),
+            sa.func.coalesce(sa.func.sum(clicks.c.n), 0).label("clicks"),
+            sa.func.max(i.c.ts).label("last_ts"),
+        )
+        .select_from(i.outerjoin(clicks, clicks.c.answer_id == i.c.answer_id))
+        .where(i.c.kind == "search", i.c.query.is_not(None))
+        .group_by(i.c.query)
+    )
+    if since is not None:
+        q = q.where(i.c.ts >= since)
+    if until is not None:
+        q = q.where(i.c.ts < until)
+    with _engine(store).connect() as conn:
+        return [
+            {
+                "query": str(r.query),
+                "searches": int(r.searches),
+                "zero_results": int(r.zero_results or 0),
+                "clicked": int(r.clicked),
+                "clicks": int(r.clicks or 0),
+                "last_ts": int(r.last_ts),
+            }
+            for r in conn.execute(q)
+        ]

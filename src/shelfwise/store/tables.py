@@ -192,8 +192,12 @@ impressions = sa.Table(
     sa.Column("items", sa.Text, nullable=False),
     sa.Column("propensities", sa.Text, nullable=True),
     sa.Column("ts", sa.BigInteger, nullable=False),
+    # search answers only: the query as normalised (``normal_query``) and how many items matched
+    sa.Column("query", sa.String(500), nullable=True),
+    sa.Column("total", sa.Integer, nullable=True),
 )
 sa.Index("ix_impressions_ts", impressions.c.ts)
+sa.Index("ix_impressions_query", impressions.c.kind, impressions.c.query)
 sa.Index("ix_impressions_user", impressions.c.user_id)
 sa.Index("ix_impressions_experiment", impressions.c.experiment, impressions.c.arm)
 

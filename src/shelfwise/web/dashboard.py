@@ -49,6 +49,15 @@ class AnalyticsDashboard:
         done = self.root / "report.json"
         if done.is_file():
             self.state = {"status": "ready", "built_at": done.stat().st_mtime}
+        # the forecast page's data, beside the report (a report build replaces its directory)
+        self.forecast_path = self.root.with_name(self.root.name + ".forecast.json")
+        self._forecaster: threading.Thread | None = None
+        self.forecast_state: dict[str, Any] = (
+            {"status": "ready", "built_at": self.forecast_path.stat().st_mtime}
+            if self.forecast_path.is_file()
+            else {"status": "not built"}
+        )
+        self._headline: tuple[int, dict[str, Any]] | None = None
 
     # --- the snapshot ------------------------------------------------------------------------
     def store(self, *, max_age_s: float = 10.0) -> AnalyticalStore:
@@ -136,6 +145,87 @@ class AnalyticsDashboard:
             plots.save(plots.funnel_chart(frame, title=f"Funnel by {by}"), buf, format="svg")
         return buf.getvalue()
 
+    # --- the purchase-only headline ----------------------------------------------------------
+    def headline(self, *, top: int = 12) -> dict[str, Any]:
+        """Revenue, orders, basket and repeat rate from purchase events only
+        (``analytics.headline``), recomputed when the snapshot is reopened."""
+        from shelfwise.analytics.headline import purchase_headline
+
+        db = self.store()
+        cached = self._headline
+        if cached is not None and cached[0] == id(db):
+            return cached[1]
+        started = time.perf_counter()
+        with self._query_lock:
+            found = purchase_headline(db, top=top)
+        found["seconds"] = round(time.perf_counter() - started, 3)
+        self._headline = (id(db), found)
+        return found
+
+    # --- the demand forecast -----------------------------------------------------------------
+    def build_forecast(self, *, wait: bool = False, top: int = 20, horizon: int = 14) -> dict[str, Any]:
+        """Start forecasting the next ``horizon`` days of the top items and categories (LightGBM
+        point and quantile models, with their back-test) in a child process, unless one runs."""
+        with self._lock:
+            if self._forecaster is None or not self._forecaster.is_alive():
+                self.forecast_state = {"status": "building", "started_at": time.time()}
+                self._forecaster = threading.Thread(
+                    target=self._build_forecast, args=(top, horizon), name="dashboard-forecast", daemon=True
+                )
+                self._forecaster.start()
+            worker = self._forecaster
+        if wait:
+            worker.join()
+        return dict(self.forecast_state)
+
+    def _build_forecast(self, top: int, horizon: int) -> None:
+        try:
+            started = time.perf_counter()
+            levels = {}
+            for level in ("item", "category"):
+                out = self._child(
+                    "analytics",
+                    "forecast",
+                    "--ahead",
+                    str(horizon),
+                    "--level",
+                    level,
+                    "--top",
+                    str(top),
+                    "--json",
+                )
+                levels[level] = json.loads(out)
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.forecast_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"levels": levels, "built_at": time.time()}))
+            tmp.replace(self.forecast_path)
+            self.forecast_state = {
+                "status": "ready",
+                "built_at": time.time(),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        except Exception as exc:  # shown on the page; the server keeps running
+            self.forecast_state = {"status": "failed", "error": self.scrub(f"{type(exc).__name__}: {exc}")}
+
+    def forecast(self) -> dict[str, Any] | None:
+        """The latest forecast (both levels), or None before the first is built."""
+        if not self.forecast_path.is_file():
+            return None
+        return dict(json.loads(self.forecast_path.read_text()))
+
+    def forecast_svg(self, level: str, *, series: int = 6) -> bytes | None:
+        """Small multiples of the first ``series`` series of ``level``: recent actual units, the
+        forecast and its interval band. None before a forecast exists."""
+        found = self.forecast()
+        if found is None or level not in found["levels"]:
+            return None
+        from shelfwise.analytics import plots
+
+        buf = io.BytesIO()
+        with plots.RENDER_LOCK:
+            plots.save(plots.forecast_ahead_chart(found["levels"][level], series=series), buf, format="svg")
+        return buf.getvalue()
+
     # --- the full report ---------------------------------------------------------------------
     def build(self, *, wait: bool = False) -> dict[str, Any]:
         """Start (re)building the report unless a build is running; ``wait`` blocks until done."""
@@ -217,6 +307,8 @@ class AnalyticsDashboard:
         with self._children_lock:
             self._closed = True
             children = list(self._children)
+        if self._forecaster is not None:
+            pass  # its child is among ``children``: stopping it ends the thread
         for proc in children:
             proc.terminate()
         for proc in children:

@@ -189,6 +189,42 @@ def mount_pages(
     def analytics_page(caller: AnalystPage) -> str:
         return _analytics_html(dashboard, caller)
 
+    @app.get("/analytics/api/headline", include_in_schema=False)
+    def analytics_headline(_: Analyst) -> dict[str, Any]:
+        return dict(_or_503(dashboard, dashboard.headline))
+
+    @app.get("/analytics/forecast", response_class=HTMLResponse, include_in_schema=False)
+    def forecast_page(caller: AnalystPage) -> str:
+        if dashboard.forecast_state["status"] == "not built":
+            dashboard.build_forecast()
+        return render(
+            "forecast.html",
+            title="Demand forecast",
+            here="/analytics/",
+            scripts=("analytics.js",),
+            page_name="forecast",
+            session=caller.session,
+            state=dashboard.forecast_state,
+            forecast=dashboard.forecast(),
+        )
+
+    @app.get("/analytics/api/forecast", include_in_schema=False)
+    def forecast_data(_: Analyst) -> dict[str, Any]:
+        return {**dashboard.forecast_state, "forecast": dashboard.forecast()}
+
+    @app.post("/analytics/api/forecast/rebuild", include_in_schema=False)
+    def forecast_rebuild(_: Analyst) -> JSONResponse:
+        return JSONResponse(dashboard.build_forecast(), status_code=202)
+
+    @app.get("/analytics/chart/forecast-{level}.svg", include_in_schema=False)
+    def forecast_chart(_: Analyst, level: str) -> Response:
+        if level not in ("item", "category"):
+            raise HTTPException(422, f"level: must be item or category, not {level!r}")
+        svg = dashboard.forecast_svg(level)
+        if svg is None:
+            raise HTTPException(404, "no forecast yet: it is being built", headers={"Retry-After": "10"})
+        return Response(svg, media_type="image/svg+xml")
+
     @app.get("/analytics/api/funnel", include_in_schema=False)
     def analytics_funnel(
         _: Analyst, by: str = "category", top: int = Query(20, ge=1, le=200)
@@ -281,6 +317,11 @@ def _dimension(by: str) -> Any:
 
 def _analytics_html(dashboard: AnalyticsDashboard, caller: Caller) -> str:
     state = dashboard.state
+    headline, headline_error = None, ""
+    try:
+        headline = dashboard.headline()
+    except (RuntimeError, StoreError) as exc:
+        headline_error = dashboard.scrub(str(exc))
     return render(
         "analytics.html",
         title="Analytics",
@@ -292,4 +333,6 @@ def _analytics_html(dashboard: AnalyticsDashboard, caller: Caller) -> str:
         error=state.get("error", ""),
         sections=dashboard.sections() if state["status"] != "building" else None,
         dimensions=DIMENSIONS,
+        headline=headline,
+        headline_error=headline_error,
     )

@@ -208,6 +208,8 @@ async def search(
         version=svc.search_version,
         user_id=pseudo,
         session_id=session_id,
+        query=q,
+        total=result.total or len(out.hits),  # a query rule's pins are results too
     )
     return out
 

@@ -51,7 +51,27 @@ async function pollReport() {
   }
 }
 
+async function pollForecast() {
+  const status = $("forecast-status");
+  if (!status || status.dataset.status !== "building") return;
+  const { data } = await getJson("/analytics/api/forecast");
+  if (data.status === "building") {
+    setTimeout(pollForecast, 3000);
+  } else {
+    window.location.reload();
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  if (document.body.dataset.page === "forecast") {
+    $("forecast-rebuild").addEventListener("click", async () => {
+      const { resp, data } = await getJson("/analytics/api/forecast/rebuild", { method: "POST", headers: { "X-CSRF-Token": csrfToken() } });
+      if (!resp.ok) { $("forecast-status").textContent = typeof data.detail === "string" ? data.detail : "refused"; return; }
+      window.location.reload();
+    });
+    pollForecast();
+    return;
+  }
   for (const id of ["funnel-by", "funnel-top"]) $(id).addEventListener("change", loadFunnel);
   $("rebuild").addEventListener("click", async () => {
     const { resp, data } = await getJson("/analytics/api/rebuild", { method: "POST", headers: { "X-CSRF-Token": csrfToken() } });
