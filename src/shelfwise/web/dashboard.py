@@ -57,7 +57,7 @@ class AnalyticsDashboard:
             if self.forecast_path.is_file()
             else {"status": "not built"}
         )
-        self._headline: tuple[int, dict[str, Any]] | None = None
+        self._headline: tuple[float, dict[str, Any]] | None = None
 
     # --- the snapshot ------------------------------------------------------------------------
     def store(self, *, max_age_s: float = 10.0) -> AnalyticalStore:
@@ -152,14 +152,15 @@ class AnalyticsDashboard:
         from shelfwise.analytics.headline import purchase_headline
 
         db = self.store()
+        opened = self._db_opened  # a new snapshot: a new headline
         cached = self._headline
-        if cached is not None and cached[0] == id(db):
+        if cached is not None and cached[0] == opened:
             return cached[1]
         started = time.perf_counter()
         with self._query_lock:
             found = purchase_headline(db, top=top)
         found["seconds"] = round(time.perf_counter() - started, 3)
-        self._headline = (id(db), found)
+        self._headline = (opened, found)
         return found
 
     # --- the demand forecast -----------------------------------------------------------------
@@ -307,8 +308,6 @@ class AnalyticsDashboard:
         with self._children_lock:
             self._closed = True
             children = list(self._children)
-        if self._forecaster is not None:
-            pass  # its child is among ``children``: stopping it ends the thread
         for proc in children:
             proc.terminate()
         for proc in children:
