@@ -191,6 +191,57 @@ def _otto_profile() -> Profile:
     return Profile(None, good, (no_events, events_not_list, no_session, bad_event, *common))
 
 
+def _magento_profile() -> Profile:
+    """Magento 2 orders (REST ``GET /V1/orders``), one order a line, each line item one draft."""
+    good_line = st.fixed_dictionaries(
+        {
+            "sku": st.text("ABCXYZ-019", min_size=1, max_size=8).filter(str.strip),
+            "name": st.text(max_size=8),
+            "qty_ordered": st.sampled_from([1.0, 2.0, "3.0000"]),
+            "price": st.one_of(st.floats(0, 1000), st.just("9.99")),
+            "parent_item_id": st.none(),
+        }
+    )
+    state = st.sampled_from(["complete", "processing", "closed", "new", "holded"])
+
+    def order(draw: st.DrawFn, items: Any) -> dict[str, Any]:
+        return {
+            "increment_id": str(draw(st.integers(1, 10**9))),
+            "created_at": "2024-05-02 09:14:21",
+            "state": draw(state),
+            "customer_id": draw(st.one_of(st.none(), st.integers(1, 10**6))),
+            "customer_email": "a@example.org",
+            "items": items,
+        }
+
+    def good(draw: st.DrawFn) -> Line:
+        items = draw(st.lists(good_line, min_size=1, max_size=4))
+        return Line(_json_lines(draw, order(draw, items)), drafts=len(items))
+
+    def no_number(draw: st.DrawFn) -> Line:
+        value = order(draw, draw(st.lists(good_line, min_size=1, max_size=2)))
+        del value["increment_id"]
+        return Line(json.dumps(value).encode(), problems=1)
+
+    def items_not_list(draw: st.DrawFn) -> Line:
+        items = draw(st.one_of(st.text(max_size=3), st.integers(), st.just({"sku": "A"}), st.just([])))
+        return Line(json.dumps(order(draw, items)).encode(), problems=1)
+
+    def nested_time(draw: st.DrawFn) -> Line:
+        value = order(draw, draw(st.lists(good_line, min_size=1, max_size=2)))
+        value["created_at"] = draw(st.one_of(st.just([1]), st.just({"a": 1})))
+        return Line(json.dumps(value).encode(), problems=1)
+
+    def bad_line(draw: st.DrawFn) -> Line:
+        items: list[Any] = draw(st.lists(good_line, max_size=3))
+        poison = draw(st.one_of(st.integers(), st.just([1]), st.just({"sku": [1, 2], "price": 1})))
+        items.insert(draw(st.integers(0, len(items))), poison)
+        return Line(json.dumps(order(draw, items)).encode(), len(items) - 1, 1)
+
+    common = _jsonl_common_bad({"increment_id": "1", "created_at": "2024-05-02", "state": "complete"})
+    return Profile(None, good, (no_number, items_not_list, nested_time, bad_line, *common))
+
+
 def _flat_jsonl_profile(required: tuple[str, ...], optional: tuple[str, ...], bag: str) -> Profile:
     def good(draw: st.DrawFn) -> Line:
         value: dict[str, Any] = {k: draw(SCALAR) for k in required}
@@ -258,6 +309,7 @@ PROFILES: dict[str, Profile] = {
     "woocommerce-orders": _csv_profile(WOO_ORDER_COLUMNS, 6, fixed={2: _PAID, 3: TOKEN}),
     "magento-products": _csv_profile(MAGENTO_PRODUCT_COLUMNS, 5, fixed={1: st.just("")}),
     "google-merchant": _csv_profile(GOOGLE_REQUIRED, 3, "\t"),
+    "magento": _magento_profile(),
     "amazon-beauty": _sequences_profile(),
     "sequences": _sequences_profile(),
 }
@@ -322,6 +374,19 @@ def _sample(name: str, lines: int = 60) -> bytes:
         ]
     elif name == "jsonl":
         rows = [json.dumps({"type": "view", "ts": i, "item_id": f"i{i}"}) for i in range(lines)]
+    elif name == "magento":
+        rows = [
+            json.dumps(
+                {
+                    "increment_id": f"{i:09d}",
+                    "created_at": "2024-05-02 09:14:21",
+                    "state": "complete",
+                    "customer_id": i,
+                    "items": [{"sku": f"S{i}", "name": f"n{i}", "qty_ordered": 1.0, "price": 2.5}],
+                }
+            )
+            for i in range(lines)
+        ]
     elif name == "jsonl-items":
         rows = [json.dumps({"item_id": f"i{i}", "title": f"t{i}"}) for i in range(lines)]
     elif name in ("amazon-beauty", "sequences"):
@@ -407,7 +472,7 @@ CSV_TEXT = b"event_time,event_type,product_id\n2019-10-01 00:00:00 UTC,view,4460
 
 def _foreign(name: str) -> bytes:
     """A file of some other format."""
-    if name in ("otto", "jsonl", "jsonl-items") or name in PARQUET:
+    if name in ("otto", "jsonl", "jsonl-items", "magento") or name in PARQUET:
         return CSV_TEXT
     return OTTO_LINE
 
