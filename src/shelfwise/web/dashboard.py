@@ -58,6 +58,8 @@ class AnalyticsDashboard:
             else {"status": "not built"}
         )
         self._headline: tuple[float, dict[str, Any]] | None = None
+        self._headliner: threading.Thread | None = None
+        self.headline_error = ""
 
     # --- the snapshot ------------------------------------------------------------------------
     def store(self, *, max_age_s: float = 10.0) -> AnalyticalStore:
@@ -161,7 +163,28 @@ class AnalyticsDashboard:
             found = purchase_headline(db, top=top)
         found["seconds"] = round(time.perf_counter() - started, 3)
         self._headline = (opened, found)
+        self.headline_error = ""
         return found
+
+    def headline_now(self) -> dict[str, Any] | None:
+        """The headline without waiting: the last one computed (None before the first), and a
+        refresh in the background when the snapshot has changed since (a page never waits for a
+        snapshot to be made)."""
+        cached = self._headline
+        with self._lock:
+            fresh = cached is not None and self._db is not None and cached[0] == self._db_opened
+            if not fresh and (self._headliner is None or not self._headliner.is_alive()):
+                self._headliner = threading.Thread(
+                    target=self._headline_quietly, name="dashboard-headline", daemon=True
+                )
+                self._headliner.start()
+        return cached[1] if cached is not None else None
+
+    def _headline_quietly(self) -> None:
+        try:
+            self.headline()
+        except Exception as exc:  # the page says the headline is not there; the API answers 503
+            self.headline_error = self.scrub(f"{type(exc).__name__}: {exc}")
 
     # --- the demand forecast -----------------------------------------------------------------
     def build_forecast(self, *, wait: bool = False, top: int = 20, horizon: int = 14) -> dict[str, Any]:

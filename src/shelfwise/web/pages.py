@@ -317,11 +317,7 @@ def _dimension(by: str) -> Any:
 
 def _analytics_html(dashboard: AnalyticsDashboard, caller: Caller) -> str:
     state = dashboard.state
-    headline, headline_error = None, ""
-    try:
-        headline = dashboard.headline()
-    except (RuntimeError, StoreError) as exc:
-        headline_error = dashboard.scrub(str(exc))
+    headline = dashboard.headline_now()  # never waits for a snapshot: the page polls until it is there
     return render(
         "analytics.html",
         title="Analytics",
@@ -334,5 +330,5 @@ def _analytics_html(dashboard: AnalyticsDashboard, caller: Caller) -> str:
         sections=dashboard.sections() if state["status"] != "building" else None,
         dimensions=DIMENSIONS,
         headline=headline,
-        headline_error=headline_error,
+        headline_error=dashboard.headline_error,
     )

@@ -494,7 +494,7 @@ def _magento_order(line_no: int, raw: str, order: Any) -> Iterator[Record]:
             one,
             order=number,
             status=status,
-            when=fields["created_at"],  # type: ignore[arg-type]
+            when=fields["created_at"],
             shopper=shopper,
             sku=cells["sku"],
             name=cells["name"],

@@ -51,6 +51,13 @@ async function pollReport() {
   }
 }
 
+async function waitForHeadline() {
+  if (!$("headline-pending")) return;
+  const { resp } = await getJson("/analytics/api/headline"); // answers when it is computed
+  if (resp.ok) window.location.reload();
+  else setTimeout(waitForHeadline, 5000);
+}
+
 async function pollForecast() {
   const status = $("forecast-status");
   if (!status || status.dataset.status !== "building") return;
@@ -80,4 +87,5 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   loadFunnel();
   pollReport();
+  waitForHeadline();
 });
