@@ -56,23 +56,28 @@ def _datasets() -> dict[str, Any]:
 
 
 def shilling(datasets: dict[str, Any], previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Every attack, or (``TRUST_SHILLING_ATTACKS=push``) only those named, the other rows carried
-    over from ``previous`` (marked ``carried_from``)."""
+    """Every attack and model, or (``TRUST_SHILLING_ATTACKS=push``, ``TRUST_SHILLING_MODELS=itemknn``)
+    only those named, the other rows carried over from ``previous`` (marked ``carried_from``)."""
     from shelfwise.evaluation.robustness import Attack, shilling_experiment
 
     only = {a for a in os.environ.get("TRUST_SHILLING_ATTACKS", "").split(",") if a}
+    models = {m for m in os.environ.get("TRUST_SHILLING_MODELS", "").split(",") if m}
     rows = []
     plan: list[tuple[str, str, float, int]] = [
         (model, "push", share, targets)
         for model in ("ease", "itemknn")
         for share, targets in ((0.03, 3), (0.10, 1))
     ] + [("ease", kind, 0.03, 3) for kind in ATTACKS if kind != "push"]
-    if only:
-        plan = [p for p in plan if p[1] in only]
+    if only or models:
+
+        def chosen(attack: str, model: str) -> bool:
+            return (not only or attack in only) and (not models or model in models)
+
+        plan = [p for p in plan if chosen(p[1], p[0])]
         rows = [
             {**r, "carried_from": r.get("carried_from", _previous().get("measured_at", "?"))}
             for r in previous or []
-            if r["attack"] not in only
+            if not chosen(r["attack"], r["model"])
         ]
     for name, ds in datasets.items():
         memo: dict[Any, Any] = {}  # the fits that do not depend on the attack, once per data and model
@@ -497,7 +502,13 @@ def run() -> dict[str, Any]:
                 "",
                 "Rows carried over from an earlier run (not re-measured): "
                 + ", ".join(
-                    sorted({f"{r['attack']} ({r['carried_from']})" for r in shill if "carried_from" in r})
+                    sorted(
+                        {
+                            f"{r['data']} {r['model']} {r['attack']} ({r['carried_from']})"
+                            for r in shill
+                            if "carried_from" in r
+                        }
+                    )
                 ),
             ]
             if any("carried_from" in r for r in shill)
