@@ -55,15 +55,30 @@ def _datasets() -> dict[str, Any]:
     return out
 
 
-def shilling(datasets: dict[str, Any]) -> list[dict[str, Any]]:
+def shilling(datasets: dict[str, Any], previous: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every attack and model, or (``TRUST_SHILLING_ATTACKS=push``, ``TRUST_SHILLING_MODELS=itemknn``)
+    only those named, the other rows carried over from ``previous`` (marked ``carried_from``)."""
     from shelfwise.evaluation.robustness import Attack, shilling_experiment
 
+    only = {a for a in os.environ.get("TRUST_SHILLING_ATTACKS", "").split(",") if a}
+    models = {m for m in os.environ.get("TRUST_SHILLING_MODELS", "").split(",") if m}
     rows = []
     plan: list[tuple[str, str, float, int]] = [
         (model, "push", share, targets)
         for model in ("ease", "itemknn")
         for share, targets in ((0.03, 3), (0.10, 1))
     ] + [("ease", kind, 0.03, 3) for kind in ATTACKS if kind != "push"]
+    if only or models:
+
+        def chosen(attack: str, model: str) -> bool:
+            return (not only or attack in only) and (not models or model in models)
+
+        plan = [p for p in plan if chosen(p[1], p[0])]
+        rows = [
+            {**r, "carried_from": r.get("carried_from", _previous().get("measured_at", "?"))}
+            for r in previous or []
+            if not chosen(r["attack"], r["model"])
+        ]
     for name, ds in datasets.items():
         memo: dict[Any, Any] = {}  # the fits that do not depend on the attack, once per data and model
         for model_name, kind, share, targets in plan:
@@ -86,7 +101,16 @@ def shilling(datasets: dict[str, Any]) -> list[dict[str, Any]]:
                 + json.dumps(
                     {
                         k: r[k]
-                        for k in ("lift_cut", "ndcg_change", "ndcg_change_vs_clean", "precision", "recall")
+                        for k in (
+                            "lift_cut",
+                            "ndcg_change",
+                            "ndcg_change_vs_clean",
+                            "ndcg_inflation_by_attack",
+                            "ndcg_inflation_by_fillers",
+                            "precision",
+                            "recall",
+                        )
+                        if k in r
                     }
                 )
             )
@@ -385,7 +409,7 @@ def run() -> dict[str, Any]:
         return compute()
 
     refusal = section("ledger_refusal", ledger_refusal)
-    shill = section("shilling", lambda: shilling(data()))
+    shill = section("shilling", lambda: shilling(data(), previous.get("shilling")))
     utility = section("dp_utility", dp_utility)
     pop = section("dp_popularity", lambda: dp_popularity(data()))
     expo = section("exposure_tradeoff", lambda: exposure(data()))
@@ -421,7 +445,12 @@ def run() -> dict[str, Any]:
         "`ndcg_change`: defended vs undefended on the attacked data; `vs_clean`: defended vs a model "
         "that never saw the attack (the acceptance's loss, since an attack can *raise* the undefended "
         "model's NDCG); `no_attack`: the defence on the real data alone (its false alarms and trimming). "
-        "`ok`: lift cut ≥ 80% (or no lift to cut) and NDCG@10 loss ≤ 2% on both comparisons.",
+        "`ok`: lift cut ≥ 80% (or no lift to cut) and NDCG@10 loss ≤ 2% on both comparisons. "
+        "Where the NDCG goes (push rows): `ndcg_inflation_by_attack` is the undefended model's NDCG "
+        "on the attacked data against the clean model's, `ndcg_inflation_by_fillers` the same for a "
+        "fit on the attacked data without the fakes' events on the target (only their bandwagon "
+        "fillers left); `fake_events_dropped` / `real_events_down_weighted`: the share of the fakes' "
+        "events the weighted defence sets to 0, and of real shoppers' events it down-weights at all.",
         "",
         _table(
             flat,
@@ -445,6 +474,10 @@ def run() -> dict[str, Any]:
                 "precision",
                 "recall",
                 "false_alarms_without_attack",
+                "ndcg_inflation_by_attack",
+                "ndcg_inflation_by_fillers",
+                "fake_events_dropped",
+                "real_events_down_weighted",
                 "ok",
             ],
         ),
@@ -454,8 +487,32 @@ def run() -> dict[str, Any]:
             f"{r['data']} {r['model']} {r['fake_share']:.0%}: lift "
             f"{r['attack_exposure_lift_without_defence']} → {r['attack_exposure_lift_with_defence']}, "
             f"cut {r['lift_cut']}, NDCG@10 {r['ndcg_change']:+.4f} vs undefended, "
-            f"{r['ndcg_change_vs_clean']:+.4f} vs clean: {verdict(r)}"
+            f"{r['ndcg_change_vs_clean']:+.4f} vs clean"
+            + (
+                f" (the attack moved the undefended NDCG@10 by {r['ndcg_inflation_by_attack']:+.4f}, "
+                f"its fillers alone by {r['ndcg_inflation_by_fillers']:+.4f})"
+                if r.get("ndcg_inflation_by_attack") is not None
+                else ""
+            )
+            + f": {verdict(r)}"
             for r in push
+        ),
+        *(
+            [
+                "",
+                "Rows carried over from an earlier run (not re-measured): "
+                + ", ".join(
+                    sorted(
+                        {
+                            f"{r['data']} {r['model']} {r['attack']} ({r['carried_from']})"
+                            for r in shill
+                            if "carried_from" in r
+                        }
+                    )
+                ),
+            ]
+            if any("carried_from" in r for r in shill)
+            else []
         ),
         "",
         f"ε ledger through the CLI (budget 1.0; 0.6 then 0.6): first exit {refusal['first_exit']}, "

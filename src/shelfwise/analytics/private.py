@@ -363,3 +363,33 @@ def private_cohorts(
 
 
 QUERIES = ("funnel", "category-popularity", "rfm-segments", "trending", "cohorts")
+
+
+def release(
+    db: AnalyticalStore,
+    ledger: PrivacyLedger | None,
+    query: str,
+    *,
+    epsilon: float,
+    by: FunnelDimension = "category",
+    top: int = 20,
+    window_days: float = 7.0,
+    max_contributions: int | None = None,
+) -> PrivateRelease:
+    """One of ``QUERIES`` by name (what the CLI and the analytics pages publish), spending
+    ``epsilon`` from ``ledger`` first; ``max_contributions``: rows one shopper may add (sessions for
+    the funnel, events for popularity and trending; the query's default when None)."""
+    if query not in QUERIES:
+        raise ValueError(f"unknown private query {query!r}; one of {', '.join(QUERIES)}")
+    extra: dict[str, Any] = {}
+    if max_contributions is not None:
+        extra["max_sessions" if query == "funnel" else "max_events"] = max_contributions
+    if query == "funnel":
+        return private_funnel(db, ledger, epsilon=epsilon, by=by, top=top, **extra)
+    if query == "category-popularity":
+        return private_category_popularity(db, ledger, epsilon=epsilon, top=top, **extra)
+    if query == "trending":
+        return private_trending(db, ledger, epsilon=epsilon, k=top, window_days=window_days, **extra)
+    if query == "rfm-segments":
+        return private_rfm_segments(db, ledger, epsilon=epsilon)
+    return private_cohorts(db, ledger, epsilon=epsilon)

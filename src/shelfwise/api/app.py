@@ -151,6 +151,7 @@ def create_app(
     from shelfwise.api.routes import (
         admin,
         events,
+        explain,
         health,
         items,
         placements,
@@ -184,7 +185,7 @@ def create_app(
     app.state.services = services
     _error_handlers(app)
     openapi.install(app)
-    for routes in (recommendations, search, events, items, placements, users, admin, health):
+    for routes in (recommendations, search, events, items, placements, users, admin, explain, health):
         app.include_router(routes.router)
     from shelfwise import web
 

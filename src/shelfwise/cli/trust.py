@@ -127,26 +127,16 @@ def dp_release(
             # refuse at once, before reading the store, when the budget cannot pay
             ledger.require(query, epsilon)
             with _analytical(db, f"private {query}") as (snapshot, _):
-                extra: dict[str, Any] = {}
-                if max_contributions is not None:
-                    key = "max_sessions" if query == "funnel" else "max_events"
-                    extra[key] = max_contributions
-                if query == "funnel":
-                    release = private.private_funnel(
-                        snapshot, ledger, epsilon=epsilon, by=by, top=top, **extra
-                    )  # type: ignore[arg-type]
-                elif query == "category-popularity":
-                    release = private.private_category_popularity(
-                        snapshot, ledger, epsilon=epsilon, top=top, **extra
-                    )
-                elif query == "trending":
-                    release = private.private_trending(
-                        snapshot, ledger, epsilon=epsilon, k=top, window_days=window_days, **extra
-                    )
-                elif query == "rfm-segments":
-                    release = private.private_rfm_segments(snapshot, ledger, epsilon=epsilon)
-                else:
-                    release = private.private_cohorts(snapshot, ledger, epsilon=epsilon)
+                release = private.release(
+                    snapshot,
+                    ledger,
+                    query,
+                    epsilon=epsilon,
+                    by=by,  # type: ignore[arg-type]
+                    top=top,
+                    window_days=window_days,
+                    max_contributions=max_contributions,
+                )
             payload = {**release.to_dict(), "budget": ledger.summary()}
     emit(
         payload,
@@ -412,6 +402,12 @@ def shilling_cmd(
             f"{p['ndcg_change'] or 0:+.2%} vs undefended, {p['ndcg_change_vs_clean'] or 0:+.2%} vs clean; "
             f"detection precision {p['detection']['precision']:.3f} "
             f"recall {p['detection']['recall']:.3f}"
+            + (
+                f"; the attack itself moved the undefended NDCG@10 by {p['ndcg_inflation_by_attack']:+.2%} "
+                f"(its fillers alone {p['ndcg_inflation_by_fillers']:+.2%})"
+                if p.get("ndcg_inflation_by_attack") is not None
+                else ""
+            )
         ),
     )
 

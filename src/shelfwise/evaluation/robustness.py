@@ -299,6 +299,27 @@ def shilling_experiment(
                 "targets_found": int(np.isin(attacked.targets, flags.items).sum()),
             }
     main = figures.pop(defence)
+    # where an undefended model's NDCG moves under a push: the fakes' events on the target, or
+    # their bandwagon fillers (popular items)? Refit on the attacked data without the fakes' target
+    # events only — what is left of the attack is its fillers' co-occurrences
+    fillers: dict[str, Any] = {}
+    if attack.kind == "push" and len(attacked.targets):
+        ds_a = attacked.dataset
+        keep = ~(attacked.fake[ds_a.users] & np.isin(ds_a.items, attacked.targets))
+        only = model_from_config(model).fit(ds_a, event_weights=keep.astype(np.float32)).use_histories(ds_a)
+        got = _fit_measure(model, asplit, attacked.targets, k, model=only)
+        fillers = {
+            f"{ndcg}_attacked_fillers_only": round(got[ndcg], 5),
+            "exposure_attacked_fillers_only": round(got["exposure"], 4),
+            "ndcg_inflation_by_attack": _ratio(hit[ndcg], clean[ndcg]),
+            "ndcg_inflation_by_fillers": _ratio(got[ndcg], clean[ndcg]),
+        }
+        # what the weighted defence does to each side: the fakes' events dropped (weight 0), and
+        # real shoppers' events it touched (false alarms, trimming)
+        w = training_weights(ds_a, flags, rule)
+        fake_rows = attacked.fake[ds_a.users]
+        fillers["fake_events_dropped"] = round(float((w[fake_rows] == 0).mean()), 4)
+        fillers["real_events_down_weighted"] = round(float((w[~fake_rows] < 1).mean()), 6)
     return {
         "attack": attack.kind,
         "model": model.get("model"),
@@ -314,5 +335,6 @@ def shilling_experiment(
         **main,
         "detection": detection,
         **extra,
+        **fillers,
         "other_defences": figures,
     }

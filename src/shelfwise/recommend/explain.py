@@ -317,12 +317,98 @@ def _best_retriever(model: HybridRecommender, user: str, item: str) -> str:
     return model.stage.labels[int(np.argmin(ranks))]
 
 
+@dataclass
+class HistoryAttribution:
+    """Why an item-based model scored an item as it did: each history item's share of the score.
+
+    For a model whose score is linear in the shopper's history row (item-KNN: the sum of the
+    history items' similarities to the item; EASE: ``h · B``) the shares add up to the score
+    exactly (``additive``); for others (a fold-in of ALS, a sequence model) each share is the score
+    the item gets from that one history item alone, and ``additive`` says they do not add up."""
+
+    item: str
+    score: float
+    rank: int | None  # 1-based among the items the shopper may be shown; None when not allowed
+    contributions: list[dict[str, Any]]
+    additive: bool
+    history_items: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "score": self.score,
+            "model_rank": self.rank,
+            "additive": self.additive,
+            "history_items": self.history_items,
+            "contributions": self.contributions,
+        }
+
+
+def history_attribution(
+    model: Any,
+    history: Sequence[str],
+    items: Sequence[str],
+    *,
+    allowed: np.ndarray | None = None,
+    top: int = 10,
+    max_history: int = 500,
+) -> list[HistoryAttribution]:
+    """Each of ``items``' score for a shopper whose history is ``history`` (shop item ids, as the
+    model folds them in), split over the history items (``HistoryAttribution``), with the item's
+    rank among the ``allowed`` items (default: available ones) the shopper has not seen; the
+    ``top`` history items by contribution are listed. Items the model does not know are skipped."""
+    hist = model.item_map.to_internal(list(history), strict=False)
+    hist = np.unique(hist[hist >= 0])[-max_history:]
+    want = model.item_map.to_internal(list(items), strict=False)
+    n = model.n_items
+    row = sp.csr_matrix((np.ones(len(hist), np.float32), (np.zeros(len(hist), np.int64), hist)), shape=(1, n))
+    full = np.asarray(model._score(row, np.array([-1])), np.float32)[0]
+    mask = model.allowed_mask(None) if allowed is None else allowed.copy()
+    mask[hist] = False
+    per = np.zeros((len(hist), len(want)), np.float64)
+    for lo in range(0, len(hist), 64):
+        chunk = hist[lo : lo + 64]
+        one_hot = sp.csr_matrix(
+            (np.ones(len(chunk), np.float32), (np.arange(len(chunk)), chunk)), shape=(len(chunk), n)
+        )
+        scores = np.asarray(model._score(one_hot, np.full(len(chunk), -1)), np.float32)
+        per[lo : lo + len(chunk)] = scores[:, np.maximum(want, 0)]
+    out = []
+    for j, (external, w) in enumerate(zip(items, want, strict=True)):
+        if w < 0:
+            continue
+        score = float(full[w])
+        shares = per[:, j]
+        rank = int((full[mask] > score).sum()) + 1 if mask[w] else None
+        order = np.argsort(-np.abs(shares), kind="stable")[:top]
+        out.append(
+            HistoryAttribution(
+                item=str(external),
+                score=score,
+                rank=rank,
+                contributions=[
+                    {
+                        "history_item": str(model.item_map.external[hist[o]]),
+                        "contribution": round(float(shares[o]), 6),
+                    }
+                    for o in order
+                    if shares[o] != 0
+                ],
+                additive=bool(np.isclose(shares.sum(), score, rtol=1e-3, atol=1e-5)),
+                history_items=len(hist),
+            )
+        )
+    return out
+
+
 __all__ = [
     "ATTENTION_FEATURES",
     "ITEM_FEATURES",
     "Attribution",
+    "HistoryAttribution",
     "attribute",
     "fidelity",
+    "history_attribution",
     "reason_of",
     "retriever_reason_fidelity",
 ]

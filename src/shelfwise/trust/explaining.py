@@ -7,8 +7,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from shelfwise.recommend.base import Recommendation
-from shelfwise.recommend.explain import attribute
+from shelfwise.recommend.base import Recommendation, Recommender
+from shelfwise.recommend.explain import attribute, history_attribution
+from shelfwise.recommend.hybrid import HybridRecommender
 from shelfwise.registry.versions import ModelRegistry, RegistryError
 from shelfwise.store.base import Store
 from shelfwise.store.consent import get_consent
@@ -71,6 +72,68 @@ def explain(
     out["missing"] = [item for item in recommendation.items if item not in found]
     out["fidelity"] = sum(row["agrees"] for row in out["items"]) / len(out["items"]) if out["items"] else None
     return out
+
+
+def explain_served(
+    model: Recommender,
+    served: Recommendation,
+    *,
+    source: str,
+    history: Sequence[str],
+    item: str | None = None,
+    cart: Sequence[str] = (),
+    top: int = 10,
+) -> dict[str, Any]:
+    """Why a served answer holds what it holds, in its order (the admin explain endpoint).
+
+    ``served``: the answer as the shopper got it (items, scores, reasons, after the placement's
+    rules); ``history``: the items the model folded in for them (stored history, live session,
+    context). Per explained item (``item``, or every served one): its served position, score and
+    reason, the neighbours above and below it, and the attribution — TreeSHAP over the ranker's
+    features for the hybrid (``attribute``), else each history item's share of the score
+    (``history_attribution``: exact for item-KNN and EASE) with the item's rank among everything the
+    model could have shown. A non-personal answer (a fallback, consent off) has no attribution: its
+    ``source`` says where it came from."""
+    wanted = [item] if item is not None else list(served.items)
+    position = {it: i for i, it in enumerate(served.items)}
+    rows: dict[str, dict[str, Any]] = {}
+    for it in wanted:
+        at = position.get(it)
+        rows[it] = {
+            "item": it,
+            "served": at is not None,
+            "position": at + 1 if at is not None else None,
+            "served_score": served.scores[at] if at is not None else None,
+            "served_reason": served.reasons[at] if at is not None else None,
+            "above": (
+                {"item": served.items[at - 1], "score": served.scores[at - 1]}
+                if at is not None and at > 0
+                else None
+            ),
+            "below": (
+                {"item": served.items[at + 1], "score": served.scores[at + 1]}
+                if at is not None and at + 1 < len(served.items)
+                else None
+            ),
+        }
+    method = "none"
+    if source == "personalised" or (source == "session" and history):
+        if isinstance(model, HybridRecommender) and model.booster is not None:
+            method = "treeshap"
+            for a in attribute(model, served.user, items=wanted, cart=cart):
+                rows[a.item]["attribution"] = a.to_dict(full=True)
+        else:
+            method = "history"
+            for h in history_attribution(model, history, wanted, top=top):
+                rows[h.item]["attribution"] = h.to_dict()
+    for row in rows.values():
+        row.setdefault("attribution", None)
+    return {
+        "source": source,
+        "method": method,
+        "history_items": len(history),
+        "items": list(rows.values()),
+    }
 
 
 def model_card(registry: ModelRegistry, version: str | None = None) -> tuple[dict[str, Any], str]:

@@ -250,6 +250,39 @@ class AnalyticsDashboard:
             plots.save(plots.forecast_ahead_chart(found["levels"][level], series=series), buf, format="svg")
         return buf.getvalue()
 
+    # --- differentially private aggregates ----------------------------------------------------
+    def privacy(self, *, releases: int = 20) -> dict[str, Any]:
+        """The store's ε budget (total, spent, left) and its latest releases."""
+        from shelfwise.store import open_store
+        from shelfwise.store.ledger import PrivacyLedger
+
+        with open_store(self.store_url) as store:
+            ledger = PrivacyLedger(store)
+            return {**ledger.summary(), "ledger": [r.to_dict() for r in ledger.releases(limit=releases)]}
+
+    def private_release(
+        self, query: str, epsilon: float, *, by: Dimension = "category", top: int = 20
+    ) -> dict[str, Any]:
+        """Publish one private aggregate (``shelfwise.analytics.private.QUERIES``), spending
+        ``epsilon`` from the store's ledger before any noise is drawn: its noisy rows, what it cost
+        and what is left. Past the budget: ``PrivacyBudgetExceeded`` and nothing is recorded."""
+        from shelfwise.analytics import private
+        from shelfwise.store import open_store
+        from shelfwise.store.ledger import PrivacyLedger
+
+        with open_store(self.store_url) as store:
+            ledger = PrivacyLedger(store)
+            ledger.require(query, epsilon)  # refused before the snapshot is read
+            with self._query_lock:
+                out = private.release(self.store(), ledger, query, epsilon=epsilon, by=by, top=top)
+            rows = out.to_dict()
+            return {
+                **rows,
+                "columns": list(out.table.columns),
+                "rows": [[_plain(v) for v in row] for row in out.table.iter_rows()],
+                "budget": ledger.summary(),
+            }
+
     # --- the full report ---------------------------------------------------------------------
     def build(self, *, wait: bool = False) -> dict[str, Any]:
         """Start (re)building the report unless a build is running; ``wait`` blocks until done."""

@@ -246,6 +246,42 @@ def mount_pages(
     def analytics_rebuild(_: Analyst) -> JSONResponse:
         return JSONResponse(dashboard.build(), status_code=202)
 
+    # --- differentially private aggregates (analyst): every release spends ε from the ledger --
+    @app.get("/analytics/private", response_class=HTMLResponse, include_in_schema=False)
+    def private_page(caller: AnalystPage) -> str:
+        return _private_html(dashboard, caller)
+
+    @app.post("/analytics/private", response_class=HTMLResponse, include_in_schema=False)
+    async def private_page_release(request: Request, caller: Analyst) -> Response:
+        fields = await form(request)
+        try:
+            wanted = _private_request(fields)
+        except HTTPException as exc:
+            return HTMLResponse(_private_html(dashboard, caller, error=str(exc.detail)), status_code=422)
+        result, refused = await _private(dashboard, wanted)
+        if refused is not None:
+            return HTMLResponse(
+                _private_html(dashboard, caller, refusal=refused, asked=wanted), status_code=409
+            )
+        return HTMLResponse(_private_html(dashboard, caller, result=result, asked=wanted))
+
+    @app.get("/analytics/api/private", include_in_schema=False)
+    def private_budget(_: Analyst) -> dict[str, Any]:
+        return _or_503(dashboard, dashboard.privacy)
+
+    @app.post("/analytics/api/private", include_in_schema=False)
+    async def private_release(request: Request, _: Analyst) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise HTTPException(422, "send a JSON object: {query, epsilon, by?, top?}")
+        result, refused = await _private(dashboard, _private_request(body))
+        if refused is not None:
+            return JSONResponse(refused, status_code=409)
+        return JSONResponse(result)
+
     @app.get("/analytics/{name}", include_in_schema=False)
     def analytics_file(_: Analyst, name: str) -> Response:
         path = dashboard.file(name)
@@ -313,6 +349,84 @@ def _dimension(by: str) -> Any:
     if by not in DIMENSIONS:
         raise HTTPException(422, f"by: must be one of {', '.join(DIMENSIONS)}, not {by!r}")
     return by
+
+
+PRIVATE_QUERIES = ("category-popularity", "funnel", "trending", "rfm-segments", "cohorts")
+
+
+def _private_request(fields: dict[str, Any]) -> dict[str, Any]:
+    """The query, ε, dimension and size of a private release, checked (422 with the field named)."""
+    query = str(fields.get("query", ""))
+    if query not in PRIVATE_QUERIES:
+        raise HTTPException(422, f"query: must be one of {', '.join(PRIVATE_QUERIES)}, not {query!r}")
+    try:
+        epsilon = float(fields.get("epsilon", ""))
+    except (TypeError, ValueError):
+        raise HTTPException(422, "epsilon: must be a number, e.g. 0.5") from None
+    if not 0 < epsilon <= 100:  # also refuses nan and inf
+        raise HTTPException(422, f"epsilon: must be above 0 and at most 100, not {epsilon!r}")
+    try:
+        top = int(fields.get("top", 20))
+    except (TypeError, ValueError):
+        raise HTTPException(422, "top: must be a whole number from 1 to 200") from None
+    if not 1 <= top <= 200:
+        raise HTTPException(422, f"top: must be from 1 to 200, not {top}")
+    return {
+        "query": query,
+        "epsilon": epsilon,
+        "by": _dimension(str(fields.get("by", "category"))),
+        "top": top,
+    }
+
+
+async def _private(dashboard: AnalyticsDashboard, wanted: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """A release's answer, or (second) the refusal of a release past the budget."""
+    import anyio.to_thread
+
+    from shelfwise.store.ledger import PrivacyBudgetExceeded
+
+    def run() -> dict[str, Any]:
+        return dashboard.private_release(
+            wanted["query"], wanted["epsilon"], by=wanted["by"], top=wanted["top"]
+        )
+
+    try:
+        return await anyio.to_thread.run_sync(lambda: _or_503(dashboard, run)), None
+    except PrivacyBudgetExceeded as exc:
+        budget = await anyio.to_thread.run_sync(lambda: _or_503(dashboard, dashboard.privacy))
+        budget.pop("ledger", None)
+        return {}, {
+            "error": "privacy_budget_exhausted",
+            "detail": exc.message,
+            "hint": "ask with a smaller ε, or have an operator raise the budget "
+            "(`shelfwise trust dp budget --set`)",
+            "budget": budget,
+        }
+
+
+def _private_html(
+    dashboard: AnalyticsDashboard,
+    caller: Caller,
+    *,
+    result: dict[str, Any] | None = None,
+    refusal: dict[str, Any] | None = None,
+    asked: dict[str, Any] | None = None,
+    error: str = "",
+) -> str:
+    return render(
+        "analytics_private.html",
+        title="Private aggregates",
+        here="/analytics/",
+        page_name="analytics-private",
+        session=caller.session,
+        privacy=_or_503(dashboard, dashboard.privacy),
+        queries=PRIVATE_QUERIES,
+        dimensions=DIMENSIONS,
+        result=result,
+        refusal=refusal,
+        asked=asked or {"query": "category-popularity", "epsilon": 0.5, "by": "category", "top": 20},
+        error=error,
+    )
 
 
 def _analytics_html(dashboard: AnalyticsDashboard, caller: Caller) -> str:

@@ -182,3 +182,22 @@ def test_event_weights_change_what_is_learnt_not_the_history(ds: Dataset) -> Non
     assert np.allclose(model.sim.toarray(), plain.sim.toarray(), atol=1e-5)
     with pytest.raises(Exception, match="event_weights"):
         model_from_config({"model": "itemknn"}).fit(ds, event_weights=w[:10])
+
+
+def test_a_push_experiment_says_where_the_undefended_ndcg_moved(ds: Dataset) -> None:
+    from shelfwise.evaluation.robustness import shilling_experiment
+
+    r = shilling_experiment(
+        ds, model={"model": "itemknn"}, attack=Attack(kind="push", fake_share=0.25, targets=1)
+    )
+    for key in ("ndcg_inflation_by_attack", "ndcg_inflation_by_fillers", "fake_events_dropped"):
+        assert key in r, key
+    assert r["ndcg_inflation_by_attack"] == pytest.approx(
+        r["ndcg@10_attacked"] / r["ndcg@10_clean"] - 1, abs=1e-4
+    )
+    # without its target events the attack pushes nothing
+    assert r["exposure_attacked_fillers_only"] <= r["exposure_clean"]
+    if r["fake_events_dropped"] == 1.0 and r["real_events_down_weighted"] == 0.0:
+        # every fake event dropped and no real one touched: the defended fit is the clean one
+        assert r["ndcg@10_defended"] == pytest.approx(r["ndcg@10_clean"], abs=1e-6)
+        assert r["ndcg_change_vs_clean"] == pytest.approx(0.0, abs=1e-6)
