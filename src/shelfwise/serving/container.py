@@ -36,6 +36,7 @@ from shelfwise.serving.canary_guard import CanaryWatch
 from shelfwise.serving.catalogue import CatalogueFollower, apply_items
 from shelfwise.serving.deployment import LiveModels
 from shelfwise.serving.event_writer import GroupCommitter, open_journal
+from shelfwise.serving.exploring import Explorer
 from shelfwise.serving.keys import key_ring, shopper_tokens
 from shelfwise.serving.lru import LRUDict
 from shelfwise.serving.metrics import Metrics
@@ -73,6 +74,7 @@ class Services:
     merch: Merchandising  # placements, their rules and the shop's search settings (store-backed)
     consent: ConsentView  # shoppers' consent flags, current across workers (Redis, else the store's stamp)
     feedback: Feedback  # answer ids, impressions, attribution, experiment routing
+    explorer: Explorer  # the exploration slot of placements that opt in
     canary: CanaryWatch  # rolls a canary back when its conversion drops
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
     search_mode: str = "bm25"  # the mode of that version: bm25, hybrid or ltr
@@ -156,6 +158,7 @@ def build_services(
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
     search, index = build_search(store, settings)
     feedback = Feedback(store, live, metrics, settings)
+    merch = Merchandising(store, refresh_seconds=settings.merch_refresh_seconds)
     event_writer = GroupCommitter(store)
     event_writer.on_commit = feedback.committed
     services = Services(
@@ -189,9 +192,10 @@ def build_services(
             metrics=metrics,
             offset=offset,
         ),
-        merch=Merchandising(store, refresh_seconds=settings.merch_refresh_seconds),
+        merch=merch,
         consent=ConsentView(store, redis=_redis_client(settings.redis_url), prefix=settings.redis_prefix),
         feedback=feedback,
+        explorer=Explorer(merch, store),
         canary=CanaryWatch(
             store,
             live,
