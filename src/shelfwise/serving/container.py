@@ -37,6 +37,7 @@ from shelfwise.serving.catalogue import CatalogueFollower, apply_items
 from shelfwise.serving.deployment import LiveModels
 from shelfwise.serving.event_writer import GroupCommitter, open_journal
 from shelfwise.serving.exploring import Explorer
+from shelfwise.serving.fold_in import FreshEvents
 from shelfwise.serving.keys import key_ring, shopper_tokens
 from shelfwise.serving.lru import LRUDict
 from shelfwise.serving.metrics import Metrics
@@ -152,7 +153,15 @@ def build_services(
         Pseudonymizer(key, cache_size=settings.pseudonym_cache_size),
     )
     recommending = Recommending(
-        sessions=sessions, cache=cache, metrics=metrics, timeout=settings.model_timeout_ms / 1000
+        sessions=sessions,
+        cache=cache,
+        metrics=metrics,
+        timeout=settings.model_timeout_ms / 1000,
+        fresh=(
+            FreshEvents(store, ttl=settings.fold_in_ttl_seconds, items=settings.session_items)
+            if settings.fold_in_ttl_seconds > 0
+            else None
+        ),
     )
     catalogue_log = CatalogueLog(registry)
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
@@ -223,6 +232,8 @@ def _after_erasure_elsewhere(svc: Services) -> None:
     svc.erased = set(svc.store.erased_since(0))
     with svc.affinities.lock:
         svc.affinities.clear()
+    if svc.recommending.fresh is not None:
+        svc.recommending.fresh.clear()
     sessions, cache = local_parts(svc.sessions, svc.cache)
     if cache is not None:
         cache.clear()
