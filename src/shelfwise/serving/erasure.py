@@ -184,7 +184,8 @@ def deletion_report(
             Place("search_personal_signals", held, "affinity cache (the rest is read from the store)")
         )
     if fold_in is not None:  # a serving process's fold-in cache (a CLI check sees its sessions unreachable)
-        places.append(Place("fold_in_events", user_id in fold_in, "events since training, cached for fold-in"))
+        held = user_id in fold_in
+        places.append(Place("fold_in_events", held, "events since training, cached for fold-in"))
     if live is None:
         places.append(not_checked("models_in_memory", unreachable))
     else:
