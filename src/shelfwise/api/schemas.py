@@ -161,6 +161,8 @@ class SearchOut(BaseModel):
         description="this answer's id: send it back with events about its hits (search_id, position "
         "on this page) so they are credited to it (POST /v1/events)",
     )
+    experiment: str | None = Field(None, description="the running search experiment this answer belongs to")
+    arm: str | None = Field(None, description="the experiment arm (its index version and mode answered)")
 
 
 class AutocompleteOut(BaseModel):

@@ -42,7 +42,7 @@ from shelfwise.serving.keys import key_ring, shopper_tokens
 from shelfwise.serving.lru import LRUDict
 from shelfwise.serving.metrics import Metrics
 from shelfwise.serving.recommending import Recommending
-from shelfwise.serving.search_service import build_search
+from shelfwise.serving.search_service import SearchArms, build_search
 from shelfwise.serving.signals import CatalogueLog
 from shelfwise.serving.state import ResultCache, SessionStore, local_parts, make_state
 from shelfwise.store import Store, open_store
@@ -76,6 +76,7 @@ class Services:
     consent: ConsentView  # shoppers' consent flags, current across workers (Redis, else the store's stamp)
     feedback: Feedback  # answer ids, impressions, attribution, experiment routing
     explorer: Explorer  # the exploration slot of placements that opt in
+    search_arms: SearchArms  # search index versions experiment arms serve
     canary: CanaryWatch  # rolls a canary back when its conversion drops
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
     search_mode: str = "bm25"  # the mode of that version: bm25, hybrid or ltr
@@ -205,6 +206,7 @@ def build_services(
         consent=ConsentView(store, redis=_redis_client(settings.redis_url), prefix=settings.redis_prefix),
         feedback=feedback,
         explorer=Explorer(merch, store),
+        search_arms=SearchArms(settings),
         canary=CanaryWatch(
             store,
             live,
