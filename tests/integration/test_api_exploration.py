@@ -122,3 +122,25 @@ def test_a_pinned_slot_is_not_explored(client: TestClient) -> None:
     for _ in range(10):
         b = client.get("/v1/recommendations", params={"k": 5}).json()
         assert _ids(b)[1] == ranked[4] and b["exploration"] is None
+
+
+def test_thompson_sampling_slot_logs_its_monte_carlo_propensity(client: TestClient) -> None:
+    _explore(client, "home", policy="thompson", slot=1, pool=3)
+    params = {"k": 3}
+    bodies = [
+        client.get("/v1/recommendations", params={**params, "session_id": f"t{n}"}).json() for n in range(30)
+    ]
+    for b in bodies:
+        ex = b["exploration"]
+        assert ex["policy"] == "thompson" and ex["slot"] == 1 and 0 < ex["propensity"] <= 1
+        if ex["explored"]:
+            assert b["items"][0]["reason"].startswith("exploration: a Thompson-sampling pick")
+    assert len({_ids(b)[0] for b in bodies}) > 1  # the slot's item varies (no clicks: wide posteriors)
+    svc = _svc(client)
+    assert svc.feedback.flush()
+    logged = get_impressions(svc.store, [b["rec_id"] for b in bodies])
+    for b in bodies:
+        props = logged[b["rec_id"]].propensities
+        assert (
+            props is not None and props[0] == b["exploration"]["propensity"] and list(props[1:]) == [1.0, 1.0]
+        )
