@@ -34,7 +34,9 @@ RETAIL = ROOT / "data" / "online_retail" / "online_retail.csv.gz"
 DAY_MS = 86_400_000
 FRESH_DAYS, TEST_DAYS = 14, 14
 T0_QUANTILE = 0.75  # T0: when three quarters of the purchases had happened
-MODELS: list[dict[str, Any]] = [{"model": "itemknn"}, {"model": "ease"}, {"model": "als"}]
+# ALS is left out: its fold-in solves each shopper's least-squares step, ~1 s a call on this loaded
+# machine (2 cores shared by 8 sessions), too slow for every shopper of the window in a time box
+MODELS: list[dict[str, Any]] = [{"model": "itemknn"}, {"model": "ease"}]
 K = 10
 API_USERS = 60
 
@@ -183,9 +185,11 @@ def latency() -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
+    """Quality always; the latency part unless ``SHELFWISE_FOLD_IN_LATENCY=0`` (timed: run it under
+    the shared benchmark lock)."""
     load = os.getloadavg()
     q = quality()
-    lat = latency()
+    lat = None if os.environ.get("SHELFWISE_FOLD_IN_LATENCY", "1") == "0" else latency()
     lines = [
         f"Online Retail purchases: train before {q['t0']}, fold in the next {q['fresh_days']} days, "
         f"targets the {q['test_days']} days after ({q['shoppers']} shoppers, "
@@ -200,14 +204,16 @@ def run() -> dict[str, Any]:
             f"{row[s]['ndcg@10']:.4f} ({row[s]['recall@10']:.4f})" for s in ("stale", "fold_in", "retrained")
         ]
         lines.append(f"| {name} | {' | '.join(cells)} | {row['recovered_share_ndcg']} |")
-    lines += [
-        "",
-        f"Through the app (restarted worker, no session; {lat['shoppers']} shoppers, one new view each): "
-        f"answers changed {lat['changed_share']:.0%}; answer with the store read p50 "
-        f"{lat['answer_with_store_read_ms_p50']} ms (p95 {lat['answer_with_store_read_ms_p95']}), with the "
-        f"fold-in list cached p50 {lat['answer_with_cached_fold_in_ms_p50']} ms "
-        f"(p95 {lat['answer_with_cached_fold_in_ms_p95']}); another worker's answer is at most "
-        f"fold_in_ttl_seconds = {lat['other_worker_staleness_bound_s']} s stale, this worker's never.",
-        f"Load average at start: {load[0]:.2f}.",
-    ]
+    if lat is not None:
+        lines += [
+            "",
+            f"Through the app (restarted worker, no session; {lat['shoppers']} shoppers, one new view each): "
+            f"answers changed {lat['changed_share']:.0%}; answer with the store read p50 "
+            f"{lat['answer_with_store_read_ms_p50']} ms "
+            f"(p95 {lat['answer_with_store_read_ms_p95']}), with the "
+            f"fold-in list cached p50 {lat['answer_with_cached_fold_in_ms_p50']} ms "
+            f"(p95 {lat['answer_with_cached_fold_in_ms_p95']}); another worker's answer is at most "
+            f"fold_in_ttl_seconds = {lat['other_worker_staleness_bound_s']} s stale, this worker's never.",
+        ]
+    lines += ["", f"Load average at start: {load[0]:.2f}."]
     return {"name": "fold_in", "quality": q, "latency": lat, "load_average": load, "table": "\n".join(lines)}
