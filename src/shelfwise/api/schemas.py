@@ -70,6 +70,13 @@ class Skipped(BaseModel):
     cause: str
 
 
+class ExplorationOut(BaseModel):
+    policy: str = Field(description="epsilon_greedy or thompson")
+    slot: int = Field(description="the position (1-based) the bandit filled")
+    explored: bool = Field(description="it shows something other than the ranker's item there")
+    propensity: float = Field(description="the chance of what the slot shows (logged with the impression)")
+
+
 class RecommendationsOut(BaseModel):
     model_version: str = Field(description="the registry version that answered")
     source: str = Field(
@@ -95,6 +102,10 @@ class RecommendationsOut(BaseModel):
     )
     experiment: str | None = Field(None, description="the running experiment this answer belongs to")
     arm: str | None = Field(None, description="the experiment arm (its model version answered)")
+    exploration: ExplorationOut | None = Field(
+        None,
+        description="the placement's exploration slot, when it has one (its reason says when it explored)",
+    )
 
 
 class CartIn(Strict):
@@ -150,6 +161,8 @@ class SearchOut(BaseModel):
         description="this answer's id: send it back with events about its hits (search_id, position "
         "on this page) so they are credited to it (POST /v1/events)",
     )
+    experiment: str | None = Field(None, description="the running search experiment this answer belongs to")
+    arm: str | None = Field(None, description="the experiment arm (its index version and mode answered)")
 
 
 class AutocompleteOut(BaseModel):

@@ -171,8 +171,10 @@ def _arm(text: str) -> dict[str, Any]:
     from shelfwise.core.errors import ConfigError
 
     parts = text.split(":")
-    if len(parts) < 2 or len(parts) > 4:
-        raise ConfigError(f"--arm {text!r}: expected NAME:SHARE[:MODEL_VERSION[:INDEX_VERSION]]")
+    if len(parts) < 2 or len(parts) > 5:
+        raise ConfigError(
+            f"--arm {text!r}: expected NAME:SHARE[:MODEL_VERSION[:INDEX_VERSION[:SEARCH_MODE]]]"
+        )
     try:
         share = float(parts[1])
     except ValueError:
@@ -182,6 +184,8 @@ def _arm(text: str) -> dict[str, Any]:
         arm["version"] = parts[2]
     if len(parts) > 3 and parts[3]:
         arm["index_version"] = parts[3]
+    if len(parts) > 4 and parts[4]:
+        arm["search_mode"] = parts[4]
     return arm
 
 
@@ -274,7 +278,9 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
         placement: Annotated[str, typer.Option("--placement", help="where answers are served, e.g. home")],
         arm: Annotated[
             list[str],
-            typer.Option("--arm", help="NAME:SHARE[:MODEL_VERSION[:INDEX_VERSION]], the first is control"),
+            typer.Option(
+                "--arm", help="NAME:SHARE[:MODEL_VERSION[:INDEX_VERSION[:SEARCH_MODE]]], the first is control"
+            ),
         ],
         primary_metric: Annotated[
             str, typer.Option("--metric", help="ctr, add_to_cart_rate, conversion or revenue_per_session")

@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     )
     session_items: int = Field(50, ge=1, description="recent items kept per shopper for real-time recs")
     session_ttl_seconds: int = Field(86_400, ge=60)
+    fold_in_ttl_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="a shopper's events since the served version's training window are read from the "
+        "store and folded into their recommendations, re-read after this long (an event this worker "
+        "accepts re-reads at once); 0: only the live session is folded in",
+    )
     serve_model: str = Field(
         "auto",
         description="model trained on first start when none is active; auto: the best family whose "

@@ -71,6 +71,9 @@ class Arm(BaseModel):
     index_version: str | None = Field(
         None, max_length=128, description="search index version this arm serves"
     )
+    search_mode: Literal["bm25", "dense", "hybrid", "rrf", "ltr"] | None = Field(
+        None, description="search mode this arm serves (the index version's own when none)"
+    )
 
 
 class Guardrail(BaseModel):
@@ -129,6 +132,7 @@ class Assignment:
     arm: str
     version: str | None
     index_version: str | None
+    search_mode: str | None = None
 
 
 def traffic_position(unit_id: str, placement: str) -> float:
@@ -240,7 +244,9 @@ class ExperimentService:
             arms = s["arms"]
             name = assign(unit_id, row.name, s["salt"], [a["name"] for a in arms], [a["share"] for a in arms])
             arm = next(a for a in arms if a["name"] == name)
-            return Assignment(row.name, name, arm.get("version"), arm.get("index_version"))
+            return Assignment(
+                row.name, name, arm.get("version"), arm.get("index_version"), arm.get("search_mode")
+            )
         return None
 
     # --- reading --------------------------------------------------------------------------------

@@ -51,6 +51,22 @@ class CandidateFilters(BaseModel):
         return self
 
 
+class Exploration(BaseModel):
+    """An exploration slot (opt-in per placement): one position of the list is filled by a bandit
+    over the items at and below it, and the chance of what it showed is logged with the impression
+    (``recommend.exploration``), so a candidate policy can be evaluated off-policy from the logs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: Literal["epsilon_greedy", "thompson"] = Field(
+        "epsilon_greedy",
+        description="epsilon_greedy: a uniform pick with chance epsilon; thompson: Beta posteriors",
+    )
+    slot: int = Field(3, ge=1, le=200, description="the position (1-based) the bandit fills")
+    epsilon: float = Field(0.1, ge=0, le=1, description="epsilon_greedy: the chance of a random pick")
+    pool: int = Field(5, ge=2, le=50, description="how many items, from the slot down, it picks from")
+
+
 class Placement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,11 +79,16 @@ class Placement(BaseModel):
     candidates: int = Field(100, ge=1, le=5000, description="pool size the rules choose from")
     filters: CandidateFilters = Field(default_factory=CandidateFilters)
     rules: RuleSet = Field(default_factory=RuleSet)
+    exploration: Exploration | None = Field(None, description="an exploration slot; none unless set")
 
     @model_validator(mode="after")
     def _pool(self) -> Placement:
         if self.candidates < self.k:
             raise ValueError(f"candidates ({self.candidates}) must be at least k ({self.k})")
+        if self.exploration is not None and self.exploration.slot > self.k:
+            raise ValueError(f"exploration slot ({self.exploration.slot}) is beyond k ({self.k})")
+        if self.exploration is not None and self.source == "search":
+            raise ValueError("exploration is for recommendation placements, not source 'search'")
         if self.retriever is not None and self.source != "search":
             raise ValueError(f"retriever is for source 'search', not {self.source!r}")
         return self

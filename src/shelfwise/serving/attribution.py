@@ -37,6 +37,7 @@ from shelfwise.evaluation.attribution import CARRIED, AttributionConfig, attribu
 from shelfwise.evaluation.experiment_service import Assignment, ExperimentService
 from shelfwise.evaluation.online_metrics import GROUPS, OnlineMetricsCollector, online_metrics
 from shelfwise.serving.deployment import Deployment, LiveModels
+from shelfwise.serving.exploring import Explored
 from shelfwise.serving.metrics import Metrics
 from shelfwise.store import Store
 from shelfwise.store.impressions import Impression, log_impressions
@@ -168,9 +169,11 @@ class Feedback:
         arm: Assignment | None = None,
         query: str | None = None,
         total: int | None = None,
+        propensities: Sequence[float] | None = None,
     ) -> str:
         """A new answer id for a list just served; its impression is queued (never blocks). A
-        search answer also keeps its ``query`` and ``total`` (for the zero-result report)."""
+        search answer also keeps its ``query`` and ``total`` (for the zero-result report).
+        ``propensities``: one per position, when an exploration slot chose part of it."""
         ts = now_ms()
         aid = answer_id(ts)
         imp = Impression(
@@ -186,6 +189,7 @@ class Feedback:
             arm=arm.arm if arm else None,
             query=query,
             total=total,
+            propensities=tuple(propensities) if propensities is not None else None,
         )
         with self._cond:
             if self._closed or len(self._impressions) >= self.queue_size:
@@ -206,8 +210,10 @@ class Feedback:
         user_id: str | None = None,
         session_id: str | None = None,
         arm: Assignment | None = None,
+        explored: Explored | None = None,
     ) -> dict[str, Any]:
-        """A recommendations body (``RecommendationsOut`` as a dict) with its ``rec_id`` and arm."""
+        """A recommendations body (``RecommendationsOut`` as a dict) with its ``rec_id`` and arm,
+        and what an exploration slot did (its propensities go with the impression)."""
         body["rec_id"] = self.served(
             "rec",
             placement=placement,
@@ -216,7 +222,9 @@ class Feedback:
             user_id=user_id,
             session_id=session_id,
             arm=arm,
+            propensities=explored.propensities if explored is not None else None,
         )
+        body["exploration"] = explored.to_dict() if explored is not None else None
         body["experiment"] = arm.experiment if arm else None
         body["arm"] = arm.arm if arm else None
         return body

@@ -36,11 +36,13 @@ from shelfwise.serving.canary_guard import CanaryWatch
 from shelfwise.serving.catalogue import CatalogueFollower, apply_items
 from shelfwise.serving.deployment import LiveModels
 from shelfwise.serving.event_writer import GroupCommitter, open_journal
+from shelfwise.serving.exploring import Explorer
+from shelfwise.serving.fold_in import FreshEvents
 from shelfwise.serving.keys import key_ring, shopper_tokens
 from shelfwise.serving.lru import LRUDict
 from shelfwise.serving.metrics import Metrics
 from shelfwise.serving.recommending import Recommending
-from shelfwise.serving.search_service import build_search
+from shelfwise.serving.search_service import SearchArms, build_search
 from shelfwise.serving.signals import CatalogueLog
 from shelfwise.serving.state import ResultCache, SessionStore, local_parts, make_state
 from shelfwise.store import Store, open_store
@@ -73,6 +75,8 @@ class Services:
     merch: Merchandising  # placements, their rules and the shop's search settings (store-backed)
     consent: ConsentView  # shoppers' consent flags, current across workers (Redis, else the store's stamp)
     feedback: Feedback  # answer ids, impressions, attribution, experiment routing
+    explorer: Explorer  # the exploration slot of placements that opt in
+    search_arms: SearchArms  # search index versions experiment arms serve
     canary: CanaryWatch  # rolls a canary back when its conversion drops
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
     search_mode: str = "bm25"  # the mode of that version: bm25, hybrid or ltr
@@ -150,12 +154,21 @@ def build_services(
         Pseudonymizer(key, cache_size=settings.pseudonym_cache_size),
     )
     recommending = Recommending(
-        sessions=sessions, cache=cache, metrics=metrics, timeout=settings.model_timeout_ms / 1000
+        sessions=sessions,
+        cache=cache,
+        metrics=metrics,
+        timeout=settings.model_timeout_ms / 1000,
+        fresh=(
+            FreshEvents(store, ttl=settings.fold_in_ttl_seconds, items=settings.session_items)
+            if settings.fold_in_ttl_seconds > 0
+            else None
+        ),
     )
     catalogue_log = CatalogueLog(registry)
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
     search, index = build_search(store, settings)
     feedback = Feedback(store, live, metrics, settings)
+    merch = Merchandising(store, refresh_seconds=settings.merch_refresh_seconds)
     event_writer = GroupCommitter(store)
     event_writer.on_commit = feedback.committed
     services = Services(
@@ -189,9 +202,11 @@ def build_services(
             metrics=metrics,
             offset=offset,
         ),
-        merch=Merchandising(store, refresh_seconds=settings.merch_refresh_seconds),
+        merch=merch,
         consent=ConsentView(store, redis=_redis_client(settings.redis_url), prefix=settings.redis_prefix),
         feedback=feedback,
+        explorer=Explorer(merch, store),
+        search_arms=SearchArms(settings),
         canary=CanaryWatch(
             store,
             live,
@@ -219,6 +234,8 @@ def _after_erasure_elsewhere(svc: Services) -> None:
     svc.erased = set(svc.store.erased_since(0))
     with svc.affinities.lock:
         svc.affinities.clear()
+    if svc.recommending.fresh is not None:
+        svc.recommending.fresh.clear()
     sessions, cache = local_parts(svc.sessions, svc.cache)
     if cache is not None:
         cache.clear()

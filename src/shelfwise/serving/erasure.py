@@ -65,6 +65,7 @@ def erase_everywhere(
     journal: EventJournal | None = None,
     derived_dirs: Sequence[Path] = (),
     export_dirs: Sequence[Path] = (),
+    fold_in: MutableMapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Remove ``user_id`` (the store's pseudonym) from every place; what was removed, per place, and
     in ``failed`` the places that could not be cleaned (place → error). ``derived_dirs`` hold
@@ -95,6 +96,8 @@ def erase_everywhere(
         clean("cached_results", lambda: cache.invalidate(user_id))
     if affinities is not None:
         clean("search_affinity", lambda: int(affinities.pop(user_id, None) is not None))
+    if fold_in is not None:
+        clean("fold_in_events", lambda: int(fold_in.pop(user_id, None) is not None))
     if live is not None:
         clean("models_in_memory", lambda: live.forget_user(user_id))
     redis = redis_handle(sessions)
@@ -130,6 +133,7 @@ def deletion_report(
     derived_dirs: Sequence[Path] = (),
     export_dirs: Sequence[Path] = (),
     skip: Sequence[Path] = (),
+    fold_in: MutableMapping[str, Any] | None = None,
 ) -> list[Place]:
     """Every place a shopper's data can be, checked now. A place that cannot be reached from here
     (``sessions`` etc. None) or fails to answer is ``checked=False`` and says why. ``export_dirs``
@@ -179,6 +183,9 @@ def deletion_report(
         places.append(
             Place("search_personal_signals", held, "affinity cache (the rest is read from the store)")
         )
+    if fold_in is not None:  # a serving process's fold-in cache (a CLI check sees its sessions unreachable)
+        held = user_id in fold_in
+        places.append(Place("fold_in_events", held, "events since training, cached for fold-in"))
     if live is None:
         places.append(not_checked("models_in_memory", unreachable))
     else:

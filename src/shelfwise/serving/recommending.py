@@ -23,6 +23,7 @@ from shelfwise.features.dataset import NO_CODE
 from shelfwise.recommend.base import Filters, Recommendation, Recommender
 from shelfwise.registry.versions import LoadedVersion
 from shelfwise.serving.deployment import Deployment, top_overlap
+from shelfwise.serving.fold_in import FreshEvents
 from shelfwise.serving.metrics import Metrics
 from shelfwise.serving.state import ResultCache, SessionStore
 
@@ -155,8 +156,10 @@ class Recommending:
         metrics: Metrics,
         timeout: float = 0.25,
         workers: int = 4,
+        fresh: FreshEvents | None = None,
     ) -> None:
         self.sessions, self.cache, self.metrics, self.timeout = sessions, cache, metrics, timeout
+        self.fresh = fresh  # the shopper's events since the version's training window (fold-in)
         self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shelfwise-model")
         self._shadow_pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shelfwise-shadow")
         self._shadow_pending = 0
@@ -254,6 +257,10 @@ class Recommending:
         k = req.k
         if pre is None or k > len(pre.rows) or self.sessions.recent(req.user_id):
             return None
+        if self.fresh is not None:
+            newer = self.fresh.peek(loaded, req.user_id)
+            if newer is None or newer:  # not known here (read in the model pool), or events to fold in
+                return None
         rec = pre.rec
         keep = np.flatnonzero(self.popular(loaded).available[pre.rows])[:k]
         if len(keep) < k:
@@ -322,7 +329,7 @@ class Recommending:
         call = call or self.call
         model = loaded.recommender
         skipped: list[dict[str, str]] = []
-        session = self.sessions.recent(req.user_id) if req.user_id else []
+        session = self._live(loaded, req.user_id)
         k, filters = req.k, req.filters
 
         def answer(rec: Recommendation | None, source: str) -> Answer | None:
@@ -391,6 +398,29 @@ class Recommending:
             skipped.append({"stage": "popular_category", "cause": "no items"})
         rec = popular.top(k, filters=filters, exclude=seen)
         return Answer(rec.items, rec.scores, rec.reasons, "popular", loaded.version, role, skipped)
+
+    def _live(self, loaded: LoadedVersion, user_id: str | None) -> list[str]:
+        """What the shopper did that the version never saw, oldest first: their events since its
+        training window (from the store, ``fresh``) and their live session here, each item once
+        at its newest place. A store that does not answer leaves the session alone (counted)."""
+        if user_id is None:
+            return []
+        session = self.sessions.recent(user_id)
+        if self.fresh is None:
+            return session
+        try:
+            stored = self.fresh.items(loaded, user_id)
+        except Exception as exc:
+            self.metrics.model_errors.labels("fold_in").inc()
+            log.warning("fold-in events unreadable; answering with the session only", error=repr(exc))
+            return session
+        if not stored:
+            return session
+        merged: dict[str, None] = {}
+        for item in [*stored, *session]:
+            merged.pop(item, None)
+            merged[item] = None
+        return list(merged)
 
     def _history(self, model: Recommender, user_id: str | None) -> list[str] | None:
         """The user's training items (None when the model never saw them)."""

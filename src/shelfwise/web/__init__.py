@@ -50,5 +50,10 @@ def mount(app: Any, services: Any) -> None:
         from shelfwise.web.merchant import mount_merchant
 
         mount_merchant(app, merch)
+    feedback = getattr(services, "feedback", None)
+    if feedback is not None:
+        from shelfwise.web.experiments import mount_experiments
+
+        mount_experiments(app, feedback.experiments)
     # the app's lifespan runs these when the server stops
     app.state.closers = [*getattr(app.state, "closers", []), dashboard.close]

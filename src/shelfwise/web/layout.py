@@ -16,6 +16,7 @@ NAV = (
     ("/analytics/", "Analytics"),
     ("/ops", "Operations"),
     ("/merchant", "Merchandising"),
+    ("/experiments", "Experiments"),
 )
 
 

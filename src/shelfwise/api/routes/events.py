@@ -166,9 +166,12 @@ def post_events(
             svc.sessions.push(e.user_id, e.item_id, cart=_SESSION_TYPES[e.type])
         elif e.item_id is not None and e.type == EventType.REMOVE_FROM_CART:
             svc.sessions.push(e.user_id, e.item_id, cart=False)
+    fresh = svc.recommending.fresh
     for user in touched:
         svc.cache.invalidate(user)
         svc.affinities.pop(user, None)
+        if fresh is not None:  # the next answer here folds this event in
+            fresh.invalidate(user)
     return EventsAccepted(
         accepted=inserted,
         duplicates=len(events) - inserted,

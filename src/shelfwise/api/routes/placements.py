@@ -46,6 +46,7 @@ class PlacementOut(BaseModel):
     candidates: int
     filters: dict[str, Any]
     rules: dict[str, Any]
+    exploration: dict[str, Any] | None = None
 
 
 class PlacementsOut(BaseModel):

@@ -37,6 +37,7 @@ from shelfwise.recommend.base import Filters
 from shelfwise.serving.attribution import session_of
 from shelfwise.serving.container import Services
 from shelfwise.serving.deployment import Deployment
+from shelfwise.serving.exploring import Explored
 from shelfwise.serving.merchandised import PLACEMENT_OF, merchandise, pool_size
 from shelfwise.serving.recommending import Answer
 from shelfwise.serving.recommending import Request as RecRequest
@@ -88,14 +89,19 @@ def _out(svc: Services, answer: Answer, *, cached: bool = False, **extra: Any) -
     }
 
 
-def _shaped(svc: Services, answer: Answer, placement: str, k: int) -> Answer:
-    """The answer after its placement's merchandising rules (pins, blocks, boosts…), cut to ``k``."""
+def _shaped(svc: Services, answer: Answer, placement: str, k: int) -> tuple[Answer, Explored | None]:
+    """The answer after its placement's merchandising rules (pins, blocks, boosts…) and its
+    exploration slot (when it has one), cut to ``k``; and what the slot did."""
     get = svc.search.get if svc.search is not None else None
-    return merchandise(svc.merch, answer, placement=PLACEMENT_OF.get(placement, placement), k=k, get=get)
+    name = PLACEMENT_OF.get(placement, placement)
+    wide = k + svc.explorer.extra(name)  # the slot's pool may reach below the list
+    answer = merchandise(svc.merch, answer, placement=name, k=wide, get=get)
+    return svc.explorer.explore(answer, placement=name, k=k)
 
 
 def _pool(svc: Services, placement: str, k: int) -> int:
-    return pool_size(svc.merch, PLACEMENT_OF.get(placement, placement), k)
+    name = PLACEMENT_OF.get(placement, placement)
+    return pool_size(svc.merch, name, k + svc.explorer.extra(name))
 
 
 class RecommendationsQuery(BaseModel):
@@ -159,12 +165,14 @@ async def user_recommendations(
         answer, cached = await svc.recommending.recommend_async(dep, req)
     else:  # Redis round trips block: keep them off the event loop
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
-    answer = _shaped(svc, answer, scenario, k)
+    answer, explored = _shaped(svc, answer, scenario, k)
     body = _out(svc, answer, cached=cached, user_id=user_id, scenario=scenario)
     if not personal:
         body["notes"] = [*body.get("notes", []), consent_note]
     return _json(
-        svc.feedback.tag(body, placement=scenario, user_id=pseudo, session_id=query.session_id, arm=arm)
+        svc.feedback.tag(
+            body, placement=scenario, user_id=pseudo, session_id=query.session_id, arm=arm, explored=explored
+        )
     )
 
 
@@ -180,9 +188,10 @@ def _item_answer(svc: Services, item_id: str, k: int, filters: Filters | None, *
     _known_item(svc, dep, item_id)
     placement = "bought_together" if bundles else "similar"
     answer = svc.recommending.similar(dep, item_id, _pool(svc, placement, k), filters, bundles=bundles)
-    answer = _shaped(svc, answer, placement, k)
+    answer, explored = _shaped(svc, answer, placement, k)
     # logged under the placement whose rules shaped it (similar items: product; bundles: cart)
-    return _json(svc.feedback.tag(_out(svc, answer, item_id=item_id), placement=PLACEMENT_OF[placement]))
+    out = _out(svc, answer, item_id=item_id)
+    return _json(svc.feedback.tag(out, placement=PLACEMENT_OF[placement], explored=explored))
 
 
 @router.get(
@@ -244,9 +253,9 @@ def cart_recommendations(svc: Svc, caller: CallerDep, body: CartIn) -> Response:
         context_items=list(dict.fromkeys(body.items)),
     )
     answer, cached = svc.recommending.recommend(dep, req)
-    answer = _shaped(svc, answer, "cart", body.k)
+    answer, explored = _shaped(svc, answer, "cart", body.k)
     out = _out(svc, answer, cached=cached, user_id=body.user_id, scenario="cart")
-    return _json(svc.feedback.tag(out, placement="cart", user_id=pseudo, arm=arm))
+    return _json(svc.feedback.tag(out, placement="cart", user_id=pseudo, arm=arm, explored=explored))
 
 
 @router.get(
@@ -271,6 +280,8 @@ async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQu
         answer, cached = await svc.recommending.recommend_async(dep, req)
     else:
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
-    answer = _shaped(svc, answer, query.scenario, query.k)
+    answer, explored = _shaped(svc, answer, query.scenario, query.k)
     body = _out(svc, answer, cached=cached, user_id=None, scenario=query.scenario)
-    return _json(svc.feedback.tag(body, placement=query.scenario, session_id=guest, arm=arm))
+    return _json(
+        svc.feedback.tag(body, placement=query.scenario, session_id=guest, arm=arm, explored=explored)
+    )

@@ -22,12 +22,16 @@ from shelfwise.api.schemas import (
     AutocompleteOut,
     SearchOut,
 )
+from shelfwise.core.logging import get_logger
+from shelfwise.evaluation.experiment_service import Assignment
 from shelfwise.merchandising.engine import Candidate
+from shelfwise.serving.attribution import session_of
 from shelfwise.serving.container import Services
 from shelfwise.serving.merchandised import POOL, apply_placement, has_rules
 from shelfwise.store.journal import store_unavailable
 
 router = APIRouter()
+log = get_logger(__name__)
 
 
 def _affinity(svc: Services, pseudo: str) -> Any:
@@ -116,14 +120,14 @@ async def search(
             # the anonymous answer beats none; the thread left behind ends with the statement timeout
             notice = "not personalised: the store did not answer in time (these are the results for anyone)"
             svc.metrics.fallbacks.labels("search_personal", "store_unavailable").inc()
-    mode = svc.search_mode
+    engine, lock, version, mode, arm = _arm_of(svc, pseudo or session_of(session_id))
     # the shop's search management (synonyms, stop words, redirects, query rules), re-read from the
     # store when it changes: a save holds without a restart
     managed, _ = svc.merch.search_settings()
     decision = managed.for_query(q)
     if decision.redirect is not None:
         return SearchOut(
-            model_version=svc.search_version,
+            model_version=version,
             mode=mode,
             query=q,
             total=0,
@@ -143,8 +147,8 @@ async def search(
         depth = max(depth, POOL)
 
     def run() -> Any:
-        with svc.search_lock:
-            return svc.search.search(
+        with lock:
+            return engine.search(
                 text,
                 k=depth,
                 mode=mode,
@@ -184,7 +188,7 @@ async def search(
         if decision.matched:
             notes.append("query rules: " + ", ".join(decision.matched))
     out = SearchOut(
-        model_version=svc.search_version,
+        model_version=version,
         mode=mode,
         query=q,
         showing_results_for=result.corrected,
@@ -205,13 +209,45 @@ async def search(
         "search",
         placement="search",
         items=[h.item_id for h in out.hits],
-        version=svc.search_version,
+        version=version,
         user_id=pseudo,
         session_id=session_id,
         query=q,
         total=result.total or len(out.hits),  # a query rule's pins are results too
+        arm=arm,
     )
+    out.experiment, out.arm = (arm.experiment, arm.arm) if arm else (None, None)
     return out
+
+
+def _arm_of(svc: Services, unit: str | None) -> tuple[Any, Any, str, str, Assignment | None]:
+    """The engine (and its lock), index version and mode that answer ``unit``, and its experiment
+    arm on the search placement: an arm's index version (loaded in the background on first use:
+    meanwhile the usual answer, no arm) and mode (one its index cannot serve: the usual answer)."""
+    usual = (svc.search, svc.search_lock, svc.search_version, svc.search_mode, None)
+    try:
+        arm = svc.feedback.experiments.assignment("search", unit)
+    except Exception as exc:  # the store is down: serve as if no experiment ran
+        log.warning("search experiment assignment failed; serving without", error=repr(exc))
+        return usual
+    if arm is None:
+        return usual
+    engine, lock, version, mode = svc.search, svc.search_lock, svc.search_version, svc.search_mode
+    if arm.index_version is not None and arm.index_version != svc.search_version:
+        loaded = svc.search_arms.engine(arm.index_version)
+        if loaded is None:
+            return usual
+        engine, info, lock = loaded
+        version, mode = arm.index_version, info.mode
+    if arm.search_mode is not None:
+        dense = getattr(getattr(engine, "config", None), "dense", False)
+        if (arm.search_mode in ("dense", "hybrid", "rrf") and not dense) or (
+            arm.search_mode == "ltr" and getattr(engine, "ranker", None) is None
+        ):
+            log.warning("search arm's mode not served by its index", arm=arm.arm, mode=arm.search_mode)
+            return usual
+        mode = arm.search_mode
+    return engine, lock, version, mode, arm
 
 
 def _reason(hit: Any, user: Any) -> str:

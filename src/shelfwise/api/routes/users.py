@@ -57,6 +57,7 @@ def _places(svc: Services) -> dict[str, Any]:
         "cache": svc.cache,
         "live": svc.live,
         "affinities": svc.affinities,
+        "fold_in": svc.recommending.fresh,
         "journal": svc.journal,
         "derived_dirs": derived_dirs(var_dir),
         "export_dirs": [var_dir],

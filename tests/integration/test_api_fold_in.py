@@ -1,0 +1,85 @@
+"""Incremental fold-in through the real app: a shopper's events that the served version never saw
+change their recommendations with no retrain, on a worker that never saw the events arrive (a
+restart, another worker, an expired session): they are read from the store and folded in by the
+model. With fold-in off (``fold_in_ttl_seconds=0``) the same worker answers as before the events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from shelfwise.api.app import create_app
+from tests.integration.api_fixtures import (  # noqa: F401
+    API_KEY,
+    KNOWN_USER,
+    Served,
+    reader,
+    served,
+    served_template,
+)
+
+AUTH = {"X-API-Key": API_KEY}
+
+
+def _svc(c: TestClient) -> Any:
+    return c.app.state.services  # type: ignore[attr-defined]
+
+
+def _ids(body: dict[str, Any]) -> list[str]:
+    return [i["item_id"] for i in body["items"]]
+
+
+def _recs(c: TestClient, user: str) -> dict[str, Any]:
+    r = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_events_since_training_change_the_answer_on_a_worker_that_never_saw_them(served: Served) -> None:  # noqa: F811
+    first = create_app(served.settings(), served.url, watch_interval=None)
+    with TestClient(first) as a:
+        before = _recs(a, KNOWN_USER)
+        assert before["source"] == "personalised"
+        version = before["model_version"]
+        viewed = [before["items"][7]["item_id"], "22752", "71053"]
+        events = [{"type": "view", "user_id": KNOWN_USER, "item_id": i} for i in viewed]
+        events += [{"type": "view", "user_id": "new-shopper-1", "item_id": "71053"}]
+        assert a.post("/v1/events", json={"events": events}, headers=AUTH).status_code == 202
+        assert _ids(_recs(a, KNOWN_USER)) != _ids(before)  # this worker: its session and the store
+        stranger_before = _recs(a, "new-shopper-2")
+    # a restart: the in-memory sessions are gone, the events are in the store, no retrain ran
+    second = create_app(served.settings(), served.url, watch_interval=None)
+    with TestClient(second) as b:
+        svc = _svc(b)
+        assert not svc.sessions.holds(svc.pseudonymize(KNOWN_USER))
+        after = _recs(b, KNOWN_USER)
+        assert after["model_version"] == version and after["source"] == "personalised"
+        assert _ids(after) != _ids(before) and not set(viewed) & set(_ids(after))
+        pseudo = svc.pseudonymize(KNOWN_USER)
+        loaded = svc.live.current.active
+        history = svc.recommending._history(loaded.recommender, pseudo)
+        folded = loaded.recommender.recommend_for_events([*history, *viewed], 10, who="user")
+        assert _ids(after) == folded.items  # exactly the model's fold-in of the newer events
+        # a shopper the model never saw: their stored view shapes their answer
+        newcomer = _recs(b, "new-shopper-1")
+        assert newcomer["source"] == "session" and any("71053" in i["reason"] for i in newcomer["items"])
+        assert _recs(b, "new-shopper-2")["source"] == stranger_before["source"] == "popular"
+        reads = svc.recommending.fresh.reads
+        _recs(b, "new-shopper-1")
+        assert svc.recommending.fresh.reads == reads  # cached: no second store read
+        # an event here drops the cached list: the next answer reads it again
+        more = {"type": "view", "user_id": "new-shopper-1", "item_id": "22752"}
+        assert b.post("/v1/events", json=more, headers=AUTH).status_code == 202
+        _recs(b, "new-shopper-1")
+        assert svc.recommending.fresh.reads == reads + 1
+        # erasure drops the cached list and says so
+        gone = b.delete("/v1/users/new-shopper-1", headers=AUTH).json()
+        assert gone["verified"] is True and gone["removed"]["fold_in_events"] == 1
+        assert "fold_in_events" in {p["place"] for p in gone["places"]}
+
+    # fold-in off: the restarted worker answers as if the events never happened
+    off = create_app(served.settings(fold_in_ttl_seconds=0), served.url, watch_interval=None)
+    with TestClient(off) as c:
+        assert _svc(c).recommending.fresh is None
+        assert _ids(_recs(c, KNOWN_USER)) == _ids(before)

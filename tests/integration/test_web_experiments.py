@@ -1,0 +1,92 @@
+"""The experiments page through the real app: admin only; each experiment's arms, exposure, lifts
+with intervals, the sample-ratio check, guardrails and a decision, from the same status the CLI
+reads; text from the store (a placement name) is escaped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shelfwise.api.app import create_app
+from shelfwise.core.access import Role
+from shelfwise.evaluation.experiment_service import ExperimentSpec
+from tests.integration.api_fixtures import API_KEY, Served, reader, served, served_template  # noqa: F401
+
+ADMIN = {"X-API-Key": API_KEY}
+
+
+@pytest.fixture
+def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+    app = create_app(served.settings(), served.url, watch_interval=None)
+    with TestClient(app, headers=reader(app)) as c:
+        yield c
+
+
+def _svc(c: TestClient) -> Any:
+    return c.app.state.services  # type: ignore[attr-defined]
+
+
+def test_the_experiments_page_shows_arms_exposure_lifts_srm_and_a_decision(client: TestClient) -> None:
+    svc = _svc(client)
+    exps = svc.feedback.experiments
+    exps.create(
+        ExperimentSpec(
+            name="home-split",
+            placement="home",
+            arms=[{"name": "control", "share": 0.5}, {"name": "treatment", "share": 0.5}],
+            salt="page-test",
+            guardrails=[{"metric": "add_to_cart_rate", "max_drop": 0.05}],
+        )
+    )
+    exps.create(
+        ExperimentSpec(
+            name="odd-place",
+            placement='<script>alert("x")</script>',
+            arms=[{"name": "a", "share": 0.5}, {"name": "b", "share": 0.5}],
+        )
+    )
+    served_arms: dict[str, int] = {}
+    clicks = []
+    for n in range(40):
+        user = f"page-shopper-{n}"
+        body = client.get(f"/v1/users/{user}/recommendations", params={"k": 4}).json()
+        served_arms[body["arm"]] = served_arms.get(body["arm"], 0) + 1
+        if body["arm"] == "treatment" or n % 3 == 0:
+            item = body["items"][0]["item_id"]
+            clicks.append(
+                {"type": "click", "user_id": user, "item_id": item, "rec_id": body["rec_id"], "position": 1}
+            )
+    assert set(served_arms) == {"control", "treatment"}
+    assert client.post("/v1/events", json={"events": clicks}, headers=ADMIN).status_code == 202
+    assert svc.feedback.flush()
+
+    assert client.get("/experiments", follow_redirects=False, headers={"X-API-Key": ""}).status_code in (
+        303,
+        401,
+    )
+    analyst, _ = svc.keys.create(Role.ANALYST, "tests")
+    assert client.get("/experiments", headers={"X-API-Key": analyst}).status_code == 403
+    page = client.get("/experiments", headers=ADMIN)
+    assert page.status_code == 200
+    html = page.text
+    assert "home-split" in html and "treatment" in html and "Decision:" in html
+    assert "guardrail add_to_cart_rate" in html and "95% interval" in html
+    assert "<script>alert" not in html and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+
+    data = client.get("/experiments/api", headers=ADMIN).json()
+    shown = {e["name"]: e for e in data["experiments"]}
+    e = shown["home-split"]
+    status = exps.status("home-split", persist=False)
+    assert {a["arm"]: a["units"] for a in e["arms"]} == {a["arm"]: a["units"] for a in status["arms"]}
+    assert sum(a["units"] for a in e["arms"]) == 40
+    assert {a["arm"]: a["impressions"] for a in e["arms"]} == served_arms
+    assert e["srm_flagged"] is status["srm"]["flagged"]
+    (comparison,) = e["comparisons"]
+    lifts = {m: (lift, interval) for m, lift, interval in comparison["lifts"]}
+    ctr = status["comparisons"][0]["lifts"]["ctr"]
+    assert lifts["ctr"][0] == f"{100 * ctr['lift']:+.2f}%" and lifts["ctr"][1].startswith("[")
+    assert f"{100 * ctr['lift']:+.2f}%" in html
+    assert e["decision"] and shown["odd-place"]["decision"].startswith("keep running")
