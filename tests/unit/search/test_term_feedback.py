@@ -37,7 +37,7 @@ def test_term_feedback_changes_the_ranking_and_brings_the_kind_forward(
     items = flipkart_1k[:300]
     off = SearchEngine.build(items, SearchConfig(dense=True, term_feedback=0), encoder=encoder)
     on = SearchEngine.build(
-        items, SearchConfig(dense=True, term_feedback=10, term_feedback_weight=1.0), encoder=encoder
+        items, SearchConfig(dense=True, term_feedback=5, term_feedback_weight=0.5), encoder=encoder
     )
     query = "analog watch"
     a = off.search(query, k=20, mode="hybrid", facets=False).item_ids
