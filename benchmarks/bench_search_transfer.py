@@ -48,10 +48,15 @@ from shelfwise.search.keyword import DEFAULT_WEIGHTS
 from shelfwise.search.labelled import flipkart_category_set
 
 K = 100
+TERM_FEEDBACK = 5
 FIELDS = tuple(DEFAULT_WEIGHTS)
+# term feedback: the keyword side widened by words of the first pass's best items (0: off; the
+# number of words, weight and items otherwise as in ``SearchConfig``)
 GRID: list[dict[str, Any]] = [
-    {"fusion": fusion, "alpha": alpha}
-    for fusion, alpha in itertools.product(("fixed", "adaptive"), (0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
+    {"fusion": fusion, "alpha": alpha, "term_feedback": terms}
+    for fusion, alpha, terms in itertools.product(
+        ("fixed", "adaptive"), (0.1, 0.2, 0.3, 0.4, 0.5, 0.6), (0, TERM_FEEDBACK)
+    )
 ]
 
 

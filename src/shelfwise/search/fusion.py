@@ -5,7 +5,8 @@ Pure functions over arrays, so they are tested and tuned without a model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -101,3 +102,43 @@ def adaptive_alpha(
         a = max(a, backoff_alpha)
     a = min(max(a, 0.0), 1.0)
     return a, {"class": cls, "agreement": round(agree, 3), "dense_top": round(top, 4), "alpha": round(a, 3)}
+
+
+def feedback_terms(
+    docs: Sequence[Sequence[str]],
+    doc_weights: Sequence[float],
+    *,
+    query: Sequence[str],
+    doc_freq: Callable[[str], int],
+    n_docs: int,
+    k: int,
+    max_df_share: float = 0.2,
+) -> dict[str, float]:
+    """Expansion terms for the keyword side from the first pass's best documents (RM3-style
+    pseudo-relevance feedback, Lavrenko & Croft 2001; Abdul-Jaleel et al. 2004): each term's share of
+    the feedback documents' words, each document weighted by its first-pass score, times the term's
+    idf over the catalogue. Query words, words of more than ``max_df_share`` of the catalogue and
+    one-letter words are left out. Returns the best ``k`` terms, weights summing to 1."""
+    if k <= 0 or not docs or n_docs <= 0:
+        return {}
+    w = np.clip(np.asarray(doc_weights, dtype=np.float64), 0.0, None)
+    w = w / w.sum() if w.sum() > 0 else np.full(len(docs), 1.0 / len(docs))
+    asked = set(query)
+    mass: dict[str, float] = {}
+    for tokens, weight in zip(docs, w.tolist(), strict=True):
+        if not tokens:
+            continue
+        share = weight / len(tokens)
+        for t in tokens:
+            if t not in asked and len(t) > 1:
+                mass[t] = mass.get(t, 0.0) + share
+    scored: list[tuple[float, str]] = []
+    for t, m in mass.items():
+        df = doc_freq(t)
+        if df <= 0 or df > max_df_share * n_docs:
+            continue
+        scored.append((m * math.log(n_docs / df), t))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    best = scored[:k]
+    total = sum(s for s, _ in best)
+    return {t: s / total for s, t in best} if total > 0 else {}

@@ -231,6 +231,22 @@ class KeywordIndex:
                 out[i] = extra.get(int(slots[i]), 0.0)
         return out
 
+    def doc_freq(self, token: str) -> int:
+        """How many main-segment documents hold ``token`` in any weighted field (0: unknown)."""
+        m = self._merged
+        if m is None or token not in m.vocab:
+            return 0
+        row = m.vocab[token]
+        return int(m.indptr[row + 1] - m.indptr[row])
+
+    def weighted_score_slots(self, weights: Mapping[str, float], slots: np.ndarray) -> np.ndarray:
+        """``sum_t weight_t * score(t)`` over the given slots: a query whose words carry weights
+        (the expansion terms of pseudo-relevance feedback)."""
+        out = np.zeros(len(slots), dtype=np.float32)
+        for token, weight in weights.items():
+            out += np.float32(weight) * self.score_slots([token], slots)
+        return out
+
     def scores(self, tokens: Sequence[str], n_slots: int) -> np.ndarray:
         """Score of every slot for the query terms (0 for no match)."""
         out = np.zeros(n_slots, dtype=np.float32)

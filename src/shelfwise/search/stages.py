@@ -13,7 +13,7 @@ the semantic retriever, and the fusion ranker that blends them and says why each
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from shelfwise.features.retrieval import Candidates, Ranked, union_of
 from shelfwise.search.dense import DenseIndex
-from shelfwise.search.fusion import adaptive_alpha, blend, reciprocal_rank_fusion
+from shelfwise.search.fusion import adaptive_alpha, blend, feedback_terms, reciprocal_rank_fusion
 from shelfwise.search.keyword import KeywordIndex
 from shelfwise.search.query import ParsedQuery
 from shelfwise.search.scoring import top_k
@@ -61,6 +61,15 @@ class FusionConfig(Protocol):
 
     @property
     def feedback_weight(self) -> float: ...
+
+    @property
+    def term_feedback(self) -> int: ...
+
+    @property
+    def term_feedback_docs(self) -> int: ...
+
+    @property
+    def term_feedback_weight(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -122,9 +131,11 @@ class FusionRanker:
         method: Literal["blend", "rrf"] = "blend",
         trust: float = 1.0,
         fetch: int = 200,
+        doc_tokens: Callable[[int], list[str]] | None = None,
     ) -> None:
         self.keyword, self.semantic, self.config = keyword, semantic, config
         self.method, self.trust, self.fetch = method, trust, fetch
+        self.doc_tokens = doc_tokens  # a slot's analysed words, for term feedback (None: off)
 
     def rank(self, query: SearchQuery, candidates: Sequence[Candidates]) -> Ranked:
         by_source = {c.source: c for c in candidates}
@@ -169,8 +180,41 @@ class FusionRanker:
                 kw = self.keyword.score_slots(query.tokens, union)
                 sims = self.semantic.index.similarities(vector, union)
                 scores = blend(kw, sims, alpha=alpha)
+            if cfg.term_feedback > 0 and cfg.term_feedback_weight > 0 and self.doc_tokens is not None:
+                scores = self._term_feedback(query, union, scores, kw, sims, alpha)
         order = np.argsort(-scores, kind="stable")
         return Ranked(union[order], scores[order], {"bm25": kw[order], "dense": sims[order]})
+
+    def _term_feedback(
+        self,
+        query: SearchQuery,
+        union: np.ndarray,
+        scores: np.ndarray,
+        kw: np.ndarray,
+        sims: np.ndarray,
+        alpha: float,
+    ) -> np.ndarray:
+        """Blend again with the keyword side widened by the first pass's best documents' words
+        (``feedback_terms``): ``kw / max + term_feedback_weight * expansion / max``."""
+        cfg = self.config
+        assert self.doc_tokens is not None
+        top = np.argsort(-scores, kind="stable")[: cfg.term_feedback_docs]
+        terms = feedback_terms(
+            [self.doc_tokens(int(s)) for s in union[top]],
+            scores[top].tolist(),
+            query=query.tokens,
+            doc_freq=self.keyword.doc_freq,
+            n_docs=max(self.keyword.n_main, 1),
+            k=cfg.term_feedback,
+        )
+        if not terms:
+            return scores
+        extra = self.keyword.weighted_score_slots(terms, union)
+        kmax, emax = float(kw.max()) if len(kw) else 0.0, float(extra.max())
+        if emax <= 0:
+            return scores
+        widened = (kw / kmax if kmax > 0 else kw) + cfg.term_feedback_weight * extra / emax
+        return blend(widened.astype(np.float32), sims, alpha=alpha)
 
     def explain(self, query: SearchQuery, ranked: Ranked) -> list[str]:
         return reasons(ranked.sources, len(ranked))
