@@ -71,6 +71,8 @@ def one_run(n: int, extra: list[str], lock: Path | None = None) -> dict[str, Any
                 "lost_events": s.get("lost_events"),
                 "error_rate": s.get("error_rate"),
                 "p99_ms": s.get("p99_ms"),
+                **({"failed_requests": s["failed_requests"]} if s.get("failed_requests") else {}),
+                **({"marks": s["marks"]} if not s.get("passed") and s.get("marks") else {}),
             }
             for s in scenarios
         },

@@ -52,7 +52,7 @@ def markdown(result: dict[str, Any]) -> str:
             k: v
             for k, v in s.items()
             if k not in {c for c, _ in COLUMNS} | {"checks", "started_s", "ended_s"}
-            and not isinstance(v, dict)
+            and not isinstance(v, dict | list)
         }
         if extra:
             lines.append("")

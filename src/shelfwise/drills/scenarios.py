@@ -154,6 +154,19 @@ def _result(
         "ended_s": round(end - drill.origin, 2),
         "checks": checks,
         **extra,
+        # what failed, when (seconds since the drill started, as the faults' marks): the first 20
+        "failed_requests": [
+            {"t_s": round(r.t - drill.origin, 3), "kind": r.kind, "status": r.status, "ms": round(r.ms, 1)}
+            for r in sorted(load.records, key=lambda r: r.t)
+            if start <= r.t < end and not r.ok
+        ][:20]
+        if load is not None
+        else [],
+        "marks": [
+            (round(t, 3), label)
+            for t, label in drill.faults
+            if start - drill.origin <= t <= end - drill.origin
+        ],
     }
 
 
