@@ -156,7 +156,13 @@ def _result(
         **extra,
         # what failed, when (seconds since the drill started, as the faults' marks): the first 20
         "failed_requests": [
-            {"t_s": round(r.t - drill.origin, 3), "kind": r.kind, "status": r.status, "ms": round(r.ms, 1)}
+            {
+                "t_s": round(r.t - drill.origin, 3),
+                "kind": r.kind,
+                "status": r.status,
+                "ms": round(r.ms, 1),
+                **({"error": r.error} if r.error else {}),
+            }
             for r in sorted(load.records, key=lambda r: r.t)
             if start <= r.t < end and not r.ok
         ][:20]
