@@ -244,7 +244,12 @@ defaults
     # a connection refused or reset by a killed replica is retried on another one; POSTs only
     # when they carry an Idempotency-Key (the API stores such an event once)
     retry-on conn-failure empty-response response-timeout 502 503
-    option http-keep-alive
+    # keep-alive to the clients, a new connection to a replica per request: a request sent on an
+    # idle connection to a replica killed meanwhile was not retried — HAProxy closed the client's
+    # connection without an answer and without a log line ("Server disconnected without sending a
+    # response" in the drill's load, right after the SIGKILL); a fresh connect is refused at once
+    # and retried on the other replica
+    option http-server-close
     # the replicas rate-limit anonymous callers by this address (SHELFWISE_TRUSTED_PROXIES)
     option forwardfor
 
