@@ -16,11 +16,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## system: Debian packages the browser tests and the drills use (Chromium, HAProxy), if missing
+## system: Debian packages the browser tests and the drills use (Chromium, HAProxy; PostgreSQL's server
+## binaries for the drill's primary + standby, redis-server for its replica and Sentinels), if missing
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 system:
-	@command -v chromium >/dev/null && command -v haproxy >/dev/null || \
-	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium haproxy)
+	@command -v chromium >/dev/null && command -v haproxy >/dev/null && command -v redis-server >/dev/null \
+	  && command -v pgrep >/dev/null && ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1 || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    chromium haproxy postgresql redis-server procps)
 
 ## demo: load Online Retail into the embedded store, train EASE and the two-stage hybrid and activate the
 ## best within a 15 ms p99 budget, build a hybrid search index, and serve

@@ -51,3 +51,31 @@ def test_drill_cli_rejects_an_unknown_scenario() -> None:
     )
     assert out.returncode != 0
     assert "unknown scenario" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_primary_and_cache_primary_loss_lose_nothing_acknowledged(tmp_path: Path) -> None:
+    """PostgreSQL primary + synchronous standby and Redis + replica + 3 Sentinels, started by the
+    drill from Debian's binaries; the primary of each is killed under load and a replica promoted."""
+    from shelfwise.drills.replicated import replicated_available
+
+    why = replicated_available()
+    if why:
+        pytest.skip(why)
+    result = run_drill(["primary-loss", "cache-primary-loss"], events=3_000, rate=20)
+    pg, cache = result["scenarios"]
+    assert pg["name"] == "primary-loss" and cache["name"] == "cache-primary-loss"
+    for s in (pg, cache):
+        assert s.get("error") is None, s.get("traceback")
+        assert s["acknowledged_events"] > 0 and s["lost_events"] == 0, s
+        assert s["rto_seconds"] is not None and s["rto_seconds"] <= 30, s
+    assert pg["checks"]["standby_was_synchronous"], pg
+    assert pg["journaled_during_failover"] + pg["acknowledged_before_kill"] > 0, pg
+    assert cache["consent_switches_acknowledged"] > 0 and cache["consent_switches_lost"] == 0, cache
+    assert pg["passed"] and cache["passed"], result
+    # nothing the drill started is left running
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    rep = result["topology"]["replicated"]
+    for line in rep["replicas"]:
+        assert f"--port {line.rsplit(':', 1)[1]}" not in ps
+    for port in rep["cache"].split("sentinels")[1].strip(" []").split(", "):
+        assert f"127.0.0.1:{port}" not in ps

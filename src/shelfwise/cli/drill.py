@@ -11,7 +11,8 @@ import typer
 from shelfwise.cli.common import load_settings, user_errors
 
 SCENARIO_HELP = (
-    "all, replica-kill, store-outage, cache-outage, corrupt-model, bad-model, restore, crash-during-ingest"
+    "all, replica-kill, store-outage, cache-outage, corrupt-model, bad-model, restore, crash-during-ingest, "
+    "primary-loss, cache-primary-loss"
 )
 
 
@@ -32,8 +33,10 @@ def register(app: typer.Typer) -> None:
         rate: Annotated[float, typer.Option("--rate", min=1, max=200, help="requests per second")] = 30.0,
     ) -> None:
         """Start HAProxy, API replicas, a PostgreSQL database and Redis on 127.0.0.1, drive a bounded
-        load, inject faults and measure RTO, RPO, error rate and latency. Exit 1 when a scenario fails.
-        Everything the drill starts is stopped, also when it fails."""
+        load, inject faults and measure RTO, RPO, error rate and latency. primary-loss and
+        cache-primary-loss run on a second topology with its own PostgreSQL primary + synchronous
+        standby and Redis + replica + three Sentinels (Debian's binaries, `make system`). Exit 1 when
+        a scenario fails. Everything the drill starts is stopped, also when it fails."""
         import json
 
         from shelfwise.drills import run_drill

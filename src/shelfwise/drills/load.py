@@ -26,6 +26,7 @@ class Record:
     status: int  # HTTP status; 0 when no answer (connection error, timeout)
     ms: float
     journaled: bool = False
+    error: str = ""  # when no answer: the client's exception (type: first words)
 
     @property
     def ok(self) -> bool:
@@ -93,6 +94,7 @@ class Load:
         user = rng.choice(self.users)
         t0 = time.monotonic()
         event_id = None
+        error = ""
         try:
             if roll < self.event_share:
                 kind = "event"
@@ -115,10 +117,11 @@ class Load:
                 )
             status = resp.status_code
             journaled = resp.headers.get("x-shelfwise-journaled") == "true"
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             kind = "event" if roll < self.event_share else ("search" if roll < 0.5 else "rec")
             status, journaled = 0, False
-        rec = Record(t0, kind, status, (time.monotonic() - t0) * 1000, journaled)
+            error = f"{type(exc).__name__}: {exc}"[:120]
+        rec = Record(t0, kind, status, (time.monotonic() - t0) * 1000, journaled, error)
         with self._lock:
             self.records.append(rec)
             if event_id is not None and rec.ok:

@@ -52,7 +52,7 @@ def markdown(result: dict[str, Any]) -> str:
             k: v
             for k, v in s.items()
             if k not in {c for c, _ in COLUMNS} | {"checks", "started_s", "ended_s"}
-            and not isinstance(v, dict)
+            and not isinstance(v, dict | list)
         }
         if extra:
             lines.append("")
@@ -68,7 +68,10 @@ def markdown(result: dict[str, Any]) -> str:
         "RTO: replica kill — fault until the service answered without errors again (capacity "
         "restored is reported separately); store outage — store back until every event acknowledged "
         "before its return is in the store (journal replayed); bad model — release until the previous "
-        "version served everywhere. RPO: acknowledged events not found in the store.",
+        "version served everywhere; primary loss — kill until writes are stored directly in the promoted "
+        "standby and every journaled event is replayed; cache primary loss — kill until the service's "
+        "consent switches reach the Redis replica the Sentinels promoted. RPO: acknowledged events "
+        "not found in the store.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from shelfwise.drills import report
-from shelfwise.drills.scenarios import NEEDS_TOPOLOGY, RUNNERS, SCENARIOS, Drill
+from shelfwise.drills.scenarios import NEEDS_REPLICATED, NEEDS_TOPOLOGY, RUNNERS, SCENARIOS, Drill
 from shelfwise.drills.topology import DrillError, Topology
 
 
@@ -51,46 +51,83 @@ def run_drill(
         raise DrillError(f"unknown scenario {unknown[0]!r}", hint=f"one of: all, {', '.join(SCENARIOS)}")
     started = time.monotonic()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    results: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
     work = Path(tempfile.mkdtemp(prefix="shelfwise-drill-work-"))
     drill = Drill(topology=None, rate=rate, say=say)
     topo_info: dict[str, Any] = {}
+
+    def run(name: str, *args: Any, **kwargs: Any) -> None:
+        say(f"scenario {name}")
+        try:
+            results[name] = RUNNERS[name](*args, **kwargs)
+        except Exception as exc:  # one failed scenario is reported; the others still run
+            results[name] = _failed(name, exc)
+        say(f"  {'passed' if results[name]['passed'] else 'FAILED'}")
+
+    def topology_failed(group: list[str], exc: BaseException) -> None:
+        # a topology that did not start fails its scenarios (reported), not the whole drill
+        for name in group:
+            results[name] = _failed(name, exc)
+            say(f"scenario {name}\n  FAILED (the topology did not start)")
+
     try:
-        needs = [n for n in names if n in NEEDS_TOPOLOGY]
-        with _maybe_topology(bool(needs), replicas=replicas, events=events, say=say) as topo:
-            drill.topology = topo
-            if topo is not None:
-                topo_info = {
-                    "load_balancer": f"haproxy {topo.url}",
-                    "replicas": [f"{r.name} {r.url}" for r in topo.replicas],
-                    "store": f"postgresql database {topo.db_name} (through a drill-controlled proxy)",
-                    "redis_prefix": topo.redis_prefix,
-                    "rate_rps": rate,
-                    **topo.timings,
-                }
-                shutil.copy(topo.root / "online_retail_slice.csv", work / "online_retail_slice.csv")
-            for name in names:
-                say(f"scenario {name}")
-                try:
-                    if name in NEEDS_TOPOLOGY:
-                        results.append(RUNNERS[name](drill))
-                    else:
-                        results.append(RUNNERS[name](drill, work=work, events=events))
-                except Exception as exc:  # one failed scenario is reported; the others still run
-                    results.append(_failed(name, exc))
-                say(f"  {'passed' if results[-1]['passed'] else 'FAILED'}")
+        # one topology at a time: the replicated one starts after the first has stopped
+        main = [n for n in names if n in NEEDS_TOPOLOGY]
+        try:
+            with _maybe_topology(bool(main), replicas=replicas, events=events, say=say) as topo:
+                drill.topology = topo
+                if topo is not None:
+                    topo_info = {
+                        "load_balancer": f"haproxy {topo.url}",
+                        "replicas": [f"{r.name} {r.url}" for r in topo.replicas],
+                        "store": f"postgresql database {topo.db_name} (through a drill-controlled proxy)",
+                        "redis_prefix": topo.redis_prefix,
+                        "rate_rps": rate,
+                        **topo.timings,
+                    }
+                    shutil.copy(topo.root / "online_retail_slice.csv", work / "online_retail_slice.csv")
+                for name in main:
+                    run(name, drill)
+        except Exception as exc:
+            topology_failed([n for n in main if n not in results], exc)
+        drill.topology = None
+        replicated = [n for n in names if n in NEEDS_REPLICATED]
+        try:
+            with _maybe_topology(
+                bool(replicated), replicas=replicas, events=events, say=say, replicated=True
+            ) as rtopo:
+                drill.replicated = rtopo
+                if rtopo is not None:
+                    topo_info["replicated"] = {
+                        "load_balancer": f"haproxy {rtopo.url}",
+                        "replicas": [f"{r.name} {r.url}" for r in rtopo.replicas],
+                        "store": f"postgresql primary :{rtopo.pg_cluster.primary.port} + synchronous "
+                        f"standby :{rtopo.pg_cluster.standby.port}, database {rtopo.db_name}",
+                        "cache": f"redis primary :{rtopo.sentinels.primary_port} + replica "
+                        f":{rtopo.sentinels.replica_port}, sentinels {rtopo.sentinels.sentinel_ports}",
+                        **rtopo.timings,
+                    }
+                for name in replicated:
+                    run(name, drill)
+        except Exception as exc:
+            topology_failed([n for n in replicated if n not in results], exc)
+        drill.replicated = None
+        for name in names:
+            if name not in results:
+                run(name, drill, work=work, events=events)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    ordered = [results[n] for n in names]
     result = {
         "started_at": started_at,
         "seconds": round(time.monotonic() - started, 1),
-        "passed": all(r["passed"] for r in results),
-        "scenarios": results,
+        "passed": all(r["passed"] for r in ordered),
+        "scenarios": ordered,
         "topology": topo_info,
     }
     if report_dir is not None:
         report.write(result, drill.records, drill.faults, drill.origin, report_dir)
-    for r in results:
+    for r in ordered:
         r.pop("traceback", None) if r.get("passed") else None
     return result
 

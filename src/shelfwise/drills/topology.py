@@ -37,6 +37,10 @@ PG_ADMIN = os.environ.get("SHELFWISE_DRILL_PG", "postgresql://127.0.0.1:5432/pos
 REDIS = os.environ.get("SHELFWISE_DRILL_REDIS", "redis://127.0.0.1:6379/0")
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 Say = Callable[[str], None]
+# a replica's boot: an idle one takes ~6 CPU seconds (imports, the model, the search index)
+BOOT_CPU_BUDGET = 90.0
+BOOT_STALL = 60.0
+BOOT_CEILING = 900.0
 
 
 class DrillError(ShelfwiseError):
@@ -75,11 +79,19 @@ def slice_csv(out: Path, lines: int) -> Path:
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
 def _conninfo(url: str) -> str:
+    """libpq's conninfo for a SQLAlchemy URL, also a multi-host one (``?host=h:p&host=h:p``)."""
     import sqlalchemy as sa
 
     u = sa.make_url(url)
-    info = f"host={u.host or '127.0.0.1'} port={u.port or 5432} dbname={u.database}"
-    return info + (f" user={u.username}" if u.username else "")
+    query = dict(u.query)
+    hosts = query.pop("host", None)
+    if hosts:
+        pairs = [h.partition(":") for h in ([hosts] if isinstance(hosts, str) else hosts)]
+        info = f"host={','.join(h for h, _, _ in pairs)} port={','.join(p or '5432' for _, _, p in pairs)}"
+    else:
+        info = f"host={u.host or '127.0.0.1'} port={u.port or 5432}"
+    info += f" dbname={u.database}" + (f" user={u.username}" if u.username else "")
+    return info + "".join(f" {k}={v}" for k, v in query.items() if isinstance(v, str))
 
 
 def create_database(name: str) -> None:
@@ -112,6 +124,7 @@ class Replica:
     log: Path
     proc: subprocess.Popen[Any] | None = None
     starts: int = 0
+    boot_cpu_seconds: float | None = None
 
     @property
     def url(self) -> str:
@@ -155,16 +168,50 @@ class Replica:
         except httpx.HTTPError:
             return False
 
-    def wait_healthy(self, timeout: float = 90.0) -> float:
+    def cpu_seconds(self) -> float:
+        """CPU time the replica's process has used (user + system)."""
+        import psutil
+
+        if self.proc is None:
+            return 0.0
+        try:
+            t = psutil.Process(self.proc.pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(t.user + t.system)
+
+    def wait_healthy(
+        self, *, cpu_budget: float = BOOT_CPU_BUDGET, stall: float = BOOT_STALL, ceiling: float = BOOT_CEILING
+    ) -> float:
+        """Until ``/healthz`` answers; the wall seconds that took (also in ``boot_cpu_seconds``).
+
+        A boot is judged by the work the replica does, not by the wall clock, which a busy machine
+        stretches (on 2 cores shared with other jobs a boot took 174 s where an idle one takes 6):
+        it fails when the process exits, spends more than ``cpu_budget`` CPU seconds without
+        answering, makes no CPU progress for ``stall`` seconds (hung), or after ``ceiling``."""
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
+        cpu0 = self.cpu_seconds()
+        last_cpu, progressed = cpu0, started
+        while True:
             if self.healthy():
+                self.boot_cpu_seconds = round(self.cpu_seconds() - cpu0, 2)
                 return time.monotonic() - started
             if not self.alive():
                 tail = self.log.read_text(errors="replace")[-2000:]
                 raise DrillError(f"replica {self.name} exited while starting:\n{tail}")
+            now, cpu = time.monotonic(), self.cpu_seconds()
+            if cpu > last_cpu:
+                last_cpu, progressed = cpu, now
+            why = None
+            if cpu - cpu0 > cpu_budget:
+                why = f"used {cpu - cpu0:.0f} CPU seconds (budget {cpu_budget:.0f})"
+            elif now - progressed > stall:
+                why = f"made no progress for {stall:.0f} s (hung)"
+            elif now - started > ceiling:
+                why = f"still starting after {ceiling:.0f} s"
+            if why:
+                raise DrillError(f"replica {self.name} not healthy: {why}", hint=str(self.log))
             time.sleep(0.1)
-        raise DrillError(f"replica {self.name} not healthy after {timeout:.0f} s", hint=str(self.log))
 
     def kill9(self) -> None:
         """SIGKILL the replica (the fault): the whole process group, no chance to clean up."""
@@ -188,13 +235,21 @@ defaults
     timeout connect 1s
     timeout client 30s
     timeout server 10s
-    timeout check 500ms
+    # a killed replica is seen at once (connection refused, whatever this is); the check timeout
+    # only has to tell a hung replica from a slow answer on a busy machine: at 500 ms, a healthy
+    # replica on 2 loaded cores was marked DOWN with the other one booting (no server left: 503s)
+    timeout check 5s
     retries 3
     option redispatch 1
     # a connection refused or reset by a killed replica is retried on another one; POSTs only
     # when they carry an Idempotency-Key (the API stores such an event once)
     retry-on conn-failure empty-response response-timeout 502 503
-    option http-keep-alive
+    # keep-alive to the clients, a new connection to a replica per request: a request sent on an
+    # idle connection to a replica killed meanwhile was not retried — HAProxy closed the client's
+    # connection without an answer and without a log line ("Server disconnected without sending a
+    # response" in the drill's load, right after the SIGKILL); a fresh connect is refused at once
+    # and retried on the other replica
+    option http-server-close
     # the replicas rate-limit anonymous callers by this address (SHELFWISE_TRUSTED_PROXIES)
     option forwardfor
 
@@ -233,6 +288,10 @@ class Topology:
     stats_port: int = 0
     say: Say = lambda _m: None
     timings: dict[str, float] = field(default_factory=dict)
+    # the replicated variant (``start(replicated=True)``): its own PostgreSQL primary + standby and
+    # Redis + Sentinels, which the replicas reach directly (no drill proxy)
+    pg_cluster: Any = None
+    sentinels: Any = None
 
     # --- addresses ---------------------------------------------------------------------------
     @property
@@ -242,7 +301,13 @@ class Topology:
     @property
     def direct_db_url(self) -> str:
         """The drill database, not through the proxy (to count what was stored)."""
+        if self.pg_cluster is not None:
+            return str(self.pg_cluster.url(self.db_name))
         return db_url(self.db_name)
+
+    @property
+    def replicated(self) -> bool:
+        return self.pg_cluster is not None
 
     @property
     def models_dir(self) -> Path:
@@ -261,7 +326,11 @@ class Topology:
     # --- building ----------------------------------------------------------------------------
     @classmethod
     @contextlib.contextmanager
-    def start(cls, *, replicas: int = 2, events: int = 20_000, say: Say | None = None) -> Iterator[Topology]:
+    def start(
+        cls, *, replicas: int = 2, events: int = 20_000, say: Say | None = None, replicated: bool = False
+    ) -> Iterator[Topology]:
+        """With ``replicated``, the store is a PostgreSQL primary with a synchronous standby and the
+        cache Redis with a replica behind three Sentinels, all started here (``drills.replicated``)."""
         say = say or (lambda _m: None)
         root = Path(tempfile.mkdtemp(prefix="shelfwise-drill-"))
         tag = secrets.token_hex(4)
@@ -279,8 +348,19 @@ class Topology:
         )
         created = False
         try:
-            create_database(topo.db_name)
-            created = True
+            if replicated:
+                from shelfwise.drills.replicated import PgCluster, SentinelGroup
+
+                topo.pg_cluster = PgCluster(root, say=say)
+                topo.pg_cluster.start()
+                topo.timings.update(topo.pg_cluster.timings)
+                topo.pg_cluster.create_database(topo.db_name)
+                topo.sentinels = SentinelGroup(root, say=say)  # assigned first: close() stops it
+                topo.sentinels.start()
+                topo.timings.update(topo.sentinels.timings)
+            else:
+                create_database(topo.db_name)
+                created = True
             topo._load_data(events)
             topo._start_replicas(replicas)
             topo._start_haproxy()
@@ -319,9 +399,13 @@ class Topology:
             {
                 "SHELFWISE_CONFIG": str(self.root / "none.toml"),
                 "SHELFWISE_VAR_DIR": str(var),
-                "SHELFWISE_DB_URL": db_url(self.db_name, port=self.pg_proxy.port),
+                "SHELFWISE_DB_URL": self.direct_db_url
+                if self.replicated
+                else db_url(self.db_name, port=self.pg_proxy.port),
                 "SHELFWISE_MODELS_DIR": str(self.models_dir),
-                "SHELFWISE_REDIS_URL": f"redis://127.0.0.1:{self.redis_proxy.port}/0",
+                "SHELFWISE_REDIS_URL": self.sentinels.url
+                if self.sentinels is not None
+                else f"redis://127.0.0.1:{self.redis_proxy.port}/0",
                 "SHELFWISE_REDIS_PREFIX": self.redis_prefix,
                 "SHELFWISE_PSEUDONYM_KEY": self.pseudonym_key,
                 "SHELFWISE_API_KEY_HASHES": f'["{key_hash}"]',
@@ -351,6 +435,7 @@ class Topology:
         for rep in self.replicas:
             rep.wait_healthy()
         self.timings["replicas_start_seconds"] = round(time.monotonic() - t0, 2)
+        self.timings["replica_boot_cpu_seconds"] = max(r.boot_cpu_seconds or 0.0 for r in self.replicas)
 
     def _start_haproxy(self) -> None:
         self.port, self.stats_port = free_port(), free_port()
@@ -407,8 +492,15 @@ class Topology:
             rep.stop()
         self.pg_proxy.close()
         self.redis_proxy.close()
-        with contextlib.suppress(Exception):
-            _delete_redis_prefix(self.redis_prefix)
+        for own in (self.sentinels, self.pg_cluster):
+            if own is not None:
+                try:
+                    own.close()
+                except Exception as exc:  # report, but keep cleaning
+                    self.say(f"could not stop {type(own).__name__}: {exc}")
+        if self.sentinels is None:
+            with contextlib.suppress(Exception):
+                _delete_redis_prefix(self.redis_prefix)
         if drop:
             try:
                 drop_database(self.db_name)

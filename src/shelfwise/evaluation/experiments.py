@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+
+def _stats() -> Any:
+    """scipy.stats, imported on first use: it costs seconds, and every API worker imports this
+    module (the guardrail) at start while few ever run a test."""
+    from scipy import stats
+
+    return stats
+
 
 # --- assignment ---------------------------------------------------------------------------------
 
@@ -77,7 +85,7 @@ def srm_test(counts: Sequence[int], weights: Sequence[float], *, alpha: float = 
     if total <= 0:
         return {"chi2": 0.0, "p": 1.0, "flagged": False, "n": 0}
     expected = total * w / w.sum()
-    chi2, p = stats.chisquare(obs, expected)
+    chi2, p = _stats().chisquare(obs, expected)
     return {"chi2": float(chi2), "p": float(p), "flagged": bool(p < alpha), "n": int(total)}
 
 
@@ -109,7 +117,7 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, *, confidence: float = 0.95) -> d
         value = float(np.sum(num) / total) if total else float("nan")
         return {"value": value, "se": float("nan"), "low": float("nan"), "high": float("nan"), "n": n}
     se = float(np.sqrt(max(var, 0.0)))
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = float(_stats().norm.ppf(0.5 + confidence / 2))
     return {"value": value, "se": se, "low": value - z * se, "high": value + z * se, "n": n}
 
 
@@ -133,8 +141,8 @@ def relative_lift_ci(
         raise ValueError("the control ratio is zero; a relative lift is undefined")
     lift = rt / rc - 1
     se = float(np.sqrt(vt / rc**2 + rt**2 * vc / rc**4))
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = float(2 * stats.norm.sf(abs(lift) / se)) if se > 0 else float(lift == 0)
+    z = float(_stats().norm.ppf(0.5 + confidence / 2))
+    p = float(2 * _stats().norm.sf(abs(lift) / se)) if se > 0 else float(lift == 0)
     return {
         "control": rc,
         "treatment": rt,
@@ -254,7 +262,7 @@ def interleaving_test(wins_a: int, wins_b: int) -> dict[str, float]:
     n = wins_a + wins_b
     if n == 0:
         return {"delta": 0.0, "p": 1.0}
-    p = float(stats.binomtest(wins_a, n, 0.5).pvalue)
+    p = float(_stats().binomtest(wins_a, n, 0.5).pvalue)
     return {"delta": (wins_a - wins_b) / n, "p": p}
 
 
@@ -266,5 +274,5 @@ def users_for_power(effect: float, variance: float, *, alpha: float = 0.05, powe
     """
     if effect == 0:
         return float("inf")
-    z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
+    z = float(_stats().norm.ppf(1 - alpha / 2) + _stats().norm.ppf(power))
     return z**2 * variance / effect**2

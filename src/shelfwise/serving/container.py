@@ -268,4 +268,6 @@ def _model_age_metric(services: Services) -> None:
 
 def _redis_client(url: str | None) -> Redis | None:
     """A client for the consent view's version counter (None: in-process only)."""
-    return Redis.from_url(url, socket_timeout=1.0) if url else None
+    from shelfwise.serving.state import redis_from_url
+
+    return redis_from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0) if url else None

@@ -332,10 +332,49 @@ class DegradingCache(_Degrading):
         return int(self._call("invalidate", user_id, write=True)) + self.fallback.invalidate(user_id)
 
 
-def redis_client(url: str) -> Any:
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def redis_from_url(url: str, *, socket_timeout: float = 2.0, socket_connect_timeout: float = 2.0) -> Any:
+    """A Redis client (not connected yet) for ``url``: ``redis://``, ``rediss://``, ``unix://``, or
+    ``redis+sentinel://[:password@]host:port[,host:port…]/service[/db]``, the primary that the
+    Sentinels name for ``service``: after a failover new connections go to the promoted replica
+    (a request on a connection to the lost primary fails, and the degrading stores take over)."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    if not url.startswith(SENTINEL_SCHEME):
+        return redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
+        )
+    from urllib.parse import unquote
+
+    from redis.sentinel import Sentinel
+
+    from shelfwise.core.errors import ConfigError
+
+    rest = url[len(SENTINEL_SCHEME) :]
+    auth, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    try:
+        sentinels = [
+            (h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or 26379)) for h in hosts.split(",") if h
+        ]
+        db = int(parts[1]) if len(parts) > 1 else 0
+    except ValueError as exc:
+        raise ConfigError(f"bad Redis Sentinel URL {url!r}: {exc}") from exc
+    if not sentinels or not parts:
+        raise ConfigError(
+            f"bad Redis Sentinel URL {url!r}",
+            hint="redis+sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]",
+        )
+    password = unquote(auth.partition(":")[2]) or None if auth else None
+    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
+    return Sentinel(sentinels, **timeouts).master_for(parts[0], db=db, password=password, **timeouts)
+
+
+def redis_client(url: str) -> Any:
+    client = redis_from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
     client.ping()  # fail at start, with a clear error, rather than on the first request
     return client
 

@@ -21,15 +21,26 @@ import threading
 import time
 from typing import Any
 
+from shelfwise.core.logging import get_logger
 from shelfwise.store.base import Store
 from shelfwise.store.consent import Consent, consent_stamp, get_consent, set_consent
 
 VERSION_KEY = "consent:version"
+log = get_logger(__name__)
 
 
 def _redis_version(redis: Any, key: str) -> int:
     raw = redis.get(key)
     return int(raw) if raw is not None else 0
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means Redis could not be reached (down, failing over to a replica, or a
+    demoted primary refusing writes): the store's stamp then stands in for the Redis one."""
+    import redis
+
+    errors = redis.exceptions
+    return isinstance(exc, errors.ConnectionError | errors.TimeoutError | errors.ReadOnlyError | OSError)
 
 
 def set_consent_everywhere(
@@ -44,7 +55,13 @@ def set_consent_everywhere(
     """Change a shopper's flags in the store, then move the stamp every worker checks."""
     new = set_consent(store, user_id, no_personalisation=no_personalisation, no_analytics=no_analytics)
     if redis is not None:
-        redis.incr(prefix + VERSION_KEY)
+        try:
+            redis.incr(prefix + VERSION_KEY)
+        except Exception as exc:
+            if not redis_unavailable(exc):
+                raise
+            # the change is in the store (the truth): every worker sees it at its next store poll
+            log.warning("consent changed but Redis did not take the stamp", error=str(exc)[:200])
     return new
 
 
@@ -66,13 +83,21 @@ class ConsentView:
         self._store_seen: tuple[int, int] | None = None
         self._polled_at = 0.0
         self.reloads = 0  # how often the stamp moved (for tests and metrics)
+        self.redis_failures = 0  # checks that found Redis unreachable (the store's stamp was used)
 
     def _check(self) -> None:
         moved = False
         if self.redis is not None:
-            version = _redis_version(self.redis, self.key)
-            moved |= self._redis_seen is not None and version != self._redis_seen
-            self._redis_seen = version
+            try:
+                version: int | None = _redis_version(self.redis, self.key)
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise
+                version = None  # Redis down or failing over: the store's stamp alone, as without Redis
+                self.redis_failures += 1
+            if version is not None:
+                moved |= self._redis_seen is not None and version != self._redis_seen
+                self._redis_seen = version
         now = time.monotonic()
         if now - self._polled_at >= self.poll_seconds:
             stamp = consent_stamp(self.store)
