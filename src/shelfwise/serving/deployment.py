@@ -155,7 +155,10 @@ class LiveModels:
         self.on_tick: list[Callable[[], None]] = []  # run by the watcher at every interval
         self.precompute_users, self.precompute_k = precompute_users, precompute_k
         self._precomputing: set[str] = set()
-        self.precompute_batch = 256  # users scored per model call while precomputing
+        # users scored per model call while precomputing: small batches let request threads in
+        # between them, and the hybrid keeps which retriever proposed each item (its reasons) only
+        # for calls of at most 32 rows; above that it ranks every retriever again per shopper
+        self.precompute_batch = 32
 
     # --- loading --------------------------------------------------------------------------------
     def _get(self, version: str) -> LoadedVersion:
