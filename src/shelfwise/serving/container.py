@@ -152,6 +152,7 @@ def build_services(
     recommending = Recommending(
         sessions=sessions, cache=cache, metrics=metrics, timeout=settings.model_timeout_ms / 1000
     )
+    live.busy = lambda: recommending.in_flight > 0  # the precompute waits for requests
     catalogue_log = CatalogueLog(registry)
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
     search, index = build_search(store, settings)
