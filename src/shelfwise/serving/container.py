@@ -164,6 +164,7 @@ def build_services(
             else None
         ),
     )
+    live.busy = lambda: recommending.in_flight > 0  # the precompute waits for requests
     catalogue_log = CatalogueLog(registry)
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
     search, index = build_search(store, settings)

@@ -155,7 +155,14 @@ class LiveModels:
         self.on_tick: list[Callable[[], None]] = []  # run by the watcher at every interval
         self.precompute_users, self.precompute_k = precompute_users, precompute_k
         self._precomputing: set[str] = set()
-        self.precompute_batch = 256  # users scored per model call while precomputing
+        # users scored per model call while precomputing: small batches let request threads in
+        # between them, and the hybrid keeps which retriever proposed each item (its reasons) only
+        # for calls of at most 32 rows; above that it ranks every retriever again per shopper
+        self.precompute_batch = 8
+        # requests in flight (set by the container): the precompute waits for them between
+        # batches, at most ``precompute_yield_s`` a batch so it still ends under steady traffic
+        self.busy: Callable[[], bool] = lambda: False
+        self.precompute_yield_s = 0.25
 
     # --- loading --------------------------------------------------------------------------------
     def _get(self, version: str) -> LoadedVersion:
@@ -321,6 +328,10 @@ class LiveModels:
                 for start in range(0, len(users), step):
                     if self._stop.is_set():
                         return
+                    waited = 0.0
+                    while self.busy() and waited < self.precompute_yield_s:
+                        time.sleep(0.002)
+                        waited += 0.002
                     batch = [str(u) for u in users[start : start + step]]
                     if stored is not None:  # batch scoring kept them with the version: slice them
                         recs = [

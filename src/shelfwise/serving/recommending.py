@@ -172,6 +172,8 @@ class Recommending:
         self._cache_hits = metrics.cache.labels("hit")
         self._cache_misses = metrics.cache.labels("miss")
         self._served: dict[tuple[str, str], Any] = {}
+        # requests inside the chain now (background work such as the precompute yields to them)
+        self.in_flight = 0
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -220,12 +222,16 @@ class Recommending:
     # --- the chain ------------------------------------------------------------------------------
     def recommend(self, deployment: Deployment, req: Request) -> tuple[Answer, bool]:
         """(answer, served from cache)."""
-        loaded, role, key, quick = self._quick(deployment, req)
-        if quick is not None:
-            return quick
-        answer = self._chain(loaded, role, req)
-        self._done(deployment, req, key, answer, role)
-        return answer, False
+        self.in_flight += 1
+        try:
+            loaded, role, key, quick = self._quick(deployment, req)
+            if quick is not None:
+                return quick
+            answer = self._chain(loaded, role, req)
+            self._done(deployment, req, key, answer, role)
+            return answer, False
+        finally:
+            self.in_flight -= 1
 
     def _quick(
         self, deployment: Deployment, req: Request
@@ -286,6 +292,15 @@ class Recommending:
         loaded, role, key, quick = self._quick(deployment, req)
         if quick is not None:  # no model call, no thread hop
             return quick
+        self.in_flight += 1  # on the event loop: no other thread changes it here
+        try:
+            return await self._chain_async(deployment, req, loaded, role, key)
+        finally:
+            self.in_flight -= 1
+
+    async def _chain_async(
+        self, deployment: Deployment, req: Request, loaded: LoadedVersion, role: str, key: str
+    ) -> tuple[Answer, bool]:
         running = ["personalised"]
 
         def chain() -> Answer:

@@ -4,6 +4,7 @@ rollback, corrupt artifacts refused, canary routing, erasure of one shopper."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -230,3 +231,37 @@ def test_an_erasure_by_another_process_reaches_this_ones_memory(
     finally:
         here.stop()
         there.stop()
+
+
+def test_the_precompute_waits_for_requests_in_flight_and_still_ends(
+    two_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """While a request is in flight (``busy``) no batch starts; under requests that never stop, each
+    batch waits at most ``precompute_yield_s``, so the lists are still built."""
+    root, _, _ = two_versions
+    reg = _copy(root, tmp_path / "m")
+    live = LiveModels(reg, precompute_users=64, precompute_k=10)
+    live.precompute_batch = 8
+    busy = threading.Event()
+    busy.set()
+    live.busy = busy.is_set
+    live.precompute_yield_s = 60.0  # longer than the test: only ``busy`` clearing lets it go on
+    try:
+        live.sync(force=True)
+        loaded = live.current.active  # type: ignore[union-attr]
+        time.sleep(1.0)
+        assert loaded.precomputed == {} and loaded.version in live._precomputing  # waiting
+        busy.clear()
+        assert len(_precomputed(live)) > 8
+    finally:
+        live.stop()
+    reg2 = _copy(root, tmp_path / "m2")
+    always = LiveModels(reg2, precompute_users=64, precompute_k=10)
+    always.precompute_batch = 8
+    always.busy = lambda: True
+    always.precompute_yield_s = 0.05
+    try:
+        always.sync(force=True)
+        assert len(_precomputed(always)) > 8  # bounded waits: it ends anyway
+    finally:
+        always.stop()
