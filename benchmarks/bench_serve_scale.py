@@ -194,9 +194,8 @@ def _shop(name: str, items: int, users: int, events: int, how: str) -> dict[str,
             code = (
                 "import sys; from benchmarks.bench_serve_scale import bulk_items; bulk_items(*sys.argv[1:3])"
             )
-            subprocess.run(
-                [sys.executable, "-c", code, str(db), str(catalogue)], env=env, cwd=ROOT, check=True, timeout=600
-            )
+            args = [sys.executable, "-c", code, str(db), str(catalogue)]
+            subprocess.run(args, env=env, cwd=ROOT, check=True, timeout=600)
         row["catalogue_seconds"] = round(time.perf_counter() - started, 1)
         row["catalogue_load"] = _load()
         _log(f"{name}: catalogue in {row['catalogue_seconds']} s ({how})")
