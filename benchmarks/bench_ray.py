@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -38,11 +39,20 @@ SASREC = {
 }
 MODELS: list[dict[str, Any]] = [{"model": "als"}, {"model": "ease", "l2": 250.0}, SASREC]
 KEYS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
-REPEATS = int(os.environ.get("SHELFWISE_BENCH_REPEATS", 3))
+REPEATS = int(os.environ.get("SHELFWISE_BENCH_REPEATS", 2))
 # the whole run is time-boxed: a (data, model) pair starts only when its rough cost still fits
-BUDGET = float(os.environ.get("SHELFWISE_BENCH_BUDGET", 14 * 60))
+BUDGET = float(os.environ.get("SHELFWISE_BENCH_BUDGET", 13 * 60))
 COST = {"als": 40.0, "ease": 150.0, "sasrec": 200.0}  # seconds, both engines (rough, 2 cores, shared)
+RESERVE = 200.0  # seconds kept for the throughput curve after the equality table
 _STARTED = time.perf_counter()
+
+
+class TimeBox(Exception):
+    """Raised by SIGALRM when the run's budget is spent, whatever step is running."""
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    raise TimeBox
 
 
 def _log(msg: str) -> None:
@@ -99,22 +109,31 @@ def equality(splits: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for config in MODELS:  # every model on both sets before the next (costlier) model
         for data, split in splits.items():
-            if _left() < COST[config["model"]]:
+            if _left() < COST[config["model"]] + RESERVE:
                 message = f"time box: {max(0, _left()):.0f} s left of {BUDGET:.0f} s"
                 rows.append({"data": data, "model": config["model"], "status": "skipped", "message": message})
                 _log(f"{data} {config['model']}: skipped (time box)")
                 continue
             got: dict[str, Any] = {}
-            for engine in ("local", "ray"):
-                started = time.perf_counter()
-                with open_engine(engine, num_cpus=2) as running:
-                    _, result = fit_and_evaluate(running, split, config)
-                got[engine] = {
-                    "metrics": {k: result.metrics[k] for k in KEYS},
-                    "seconds": round(time.perf_counter() - started, 1),
-                    "load": _load(),
-                }
-                _log(f"{data} {config['model']} {engine}: ndcg@10 {result.metrics['ndcg@10']:.5f}")
+            try:
+                for engine in ("local", "ray"):
+                    started = time.perf_counter()
+                    with open_engine(engine, num_cpus=2) as running:
+                        _, result = fit_and_evaluate(running, split, config)
+                    got[engine] = {
+                        "metrics": {k: result.metrics[k] for k in KEYS},
+                        "seconds": round(time.perf_counter() - started, 1),
+                        "load": _load(),
+                    }
+                    _log(f"{data} {config['model']} {engine}: ndcg@10 {result.metrics['ndcg@10']:.5f}")
+            except TimeBox:
+                done = ", ".join(f"{e} ndcg@10 {g['metrics']['ndcg@10']:.5f}" for e, g in got.items())
+                message = f"stopped by the {BUDGET:.0f} s time box" + (f" ({done} done)" if done else "")
+                rows.append(
+                    {"data": data, "model": config["model"], "status": "time box", "message": message}
+                )
+                _log(f"{data} {config['model']}: {message}")
+                return rows
             diff = {
                 k: (got["ray"]["metrics"][k] / got["local"]["metrics"][k] - 1)
                 if got["local"]["metrics"][k]
@@ -142,7 +161,7 @@ def _titles() -> list[str]:
     ds = Dataset.from_file(RETAIL, "online-retail")
     text = ds.item_attributes.text
     titles = [t for t in (text.tolist() if text is not None else []) if t]
-    return titles[: int(os.environ.get("SHELFWISE_BENCH_TEXTS", 2048))]
+    return titles[: int(os.environ.get("SHELFWISE_BENCH_TEXTS", 512))]
 
 
 def _timed(fn: Any) -> tuple[float, dict[str, Any]]:
@@ -181,16 +200,21 @@ def throughput(split: Any) -> list[dict[str, Any]]:
     try:
         for workers in (1, 2):
             engine.workers = workers
-            embed(engine, texts[: 512 * workers], chunk=256)  # warm-up: workers up, model loaded
+            embed(engine, texts[: 64 * workers], chunk=64)  # warm-up: workers up, model loaded
             seconds, info = _timed(lambda: embed(engine, texts, chunk=256))
             rows.append(_point("embedding", workers, len(texts), seconds, info))
             score_all(engine, model, k=50, chunk_users=1024)
             seconds, info = _timed(lambda: score_all(engine, model, k=50, chunk_users=1024))
             rows.append(_point("batch scoring", workers, n_users, seconds, info))
+    except TimeBox:
+        _log("throughput: stopped by the time box; the points measured are kept")
     finally:
         engine.close()
     for step in ("embedding", "batch scoring"):
-        one, two = (r for r in rows if r["step"] == step)
+        pair = [r for r in rows if r["step"] == step]
+        if len(pair) < 2:
+            continue  # the time box stopped the curve before its second point
+        one, two = pair
         two["speedup"] = round(two["per_second"] / one["per_second"], 2)
         one["speedup"] = 1.0
         # per CPU second actually granted: 2 workers at the same figure as 1 = no overhead lost to Ray
@@ -236,8 +260,8 @@ def _tables(eq: list[dict[str, Any]], tp: list[dict[str, Any]]) -> str:
     for r in tp:
         lines.append(
             f"| {r['step']} | {r['workers']} | {r['items']:,} | {r['seconds']} | {r['per_second']:,.0f} | "
-            f"{r['speedup']:.2f}× | {r['cores_used']} | {r['cpu_seconds_others']} | "
-            f"{r['per_cpu_second']:,.0f} | {r['per_cpu_second_ratio']:.2f}× | "
+            f"{r.get('speedup', '?')}× | {r['cores_used']} | {r['cpu_seconds_others']} | "
+            f"{r['per_cpu_second']:,.0f} | {r.get('per_cpu_second_ratio', '?')}× | "
             f"{r['load_before']}→{r['load']} |"
         )
     lines += [
@@ -254,10 +278,22 @@ def _tables(eq: list[dict[str, Any]], tp: list[dict[str, Any]]) -> str:
 def run() -> dict[str, Any]:
     os.environ.setdefault("SHELFWISE_PROGRESS", "0")
     splits = _datasets()
-    _log("throughput: 1 and 2 Ray workers")
-    tp = throughput(splits.get("amazon_beauty", splits["online_retail"]))
-    _log("metrics equality: local vs ray")
-    eq = equality(splits)
+    signal.signal(signal.SIGALRM, _alarm)
+    # hard stops (whatever runs then is recorded as stopped): the equality table until RESERVE
+    # seconds are left, the throughput curve in those
+    signal.alarm(max(1, int(_left() - RESERVE)))
+    try:
+        _log("metrics equality: local vs ray")
+        eq = equality(splits)
+        signal.alarm(max(1, int(_left())))
+        _log("throughput: 1 and 2 Ray workers")
+        try:
+            tp = throughput(splits.get("amazon_beauty", splits["online_retail"]))
+        except TimeBox:
+            tp = []
+            _log("throughput: stopped by the time box")
+    finally:
+        signal.alarm(0)
     result = {
         "name": "ray",
         "cpus": os.cpu_count(),
