@@ -32,7 +32,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = int(os.environ.get("SHELFWISE_BENCH_STREAM_EVENTS", 10_000_000))
 MARKS = (100_000, 300_000, 1_000_000, 3_000_000, 10_000_000)
-TRAIN_SIZES = tuple(n for n in (1_000_000, 3_000_000, 10_000_000) if n <= EVENTS) or (EVENTS,)
+# the train step builds its own events (any size); SHELFWISE_BENCH_TRAIN_SIZES=10000000 fits only that one
+TRAIN_SIZES = tuple(
+    int(n) for n in os.environ.get("SHELFWISE_BENCH_TRAIN_SIZES", "1000000,3000000,10000000").split(",")
+)
+# fewer ALS iterations fit a busy machine's time box; the fit's memory does not depend on them
+TRAIN_CONFIG = json.loads(os.environ.get("SHELFWISE_BENCH_TRAIN_CONFIG", '{"model": "als"}'))
+NAME = os.environ.get("SHELFWISE_BENCH_STREAM_NAME", "stream")  # a second run kept beside the first
 ITEMS, USERS, SEED = 37_355, 500_000, 19
 BUDGET = {
     "generate": float(os.environ.get("SHELFWISE_BENCH_GEN_SECONDS", 300)),
@@ -108,11 +114,12 @@ def train_child(events: int) -> dict[str, Any]:
     data_rss = _vm("VmRSS")
     shape = MatrixShape.of(ds.matrix())
     auto = choose_model(shape)[0]["model"]
-    model = model_from_config({"model": "als"})
+    model = model_from_config(TRAIN_CONFIG)
     started = time.perf_counter()
     model.fit(ds)
     return {
         "events": events,
+        "config": TRAIN_CONFIG,
         "auto_choice": auto,
         "data_seconds": built,
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -157,7 +164,7 @@ def _log(msg: str) -> None:
 
 def run() -> dict[str, Any]:
     out: dict[str, Any] = {
-        "name": "stream",
+        "name": NAME,
         "events": EVENTS,
         "items": ITEMS,
         "users": USERS,
@@ -227,7 +234,8 @@ def _table(out: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| train (ALS, in memory) | events | status | data build s | fit s | data RSS MB | peak RSS MB "
+        f"| train ({json.dumps(TRAIN_CONFIG)}, in memory) | events | status | data build s | fit s "
+        "| data RSS MB | peak RSS MB "
         "| estimate MB | auto's choice | load |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|---:|",
     ]
