@@ -38,12 +38,20 @@ SASREC = {
     "max_train_seconds": 100_000.0,  # the epochs end it, on both sides alike (not the core-second budget)
 }
 MODELS: list[dict[str, Any]] = [{"model": "als"}, {"model": "ease", "l2": 250.0}, SASREC]
+# a second, partial run kept beside the first: SHELFWISE_BENCH_RAY_MODELS=ease,sasrec
+# SHELFWISE_BENCH_RAY_NAME=ray_rest
+# SHELFWISE_BENCH_RAY_THROUGHPUT=0 (the equality table only)
+_ONLY = [m for m in os.environ.get("SHELFWISE_BENCH_RAY_MODELS", "").split(",") if m]
+MODELS = [m for m in MODELS if not _ONLY or m["model"] in _ONLY]
+_ONLY_DATA = [d for d in os.environ.get("SHELFWISE_BENCH_RAY_DATA", "").split(",") if d]
+NAME = os.environ.get("SHELFWISE_BENCH_RAY_NAME", "ray")
+THROUGHPUT = os.environ.get("SHELFWISE_BENCH_RAY_THROUGHPUT", "1") != "0"
 KEYS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 REPEATS = int(os.environ.get("SHELFWISE_BENCH_REPEATS", 2))
 # the whole run is time-boxed: a (data, model) pair starts only when its rough cost still fits
 BUDGET = float(os.environ.get("SHELFWISE_BENCH_BUDGET", 13 * 60))
 COST = {"als": 40.0, "ease": 150.0, "sasrec": 200.0}  # seconds, both engines (rough, 2 cores, shared)
-RESERVE = 200.0  # seconds kept for the throughput curve after the equality table
+RESERVE = 200.0 if THROUGHPUT else 0.0  # seconds kept for the throughput curve after the equality table
 _STARTED = time.perf_counter()
 
 
@@ -51,8 +59,17 @@ class TimeBox(Exception):
     """Raised by SIGALRM when the run's budget is spent, whatever step is running."""
 
 
+_EXPIRED: list[bool] = []  # set by the alarm: Ray may wrap the TimeBox raised inside ray.get (SystemError)
+
+
 def _alarm(_signum: int, _frame: Any) -> None:
+    _EXPIRED.append(True)
     raise TimeBox
+
+
+def _stopped(exc: BaseException) -> bool:
+    """True when ``exc`` is the time box's (raised directly, or wrapped by Ray)."""
+    return isinstance(exc, TimeBox) or bool(_EXPIRED)
 
 
 def _log(msg: str) -> None:
@@ -109,6 +126,8 @@ def equality(splits: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for config in MODELS:  # every model on both sets before the next (costlier) model
         for data, split in splits.items():
+            if _ONLY_DATA and data not in _ONLY_DATA:
+                continue
             if _left() < COST[config["model"]] + RESERVE:
                 message = f"time box: {max(0, _left()):.0f} s left of {BUDGET:.0f} s"
                 rows.append({"data": data, "model": config["model"], "status": "skipped", "message": message})
@@ -126,7 +145,9 @@ def equality(splits: dict[str, Any]) -> list[dict[str, Any]]:
                         "load": _load(),
                     }
                     _log(f"{data} {config['model']} {engine}: ndcg@10 {result.metrics['ndcg@10']:.5f}")
-            except TimeBox:
+            except Exception as exc:
+                if not _stopped(exc):
+                    raise
                 done = ", ".join(f"{e} ndcg@10 {g['metrics']['ndcg@10']:.5f}" for e, g in got.items())
                 message = f"stopped by the {BUDGET:.0f} s time box" + (f" ({done} done)" if done else "")
                 rows.append(
@@ -206,7 +227,9 @@ def throughput(split: Any) -> list[dict[str, Any]]:
             score_all(engine, model, k=50, chunk_users=1024)
             seconds, info = _timed(lambda: score_all(engine, model, k=50, chunk_users=1024))
             rows.append(_point("batch scoring", workers, n_users, seconds, info))
-    except TimeBox:
+    except Exception as exc:
+        if not _stopped(exc):
+            raise
         _log("throughput: stopped by the time box; the points measured are kept")
     finally:
         engine.close()
@@ -285,17 +308,20 @@ def run() -> dict[str, Any]:
     try:
         _log("metrics equality: local vs ray")
         eq = equality(splits)
-        signal.alarm(max(1, int(_left())))
-        _log("throughput: 1 and 2 Ray workers")
-        try:
-            tp = throughput(splits.get("amazon_beauty", splits["online_retail"]))
-        except TimeBox:
-            tp = []
-            _log("throughput: stopped by the time box")
+        tp: list[dict[str, Any]] = []
+        if THROUGHPUT:
+            signal.alarm(max(1, int(_left())))
+            _log("throughput: 1 and 2 Ray workers")
+            try:
+                tp = throughput(splits.get("amazon_beauty", splits["online_retail"]))
+            except Exception as exc:
+                if not _stopped(exc):
+                    raise
+                _log("throughput: stopped by the time box")
     finally:
         signal.alarm(0)
     result = {
-        "name": "ray",
+        "name": NAME,
         "cpus": os.cpu_count(),
         "budget_seconds": BUDGET,
         "load_at_end": list(os.getloadavg()),
