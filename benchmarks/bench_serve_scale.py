@@ -245,7 +245,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"| {r['shop']} | {r['items']:,} | {r['events']:,} | {r.get('catalogue_seconds', '')} "
             f"({r.get('catalogue', '')}) | {r.get('events_seconds', '')} | "
             f"{s.get('status', r.get('status', ''))} "
-            f"| {s.get('seconds', '')} | {_mb(s.get('peak_rss_starting'))} | {_mb(s.get('rss_ready'))} "
+            f"| {s.get('seconds', '')} | {_mb(s.get('peak_rss_starting', s.get('peak_rss')))} "
+            f"| {_mb(s.get('rss_ready'))} "
             f"| {answers} | {s.get('load', '')} |"
         )
     return "\n".join(lines)
