@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,12 +33,43 @@ BEAUTY = SHARED / "amazon_beauty" / "Beauty.txt"
 RETAIL = ROOT / "data" / "online_retail" / "online_retail.csv.gz"
 SASREC = {
     "model": "sasrec",
-    "epochs": int(os.environ.get("SHELFWISE_BENCH_SASREC_EPOCHS", 10)),
+    "epochs": int(os.environ.get("SHELFWISE_BENCH_SASREC_EPOCHS", 3)),
     "patience": 100,
+    "max_train_seconds": 100_000.0,  # the epochs end it, on both sides alike (not the core-second budget)
 }
 MODELS: list[dict[str, Any]] = [{"model": "als"}, {"model": "ease", "l2": 250.0}, SASREC]
+# a second, partial run kept beside the first: SHELFWISE_BENCH_RAY_MODELS=ease,sasrec
+# SHELFWISE_BENCH_RAY_NAME=ray_rest
+# SHELFWISE_BENCH_RAY_THROUGHPUT=0 (the equality table only)
+_ONLY = [m for m in os.environ.get("SHELFWISE_BENCH_RAY_MODELS", "").split(",") if m]
+MODELS = [m for m in MODELS if not _ONLY or m["model"] in _ONLY]
+_ONLY_DATA = [d for d in os.environ.get("SHELFWISE_BENCH_RAY_DATA", "").split(",") if d]
+NAME = os.environ.get("SHELFWISE_BENCH_RAY_NAME", "ray")
+THROUGHPUT = os.environ.get("SHELFWISE_BENCH_RAY_THROUGHPUT", "1") != "0"
 KEYS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
-REPEATS = int(os.environ.get("SHELFWISE_BENCH_REPEATS", 3))
+REPEATS = int(os.environ.get("SHELFWISE_BENCH_REPEATS", 2))
+# the whole run is time-boxed: a (data, model) pair starts only when its rough cost still fits
+BUDGET = float(os.environ.get("SHELFWISE_BENCH_BUDGET", 13 * 60))
+COST = {"als": 40.0, "ease": 150.0, "sasrec": 200.0}  # seconds, both engines (rough, 2 cores, shared)
+RESERVE = 200.0 if THROUGHPUT else 0.0  # seconds kept for the throughput curve after the equality table
+_STARTED = time.perf_counter()
+
+
+class TimeBox(Exception):
+    """Raised by SIGALRM when the run's budget is spent, whatever step is running."""
+
+
+_EXPIRED: list[bool] = []  # set by the alarm: Ray may wrap the TimeBox raised inside ray.get (SystemError)
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    _EXPIRED.append(True)
+    raise TimeBox
+
+
+def _stopped(exc: BaseException) -> bool:
+    """True when ``exc`` is the time box's (raised directly, or wrapped by Ray)."""
+    return isinstance(exc, TimeBox) or bool(_EXPIRED)
 
 
 def _log(msg: str) -> None:
@@ -46,6 +78,34 @@ def _log(msg: str) -> None:
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def _left() -> float:
+    return BUDGET - (time.perf_counter() - _STARTED)
+
+
+def _our_cpu() -> float:
+    """CPU seconds used so far by this process and every process under it (the local Ray cluster's
+    raylet, GCS and workers are this driver's descendants)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _machine_busy() -> float:
+    """CPU seconds every process on the machine has used since boot (all cores, not idle/iowait)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
 def _datasets() -> dict[str, Any]:
@@ -63,20 +123,38 @@ def _datasets() -> dict[str, Any]:
 def equality(splits: dict[str, Any]) -> list[dict[str, Any]]:
     from shelfwise.distributed import fit_and_evaluate, open_engine
 
-    rows = []
-    for data, split in splits.items():
-        for config in MODELS:
+    rows: list[dict[str, Any]] = []
+    for config in MODELS:  # every model on both sets before the next (costlier) model
+        for data, split in splits.items():
+            if _ONLY_DATA and data not in _ONLY_DATA:
+                continue
+            if _left() < COST[config["model"]] + RESERVE:
+                message = f"time box: {max(0, _left()):.0f} s left of {BUDGET:.0f} s"
+                rows.append({"data": data, "model": config["model"], "status": "skipped", "message": message})
+                _log(f"{data} {config['model']}: skipped (time box)")
+                continue
             got: dict[str, Any] = {}
-            for engine in ("local", "ray"):
-                started = time.perf_counter()
-                with open_engine(engine, num_cpus=2) as running:
-                    _, result = fit_and_evaluate(running, split, config)
-                got[engine] = {
-                    "metrics": {k: result.metrics[k] for k in KEYS},
-                    "seconds": round(time.perf_counter() - started, 1),
-                    "load": _load(),
-                }
-                _log(f"{data} {config['model']} {engine}: ndcg@10 {result.metrics['ndcg@10']:.5f}")
+            try:
+                for engine in ("local", "ray"):
+                    started = time.perf_counter()
+                    with open_engine(engine, num_cpus=2) as running:
+                        _, result = fit_and_evaluate(running, split, config)
+                    got[engine] = {
+                        "metrics": {k: result.metrics[k] for k in KEYS},
+                        "seconds": round(time.perf_counter() - started, 1),
+                        "load": _load(),
+                    }
+                    _log(f"{data} {config['model']} {engine}: ndcg@10 {result.metrics['ndcg@10']:.5f}")
+            except Exception as exc:
+                if not _stopped(exc):
+                    raise
+                done = ", ".join(f"{e} ndcg@10 {g['metrics']['ndcg@10']:.5f}" for e, g in got.items())
+                message = f"stopped by the {BUDGET:.0f} s time box" + (f" ({done} done)" if done else "")
+                rows.append(
+                    {"data": data, "model": config["model"], "status": "time box", "message": message}
+                )
+                _log(f"{data} {config['model']}: {message}")
+                return rows
             diff = {
                 k: (got["ray"]["metrics"][k] / got["local"]["metrics"][k] - 1)
                 if got["local"]["metrics"][k]
@@ -90,6 +168,7 @@ def equality(splits: dict[str, Any]) -> list[dict[str, Any]]:
                     "config": config,
                     "local": got["local"],
                     "ray": got["ray"],
+                    "status": "ok",
                     "max_rel_diff": max(abs(v) for v in diff.values()),
                     "within_1pct": all(abs(v) <= 0.01 for v in diff.values()),
                 }
@@ -103,18 +182,31 @@ def _titles() -> list[str]:
     ds = Dataset.from_file(RETAIL, "online-retail")
     text = ds.item_attributes.text
     titles = [t for t in (text.tolist() if text is not None else []) if t]
-    return titles[: int(os.environ.get("SHELFWISE_BENCH_TEXTS", 2048))]
+    return titles[: int(os.environ.get("SHELFWISE_BENCH_TEXTS", 512))]
 
 
-def _timed(fn: Any) -> tuple[float, float]:
-    best, load = float("inf"), 0.0
+def _timed(fn: Any) -> tuple[float, dict[str, Any]]:
+    """The best of ``REPEATS`` runs, with what the machine did meanwhile: load average before and
+    after, CPU seconds used by this run (driver + Ray workers) and by the whole machine."""
+    best, info = float("inf"), {}
     for _ in range(REPEATS):
+        load0, ours0, busy0 = _load(), _our_cpu(), _machine_busy()
         started = time.perf_counter()
         fn()
         took = time.perf_counter() - started
+        ours, busy = _our_cpu() - ours0, _machine_busy() - busy0
         if took < best:
-            best, load = took, _load()
-    return best, load
+            cores = os.cpu_count() or 1
+            best = took
+            info = {
+                "load": _load(),
+                "load_before": load0,
+                "cpu_seconds_ours": round(ours, 2),
+                "cpu_seconds_machine": round(busy, 2),
+                "cpu_seconds_others": round(max(0.0, busy - ours), 2),
+                "cpu_seconds_available": round(took * cores, 2),
+            }
+    return best, info
 
 
 def throughput(split: Any) -> list[dict[str, Any]]:
@@ -129,27 +221,41 @@ def throughput(split: Any) -> list[dict[str, Any]]:
     try:
         for workers in (1, 2):
             engine.workers = workers
-            embed(engine, texts[: 512 * workers], chunk=256)  # warm-up: workers up, model loaded
-            seconds, load = _timed(lambda: embed(engine, texts, chunk=256))
-            rows.append(
-                {"step": "embedding", "workers": workers, "items": len(texts), "seconds": round(seconds, 2),
-                 "per_second": round(len(texts) / seconds, 1), "load": load}
-            )  # fmt: skip
-            _log(f"embedding, {workers} worker(s): {len(texts) / seconds:,.0f} texts/s (load {load})")
+            embed(engine, texts[: 64 * workers], chunk=64)  # warm-up: workers up, model loaded
+            seconds, info = _timed(lambda: embed(engine, texts, chunk=256))
+            rows.append(_point("embedding", workers, len(texts), seconds, info))
             score_all(engine, model, k=50, chunk_users=1024)
-            seconds, load = _timed(lambda: score_all(engine, model, k=50, chunk_users=1024))
-            rows.append(
-                {"step": "batch scoring", "workers": workers, "items": n_users, "seconds": round(seconds, 2),
-                 "per_second": round(n_users / seconds, 1), "load": load}
-            )  # fmt: skip
-            _log(f"batch scoring, {workers} worker(s): {n_users / seconds:,.0f} users/s (load {load})")
+            seconds, info = _timed(lambda: score_all(engine, model, k=50, chunk_users=1024))
+            rows.append(_point("batch scoring", workers, n_users, seconds, info))
+    except Exception as exc:
+        if not _stopped(exc):
+            raise
+        _log("throughput: stopped by the time box; the points measured are kept")
     finally:
         engine.close()
     for step in ("embedding", "batch scoring"):
-        one, two = (r for r in rows if r["step"] == step)
+        pair = [r for r in rows if r["step"] == step]
+        if len(pair) < 2:
+            continue  # the time box stopped the curve before its second point
+        one, two = pair
         two["speedup"] = round(two["per_second"] / one["per_second"], 2)
         one["speedup"] = 1.0
+        # per CPU second actually granted: 2 workers at the same figure as 1 = no overhead lost to Ray
+        two["per_cpu_second_ratio"] = round(two["per_cpu_second"] / one["per_cpu_second"], 2)
+        one["per_cpu_second_ratio"] = 1.0
     return rows
+
+
+def _point(step: str, workers: int, n: int, seconds: float, info: dict[str, Any]) -> dict[str, Any]:
+    row = {"step": step, "workers": workers, "items": n, "seconds": round(seconds, 2),
+           "per_second": round(n / seconds, 1), **info,
+           "per_cpu_second": round(n / max(info["cpu_seconds_ours"], 1e-6), 1),
+           "cores_used": round(info["cpu_seconds_ours"] / seconds, 2)}  # fmt: skip
+    _log(
+        f"{step}, {workers} worker(s): {row['per_second']:,.0f}/s, {row['cores_used']} cores used, "
+        f"others {info['cpu_seconds_others']} CPU s in {seconds:.1f} s (load {info['load']})"
+    )
+    return row
 
 
 def _tables(eq: list[dict[str, Any]], tp: list[dict[str, Any]]) -> str:
@@ -159,6 +265,9 @@ def _tables(eq: list[dict[str, Any]], tp: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in eq:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['data']} | {r['model']} | {r['status']}: {r['message']} |||||||| ")
+            continue
         lo, ra = r["local"]["metrics"], r["ray"]["metrics"]
         lines.append(
             f"| {r['data']} | {r['model']} | {lo['ndcg@10']:.5f} | {ra['ndcg@10']:.5f} | "
@@ -167,27 +276,55 @@ def _tables(eq: list[dict[str, Any]], tp: list[dict[str, Any]]) -> str:
         )
     lines += [
         "",
-        "| step | Ray workers | items | seconds | per second | speed-up | load avg (1 min) |",
-        "|---|---|---|---|---|---|---|",
+        "| step | Ray workers | items | seconds | per second | speed-up | cores used (ours) "
+        "| CPU s others | per our CPU s | ratio | load avg (1 min) before→after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in tp:
         lines.append(
             f"| {r['step']} | {r['workers']} | {r['items']:,} | {r['seconds']} | {r['per_second']:,.0f} | "
-            f"{r['speedup']:.2f}× | {r['load']} |"
+            f"{r.get('speedup', '?')}× | {r['cores_used']} | {r['cpu_seconds_others']} | "
+            f"{r['per_cpu_second']:,.0f} | {r.get('per_cpu_second_ratio', '?')}× | "
+            f"{r['load_before']}→{r['load']} |"
         )
+    lines += [
+        "",
+        "Speed-up = wall-clock throughput, 2 workers over 1; cores used = CPU seconds of the driver and "
+        "its Ray processes over wall seconds (2.0 = both cores ours); CPU s others = what the rest of "
+        "the machine used meanwhile; ratio = throughput per CPU second we got, 2 workers over 1 (1.0: "
+        "the second worker costs no overhead, so the wall-clock speed-up is bounded by the cores the "
+        "machine lets us have).",
+    ]
     return "\n".join(lines)
 
 
 def run() -> dict[str, Any]:
     os.environ.setdefault("SHELFWISE_PROGRESS", "0")
     splits = _datasets()
-    _log("throughput: 1 and 2 Ray workers")
-    tp = throughput(splits.get("amazon_beauty", splits["online_retail"]))
-    _log("metrics equality: local vs ray")
-    eq = equality(splits)
+    signal.signal(signal.SIGALRM, _alarm)
+    # hard stops (whatever runs then is recorded as stopped): the equality table until RESERVE
+    # seconds are left, the throughput curve in those
+    signal.alarm(max(1, int(_left() - RESERVE)))
+    try:
+        _log("metrics equality: local vs ray")
+        eq = equality(splits)
+        tp: list[dict[str, Any]] = []
+        if THROUGHPUT:
+            signal.alarm(max(1, int(_left())))
+            _log("throughput: 1 and 2 Ray workers")
+            try:
+                tp = throughput(splits.get("amazon_beauty", splits["online_retail"]))
+            except Exception as exc:
+                if not _stopped(exc):
+                    raise
+                _log("throughput: stopped by the time box")
+    finally:
+        signal.alarm(0)
     result = {
-        "name": "ray",
+        "name": NAME,
         "cpus": os.cpu_count(),
+        "budget_seconds": BUDGET,
+        "load_at_end": list(os.getloadavg()),
         "sasrec_config": SASREC,
         "equality": eq,
         "throughput": tp,

@@ -181,3 +181,43 @@ def test_made_up_times_say_nothing_of_pace() -> None:
     for position in range(200):  # a long review sequence, one synthetic second apart
         activity.observe("reviewer", 1_388_534_400_000 + position * 1000, paced=False)
     assert activity.flagged() == {} and activity.users["reviewer"].n == 200
+
+
+def test_pace_window_slides_past_a_minute() -> None:
+    """A crawler at one page every 2 s for 5 minutes has 30 distinct seconds in any minute, never
+    more: the window drops what is 60 s old (at the limit of 30 it is not flagged; at 29 it is)."""
+    for limit, flagged in ((30, False), (29, True)):
+        activity = q.UserActivity(actions_per_minute=limit)
+        for second in range(0, 300, 2):
+            activity.observe("crawler", 5_000_000 + second * 1000)
+        assert activity.users["crawler"].peak == 30
+        assert ("crawler" in activity.flagged()) is flagged
+
+
+def test_pace_costs_little_memory_per_shopper() -> None:
+    """Ingest keeps one pace per shopper for the whole file: 500,000 shoppers must not cost
+    hundreds of MB (an empty deque per shopper did: ~760 bytes each)."""
+    import tracemalloc
+
+    ids = [f"shopper-{i:07d}" for i in range(20_000)]
+    activity = q.UserActivity(actions_per_minute=30)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i, user in enumerate(ids):
+        activity.observe(user, 1_700_000_000_000 + i * 10)
+    per_user = (tracemalloc.get_traced_memory()[0] - before) / len(ids)
+    tracemalloc.stop()
+    assert per_user < 400, f"{per_user:.0f} bytes per shopper"
+
+
+def test_timestamp_cache_stays_bounded() -> None:
+    """Millisecond stamps hardly repeat: the parsed-stamp cache is emptied when full, not kept
+    growing (nor frozen), and every stamp is still parsed right."""
+    g = gate()
+    first = g.timestamp("2011-01-01T00:00:00.000Z")
+    largest = 0
+    for i in range(1, q._TS_CACHE_SIZE + 500):
+        h, m, sec, ms = i // 3_600_000, i // 60_000 % 60, i // 1000 % 60, i % 1000
+        assert g.timestamp(f"2011-01-01T{h:02d}:{m:02d}:{sec:02d}.{ms:03d}Z") == first + i
+        largest = max(largest, len(g._ts_cache))
+    assert largest == q._TS_CACHE_SIZE and len(g._ts_cache) < 1000
