@@ -51,3 +51,63 @@ def test_annotation_can_be_turned_off(store: Store, retail_slice: Path, tmp_path
     assert report.catalogue_facts == {}
     items = store.get_items(store.item_ids())
     assert all(it.category is None and it.price is None for it in items.values())
+
+
+def test_latest_sale_prices_whole_table_and_per_item_agree(
+    store: Store, retail_slice: Path, settings: Settings
+) -> None:
+    """SQLite answers a run that touched most of the catalogue with one scan of the events table;
+    it must give what the per-item query gives (and what the events say), ties on time included."""
+    from shelfwise.data.schemas import Event
+    from shelfwise.store.catalogue_facts import latest_sale_prices
+
+    ingest_events(store, retail_slice, get_format("online-retail"), settings)
+    t = 1_400_000_000_000
+    store.append_events(
+        [  # one instant, three purchases of one item: the highest event id wins; a later free one and
+            # a later return do not count
+            Event(
+                event_id="e-tie-a", type=EventType.PURCHASE, ts=t, item_id="85123A", price=1.5, currency="GBP"
+            ),
+            Event(
+                event_id="e-tie-c", type=EventType.PURCHASE, ts=t, item_id="85123A", price=3.5, currency="EUR"
+            ),
+            Event(
+                event_id="e-tie-b", type=EventType.PURCHASE, ts=t, item_id="85123A", price=2.5, currency="GBP"
+            ),
+            Event(
+                event_id="e-free",
+                type=EventType.PURCHASE,
+                ts=t + 1,
+                item_id="85123A",
+                price=0.0,
+                currency="GBP",
+            ),
+            Event(
+                event_id="e-ret", type=EventType.RETURN, ts=t + 2, item_id="85123A", price=9.0, currency="GBP"
+            ),
+            Event(
+                event_id="e-only-return",
+                type=EventType.RETURN,
+                ts=t,
+                item_id="NO-SALE",
+                price=4.0,
+                currency="GBP",
+            ),
+        ]
+    )
+    ids = sorted(store.item_ids() | {"NO-SALE", "NOT-THERE"})
+    whole = latest_sale_prices(store, ids)
+    one_by_one = {i: p for i in ids for p in latest_sale_prices(store, [i]).values()}
+    assert whole == one_by_one
+    assert whole["85123A"] == (3.5, "EUR")
+    assert "NO-SALE" not in whole and "NOT-THERE" not in whole
+    expected: dict[str, tuple[int, str, float, str | None]] = {}
+    for e in store.iter_events(types=[EventType.PURCHASE]):
+        if (
+            e.item_id
+            and e.price
+            and (e.item_id not in expected or (e.ts, e.event_id) > expected[e.item_id][:2])
+        ):
+            expected[e.item_id] = (e.ts, e.event_id, e.price, e.currency)
+    assert whole == {i: (p, c) for i, (_, _, p, c) in expected.items()}
