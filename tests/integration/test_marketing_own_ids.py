@@ -23,10 +23,12 @@ from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.readers import get_format
 from shelfwise.store import open_store
+from shelfwise.store.analytical import sqlite_path
 from shelfwise.store.ingest import ingest_events
 from shelfwise.web.access import PageAccess
 from shelfwise.web.pages import mount_pages
 from tests.conftest import TEST_KEY
+from tests.integration.api_fixtures import API_KEY, Served, served, served_template  # noqa: F401
 from tests.integration.test_cli import one_json, run
 
 PSEUDO = Pseudonymizer(TEST_KEY.encode())
@@ -237,3 +239,43 @@ def test_the_cli_writes_the_list_with_the_shops_ids(shop: Path, tmp_path: Path) 
         proc = run("analytics", "marketing-list", *args, cwd=shop, check=False)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().count("\n") == 0 and needle in proc.stderr, proc.stderr
+
+
+def test_through_the_whole_api_app(served: Served) -> None:  # noqa: F811
+    """The endpoint as the API serves it (``create_app``: its guard, key ring and services)."""
+    from shelfwise.api.app import create_app
+    from shelfwise.web.dashboard import AnalyticsDashboard
+
+    settings = served.settings(rate_limit_per_second=0)
+    app = create_app(settings, served.url, watch_interval=None)
+    with TestClient(app) as client:
+        ring = app.state.services.keys
+        analyst, _ = ring.create(Role.ANALYST, "tests")
+        reader, _ = ring.create(Role.READ, "tests")
+        db = sqlite_path(served.url)
+        assert db is not None
+        listing = AnalyticsDashboard(served.url, settings.var_dir).root / "marketing_lists.csv"
+        users = _store_users(db)
+        assert PSEUDO(KEPT) in users
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text(
+            f"category,rank,user_id,churn_probability,affinity,priority\nhome,1,{PSEUDO(KEPT)},0.9,0.5,0.45\n"
+        )
+        url, body = "/analytics/api/marketing-list", {"customer_ids": [KEPT]}
+        assert client.post(url, json=body).status_code == 401
+        for key in (analyst, reader):
+            assert client.post(url, json=body, headers={"X-API-Key": key}).status_code == 403
+        answer = client.post(url, json=body, headers={"X-API-Key": API_KEY})
+        assert answer.status_code == 200, answer.text
+        assert _rows(answer.text) == [
+            {
+                "category": "home",
+                "rank": "1",
+                "customer_id": KEPT,
+                "churn_probability": "0.9",
+                "affinity": "0.5",
+                "priority": "0.45",
+            }
+        ]
+        bad = client.post(url, json={"customer_ids": [None]}, headers={"X-API-Key": API_KEY})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("customer_ids[0]:")
