@@ -319,7 +319,10 @@ def build_report(
         r.summary["marketing_lists"] = {"rows": lists.height, "categories": lists["category"].n_unique()}
         return [
             "<p>Customers to win back first per category: churn probability × category affinity "
-            "(the full list is in <a href=marketing_lists.csv>marketing_lists.csv</a>).</p>",
+            "(the full list is in <a href=marketing_lists.csv>marketing_lists.csv</a>). It names shoppers "
+            "by pseudonym: the <code>admin</code> role gets it with the shop's own customer ids by sending "
+            "them (<code>POST /analytics/api/marketing-list</code>, or "
+            "<code>shelfwise analytics marketing-list --ids FILE</code>).</p>",
             _table(lists, limit=20),
         ]
 

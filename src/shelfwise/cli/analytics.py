@@ -1,11 +1,13 @@
 """`shelfwise` commands for analytics; heavy imports go inside the commands.
 
 shelfwise analytics funnel|rfm|churn|forecast|anomalies [--db URL] [--json]
+shelfwise analytics marketing-list --ids FILE [--list FILE] [--out FILE] [--db URL] [--json]
 shelfwise report --out DIR [--db URL]
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -285,6 +287,81 @@ def anomalies_cmd(
                 + _lines(evaluation)
             ),
         )
+
+
+@analytics_app.command("marketing-list")
+def marketing_list_cmd(
+    ids: Annotated[
+        Path, typer.Option("--ids", help="the shop's customer ids: a CSV with one id column (or customer_id)")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write the CSV here (default: standard output)")
+    ] = None,
+    from_list: Annotated[
+        Path | None,
+        typer.Option("--list", help="a report's marketing_lists.csv (default: computed from the store now)"),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The marketing list with the shop's own customer ids: each id is pseudonymised with the store's
+    key and matched to the list (the store keeps no raw ids); erased shoppers never appear."""
+    import polars as pl
+
+    from shelfwise.analytics.marketing import ShopIdsError, read_shop_ids, with_shop_ids
+    from shelfwise.data.privacy import Pseudonymizer
+    from shelfwise.store import open_store
+    from shelfwise.store.analytical import shown_url, sqlite_path
+
+    with user_errors():
+        try:
+            shop_ids = read_shop_ids(ids.read_text(encoding="utf-8-sig"), field=f"--ids {ids}")
+        except UnicodeDecodeError:
+            fail(f"--ids {ids}: not UTF-8 text", 2)
+        except ShopIdsError as exc:
+            fail(str(exc), 2)
+        settings = load_settings()
+        url = db or settings.store_url
+        store_file = sqlite_path(url)
+        if store_file is not None and not store_file.exists():
+            fail(f"no store at {shown_url(url)}: ingest events first, or pass --db", 3)
+        pseudonymize = Pseudonymizer(settings.resolved_pseudonym_key(create=False))
+        if from_list is not None:
+            try:
+                lists = pl.read_csv(from_list, schema_overrides={"user_id": pl.String, "category": pl.String})
+            except (pl.exceptions.PolarsError, ValueError) as exc:
+                fail(f"--list {from_list}: not a marketing list CSV ({exc})".splitlines()[0], 2)
+            if "user_id" not in lists.columns:
+                fail(f"--list {from_list}: has no user_id column (use a report's marketing_lists.csv)", 2)
+        else:
+            with _analytical(db, "marketing list") as (store, step):
+                from shelfwise.analytics.churn import predict_churn
+                from shelfwise.analytics.marketing import category_affinity, marketing_lists
+
+                step("scoring churn risk", 1, 2)
+                lists = marketing_lists(predict_churn(store).scores, category_affinity(store))
+        with open_store(url) as store_:
+            result = with_shop_ids(lists, shop_ids, pseudonymize, erased_among=store_.erased_among)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            result.table.write_csv(out)
+        payload: dict[str, Any] = {**result.counts(), "out": str(out) if out else None}
+        if as_json:
+            payload["rows"] = None if out else _records(result.table)
+            emit(payload, True, str)
+        elif out is None:
+            sys.stdout.write(result.table.write_csv())
+            typer.echo(_counts_line(payload), err=True)
+        else:
+            typer.echo(_counts_line(payload) + f"; written to {out}")
+
+
+def _counts_line(p: dict[str, Any]) -> str:
+    return (
+        f"{p['matched_rows']:,} rows with the shop's ids "
+        f"({p['ids_matched']:,} of {p['ids_given']:,} ids matched); "
+        f"{p['unmatched_rows']:,} rows left out (no id given), {p['erased_rows']:,} erased"
+    )
 
 
 def _check_tz(tz: str) -> None:

@@ -44,6 +44,8 @@ def mount(app: Any, services: Any) -> None:
         build_report=getattr(settings, "dashboard_on_start", False),
         demo_users=getattr(settings, "demo_users", ()),
         security_headers=False,  # the API's Guard adds them
+        pseudonymize=getattr(services, "pseudonymize", None),
+        erased_among=services.store.erased_among,
     )
     merch = getattr(services, "merch", None)
     if merch is not None:

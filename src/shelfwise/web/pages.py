@@ -5,16 +5,18 @@ front end would call, so what the pages show is what the API serves. This module
 engines below it (analytics); it never imports ``shelfwise.api``.
 
 Who sees what: the storefront is open (it shows a shopper's own answers through a shopper token);
-the analytics pages and their data (per-shopper rows, the marketing list) need the ``analyst``
-role, the operations page ``admin`` — an ``X-API-Key`` header or a session from ``/sign-in``
+the analytics pages and their data (per-shopper rows, the pseudonymised marketing list) need the
+``analyst`` role; the marketing list with the shop's own customer ids and the operations page need
+``admin`` — an ``X-API-Key`` header or a session from ``/sign-in``
 (``shelfwise.web.access``). Every answer carries the security headers (``shelfwise.web.headers``).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,6 +75,8 @@ def mount_pages(
     build_report: bool = True,
     demo_users: Sequence[str] = (),
     security_headers: bool = True,
+    pseudonymize: Callable[[str], str] | None = None,
+    erased_among: Callable[[Iterable[str]], set[str]] | None = None,
 ) -> AnalyticsDashboard:
     """Add the web pages to ``app``; returns the dashboard (the caller closes it on shutdown).
     ``access`` decides who may open the analytics and operations pages; ``operations`` backs the
@@ -82,7 +86,11 @@ def mount_pages(
     ``build_report`` starts building the analytics report in the background at once (it takes
     about half a minute on Online Retail) so the dashboard is ready when someone opens it.
     ``security_headers`` wraps the app in ``SecurityHeaders``; the API passes False, as its ``Guard``
-    adds the same headers in its own pass."""
+    adds the same headers in its own pass.
+
+    ``pseudonymize`` is the store's ``Pseudonymizer`` (the marketing list with the shop's own ids
+    needs it: none, and that endpoint answers 503); ``erased_among`` the store's tombstone check
+    (none: the store at ``store_url`` is opened for it)."""
     dashboard = AnalyticsDashboard(store_url, var_dir)
     if build_report and dashboard.state["status"] != "ready":
         dashboard.build()
@@ -282,6 +290,50 @@ def mount_pages(
             return JSONResponse(refused, status_code=409)
         return JSONResponse(result)
 
+    # --- the marketing list with the shop's own ids (admin) ---------------------------------
+    @app.post("/analytics/api/marketing-list", include_in_schema=False)
+    async def marketing_list_with_ids(request: Request, _: Admin) -> Response:
+        import anyio.to_thread
+
+        ids = await _shop_ids(request)
+        if pseudonymize is None:
+            raise HTTPException(503, "this server has no pseudonym key to match the shop's ids with")
+        path = dashboard.file("marketing_lists.csv")
+        if path is None:
+            building = dashboard.state["status"] == "building"
+            raise HTTPException(
+                503,
+                "the marketing list is not built yet: "
+                + ("the report is being built" if building else "POST /analytics/api/rebuild to build it"),
+                headers={"Retry-After": "30"},
+            )
+        result = await anyio.to_thread.run_sync(lambda: _marketing_with_ids(path, ids))
+        counts = result.counts()
+        return Response(
+            result.table.write_csv(),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": 'attachment; filename="marketing_lists_customer_ids.csv"',
+                "Cache-Control": "no-store",
+                **{f"X-Shelfwise-{k.replace('_', '-').title()}": str(v) for k, v in counts.items()},
+            },
+        )
+
+    def _marketing_with_ids(path: Path, ids: list[str]) -> Any:
+        import polars as pl
+
+        from shelfwise.analytics.marketing import with_shop_ids
+
+        assert pseudonymize is not None
+        lists = pl.read_csv(path, schema_overrides={"user_id": pl.String, "category": pl.String})
+        return with_shop_ids(lists, ids, pseudonymize, erased_among=erased_among or _erased_in_store)
+
+    def _erased_in_store(pseudonyms: Iterable[str]) -> set[str]:
+        from shelfwise.store import open_store
+
+        with open_store(store_url) as store:
+            return store.erased_among(pseudonyms)
+
     @app.get("/analytics/{name}", include_in_schema=False)
     def analytics_file(_: Analyst, name: str) -> Response:
         path = dashboard.file(name)
@@ -291,6 +343,44 @@ def mount_pages(
         return FileResponse(path, filename=name if name.endswith(".csv") else None)
 
     return dashboard
+
+
+MAX_IDS_BODY = 64 * 1024 * 1024
+
+
+async def _shop_ids(request: Request) -> list[str]:
+    """The shop's customer ids a request sends: JSON ``{"customer_ids": [...]}``, or a CSV body
+    (``text/csv``) with one id column. 422 naming the field for anything else."""
+    from shelfwise.analytics.marketing import ShopIdsError, check_shop_ids, read_shop_ids
+
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if len(body) > MAX_IDS_BODY:
+        raise HTTPException(413, f"body: over {MAX_IDS_BODY} bytes; send the ids in parts")
+    try:
+        if kind == "application/json":
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                raise HTTPException(422, 'body: not valid JSON; send {"customer_ids": [...]}') from None
+            if not isinstance(payload, dict) or "customer_ids" not in payload:
+                raise HTTPException(422, 'customer_ids: missing; send {"customer_ids": [...]}')
+            if not isinstance(payload["customer_ids"], list):
+                raise HTTPException(422, "customer_ids: must be a list of the shop's customer ids")
+            return check_shop_ids(payload["customer_ids"])
+        if kind in ("text/csv", "text/plain", "application/csv"):
+            try:
+                text = body.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise HTTPException(422, "file: not UTF-8 text") from None
+            return read_shop_ids(text)
+    except ShopIdsError as exc:
+        raise HTTPException(422, str(exc)) from None
+    raise HTTPException(
+        422,
+        f'content-type: send application/json ({{"customer_ids": [...]}}) or text/csv '
+        f"(one customer id column), not {kind or 'nothing'!r}",
+    )
 
 
 def _sign_in_page(request: Request, target: str, *, error: str = "", status: int = 200) -> Response:
