@@ -117,6 +117,37 @@ def test_a_consent_view_answers_from_its_cache_until_the_stamp_moves(sqlite_url:
         assert b.personalise("u")
 
 
+def test_a_consent_view_answers_shoppers_it_never_saw_from_one_read_of_the_table(
+    sqlite_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only shoppers who turned a flag on have a row: a small table is read whole once per stamp, so
+    a shopper the worker never saw costs no store read; a bigger one is read shopper by shopper."""
+    from shelfwise.trust import consent_sync
+
+    per_shopper: list[str] = []
+    real = consent_sync.get_consent
+
+    def counted(store: Any, user_id: str) -> Any:
+        per_shopper.append(user_id)
+        return real(store, user_id)
+
+    monkeypatch.setattr(consent_sync, "get_consent", counted)
+    client = redis.Redis.from_url(REDIS)
+    with open_store(sqlite_url) as store:
+        set_consent(store, "off", no_personalisation=True)
+        view = ConsentView(store, redis=client, prefix=prefix, poll_seconds=3600)
+        assert not view.personalise("off")
+        assert all(view.personalise(f"new-{i}") for i in range(50))
+        assert per_shopper == []
+        other = ConsentView(store, redis=client, prefix=prefix, poll_seconds=3600)
+        other.set("new-7", no_personalisation=True)  # the stamp moves: the table is read again
+        assert not view.personalise("new-7") and view.personalise("off") is False
+        assert view.personalise("new-8") and per_shopper == []
+        small = ConsentView(store, redis=client, prefix=prefix, poll_seconds=3600, snapshot_limit=1)
+        assert not small.personalise("new-7")  # two rows > 1: shopper by shopper
+        assert per_shopper == ["new-7"]
+
+
 def _load(tmp_path: Path, limit: int) -> str:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     settings = Settings(var_dir=tmp_path / "var", pseudonym_key=TEST_KEY)

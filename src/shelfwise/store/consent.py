@@ -57,6 +57,18 @@ def get_consent(store: Store, user_id: str) -> Consent:
     return Consent(user_id, bool(row.no_personalisation), bool(row.no_analytics), int(row.updated_at))
 
 
+def all_consent(store: Store, *, limit: int | None = None) -> list[Consent]:
+    """Every shopper with a flag on (at most ``limit`` of them): the rows a serving worker keeps."""
+    query = sa.select(consent)
+    if limit is not None:
+        query = query.limit(limit)
+    with _engine(store).connect() as conn:
+        return [
+            Consent(str(r.user_id), bool(r.no_personalisation), bool(r.no_analytics), int(r.updated_at))
+            for r in conn.execute(query)
+        ]
+
+
 def set_consent(
     store: Store,
     user_id: str,

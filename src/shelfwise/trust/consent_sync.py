@@ -11,6 +11,11 @@ cheaply, and forgets what it read when the stamp moved:
   a restore), the store's own stamp (``consent_stamp``: rows and newest change of the consent
   table), read at most every ``poll_seconds`` — a change is seen within that time without Redis.
 
+Only shoppers who turned a flag on have a row, so while the table holds at most ``snapshot_limit``
+rows the view reads it whole, once per stamp, and answers every shopper from memory (a shopper with no
+row has both flags off): a request for a shopper it never saw costs no store read. A bigger table is
+read one shopper at a time, as before.
+
 Changes go through ``ConsentView.set`` (or ``set_consent_everywhere``): the store first (the truth),
 then the Redis stamp.
 """
@@ -23,7 +28,7 @@ from typing import Any
 
 from shelfwise.core.logging import get_logger
 from shelfwise.store.base import Store
-from shelfwise.store.consent import Consent, consent_stamp, get_consent, set_consent
+from shelfwise.store.consent import Consent, all_consent, consent_stamp, get_consent, set_consent
 
 VERSION_KEY = "consent:version"
 log = get_logger(__name__)
@@ -70,7 +75,13 @@ class ConsentView:
     ``poll_seconds`` (the store's stamp alone). Thread-safe."""
 
     def __init__(
-        self, store: Store, *, redis: Any = None, prefix: str = "shelfwise:", poll_seconds: float = 0.5
+        self,
+        store: Store,
+        *,
+        redis: Any = None,
+        prefix: str = "shelfwise:",
+        poll_seconds: float = 0.5,
+        snapshot_limit: int = 100_000,
     ) -> None:
         self.store = store
         self.redis = redis
@@ -79,6 +90,10 @@ class ConsentView:
         self.poll_seconds = poll_seconds
         self._lock = threading.Lock()
         self._flags: dict[str, Consent] = {}
+        self.snapshot_limit = snapshot_limit
+        self._all: dict[str, Consent] | None = None  # every row, while the table is small
+        self._too_big = False  # the table outgrew the snapshot under the current stamp
+        self._generation = 0  # moves with the stamp: a snapshot read under an older one is dropped
         self._redis_seen: int | None = None
         self._store_seen: tuple[int, int] | None = None
         self._polled_at = 0.0
@@ -105,7 +120,22 @@ class ConsentView:
             self._store_seen, self._polled_at = stamp, now
         if moved:
             self._flags.clear()
+            self._all, self._too_big = None, False
+            self._generation += 1
             self.reloads += 1
+
+    def _snapshot(self) -> dict[str, Consent] | None:
+        """Every row of the consent table, read once per stamp (None: more than ``snapshot_limit``)."""
+        with self._lock:
+            if self._all is not None or self._too_big:
+                return self._all
+            generation = self._generation
+        rows = all_consent(self.store, limit=self.snapshot_limit + 1)
+        found = None if len(rows) > self.snapshot_limit else {c.user_id: c for c in rows}
+        with self._lock:
+            if generation == self._generation:  # the stamp did not move while it was read
+                self._all, self._too_big = found, found is None
+        return found
 
     def get(self, user_id: str) -> Consent:
         """The shopper's flags as they stand now."""
@@ -114,6 +144,9 @@ class ConsentView:
             cached = self._flags.get(user_id)
         if cached is not None:
             return cached
+        snapshot = self._snapshot() if self.snapshot_limit > 0 else None
+        if snapshot is not None:
+            return snapshot.get(user_id) or Consent(user_id)
         found = get_consent(self.store, user_id)
         with self._lock:
             self._flags[user_id] = found
@@ -138,4 +171,6 @@ class ConsentView:
         with self._lock:
             # the moved stamp clears this view at its next check too; the store is read again then
             self._flags[user_id] = new
+            if self._all is not None:
+                self._all[user_id] = new
         return new
