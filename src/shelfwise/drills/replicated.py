@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shelfwise.drills.topology import DrillError, _kill_group, free_port
+from shelfwise.drills.processes import DrillError, free_port
+from shelfwise.drills.processes import kill_group as _kill_group
 
 Say = Callable[[str], None]
 PG_USER = os.environ.get("SHELFWISE_DRILL_PG_USER", "postgres")

@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,8 @@ from typing import Any
 
 import httpx
 
-from shelfwise.core.errors import ShelfwiseError
+from shelfwise.drills.processes import DrillError, free_port
+from shelfwise.drills.processes import kill_group as _kill_group
 from shelfwise.drills.proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -41,30 +41,6 @@ Say = Callable[[str], None]
 BOOT_CPU_BUDGET = 90.0
 BOOT_STALL = 60.0
 BOOT_CEILING = 900.0
-
-
-class DrillError(ShelfwiseError):
-    exit_code = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _kill_group(proc: subprocess.Popen[Any], *, grace: float = 3.0) -> None:
-    """Stop a child and everything it started (it leads its own process group)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 def slice_csv(out: Path, lines: int) -> Path:
