@@ -76,7 +76,7 @@ def _explain(svc: Services, user_id: str, item_id: str | None, k: int, scenario:
     dep, _arm = svc.feedback.route(dep, placement=scenario, unit=pseudo)
     req = RecRequest(user_id=pseudo if personal else None, k=_pool(svc, scenario, k), scenario=scenario)
     answer, cached = svc.recommending.recommend(dep, req)
-    answer = _shaped(svc, answer, scenario, k)
+    answer, _explored = _shaped(svc, answer, scenario, k)  # what the slot did is not explained here
     loaded, _role = dep.route(pseudo)
     history: list[str] = []
     if personal and answer.source in ("personalised", "session"):
