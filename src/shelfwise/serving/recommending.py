@@ -145,6 +145,10 @@ class Request:
         return f"{version}|{self.scenario}|{self.k}|{f}|{','.join(self.context_items)}"
 
 
+FOLD_IN_SHARE = 0.6  # of the model's deadline, the most the fold-in's store read may take
+FOLD_IN_BACKOFF = 5.0  # seconds without fold-in reads after one failed or was late
+
+
 class Recommending:
     """The chain, shared by every recommendation route."""
 
@@ -163,6 +167,11 @@ class Recommending:
         self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shelfwise-model")
         self._shadow_pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shelfwise-shadow")
         self._shadow_pending = 0
+        # the fold-in's store read runs apart from the model's deadline: it gets a share of it, and
+        # a store that did not answer is not asked again for ``FOLD_IN_BACKOFF`` seconds (the
+        # answer then folds in the live session only, as the model's own answer stays personal)
+        self._fold_pool = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="shelfwise-fold-in")
+        self._fold_failed_at = -float("inf")
         self._popular: dict[str, PopularIndex] = {}
         self._lock = threading.Lock()
         # part of every cache key: bumped when an item's availability changes, so no cached answer
@@ -178,6 +187,7 @@ class Recommending:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)
+        self._fold_pool.shutdown(wait=False, cancel_futures=True)
 
     def catalogue_changed(self) -> None:
         self.catalogue_generation += 1
@@ -423,12 +433,18 @@ class Recommending:
         session = self.sessions.recent(user_id)
         if self.fresh is None:
             return session
-        try:
-            stored = self.fresh.items(loaded, user_id)
-        except Exception as exc:
-            self.metrics.model_errors.labels("fold_in").inc()
-            log.warning("fold-in events unreadable; answering with the session only", error=repr(exc))
-            return session
+        stored = self.fresh.peek(loaded, user_id)
+        if stored is None:
+            if time.monotonic() - self._fold_failed_at < FOLD_IN_BACKOFF:
+                return session  # the store did not answer a moment ago: not asked again yet
+            try:
+                future = self._fold_pool.submit(self.fresh.items, loaded, user_id)
+                stored = future.result(timeout=self.timeout * FOLD_IN_SHARE)
+            except Exception as exc:  # unreadable or late: the model answers from what it knows
+                self._fold_failed_at = time.monotonic()
+                self.metrics.model_errors.labels("fold_in").inc()
+                log.warning("fold-in events unreadable; answering with the session only", error=repr(exc))
+                return session
         if not stored:
             return session
         merged: dict[str, None] = {}

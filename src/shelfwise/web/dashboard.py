@@ -69,11 +69,12 @@ class AnalyticsDashboard:
         files (see ``AnalyticalStore.latest_snapshot``): the server's own SQLite connections must
         not share the process with ADBC's SQLite."""
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the dashboard is closed (the server is stopping)")
             if self._db is None or time.monotonic() - self._db_opened > max_age_s:
-                db = self._open()
-                if self._db is not None:
-                    self._db.close()
-                self._db, self._db_opened = db, time.monotonic()
+                # the old snapshot is not closed here: a query in another thread may still be reading
+                # it; it closes when the last reference to it goes
+                self._db, self._db_opened = self._open(), time.monotonic()
             return self._db
 
     def _open(self) -> AnalyticalStore:
@@ -371,7 +372,9 @@ class AnalyticsDashboard:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        with self._lock:
+        # a query running in another thread (the background headline) finishes first: DuckDB
+        # refuses to close a connection that is busy
+        with self._query_lock, self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None

@@ -51,11 +51,15 @@ async function pollReport() {
   }
 }
 
+// When the headline is computed the page offers to show it; it never reloads itself under the hands of
+// someone exploring the funnel (a reload would drop what they chose).
 async function waitForHeadline() {
-  if (!$("headline-pending")) return;
+  const pending = $("headline-pending");
+  if (!pending) return;
   const { resp } = await getJson("/analytics/api/headline"); // answers when it is computed
-  if (resp.ok) window.location.reload();
-  else setTimeout(waitForHeadline, 5000);
+  if (!resp.ok) { setTimeout(waitForHeadline, 5000); return; }
+  pending.dataset.status = "ready";
+  fill(pending, "The headline is ready: ", el("a", { href: location.pathname, id: "headline-show" }, "show it"), ".");
 }
 
 async function pollForecast() {
