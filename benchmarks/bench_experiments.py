@@ -3,6 +3,9 @@ off-policy estimates' errors against the simulator's truth, and the users A/B te
 interleaving need for a known 2% NDCG difference. Each figure is one run of the command a user runs;
 the OPE errors are also given over five seeds, because one seed's error is itself a random draw.
 
+Interleaving-vs-A/B runs with 100,000 simulated users (fixed before the run: with 20,000 the
+bootstrap interval of the ratio spans about ±25%) and 500 simulated experiments per power check.
+
 The simulator's assumed parts (examination 1/log2(rank+1), target click rate 0.05, weights) were
 set before any of these runs and not tuned on them.
 
@@ -12,16 +15,23 @@ set before any of these runs and not tuned on them.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from typing import Any
 
 SEEDS = (0, 1, 2, 3, 4)
+INTERLEAVING_USERS = 100_000  # simulated users: the moments' bootstrap interval narrows with more
+CHECK_RUNS = 500  # simulated experiments per power check
 
 
-def _simulate(scenario: str, seed: int) -> tuple[dict[str, Any], float]:
-    args = ["experiment", "simulate", "--scenario", scenario, "--seed", str(seed), "--json"]
+def _load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _simulate(scenario: str, seed: int, *extra: str) -> tuple[dict[str, Any], float]:
+    args = ["experiment", "simulate", "--scenario", scenario, "--seed", str(seed), "--json", *extra]
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "shelfwise.cli.main", *args],
@@ -35,12 +45,22 @@ def _simulate(scenario: str, seed: int) -> tuple[dict[str, Any], float]:
     return json.loads(proc.stdout), round(time.perf_counter() - started, 1)
 
 
+def _ci(pair: list[float], fmt: str = ",.0f") -> str:
+    return f"{pair[0]:{fmt}}–{pair[1]:{fmt}}"
+
+
 def run() -> dict[str, Any]:
     command = "shelfwise experiment simulate --scenario {} --seed 0 --json"
+    inter_extra = ("--users", str(INTERLEAVING_USERS), "--check-runs", str(CHECK_RUNS))
+    loads = {"start": _load()}
     srm, srm_s = _simulate("srm", 0)
     ope_runs = [_simulate("ope", seed) for seed in SEEDS]
     ope, ope_s = ope_runs[0]
-    inter, inter_s = _simulate("interleaving-vs-ab", 0)
+    loads["after_ope"] = _load()
+    inter, inter_s = _simulate("interleaving-vs-ab", 0, *inter_extra)
+    loads["after_interleaving"] = _load()
+    canary, canary_s = _simulate("canary-rollback", 0)
+    loads["end"] = _load()
     dr = sorted(r["dr_error"] for r, _ in ope_runs)
     ips = sorted(r["ips_error"] for r, _ in ope_runs)
     snips = sorted(r["snips_error"] for r, _ in ope_runs)
@@ -71,18 +91,51 @@ def run() -> dict[str, Any]:
             f"{sum(e <= 0.05 for e in dr)} of {len(dr)}",
             "all",
         ),
-        ("interleaving-vs-ab (seed 0): ab_users", f"{inter['ab_users']:,}", "—"),
-        ("interleaving-vs-ab (seed 0): interleaving_users", f"{inter['interleaving_users']:,}", "—"),
-        ("interleaving-vs-ab (seed 0): ratio", f"{inter['ratio']:.1f}", "≥ 10"),
         (
-            "interleaving with the per-user winner rule instead: users, ratio",
+            "interleaving-vs-ab (seed 0): ab_users [95% CI over simulated users]",
+            f"{inter['ab_users']:,} [{_ci(inter['ab_users_ci95'])}]",
+            "—",
+        ),
+        (
+            "interleaving-vs-ab (seed 0): interleaving_users [95% CI]",
+            f"{inter['interleaving_users']:,} [{_ci(inter['interleaving_users_ci95'])}]",
+            "—",
+        ),
+        (
+            "interleaving-vs-ab (seed 0): ratio [95% CI]",
+            f"{inter['ratio']:.1f} [{inter['ratio_ci95'][0]:.1f}–{inter['ratio_ci95'][1]:.1f}]",
+            "≥ 10",
+        ),
+        (
+            f"simulated power at those sizes, A/B / interleaving ({inter['check_runs']} runs, Wilson 95%)",
+            f"{inter['ab_simulated_power']:.3f} [{_ci(inter['ab_power_ci95'], '.3f')}] / "
+            f"{inter['interleaving_simulated_power']:.3f} [{_ci(inter['interleaving_power_ci95'], '.3f')}]",
+            "≈ 0.8",
+        ),
+        (
+            "plain team-draft credit (shared picks credited): users, ratio, simulated power",
+            f"{inter['interleaving_users_team_draft']:,}, {inter['ratio_team_draft']:.1f}, "
+            f"{inter['interleaving_team_draft_simulated_power']:.3f}",
+            "—",
+        ),
+        (
+            "per-user winner rule instead: users, ratio",
             f"{inter['interleaving_users_winner_rule']:,}, {inter['ratio_winner_rule']:.1f}",
             "—",
         ),
         (
-            "simulated power at those sizes (A/B, interleaving; 100 runs each)",
-            f"{inter.get('ab_simulated_power')}, {inter.get('interleaving_simulated_power')}",
-            "≈ 0.8",
+            "variance per user: A/B arm A / interleaving (shared uncredited / plain)",
+            f"{inter['ab_variance_per_user_a']:.3f} / {inter['interleaving_variance_per_user']:.3f} / "
+            f"{inter['interleaving_team_draft_variance_per_user']:.3f}",
+            "—",
+        ),
+        (
+            "canary-rollback (seed 0): broken canary rolled back within one window; healthy kept",
+            f"{canary['rolled_back_within_one_window']} "
+            f"(window {canary['broken_canary']['rolled_back_at_window']}, "
+            f"drop at {canary['drop_at_window']}); "
+            f"{canary['healthy_canary_kept']}",
+            "true; true",
         ),
     ]
     table = "\n".join(
@@ -92,7 +145,9 @@ def run() -> dict[str, Any]:
         f"\n\nSimulator fitted on {ope['simulator']['source']} (first 150,000 lines: "
         f"{ope['simulator']['buyers']:,} buyers, {ope['simulator']['items']:,} items). "
         f"OPE: {ope['logs']:,} logged impressions, ε-greedy logging with ε = {ope['epsilon']}. "
-        f"Command: `{command.format('…')}`."
+        f"Command: `{command.format('…')}`; interleaving-vs-ab with `--users {INTERLEAVING_USERS} "
+        f"--check-runs {CHECK_RUNS}`. Interleaving credit: {inter['interleaving_credit']}. "
+        f"Load averages (1/5/15 min): {loads}."
     )
     return {
         "name": "experiments_simulate",
@@ -107,5 +162,12 @@ def run() -> dict[str, Any]:
             "dr_error": [r["dr_error"] for r, _ in ope_runs],
         },
         "interleaving_vs_ab": inter,
-        "command_seconds": {"srm": srm_s, "ope": ope_s, "interleaving-vs-ab": inter_s},
+        "canary_rollback": {k: v for k, v in canary.items() if k not in ("broken_canary", "healthy_canary")},
+        "load_average": loads,
+        "command_seconds": {
+            "srm": srm_s,
+            "ope": ope_s,
+            "interleaving-vs-ab": inter_s,
+            "canary-rollback": canary_s,
+        },
     }

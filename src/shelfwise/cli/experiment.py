@@ -83,8 +83,18 @@ def _human(out: dict[str, Any]) -> str:
             f"NDCG@{out['k']}: A {out['ndcg_a']:.4f}, B {out['ndcg_b']:.4f} "
             f"({out['ndcg_relative_difference']:.2%} lower)",
             f"users for 80% power: A/B {out['ab_users']:,}, interleaving {out['interleaving_users']:,} "
-            f"(ratio {out['ratio']:.1f})",
+            f"(ratio {out['ratio']:.1f}"
+            + (
+                f", 95% interval {out['ratio_ci95'][0]:.1f}-{out['ratio_ci95'][1]:.1f})"
+                if "ratio_ci95" in out
+                else ")"
+            ),
         ]
+        if "check_runs" in out:
+            lines.append(
+                f"simulated power at those sizes ({out['check_runs']} runs): "
+                f"A/B {out['ab_simulated_power']:.3f}, interleaving {out['interleaving_simulated_power']:.3f}"
+            )
     return "\n".join([head, *lines])
 
 
@@ -121,7 +131,7 @@ def register(app: typer.Typer) -> None:
         ] = 0.5,
         check_runs: Annotated[
             int, typer.Option("--check-runs", min=0, help="simulated experiments checking each power figure")
-        ] = 100,
+        ] = 500,
         click_model: Annotated[
             str,
             typer.Option("--click-model", help="position (independent clicks) or cascade (first click only)"),

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shelfwise.evaluation.experiments import team_draft
 from shelfwise.evaluation.simulated_experiments import (
     interleaving_vs_ab_scenario,
     ope_scenario,
     srm_scenario,
+    team_drafts,
 )
 from shelfwise.evaluation.simulator import ShopperSimulator, SimulatorConfig, examination
 from shelfwise.features.dataset import Dataset
@@ -70,25 +72,59 @@ def test_off_policy_estimates_land_near_the_simulators_truth(sim: ShopperSimulat
 
 
 def test_interleaving_vs_ab_uses_a_known_two_percent_ndcg_gap(sim: ShopperSimulator) -> None:
-    out = interleaving_vs_ab_scenario(sim, users=1_500, drafts=4, check_runs=0, seed=0)
+    out = interleaving_vs_ab_scenario(sim, users=1_500, replicates=2, bootstrap=20, check_runs=0, seed=0)
     assert out["ndcg_relative_difference"] == pytest.approx(0.02, abs=1e-3)
     assert out["ab_clicks_per_user_a"] > out["ab_clicks_per_user_b"]
     assert out["interleaving_credit_difference_per_user"] > 0
     assert out["ratio"] == pytest.approx(out["ab_users"] / out["interleaving_users"])
     assert out["ratio_winner_rule"] == pytest.approx(out["ab_users"] / out["interleaving_users_winner_rule"])
+    # leaving shared picks uncredited keeps the expected credit and only removes variance
+    assert out["interleaving_variance_per_user"] < out["interleaving_team_draft_variance_per_user"]
+    assert out["interleaving_users"] <= out["interleaving_users_team_draft"]
+    lo, hi = out["ratio_ci95"]
+    assert lo < hi
 
 
-def test_cascade_clicks_at_most_once_per_visit_at_the_first_attractive_slot(sim: ShopperSimulator) -> None:
-    from dataclasses import replace
+def test_team_drafts_lists_every_draw_of_the_team_draft_rule() -> None:
+    rng = np.random.default_rng(5)
+    n, m, k = 40, 14, 6
+    order_a = np.stack([rng.permutation(m)[:k] for _ in range(n)])
+    order_b = np.stack([rng.permutation(m)[:k] for _ in range(n)])
+    order_b[:5] = order_a[:5]  # identical rankers: every pick is shared
+    out = team_drafts(order_a, order_b, m)
+    assert out["shown"].shape == (n, 2 ** (k // 2), k)
+    assert out["shared"][:5, :, ::2].all()
+    for u in range(n):
+        pairs = zip(out["shown"][u].tolist(), out["team"][u].tolist(), strict=True)
+        enumerated = {(tuple(s), tuple(t)) for s, t in pairs}
+        for _ in range(10):
+            shown, teams = team_draft(order_a[u].tolist(), order_b[u].tolist(), k, rng)
+            assert (tuple(shown), tuple(1.0 if t == 0 else -1.0 for t in teams)) in enumerated
+    # a shared pick is always a round's first, and both rankers' next item
+    assert not out["shared"][:, :, 1::2].any()
 
-    cascade = replace(sim, config=sim.config.model_copy(update={"click_model": "cascade"}))
+
+def test_shared_uncredited_credit_is_antisymmetric_and_keeps_the_team_draft_mean(
+    sim: ShopperSimulator,
+) -> None:
     rng = np.random.default_rng(2)
-    shoppers = cascade.sample_shoppers(20_000, rng)
-    lists = cascade.candidates(shoppers, 10, rng)
-    out = cascade.simulate(shoppers, lists, rng)
-    assert out["clicks"].sum(1).max() == 1
-    attraction = cascade.attraction(shoppers, lists)
-    assert out["p_click"].sum(1) == pytest.approx(1 - np.prod(1 - attraction, axis=1))
-    assert out["clicks"].mean(0) == pytest.approx(out["p_click"].mean(0), abs=0.005)
-    # a slot is clicked less when the slots above it are attractive: examination is earned, not fixed
-    assert (out["p_click"] <= attraction + 1e-12).all()
+    shoppers = sim.sample_shoppers(300, rng)
+    cand = sim.candidates(shoppers, 20, rng)
+    attr = sim.attraction(shoppers, cand)
+    noisy = np.log(attr)[None] + rng.normal(size=(2, *attr.shape))
+    order_a, order_b = (np.argsort(-x, axis=1)[:, :8] for x in noisy)
+    p_of = examination(np.arange(1, 9))
+    means = {}
+    for name, (x, y) in {"ab": (order_a, order_b), "ba": (order_b, order_a)}.items():
+        d = team_drafts(x, y, 20)
+        p = p_of * attr[np.arange(300)[:, None, None], d["shown"]]
+        means[name] = (
+            float((p * d["team"]).sum(-1).mean()),
+            float((p * d["team"] * ~d["shared"]).sum(-1).mean()),
+        )
+    # swapping the rankers flips the sign exactly (every coin sequence has its mirror)
+    assert means["ab"][0] == pytest.approx(-means["ba"][0], abs=1e-12)
+    assert means["ab"][1] == pytest.approx(-means["ba"][1], abs=1e-12)
+    # a shared pick's credit has mean zero, so dropping it leaves the expected credit as it was
+    assert means["ab"][1] == pytest.approx(means["ab"][0], abs=1e-12)
+    assert means["ab"][0] != 0.0
