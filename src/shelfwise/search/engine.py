@@ -94,6 +94,10 @@ class SearchConfig(BaseModel):
         le=1,
         description="adaptive: one query's top-10 overlap below which to doubt dense (0: off)",
     )
+    class_alpha: dict[str, float] = Field(
+        default_factory=dict,
+        description="adaptive: keyword share per query class (model, short, medium, long) instead of alpha",
+    )
     low_confidence: float = Field(0.45, description="adaptive: best cosine below which dense is doubted")
     backoff_alpha: float = Field(0.8, ge=0, le=1, description="adaptive: least keyword share when doubted")
     calibration_probes: int = Field(
@@ -117,6 +121,9 @@ class SearchConfig(BaseModel):
     term_feedback_docs: int = Field(5, ge=1, description="hybrid: items those words are taken from")
     term_feedback_weight: float = Field(
         0.5, ge=0, description="hybrid: weight of the expansion words against the query's own"
+    )
+    dense_floor: float = Field(
+        0.0, ge=0, lt=1, description="hybrid: cosine counted as unrelated when scaling semantic scores"
     )
     rrf_k: int = 60
     candidates: int = Field(100, ge=10, description="per retriever, before fusion and re-ranking")
