@@ -37,8 +37,8 @@ def _engine(
     if not items:
         raise InputFileError(f"{products or 'the store'}: no products")
     config = SearchConfig(dense=dense, spelling=spelling)
-    if alpha is not None:
-        config.alpha = alpha
+    if alpha is not None:  # one share for every query: the per-class shares give way
+        config.alpha, config.class_alpha = alpha, {}
     tasks: dict[str, Any] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -57,7 +57,8 @@ def search_eval(
     as_json: JsonOption = False,
     min_grade: Annotated[int, typer.Option("--min-grade", help="lowest grade counted relevant")] = 1,
     alpha: Annotated[
-        float | None, typer.Option("--alpha", help="hybrid: keyword share of the blend (default 0.3)")
+        float | None,
+        typer.Option("--alpha", help="hybrid: keyword share for every query (default: per class)"),
     ] = None,
     folds: Annotated[int, typer.Option("--folds", help="ltr: cross-validation folds over queries")] = 5,
     spelling: Annotated[bool, typer.Option("--spelling/--no-spelling", help="correct query typos")] = True,

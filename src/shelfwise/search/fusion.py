@@ -6,7 +6,7 @@ Pure functions over arrays, so they are tested and tuned without a model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ def min_max(values: np.ndarray) -> np.ndarray:
     return ((values - lo) / (hi - lo)).astype(np.float32)
 
 
-def blend(keyword: np.ndarray, dense: np.ndarray, *, alpha: float) -> np.ndarray:
+def blend(keyword: np.ndarray, dense: np.ndarray, *, alpha: float, dense_floor: float = 0.0) -> np.ndarray:
     """``alpha * keyword + (1 - alpha) * dense`` on candidates, each scaled to [0, 1] by its
     theoretical minimum (0: no term matched / orthogonal) and the candidates' maximum.
 
@@ -37,10 +37,13 @@ def blend(keyword: np.ndarray, dense: np.ndarray, *, alpha: float) -> np.ndarray
     Functions for Hybrid Retrieval": unlike min-max over the candidates it keeps how good the best
     semantic match is, so a query the model barely understands cannot swamp the keyword scores.
     It matched or beat min-max and z-score scaling on the Crowdflower set (our development set).
+    ``dense_floor``: the cosine taken as "unrelated" instead of 0 (sentence embeddings of two product
+    texts rarely fall below ~0.1-0.2), which spreads the semantic scores over [0, 1] as the keyword
+    scores are.
     """
     kmax = float(keyword.max()) if len(keyword) else 0.0
     k = keyword / kmax if kmax > 0 else np.zeros_like(keyword)
-    d = np.clip(dense, 0.0, None)
+    d = np.clip(dense - dense_floor, 0.0, None)
     dmax = float(d.max()) if len(d) else 0.0
     d = d / dmax if dmax > 0 else np.zeros_like(d)
     return (alpha * k + (1 - alpha) * d).astype(np.float32)
@@ -79,8 +82,11 @@ def adaptive_alpha(
     low_agreement: float = 0.0,
     low_confidence: float = 0.45,
     backoff_alpha: float = 0.8,
+    class_alpha: Mapping[str, float] | None = None,
 ) -> tuple[float, dict[str, float | str]]:
     """The keyword share for one query, and why (every rule is off at its default value).
+
+    * ``class_alpha`` gives a query class (``query_class``) its own share instead of ``alpha``;
 
     * a query with a model number or size leans on the keyword side (``model_alpha`` at least):
       an embedding of ``xr200`` is close to every other model number;
@@ -91,7 +97,7 @@ def adaptive_alpha(
       understand degrades to keyword search instead of below it.
     """
     cls = query_class(tokens, words)
-    a = alpha
+    a = class_alpha.get(cls, alpha) if class_alpha else alpha
     if cls == "model":
         a = max(a, model_alpha)
     elif cls == "long":

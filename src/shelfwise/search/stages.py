@@ -54,6 +54,9 @@ class FusionConfig(Protocol):
     def backoff_alpha(self) -> float: ...
 
     @property
+    def class_alpha(self) -> dict[str, float]: ...
+
+    @property
     def rrf_k(self) -> int: ...
 
     @property
@@ -70,6 +73,9 @@ class FusionConfig(Protocol):
 
     @property
     def term_feedback_weight(self) -> float: ...
+
+    @property
+    def dense_floor(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -165,9 +171,10 @@ class FusionRanker:
                     low_agreement=cfg.low_agreement,
                     low_confidence=cfg.low_confidence,
                     backoff_alpha=cfg.backoff_alpha,
+                    class_alpha=cfg.class_alpha,
                 )
                 alpha = 1.0 - (1.0 - alpha) * self.trust
-            scores = blend(kw, sims, alpha=alpha)
+            scores = blend(kw, sims, alpha=alpha, dense_floor=cfg.dense_floor)
             if cfg.feedback > 0 and cfg.feedback_weight > 0 and alpha < 1.0:
                 # Pseudo-relevance feedback (Rocchio in embedding space): move the query vector towards
                 # the centroid of the first pass's best items, search again, fuse again. Products of
@@ -179,7 +186,7 @@ class FusionRanker:
                 union = np.unique(np.concatenate([kw_top, again.ids]))
                 kw = self.keyword.score_slots(query.tokens, union)
                 sims = self.semantic.index.similarities(vector, union)
-                scores = blend(kw, sims, alpha=alpha)
+                scores = blend(kw, sims, alpha=alpha, dense_floor=cfg.dense_floor)
             if cfg.term_feedback > 0 and cfg.term_feedback_weight > 0 and self.doc_tokens is not None:
                 scores = self._term_feedback(query, union, scores, kw, sims, alpha)
         order = np.argsort(-scores, kind="stable")
@@ -214,7 +221,7 @@ class FusionRanker:
         if emax <= 0:
             return scores
         widened = (kw / kmax if kmax > 0 else kw) + cfg.term_feedback_weight * extra / emax
-        return blend(widened.astype(np.float32), sims, alpha=alpha)
+        return blend(widened.astype(np.float32), sims, alpha=alpha, dense_floor=cfg.dense_floor)
 
     def explain(self, query: SearchQuery, ranked: Ranked) -> list[str]:
         return reasons(ranked.sources, len(ranked))

@@ -138,9 +138,13 @@ def test_a_semantic_side_that_knows_nothing_of_the_shop_degrades_to_keyword(
         broken.config.fusion = "adaptive"
         adaptive = broken.search(query, k=10, mode="hybrid", facets=False).item_ids
         assert len(set(adaptive) & set(keyword)) > len(set(fixed) & set(keyword))
-        real.config.fusion = "fixed"
+        # trusted: adaptive fusion is the fixed blend at the query class's own keyword share
+        parsed = real.understanding.parse(query)
+        cls = query_class(real._query_tokens(parsed), len(parsed.text.split()))
+        share = real.config.class_alpha.get(cls, real.config.alpha)
+        real.config.fusion, real.config.alpha = "fixed", share
         fixed_real = real.search(query, k=10, mode="hybrid", facets=False).item_ids
-        real.config.fusion = "adaptive"
+        real.config.fusion, real.config.alpha = "adaptive", SearchConfig().alpha
         assert real.search(query, k=10, mode="hybrid", facets=False).item_ids == fixed_real
 
 

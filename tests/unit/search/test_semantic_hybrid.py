@@ -75,3 +75,18 @@ def test_fusion_arithmetic() -> None:
     # each side divided by its best candidate; 0 stays 0 (not stretched to the candidates' minimum)
     assert np.allclose(scores, [(1 + 1 / 3) / 2, (0.5 + 2 / 3) / 2, 0.5])
     assert np.allclose(blend(np.array([2.0, 0.0]), np.array([-0.3, 0.5]), alpha=0.5), [0.5, 0.5])
+
+
+def test_dense_floor_spreads_semantic_scores_and_class_alpha_overrides_alpha() -> None:
+    from shelfwise.search.fusion import adaptive_alpha
+
+    kw, dense = np.array([0.0, 0.0, 1.0]), np.array([0.6, 0.5, 0.2])
+    plain = blend(kw, dense, alpha=0.0)
+    floored = blend(kw, dense, alpha=0.0, dense_floor=0.4)
+    assert np.allclose(plain, [1.0, 5 / 6, 1 / 3])
+    assert np.allclose(floored, [1.0, 0.5, 0.0])  # 0.4 and below count as unrelated
+    keyword, sims = np.array([3.0, 1.0]), np.array([0.5, 0.7])
+    a, why = adaptive_alpha(keyword, sims, tokens=["xr200"], words=1, alpha=0.3, class_alpha={"model": 0.6})
+    assert (a, why["class"]) == (0.6, "model")
+    a, why = adaptive_alpha(keyword, sims, tokens=["mug"], words=1, alpha=0.3, class_alpha={"model": 0.6})
+    assert (a, why["class"]) == (0.3, "short")  # a class without its own share keeps alpha
