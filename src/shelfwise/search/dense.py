@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -233,12 +234,13 @@ class Encoder:
                 return torch.nn.functional.normalize(hidden.mean(1), dim=1).numpy()[0]
 
     def _session(self, transformer: Any, tokenizer: Any) -> Any:
-        """The transformer as an ONNX Runtime session (exported once per encoder), or None when
-        ONNX Runtime is not installed or the export failed (TorchScript then)."""
+        """The transformer as an ONNX Runtime session, or None when ONNX Runtime is not installed
+        or the export failed (TorchScript then). Exported once per model and thread count in the
+        process: every encoder of the packaged model shares one session."""
         if self._query_session is None:
             with self._graph_lock:
                 if self._query_session is None:
-                    self._query_session = _onnx_session(transformer, tokenizer, self.query_threads) or False
+                    self._query_session = _shared_session(transformer, tokenizer, self.query_threads)
                     if self._query_session:
                         self.query_runtime = "onnxruntime"
         return self._query_session or None
@@ -271,6 +273,19 @@ class _LastHidden:
                 return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
         return LastHidden(transformer).eval()
+
+
+_sessions: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
+_sessions_lock = threading.Lock()
+
+
+def _shared_session(transformer: Any, tokenizer: Any, threads: int) -> Any:
+    """The session of ``transformer`` on ``threads`` threads (False: none can be made), made once."""
+    with _sessions_lock:
+        by_threads = _sessions.setdefault(transformer, {})
+        if threads not in by_threads:
+            by_threads[threads] = _onnx_session(transformer, tokenizer, threads) or False
+        return by_threads[threads]
 
 
 def _onnx_session(transformer: Any, tokenizer: Any, threads: int) -> Any:

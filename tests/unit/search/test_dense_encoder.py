@@ -45,7 +45,7 @@ def test_a_query_through_the_fast_path_equals_the_model(
     if runtime == "onnxruntime":
         pytest.importorskip("onnxruntime")
     else:  # ONNX Runtime absent (or its export failed): the TorchScript graph answers
-        monkeypatch.setattr(dense, "_onnx_session", lambda *a, **k: None)
+        monkeypatch.setattr(dense, "_shared_session", lambda *a, **k: False)
     enc = Encoder()
     queries = ["sofa", "red cotton kurta for women", "samsung galaxy 64 gb black", "羽绒服 女 短款"]
     queries += [it.title or "" for it in flipkart_1k[:6]]  # longer, up to the query length cap
