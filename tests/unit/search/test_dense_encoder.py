@@ -38,16 +38,24 @@ def test_query_embeddings_are_cached_and_the_cache_is_bounded(encoder: Encoder) 
     assert not first.flags.writeable  # a caller cannot corrupt the cached vector
 
 
-def test_a_query_through_the_traced_graph_equals_the_model(encoder: Encoder, flipkart_1k: list[Item]) -> None:
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torchscript"])
+def test_a_query_through_the_fast_path_equals_the_model(
+    encoder: Encoder, flipkart_1k: list[Item], runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if runtime == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    else:  # ONNX Runtime absent (or its export failed): the TorchScript graph answers
+        monkeypatch.setattr(dense, "_shared_session", lambda *a, **k: False)
     enc = Encoder()
     queries = ["sofa", "red cotton kurta for women", "samsung galaxy 64 gb black", "羽绒服 女 短款"]
     queries += [it.title or "" for it in flipkart_1k[:6]]  # longer, up to the query length cap
     for q in queries:
-        traced = enc.encode_uncached(q)
+        fast = enc.encode_uncached(q)
         theirs = encoder.model.encode([q], normalize_embeddings=True, convert_to_numpy=True)[0]
+        assert fast.dtype == np.float32 and fast.shape == (384,)
         if len(enc.model.tokenizer(q)["input_ids"]) <= enc.query_max_length:
-            assert float(traced @ theirs) > 0.99999, q
-    assert enc._query_graph not in (None, False)  # the traced path ran, not the eager fallback
+            assert float(fast @ theirs) > 0.99999, q
+    assert enc.query_runtime == runtime  # that path ran, not a fallback
 
 
 @pytest.fixture(scope="module")
