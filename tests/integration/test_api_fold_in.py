@@ -83,3 +83,24 @@ def test_events_since_training_change_the_answer_on_a_worker_that_never_saw_them
     with TestClient(off) as c:
         assert _svc(c).recommending.fresh is None
         assert _ids(_recs(c, KNOWN_USER)) == _ids(before)
+
+
+def test_who_has_newer_events_is_read_once_not_shopper_by_shopper(served: Served) -> None:  # noqa: F811
+    app = create_app(served.settings(), served.url, watch_interval=None)
+    with TestClient(app) as c:
+        svc = _svc(c)
+        fresh, loaded = svc.recommending.fresh, svc.live.current.active
+        quiet, later = svc.pseudonymize("quiet-shopper-1"), svc.pseudonymize("quiet-shopper-2")
+        assert fresh.peek(loaded, quiet) is None  # nothing known yet: the model pool reads
+        reads = fresh.reads
+        assert fresh.items(loaded, quiet) == [] and fresh.reads == reads + 1  # one query: who is newer
+        assert fresh.peek(loaded, later) == []  # known on the event loop, with no read of their own
+        assert fresh.items(loaded, later) == [] and fresh.reads == reads + 1
+        event = {"type": "view", "user_id": "quiet-shopper-2", "item_id": "22752"}
+        assert c.post("/v1/events", json=event, headers=AUTH).status_code == 202
+        assert fresh.peek(loaded, later) is None  # an event accepted here: their list is read again
+        assert fresh.items(loaded, later) == ["22752"] and fresh.reads == reads + 2
+        assert later in fresh and quiet not in fresh
+        gone = c.delete("/v1/users/quiet-shopper-2", headers=AUTH).json()
+        assert gone["verified"] is True and gone["removed"]["fold_in_events"] == 1
+        assert later not in fresh and later not in set(fresh)
