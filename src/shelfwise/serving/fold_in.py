@@ -26,6 +26,7 @@ within ``ttl``, as for the per-shopper lists. Erasure drops a shopper from both 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -80,10 +81,7 @@ class FreshEvents(MutableMapping[str, Any]):
         since = since_of(loaded)
         if since is None:
             return []
-        if self._who_is_newer(loaded.version, since) is not None:
-            cached = self.peek(loaded, user_id)
-            if cached is not None:
-                return cached
+        self._refresh_soon(loaded)  # in the background: a request never waits on that query
         self.reads += 1
         events = self.store.events_for_user(user_id, since=since, types=FOLDED_TYPES)
         seen: dict[str, None] = {}
@@ -95,21 +93,42 @@ class FreshEvents(MutableMapping[str, Any]):
         self._cache.put(user_id, (loaded.version, time.monotonic(), out))
         return out
 
-    def _who_is_newer(self, version: str, since: int) -> set[str] | None:
-        """The shoppers with events since the window, re-read when older than ``ttl`` (one query)."""
+    def _refresh_soon(self, loaded: LoadedVersion) -> None:
+        started = self._claim(loaded)
+        if started is not None:
+            threading.Thread(
+                target=self._read_newer, args=(loaded, started), name="shelfwise-fold-in", daemon=True
+            ).start()
+
+    def refresh(self, loaded: LoadedVersion) -> set[str] | None:
+        """Who has events since the version's window, re-read now when older than ``ttl`` (one
+        query; None: unknown, too many, or another thread is reading it)."""
+        started = self._claim(loaded)
+        if started is None:
+            known = self._newer.get(loaded.version)
+            return None if known is None else known[1]
+        return self._read_newer(loaded, started)
+
+    def _claim(self, loaded: LoadedVersion) -> float | None:
+        """When the set of who is newer is due and nobody reads it yet: the time the read starts."""
+        if since_of(loaded) is None:
+            return None
         with self._cache.lock:
-            known = self._newer.get(version)
+            known = self._newer.get(loaded.version)
             if known is not None and time.monotonic() - known[0] <= self.ttl:
-                return known[1]
-            if version in self._added:  # another thread is reading it: ask shopper by shopper
                 return None
-            self._added[version] = set()
-            started = time.monotonic()
+            if loaded.version in self._added:  # another thread is reading it
+                return None
+            self._added[loaded.version] = set()
+            return time.monotonic()
+
+    def _read_newer(self, loaded: LoadedVersion, started: float) -> set[str] | None:
+        version, since = loaded.version, since_of(loaded)
         found: set[str] | None = None
         try:
             self.reads += 1
-            found = self.store.users_with_events_since(since, types=FOLDED_TYPES, limit=self.max_users)
-        except Exception as exc:  # the per-shopper read says what is wrong; nothing inferred meanwhile
+            found = self.store.users_with_events_since(since or 0, types=FOLDED_TYPES, limit=self.max_users)
+        except Exception as exc:  # per-shopper reads meanwhile; tried again after ``ttl``
             log.warning("fold-in: who has newer events not read", error=repr(exc))
         with self._cache.lock:
             added = self._added.pop(version, set())
