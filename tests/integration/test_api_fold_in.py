@@ -5,6 +5,7 @@ model. With fold-in off (``fold_in_ttl_seconds=0``) the same worker answers as b
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -83,3 +84,28 @@ def test_events_since_training_change_the_answer_on_a_worker_that_never_saw_them
     with TestClient(off) as c:
         assert _svc(c).recommending.fresh is None
         assert _ids(_recs(c, KNOWN_USER)) == _ids(before)
+
+
+def test_who_has_newer_events_is_read_once_not_shopper_by_shopper(served: Served) -> None:  # noqa: F811
+    app = create_app(served.settings(), served.url, watch_interval=None)
+    with TestClient(app) as c:
+        svc = _svc(c)
+        fresh, loaded = svc.recommending.fresh, svc.live.current.active
+        quiet, later = svc.pseudonymize("quiet-shopper-1"), svc.pseudonymize("quiet-shopper-2")
+        assert fresh.peek(loaded, quiet) is None  # nothing known yet: the model pool reads
+        reads = fresh.reads
+        assert fresh.items(loaded, quiet) == []  # their own read, and who is newer in the background
+        deadline = time.monotonic() + 30
+        while fresh.peek(loaded, later) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fresh.reads == reads + 2  # one per shopper read so far, one for who is newer
+        assert fresh.peek(loaded, later) == []  # known on the event loop, with no read of their own
+        assert fresh.items(loaded, later) == [] and fresh.reads == reads + 2
+        event = {"type": "view", "user_id": "quiet-shopper-2", "item_id": "22752"}
+        assert c.post("/v1/events", json=event, headers=AUTH).status_code == 202
+        assert fresh.peek(loaded, later) is None  # an event accepted here: their list is read again
+        assert fresh.items(loaded, later) == ["22752"] and fresh.reads == reads + 3
+        assert later in fresh
+        gone = c.delete("/v1/users/quiet-shopper-2", headers=AUTH).json()
+        assert gone["verified"] is True and gone["removed"]["fold_in_events"] == 1
+        assert later not in fresh and later not in set(fresh)

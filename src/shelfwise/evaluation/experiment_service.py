@@ -234,8 +234,11 @@ class ExperimentService:
                 for row in list_experiments(self.store, status="running"):
                     by_placement.setdefault(row.placement, []).append(row)
                 self._cached = (time.monotonic(), by_placement)
+        rows = by_placement.get(placement)
+        if not rows:  # no experiment runs here: no hash to compute (every request asks)
+            return None
         position = traffic_position(unit_id, placement)
-        for row in by_placement.get(placement, ()):
+        for row in rows:
             s = row.spec
             if not (s["traffic_from"] <= position < s["traffic_to"]):
                 continue

@@ -77,6 +77,13 @@ class Store(ABC):
         return self.url
 
     # --- events -------------------------------------------------------------------------------
+    def users_with_events_since(
+        self, since: int, *, types: Iterable[EventType] | None = None, limit: int
+    ) -> set[str] | None:
+        """The users with an event at or after ``since`` (of ``types``); None when there are more
+        than ``limit`` of them or the backend cannot say (the caller then asks user by user)."""
+        return None
+
     @abstractmethod
     def append_events(
         self, events: Sequence[Event], *, items: Sequence[Item] = (), quarantine: Sequence[QuarantineRow] = ()

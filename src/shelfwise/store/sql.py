@@ -318,6 +318,17 @@ class SqlStore(Store):
         with self.engine.connect() as conn:
             return [_event(row) for row in conn.execute(query)]
 
+    def users_with_events_since(
+        self, since: int, *, types: Iterable[EventType] | None = None, limit: int
+    ) -> set[str] | None:
+        query = sa.select(events.c.user_id).where(events.c.ts >= since, events.c.user_id.is_not(None))
+        if types is not None:
+            query = query.where(events.c.type.in_([str(t) for t in types]))
+        query = query.distinct().limit(limit + 1)
+        with self.engine.connect() as conn:
+            found = {str(u) for u in conn.execute(query).scalars()}
+        return None if len(found) > limit else found
+
     def iter_events(
         self,
         *,
