@@ -47,6 +47,10 @@ def cosine_shrunk(
     return sp.csr_matrix((data.astype(np.float32), (co.row, co.col)), shape=co.shape)
 
 
+# popularity's weight in a score: breaks ties only (a shrunk cosine vote is ~1e-3 and up)
+TIE_BREAK = 1e-6
+
+
 class ItemKNNConfig(ModelConfig):
     # 10 chosen on a validation split inside Online Retail's training period (NDCG@10 0.0709 at 100,
     # 0.0768 at 50, 0.0900 at 20, 0.0961 at 10, 0.0926 at 5); checked out of sample on REES46 and
@@ -77,6 +81,11 @@ class ItemKNNRecommender(Recommender):
         sim = cosine_shrunk(co, norms, norms, self.config.shrinkage)
         wide = keep_top_per_row(sim, max(self.config.neighbours, self.config.similar_neighbours))
         self.similar = wide  # row i: the items most like i (similar items)
+        # ties (above all the many items a short history gives no vote) are broken by popularity in
+        # what the model learns from (so events a defence dropped do not count), far below any vote
+        pop = np.asarray(x.sum(axis=0)).ravel()
+        top = float(pop.max(initial=0.0))
+        self.tie_break = (TIE_BREAK * pop / top if top > 0 else np.zeros_like(pop)).astype(np.float32)
         # row i: the few neighbours a shopper's history item votes for: a long tail of weak
         # neighbours adds noise to a shopper's scores
         self.sim = (
@@ -86,7 +95,9 @@ class ItemKNNRecommender(Recommender):
         )
 
     def _score(self, histories: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        return np.asarray((histories @ self.sim).toarray(), dtype=np.float32)
+        scores = np.asarray((histories @ self.sim).toarray(), dtype=np.float32)
+        scores += self.tie_break[None, :]
+        return scores
 
     def _similar_scores(self, items: np.ndarray) -> np.ndarray:
         return np.asarray(self.similar[items].toarray(), dtype=np.float32)
@@ -113,6 +124,7 @@ class ItemKNNRecommender(Recommender):
             "sim_indices": self.sim.indices,
             "sim_indptr": self.sim.indptr,
             "sim_shape": np.array(self.sim.shape),
+            "tie_break": self.tie_break,
             **(
                 {}
                 if self.similar is self.sim
@@ -128,6 +140,9 @@ class ItemKNNRecommender(Recommender):
     def _set_arrays(self, a: dict[str, np.ndarray]) -> None:
         shape = tuple(int(x) for x in a["sim_shape"])
         self.sim = sp.csr_matrix((a["sim_data"], a["sim_indices"], a["sim_indptr"]), shape=shape)
+        self.tie_break = (
+            np.asarray(a["tie_break"], np.float32) if "tie_break" in a else np.zeros(shape[1], np.float32)
+        )
         # an artefact saved before the two lists were told apart has the one
         self.similar = (
             sp.csr_matrix((a["similar_data"], a["similar_indices"], a["similar_indptr"]), shape=shape)
