@@ -62,7 +62,8 @@ def test_explain_says_how_far_an_unserved_item_fell(client: TestClient) -> None:
     body = client.get(f"/v1/admin/explain?user_id={KNOWN_USER}&k=3&item_id={far}", headers=ADMIN).json()
     (row,) = body["items"]
     assert row["item"] == far and not row["served"] and row["position"] is None
-    assert row["attribution"]["model_rank"] == 20
+    # its rank among every item (tied scores share the best rank: 20th served, maybe tied higher up)
+    assert row["attribution"]["model_rank"] == full["items"][-1]["attribution"]["model_rank"] > 3
     assert any("not in the served top 3" in n for n in body["notes"])
 
 

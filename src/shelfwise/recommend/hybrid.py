@@ -53,7 +53,9 @@ RANK_DEPTH = 1000
 REASON_ROWS = 32
 DEFAULT_RETRIEVERS: tuple[dict[str, Any], ...] = (
     {"model": "ease"},
-    {"model": "itemknn"},
+    # as a retriever item-KNN keeps the 100 neighbours the hybrid was measured with (its own default,
+    # 10, ranks better alone but feeds the ranker fewer candidates; not re-measured in the hybrid)
+    {"model": "itemknn", "neighbours": 100},
     {"model": "als"},
     {"model": "popular-decay"},
     {"model": "content-tfidf"},

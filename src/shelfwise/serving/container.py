@@ -48,6 +48,7 @@ from shelfwise.serving.state import ResultCache, SessionStore, local_parts, make
 from shelfwise.store import Store, open_store
 from shelfwise.store.journal import EventJournal
 from shelfwise.trust.consent_sync import ConsentView
+from shelfwise.trust.identity_sync import IdentityView
 
 log = get_logger(__name__)
 
@@ -85,6 +86,8 @@ class Services:
     # pseudonyms of erased shoppers (the store's tombstones, reloaded when any worker erases someone):
     # their events are refused at the door, before they reach sessions and caches
     erased: set[str] = field(default_factory=set)
+    # stitched identities: an alias id (a shopper's other device) answers as its shopper
+    identities: IdentityView | None = None
 
     def close(self) -> None:
         self.live.stop()
@@ -218,6 +221,7 @@ def build_services(
         ),
     )
     services.erased = set(store.erased_since(0))
+    services.identities = IdentityView(store)
     live.on_erasure.append(lambda: _after_erasure_elsewhere(services))
     live.on_tick.append(services.catalogue.follow)
     services.journal = open_journal(settings.var_dir, store, metrics)

@@ -94,12 +94,12 @@ def link(store: Store, links: Iterable[Link]) -> int:
             ],
         )
         # earlier links that pointed at what is now an alias follow it to the shopper
-        for alias, target in users.items():
-            if resolve(target) != target:
+        # (a link b → c makes b an alias: the rows that named b as the shopper now name c)
+        for alias in users:
+            shopper = resolve(alias)
+            if shopper != alias:
                 conn.execute(
-                    identity_map.update()
-                    .where(identity_map.c.user_id == alias)
-                    .values(user_id=resolve(target))
+                    identity_map.update().where(identity_map.c.user_id == alias).values(user_id=shopper)
                 )
     return len(rows)
 

@@ -128,17 +128,23 @@ def _other_tables(store: Store, ids: tuple[str, ...]) -> dict[str, list[dict[str
 
 
 def export_shopper(
-    store: Store, registry_root: Any, user_id: str, *, segments: bool = True
+    store: Store, registry_root: Any, user_id: str, *, segments: bool = True, cache_dir: Any = None
 ) -> dict[str, Any]:
     """What ``GET /v1/users/{id}/export`` returns: ``export_user`` with the model registry at
     ``registry_root`` and a fresh analytics snapshot for the segment, plus the rows naming the
     shopper in any other table the store has (experiment arms, impressions…, under ``tables``).
     ``user_id`` is the store's pseudonym (an alias or stitched session resolves to its shopper).
+
+    ``cache_dir`` (a server's): a SQLite store's segment is read from the latest analytics snapshot
+    cached there, never from a fresh read — that read loads a second SQLite library into the
+    process, which breaks the server's own SQLite locks (its next write found the file "malformed").
     """
     from pathlib import Path
 
     snapshot = None
-    if segments:
+    if segments and cache_dir is not None and store.url.startswith("sqlite"):
+        snapshot = AnalyticalStore.latest_snapshot(store.url, Path(cache_dir))
+    elif segments:
         snapshot = AnalyticalStore.open(store.url)
     try:
         out = export_user(store, user_id, registry=ModelRegistry(Path(registry_root)), analytical=snapshot)

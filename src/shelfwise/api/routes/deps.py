@@ -87,7 +87,11 @@ def filters_of(
 
 
 def shopper(svc: Services, user_id: str) -> str | None:
-    """The pseudonym of a shop's user id; None for an erased shopper (answered as anonymous, so
-    nothing is kept under their pseudonym again)."""
+    """The pseudonym of the shopper a shop's user id belongs to (a stitched alias — their other
+    device, a guest id that signed in — answers as its shopper); None for an erased shopper
+    (answered as anonymous, so nothing is kept under their pseudonym again)."""
     pseudo = svc.pseudonymize(user_id)
-    return None if pseudo in svc.erased else pseudo
+    if pseudo in svc.erased:
+        return None
+    main = svc.identities.shopper_of(pseudo) if svc.identities is not None else pseudo
+    return None if main in svc.erased else main

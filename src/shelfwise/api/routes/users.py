@@ -64,6 +64,26 @@ def _places(svc: Services) -> dict[str, Any]:
     }
 
 
+def _stitched(svc: Services, pseudo: str) -> list[str]:
+    """``pseudo`` first, then every other id stitched to the same shopper (their main id, other
+    devices); ``pseudo`` alone when the store does not answer (its own erasure then fails, named)."""
+    from shelfwise.store.identities import identity
+    from shelfwise.store.journal import store_unavailable
+
+    try:
+        who = identity(svc.store, pseudo)
+    except Exception as exc:
+        if not store_unavailable(exc):
+            raise
+        return [pseudo]
+    return [pseudo, *(u for u in who.user_ids if u != pseudo)]
+
+
+def _main(svc: Services, pseudo: str) -> str:
+    """The shopper a pseudonym belongs to (a stitched alias: its shopper)."""
+    return svc.identities.shopper_of(pseudo) if svc.identities is not None else pseudo
+
+
 def _verified(places: list[dict[str, Any]]) -> bool:
     return all(p["checked"] and not p["found"] for p in places)
 
@@ -86,10 +106,21 @@ def delete_user(svc: Svc, user_id: UserId) -> Any:
     ``failed`` (503, ``Retry-After``); the others are cleaned, and retrying is safe."""
     started = time.perf_counter()
     pseudo = svc.pseudonymize(user_id)
-    svc.erased.add(pseudo)  # refused at the door from now on, in this worker
+    ids = _stitched(svc, pseudo)
+    svc.erased.update(ids)  # refused at the door from now on, in this worker
+    # the store's erasure reaches every stitched id at once; the places outside it (sessions,
+    # caches, models in memory and on disk…) are keyed by id, so each stitched id is erased there too
     removed = erase_everywhere(pseudo, **_places(svc))
     failed = removed.pop("failed")
+    for other in ids[1:]:
+        more = erase_everywhere(other, **_places(svc))
+        failed.update(more.pop("failed"))
+        for key, n in more.items():
+            if isinstance(n, int) and isinstance(removed.get(key, 0), int):
+                removed[key] = removed.get(key, 0) + n
+    removed["stitched_ids"] = len(ids) - 1
     places = _report(svc, pseudo)
+    others_verified = all(_verified(_report(svc, other)) for other in ids[1:])
     seconds = time.perf_counter() - started
     svc.metrics.deletions.inc()
     svc.metrics.deletion_seconds.observe(seconds)
@@ -97,7 +128,7 @@ def delete_user(svc: Svc, user_id: UserId) -> Any:
         "user_id": user_id,
         "removed": removed,
         "seconds": round(seconds, 4),
-        "verified": not failed and _verified(places),
+        "verified": not failed and _verified(places) and others_verified,
         "places": places,
         "failed": failed,
     }
@@ -230,7 +261,7 @@ def _consent_out(user_id: str, flags: Any) -> ConsentOut:
 )
 def get_user_consent(svc: Svc, user_id: UserId) -> ConsentOut:
     """The shopper's consent flags (both off until the shop sets them)."""
-    return _consent_out(user_id, svc.consent.get(svc.pseudonymize(user_id)))
+    return _consent_out(user_id, svc.consent.get(_main(svc, svc.pseudonymize(user_id))))
 
 
 @router.put(
@@ -244,7 +275,9 @@ def put_user_consent(svc: Svc, user_id: UserId, body: ConsentIn) -> ConsentOut:
     """Change the shopper's consent flags (a flag left out keeps its value). Every worker follows
     within a second: through Redis when the servers share one, else through the store."""
     flags = svc.consent.set(
-        svc.pseudonymize(user_id), no_personalisation=body.no_personalisation, no_analytics=body.no_analytics
+        _main(svc, svc.pseudonymize(user_id)),
+        no_personalisation=body.no_personalisation,
+        no_analytics=body.no_analytics,
     )
     return _consent_out(user_id, flags)
 
@@ -263,5 +296,7 @@ async def export_user_data(svc: Svc, user_id: UserId) -> JSONResponse:
     from shelfwise.trust.rights import export_shopper
 
     pseudo = svc.pseudonymize(user_id)
-    out = await run_in_threadpool(export_shopper, svc.store, svc.registry.root, pseudo)
+    out = await run_in_threadpool(
+        export_shopper, svc.store, svc.registry.root, pseudo, cache_dir=svc.settings.var_dir / "cache"
+    )
     return JSONResponse({"requested_as": user_id, **out})
