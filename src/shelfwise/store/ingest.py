@@ -191,7 +191,7 @@ def ingest_events(
                 on_batch=on_batch,
                 sales=sales,
             )
-        known = None
+        sale_prices = None
         if (
             sales is not None
             and sales.valid
@@ -199,9 +199,9 @@ def ingest_events(
             and not store.erased_since(run_started)  # nor erased any meanwhile
             and store.event_count() == report.accepted  # it holds this run's rows and no other
         ):
-            known = sales.prices()
+            sale_prices = sales.prices()
         return _finish_events(
-            store, report, tally, gate.stats, item_gate, activity, started, touched, settings, known
+            store, report, tally, gate.stats, item_gate, activity, started, touched, settings, sale_prices
         )
 
     reader = fmt.read(path, opts)  # raises before any write
