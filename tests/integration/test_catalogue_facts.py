@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from shelfwise.core.settings import Settings
 from shelfwise.data.readers import get_format
 from shelfwise.data.schemas import EventType, Item
@@ -111,3 +113,43 @@ def test_latest_sale_prices_whole_table_and_per_item_agree(
         ):
             expected[e.item_id] = (e.ts, e.event_id, e.price, e.currency)
     assert whole == {i: (p, c) for i, (_, _, p, c) in expected.items()}
+
+
+@pytest.mark.parametrize("batch_size", [2, 20_000])
+def test_first_load_prices_from_its_rows_as_the_store_would(
+    store: Store, tmp_path: Path, settings: Settings, batch_size: int
+) -> None:
+    """A first load prices its items from the rows it stored (no re-read of the events table): the
+    same prices ``latest_sale_prices`` reads back from the store, ties on time, repeated lines, free
+    lines, returns and guests included, whether the ties share a batch or not."""
+    from shelfwise.store.catalogue_facts import latest_sale_prices
+
+    head = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+    lines = [
+        "536365,85123A,HOLDER,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",
+        "536366,85123A,HOLDER,6,2010-12-01 08:28:00,2.65,17850.0,United Kingdom",
+        "536367,85123A,HOLDER,6,2010-12-01 08:28:00,2.75,13047.0,United Kingdom",
+        "536368,85123A,HOLDER,3,2010-12-01 08:28:00,2.85,13047.0,France",
+        "536369,85123A,HOLDER,6,2010-12-01 08:29:00,0,13047.0,France",
+        "C536370,85123A,HOLDER,-6,2010-12-01 09:00:00,9.99,13047.0,France",
+        "536371,22633,HAND WARMER,6,2010-12-01 08:30:00,1.85,,United Kingdom",
+        "536371,22633,HAND WARMER,6,2010-12-01 08:30:00,1.85,,United Kingdom",
+        "536372,22633,HAND WARMER,2,2010-12-01 08:30:00,1.95,,United Kingdom",
+        "C536373,22634,ONLY RETURNED,-1,2010-12-01 08:31:00,4.25,17850.0,United Kingdom",
+        "536374,22635,ZERO ONLY,1,2010-12-01 08:32:00,0,17850.0,United Kingdom",
+    ]
+    path = tmp_path / "ties.csv"
+    path.write_text("\n".join([head, *lines]) + "\n")
+    settings = settings.model_copy(update={"ingest_batch_size": batch_size})
+
+    def not_read(*_: object) -> None:
+        raise AssertionError("a first load must not read its sales back")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("shelfwise.store.catalogue_facts.latest_sale_prices", not_read)
+        ingest_events(store, path, get_format("online-retail"), settings, engine="batch")
+    items = store.get_items(store.item_ids())
+    want = latest_sale_prices(store, sorted(items))
+    got = {i: (it.price, it.currency) for i, it in items.items() if it.price is not None}
+    assert got == want
+    assert set(got) == {"85123A", "22633"} and got["85123A"][0] in (2.65, 2.75, 2.85)

@@ -221,3 +221,26 @@ def test_timestamp_cache_stays_bounded() -> None:
         assert g.timestamp(f"2011-01-01T{h:02d}:{m:02d}:{sec:02d}.{ms:03d}Z") == first + i
         largest = max(largest, len(g._ts_cache))
     assert largest == q._TS_CACHE_SIZE and len(g._ts_cache) < 1000
+
+
+def test_observe_many_is_observe_one_by_one() -> None:
+    """``observe_many`` counts a run of equal (user, time, paced) events at once: the same state as
+    ``observe`` on each event, out-of-order times, guests and made-up times included."""
+    import random
+
+    rng = random.Random(7)
+    events = []
+    for _ in range(3_000):
+        user = rng.choice(["a", "b", "c", None])
+        ts = 1_000_000 + rng.choice([0, 0, 1, 2, 5, 61, 120]) * 1000 * rng.randint(0, 3)
+        for _ in range(rng.choice([1, 1, 2, 7])):  # invoice lines: the same event repeated
+            events.append((user, ts, rng.random() > 0.1))
+    one = q.UserActivity(actions_per_minute=3)
+    for user, ts, paced in events:
+        if user is not None:
+            one.observe(user, ts, paced=paced)
+    many = q.UserActivity(actions_per_minute=3)
+    for start in range(0, len(events), 1_000):  # in batches, as ingest hands them over
+        part = events[start : start + 1_000]
+        many.observe_many([e[0] for e in part], [e[1] for e in part], [e[2] for e in part])
+    assert many.users == one.users and many.flagged() == one.flagged()

@@ -22,7 +22,7 @@ from shelfwise.data.columnar import encode, flags, take
 from shelfwise.data.quality import UNKNOWN_ITEM, ZERO_PRICE, EventGate, Rejection
 from shelfwise.data.readers.base import SYNTHETIC_TS, DraftBatch
 from shelfwise.data.rules import Violation, require
-from shelfwise.data.schemas import ITEM_EVENT_TYPES, MONEY_EVENT_TYPES
+from shelfwise.data.schemas import ITEM_EVENT_TYPES, MONEY_EVENT_TYPES, EventType
 
 _NONE = np.int8(127)  # "no violation yet"
 
@@ -38,21 +38,45 @@ class BatchResult:
     item_ids: list[str | None] = field(default_factory=list)
     paced: list[bool] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)  # each accepted row's index in the batch
+    # each accepted row: a purchase with a price above 0 (a sale that can price its item)
+    sales: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    given_ids: bool = False  # some accepted row kept an event id its record gave
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def _apply(fn: Callable[[Any], Any], distinct: Sequence[Any]) -> tuple[list[Any], list[BaseException | None]]:
+_MEMO_SIZE = 200_000  # results kept per rule (emptied when full: memory stays flat)
+
+
+def _apply(
+    fn: Callable[[Any], Any], distinct: Sequence[Any], memo: dict[str, Any] | None = None
+) -> tuple[list[Any], list[BaseException | None]]:
     """``fn`` on each distinct value: its result, or what it raised. A violation rejects the rows
-    that reach this rule; any other error is raised only if a row reaches it (as the reference would)."""
+    that reach this rule; any other error is raised only if a row reaches it (as the reference would).
+
+    ``memo`` keeps (result, error) per text value across batches: a chunk of a file names mostly
+    the stock codes, invoices and dates the chunks before it named, and every rule here is a pure
+    function of its value (the gate's settings are fixed for a run). Only ``str`` values are kept,
+    so ``1``, ``1.0`` and ``True`` from a JSON reader never share a result."""
     out: list[Any] = []
     bad: list[BaseException | None] = []
     for value in distinct:
+        keep = memo is not None and value.__class__ is str
+        if keep:
+            hit = memo.get(value)  # type: ignore[union-attr]
+            if hit is not None:
+                out.append(hit[0])
+                bad.append(hit[1])
+                continue
         try:
-            out.append(fn(value))
-            bad.append(None)
+            result, error = fn(value), None
         except Exception as exc:
-            out.append(None)
-            bad.append(exc)
+            result, error = None, exc
+        out.append(result)
+        bad.append(error)
+        if keep:
+            if len(memo) >= _MEMO_SIZE:  # type: ignore[arg-type]
+                memo.clear()  # type: ignore[union-attr]
+            memo[value] = (result, error)  # type: ignore[index]
     return out, bad
 
 
@@ -76,16 +100,20 @@ class _Rows:
         """Rows that got past every rule so far."""
         return self.stage == _NONE
 
-    def rule(self, column: Sequence[Any], fn: Callable[[Any], Any]) -> np.ndarray:
+    def rule(
+        self, column: Sequence[Any], fn: Callable[[Any], Any], memo: dict[str, Any] | None = None
+    ) -> np.ndarray:
         """Apply ``fn`` per distinct value of ``column``; rows whose value breaks it fail here.
         Returns the results as an object array over rows (None where it failed)."""
-        out, codes = self.rule_distinct(column, fn)
+        out, codes = self.rule_distinct(column, fn, memo)
         return take(out, codes)
 
-    def rule_distinct(self, column: Sequence[Any], fn: Callable[[Any], Any]) -> tuple[list[Any], np.ndarray]:
+    def rule_distinct(
+        self, column: Sequence[Any], fn: Callable[[Any], Any], memo: dict[str, Any] | None = None
+    ) -> tuple[list[Any], np.ndarray]:
         """``rule``, its results left per distinct value: (results, each row's code)."""
         distinct, codes = encode(column)
-        out, bad = _apply(fn, distinct)
+        out, bad = _apply(fn, distinct, memo)
         self.fail(_failed(bad, codes), take(bad, codes))
         return out, codes
 
@@ -110,6 +138,10 @@ class BatchEventGate:
     def __init__(self, gate: EventGate, *, context_json: Callable[[dict[str, Any]], str]) -> None:
         self.gate = gate
         self.context_json = context_json  # the store's spelling of a context, once per distinct one
+        self._memos: dict[str, dict[str, Any]] = {}  # per rule: text value -> (result, error)
+
+    def _memo(self, rule: str) -> dict[str, Any]:
+        return self._memos.setdefault(rule, {})
 
     def check(self, batch: DraftBatch) -> BatchResult:
         g = self.gate
@@ -123,14 +155,14 @@ class BatchEventGate:
 
         rows = _Rows(n)
         for name in g.config.required:  # ``require``, one field at a time, in the format's order
-            rows.rule(column(name), functools.partial(_require, name))
-        types = rows.rule_distinct(column("type"), g.event_type)
-        ts = rows.rule_distinct(column("ts"), g.timestamp)
+            rows.rule(column(name), functools.partial(_require, name), self._memo(f"required:{name}"))
+        types = rows.rule_distinct(column("type"), g.event_type, self._memo("type"))
+        ts = rows.rule_distinct(column("ts"), g.timestamp, self._memo("ts"))
 
         # item_id: required for product events; the known-items check sits right behind it
         distinct, codes = encode(column("item_id"))
-        _, bad_must = _apply(lambda v: g.ident(v, "item_id", required=True), distinct)
-        may, bad_may = _apply(lambda v: g.ident(v, "item_id", required=False), distinct)
+        _, bad_must = _apply(lambda v: g.ident(v, "item_id", required=True), distinct, self._memo("item!"))
+        may, bad_may = _apply(lambda v: g.ident(v, "item_id", required=False), distinct, self._memo("item"))
         needs_item = flags([t in ITEM_EVENT_TYPES for t in types[0]], types[1])
         bad_item = np.where(needs_item, take(bad_must, codes), take(bad_may, codes))
         rows.fail(np.where(needs_item, _failed(bad_must, codes), _failed(bad_may, codes)), bad_item)
@@ -147,8 +179,8 @@ class BatchEventGate:
         else:
             rows.next += 1
 
-        quantity = rows.rule_distinct(column("quantity"), g.quantity)
-        price = rows.rule_distinct(column("price"), g.price)
+        quantity = rows.rule_distinct(column("quantity"), g.quantity, self._memo("quantity"))
+        price = rows.rule_distinct(column("price"), g.price, self._memo("price"))
         zero = flags([p is not None and p == 0 for p in price[0]], price[1])
         money = flags([t in MONEY_EVENT_TYPES for t in types[0]], types[1])
         zero_bad = [
@@ -158,25 +190,29 @@ class BatchEventGate:
         has_price = flags([p is not None for p in price[0]], price[1])
 
         distinct, codes = encode(column("currency"))
-        cur_d, bad = _apply(g.currency, distinct)
+        cur_d, bad = _apply(g.currency, distinct, self._memo("currency"))
         rows.fail(_failed(bad, codes) & has_price, take(bad, codes))
         currency = ([*cur_d, None], np.where(has_price, codes, len(cur_d)))  # no price, no currency
 
-        value = rows.rule_distinct(column("value"), g.value)
+        value = rows.rule_distinct(column("value"), g.value, self._memo("value"))
         distinct, codes = encode(column("user_id"))
-        raw_users, bad = _apply(lambda v: g.ident(v, "user_id", required=False), distinct)
+        raw_users, bad = _apply(lambda v: g.ident(v, "user_id", required=False), distinct, self._memo("user"))
         rows.fail(_failed(bad, codes), take(bad, codes))
         guest = flags([u is None for u in raw_users], codes)
         g.stats.guests += int(np.count_nonzero(guest & rows.reached()))
         users = ([None if u is None else g.pseudonymize(u) for u in raw_users], codes)
 
-        session = rows.rule_distinct(column("session_id"), lambda v: g.ident(v, "session_id", required=False))
-        context = rows.rule_distinct(column("context"), g.context_done)
+        session = rows.rule_distinct(
+            column("session_id"), lambda v: g.ident(v, "session_id", required=False), self._memo("session")
+        )
+        context = rows.rule_distinct(column("context"), g.context_done, self._memo("context"))
         scrubbed = np.fromiter(
             (0 if d is None else d[1] for d in context[0]), dtype=np.int64, count=len(context[0])
         )
         g.stats.pii_scrubbed += int(scrubbed[context[1]][rows.reached()].sum())
-        given = rows.rule_distinct(column("event_id"), lambda v: g.ident(v, "event_id", required=False))
+        given = rows.rule_distinct(
+            column("event_id"), lambda v: g.ident(v, "event_id", required=False), self._memo("event_id")
+        )
 
         self._reject(batch, rows, result)
         ok = np.flatnonzero(rows.reached())
@@ -203,6 +239,10 @@ class BatchEventGate:
         given_ids = _at(given, ok)
         if any(given_ids):
             event_ids = [e or made for e, made in zip(given_ids, event_ids, strict=True)]
+            result.given_ids = True
+        purchase = flags([t is EventType.PURCHASE for t in types[0]], types[1])
+        priced = flags([x is not None and x > 0 for x in price[0]], price[1])
+        result.sales = (purchase & priced)[ok]
         u, s, i, t = (_at(col, ok) for col in (users, session, item_ids, ts))
         q, p, c, v = (_at(col, ok) for col in (quantity, price, currency, value))
         source = [g.config.source] * len(ok)

@@ -8,6 +8,7 @@ catalogue records. ``UserActivity`` follows each user's pace to flag likely bots
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 from collections import Counter
@@ -482,11 +483,19 @@ class UserActivity:
             pace.peak = len(window)
 
     def observe_many(self, user_ids: Iterable[str | None], ts: Iterable[int], paced: Iterable[bool]) -> None:
-        """``observe`` for each event with a user, in order (guests are skipped)."""
-        observe = self.observe
-        for user_id, t, p in zip(user_ids, ts, paced, strict=True):
-            if user_id is not None:
-                observe(user_id, t, paced=p)
+        """``observe`` for each event with a user, in order (guests are skipped).
+
+        A run of consecutive events with the same user, time and pacing (the lines of one invoice)
+        is observed once and counted whole: after the first, ``observe`` would only count them
+        (first and last seen stay, the second is already the window's latest or not paced)."""
+        observe, users = self.observe, self.users
+        for (user_id, t, p), run in itertools.groupby(zip(user_ids, ts, paced, strict=True)):
+            if user_id is None:
+                continue
+            observe(user_id, t, paced=p)
+            extra = len(list(run)) - 1
+            if extra:
+                users[user_id].n += extra
 
     def flagged(self) -> dict[str, str]:
         return {

@@ -225,6 +225,11 @@ class Store(ABC):
     def counts(self) -> dict[str, int]:
         """Rows per table."""
 
+    def event_count(self, *, at_most: int | None = None) -> int:
+        """Events stored; with ``at_most``, counting stops there (a cheap "is it empty?")."""
+        n = self.counts()["events"]
+        return n if at_most is None else min(n, at_most)
+
     @abstractmethod
     def close(self) -> None: ...
 

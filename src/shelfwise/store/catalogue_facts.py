@@ -113,13 +113,22 @@ def _with_sale_price(item: Item, sale: tuple[float, str | None] | None) -> Item:
 
 
 def complete_catalogue(
-    store: Store, item_ids: Iterable[str], *, prices: bool = True, annotate: bool = True
+    store: Store,
+    item_ids: Iterable[str],
+    *,
+    prices: bool = True,
+    annotate: bool = True,
+    sales: dict[str, tuple[float, str | None]] | None = None,
 ) -> dict[str, int]:
     """Fill prices from sales and annotate attributes for ``item_ids``; returns how many items got
-    a price and how many got at least one annotated fact."""
+    a price and how many got at least one annotated fact. ``sales``: ``latest_sale_prices`` of these
+    items when the caller already knows it (ingest's first load does), else it is read here."""
     ids = list(dict.fromkeys(item_ids))
     report = {"priced_from_sales": 0, "annotated": 0}
-    sales = latest_sale_prices(store, ids) if prices and ids else {}  # one query for the whole run
+    if not prices or not ids:
+        sales = {}
+    elif sales is None:
+        sales = latest_sale_prices(store, ids)  # one query for the whole run
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         stored = store.get_items(chunk)

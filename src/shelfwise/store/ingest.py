@@ -26,7 +26,7 @@ from shelfwise.data.readers import DatasetFormat, ReadOptions
 from shelfwise.data.readers.base import SYNTHETIC_TS, ProgressFn
 from shelfwise.data.schemas import Event, Item
 from shelfwise.store.base import QuarantineRow, Store
-from shelfwise.store.ingest_batch import store_batches
+from shelfwise.store.ingest_batch import LatestSales, store_batches
 from shelfwise.store.sql import context_json
 
 
@@ -173,7 +173,11 @@ def ingest_events(
         names += ("user_id", "session_id", "context", "event_id", *fmt.required)
         batches = fmt.batches(path, opts, dict.fromkeys(names), settings.ingest_batch_size)
         head = next(batches, None)  # raises before any write
+        # a first load (no events yet) can price its items from the rows it stored, not a re-read
+        sales = LatestSales() if settings.prices_from_sales and store.event_count(at_most=1) == 0 else None
+        refused = getattr(store, "erased_refused", 0)
         report, tally = _start(store, fmt, "events", path)
+        run_started = now_ms()
         with store.bulk_loading():
             touched = store_batches(
                 store,
@@ -185,9 +189,19 @@ def ingest_events(
                 report=report,
                 reject=tally.reject,
                 on_batch=on_batch,
+                sales=sales,
             )
+        sale_prices = None
+        if (
+            sales is not None
+            and sales.valid
+            and getattr(store, "erased_refused", 0) == refused  # the store dropped none of the rows
+            and not store.erased_since(run_started)  # nor erased any meanwhile
+            and store.event_count() == report.accepted  # it holds this run's rows and no other
+        ):
+            sale_prices = sales.prices()
         return _finish_events(
-            store, report, tally, gate.stats, item_gate, activity, started, touched, settings
+            store, report, tally, gate.stats, item_gate, activity, started, touched, settings, sale_prices
         )
 
     reader = fmt.read(path, opts)  # raises before any write
@@ -252,8 +266,9 @@ def _finish_events(
     started: float,
     items: set[str],
     settings: Settings,
+    sales: dict[str, tuple[float, str | None]] | None = None,
 ) -> IngestReport:
-    report.catalogue_facts = _complete(store, items, settings)
+    report.catalogue_facts = _complete(store, items, settings, sales)
     flags = activity.flagged()
     report.users = store.refresh_users(activity.users, flags=flags)
     report.flagged_users = len(flags)
@@ -351,14 +366,24 @@ def _merge_stats(total: GateStats, part: GateStats) -> None:
     total.guests += part.guests
 
 
-def _complete(store: Store, item_ids: set[str], settings: Settings) -> dict[str, int]:
-    """Prices from sales and annotated attributes for the items a run touched (settings say which)."""
+def _complete(
+    store: Store,
+    item_ids: set[str],
+    settings: Settings,
+    sales: dict[str, tuple[float, str | None]] | None = None,
+) -> dict[str, int]:
+    """Prices from sales and annotated attributes for the items a run touched (settings say which);
+    ``sales``: the items' latest sale prices when the run already knows them (else read from the store)."""
     if not item_ids or not (settings.prices_from_sales or settings.annotate_items):
         return {}
     from shelfwise.store.catalogue_facts import complete_catalogue
 
     return complete_catalogue(
-        store, sorted(item_ids), prices=settings.prices_from_sales, annotate=settings.annotate_items
+        store,
+        sorted(item_ids),
+        prices=settings.prices_from_sales,
+        annotate=settings.annotate_items,
+        sales=sales,
     )
 
 

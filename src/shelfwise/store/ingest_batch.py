@@ -33,15 +33,17 @@ def store_batches(
     report: Any,  # ingest.IngestReport (not imported: ingest imports this module)
     reject: Callable[[Rejection, str], QuarantineRow],
     on_batch: Callable[[Any], None] | None = None,
+    sales: LatestSales | None = None,
 ) -> set[str]:
-    """Store every batch; returns the ids of the items the accepted events name."""
+    """Store every batch; returns the ids of the items the accepted events name. ``sales`` (if
+    given) follows each item's latest sale among the rows handed to the store."""
     # The cyclic collector would walk every live object again and again while chunks of row lists
     # come and go (about 2 s of CPU on Online Retail); nothing here makes cycles, so it is paused
     # for the loop (reference counting still frees each chunk) and restored after.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _loop(store, batches, gate, item_gate, activity, erased, report, reject, on_batch)
+        return _loop(store, batches, gate, item_gate, activity, erased, report, reject, on_batch, sales)
     finally:
         if collecting:
             gc.enable()
@@ -57,6 +59,7 @@ def _loop(
     report: Any,
     reject: Callable[[Rejection, str], QuarantineRow],
     on_batch: Callable[[Any], None] | None,
+    sales: LatestSales | None,
 ) -> set[str]:
     items_seen: set[str] = set()
     for batch in batches:
@@ -69,13 +72,14 @@ def _loop(
             else:
                 held.append(reject(rejection, "event"))
         rows, users, ts, item_ids = result.rows, result.user_ids, result.ts, result.item_ids
-        paced, positions = result.paced, result.positions
+        paced, positions, sold = result.paced, result.positions, result.sales
         if erased and rows:
             keep = [k for k, u in enumerate(users) if u not in erased]
             report.erased += len(rows) - len(keep)
             rows = [rows[k] for k in keep]
             users, ts, item_ids = [users[k] for k in keep], [ts[k] for k in keep], [item_ids[k] for k in keep]
             paced, positions = [paced[k] for k in keep], [positions[k] for k in keep]
+            sold = sold[np.asarray(keep, dtype=np.intp)]
         activity.observe_many(users, ts, paced)
         new_items = []
         distinct, codes = encode(item_ids)
@@ -89,6 +93,8 @@ def _loop(
             item = item_gate.inline({**carried, "item_id": item_id} if carried else {"item_id": item_id})
             if item is not None:
                 new_items.append(item)
+        if sales is not None:
+            sales.observe(rows, sold, codes, distinct, ts, given_ids=result.given_ids)
         inserted = store.append_event_rows(rows, items=new_items, quarantine=held)
         report.accepted += inserted
         report.duplicates += len(rows) - inserted
@@ -96,3 +102,55 @@ def _loop(
         if on_batch is not None:
             on_batch(report)
     return items_seen
+
+
+class LatestSales:
+    """Each item's latest sale (a purchase with a price above 0) among the rows a run hands the
+    store: the greatest (time, event id), the first row winning an exact tie (a repeated id is not
+    stored twice). When the run started on an empty events table, stored every row it handed over
+    and nothing else wrote events meanwhile, this is what ``catalogue_facts.latest_sale_prices``
+    would read back from the store, found with NumPy on the rows in hand instead of two scans of
+    the table. Rows whose event ids their records gave (``given_ids``) could differ from the stored
+    ones under the same id, so such a run gives up (``valid`` is False)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, tuple[tuple[int, str], float, str | None]] = {}
+        self.valid = True
+
+    def observe(
+        self,
+        rows: list[tuple[Any, ...]],
+        sold: np.ndarray,
+        codes: np.ndarray,
+        distinct: list[Any],
+        ts: list[int],
+        *,
+        given_ids: bool,
+    ) -> None:
+        if given_ids:
+            self.valid = False
+        if not self.valid or not rows:
+            return
+        named = np.asarray([d is not None for d in distinct], dtype=bool)[codes]
+        at = np.flatnonzero(sold & named)
+        if len(at) == 0:
+            return
+        item, when = codes[at], np.asarray(ts, dtype=np.int64)[at]
+        order = np.lexsort((when, item))  # by item, then time (stable: ties keep the batch's order)
+        item_s, when_s = item[order], when[order]
+        starts = np.r_[True, item_s[1:] != item_s[:-1]]
+        group = np.cumsum(starts) - 1
+        ends = np.r_[starts[1:], True]
+        newest = when_s[ends][group]  # each row's item's latest time in this batch
+        candidates = np.sort(at[order[when_s == newest]])  # the rows at that time, in batch order
+        latest = self.latest
+        for k in candidates.tolist():
+            row = rows[k]  # EVENT_COLUMNS: event_id, user, session, item, type, ts, qty, price, currency
+            key = (row[5], row[0])
+            held = latest.get(row[3])
+            if held is None or key > held[0]:
+                latest[row[3]] = (key, row[7], row[8])
+
+    def prices(self) -> dict[str, tuple[float, str | None]]:
+        """``item_id -> (unit price, currency)``, as ``latest_sale_prices`` gives them."""
+        return {item: (float(price), currency) for item, (_, price, currency) in self.latest.items()}
