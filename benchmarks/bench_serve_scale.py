@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (name, items, users, events, catalogue path)
 # (name, items, users, events, catalogue path, seconds to follow the background work once ready)
 SHOPS: list[tuple[str, int, int, int, str, float]] = [
-    ("issue's shop", 37_355, 20_000, 300_000, "ingest", 240.0),
+    ("issue's shop", 37_355, 20_000, 300_000, "ingest", 150.0),
     ("1M items", 1_000_000, 60_000, 200_000, "bulk", 0.0),
 ]
 START_TIMEOUT = float(os.environ.get("SHELFWISE_BENCH_START_SECONDS", 360))

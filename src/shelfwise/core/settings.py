@@ -189,6 +189,13 @@ class Settings(BaseSettings):
         "(`shelfwise index build --mode ltr` with judgments); auto keeps the active version's mode "
         "and starts a shop on hybrid",
     )
+    search_index_on_start: int = Field(
+        50_000,
+        ge=1,
+        description="a catalogue with more items and no index of it yet starts answering keyword "
+        "searches over its first this-many available items while the full index is built in the "
+        "background (the answers say so)",
+    )
     search_embed_on_start: int = Field(
         2_000,
         ge=0,

@@ -12,7 +12,7 @@ from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
 from shelfwise.data.schemas import Item
 from shelfwise.registry.indexes import IndexInfo, IndexRegistry, current_index, ensure_index, wanted_mode
-from shelfwise.search.engine import SearchEngine
+from shelfwise.search.engine import SearchConfig, SearchEngine
 from shelfwise.store import Store
 
 log = get_logger(__name__)
@@ -48,7 +48,35 @@ def build_search(store: Store, settings: Settings) -> tuple[SearchEngine, IndexI
         stand_in = None
         if mode in ("hybrid", "ltr") and items and current_index(registry, items, mode) is None:
             stand_in = _keyword_first(items, settings)
-        if stand_in is None:
+        big = len(items) > settings.search_index_on_start
+        if big and current_index(registry, items, mode if stand_in is None else "bm25") is None:
+            # even the keyword index of a big catalogue takes minutes: the first items answer now
+            first = [it for it in items if it.available][: settings.search_index_on_start]
+            engine = SearchEngine.build(first, SearchConfig(dense=False))
+            info = IndexInfo(
+                version=f"starting-{len(first)}-of-{len(items)}",
+                mode="bm25",
+                items=len(first),
+                catalogue="",
+                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                metrics={},
+                gate={},
+                embedded=0,
+                files={},
+                store_id=store.store_id,
+                path=registry.root,
+            )
+            built = True
+            pending = HybridBuild(
+                settings,
+                registry,
+                items,
+                store_id=store.store_id,
+                keyword=True,
+                activate_keyword=stand_in == "memory" or mode == "bm25",
+                hybrid=stand_in == "background" or (stand_in is None and mode in ("hybrid", "ltr")),
+            )
+        elif stand_in is None:
             engine, info, built = ensure_index(
                 registry,
                 items,
@@ -110,11 +138,22 @@ class HybridBuild:
     Items written meanwhile are noted (``note``) and applied to the new engine before it serves."""
 
     def __init__(
-        self, settings: Settings, registry: IndexRegistry, items: list[Item], *, store_id: str
+        self,
+        settings: Settings,
+        registry: IndexRegistry,
+        items: list[Item],
+        *,
+        store_id: str,
+        keyword: bool = False,
+        activate_keyword: bool = False,
+        hybrid: bool = True,
     ) -> None:
         self.settings, self.registry, self.items, self.store_id = settings, registry, items, store_id
+        # keyword: first the whole catalogue's keyword version (activated when it is the one
+        # wanted), served as soon as it is built; hybrid: then the hybrid version
+        self.keyword, self.activate_keyword, self.hybrid = keyword, activate_keyword, hybrid
         self.total, self.embedded = len(items), 0
-        self.state = "waiting"  # waiting, embedding, building, done, failed, stopped
+        self.state = "waiting"  # waiting, indexing, embedding, building, done, failed, stopped
         self.error: str | None = None
         self._changed: dict[str, Item] = {}
         self._removed: set[str] = set()
@@ -140,10 +179,15 @@ class HybridBuild:
 
     @property
     def running(self) -> bool:
-        return self.state in ("waiting", "embedding", "building")
+        return self.state in ("waiting", "indexing", "embedding", "building")
 
     def status(self) -> str:
         """One sentence for a search answer served meanwhile."""
+        if self.state in ("waiting", "indexing") and self.keyword:
+            return (
+                f"searching part of the catalogue for now: the full index of {self.total:,} items "
+                "is being built"
+            )
         if self.state == "embedding":
             return (
                 f"keyword search only for now: the meaning index is being built "
@@ -162,9 +206,8 @@ class HybridBuild:
                 self._removed.add(item_id)
 
     def _catch_up(self, engine: SearchEngine) -> None:
-        with self._lock:
+        with self._lock:  # kept: every engine this build serves gets them
             changed, removed = list(self._changed.values()), set(self._removed)
-            self._changed, self._removed = {}, set()
         if changed:
             engine.upsert(changed)
         if removed:
@@ -182,6 +225,24 @@ class HybridBuild:
             from shelfwise.search.documents import embedding_text
             from shelfwise.search.embedding_cache import EmbeddingCache
 
+            if self.keyword:
+                self.state = "indexing"
+                with self.registry.building():
+                    engine, info, _ = ensure_index(
+                        self.registry,
+                        self.items,
+                        mode="bm25",
+                        store_id=self.store_id,
+                        activate=self.activate_keyword,
+                    )
+                engine.search("warm up", k=1, mode=info.mode)
+                assert self.swap is not None
+                self.swap(engine, info, self._catch_up)
+                log.info("full keyword index serving", version=info.version, items=info.items)
+                if not self.hybrid or self._stop.is_set():
+                    self.items = []
+                    self.state = "done" if not self._stop.is_set() else "stopped"
+                    return
             encoder = Encoder()
             cache = EmbeddingCache(self.settings.var_dir / "embeddings", f"all-MiniLM-L6-v2/{DIM}")
             self.state = "embedding"
