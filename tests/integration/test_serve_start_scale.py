@@ -60,18 +60,16 @@ def test_hybrid_index_is_built_in_the_background_while_keyword_search_answers(
 
 
 def test_keyword_stand_in_is_not_activated_and_is_reused(served: Served) -> None:  # noqa: F811
+    from shelfwise.serving.search_service import build_search
+
     settings = served.settings(search_mode="auto", search_embed_on_start=0)
-    versions = []
-    for _ in range(2):
-        with TestClient(create_app(settings, served.url, watch_interval=None)) as client:
-            svc = client.app.state.services  # type: ignore[attr-defined]
-            assert svc.search_mode == "bm25" and svc.search_build is not None
-            versions.append(svc.search_version)
-            svc.search_build.stop()  # closing before the build is done: the next start tries again
-            assert svc.search_build.join(timeout=120)
-        # the stand-in never became the active version: `auto` still wants hybrid
-        assert IndexRegistry(settings.var_dir / "indexes").active != svc.search_version
-    assert versions[0] == versions[1]  # the same catalogue's keyword version, not built twice
+    with open_store(served.url) as store:
+        _, first, build = build_search(store, settings)  # the thread is started by the container only
+        assert first.mode == "bm25" and build is not None and build.hybrid
+        _, again, build = build_search(store, settings)  # a restart before the hybrid one was built
+        assert again.version == first.version and build is not None  # reused, not built twice
+    # the stand-in never became the active version: `auto` still wants hybrid
+    assert IndexRegistry(settings.var_dir / "indexes").active is None
 
 
 def test_first_start_serves_popularity_and_the_trained_model_replaces_it(
@@ -97,3 +95,25 @@ def test_first_start_serves_popularity_and_the_trained_model_replaces_it(
     assert trained.gate.active is None  # no baseline was refitted for the gate
     card = (registry.root / trained.info.version / "model_card.json").read_text()
     assert "not measured when trained" in card
+
+
+def test_big_catalogue_answers_from_its_first_items_while_the_full_index_is_built(
+    served: Served,  # noqa: F811
+) -> None:
+    settings = served.settings(search_mode="bm25", search_index_on_start=50)
+    with TestClient(create_app(settings, served.url, watch_interval=None)) as client:
+        svc = client.app.state.services  # type: ignore[attr-defined]
+        build = svc.search_build
+        assert build is not None and not build.hybrid
+        total = build.total
+        first = _search(client, "bag")
+        if build.running:  # the stand-in: the first 50 items, and the answer says so
+            assert first["model_version"] == f"starting-50-of-{total}"
+            assert any("full index of" in note for note in first["notes"]), first
+        assert build.join(timeout=120) and build.state == "done", build.error
+        after = _search(client, "bag")
+        assert "-index-bm25-" in after["model_version"] and not after["notes"]
+        assert len(svc.search) == total
+        assert IndexRegistry(settings.var_dir / "indexes").active == after["model_version"]
+    with TestClient(create_app(settings, served.url, watch_interval=None)) as client:
+        assert client.app.state.services.search_build is None  # type: ignore[attr-defined]
