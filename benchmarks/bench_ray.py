@@ -120,10 +120,12 @@ def _datasets() -> dict[str, Any]:
     return out
 
 
-def equality(splits: dict[str, Any]) -> list[dict[str, Any]]:
+def equality(splits: dict[str, Any], rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Each (model, data) pair on both engines; ``rows`` (appended to as they finish) keeps what
+    was measured when the time box stops the run anywhere."""
     from shelfwise.distributed import fit_and_evaluate, open_engine
 
-    rows: list[dict[str, Any]] = []
+    rows = [] if rows is None else rows
     for config in MODELS:  # every model on both sets before the next (costlier) model
         for data, split in splits.items():
             if _ONLY_DATA and data not in _ONLY_DATA:
@@ -305,10 +307,16 @@ def run() -> dict[str, Any]:
     # hard stops (whatever runs then is recorded as stopped): the equality table until RESERVE
     # seconds are left, the throughput curve in those
     signal.alarm(max(1, int(_left() - RESERVE)))
+    eq: list[dict[str, Any]] = []
+    tp: list[dict[str, Any]] = []
     try:
         _log("metrics equality: local vs ray")
-        eq = equality(splits)
-        tp: list[dict[str, Any]] = []
+        try:
+            equality(splits, eq)
+        except Exception as exc:  # the box struck between pairs (outside a pair's own handler)
+            if not _stopped(exc):
+                raise
+            _log("metrics equality: stopped by the time box")
         if THROUGHPUT:
             signal.alarm(max(1, int(_left())))
             _log("throughput: 1 and 2 Ray workers")
@@ -320,6 +328,13 @@ def run() -> dict[str, Any]:
                 _log("throughput: stopped by the time box")
     finally:
         signal.alarm(0)
+    measured = {(r["data"], r["model"]) for r in eq}
+    for config in MODELS:  # every pair the box left unmeasured is in the table, marked so
+        for data in splits:
+            if (not _ONLY_DATA or data in _ONLY_DATA) and (data, config["model"]) not in measured:
+                eq.append(
+                    {"data": data, "model": config["model"], "status": "not measured", "message": "box"}
+                )
     result = {
         "name": NAME,
         "cpus": os.cpu_count(),

@@ -151,7 +151,9 @@ class SearchOut(BaseModel):
     )
     redirect: str | None = Field(None, description="the shop redirects this query to this address")
     notes: list[str] = Field(
-        default_factory=list, description="merchandising notes: query rules, pins not applied"
+        default_factory=list,
+        description="merchandising notes: query rules, pins not applied; and that only keyword "
+        "search answers while the meaning index is built in the background",
     )
     fallback: bool = Field(False, description="the rules would have left no results: shown without them")
     synonyms: list[str] = Field(default_factory=list, description="the shop's synonyms searched as well")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from typing import Annotated, Any
 
@@ -53,12 +56,15 @@ def _train(
     precision: str | None = None,
     engine: str = "local",
     top_lists: int = 50,
+    card_robustness: bool = True,
 ) -> dict[str, Any]:
     from shelfwise.distributed import open_engine, train
     from shelfwise.features.dataset import Dataset
     from shelfwise.registry import ModelRegistry
 
     config = _training_config(model, bundles, settings, precision)
+    if not card_robustness:
+        config = config.model_copy(update={"card_robustness_seconds": 0.0})
     registry = ModelRegistry(load_settings().models_root)
     with open_db(db) as store:
         typer.echo("reading the store's events…", err=True)
@@ -76,6 +82,65 @@ def _train(
             store_id=store_id,  # the version is served over this store only
         )
     return {**outcome.to_dict(), "top_lists": scoring}
+
+
+def _first_start(db: str | None, model: str, settings: Any) -> subprocess.Popen[bytes] | None:
+    """No version is active: train one. A small shop (``serve_train_on_start_events`` events at
+    most) trains now, before the server listens, as ``models train`` would. A bigger one is served
+    at once from the popularity of its events (seconds) while ``models train`` runs in a background
+    process at a lower CPU priority (the model card's robustness experiment skipped: `shelfwise
+    trust shilling` measures it); the server follows the registry and serves the model when it is
+    activated. Returns that process (None when training finished here)."""
+    from shelfwise.features.dataset import Dataset
+    from shelfwise.registry import ModelRegistry
+    from shelfwise.registry.training import first_start_version
+
+    with open_db(db) as store:
+        events = int(store.counts().get("events", 0))
+    if events <= settings.serve_train_on_start_events:
+        typer.echo("no active model version: training one (first start)", err=True)
+        result = _train(db, model, bundles=True, force=False)
+        ndcg = result["metrics"].get("ndcg@10")
+        judged = "no events yet: catalogue only" if ndcg is None else f"held-out ndcg@10 {ndcg:.4f}"
+        typer.echo(f"activated {result['version']} ({judged}, {result['seconds']:.1f} s)", err=True)
+        return None
+    typer.echo(
+        f"no active model version and {events:,} events: serving popularity now, training {model} "
+        "in the background (first start)",
+        err=True,
+    )
+    registry = ModelRegistry(settings.models_root)
+    with open_db(db) as store:
+        ds = Dataset.from_store(store)
+        store_id = store.store_id
+    first = first_start_version(ds, registry, store_id=store_id)
+    typer.echo(f"activated {first.info.version} (popularity, {first.seconds:.1f} s)", err=True)
+    del ds
+    cmd = [
+        sys.executable,
+        "-m",
+        "shelfwise.cli.main",
+        "models",
+        "train",
+        "--model",
+        model,
+        "--no-card-robustness",
+    ]
+    if db:
+        cmd += ["--db", db]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=_background_child)
+
+
+def _background_child() -> None:
+    """In the training child before it runs: a lower CPU priority than the server's, and (Linux)
+    a SIGTERM when the server dies, however it dies."""
+    import contextlib
+    import ctypes
+    import signal
+
+    os.nice(10)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 def _require_store(url: str, *, create: bool) -> None:
@@ -135,12 +200,9 @@ def register(app: typer.Typer) -> None:
             _require_store(db or settings.store_url, create=create)
             registry = ModelRegistry(settings.models_root)
             _refuse_foreign_model(registry, db)
+            trainer = None
             if registry.active is None and train:
-                typer.echo("no active model version: training one (first start)", err=True)
-                result = _train(db, model or settings.serve_model, bundles=True, force=False)
-                ndcg = result["metrics"].get("ndcg@10")
-                judged = "no events yet: catalogue only" if ndcg is None else f"held-out ndcg@10 {ndcg:.4f}"
-                typer.echo(f"activated {result['version']} ({judged}, {result['seconds']:.1f} s)", err=True)
+                trainer = _first_start(db, model or settings.serve_model, settings)
             url = db or settings.store_url
             key_file = settings.var_dir / "api.key"
             from shelfwise.store.analytical import shown_url
@@ -160,7 +222,16 @@ def register(app: typer.Typer) -> None:
                 )
             from shelfwise.api.server import run_server
 
-            run_server(settings, url, host=host, port=port, workers=workers)
+            try:
+                run_server(settings, url, host=host, port=port, workers=workers)
+            finally:
+                if trainer is not None and trainer.poll() is None:
+                    typer.echo("stopping the first model's training (the next start trains it)", err=True)
+                    trainer.terminate()
+                    try:
+                        trainer.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        trainer.kill()
 
     @models_app.command("train")
     def models_train(
@@ -196,6 +267,13 @@ def register(app: typer.Typer) -> None:
                 help="precompute every known shopper's top K for serving (0: none)",
             ),
         ] = 50,
+        card_robustness: Annotated[
+            bool,
+            typer.Option(
+                "--card-robustness/--no-card-robustness",
+                help="measure the model card's shilling robustness when a fit is quick (extra fits)",
+            ),
+        ] = True,
         as_json: JsonOption = False,
     ) -> None:
         """Train on the store's events, evaluate on a held-out period, register, and activate through
@@ -220,6 +298,7 @@ def register(app: typer.Typer) -> None:
                 precision=precision,
                 engine=engine,
                 top_lists=top_lists,
+                card_robustness=card_robustness,
             )
         emit(
             result,

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         description="model trained on first start when none is active; auto: the best family whose "
         "estimated memory and time fit this catalogue on this machine (see shelfwise.recommend.sizing)",
     )
+    serve_train_on_start_events: int = Field(
+        100_000,
+        ge=0,
+        description="first start: a shop with at most this many events trains its model before "
+        "the server listens; a bigger one is served its popularity at once while the model trains "
+        "in a background process (the server switches to it when it is activated)",
+    )
     memory_limit: str | None = Field(
         None,
         description="memory a model fit may plan to use (6GB, 512MiB, bytes); "
@@ -181,6 +188,19 @@ class Settings(BaseSettings):
         "all-MiniLM-L6-v2; item vectors cached under var/embeddings), or those plus a learned ranker "
         "(`shelfwise index build --mode ltr` with judgments); auto keeps the active version's mode "
         "and starts a shop on hybrid",
+    )
+    search_index_on_start: int = Field(
+        50_000,
+        ge=1,
+        description="a catalogue with more items and no index of it yet starts answering keyword "
+        "searches over its first this-many available items while the full index is built in the "
+        "background (the answers say so)",
+    )
+    search_embed_on_start: int = Field(
+        2_000,
+        ge=0,
+        description="items a start may embed before it listens; a hybrid index needing more is built "
+        "in a background thread while keyword search answers (the answers say so)",
     )
     dashboard_on_start: bool = Field(
         True, description="build the analytics dashboard's report when serving starts"

@@ -311,6 +311,33 @@ def evaluate_index(engine: SearchEngine, labelled: Labelled, mode: str) -> dict[
     return {k: report[k] for k in keep if k in report} | {"set": labelled.name, "at_ms": now_ms()}
 
 
+def wanted_mode(registry: IndexRegistry, mode: str = "auto") -> str:
+    """The mode a served index should have: ``mode``, or for ``auto`` the active version's mode
+    (``hybrid`` for a shop's first index)."""
+    active = registry.active
+    if mode != "auto":
+        return mode
+    return registry.index_info(active).mode if active is not None else "hybrid"
+
+
+def current_index(
+    registry: IndexRegistry, items: Sequence[Item], mode: str, *, fingerprint: str | None = None
+) -> IndexInfo | None:
+    """A registered version in ``mode`` built from exactly ``items``: the active one first, then
+    the newest inactive one (a keyword version served while a hybrid one was being built)."""
+    fingerprint = fingerprint or catalogue_fingerprint(items)
+    active = registry.active
+    candidates = ([active] if active is not None else []) + sorted(registry.versions(), reverse=True)
+    for version in candidates:
+        try:
+            info = registry.index_info(version)
+        except RegistryError:
+            continue
+        if info.mode == mode and info.catalogue == fingerprint:
+            return info
+    return None
+
+
 def ensure_index(
     registry: IndexRegistry,
     items: Sequence[Item],
@@ -320,15 +347,21 @@ def ensure_index(
     encoder: Any = None,
     store_id: str | None = None,
     progress: ProgressFn | None = None,
+    activate: bool = True,
 ) -> tuple[SearchEngine, IndexInfo, bool]:
     """The index to serve over ``items``: the active version when it was built from this catalogue
     (and in ``mode``, unless ``mode`` is ``auto``), else a new version built now (the active
     version's mode, or ``hybrid`` for a shop's first index; only new or changed items are embedded).
+    With ``activate=False`` (a stand-in served while another version is built) an inactive version
+    of the same catalogue and mode is reused, and a new one is registered without activating it.
     Returns (engine, its version, whether it was built now)."""
     active = registry.active
     info = registry.index_info(active) if active is not None else None
-    wanted = info.mode if (mode == "auto" and info is not None) else ("hybrid" if mode == "auto" else mode)
-    if info is not None and info.mode == wanted and info.catalogue == catalogue_fingerprint(items):
+    wanted = wanted_mode(registry, mode)
+    fingerprint = catalogue_fingerprint(items)
+    if not activate:
+        info = current_index(registry, items, wanted, fingerprint=fingerprint)
+    if info is not None and info.mode == wanted and info.catalogue == fingerprint:
         try:
             return registry.load(info.version, encoder=encoder), info, False
         except CorruptArtifactError:
@@ -336,6 +369,12 @@ def ensure_index(
     if wanted == "ltr":  # judgments are not in the store: keep the ranker's mode only by an explicit build
         wanted = "hybrid"
     built = registry.build(
-        items, mode=wanted, embeddings=embeddings, encoder=encoder, store_id=store_id, progress=progress
+        items,
+        mode=wanted,
+        embeddings=embeddings,
+        encoder=encoder,
+        store_id=store_id,
+        progress=progress,
+        activate=activate,
     )
     return registry.load(built.version, encoder=encoder), built, True

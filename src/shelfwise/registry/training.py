@@ -177,7 +177,10 @@ def train_version(
             detail={"config": config.recommender},
         )
     active_version = registry.active
-    active_cfg = registry.info(active_version).config["recommender"] if active_version else None
+    active_info = registry.info(active_version) if active_version else None
+    # a version with no held-out metrics (catalogue only, or the popularity list a first start
+    # serves while this model trains) was never measured: there is nothing to beat
+    active_cfg = active_info.config["recommender"] if active_info and active_info.metrics else None
     defended = config.shilling_defence
     jobs = {"candidate": FitJob(config.recommender, split.train, defended)}
     if config.bought_together is not None:
@@ -279,6 +282,36 @@ def _catalogue_version(
     )
 
 
+def first_start_version(
+    dataset: Dataset, registry: ModelRegistry, *, store_id: str | None = None, say: ProgressFn | None = None
+) -> TrainingOutcome:
+    """What ``serve`` answers with while its first real model trains in the background: the
+    shop's overall popularity on every event (seconds even for a big shop; no held-out evaluation,
+    so no metrics). The first trained version replaces it: it has nothing measured to beat.
+    A shop with a catalogue and no events gets the catalogue-only version instead."""
+    started = time.perf_counter()
+    if len(dataset) == 0:
+        return _catalogue_version(
+            dataset, registry, activate=True, store_id=store_id, say=say or (lambda _m: None)
+        )
+    if say is not None:
+        say("first start: serving popularity while the model trains in the background")
+    model = model_from_config({"model": "popular"}).fit(dataset)
+    info = registry.register(
+        {"recommender": model},
+        metrics={},
+        data_window=_window(dataset),
+        evaluation={
+            "protocol": "none: served on first start while the chosen model trains",
+            "served": "popularity over every event",
+        },
+        store_id=store_id,
+    )
+    registry.activate(info.version)
+    decision = GateDecision(metric="ndcg@10", candidate=0.0, active=None, active_version=None, tolerance=0.0)
+    return TrainingOutcome(info=info, gate=decision, activated=True, seconds=time.perf_counter() - started)
+
+
 def _write_card(
     registry: ModelRegistry,
     info: VersionInfo,
@@ -303,6 +336,8 @@ def _write_card(
             }
         except (ValueError, IndexError) as exc:  # too few items or shoppers to stage an attack
             robustness = {"measured": False, "reason": f"no attack could be staged on this data ({exc})"}
+    elif config.card_robustness_seconds == 0:
+        robustness["reason"] = "not measured when trained (run `shelfwise trust shilling` for this model)"
     else:
         robustness["reason"] = (
             f"one fit takes {candidate.train_seconds:.0f} s; run `shelfwise trust shilling` for this model"
@@ -351,6 +386,7 @@ __all__ = [
     "TrainingConfig",
     "TrainingOutcome",
     "data_window",
+    "first_start_version",
     "fit_job",
     "fit_local",
     "release",

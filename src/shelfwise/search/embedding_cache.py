@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -77,3 +78,48 @@ class EmbeddingCache:
         if not keys:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([wanted[k] for k in keys]).astype(np.float32, copy=False)
+
+    def missing(self, texts: Sequence[str]) -> int:
+        """How many distinct texts the cache does not hold (what building over them would embed)."""
+        table = self._load()
+        return len({k for k in (_key(self.model, t) for t in texts) if k not in table})
+
+    def fill(
+        self,
+        texts: Sequence[str],
+        encode: Callable[[list[str]], np.ndarray],
+        *,
+        chunk: int = 2_000,
+        save_every_s: float = 60.0,
+        progress: Callable[[int, int], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> int:
+        """Encode the texts the cache lacks, ``chunk`` at a time, saving what is done at least every
+        ``save_every_s`` (a process stopped halfway keeps its work for the next start). Entries of
+        other texts are kept. Returns how many were encoded; stops early when ``stop()`` says so."""
+        table = self._load()
+        missing: dict[bytes, str] = {}
+        for t in texts:
+            k = _key(self.model, t)
+            if k not in table and k not in missing:
+                missing[k] = t
+        todo = list(missing.items())
+        done, saved_at, unsaved = 0, time.monotonic(), False
+        for start in range(0, len(todo), max(1, chunk)):
+            if stop is not None and stop():
+                break
+            part = todo[start : start + chunk]
+            fresh = encode([t for _, t in part])
+            for (k, _), vector in zip(part, fresh, strict=True):
+                table[k] = np.asarray(vector, dtype=np.float32)
+            done += len(part)
+            unsaved = True
+            if progress is not None:
+                progress(done, len(todo))
+            if time.monotonic() - saved_at >= save_every_s:
+                self._save(table)
+                saved_at, unsaved = time.monotonic(), False
+        if unsaved:
+            self._save(table)
+        self.misses = done
+        return done

@@ -455,7 +455,10 @@ class SearchEngine:
         return [it for it in self._items if it is not None]
 
     def compact(self, *, progress: ProgressFn | None = None) -> None:
-        """Fold the delta segment and retired slots into a fresh main segment (no re-embedding)."""
+        """Fold the delta segment and retired slots into a fresh main segment (no re-embedding);
+        nothing to do (no rebuild) when there is neither."""
+        if not self.keyword.delta_slots and bool(self._alive.all()) and len(self._alive) == len(self._items):
+            return
         live = np.flatnonzero(self._alive)
         items = [self._items[i] for i in live]
         vectors = self.dense.vectors[live] if self.dense is not None else None

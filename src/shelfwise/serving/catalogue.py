@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from shelfwise.core.logging import get_logger
 from shelfwise.data.schemas import Item
@@ -30,12 +31,16 @@ def apply_items(
     search_lock: threading.RLock,
     live: LiveModels,
     recommending: Recommending,
+    building: Any = None,
 ) -> None:
     """Items as the store now holds them, into this process's search index and models (each
     searchable, and recommendable while available); ``removed`` ids are taken out of search.
-    Cached answers are superseded."""
+    Cached answers are superseded. ``building``: a search index built in the background
+    (``HybridBuild``), told the writes so it applies them before it serves."""
     gone = set(removed)
     with search_lock:
+        if building is not None and building.running:
+            building.note([it for it in items if it.item_id not in gone], list(gone))
         if search is not None:
             search.upsert([it for it in items if it.item_id not in gone])
             search.remove(gone)

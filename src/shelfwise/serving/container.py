@@ -13,6 +13,7 @@ process or in Redis. ``shelfwise.api`` builds one per app and hands it to its ro
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.data.quality import EventGate, GateConfig
 from shelfwise.merchandising.service import Merchandising
 from shelfwise.registry.guardrail import CanaryConfig
+from shelfwise.registry.indexes import IndexInfo
 from shelfwise.registry.versions import ModelRegistry, RegistryError
 from shelfwise.search.engine import SearchEngine
 from shelfwise.search.personal import UserAffinity
@@ -42,7 +44,7 @@ from shelfwise.serving.keys import key_ring, shopper_tokens
 from shelfwise.serving.lru import LRUDict
 from shelfwise.serving.metrics import Metrics
 from shelfwise.serving.recommending import Recommending
-from shelfwise.serving.search_service import SearchArms, build_search
+from shelfwise.serving.search_service import HybridBuild, SearchArms, build_search
 from shelfwise.serving.signals import CatalogueLog
 from shelfwise.serving.state import ResultCache, SessionStore, local_parts, make_state
 from shelfwise.store import Store, open_store
@@ -81,6 +83,7 @@ class Services:
     canary: CanaryWatch  # rolls a canary back when its conversion drops
     journal: EventJournal | None = None  # events taken while the store is down, replayed later
     search_mode: str = "bm25"  # the mode of that version: bm25, hybrid or ltr
+    search_build: HybridBuild | None = None  # the hybrid version being built in the background
     search_lock: threading.RLock = field(default_factory=threading.RLock)
     affinities: LRUDict[UserAffinity] = field(default_factory=lambda: LRUDict(10_000))
     # pseudonyms of erased shoppers (the store's tombstones, reloaded when any worker erases someone):
@@ -90,6 +93,8 @@ class Services:
     identities: IdentityView | None = None
 
     def close(self) -> None:
+        if self.search_build is not None:
+            self.search_build.stop()
         self.live.stop()
         self.canary.stop()
         self.event_writer.close()  # its last commits hand their events to the feedback writer
@@ -170,7 +175,7 @@ def build_services(
     live.busy = lambda: recommending.in_flight > 0  # the precompute waits for requests
     catalogue_log = CatalogueLog(registry)
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
-    search, index = build_search(store, settings)
+    search, index, hybrid = build_search(store, settings)
     feedback = Feedback(store, live, metrics, settings)
     merch = Merchandising(store, refresh_seconds=settings.merch_refresh_seconds)
     event_writer = GroupCommitter(store)
@@ -202,6 +207,7 @@ def build_services(
                 search_lock=services.search_lock,
                 live=services.live,
                 recommending=services.recommending,
+                building=services.search_build,
             ),
             metrics=metrics,
             offset=offset,
@@ -220,6 +226,9 @@ def build_services(
             config=CanaryConfig(min_sessions=settings.canary_min_sessions),
         ),
     )
+    if hybrid is not None:
+        services.search_build = hybrid
+        hybrid.start(lambda engine, info, catch_up: _serve_index(services, engine, info, catch_up))
     services.erased = set(store.erased_since(0))
     services.identities = IdentityView(store)
     live.on_erasure.append(lambda: _after_erasure_elsewhere(services))
@@ -228,6 +237,17 @@ def build_services(
     _model_age_metric(services)
     services.canary.start()
     return services
+
+
+def _serve_index(
+    svc: Services, engine: SearchEngine, info: IndexInfo, catch_up: Callable[[SearchEngine], None]
+) -> None:
+    """The search index version built in the background takes over (item writes made meanwhile
+    applied first), and cached answers are superseded."""
+    with svc.search_lock:
+        catch_up(engine)
+        svc.search, svc.search_version, svc.search_mode = engine, info.version, info.mode
+    svc.recommending.catalogue_changed()
 
 
 def _after_erasure_elsewhere(svc: Services) -> None:

@@ -187,6 +187,9 @@ async def search(
         notes = list(placed.notes)
         if decision.matched:
             notes.append("query rules: " + ", ".join(decision.matched))
+    building = svc.search_build
+    if building is not None and building.running and version == svc.search_version:
+        notes.append(building.status())
     out = SearchOut(
         model_version=version,
         mode=mode,
