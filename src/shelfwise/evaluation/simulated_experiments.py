@@ -268,7 +268,10 @@ def optimized_interleaving(
     ranker carries less information). Lists with the same prefix credits are interchangeable for
     the programme and are solved once. A basic optimum uses at most k+1 lists, so the result keeps
     the ``keep`` (default k+1) most likely lists per row: ``shown`` (n, keep, k), ``credit``
-    (n, keep, k) and ``prob`` (n, keep), zero-padded.
+    (n, keep, k) and ``prob`` (n, keep), zero-padded. ``infeasible`` (n,) marks rows where no
+    distribution is unbiased (the linear credit admits none for some pairs): those get the least
+    biased one (the sum over prefix lengths of |expected random-click credit| minimised), so the
+    scenario reports how many there are and what bias they carry.
     """
     from scipy.optimize import linprog
 
@@ -281,6 +284,7 @@ def optimized_interleaving(
     out_credit = np.zeros((n, keep, k))
     out_prob = np.zeros((n, keep))
     b_eq = np.r_[np.zeros(k), 1.0]
+    infeasible = np.zeros(n, bool)
     for u in range(n):
         idx = np.flatnonzero(valid[u])
         _, first = np.unique(np.round(prefix[u, idx], 12), axis=0, return_index=True)
@@ -293,8 +297,19 @@ def optimized_interleaving(
             bounds=(0, None),
             method="highs",
         )
-        if res.status != 0:  # cannot happen: A's own list and B's own list mix to zero credit... report
-            raise RuntimeError(f"optimized interleaving: no unbiased distribution ({res.message})")
+        if res.status == 2:  # no unbiased distribution: the least biased one (slack on each prefix)
+            infeasible[u] = True
+            eye = np.vstack([np.eye(k), np.zeros((1, k))])
+            res = linprog(
+                np.r_[np.abs(c).sum(1), np.full(2 * k, 1e6)],
+                A_eq=np.hstack([np.vstack([c.T, np.ones(len(idx))]), eye, -eye]),
+                b_eq=b_eq,
+                bounds=(0, None),
+                method="highs",
+            )
+        if res.status != 0:
+            raise RuntimeError(f"optimized interleaving: linear programme failed ({res.message})")
+        res.x = res.x[: len(idx)]
         top = np.argsort(-res.x)[:keep]
         top = top[res.x[top] > 0]
         prob = res.x[top] / res.x[top].sum()
@@ -304,7 +319,7 @@ def optimized_interleaving(
         out_prob[u, :m] = prob
         out_shown[u, m:] = shown[u, idx[top[0]]]  # padding: a real list with probability zero
         out_credit[u, m:] = delta[u, idx[top[0]]]
-    return {"shown": out_shown, "credit": out_credit, "prob": out_prob}
+    return {"shown": out_shown, "credit": out_credit, "prob": out_prob, "infeasible": infeasible}
 
 
 def _wilson(hits: int, runs: int, z: float = 1.96) -> list[float]:
@@ -370,12 +385,16 @@ def _optimized_moments(
     mean_out: np.ndarray,
     var_out: np.ndarray,
     pool_out: np.ndarray,
+    bias_out: np.ndarray,
 ) -> None:
     """Per-user exact moments and stored draws of optimized interleaving's credit, users start:stop."""
     sub = 250  # the allowed lists of 250 users x 2^k sequences fit in memory
     for s0 in range(start, stop, sub):
         s1 = min(s0 + sub, stop)
         oi = optimized_interleaving(order_a[s0:s1], order_b[s0:s1], n_items)
+        # residual expected credit of random clicks, max over prefix lengths (0 unless infeasible)
+        prefix_bias = (oi["prob"][:, :, None] * np.cumsum(oi["credit"], -1)).sum(1)
+        bias_out[s0:s1] = np.abs(prefix_bias).max(1) * oi["infeasible"]
         local = np.arange(s1 - s0)[:, None, None]
         p = _slot_click_probs(attr[s0:s1][local, oi["shown"]], exam, cascade)  # (c, L, k)
         mu, s2 = _visit_moments(p, oi["credit"], cascade)  # (c, L)
@@ -486,6 +505,7 @@ def interleaving_vs_ab_scenario(
     if interleaving == "optimized":
         rules += ("optimized",)
     head = "optimized" if interleaving == "optimized" else "shared_uncredited"
+    opt_bias = np.zeros(users)
     d_mean = {r: np.empty(users) for r in rules}
     d_var = {r: np.empty(users) for r in rules}
     d_pool = {r: np.empty((users, replicates)) for r in rules}
@@ -526,6 +546,7 @@ def interleaving_vs_ab_scenario(
                 d_mean["optimized"],
                 d_var["optimized"],
                 d_pool["optimized"],
+                opt_bias,
             )
 
     def ab_users_for(idx: np.ndarray | None = None) -> float:
@@ -580,6 +601,8 @@ def interleaving_vs_ab_scenario(
         out.update(
             interleaving_users_team_draft_shared_uncredited=int(inter_users["shared_uncredited"]),
             ratio_team_draft_shared_uncredited=ab_users / inter_users["shared_uncredited"],
+            optimized_biased_users=int((opt_bias > 0).sum()),
+            optimized_max_random_click_bias=float(opt_bias.max()),
         )
     # the per-user winner rule (Radlinski et al. 2008: +1 if A got more credited clicks, -1 if B,
     # 0 for a tie), plain team-draft credit, its moments from the stored click draws
