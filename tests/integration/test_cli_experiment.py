@@ -77,6 +77,9 @@ def test_user_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     bad = _run("--scenario", "bogus")
     assert bad.returncode == 2 and "--scenario must be one of" in bad.stderr
     assert "Traceback" not in bad.stderr
+    method = _run("--scenario", "interleaving-vs-ab", "--interleaving", "balanced")
+    assert method.returncode == 2 and "--interleaving must be team-draft or optimized" in method.stderr
+    assert "Traceback" not in method.stderr
     empty = _run("--scenario", "ope", "--db", f"sqlite:///{tmp_path / 'empty.db'}", cwd=tmp_path)
     assert empty.returncode != 0 and "no user-item events" in empty.stderr
     assert "Traceback" not in empty.stderr

@@ -136,6 +136,14 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--click-model", help="position (independent clicks) or cascade (first click only)"),
         ] = "position",
+        interleaving: Annotated[
+            str,
+            typer.Option(
+                "--interleaving",
+                help="interleaving-vs-ab: team-draft (shared picks uncredited) or optimized "
+                "(Radlinski & Craswell 2013, a linear programme per user: slower)",
+            ),
+        ] = "team-draft",
         report: Annotated[
             Path | None, typer.Option("--report", help="canary-rollback: write the timeline (markdown) here")
         ] = None,
@@ -152,6 +160,8 @@ def register(app: typer.Typer) -> None:
                 # assignment alone: no shopper behaviour is involved, so no simulator is fitted
                 out: dict[str, Any] = {"simulator": None, **sx.srm_scenario(users=users, seed=seed)}
             else:
+                if interleaving not in sx.INTERLEAVING_METHODS:
+                    fail(f"--interleaving must be team-draft or optimized; got {interleaving!r}", 2)
                 if click_model not in ("position", "cascade"):
                     fail(f"--click-model must be position or cascade; got {click_model!r}", 2)
                 sim = _fit(db, data, limit, seed, click_model)
@@ -169,7 +179,9 @@ def register(app: typer.Typer) -> None:
                         report.write_text(timeline_markdown(out))
                         out["report"] = str(report)
                 else:
-                    out = sx.interleaving_vs_ab_scenario(sim, users=users, check_runs=check_runs, seed=seed)
+                    out = sx.interleaving_vs_ab_scenario(
+                        sim, users=users, check_runs=check_runs, seed=seed, interleaving=interleaving
+                    )
                 out = {"simulator": sim.meta, **out}
             emit({"scenario": scenario, "seed": seed, **out}, as_json, _human)
 

@@ -193,6 +193,135 @@ def team_drafts(order_a: np.ndarray, order_b: np.ndarray, n_items: int) -> dict[
     return {"shown": shown, "team": team, "shared": shared}
 
 
+OPTIMIZED_CREDIT = "linear"  # chosen on seed 1 (5k users: 25,611 users vs inverse 43,187); reported on seed 0
+
+
+def allowed_lists(order_a: np.ndarray, order_b: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every list optimized interleaving may show (Radlinski & Craswell, WSDM 2013): each prefix is
+    the union of a prefix of A and a prefix of B. Built by all 2^k sequences of "the next slot takes
+    A's (or B's) best item not yet shown", vectorised over rows; a sequence that asks an exhausted
+    ranker for an item is invalid. Returns ``shown`` (n, 2^k, k) and ``valid`` (n, 2^k)."""
+    n, k = order_a.shape
+    seqs = np.array(list(itertools.product((0, 1), repeat=k)), np.int64)
+    s = len(seqs)
+    r_, c_ = np.arange(n)[:, None], np.arange(s)[None, :]
+    shown = np.empty((n, s, k), np.int64)
+    valid = np.ones((n, s), bool)
+    seen = np.zeros((n, s, n_items), bool)
+    ptr = np.zeros((2, n, s), np.int64)
+    orders = (order_a, order_b)
+    for step in range(k):
+        nxt = []
+        for side in (0, 1):
+            p = ptr[side]
+            while True:  # skip items already shown
+                item = np.take_along_axis(orders[side], np.minimum(p, k - 1), 1)
+                blocked = seen[r_, c_, item] & (p < k)
+                if not blocked.any():
+                    break
+                p += blocked
+            nxt.append(item)
+        take_a = seqs[None, :, step] == 0
+        valid &= ~np.where(take_a, ptr[0] >= k, ptr[1] >= k)
+        item = np.where(take_a, nxt[0], nxt[1])
+        shown[:, :, step] = item
+        seen[r_, c_, item] = True
+        ptr[0] += take_a
+        ptr[1] += ~take_a
+    return shown, valid
+
+
+def rank_credit(
+    order_a: np.ndarray, order_b: np.ndarray, shown: np.ndarray, n_items: int, kind: str = "inverse"
+) -> np.ndarray:
+    """Optimized interleaving's credit of a click on each shown item (an item a ranker did not
+    return has rank k+1), positive favours A: ``inverse`` 1/rank_A - 1/rank_B, ``linear``
+    rank_B - rank_A (Radlinski & Craswell's inverse and linear rank differences)."""
+    n, k = order_a.shape
+    rows = np.arange(n)[:, None]
+    ra = np.full((n, n_items), k + 1.0)
+    rb = np.full((n, n_items), k + 1.0)
+    ra[rows, order_a] = np.arange(1, k + 1)
+    rb[rows, order_b] = np.arange(1, k + 1)
+    r3 = np.arange(n)[:, None, None]
+    if kind == "linear":
+        return rb[r3, shown] - ra[r3, shown]
+    return 1.0 / ra[r3, shown] - 1.0 / rb[r3, shown]
+
+
+def optimized_interleaving(
+    order_a: np.ndarray,
+    order_b: np.ndarray,
+    n_items: int,
+    *,
+    keep: int | None = None,
+    credit: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Optimized interleaving (Radlinski & Craswell, WSDM 2013) of each row's two rankings.
+
+    Over the allowed lists (:func:`allowed_lists`) a linear programme (scipy's HiGHS) chooses the
+    probabilities: they sum to one, and for every prefix length j a shopper clicking at random in
+    the top j gives zero expected credit (``sum_L p_L sum_{i<=j} credit(L_i) = 0``), so a ranker
+    gains credit only from clicks that follow relevance. Among those distributions it picks the one
+    whose lists are most balanced, minimising ``sum_L p_L sum_j |sum_{i<=j} credit(L_i)|`` (our
+    reading of the paper's sensitivity objective: a list on which random clicks already favour one
+    ranker carries less information). Lists with the same prefix credits are interchangeable for
+    the programme and are solved once. A basic optimum uses at most k+1 lists, so the result keeps
+    the ``keep`` (default k+1) most likely lists per row: ``shown`` (n, keep, k), ``credit``
+    (n, keep, k) and ``prob`` (n, keep), zero-padded. ``infeasible`` (n,) marks rows where no
+    distribution is unbiased (the linear credit admits none for some pairs): those get the least
+    biased one (the sum over prefix lengths of |expected random-click credit| minimised), so the
+    scenario reports how many there are and what bias they carry.
+    """
+    from scipy.optimize import linprog
+
+    n, k = order_a.shape
+    keep = keep or k + 1
+    shown, valid = allowed_lists(order_a, order_b, n_items)
+    delta = rank_credit(order_a, order_b, shown, n_items, credit or OPTIMIZED_CREDIT)
+    prefix = np.cumsum(delta, -1)
+    out_shown = np.zeros((n, keep, k), np.int64)
+    out_credit = np.zeros((n, keep, k))
+    out_prob = np.zeros((n, keep))
+    b_eq = np.r_[np.zeros(k), 1.0]
+    infeasible = np.zeros(n, bool)
+    for u in range(n):
+        idx = np.flatnonzero(valid[u])
+        _, first = np.unique(np.round(prefix[u, idx], 12), axis=0, return_index=True)
+        idx = idx[first]
+        c = prefix[u, idx]
+        res = linprog(
+            np.abs(c).sum(1),
+            A_eq=np.vstack([c.T, np.ones(len(idx))]),
+            b_eq=b_eq,
+            bounds=(0, None),
+            method="highs",
+        )
+        if res.status == 2:  # no unbiased distribution: the least biased one (slack on each prefix)
+            infeasible[u] = True
+            eye = np.vstack([np.eye(k), np.zeros((1, k))])
+            res = linprog(
+                np.r_[np.abs(c).sum(1), np.full(2 * k, 1e6)],
+                A_eq=np.hstack([np.vstack([c.T, np.ones(len(idx))]), eye, -eye]),
+                b_eq=b_eq,
+                bounds=(0, None),
+                method="highs",
+            )
+        if res.status != 0:
+            raise RuntimeError(f"optimized interleaving: linear programme failed ({res.message})")
+        res.x = res.x[: len(idx)]
+        top = np.argsort(-res.x)[:keep]
+        top = top[res.x[top] > 0]
+        prob = res.x[top] / res.x[top].sum()
+        m = len(top)
+        out_shown[u, :m] = shown[u, idx[top]]
+        out_credit[u, :m] = delta[u, idx[top]]
+        out_prob[u, :m] = prob
+        out_shown[u, m:] = shown[u, idx[top[0]]]  # padding: a real list with probability zero
+        out_credit[u, m:] = delta[u, idx[top[0]]]
+    return {"shown": out_shown, "credit": out_credit, "prob": out_prob, "infeasible": infeasible}
+
+
 def _wilson(hits: int, runs: int, z: float = 1.96) -> list[float]:
     """Wilson score 95% interval of a binomial proportion."""
     if runs == 0:
@@ -231,6 +360,58 @@ def _visit_moments(prob: np.ndarray, weight: np.ndarray, cascade: bool) -> tuple
     return mean, (prob * (1 - prob) * weight**2).sum(-1)
 
 
+INTERLEAVING_METHODS = ("team-draft", "optimized")
+CREDIT_TEXT = {
+    "team-draft": "team draft; a click on a shared pick (both teams' next item, the coin alone chose "
+    "its team) is credited to neither",
+    "optimized": "optimized interleaving (Radlinski & Craswell 2013): allowed lists = prefixes are "
+    "unions of prefixes of A and B; list probabilities by a linear programme so that random clicks "
+    "on every top-j give zero expected credit; a click credits rank_B - rank_A (linear rank difference)",
+}
+
+
+def _optimized_moments(
+    order_a: np.ndarray,
+    order_b: np.ndarray,
+    attr: np.ndarray,
+    exam: np.ndarray,
+    cascade: bool,
+    visits: np.ndarray,
+    start: int,
+    stop: int,
+    n_items: int,
+    rng: np.random.Generator,
+    replicates: int,
+    mean_out: np.ndarray,
+    var_out: np.ndarray,
+    pool_out: np.ndarray,
+    bias_out: np.ndarray,
+) -> None:
+    """Per-user exact moments and stored draws of optimized interleaving's credit, users start:stop."""
+    sub = 250  # the allowed lists of 250 users x 2^k sequences fit in memory
+    for s0 in range(start, stop, sub):
+        s1 = min(s0 + sub, stop)
+        oi = optimized_interleaving(order_a[s0:s1], order_b[s0:s1], n_items)
+        # residual expected credit of random clicks, max over prefix lengths (0 unless infeasible)
+        prefix_bias = (oi["prob"][:, :, None] * np.cumsum(oi["credit"], -1)).sum(1)
+        bias_out[s0:s1] = np.abs(prefix_bias).max(1) * oi["infeasible"]
+        local = np.arange(s1 - s0)[:, None, None]
+        p = _slot_click_probs(attr[s0:s1][local, oi["shown"]], exam, cascade)  # (c, L, k)
+        mu, s2 = _visit_moments(p, oi["credit"], cascade)  # (c, L)
+        m = (oi["prob"] * mu).sum(1)
+        v = visits[s0:s1].astype(np.float64)
+        mean_out[s0:s1] = v * m
+        var_out[s0:s1] = v * ((oi["prob"] * (s2 + mu**2)).sum(1) - m**2)
+        cflat = np.repeat(np.arange(s1 - s0), visits[s0:s1])
+        cum = np.cumsum(oi["prob"], 1)
+        for rep in range(replicates):
+            u = rng.random(len(cflat)) * cum[cflat, -1]
+            pick = np.minimum((u[:, None] >= cum[cflat]).sum(1), cum.shape[1] - 1)
+            clicks = _draw_visits(p[cflat, pick], rng, cascade)
+            credit = (clicks * oi["credit"][cflat, pick]).sum(1)
+            pool_out[s0:s1, rep] = np.bincount(cflat, weights=credit, minlength=s1 - s0)
+
+
 def interleaving_vs_ab_scenario(
     sim: ShopperSimulator,
     *,
@@ -244,6 +425,7 @@ def interleaving_vs_ab_scenario(
     replicates: int = 8,
     bootstrap: int = 200,
     seed: int = 0,
+    interleaving: str = "team-draft",
 ) -> dict[str, Any]:
     """Ranker A sorts candidates by the true attraction seen through noise; ranker B through more
     noise, tuned so its true NDCG@k (gains = true attraction probabilities) is ``ndcg_drop`` lower.
@@ -263,6 +445,10 @@ def interleaving_vs_ab_scenario(
     simulating ``check_runs`` experiments of that size (users resampled with one of ``replicates``
     stored click draws each) and counting detections; the power estimates carry Wilson intervals.
     """
+    if interleaving not in INTERLEAVING_METHODS:
+        raise ValueError(
+            f"interleaving must be one of {', '.join(INTERLEAVING_METHODS)}; got {interleaving!r}"
+        )
     rng = np.random.default_rng(seed)
     shoppers = sim.sample_shoppers(users, rng)
     cand = sim.candidates(shoppers, candidates, rng)
@@ -315,7 +501,11 @@ def interleaving_vs_ab_scenario(
         )
 
     # --- interleaving: every team draft, two credit rules, per-user exact moments and draws
-    rules = ("shared_uncredited", "team_draft")
+    rules: tuple[str, ...] = ("shared_uncredited", "team_draft")
+    if interleaving == "optimized":
+        rules += ("optimized",)
+    head = "optimized" if interleaving == "optimized" else "shared_uncredited"
+    opt_bias = np.zeros(users)
     d_mean = {r: np.empty(users) for r in rules}
     d_var = {r: np.empty(users) for r in rules}
     d_pool = {r: np.empty((users, replicates)) for r in rules}
@@ -329,7 +519,7 @@ def interleaving_vs_ab_scenario(
         weights = {"team_draft": drafts["team"], "shared_uncredited": drafts["team"] * ~drafts["shared"]}
         shared_click_share += float((p * drafts["shared"]).sum() / p.sum()) * (stop - start)
         v = fv[start:stop]
-        for r in rules:
+        for r in ("shared_uncredited", "team_draft"):
             mu, s2 = _visit_moments(p, weights[r], cascade)  # (c, S): per draft
             d_mean[r][start:stop] = v * mu.mean(1)
             d_var[r][start:stop] = v * (s2.mean(1) + mu.var(1))
@@ -337,9 +527,27 @@ def interleaving_vs_ab_scenario(
         for rep in range(replicates):
             pick = rng.integers(0, p.shape[1], len(cflat))  # each visit its own team draft
             clicks = _draw_visits(p[cflat, pick], rng, cascade)
-            for r in rules:
+            for r in ("shared_uncredited", "team_draft"):
                 credit = (clicks * weights[r][cflat, pick]).sum(1)
                 d_pool[r][start:stop, rep] = np.bincount(cflat, weights=credit, minlength=stop - start)
+        if interleaving == "optimized":
+            _optimized_moments(
+                order_a,
+                order_b,
+                attr,
+                exam,
+                cascade,
+                visits,
+                start,
+                stop,
+                candidates,
+                rng,
+                replicates,
+                d_mean["optimized"],
+                d_var["optimized"],
+                d_pool["optimized"],
+                opt_bias,
+            )
 
     def ab_users_for(idx: np.ndarray | None = None) -> float:
         sel = slice(None) if idx is None else idx
@@ -375,15 +583,13 @@ def interleaving_vs_ab_scenario(
         "ab_variance_per_user_a": float(ab_var[0].mean() + ab_mean[0].var()),
         "ab_variance_per_user_b": float(ab_var[1].mean() + ab_mean[1].var()),
         "ab_users": ab_users,
-        "interleaving_credit": "team draft; a click on a shared pick (both teams' next item, the coin "
-        "alone chose its team) is credited to neither",
-        "interleaving_credit_difference_per_user": float(d_mean["shared_uncredited"].mean()),
-        "interleaving_effect_se": float(d_mean["shared_uncredited"].std() / np.sqrt(users)),
-        "interleaving_variance_per_user": float(
-            d_var["shared_uncredited"].mean() + d_mean["shared_uncredited"].var()
-        ),
-        "interleaving_users": int(inter_users["shared_uncredited"]),
-        "ratio": ab_users / inter_users["shared_uncredited"],
+        "interleaving": interleaving,
+        "interleaving_credit": CREDIT_TEXT[interleaving],
+        "interleaving_credit_difference_per_user": float(d_mean[head].mean()),
+        "interleaving_effect_se": float(d_mean[head].std() / np.sqrt(users)),
+        "interleaving_variance_per_user": float(d_var[head].mean() + d_mean[head].var()),
+        "interleaving_users": int(inter_users[head]),
+        "ratio": ab_users / inter_users[head],
         "interleaving_team_draft_variance_per_user": float(
             d_var["team_draft"].mean() + d_mean["team_draft"].var()
         ),
@@ -391,6 +597,13 @@ def interleaving_vs_ab_scenario(
         "ratio_team_draft": ab_users / inter_users["team_draft"],
         "shared_pick_click_share": shared_click_share / users,
     }
+    if interleaving == "optimized":  # team draft (shared picks uncredited) on the same users
+        out.update(
+            interleaving_users_team_draft_shared_uncredited=int(inter_users["shared_uncredited"]),
+            ratio_team_draft_shared_uncredited=ab_users / inter_users["shared_uncredited"],
+            optimized_biased_users=int((opt_bias > 0).sum()),
+            optimized_max_random_click_bias=float(opt_bias.max()),
+        )
     # the per-user winner rule (Radlinski et al. 2008: +1 if A got more credited clicks, -1 if B,
     # 0 for a tie), plain team-draft credit, its moments from the stored click draws
     wins = np.sign(d_pool["team_draft"]).ravel()
@@ -408,7 +621,7 @@ def interleaving_vs_ab_scenario(
         for _ in range(bootstrap):
             idx = rng.integers(0, users, users)
             ab_b.append(ab_users_for(idx))
-            in_b.append(inter_users_for("shared_uncredited", idx))
+            in_b.append(inter_users_for(head, idx))
         ab_arr, in_arr = np.array(ab_b), np.array(in_b)
         out.update(
             bootstrap=bootstrap,
@@ -434,7 +647,10 @@ def interleaving_vs_ab_scenario(
             ab_simulated_power=hits / check_runs,
             ab_power_ci95=_wilson(hits, check_runs),
         )
-        for r, key in (("shared_uncredited", "interleaving"), ("team_draft", "interleaving_team_draft")):
+        checks = [(head, "interleaving"), ("team_draft", "interleaving_team_draft")]
+        if interleaving == "optimized":
+            checks.append(("shared_uncredited", "interleaving_team_draft_shared_uncredited"))
+        for r, key in checks:
             n = int(inter_users[r])
             pool = d_pool[r].ravel()
             hits = 0

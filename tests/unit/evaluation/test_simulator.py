@@ -10,6 +10,7 @@ from shelfwise.evaluation.experiments import team_draft
 from shelfwise.evaluation.simulated_experiments import (
     interleaving_vs_ab_scenario,
     ope_scenario,
+    optimized_interleaving,
     srm_scenario,
     team_drafts,
 )
@@ -128,3 +129,61 @@ def test_shared_uncredited_credit_is_antisymmetric_and_keeps_the_team_draft_mean
     # a shared pick's credit has mean zero, so dropping it leaves the expected credit as it was
     assert means["ab"][1] == pytest.approx(means["ab"][0], abs=1e-12)
     assert means["ab"][0] != 0.0
+
+
+def _is_allowed(shown: list[int], a: list[int], b: list[int]) -> bool:
+    """Every prefix of ``shown`` is the union of a prefix of ``a`` and a prefix of ``b``."""
+    unions = {frozenset(a[:i]) | frozenset(b[:j]) for i in range(len(a) + 1) for j in range(len(b) + 1)}
+    return len(set(shown)) == len(shown) and all(
+        frozenset(shown[:j]) in unions for j in range(1, len(shown) + 1)
+    )
+
+
+@pytest.mark.parametrize("k", [6, 10])
+def test_optimized_interleaving_is_unbiased_under_random_clicks_and_shows_only_allowed_lists(k: int) -> None:
+    rng = np.random.default_rng(11)
+    n, m = (40 if k == 6 else 6), 3 * k
+    base = rng.normal(size=(n, m))
+    order_a = np.argsort(-(base + rng.normal(size=(n, m))), axis=1)[:, :k]
+    order_b = np.argsort(-(base + 2 * rng.normal(size=(n, m))), axis=1)[:, :k]
+    order_b[0] = order_a[0]  # identical rankers
+    order_b[1] = np.setdiff1d(np.arange(m), order_a[1])[:k]  # disjoint rankers
+    out = optimized_interleaving(order_a, order_b, m)
+    prob, credit, shown = out["prob"], out["credit"], out["shown"]
+    assert np.all(prob >= 0)
+    assert np.allclose(prob.sum(1), 1.0, atol=1e-9)
+    # a shopper clicking at random among the top j: expected credit zero for every j
+    # (the linear credit admits no unbiased distribution for a few pairs: those are flagged)
+    prefix = np.cumsum(credit, axis=-1)
+    feasible = ~out["infeasible"]
+    assert feasible.mean() > 0.9 and feasible[:2].all()
+    assert np.abs((prob[feasible, :, None] * prefix[feasible]).sum(1)).max() < 1e-9
+    # the credit is the linear rank difference, an absent item ranked k+1
+    for u in range(n):
+        ra = {int(x): i + 1 for i, x in enumerate(order_a[u])}
+        rb = {int(x): i + 1 for i, x in enumerate(order_b[u])}
+        for li in np.flatnonzero(prob[u] > 0):
+            lst = shown[u, li].tolist()
+            assert _is_allowed(lst, order_a[u].tolist(), order_b[u].tolist())
+            expected = [rb.get(x, k + 1) - ra.get(x, k + 1) for x in lst]
+            assert credit[u, li].tolist() == pytest.approx(expected)
+    # identical rankers: every click credits zero
+    assert np.all(credit[0] == 0)
+    # sampling a list by its probability gives an allowed list
+    for u in range(n):
+        li = rng.choice(prob.shape[1], p=prob[u] / prob[u].sum())
+        assert _is_allowed(shown[u, li].tolist(), order_a[u].tolist(), order_b[u].tolist())
+
+
+def test_interleaving_vs_ab_runs_optimized_interleaving_and_refuses_unknown_methods(
+    sim: ShopperSimulator,
+) -> None:
+    out = interleaving_vs_ab_scenario(
+        sim, users=400, replicates=2, bootstrap=10, check_runs=20, seed=0, interleaving="optimized"
+    )
+    assert out["interleaving"] == "optimized"
+    assert out["ratio"] == pytest.approx(out["ab_users"] / out["interleaving_users"])
+    assert out["interleaving_users_team_draft_shared_uncredited"] > 0
+    assert 0 <= out["interleaving_simulated_power"] <= 1
+    with pytest.raises(ValueError, match="interleaving must be one of"):
+        interleaving_vs_ab_scenario(sim, users=400, check_runs=0, interleaving="balanced")
