@@ -153,6 +153,16 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
     )
     vals = np.take_along_axis(scores, part, axis=1)
+    if k < n:
+        # argpartition picks an arbitrary subset of the items tied at the k-th score (it differs
+        # between one row and a batch): take the lowest columns among them, as the order promises
+        kth = vals.min(axis=1)
+        tied = (scores == kth[:, None]).sum(axis=1) > (vals == kth[:, None]).sum(axis=1)
+        for r in np.flatnonzero(tied & ~np.isneginf(kth)):
+            above = np.flatnonzero(scores[r] > kth[r])
+            level = np.flatnonzero(scores[r] == kth[r])[: k - len(above)]
+            part[r] = np.concatenate([above, level])
+            vals[r] = scores[r, part[r]]
     order = np.lexsort((part, -vals), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
     vals = np.take_along_axis(vals, order, axis=1)
