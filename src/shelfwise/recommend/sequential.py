@@ -289,7 +289,7 @@ class SASRecRecommender(Recommender):
         order = rng.permutation(len(train))
         lengths = np.array([min(len(s), self.config.max_len + 1) for s in train])
         group = bs * 32
-        batches = []
+        batches: list[np.ndarray] = []
         for lo in range(0, len(order), group):
             chunk = order[lo : lo + group]
             chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
@@ -368,7 +368,7 @@ class SASRecRecommender(Recommender):
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         started, started_cpu = time.perf_counter(), time.process_time()
         best, best_state, stale = -1.0, None, 0
-        params = list(net.parameters())
+        params: list[torch.Tensor] = list(net.parameters())
         # the moving average of the weights is what gets validated and kept (Polyak averaging)
         ema = [p.detach().clone() for p in params] if cfg.ema else None
         steps = 0
