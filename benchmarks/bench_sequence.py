@@ -60,6 +60,9 @@ COMPARATORS: list[tuple[str, dict[str, Any]]] = [
 ]
 # wall-clock box of the whole bench: a comparator that would start past it is skipped (and says so)
 TIME_BOX = float(os.environ.get("SHELFWISE_SEQUENCE_BOX", 900))
+# wall-clock deadline of the whole bench, for runs under an outer `timeout`: no row (default or not)
+# starts when the longest row so far would end past it; the run then finishes and writes its results
+DEADLINE = float(os.environ.get("SHELFWISE_SEQUENCE_DEADLINE", "inf"))
 THREADS = 2
 
 
@@ -176,7 +179,19 @@ def run() -> dict[str, Any]:
         splits.append((name, sample, split))
     # every set's default first, then the comparators: the box cuts comparators, not the defaults
     plan = [(s, DEFAULT) for s in splits] + [(s, m) for m in COMPARATORS for s in splits]
+    longest = 0.0
     for (name, sample, split), (label, cfg) in plan:
+        if time.perf_counter() - started + longest > DEADLINE:
+            _log(f"{name}: {label}: skipped (the run's deadline of {DEADLINE:.0f} s)")
+            rows.append(
+                {
+                    "dataset": name,
+                    "sample": sample,
+                    "model": label,
+                    "skipped": f"skipped: run deadline {DEADLINE:.0f} s",
+                }
+            )
+            continue
         if cfg is not DEFAULT[1] and time.perf_counter() - started > TIME_BOX:
             _log(f"{name}: {label}: skipped (time box of {TIME_BOX:.0f} s spent)")
             rows.append(
@@ -189,7 +204,9 @@ def run() -> dict[str, Any]:
             )
             continue
         _log(f"{name}: {label}")
+        row_started = time.perf_counter()
         row = {"dataset": name, "sample": sample, "model": label, **_fit(split, cfg)}
+        longest = max(longest, time.perf_counter() - row_started)
         _log(f"  ndcg@10={row['ndcg@10']:.4f} hr@10={row['hr@10']:.4f} {row['train_seconds']} s")
         rows.append(row)
         PARTIAL.write_text(json.dumps({"partial": True, "rows": rows}, indent=2, default=str))
