@@ -173,7 +173,10 @@ def run() -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     sets = {}
     splits = []
+    only = [w.strip().lower() for w in os.environ.get("SHELFWISE_SEQUENCE_SETS", "").split(",") if w.strip()]
     for name, sample, ds in _datasets():
+        if only and not any(w in name.lower() for w in only):
+            continue  # SHELFWISE_SEQUENCE_SETS: a comma-separated list of words of the sets' names
         split = leave_one_out(ds)
         sets[name] = {"users_evaluated": int(split.test.nnz), "items": ds.n_items, "events": len(ds)}
         splits.append((name, sample, split))
