@@ -134,6 +134,7 @@ def test_ray_metrics_and_top_lists_equal_in_process(engine: RayEngine, split, co
 def test_sasrec_trained_with_ray_train_matches_in_process(engine: RayEngine, split) -> None:  # type: ignore[no-untyped-def]
     config = {
         "model": "sasrec",
+        "loss": "sampled",  # the per-rank negatives path (the default is the full softmax here)
         "epochs": 3,
         "patience": 10,
         "hidden": 32,

@@ -1,11 +1,13 @@
 """SASRec (Kang & McAuley 2018): a causal Transformer over the shopper's items in time order,
 predicting the next item at every position, with the item embeddings shared between input and
 output. Trained with cross-entropy at every position (Klenitskiy & Vasilev, RecSys 2023: it beats
-the original one-negative BCE loss by a wide margin), either over ``negatives`` items drawn
-uniformly per batch (``loss="sampled"``, the default) or over *all* items (``loss="softmax"``).
-On Amazon Beauty the full softmax learns a little more per epoch but costs five times as much
-per epoch on CPU (the output layer dominates, and grows with the catalogue), so the sampled loss
-reaches the same quality sooner and stays affordable on larger catalogues.
+the original one-negative BCE loss by a wide margin), either over *all* items (``loss="softmax"``)
+or over ``negatives`` items drawn uniformly per batch (``loss="sampled"``). The default
+``loss="auto"`` takes the full softmax up to ``softmax_max_items`` items and the sampled loss
+above: on Amazon Beauty (12k items; validation split, chosen there once) the full softmax scored
+NDCG@10 0.0569 against 0.0545 for 1,024 sampled negatives within the same budget, though an
+epoch costs about four times the CPU (the output layer dominates and grows with the catalogue, so
+large catalogues keep the sampled loss). The 16,384 cut-off is a cost guard, not a tuned value.
 
 ``layer="ligr"`` swaps in eSASRec's blocks (Tikhonovich et al., RecSys 2025, arXiv 2508.06450): LiGR
 layers, whose attention and SwiGLU feed-forward outputs pass a learned sigmoid gate before they join
@@ -66,8 +68,15 @@ class SASRecConfig(ModelConfig):
     )
     ff_mult: int = Field(default=4, ge=1, description="ligr: feed-forward width as a multiple of hidden")
     max_len: int = Field(default=50, ge=2, description="items of history read (the most recent)")
-    loss: Literal["softmax", "sampled"] = Field(
-        default="sampled", description="cross-entropy over all items, or over `negatives` sampled ones"
+    loss: Literal["auto", "softmax", "sampled"] = Field(
+        default="auto",
+        description="cross-entropy over all items (softmax), over `negatives` sampled ones (sampled), "
+        "or auto: softmax up to `softmax_max_items` items, sampled above",
+    )
+    softmax_max_items: int = Field(
+        default=16_384,
+        ge=1,
+        description="loss=auto: the largest catalogue trained with the full softmax (its cost grows with it)",
     )
     negatives: int = Field(default=1024, ge=1, description="sampled softmax: uniform negatives per batch")
     in_batch_negatives: bool = Field(
@@ -216,16 +225,21 @@ class SASRecRecommender(Recommender):
     seq_indptr: np.ndarray  # user u's items: seq_items[seq_indptr[u]:seq_indptr[u+1]]
 
     # --- fitting ------------------------------------------------------------------------------
+    def _full_softmax(self, n_items: int) -> bool:
+        """Whether training scores every item (full softmax) rather than sampled negatives."""
+        loss = self.config.loss
+        return loss == "softmax" or (loss == "auto" and n_items <= self.config.softmax_max_items)
+
     def _fit_bytes(self, shape: MatrixShape) -> int:
         c = self.config
         # item embeddings with their gradient and Adam's two moments, the sequences, and the logits of
         # one batch (every item under the full softmax: the term that grows with the catalogue)
-        outputs = shape.n_items if c.loss == "softmax" else c.negatives + 1
+        outputs = shape.n_items if self._full_softmax(shape.n_items) else c.negatives + 1
         params = (shape.n_items + 2) * c.hidden * 4 * 4
         return params + 16 * shape.nnz + c.batch_size * c.max_len * outputs * 4 * 4 + 200_000_000
 
     def _memory_note(self, shape: MatrixShape) -> tuple[str, str]:
-        if self.config.loss == "softmax":
+        if self._full_softmax(shape.n_items):
             return "full-softmax logits over every item", 'use loss="sampled" or a smaller batch_size'
         return "item embeddings and optimiser state", "use als or itemknn for this catalogue"
 
@@ -275,7 +289,7 @@ class SASRecRecommender(Recommender):
         order = rng.permutation(len(train))
         lengths = np.array([min(len(s), self.config.max_len + 1) for s in train])
         group = bs * 32
-        batches = []
+        batches: list[np.ndarray] = []
         for lo in range(0, len(order), group):
             chunk = order[lo : lo + group]
             chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
@@ -320,7 +334,7 @@ class SASRecRecommender(Recommender):
         h = hidden[keep]  # only real positions reach the (expensive) output layer
         target = y[keep] - 1
         items = self.net.item_matrix()
-        if self.config.loss == "softmax":
+        if self._full_softmax(self.net.n_items):
             return F.cross_entropy(h @ items.T, target, reduction="sum") / positions
         n_items = self.net.n_items
         # every rank draws the same negatives (a generator of its own, seeded alike)
@@ -354,7 +368,7 @@ class SASRecRecommender(Recommender):
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         started, started_cpu = time.perf_counter(), time.process_time()
         best, best_state, stale = -1.0, None, 0
-        params = list(net.parameters())
+        params: list[torch.Tensor] = list(net.parameters())
         # the moving average of the weights is what gets validated and kept (Polyak averaging)
         ema = [p.detach().clone() for p in params] if cfg.ema else None
         steps = 0

@@ -15,7 +15,7 @@ from shelfwise.recommend import Recommender, make_model
 from shelfwise.recommend.sequential import PAD, SASRecRecommender, crop, left_pad, mask_items, reorder
 from tests.unit.recommend.slices import beauty, retail_purchases
 
-# full softmax here (the default is sampled): both losses get exercised
+# full softmax here (explicitly; the default "auto" picks it for small catalogues): both losses get exercised
 TINY = {
     "hidden": 32,
     "blocks": 1,
@@ -140,3 +140,14 @@ def test_augmentations_keep_sequences_well_formed() -> None:
     masked = mask_items(padded[0], 0.5, token=99, rng=rng)
     assert masked[:2].tolist() == [PAD, PAD]  # padding is never masked
     assert (masked == 99).sum() == 2 and ((masked == 99) | (masked == padded[0])).all()
+
+
+def test_auto_loss_is_full_softmax_up_to_the_cut_off_only() -> None:
+    auto = make_model("sasrec", softmax_max_items=100)
+    assert isinstance(auto, SASRecRecommender)
+    assert auto.config.loss == "auto"  # the served default
+    assert auto._full_softmax(100) and not auto._full_softmax(101)
+    sampled = make_model("sasrec", loss="sampled")
+    softmax = make_model("sasrec", loss="softmax", softmax_max_items=100)
+    assert isinstance(sampled, SASRecRecommender) and isinstance(softmax, SASRecRecommender)
+    assert not sampled._full_softmax(10) and softmax._full_softmax(10**6)
