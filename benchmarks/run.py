@@ -44,9 +44,15 @@ def main(argv: list[str]) -> int:
         result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         (RESULTS / f"{result['name']}.json").write_text(json.dumps(result, indent=2, default=str))
         print(result["table"])
+    write_readme(RESULTS)
+    return 0
+
+
+def write_readme(results: Path) -> None:
+    """Rebuild ``results/README.md`` from every bench JSON there (newest run of each)."""
     intro = "Written by `make bench`; one section per benchmark, newest run of each."
     sections = ["# Benchmark results", "", intro, ""]
-    for path in sorted(p for p in RESULTS.glob("*.json") if not p.name.endswith(".raw.json")):
+    for path in sorted(p for p in results.glob("*.json") if not p.name.endswith(".raw.json")):
         data = json.loads(path.read_text())
         if not isinstance(data, dict) or "name" not in data:
             continue  # a figure file written by a command (e.g. `experiment simulate --report`), not a bench
@@ -56,8 +62,7 @@ def main(argv: list[str]) -> int:
             data.get("table") or f"(no table: see `{path.name}`)",
             "",
         ]
-    (RESULTS / "README.md").write_text("\n".join(sections))
-    return 0
+    (results / "README.md").write_text("\n".join(sections))
 
 
 if __name__ == "__main__":

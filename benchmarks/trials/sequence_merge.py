@@ -84,17 +84,7 @@ table_rows = [
 result["table"] = "\n\n".join([b._table(table_rows), *notes])
 (R / "sequence.json").write_text(json.dumps(result, indent=2, default=str))
 # README, as benchmarks/run.py rebuilds it
-intro = "Written by `make bench`; one section per benchmark, newest run of each."
-sections = ["# Benchmark results", "", intro, ""]
-for path in sorted(p for p in R.glob("*.json") if not p.name.endswith(".raw.json")):
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or "name" not in data:
-        continue
-    sections += [
-        f"## {data['name']} ({data.get('measured_at', '?')}, {data.get('seconds', '?')} s)",
-        "",
-        data.get("table") or f"(no table: see `{path.name}`)",
-        "",
-    ]
-(R / "README.md").write_text("\n".join(sections))
+from benchmarks.run import write_readme
+
+write_readme(R)
 print(result["table"])

@@ -257,22 +257,20 @@ class Encoder:
         return self._query_graph or None
 
 
-class _LastHidden:
-    """The transformer's last hidden state for (input_ids, attention_mask): what is exported."""
+def _last_hidden(transformer: Any) -> Any:
+    """The transformer's last hidden state for (input_ids, attention_mask): the module the ONNX
+    export and the TorchScript trace both take."""
+    import torch
 
-    @staticmethod
-    def wrap(transformer: Any) -> Any:
-        import torch
+    class LastHidden(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
 
-        class LastHidden(torch.nn.Module):
-            def __init__(self, model: Any) -> None:
-                super().__init__()
-                self.model = model
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-                return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-        return LastHidden(transformer).eval()
+    return LastHidden(transformer).eval()
 
 
 _sessions: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
@@ -308,7 +306,7 @@ def _onnx_session(transformer: Any, tokenizer: Any, threads: int) -> Any:
         ):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _LastHidden.wrap(transformer),
+                _last_hidden(transformer),
                 (example["input_ids"], example["attention_mask"]),
                 f"{tmp}/encoder.onnx",
                 dynamo=False,  # the TorchScript exporter: no onnxscript needed, seconds not minutes
@@ -341,20 +339,12 @@ def _trace_query_graph(transformer: Any, tokenizer: Any) -> Any:
 
     import torch
 
-    class LastHidden(torch.nn.Module):
-        def __init__(self, model: Any) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
     example = tokenizer(["a short example query"], return_tensors="pt")
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(
-                LastHidden(transformer).eval(),
+                _last_hidden(transformer),
                 (example["input_ids"], example["attention_mask"]),
                 check_trace=False,
                 strict=False,

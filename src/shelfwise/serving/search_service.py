@@ -250,10 +250,11 @@ class HybridBuild:
             def done(n: int, _total: int) -> None:
                 self.embedded = self.total - missing + n
 
-            missing = cache.missing([embedding_text(it) for it in self.items])
+            texts = [embedding_text(it) for it in self.items]
+            missing = cache.missing(texts)
             self.embedded = self.total - missing
             cache.fill(
-                [embedding_text(it) for it in self.items],
+                texts,
                 encoder.encode,
                 progress=done,
                 stop=self._stop.is_set,
