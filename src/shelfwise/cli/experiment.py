@@ -89,6 +89,8 @@ def _human(out: dict[str, Any]) -> str:
                 if "ratio_ci95" in out
                 else ")"
             ),
+            f"A/B analysis: {out['ab_analysis']}; clicks per user instead: "
+            f"{out['ab_users_clicks_per_user']:,} users (ratio {out['ratio_clicks_per_user']:.1f})",
         ]
         if "check_runs" in out:
             lines.append(
