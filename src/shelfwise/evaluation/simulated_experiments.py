@@ -15,7 +15,13 @@ from shelfwise.evaluation.experiments import (
     srm_test,
     users_for_power,
 )
-from shelfwise.evaluation.simulator import ShopperSimulator, examination
+from shelfwise.evaluation.simulator import (
+    ShopperSimulator,
+    chain_click_probs,
+    continuation_of,
+    draw_chain_clicks,
+    examination,
+)
 
 # --- sample ratio mismatch ----------------------------------------------------------------------
 
@@ -332,32 +338,36 @@ def _wilson(hits: int, runs: int, z: float = 1.96) -> list[float]:
     return [float(centre - half), float(centre + half)]
 
 
-def _slot_click_probs(attr_shown: np.ndarray, exam: np.ndarray, cascade: bool) -> np.ndarray:
-    """P(click) at each slot of one visit (last axis = slots); cascade: P(the one click is there)."""
-    if cascade:
-        before = np.cumprod(1 - attr_shown, axis=-1)
-        ones = np.ones((*attr_shown.shape[:-1], 1))
-        return attr_shown * np.concatenate([ones, before[..., :-1]], axis=-1)
-    return exam * attr_shown
+def _slot_click_probs(attr_shown: np.ndarray, exam: np.ndarray, lam: float) -> np.ndarray:
+    """P(click) at each slot of one visit (last axis = slots), from examination × attraction and the
+    chance ``lam`` of going on after a click (1: the position model; 0 with ``exam`` all ones: the
+    cascade model, P(the one click is there))."""
+    return chain_click_probs(exam * attr_shown, lam)
 
 
-def _draw_visits(prob: np.ndarray, rng: np.random.Generator, cascade: bool) -> np.ndarray:
-    """Clicks (bool, same shape as ``prob``) of one visit per row: independent per slot, or (cascade)
-    at most one, at slot j with probability ``prob[j]``."""
-    if cascade:
+def _draw_visits(prob: np.ndarray, rng: np.random.Generator, lam: float) -> np.ndarray:
+    """Clicks (bool, same shape as ``prob``) of one visit per row, from the marginals ``prob``:
+    independent per slot (lam = 1), at most one (lam = 0), or a click chain in between."""
+    if lam == 0.0:
         cum = np.cumsum(prob, axis=-1)
         u = rng.random((*prob.shape[:-1], 1))
         first = (u >= cum).sum(-1, keepdims=True)
         return (np.arange(prob.shape[-1]) == first) & (u < cum[..., -1:])
-    return rng.random(prob.shape) < prob
+    return draw_chain_clicks(prob, lam, rng)
 
 
-def _visit_moments(prob: np.ndarray, weight: np.ndarray, cascade: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of one visit's credit sum(click_j * weight_j), per row."""
+def _visit_moments(prob: np.ndarray, weight: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of one visit's credit sum(click_j * weight_j), per row. With a click
+    chain, P(c_i and c_j) = P(c_i) lam p_j / (1 - (1 - lam) sum_{l<=i} p_l) for i < j."""
     mean = (prob * weight).sum(-1)
-    if cascade:  # one click at most: E[X^2] = sum_j q_j w_j^2
-        return mean, (prob * weight**2).sum(-1) - mean**2
-    return mean, (prob * (1 - prob) * weight**2).sum(-1)
+    if lam >= 1.0:  # independent slots
+        return mean, (prob * (1 - prob) * weight**2).sum(-1)
+    second = (prob * weight**2).sum(-1)
+    if lam > 0.0:
+        looking_after = 1 - (1 - lam) * np.cumsum(prob, axis=-1)
+        inner = np.cumsum(weight * prob / looking_after, axis=-1) - weight * prob / looking_after
+        second = second + 2 * lam * (weight * prob * inner).sum(-1)
+    return mean, second - mean**2
 
 
 AB_ANALYSES = ("clicks-per-user", "ctr-delta")
@@ -385,7 +395,7 @@ def _optimized_moments(
     order_b: np.ndarray,
     attr: np.ndarray,
     exam: np.ndarray,
-    cascade: bool,
+    lam: float,
     visits: np.ndarray,
     start: int,
     stop: int,
@@ -406,8 +416,8 @@ def _optimized_moments(
         prefix_bias = (oi["prob"][:, :, None] * np.cumsum(oi["credit"], -1)).sum(1)
         bias_out[s0:s1] = np.abs(prefix_bias).max(1) * oi["infeasible"]
         local = np.arange(s1 - s0)[:, None, None]
-        p = _slot_click_probs(attr[s0:s1][local, oi["shown"]], exam, cascade)  # (c, L, k)
-        mu, s2 = _visit_moments(p, oi["credit"], cascade)  # (c, L)
+        p = _slot_click_probs(attr[s0:s1][local, oi["shown"]], exam, lam)  # (c, L, k)
+        mu, s2 = _visit_moments(p, oi["credit"], lam)  # (c, L)
         m = (oi["prob"] * mu).sum(1)
         v = visits[s0:s1].astype(np.float64)
         mean_out[s0:s1] = v * m
@@ -417,7 +427,7 @@ def _optimized_moments(
         for rep in range(replicates):
             u = rng.random(len(cflat)) * cum[cflat, -1]
             pick = np.minimum((u[:, None] >= cum[cflat]).sum(1), cum.shape[1] - 1)
-            clicks = _draw_visits(p[cflat, pick], rng, cascade)
+            clicks = _draw_visits(p[cflat, pick], rng, lam)
             credit = (clicks * oi["credit"][cflat, pick]).sum(1)
             pool_out[s0:s1, rep] = np.bincount(cflat, weights=credit, minlength=s1 - s0)
 
@@ -490,7 +500,8 @@ def interleaving_vs_ab_scenario(
     ndcg_b = ndcg(order_b)
 
     cascade = sim.config.click_model == "cascade"
-    exam = examination(np.arange(1, k + 1))
+    lam = continuation_of(sim.config)
+    exam = np.ones(k) if cascade else examination(np.arange(1, k + 1))
     visits = shoppers.visits
     fv = visits.astype(np.float64)
     flat = np.repeat(np.arange(users), visits)  # one row per visit
@@ -499,14 +510,14 @@ def interleaving_vs_ab_scenario(
     # --- A/B on clicks per user: per-user exact moments, and `replicates` click draws per user
     ab_mean, ab_var, ab_pool = [], [], []
     for order in (order_a, order_b):
-        p = _slot_click_probs(attr[rows, order], exam, cascade)
-        vm, vv = _visit_moments(p, np.ones(k), cascade)
+        p = _slot_click_probs(attr[rows, order], exam, lam)
+        vm, vv = _visit_moments(p, np.ones(k), lam)
         ab_mean.append(fv * vm)
         ab_var.append(fv * vv)
         ab_pool.append(
             np.stack(
                 [
-                    np.bincount(flat, weights=_draw_visits(p[flat], rng, cascade).sum(1), minlength=users)
+                    np.bincount(flat, weights=_draw_visits(p[flat], rng, lam).sum(1), minlength=users)
                     for _ in range(replicates)
                 ],
                 axis=1,
@@ -528,18 +539,18 @@ def interleaving_vs_ab_scenario(
         stop = min(start + chunk, users)
         drafts = team_drafts(order_a[start:stop], order_b[start:stop], candidates)
         local = np.arange(stop - start)[:, None, None]
-        p = _slot_click_probs(attr[start:stop][local, drafts["shown"]], exam, cascade)  # (c, S, k)
+        p = _slot_click_probs(attr[start:stop][local, drafts["shown"]], exam, lam)  # (c, S, k)
         weights = {"team_draft": drafts["team"], "shared_uncredited": drafts["team"] * ~drafts["shared"]}
         shared_click_share += float((p * drafts["shared"]).sum() / p.sum()) * (stop - start)
         v = fv[start:stop]
         for r in ("shared_uncredited", "team_draft"):
-            mu, s2 = _visit_moments(p, weights[r], cascade)  # (c, S): per draft
+            mu, s2 = _visit_moments(p, weights[r], lam)  # (c, S): per draft
             d_mean[r][start:stop] = v * mu.mean(1)
             d_var[r][start:stop] = v * (s2.mean(1) + mu.var(1))
         cflat = np.repeat(np.arange(stop - start), visits[start:stop])
         for rep in range(replicates):
             pick = rng.integers(0, p.shape[1], len(cflat))  # each visit its own team draft
-            clicks = _draw_visits(p[cflat, pick], rng, cascade)
+            clicks = _draw_visits(p[cflat, pick], rng, lam)
             for r in ("shared_uncredited", "team_draft"):
                 credit = (clicks * weights[r][cflat, pick]).sum(1)
                 d_pool[r][start:stop, rep] = np.bincount(cflat, weights=credit, minlength=stop - start)
@@ -549,7 +560,7 @@ def interleaving_vs_ab_scenario(
                 order_b,
                 attr,
                 exam,
-                cascade,
+                lam,
                 visits,
                 start,
                 stop,
@@ -598,6 +609,7 @@ def interleaving_vs_ab_scenario(
     inter_users = {r: inter_users_for(r) for r in rules}
     out: dict[str, Any] = {
         "click_model": sim.config.click_model,
+        "click_continuation": lam,
         "users_simulated": users,
         "k": k,
         "ndcg_a": ndcg_a,
