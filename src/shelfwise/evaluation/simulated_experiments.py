@@ -682,11 +682,11 @@ def interleaving_vs_ab_scenario(
         hits = 0
         for _ in range(check_runs):
             stat_se = []
-            for pool in ab_pool:
-                pick = rng.integers(0, pool.size, per_arm)
-                c = pool.ravel()[pick]
+            for arm_pool in ab_pool:
+                pick = rng.integers(0, arm_pool.size, per_arm)
+                c = arm_pool.ravel()[pick]
                 if AB_ANALYSIS == "ctr-delta":  # ratio of sums, delta-method standard error
-                    vis = fv[pick // pool.shape[1]]
+                    vis = fv[pick // arm_pool.shape[1]]
                     r = c.sum() / vis.sum()
                     stat_se.append((r, (c - r * vis).var(ddof=1) / vis.mean() ** 2 / per_arm))
                 else:

@@ -12,7 +12,12 @@ What is assumed, not fitted (Online Retail logs no impressions, so there is noth
 the position-based click model of Craswell et al. (WSDM 2008) with examination ``1/log2(rank+1)``
 (the DCG discount), attraction ``sigmoid(base + w_pop*pop + w_aff*clip(affinity))`` with ``base``
 set so a shopper's top-10 retrieved items draw ``target_ctr`` on average, and a purchase given a
-click with probability ``conversion``. Those numbers are in :class:`SimulatorConfig`.
+click with probability ``conversion``. Those numbers are in :class:`SimulatorConfig`. None of the
+data sets at hand (Online Retail, REES46, OTTO, Taobao) logs served lists, so neither the examination
+curve nor the click model can be fitted; the click model is a choice (position, cascade, or the
+dependent click model in between), and interleaving-versus-A/B figures depend on it: under the
+position model a visit's expected clicks are the list's DCG, fully order-sensitive, while under the
+cascade model P(a click) = 1 - prod(1 - r_i) does not depend on the order at all.
 
     >>> sim = ShopperSimulator.fit(dataset)                      # doctest: +SKIP
     >>> shoppers = sim.sample_shoppers(1_000, rng)               # doctest: +SKIP
