@@ -62,6 +62,30 @@ def test_interleaving_vs_ab_prints_users_and_their_ratio() -> None:
     assert out["ratio"] == pytest.approx(out["ab_users"] / out["interleaving_users"])
 
 
+def test_interleaving_vs_ab_names_its_ab_analysis_and_takes_the_dependent_click_model() -> None:
+    sizes = ("--limit", "20000", "--users", "800", "--check-runs", "0")
+    proc = _run(
+        "--scenario", "interleaving-vs-ab", *sizes, "--click-model", "dependent", "--continuation", "0.3"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "A/B analysis: clicks per visit" in proc.stdout and "clicks per user instead" in proc.stdout
+    as_json = _run(
+        "--scenario",
+        "interleaving-vs-ab",
+        *sizes,
+        "--click-model",
+        "dependent",
+        "--continuation",
+        "0.3",
+        "--json",
+    )
+    assert json.loads(as_json.stdout)["click_continuation"] == pytest.approx(0.3)
+    bad = _run("--scenario", "ope", "--format", "nosuch")
+    assert bad.returncode != 0 and "unknown format 'nosuch'" in bad.stderr and "Traceback" not in bad.stderr
+    model = _run("--scenario", "ope", "--click-model", "chain")
+    assert model.returncode == 2 and "position, cascade or dependent" in model.stderr
+
+
 def test_fits_on_a_store_given_by_db(tmp_path: Path, retail_slice: Path) -> None:
     db = f"sqlite:///{tmp_path / 'shop.db'}"
     ingest = _shelfwise(

@@ -14,7 +14,15 @@ SCENARIOS = ("srm", "ope", "interleaving-vs-ab", "canary-rollback")
 RETAIL = Path(__file__).resolve().parents[3] / "data" / "online_retail" / "online_retail.csv.gz"
 
 
-def _fit(db: str | None, data: Path | None, limit: int, seed: int, click_model: str = "position") -> Any:
+def _fit(
+    db: str | None,
+    data: Path | None,
+    limit: int,
+    seed: int,
+    click_model: str = "position",
+    continuation: float = 0.5,
+    fmt: str = "online-retail",
+) -> Any:
     from shelfwise.cli.progress import bytes_bar
     from shelfwise.core.errors import InputFileError
     from shelfwise.evaluation.simulator import ShopperSimulator, SimulatorConfig
@@ -33,11 +41,12 @@ def _fit(db: str | None, data: Path | None, limit: int, seed: int, click_model: 
     else:
         path = data or RETAIL
         if not path.is_file():
-            raise InputFileError(f"{path}: no such file (the Online Retail file, format online-retail)")
+            raise InputFileError(f"{path}: no such file (an events file in format {fmt})")
         with bytes_bar(f"read {path.name}") as progress:
-            ds = Dataset.from_file(path, "online-retail", limit=limit, progress=progress)
+            ds = Dataset.from_file(path, fmt, limit=limit, progress=progress)
     try:
-        return ShopperSimulator.fit(ds, SimulatorConfig(click_model=click_model), seed=seed)
+        config = SimulatorConfig(click_model=click_model, continuation=continuation)
+        return ShopperSimulator.fit(ds, config, seed=seed)
     except ValueError as exc:
         raise InputFileError(str(exc)) from None
 
@@ -89,6 +98,8 @@ def _human(out: dict[str, Any]) -> str:
                 if "ratio_ci95" in out
                 else ")"
             ),
+            f"A/B analysis: {out['ab_analysis']}; clicks per user instead: "
+            f"{out['ab_users_clicks_per_user']:,} users (ratio {out['ratio_clicks_per_user']:.1f})",
         ]
         if "check_runs" in out:
             lines.append(
@@ -134,8 +145,21 @@ def register(app: typer.Typer) -> None:
         ] = 500,
         click_model: Annotated[
             str,
-            typer.Option("--click-model", help="position (independent clicks) or cascade (first click only)"),
+            typer.Option(
+                "--click-model",
+                help="position (independent clicks), cascade (first click only) or dependent "
+                "(position examination; after a click go on with probability --continuation)",
+            ),
         ] = "position",
+        continuation: Annotated[
+            float,
+            typer.Option(
+                "--continuation", min=0.0, max=1.0, help="dependent click model: P(go on after a click)"
+            ),
+        ] = 0.5,
+        fmt: Annotated[
+            str, typer.Option("--format", help="format of the --data file (online-retail, rees46, otto, ...)")
+        ] = "online-retail",
         interleaving: Annotated[
             str,
             typer.Option(
@@ -162,9 +186,9 @@ def register(app: typer.Typer) -> None:
             else:
                 if interleaving not in sx.INTERLEAVING_METHODS:
                     fail(f"--interleaving must be team-draft or optimized; got {interleaving!r}", 2)
-                if click_model not in ("position", "cascade"):
-                    fail(f"--click-model must be position or cascade; got {click_model!r}", 2)
-                sim = _fit(db, data, limit, seed, click_model)
+                if click_model not in ("position", "cascade", "dependent"):
+                    fail(f"--click-model must be position, cascade or dependent; got {click_model!r}", 2)
+                sim = _fit(db, data, limit, seed, click_model, continuation, fmt)
                 if scenario == "ope":
                     out = sx.ope_scenario(sim, logs=logs, epsilon=epsilon, seed=seed)
                 elif scenario == "canary-rollback":

@@ -12,7 +12,12 @@ What is assumed, not fitted (Online Retail logs no impressions, so there is noth
 the position-based click model of Craswell et al. (WSDM 2008) with examination ``1/log2(rank+1)``
 (the DCG discount), attraction ``sigmoid(base + w_pop*pop + w_aff*clip(affinity))`` with ``base``
 set so a shopper's top-10 retrieved items draw ``target_ctr`` on average, and a purchase given a
-click with probability ``conversion``. Those numbers are in :class:`SimulatorConfig`.
+click with probability ``conversion``. Those numbers are in :class:`SimulatorConfig`. None of the
+data sets at hand (Online Retail, REES46, OTTO, Taobao) logs served lists, so neither the examination
+curve nor the click model can be fitted; the click model is a choice (position, cascade, or the
+dependent click model in between), and interleaving-versus-A/B figures depend on it: under the
+position model a visit's expected clicks are the list's DCG, fully order-sensitive, while under the
+cascade model P(a click) = 1 - prod(1 - r_i) does not depend on the order at all.
 
     >>> sim = ShopperSimulator.fit(dataset)                      # doctest: +SKIP
     >>> shoppers = sim.sample_shoppers(1_000, rng)               # doctest: +SKIP
@@ -42,17 +47,55 @@ class SimulatorConfig(BaseModel):
     affinity_weight: float = Field(1.0, description="logit per standard deviation of affinity")
     conversion: float = Field(0.3, gt=0, le=1, description="P(purchase | click)")
     max_visits: int = Field(20, ge=1, description="cap on visits per shopper")
-    click_model: Literal["position", "cascade"] = Field(
+    click_model: Literal["position", "cascade", "dependent"] = Field(
         "position",
         description="position: each slot clicked independently, P = examination × attraction "
         "(Craswell et al. 2008's position model); cascade: the shopper scans top-down and clicks "
-        "the first attractive item, then stops (their cascade model)",
+        "the first attractive item, then stops (their cascade model); dependent: the position "
+        "model's examination, but after a click the shopper goes on down the list only with "
+        "probability `continuation` (the dependent click model's λ, Guo, Liu & Wang, WSDM 2009): "
+        "1 is the position model, 0 stops at the first click",
+    )
+    continuation: float = Field(
+        0.5, ge=0, le=1, description="P(go on after a click), used by the dependent click model only"
     )
 
 
 def examination(ranks: np.ndarray) -> np.ndarray:
     """P(a shopper looks at position ``rank`` (1-based)): ``1/log2(rank+1)``."""
     return 1.0 / np.log2(np.asarray(ranks, np.float64) + 1.0)
+
+
+def continuation_of(config: SimulatorConfig) -> float:
+    """P(the shopper goes on down the list after a click): 1 (position), 0 (cascade) or λ."""
+    return {"position": 1.0, "cascade": 0.0}.get(config.click_model, config.continuation)
+
+
+def chain_click_probs(q: np.ndarray, continuation: float) -> np.ndarray:
+    """Marginal P(click) per slot (last axis) when slot j is clicked with probability ``q_j`` if the
+    shopper is still looking, and a click ends the scan with probability ``1 - continuation``:
+    ``P(c_j) = q_j prod_{i<j} (1 - (1 - continuation) q_i)``."""
+    if continuation >= 1.0:
+        return q
+    still = np.cumprod(1 - (1 - continuation) * q, axis=-1)
+    ones = np.ones((*q.shape[:-1], 1))
+    return q * np.concatenate([ones, still[..., :-1]], axis=-1)
+
+
+def draw_chain_clicks(p: np.ndarray, continuation: float, rng: np.random.Generator) -> np.ndarray:
+    """One visit's clicks per row from the marginals ``p`` of :func:`chain_click_probs`: the
+    per-slot chance while still looking is recovered as ``q_j = p_j / (1 - (1-λ) sum_{i<j} p_i)``."""
+    if continuation >= 1.0:
+        return rng.random(p.shape) < p
+    looking_p = 1 - (1 - continuation) * (np.cumsum(p, axis=-1) - p)
+    q = p / np.maximum(looking_p, 1e-300)
+    clicks = np.zeros(p.shape, bool)
+    looking = np.ones(p.shape[:-1], bool)
+    for j in range(p.shape[-1]):
+        c = looking & (rng.random(looking.shape) < q[..., j])
+        clicks[..., j] = c
+        looking &= ~c | (rng.random(looking.shape) < continuation)
+    return clicks
 
 
 @dataclass(frozen=True)
@@ -178,7 +221,7 @@ class ShopperSimulator:
             before = np.cumprod(1 - attraction, axis=1)
             return attraction * np.concatenate([np.ones((len(lists), 1)), before[:, :-1]], axis=1)
         ranks = np.arange(1, lists.shape[1] + 1)
-        return examination(ranks)[None, :] * attraction
+        return chain_click_probs(examination(ranks)[None, :] * attraction, continuation_of(self.config))
 
     def simulate(
         self, shoppers: Shoppers, lists: np.ndarray, rng: np.random.Generator
@@ -191,6 +234,6 @@ class ShopperSimulator:
             first = (u >= cum).sum(1)
             clicks = (np.arange(lists.shape[1])[None, :] == first[:, None]) & (u < cum[:, -1:])
         else:
-            clicks = rng.random(p_click.shape) < p_click
+            clicks = draw_chain_clicks(p_click, continuation_of(self.config), rng)
         purchases = clicks & (rng.random(p_click.shape) < self.config.conversion)
         return {"p_click": p_click, "clicks": clicks, "purchases": purchases}

@@ -86,6 +86,24 @@ def test_interleaving_vs_ab_uses_a_known_two_percent_ndcg_gap(sim: ShopperSimula
     assert lo < hi
 
 
+def test_ab_side_uses_the_delta_method_on_clicks_per_visit_and_its_power_holds(sim: ShopperSimulator) -> None:
+    out = interleaving_vs_ab_scenario(sim, users=4_000, replicates=4, bootstrap=0, check_runs=300, seed=2)
+    # the headline A/B figure is the stronger analysis, and both are reported
+    assert (
+        out["ab_users"]
+        == out["ab_users_ctr_delta"]
+        == min(out["ab_users_ctr_delta"], out["ab_users_clicks_per_user"])
+    )
+    # visits per user vary, so dividing them out must remove variance: a real gain, not a tie
+    assert out["ab_users_ctr_delta"] < 0.9 * out["ab_users_clicks_per_user"]
+    assert out["ratio_clicks_per_user"] == pytest.approx(
+        out["ab_users_clicks_per_user"] / out["interleaving_users"]
+    )
+    # simulated experiments of that size, analysed by the delta method, detect the gap ~80% of the time
+    lo, hi = out["ab_power_ci95"]
+    assert lo < 0.8 + 0.06 and hi > 0.8 - 0.06
+
+
 def test_team_drafts_lists_every_draw_of_the_team_draft_rule() -> None:
     rng = np.random.default_rng(5)
     n, m, k = 40, 14, 6
@@ -187,3 +205,24 @@ def test_interleaving_vs_ab_runs_optimized_interleaving_and_refuses_unknown_meth
     assert 0 <= out["interleaving_simulated_power"] <= 1
     with pytest.raises(ValueError, match="interleaving must be one of"):
         interleaving_vs_ab_scenario(sim, users=400, check_runs=0, interleaving="balanced")
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.4, 1.0])
+def test_click_chain_moments_match_drawn_clicks(lam: float) -> None:
+    from shelfwise.evaluation.simulated_experiments import _draw_visits, _slot_click_probs, _visit_moments
+
+    rng = np.random.default_rng(7)
+    attr = rng.uniform(0.05, 0.6, (3, 8))
+    weight = rng.choice([-1.0, 0.0, 1.0, 2.5], (3, 8))
+    p = _slot_click_probs(attr, examination(np.arange(1, 9)), lam)
+    mean, var = _visit_moments(p, weight, lam)
+    draws = _draw_visits(np.repeat(p[:, None, :], 200_000, axis=1), rng, lam)
+    credit = (draws * weight[:, None, :]).sum(-1)
+    assert np.allclose(draws.mean(1), p, atol=4e-3)  # the drawn clicks have the stated marginals
+    assert np.allclose(credit.mean(1), mean, atol=0.01)
+    assert np.allclose(credit.var(1), var, rtol=0.02)
+    if lam == 0.0:
+        assert draws.sum(-1).max() == 1  # at most one click a visit
+    if lam < 1.0:  # a click makes later clicks rarer than the position model would have them
+        assert (p < examination(np.arange(1, 9)) * attr + 1e-12).all()
+        assert (p[:, 1:] < examination(np.arange(2, 9)) * attr[:, 1:]).all()
