@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from shelfwise.api.auth import CallerDep, ShopperCaller, check_shopper
+from shelfwise.api.fastpath import Bound, bind
 from shelfwise.api.routes.deps import (
     PERSONAL_ERRORS,
     READ_ERRORS,
@@ -43,7 +44,7 @@ from shelfwise.serving.recommending import Answer
 from shelfwise.serving.recommending import Request as RecRequest
 from shelfwise.store.journal import store_unavailable
 
-router = APIRouter()
+router = APIRouter(route_class=Bound)
 
 
 def _json(body: dict[str, Any]) -> Response:
@@ -285,3 +286,8 @@ async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQu
     return _json(
         svc.feedback.tag(body, placement=query.scenario, session_id=guest, arm=arm, explored=explored)
     )
+
+
+# the same validation without FastAPI's per-request reflection (``api.fastpath``)
+bind(user_recommendations, RecommendationsQuery, model_arg="query", path={"user_id": (1, 256)})
+bind(anonymous_recommendations, RecommendationsQuery, model_arg="query")
