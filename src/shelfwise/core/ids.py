@@ -5,7 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections.abc import Iterable, Sequence
+import os
+import struct
+from base64 import b32encode as _b32encode
+from collections.abc import Iterable, Iterator, Sequence
+from time import time as _time
 
 
 def content_id(*parts: str | int | float | None) -> str:
@@ -60,16 +64,38 @@ def answer_id(ts_ms: int | None = None) -> str:
     table's index grows at its end); 62 random bits make a collision within one millisecond
     negligible (birthday bound ~2**31 answers in the same ms).
 
+    The random bits come from the OS's CSPRNG, read 4 KiB at a time (``_random62``): one system
+    call per 512 answers instead of one per answer.
+
     >>> len(answer_id()), answer_id(0) < answer_id(1)
     (22, True)
     """
-    import secrets
-    import time
+    ms = int(_time() * 1000) if ts_ms is None else int(ts_ms)
+    n = ((ms & 0xFFFFFFFFFFFF) << 62) | _random62()
+    # 110 bits, padded to 120 (15 bytes: 24 base32 digits, no padding), the first 22 digits kept
+    return _b32encode((n << 10).to_bytes(15, "big"))[:22].translate(_TO_CROCKFORD).decode()
 
-    ms = int(time.time() * 1000) if ts_ms is None else int(ts_ms)
-    n = ((ms & 0xFFFFFFFFFFFF) << 62) | secrets.randbits(62)
-    out = []
-    for _ in range(22):
-        out.append(_B32[n & 31])
-        n >>= 5
-    return "".join(reversed(out))
+
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _B32.encode())
+_RANDOM: list[Iterator[int]] = [iter(())]
+
+
+def _random62() -> int:
+    """62 random bits from the OS's CSPRNG, drawn in blocks of 512 (``next`` on a tuple iterator
+    is atomic: threads never get the same value)."""
+    try:
+        return next(_RANDOM[0])
+    except StopIteration:
+        block = iter([v & _MASK62 for v in struct.unpack("<512Q", os.urandom(4096))])
+        _RANDOM[0] = block
+        return next(block)
+
+
+_MASK62 = (1 << 62) - 1
+
+
+def _fresh_random() -> None:
+    _RANDOM[0] = iter(())  # a forked child draws its own bits, never its parent's
+
+
+os.register_at_fork(after_in_child=_fresh_random)

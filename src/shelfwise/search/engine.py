@@ -639,24 +639,31 @@ class SearchEngine:
         if not terms and user is None:
             return scores
         out = scores.copy()
-        for i, slot in enumerate(slots):
-            item = self._items[int(slot)]
+        items, texts, boost = self._items, self._boost_text, self.config.boost
+        for i, slot in enumerate(np.asarray(slots).tolist()):
+            item = items[slot]
             if item is None:
                 continue
             factor = 1.0
             if terms:
-                text = self._boost_text.get(int(slot))
+                text = texts.get(slot)
                 if text is None:
                     text = " ".join(
                         [item.title or "", item.category or "", " ".join(map(str, item.attributes.values()))]
                     ).lower()
-                    if len(self._boost_text) > 100_000:
-                        self._boost_text.clear()
-                    self._boost_text[int(slot)] = text
-                factor += self.config.boost * sum(1 for t in terms if t in text)
+                    if len(texts) > 100_000:
+                        texts.clear()
+                    texts[slot] = text
+                found = 0
+                for t in terms:
+                    if t in text:
+                        found += 1
+                if found:
+                    factor += boost * found
             if user is not None:
                 factor *= user.boost(item)
-            out[i] *= factor
+            if factor != 1.0:  # x * 1.0 is x: only boosted items are written
+                out[i] *= factor
         return out
 
     def autocomplete(self, prefix: str, k: int = 8) -> list[str]:

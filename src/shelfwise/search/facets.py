@@ -76,12 +76,29 @@ def _ranked(codes: np.ndarray, names: Sequence[str], top: int | None) -> list[di
     codes = codes[codes >= 0]
     if len(codes) == 0:
         return []
-    counts = np.bincount(codes, minlength=len(names))
+    counts = np.bincount(codes)
     present = np.flatnonzero(counts)
-    order = present[np.lexsort((present, -counts[present]))]
+    found = counts[present]
+    order = np.argsort(-found, kind="stable")  # stable: equal counts stay in code order
     if top is not None:
         order = order[:top]
-    return [{"value": names[int(v)], "count": int(counts[v])} for v in order]
+    return [
+        {"value": names[v], "count": c}
+        for v, c in zip(present[order].tolist(), found[order].tolist(), strict=True)
+    ]
+
+
+def _bucket_arrays(
+    buckets: Sequence[tuple[float, float]],
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """The buckets' lower and upper bounds as arrays, and each bucket's row without its count."""
+    lows = np.array([lo for lo, _ in buckets])
+    highs = np.array([hi for _, hi in buckets])
+    rows = [
+        {"value": _bucket_label(lo, hi), "min": lo, "max": None if math.isinf(hi) else hi}
+        for lo, hi in buckets
+    ]
+    return lows, highs, rows
 
 
 # attributes ingest annotates (``shelfwise.data.attributes``) that become facets when items carry them
@@ -104,6 +121,7 @@ class FacetIndex:
         self.attr_names: dict[str, list[str]] = {a: [] for a in ATTRIBUTE_FACETS}
         self._attr_code: dict[str, dict[str, int]] = {a: {} for a in ATTRIBUTE_FACETS}
         self.attr = np.zeros((0, len(ATTRIBUTE_FACETS)), dtype=np.int32)
+        self._buckets: tuple[Any, np.ndarray, np.ndarray, list[dict[str, Any]]] | None = None
 
     def attribute_codes(self, attribute: str, values: Sequence[str]) -> tuple[int, list[int]]:
         """The column of ``attribute`` and the codes of ``values`` (lower-cased) it has."""
@@ -162,29 +180,27 @@ class FacetIndex:
         known = prices[~np.isnan(prices)]
         price_rows = []
         if buckets and len(known):
-            lows = np.array([lo for lo, _ in buckets])
-            highs = np.array([hi for _, hi in buckets])
+            if self._buckets is None or self._buckets[0] is not buckets:
+                self._buckets = (buckets, *_bucket_arrays(buckets))  # the engine's list, built once
+            _, lows, highs, rows = self._buckets
             idx = np.searchsorted(lows, known, side="right") - 1
             inside = (idx >= 0) & (known < highs[np.clip(idx, 0, None)])
-            per = np.bincount(idx[inside], minlength=len(buckets))
-            price_rows = [
-                {
-                    "value": _bucket_label(lo, hi),
-                    "min": lo,
-                    "max": None if math.isinf(hi) else hi,
-                    "count": int(c),
-                }
-                for (lo, hi), c in zip(buckets, per, strict=True)
-                if c
-            ]
-        stock_codes = np.where(available[slots], 0, 1).astype(np.int32)
+            per = np.bincount(idx[inside], minlength=len(buckets)).tolist()
+            price_rows = [{**row, "count": c} for row, c in zip(rows, per, strict=True) if c]
+        in_stock = int(np.count_nonzero(available[slots]))
+        stock = [("in stock", in_stock), ("out of stock", len(slots) - in_stock)]
+        if stock[1][1] > stock[0][1]:  # most common first; equal counts in code order
+            stock.reverse()
         out: dict[str, Any] = {
             "category": _ranked(self.cat[slots].reshape(-1), self.categories, top),
             "brand": _ranked(self.brand[slots], self.brands, top),
             "price": price_rows,
-            "availability": _ranked(stock_codes, ["in stock", "out of stock"], None),
+            "availability": [{"value": v, "count": c} for v, c in stock if c],
         }
-        for j, name in enumerate(ATTRIBUTE_FACETS):  # only the attributes this catalogue has
-            if self.attr_names[name]:
-                out[name] = _ranked(self.attr[slots, j], self.attr_names[name], top)
+        columns = [j for j, name in enumerate(ATTRIBUTE_FACETS) if self.attr_names[name]]
+        if columns:  # only the attributes this catalogue has
+            attr = self.attr[slots].T
+            for j in columns:
+                name = ATTRIBUTE_FACETS[j]
+                out[name] = _ranked(attr[j], self.attr_names[name], top)
         return out

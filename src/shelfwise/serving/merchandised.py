@@ -99,11 +99,13 @@ def merchandise(
 ) -> Answer:
     """``answer`` after ``placement``'s rules, cut to ``k``: every rule that moved an item is named
     in its reason, and a list the rules would empty is answered without them (``fallback``)."""
-    cands = [
-        Candidate(i, float(s), [r] if r else [])
-        for i, s, r in zip(answer.items, answer.scores, answer.reasons, strict=True)
-    ]
-    result = apply_placement(merch, placement, cands, k=k, get=get)
+    result = None
+    if has_rules(merch, placement):  # no rules (most placements): no candidates to build
+        cands = [
+            Candidate(i, float(s), [r] if r else [])
+            for i, s, r in zip(answer.items, answer.scores, answer.reasons, strict=True)
+        ]
+        result = apply_placement(merch, placement, cands, k=k, get=get)
     if result is None:
         if len(answer.items) <= k:
             return answer

@@ -4,6 +4,7 @@ with a cart. The answers come from ``serving.recommending``; this file only shap
 
 from __future__ import annotations
 
+from math import isfinite
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -12,6 +13,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from shelfwise.api.auth import CallerDep, ShopperCaller, check_shopper
+from shelfwise.api.fastpath import Bound, bind
 from shelfwise.api.routes.deps import (
     PERSONAL_ERRORS,
     READ_ERRORS,
@@ -43,7 +45,7 @@ from shelfwise.serving.recommending import Answer
 from shelfwise.serving.recommending import Request as RecRequest
 from shelfwise.store.journal import store_unavailable
 
-router = APIRouter()
+router = APIRouter(route_class=Bound)
 
 
 def _json(body: dict[str, Any]) -> Response:
@@ -53,6 +55,10 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(to_json(body), media_type="application/json")
 
 
+# an item the serving index does not hold (a model's item missing from the catalogue)
+_NO_FACTS = dict.fromkeys(("title", "category", "brand", "price", "currency", "available"))
+
+
 def _out(svc: Services, answer: Answer, *, cached: bool = False, **extra: Any) -> dict[str, Any]:
     """A ``RecommendationsOut`` as a dict: each item with its reason and catalogue facts."""
     items = []
@@ -60,19 +66,21 @@ def _out(svc: Services, answer: Answer, *, cached: bool = False, **extra: Any) -
     for item_id, score, reason in zip(answer.items, answer.scores, answer.reasons, strict=True):
         facts = get(item_id) if get is not None else None
         score = float(score)
-        items.append(
-            {
-                "item_id": item_id,
-                "score": score if score == score and abs(score) != float("inf") else 0.0,
-                "reason": reason,
-                "title": getattr(facts, "title", None),
-                "category": getattr(facts, "category", None),
-                "brand": getattr(facts, "brand", None),
-                "price": getattr(facts, "price", None),
-                "currency": getattr(facts, "currency", None),
-                "available": getattr(facts, "available", None),
-            }
-        )
+        row = {
+            "item_id": item_id,
+            "score": score if isfinite(score) else 0.0,
+            "reason": reason,
+        }
+        if facts is None:
+            row.update(_NO_FACTS)
+        else:
+            row["title"] = facts.title
+            row["category"] = facts.category
+            row["brand"] = facts.brand
+            row["price"] = facts.price
+            row["currency"] = facts.currency
+            row["available"] = facts.available
+        items.append(row)
     return {
         "model_version": answer.model_version,
         "source": answer.source,
@@ -285,3 +293,8 @@ async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQu
     return _json(
         svc.feedback.tag(body, placement=query.scenario, session_id=guest, arm=arm, explored=explored)
     )
+
+
+# the same validation without FastAPI's per-request reflection (``api.fastpath``)
+bind(user_recommendations, RecommendationsQuery, model_arg="query", path={"user_id": (1, 256)})
+bind(anonymous_recommendations, RecommendationsQuery, model_arg="query")

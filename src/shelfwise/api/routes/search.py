@@ -6,8 +6,10 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
 
 from shelfwise.api.auth import CallerDep, check_shopper
+from shelfwise.api.fastpath import Bound, bind
 from shelfwise.api.openapi import invalid
 from shelfwise.api.routes.deps import (
     PERSONAL_ERRORS,
@@ -30,7 +32,7 @@ from shelfwise.serving.container import Services
 from shelfwise.serving.merchandised import POOL, apply_placement, has_rules
 from shelfwise.store.journal import store_unavailable
 
-router = APIRouter()
+router = APIRouter(route_class=Bound)
 log = get_logger(__name__)
 
 
@@ -280,6 +282,27 @@ def _hit(it: Any, score: float, reason: str) -> dict[str, Any]:
         "available": it.available,
         "attributes": {k: v for k, v in it.attributes.items() if isinstance(v, str | int | float)},
     }
+
+
+class SearchParams(BaseModel):
+    """The query of ``GET /v1/search`` with the constraints of its signature, for its binder
+    (``api.fastpath``): a request this model accepts is one FastAPI accepts, with the same values."""
+
+    q: str = Field(min_length=1, max_length=500, pattern=NOT_BLANK)
+    page: int = Field(1, ge=1, le=100)
+    size: int = Field(10, ge=1, le=100)
+    user_id: str | None = Field(None, min_length=1, max_length=256)
+    category: str | None = Field(None, min_length=1, max_length=512)
+    brand: list[str] | None = Field(None, max_length=20)
+    price_min: float | None = Field(None, ge=0, le=1e9)
+    price_max: float | None = Field(None, ge=0, le=1e9)
+    available: bool | None = None
+    attribute: list[str] | None = Field(None, max_length=20)
+    sort: Literal["relevance", "price_asc", "price_desc", "popularity"] = "relevance"
+    session_id: str | None = Field(None, min_length=1, max_length=256)
+
+
+bind(search, SearchParams, lists=("brand", "attribute"))
 
 
 @router.get("/v1/autocomplete", response_model=AutocompleteOut, responses=READ_ERRORS, tags=["search"])
