@@ -32,6 +32,13 @@ latency acceptance figures of issue 14, through HTTP against ``shelfwise serve``
   precomputed top-50 list when the shopper has one, as ``make demo`` serves them) and at ``k=60``
   (beyond the list: the model scores the shopper), with the answers' ``source`` counted.
 
+Relevance only (``SHELFWISE_SERVED_RELEVANCE_ONLY=1``): steps 1-3 above on each labelled set, the
+served nDCG@10 through HTTP against the offline figure of the same index version, and nothing timed
+(no latency, no load generator, no recommendations), so it needs no quiet machine and no lock; writes
+``benchmarks/results/served_relevance.json``.
+
+    SHELFWISE_SERVED_RELEVANCE_ONLY=1 .venv/bin/python -m benchmarks.run served
+
 The item embeddings of the catalogue are kept between runs in ``SHELFWISE_BENCH_CACHE`` (default
 ``/tmp/shelfwise-bench-cache``; keyed by each item's text, as ``shelfwise serve`` keeps them), so a
 second run does not embed 20k items again; the JSON says how many were embedded in this run.
@@ -138,9 +145,13 @@ def _write_set(directory: Path, data: Mapping[str, Any]) -> tuple[Path, Path, Pa
     return items_path, queries_path, qrels_path
 
 
-def served_search(name: str, data: Mapping[str, Any], top: Path) -> dict[str, Any]:
+def served_search(name: str, data: Mapping[str, Any], top: Path, *, timed: bool = True) -> dict[str, Any]:
+    """The set's offline and served nDCG@10 (and, when ``timed``, latency and throughput)."""
     var = top / name
     var.mkdir(parents=True)
+    if not timed:  # the embeddings cache of quick mode (keyed by each item's text), as serve keeps it
+        (CACHE / "embeddings").mkdir(parents=True, exist_ok=True)
+        (var / "embeddings").symlink_to(CACHE / "embeddings", target_is_directory=True)
     items_path, queries_path, qrels_path = _write_set(var, data)
     env = _env(var, SHELFWISE_SEARCH_MODE="auto")
     out: dict[str, Any] = {"items": len(data["items"]), "queries": len(data["queries"])}
@@ -179,6 +190,8 @@ def served_search(name: str, data: Mapping[str, Any], top: Path) -> dict[str, An
         out["served_versions"] = sorted(versions)
         out["served_minus_offline"] = round(out["served"]["ndcg@10"] - float(out["offline"]["ndcg@10"]), 4)
         out["within_0_002"] = abs(out["served_minus_offline"]) <= 0.002
+        if not timed:
+            return out
         out["single_query"] = _percentiles(latencies)
         words = [
             f"GET /v1/search?q={urllib.parse.quote(t)}&size=10" for t in list(data["queries"].values())[:200]
@@ -430,9 +443,39 @@ def quick_table(f: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
+RELEVANCE_ONLY = os.environ.get("SHELFWISE_SERVED_RELEVANCE_ONLY", "").lower() not in ("", "0", "false", "no")
+
+
+def run_relevance() -> dict[str, Any]:
+    figures: dict[str, Any] = {"load_before": [round(x, 2) for x in os.getloadavg()]}
+    with tempfile.TemporaryDirectory(prefix="shelfwise-bench-served-relevance-") as tmp:
+        top = Path(tmp)
+        figures["search"] = {
+            name: served_search(name, data, top, timed=False) for name, data in labelled_sets().items()
+        }
+    figures["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    rows = [
+        "| set | items | index version | offline nDCG@10 | served nDCG@10 (HTTP) | difference | ±0.002 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in figures["search"].items():
+        rows.append(
+            f"| {name} | {s['items']:,} | `{s['index_version']}` | {s['offline']['ndcg@10']:.4f} | "
+            f"{s['served']['ndcg@10']:.4f} | {s['served_minus_offline']:+.4f} | {s['within_0_002']} |"
+        )
+    rows += [
+        "",
+        "Relevance part of `bench_served` (nothing timed): `index build --mode hybrid` evaluates "
+        "the version offline, `serve` answers every labelled query through `GET /v1/search?size=10`.",
+    ]
+    return {"name": "served_relevance", "table": "\n".join(rows), **figures}
+
+
 def run() -> dict[str, Any]:
     if QUICK:
         return run_quick()
+    if RELEVANCE_ONLY:
+        return run_relevance()
     figures: dict[str, Any] = {"load_before": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="shelfwise-bench-served-") as tmp:
         top = Path(tmp)

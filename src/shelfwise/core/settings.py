@@ -155,6 +155,13 @@ class Settings(BaseSettings):
         "deployed (most active first; 0: none)",
     )
     precompute_k: int = Field(50, ge=1, le=1000, description="length of each precomputed list")
+    warm_before_serving_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="at start, a worker waits at most this long for the active version's precomputed "
+        "lists before it takes requests (a list not built yet sends its shopper to the model, and "
+        "the build competes with the requests for the CPU); 0: serve at once, build in the background",
+    )
     # --- the feedback loop: answer ids, impressions, attribution, online metrics, canary guard ---
     attribution_window_hours: float = Field(
         24.0, gt=0, le=24 * 90, description="events up to this long after an answer are credited to it"

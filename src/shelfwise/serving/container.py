@@ -36,7 +36,7 @@ from shelfwise.search.personal import UserAffinity
 from shelfwise.serving.attribution import Feedback
 from shelfwise.serving.canary_guard import CanaryWatch
 from shelfwise.serving.catalogue import CatalogueFollower, apply_items
-from shelfwise.serving.deployment import LiveModels
+from shelfwise.serving.deployment import LiveModels, settle_heap
 from shelfwise.serving.event_writer import GroupCommitter, open_journal
 from shelfwise.serving.exploring import Explorer
 from shelfwise.serving.fold_in import FreshEvents
@@ -236,7 +236,18 @@ def build_services(
     services.journal = open_journal(settings.var_dir, store, metrics)
     _model_age_metric(services)
     services.canary.start()
+    _warm_up(services)
     return services
+
+
+def _warm_up(services: Services) -> None:
+    """Before the worker takes requests: the active version's precomputed lists (at most
+    ``warm_before_serving_seconds``), then the heap settled (``settle_heap``), so neither the list
+    build nor a full collection of the models just loaded lands on the first shoppers' requests."""
+    wait = services.settings.warm_before_serving_seconds
+    if wait > 0 and not services.live.wait_warm(wait):
+        log.warning("serving before the precomputed lists are built", waited_seconds=wait)
+    settle_heap()
 
 
 def _serve_index(

@@ -13,6 +13,7 @@ the same side, and ``percent`` of shoppers see the candidate.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import threading
 import time
@@ -127,6 +128,19 @@ def _stored_lists(loaded: LoadedVersion, k: int, n_users: int) -> TopLists | Non
     return lists
 
 
+def settle_heap() -> None:
+    """One full collection, then every object alive moves to the collector's permanent generation
+    (``gc.freeze``). A serving process holds a few hundred thousand long-lived objects (models, id
+    maps, precomputed lists); left in the oldest generation, each full collection walks them all,
+    tens of milliseconds with the interpreter lock held, which a request then waits for (issue 14:
+    one uncached recommendation in a hundred took 4-6x the median). Called when a version has been
+    loaded and its lists precomputed; what was frozen before is thawed first, so a version retired
+    since is still collected."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class LiveModels:
     """The serving process's view of the registry; see the module docstring."""
 
@@ -155,6 +169,7 @@ class LiveModels:
         self.on_tick: list[Callable[[], None]] = []  # run by the watcher at every interval
         self.precompute_users, self.precompute_k = precompute_users, precompute_k
         self._precomputing: set[str] = set()
+        self._warm: dict[str, threading.Event] = {}  # per version: set once its precompute ended
         # users scored per model call while precomputing: small batches let request threads in
         # between them, and the hybrid keeps which retriever proposed each item (its reasons) only
         # for calls of at most 32 rows; above that it ranks every retriever again per shopper
@@ -314,6 +329,8 @@ class LiveModels:
         if self.precompute_users <= 0 or loaded.precomputed or loaded.version in self._precomputing:
             return
         self._precomputing.add(loaded.version)
+        warm = self._warm.setdefault(loaded.version, threading.Event())
+        warm.clear()
 
         def build() -> None:
             try:
@@ -361,8 +378,20 @@ class LiveModels:
                 self.last_error = f"precompute {loaded.version}: {exc}"
             finally:
                 self._precomputing.discard(loaded.version)
+                if not self._stop.is_set():
+                    settle_heap()  # the lists are long-lived: out of the collector's way
+                warm.set()
 
         threading.Thread(target=build, name="shelfwise-precompute", daemon=True).start()
+
+    def wait_warm(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the active version's precomputed lists (True: built,
+        or none to build)."""
+        current = self.current
+        if current is None:
+            return True
+        warm = self._warm.get(current.active.version)
+        return warm is None or warm.wait(timeout)
 
     @property
     def loaded_versions(self) -> list[str]:

@@ -233,6 +233,34 @@ def test_an_erasure_by_another_process_reaches_this_ones_memory(
         there.stop()
 
 
+def test_wait_warm_returns_once_the_lists_are_built_and_the_heap_is_frozen(
+    two_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """Issue 14's tail: a worker waits for its precomputed lists before serving, and the objects
+    alive then (models, lists) are frozen out of the collector's full passes (``gc.freeze``)."""
+    import gc
+
+    root, _, _ = two_versions
+    reg = _copy(root, tmp_path / "m")
+    live = LiveModels(reg, precompute_users=300, precompute_k=20)
+    gc.unfreeze()
+    try:
+        live.sync(force=True)
+        assert live.wait_warm(60)
+        loaded = live.current.active  # type: ignore[union-attr]
+        assert loaded.version not in live._precomputing and len(loaded.precomputed) > 32
+        assert gc.get_freeze_count() > 0  # frozen after the build
+        one = next(iter(loaded.precomputed.values()))
+        assert gc.is_tracked(one) and not any(o is one for o in gc.get_objects())  # permanent generation
+        nothing = LiveModels(_copy(root, tmp_path / "n"), precompute_users=0)
+        nothing.sync(force=True)
+        assert nothing.wait_warm(0)  # nothing to build: warm at once
+        nothing.stop()
+    finally:
+        live.stop()
+        gc.unfreeze()
+
+
 def test_the_precompute_waits_for_requests_in_flight_and_still_ends(
     two_versions: tuple[Path, str, str], tmp_path: Path
 ) -> None:
