@@ -24,7 +24,7 @@ TRICKY = [
     b'536390,22634,"doubled ""quotes"" inside",2\n',
     b'536391,22635,"spans\r\nCRLF, too",3\n',
     b'536392,22636,"bad "quote",1\n',  # strict: ',' expected after '"'
-    b"536393,22637,an inner\"quote,1\n",  # a quote inside an unquoted field is text
+    b'536393,22637,an inner"quote,1\n',  # a quote inside an unquoted field is text
     b"\n",  # blank
     b"   \n",  # whitespace only
     b"536394,too few,1\n",
@@ -42,7 +42,12 @@ TRICKY = [
 
 def _norm(chunks: Any) -> list[Any]:
     return [
-        (names, list(nums), [list(r) for r in rows], [(p.line_no, p.raw, p.field, p.reason, p.detail) for p in probs])
+        (
+            names,
+            list(nums),
+            [list(r) for r in rows],
+            [(p.line_no, p.raw, p.field, p.reason, p.detail) for p in probs],
+        )
         for names, nums, rows, probs in chunks
     ]
 

@@ -87,7 +87,7 @@ class _Segment:
     """Records in file order: ``kinds[k]`` is True where record ``k`` is a problem."""
 
     nums: list[int]
-    rows: list[list[str]] | list[pa.Array]  # rows (stdlib) or columns (Arrow)
+    rows: Any  # rows (stdlib: list[list[str]]) or columns (Arrow: list[pa.Array])
     arrow: bool
     problems: list[Problem]
     kinds: np.ndarray
@@ -211,7 +211,11 @@ def _stdlib_segment(feed: _Feed, reader: Any, width: int, delimiter: str) -> _Se
 
 
 _PARSE = pacsv.ParseOptions(
-    quote_char=False, double_quote=False, escape_char=False, newlines_in_values=False, ignore_empty_lines=False
+    quote_char=False,
+    double_quote=False,
+    escape_char=False,
+    newlines_in_values=False,
+    ignore_empty_lines=False,
 )
 
 
@@ -313,12 +317,14 @@ def _merge(parts: list[_Segment], width: int, suspect: bool, delimiter: str) -> 
     nums = [x for p in parts for x in p.nums]
     problems = [x for p in parts for x in p.problems]
     if all(p.arrow for p in parts):
-        cols = [pa.concat_arrays([p.rows[k] for p in parts]) for k in range(width)]  # type: ignore[misc]
+        cols = [pa.concat_arrays([p.rows[k] for p in parts]) for k in range(width)]
         return nums, CsvRows(cols), problems  # Arrow holds valid UTF-8 only: nothing to check
     lists: list[list[str]] = []
     for p in parts:
-        lists.extend(p.rows if not p.arrow else zip(*(c.to_pylist() for c in p.rows), strict=True))  # type: ignore[arg-type]
-    lists = [list(r) for r in lists] if any(p.arrow for p in parts) else lists
+        if p.arrow:  # beside rows the stdlib read: back to Python rows (rare: a piece's neighbours)
+            lists.extend(map(list, zip(*(c.to_pylist() for c in p.rows), strict=True)))
+        else:
+            lists.extend(p.rows)
     return _utf8_checked(nums, lists, problems, delimiter, suspect)
 
 
@@ -363,7 +369,7 @@ def iter_csv_chunks_arrow(
 
 
 def _segments(feed: _Feed, reader: Any, width: int, delimiter: str, limit: int) -> Iterator[_Segment]:
-    use_arrow = len(delimiter) == 1 and delimiter.isascii() and delimiter not in "\"\r\n"
+    use_arrow = len(delimiter) == 1 and delimiter.isascii() and delimiter not in '"\r\n'
     while True:
         if feed.remaining() > 0:
             yield _stdlib_segment(feed, reader, width, delimiter)
