@@ -139,3 +139,17 @@ def test_defaults_are_module_settings(monkeypatch: pytest.MonkeyPatch, tmp_path:
     cut = list(iter_csv_chunks_arrow(path, ReadOptions(), 1000, required=("InvoiceNo",)))
     assert isinstance(cut[0][2], CsvRows)  # every row from Arrow
     assert _norm(cut) == _norm(chunks) == _both(path, 1000)[0]
+
+
+@pytest.mark.parametrize("damage", ["cut", "flip"])
+def test_broken_gzip_is_an_input_file_error(damage: str, tmp_path: Path) -> None:
+    packed = bytearray(gzip.compress(HEADER + b"".join(PLAIN) * 50))
+    if damage == "cut":
+        packed = packed[: len(packed) // 2]
+    else:
+        for i in range(len(packed) // 2, len(packed) // 2 + 20):
+            packed[i] ^= 0xFF
+    path = _file(tmp_path, bytes(packed))
+    with pytest.raises(InputFileError) as info:
+        list(iter_csv_chunks_arrow(path, ReadOptions(), 100, required=("InvoiceNo",), piece=256))
+    assert str(path) in str(info.value) and "unreadable after line" in str(info.value)
