@@ -214,6 +214,13 @@ def ratio_rounds(tmp: str, repeats: int = RATIO_REPEATS) -> dict[str, Any]:
         "peer_rows_per_s": round(n / peer_s),
         "ours_rows_per_s": round(n / ours_s),
         "ratio": round(peer_s / ours_s, 3),
+        # process CPU (this process only: SQLite runs in it, so both sides count their database
+        # work); steadier than wall time on a loaded machine
+        "cpu_ratio": round(
+            statistics.median(x["cpu_seconds"] for x in peer)
+            / statistics.median(x["cpu_seconds"] for x in ours),
+            3,
+        ),
         "ours": ours[-1],
     }
 
@@ -336,6 +343,8 @@ def _headline(f: dict[str, Any]) -> str:
         f"| shelfwise ingest, batch engine, SQLite | {ratio['ours_rows_per_s']:,} | "
         f"{', '.join(f'{x:.2f}' for x in ratio['ours_seconds'])} | "
         f"{', '.join(f'{x:.2f}' for x in ratio['ours_cpu_seconds'])} | **{ratio['ratio']:.3f}** |",
+        "",
+        f"Ratio of median CPU seconds (raw / ours): **{ratio.get('cpu_ratio', float('nan')):.3f}**.",
         f"| shelfwise ingest, rows engine (reference), once | {round(n / rows_engine['seconds']):,} | "
         f"{rows_engine['seconds']:.2f} | {rows_engine['cpu_seconds']:.2f} | "
         f"{(n / rows_engine['seconds']) / ratio['peer_rows_per_s']:.3f} |",

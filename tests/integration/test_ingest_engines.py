@@ -18,12 +18,12 @@ import sqlalchemy as sa
 
 from shelfwise.core.settings import Settings
 from shelfwise.data.privacy import Pseudonymizer
-from shelfwise.data.readers import FORMATS, DatasetFormat
+from shelfwise.data.readers import FORMATS, DatasetFormat, arrow_csv
 from shelfwise.data.readers.locate import default_shared_root, find_dataset_file
 from shelfwise.store import open_store
 from shelfwise.store.ingest import ingest_events
 from shelfwise.store.tables import events, items, metadata, quarantine, users
-from tests.conftest import ONLINE_RETAIL, ROOT, TEST_KEY
+from tests.conftest import ONLINE_RETAIL, ROOT, TEST_KEY, head_lines
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 ERASED = "C-0001"  # a shopper of the dirty file, erased before either run
@@ -265,3 +265,48 @@ def test_shared_datasets_same_on_both_engines(
         pytest.skip(f"{fmt.shared} is not in the shared data folder")
     state = _same(lambda e: _url(backend, tmp_path, e, request), path, fmt, settings, limit=SLICES[name])
     assert state["report"]["accepted"] > 0 and state["events"]
+
+
+# --- the batch engine reads CSV with Arrow where it can: pieces cut small, so it reads most lines --
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("piece", [40, 300])
+def test_dirty_retail_file_same_with_arrow_pieces(
+    backend: str,
+    piece: int,
+    tmp_path: Path,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(arrow_csv, "FIRST_PIECE", piece)
+    monkeypatch.setattr(arrow_csv, "PIECE", piece)
+    path = _dirty_retail(tmp_path)
+    state = _same(
+        lambda e: _url(backend, tmp_path, e, request),
+        path,
+        FORMATS["online-retail"],
+        settings,
+        unknown_items="create",
+        erase=True,
+    )
+    assert {"malformed_record", "invalid_utf8", "bad_timestamp"} <= {r[6] for r in state["quarantine"]}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_online_retail_sample_same_read_by_arrow(
+    backend: str,
+    tmp_path: Path,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real file, whole (no ``limit``: the batch engine reads it with Arrow)."""
+    monkeypatch.setattr(arrow_csv, "FIRST_PIECE", 1 << 12)
+    monkeypatch.setattr(arrow_csv, "PIECE", 1 << 18)
+    path = tmp_path / "retail_sample.csv"
+    path.write_bytes(b"".join(head_lines(ONLINE_RETAIL, 20_001)))
+    assert path.read_bytes().count(b'"') > 0  # quoted descriptions among them
+    state = _same(lambda e: _url(backend, tmp_path, e, request), path, FORMATS["online-retail"], settings)
+    assert state["report"]["accepted"] > 15_000 and state["report"]["quarantined"] > 0

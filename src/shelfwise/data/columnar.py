@@ -52,6 +52,10 @@ def encode(values: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
     and ``True`` stay apart and each unhashable object is its own value."""
     if isinstance(values, Coded):
         return values.distinct, values.codes
+    if isinstance(values, pa.StringArray):  # a column Arrow parsed: encoded as it is
+        encoded = pc.dictionary_encode(values, null_encoding="encode")
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+        return encoded.dictionary.to_pylist(), codes
     if len(values) == 0:
         return [], np.zeros(0, dtype=np.intp)
     try:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from shelfwise.data.columnar import Coded, encode, flags
+from shelfwise.data.readers.arrow_csv import columns_of, iter_csv_chunks_arrow
 from shelfwise.data.readers.base import (
     DatasetFormat,
     Draft,
@@ -87,17 +88,22 @@ def _record(line_no: int, raw: str, row: dict[str, str]) -> Record:
 def read_batches(path: Path, opts: ReadOptions, size: int) -> Iterator[DraftBatch]:
     """``read`` in columns: each rule above applied once per distinct value of its column (a file
     repeats its stock codes, invoices, customers and countries on many lines), not once per line."""
-    for names, nums, rows, problems in iter_csv_chunks(
-        path, opts, size, required=COLUMNS, what="Online Retail"
-    ):
+    chunks = (
+        iter_csv_chunks_arrow(path, opts, size, required=COLUMNS, what="Online Retail")
+        if opts.limit is None  # Arrow reads ahead a piece: a limit stays with the stdlib reader
+        else iter_csv_chunks(path, opts, size, required=COLUMNS, what="Online Retail")
+    )
+    for names, nums, rows, problems in chunks:
         yield _columns(names, nums, rows, problems)
 
 
-def _columns(names: list[str], nums: list[int], rows: list[list[str]], problems: list[Problem]) -> DraftBatch:
+def _columns(
+    names: list[str], nums: list[int], rows: Sequence[list[str]], problems: list[Problem]
+) -> DraftBatch:
     if not rows:
         return DraftBatch(line_no=[], fields={}, notes=[], draft=_no_draft, problems=problems)
     # every column the gate reads (the description is only read back for a new item's stub)
-    columns = zip(names, zip(*rows, strict=True), strict=True)
+    columns = zip(names, columns_of(rows, len(names)), strict=True)
     raw = {n: encode(col) for n, col in columns if n != "Description"}
     code_d, code_c = raw["StockCode"]
     codes = [c.strip() for c in code_d]
