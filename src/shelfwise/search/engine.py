@@ -404,6 +404,10 @@ class SearchEngine:
         batch = list({it.item_id: it for it in items}.values())
         if not batch:
             return 0
+        if self.keyword.read_only:
+            raise SearchError(
+                "a sharded search index takes no item changes", hint="build a new index version with them"
+            )
         if self._annotator is not None:
             from shelfwise.search.annotate import apply_annotations
 
@@ -717,9 +721,18 @@ class SearchEngine:
         engine._brand = np.array([engine._brand_code(it.brand) for it in items], dtype=np.int32)
         engine._facets = FacetIndex()
         engine._facets.extend(items)
-        engine.keyword = KeywordIndex.load(directory / "keyword")
+        if (directory / "shards.json").exists():  # partitioned: queried by scatter-gather
+            from shelfwise.search.shards import load_shards
+
+            cfg = engine.config
+            engine.keyword, sharded = load_shards(
+                directory, weights=cfg.weights, analyzer=engine.analyzer, k1=cfg.k1, b=cfg.b
+            )
+            engine.dense = sharded if engine.dense is not None else None
+        else:
+            engine.keyword = KeywordIndex.load(directory / "keyword")
         engine.analyzer = engine.keyword.analyzer
-        if engine.dense is not None:
+        if engine.dense is not None and not engine.keyword.read_only:
             engine.dense = DenseIndex.load(directory / "dense")
             from shelfwise.search.adapt import adapted_exists, load_adapted
 

@@ -26,9 +26,9 @@ def _numba_jit() -> Any:
 
     def compile_(fn: Any) -> Any:
         try:
-            return njit(cache=True)(fn)
+            return njit(cache=True, nogil=True)(fn)  # nogil: shards scored in threads run at once
         except RuntimeError:  # pragma: no cover - no writable cache directory: compile per process
-            return njit(fn)
+            return njit(nogil=True)(fn)
 
     return compile_
 
