@@ -404,10 +404,6 @@ class SearchEngine:
         batch = list({it.item_id: it for it in items}.values())
         if not batch:
             return 0
-        if self.keyword.read_only:
-            raise SearchError(
-                "a sharded search index takes no item changes", hint="build a new index version with them"
-            )
         if self._annotator is not None:
             from shelfwise.search.annotate import apply_annotations
 
@@ -435,7 +431,8 @@ class SearchEngine:
             if self.dense is not None and vectors is not None:
                 self.dense.add(slot, vectors[offset])
         self.understanding.fit(self.live_items())  # new brands, words and titles count at once
-        if len(self.keyword.delta_slots) > self.config.compact_fraction * max(self.keyword.n_main, 1000):
+        big = len(self.keyword.delta_slots) > self.config.compact_fraction * max(self.keyword.n_main, 1000)
+        if big and not self.keyword.read_only:  # a sharded index's delta waits for the next version
             self.compact(progress=progress)
         return len(batch)
 

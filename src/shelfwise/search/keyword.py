@@ -391,9 +391,7 @@ def bm25f_matrix(
             to_global[tid] = vocab[term]
         lengths = np.fromiter((len(d) for d in ids), dtype=np.float64, count=rows_n)
         rows = np.repeat(np.arange(rows_n), lengths.astype(np.int64))
-        cols = to_global[
-            np.fromiter((t for d in ids for t in d), dtype=np.int64, count=int(lengths.sum()))
-        ]
+        cols = to_global[np.fromiter((t for d in ids for t in d), dtype=np.int64, count=int(lengths.sum()))]
         tf = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=total.shape)
         tf.sum_duplicates()
         norm = 1.0 - b + b * lengths / avgdl[field]

@@ -24,13 +24,15 @@ Layout under a saved engine's directory (``SearchEngine.save``'s files, keyword/
 ``SearchEngine.load`` reads it (``ShardedKeyword``/``ShardedDense`` stand in for the engine's
 keyword and vector index); the shards are queried in-process by a thread pool (the scoring
 kernels release the GIL, hnswlib does too). A loaded sharded engine answers every mode but
-``ltr`` and takes removals; additions and changes go into the next version (``upsert`` refuses).
+``ltr``; items added or changed after the build go to an in-process delta (keyword postings scored
+with the catalogue's statistics, a small HNSW graph) until the next version is built.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -305,7 +307,9 @@ class _Layout:
 
     def by_shard(self, slots: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per shard: (positions in ``slots``, their local slots)."""
-        owner = self.shard[slots]
+        main = slots < len(self.shard)  # later slots: items changed since the build (the delta)
+        owner = np.full(len(slots), -1, dtype=np.int32)
+        owner[main] = self.shard[slots[main]]
         out = []
         for s in range(len(self.slots)):
             pos = np.flatnonzero(owner == s)
@@ -316,12 +320,28 @@ class _Layout:
 class ShardedKeyword(KeywordIndex):
     """The keyword side of a sharded index: BM25F over every shard, in global slots."""
 
-    read_only = True
+    read_only = True  # no compaction in place: changes wait in the delta for the next version
 
-    def __init__(self, matrices: Sequence[TermMatrix], layout: _Layout, scatter: _Scatter, **kw: Any) -> None:
+    def __init__(
+        self,
+        matrices: Sequence[TermMatrix],
+        layout: _Layout,
+        scatter: _Scatter,
+        *,
+        avgdl: Mapping[str, float],
+        **kw: Any,
+    ) -> None:
         super().__init__(scoring="bm25f", **kw)
         self.matrices, self.layout, self.scatter = list(matrices), layout, scatter
         self.n_main = len(layout.shard)
+        self.avgdl = dict(avgdl)  # the catalogue's mean field lengths (the delta is scored with them)
+
+    def _delta_parts(self, tokens: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        if not self.delta_slots:
+            return []
+        extra = self._delta_match(tokens)
+        slots = np.fromiter(extra, dtype=np.int64, count=len(extra))
+        return [(slots, np.fromiter(extra.values(), dtype=np.float32, count=len(extra)))]
 
     def match(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if not tokens:
@@ -332,7 +352,7 @@ class ShardedKeyword(KeywordIndex):
             local, scores = m.match(m.term_ids(tokens))
             return self.layout.slots[s][local], scores
 
-        found = self.scatter.map(one)
+        found = self.scatter.map(one) + self._delta_parts(tokens)
         return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
     def top(self, tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -347,7 +367,7 @@ class ShardedKeyword(KeywordIndex):
             best = top_k(scores, k, ties=slots)
             return slots[best], scores[best]
 
-        found = self.scatter.map(one)
+        found = self.scatter.map(one) + self._delta_parts(tokens)
         slots = np.concatenate([f[0] for f in found])
         scores = np.concatenate([f[1] for f in found])
         best = top_k(scores, k, ties=slots)
@@ -362,6 +382,32 @@ class ShardedKeyword(KeywordIndex):
             if len(pos):
                 m = self.matrices[s]
                 out[pos] = m.score_slots(m.term_ids(tokens), local)
+        if self.delta_slots and (slots >= self.n_main).any():
+            extra = self._delta_match(tokens)
+            for i in np.flatnonzero(slots >= self.n_main):
+                out[i] = extra.get(int(slots[i]), 0.0)
+        return out
+
+    def _delta_bm25f(self, tokens: Sequence[str]) -> dict[int, float]:
+        """BM25F of items changed since the build, with the catalogue's statistics (as the
+        unsharded index's delta segment is scored with its main segment's)."""
+        n = self.n_main + len(self.delta_slots)
+        out: dict[int, float] = {}
+        for token in tokens:
+            tf: dict[int, float] = {}
+            for field, w in self.weights.items():
+                hits = self._delta[field].get(token)
+                if not hits or w <= 0:
+                    continue
+                avgdl = self.avgdl.get(field) or max(self._delta_len[field] / len(self.delta_slots), 1e-9)
+                for slot, count, dl in hits:
+                    tf[slot] = tf.get(slot, 0.0) + w * count / (1 - self.b + self.b * dl / avgdl)
+            if not tf:
+                continue
+            df = len(tf) + self.doc_freq(token)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            for slot, value in tf.items():
+                out[slot] = out.get(slot, 0.0) + idf * value / (self.k1 + value)
         return out
 
     def doc_freq(self, token: str) -> int:
@@ -380,9 +426,6 @@ class ShardedKeyword(KeywordIndex):
     def build(self, docs: Sequence[Mapping[str, str]]) -> None:
         raise ConfigError("a sharded index is built by shelfwise.search.shards.build_sharded")
 
-    def add(self, slot: int, doc: Mapping[str, str]) -> None:
-        raise ConfigError("a sharded index takes no additions", hint="build a new version")
-
     def save(self, directory: Path) -> None:
         raise ConfigError("a sharded index is saved when it is built", hint="build_sharded")
 
@@ -397,14 +440,19 @@ class _Gathered:
         self.owner = owner
 
     def __len__(self) -> int:
-        return len(self.owner.layout.shard)
+        return len(self.owner)
 
     def __getitem__(self, slots: Any) -> np.ndarray:
         slots = np.atleast_1d(np.arange(len(self))[slots] if isinstance(slots, slice) else np.asarray(slots))
+        slots = slots.astype(np.int64)
         out = np.empty((len(slots), self.owner.dim), dtype=np.float32)
-        for s, (pos, local) in enumerate(self.owner.layout.by_shard(slots.astype(np.int64))):
+        for s, (pos, local) in enumerate(self.owner.layout.by_shard(slots)):
             if len(pos):
                 out[pos] = self.owner.parts[s].vectors[local]
+        n_main = len(self.owner.layout.shard)
+        later = np.flatnonzero(slots >= n_main)
+        if len(later):
+            out[later] = self.owner.delta.vectors[slots[later] - n_main]
         return out
 
 
@@ -416,6 +464,9 @@ class ShardedDense(DenseIndex):
         self.parts, self.layout, self.scatter = list(parts), layout, scatter
         self._n = len(layout.shard)
         self._graph = True
+        # items added since the build: one small unsharded index over slots n, n+1, ... (as local 0, 1, ...)
+        self.delta = DenseIndex(m=self.m, ef_construction=self.ef_construction, ef_search=self.ef_search)
+        self.delta._buffer = np.zeros((0, self.dim), dtype=np.float32)
 
     @property
     def dim(self) -> int:
@@ -426,7 +477,7 @@ class ShardedDense(DenseIndex):
         return _Gathered(self)
 
     def __len__(self) -> int:
-        return self._n
+        return self._n + len(self.delta)
 
     def search(
         self, query: np.ndarray, k: int, mask: np.ndarray | None = None
@@ -437,6 +488,10 @@ class ShardedDense(DenseIndex):
             return g[local], sims
 
         found = self.scatter.map(one)
+        if len(self.delta):
+            n, extra = self._n, len(self.delta)
+            local, sims = self.delta.search(query, k, None if mask is None else mask[n : n + extra])
+            found.append((local + n, sims))
         slots = np.concatenate([f[0] for f in found])
         sims = np.concatenate([f[1] for f in found]).astype(np.float32)
         best = top_k(sims, k, ties=slots)
@@ -446,17 +501,20 @@ class ShardedDense(DenseIndex):
         return self.vectors[slots] @ query  # one matrix, as the unsharded index: the same sums
 
     def remove(self, slot: int) -> None:
+        if slot >= self._n:
+            self.delta.remove(slot - self._n)
+            return
         s, local = int(self.layout.shard[slot]), int(self.layout.local[slot])
         self.parts[s].remove(local)
 
+    def add(self, slot: int, vector: np.ndarray) -> None:
+        self.delta.add(slot - self._n, vector)
+
     def memory_bytes(self) -> int:
-        return sum(p.memory_bytes() for p in self.parts)
+        return sum(p.memory_bytes() for p in self.parts) + self.delta.memory_bytes()
 
     def build(self, vectors: np.ndarray, alive: np.ndarray | None = None) -> None:
         raise ConfigError("a sharded index is built by shelfwise.search.shards.build_sharded")
-
-    def add(self, slot: int, vector: np.ndarray) -> None:
-        raise ConfigError("a sharded index takes no additions", hint="build a new version")
 
     def save(self, directory: Path, *, graph: bool = False) -> None:
         raise ConfigError("a sharded index is saved when it is built", hint="build_sharded")
@@ -501,7 +559,9 @@ def load_shards(
     layout = _Layout(slots, int(meta["items"]))
     scatter = _Scatter(shards, threads)
     matrices = scatter.map(lambda s: _load_matrix(root / str(s) / "keyword", len(slots[s])))
-    keyword = ShardedKeyword(matrices, layout, scatter, weights=weights, analyzer=analyzer, k1=k1, b=b)
+    keyword = ShardedKeyword(
+        matrices, layout, scatter, avgdl=meta["avgdl"], weights=weights, analyzer=analyzer, k1=k1, b=b
+    )
     dense = None
     if meta.get("dense"):
         parts = scatter.map(lambda s: DenseIndex.load(root / str(s) / "dense"))

@@ -11,7 +11,7 @@ from shelfwise.core.errors import ConfigError
 from shelfwise.data.schemas import Item
 from shelfwise.registry.indexes import IndexRegistry
 from shelfwise.registry.versions import CorruptArtifactError
-from shelfwise.search.engine import SearchConfig, SearchEngine, SearchError
+from shelfwise.search.engine import SearchConfig, SearchEngine
 from shelfwise.search.shards import ShardedKeyword, assign, build_sharded, shard_of
 
 
@@ -97,14 +97,28 @@ def test_keyword_statistics_are_global(pair: tuple[SearchEngine, SearchEngine]) 
         assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist()
 
 
-def test_removal_and_refused_changes(flipkart_1k: list[Item], tmp_path: Path) -> None:
+def test_changes_after_the_build_answer_as_unsharded(flipkart_1k: list[Item], tmp_path: Path) -> None:
+    """Removals, changes and new items go to the sharded engine's delta and are scored with the
+    catalogue's statistics, as the unsharded engine's delta segment is: the same top-k after."""
+    from dataclasses import replace
+
     config = SearchConfig(dense=False, calibration_probes=0)
-    engine = build_sharded(flipkart_1k, tmp_path / "idx", shards=2, config=config)
-    top = engine.search("shirt", k=1, mode="bm25").item_ids[0]
-    assert engine.remove([top]) == 1
-    assert top not in engine.search("shirt", k=50, mode="bm25").item_ids
-    with pytest.raises(SearchError, match="sharded"):
-        engine.upsert([flipkart_1k[0]])
+    sharded = build_sharded(flipkart_1k, tmp_path / "idx", shards=2, config=config)
+    whole = SearchEngine.build(flipkart_1k, config)
+    top = whole.search("shirt", k=1, mode="bm25").item_ids[0]
+    changed = replace(flipkart_1k[5], title="zebra striped shirt for men")
+    new = replace(flipkart_1k[6], item_id="brand-new-item", title="zebra print cotton kurta")
+    for engine in (whole, sharded):
+        assert engine.remove([top]) == 1
+        assert engine.upsert([changed, new]) == 2
+    assert sharded.keyword.delta_slots  # waiting for the next version, not compacted in place
+    for q in ["shirt", "zebra", "zebra shirt", "cotton kurta", "men shirt"]:
+        a, b = whole.search(q, k=10, mode="bm25"), sharded.search(q, k=10, mode="bm25")
+        assert a.item_ids == b.item_ids, q
+        assert [h.score for h in a.hits] == [h.score for h in b.hits], q
+    found = sharded.search("zebra", k=50, mode="bm25").item_ids
+    assert new.item_id in found and changed.item_id in found  # searchable at once
+    assert top not in sharded.search("shirt", k=50, mode="bm25").item_ids
     with pytest.raises(ConfigError, match="BM25F"):
         build_sharded(
             flipkart_1k, tmp_path / "f", shards=2, config=SearchConfig(dense=False, scoring="fields")
@@ -138,3 +152,18 @@ def test_top_k_breaks_ties_at_the_edge_by_key() -> None:
         scores = rng.integers(0, 4, n).astype(np.float32)
         ties = rng.permutation(n)
         assert top_k(scores, k, ties=ties).tolist() == np.lexsort((ties, -scores))[:k].tolist()
+
+
+def test_vectors_added_after_the_build_are_found(flipkart_1k: list[Item], tmp_path: Path) -> None:
+    config = SearchConfig(calibration_probes=0, min_similarity=-1.0)
+    engine = build_sharded(flipkart_1k, tmp_path / "idx", shards=2, config=config, vectors=_vectors(1002))
+    dense = engine.dense
+    assert dense is not None
+    n = len(dense)
+    extra = _vectors(2, seed=99)
+    dense.add(n, extra[0])
+    dense.add(n + 1, extra[1])
+    assert dense.search(extra[1], 1)[0].tolist() == [n + 1]
+    assert np.array_equal(dense.vectors[[n, 3]], np.stack([extra[0], engine.dense.vectors[3][0]]))
+    dense.remove(n + 1)
+    assert n + 1 not in dense.search(extra[1], 5)[0].tolist()
