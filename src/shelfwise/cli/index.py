@@ -75,6 +75,12 @@ def index_build(
         bool, typer.Option("--force", help="register and activate even if the gate refuses")
     ] = False,
     no_activate: Annotated[bool, typer.Option("--no-activate", help="register only")] = False,
+    shards: Annotated[
+        int,
+        typer.Option(
+            "--shards", min=1, help="partition the index: shards built in parallel, queried by scatter-gather"
+        ),
+    ] = 1,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -108,6 +114,7 @@ def index_build(
                 activate=not no_activate,
                 store_id=store_id,
                 progress=progress,
+                shards=shards,
             )
         emit(_summary(info, reg.active), as_json, _human)
 

@@ -205,12 +205,17 @@ class IndexRegistry(ModelRegistry):
         activate: bool = True,
         store_id: str | None = None,
         progress: ProgressFn | None = None,
+        shards: int = 1,
     ) -> IndexInfo:
-        """Build, evaluate (when ``labelled``), gate, register and (by default) activate a version."""
+        """Build, evaluate (when ``labelled``), gate, register and (by default) activate a version.
+        ``shards`` > 1: the index is partitioned (``shelfwise.search.shards``), shards built in
+        parallel processes and queried by scatter-gather."""
         if mode not in SERVED_MODES:
             raise RegistryError(f"unknown search mode {mode!r}", hint=f"one of {', '.join(SERVED_MODES)}")
         if mode == "ltr" and labelled is None:
             raise RegistryError("mode ltr learns from judgments", hint="give --queries and --qrels")
+        if shards < 1 or (shards > 1 and mode == "ltr"):
+            raise RegistryError(f"cannot build {shards} shards in mode {mode}", hint="shards >= 1; ltr: 1")
         dense = mode in ("hybrid", "ltr")
         vectors, embedded = None, 0
         if dense:
@@ -225,9 +230,59 @@ class IndexRegistry(ModelRegistry):
                 )
                 vectors = cache.vectors([embedding_text(it) for it in items], encoder.encode)
                 embedded = cache.misses
-        engine = SearchEngine.build(
-            list(items), SearchConfig(dense=dense), encoder=encoder, vectors=vectors, progress=progress
-        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".building.", dir=self.root))
+        try:
+            if shards > 1:
+                from shelfwise.search.shards import build_sharded
+
+                engine = build_sharded(
+                    items,
+                    tmp / "engine",
+                    shards=shards,
+                    config=SearchConfig(dense=dense),
+                    encoder=encoder,
+                    vectors=vectors,
+                )
+            else:
+                engine = SearchEngine.build(
+                    list(items),
+                    SearchConfig(dense=dense),
+                    encoder=encoder,
+                    vectors=vectors,
+                    progress=progress,
+                )
+            return self._register(
+                engine,
+                tmp,
+                items,
+                mode=mode,
+                labelled=labelled,
+                tolerance=tolerance,
+                force=force,
+                embedded=embedded,
+                store_id=store_id,
+                activate=activate,
+                sharded=shards > 1,
+            )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _register(
+        self,
+        engine: SearchEngine,
+        tmp: Path,
+        items: Sequence[Item],
+        *,
+        mode: str,
+        labelled: Labelled | None,
+        tolerance: float,
+        force: bool,
+        embedded: int,
+        store_id: str | None,
+        activate: bool,
+        sharded: bool,
+    ) -> IndexInfo:
         if mode == "ltr":
             from shelfwise.search.ltr import LambdaRanker
 
@@ -237,11 +292,10 @@ class IndexRegistry(ModelRegistry):
         if labelled is not None and items:
             metrics = evaluate_index(engine, labelled, mode)
         gate = self._gate(metrics, labelled, tolerance=tolerance, force=force)
-        self.root.mkdir(parents=True, exist_ok=True)
         version = self.new_version_id(f"index-{mode}")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
         try:
-            engine.save(tmp / "engine")
+            if not sharded:  # a sharded index was saved as it was built
+                engine.save(tmp / "engine")
             if engine.ranker is not None and mode == "ltr":
                 engine.ranker.save(tmp / "ranker")
             files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}

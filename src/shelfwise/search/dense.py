@@ -381,6 +381,12 @@ class DenseIndex:
         self._graph: Any = None
         self._capacity = 0
         self._deleted: set[int] = set()
+        self.threads = 2  # hnswlib's threads for building (a shard built in its own process: 1)
+
+    @property
+    def dim(self) -> int:
+        """The vectors' dimension (the model's, or a smaller one a benchmark gives)."""
+        return int(self._buffer.shape[1])
 
     @property
     def vectors(self) -> np.ndarray:
@@ -393,10 +399,10 @@ class DenseIndex:
     def _new_graph(self, capacity: int) -> Any:
         import hnswlib
 
-        graph = hnswlib.Index(space="ip", dim=DIM)
+        graph = hnswlib.Index(space="ip", dim=self.dim)
         graph.init_index(max_elements=max(capacity, 16), ef_construction=self.ef_construction, M=self.m)
         graph.set_ef(self.ef_search)
-        graph.set_num_threads(2)
+        graph.set_num_threads(self.threads)
         return graph
 
     def build(self, vectors: np.ndarray, alive: np.ndarray | None = None) -> None:
@@ -413,7 +419,7 @@ class DenseIndex:
         if slot != self._n:
             raise ValueError(f"dense slots are appended in order (expected {self._n}, got {slot})")
         if self._n == len(self._buffer):  # grow by half: appending one at a time stays linear overall
-            grown = np.zeros((max(16, self._n + self._n // 2), DIM), dtype=np.float32)
+            grown = np.zeros((max(16, self._n + self._n // 2), self.dim), dtype=np.float32)
             grown[: self._n] = self._buffer[: self._n]
             self._buffer = grown
         self._buffer[self._n] = vector
@@ -482,21 +488,38 @@ class DenseIndex:
         """Our vectors plus hnswlib's level-0 records (its own copy of the vector, M*2 links of 4
         bytes, a link count and the label) and its upper levels (1/M of the nodes, M links each)."""
         n = self._n
-        level0 = DIM * 4 + self.m * 2 * 4 + 4 + 8
+        level0 = self.dim * 4 + self.m * 2 * 4 + 4 + 8
         upper = (self.m * 4 + 4) / max(self.m - 1, 1)
         return int(self._buffer.nbytes + n * (level0 + upper))
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, *, graph: bool = False) -> None:
+        """``vectors.npy`` + ``dense.json``; ``graph``: also hnswlib's own file (``hnsw.bin``), so a
+        load reads the graph instead of rebuilding it (a shard of a partitioned index does)."""
         directory.mkdir(parents=True, exist_ok=True)
         np.save(directory / "vectors.npy", self.vectors, allow_pickle=False)
-        meta = {"model": MODEL_NAME, "dim": DIM, "m": self.m, "ef_construction": self.ef_construction}
+        meta = {"model": MODEL_NAME, "dim": self.dim, "m": self.m, "ef_construction": self.ef_construction}
+        if graph and self._graph is not None and not self._deleted:
+            self._graph.save_index(str(directory / "hnsw.bin"))
+            meta["graph"] = "hnsw.bin"
         (directory / "dense.json").write_text(json.dumps(meta | {"ef_search": self.ef_search}))
 
     @classmethod
     def load(cls, directory: Path, alive: np.ndarray | None = None) -> DenseIndex:
         meta = json.loads((directory / "dense.json").read_text())
         index = cls(m=meta["m"], ef_construction=meta["ef_construction"], ef_search=meta["ef_search"])
-        index.build(np.load(directory / "vectors.npy", allow_pickle=False), alive)
+        vectors = np.load(directory / "vectors.npy", allow_pickle=False)
+        if meta.get("graph") and alive is None:
+            import hnswlib
+
+            index._buffer = np.ascontiguousarray(vectors, dtype=np.float32)
+            index._n = n = len(vectors)
+            index._capacity = max(int(n * 1.25), 1024)
+            index._graph = hnswlib.Index(space="ip", dim=index.dim)
+            index._graph.load_index(str(directory / meta["graph"]), max_elements=index._capacity)
+            index._graph.set_ef(index.ef_search)
+            index._graph.set_num_threads(index.threads)
+            return index
+        index.build(vectors, alive)
         return index
 
 

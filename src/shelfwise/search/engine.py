@@ -431,7 +431,8 @@ class SearchEngine:
             if self.dense is not None and vectors is not None:
                 self.dense.add(slot, vectors[offset])
         self.understanding.fit(self.live_items())  # new brands, words and titles count at once
-        if len(self.keyword.delta_slots) > self.config.compact_fraction * max(self.keyword.n_main, 1000):
+        big = len(self.keyword.delta_slots) > self.config.compact_fraction * max(self.keyword.n_main, 1000)
+        if big and not self.keyword.read_only:  # a sharded index's delta waits for the next version
             self.compact(progress=progress)
         return len(batch)
 
@@ -724,9 +725,18 @@ class SearchEngine:
         engine._brand = np.array([engine._brand_code(it.brand) for it in items], dtype=np.int32)
         engine._facets = FacetIndex()
         engine._facets.extend(items)
-        engine.keyword = KeywordIndex.load(directory / "keyword")
+        if (directory / "shards.json").exists():  # partitioned: queried by scatter-gather
+            from shelfwise.search.shards import load_shards
+
+            cfg = engine.config
+            engine.keyword, sharded = load_shards(
+                directory, weights=cfg.weights, analyzer=engine.analyzer, k1=cfg.k1, b=cfg.b
+            )
+            engine.dense = sharded if engine.dense is not None else None
+        else:
+            engine.keyword = KeywordIndex.load(directory / "keyword")
         engine.analyzer = engine.keyword.analyzer
-        if engine.dense is not None:
+        if engine.dense is not None and not engine.keyword.read_only:
             engine.dense = DenseIndex.load(directory / "dense")
             from shelfwise.search.adapt import adapted_exists, load_adapted
 

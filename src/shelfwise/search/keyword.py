@@ -77,6 +77,8 @@ class _FieldSegment:
 class KeywordIndex:
     """Field-weighted BM25 over slots ``0..n-1`` (main) plus later slots (delta)."""
 
+    read_only = False  # True for a sharded index's keyword side (``shelfwise.search.shards``)
+
     def __init__(
         self,
         *,
@@ -141,43 +143,9 @@ class KeywordIndex:
         self._merged = TermMatrix.merge(parts, self.n_main)
 
     def _bm25f_matrix(self, field_ids: Mapping[str, tuple[dict[str, int], list[list[int]]]]) -> TermMatrix:
-        """BM25F (Robertson, Zaragoza & Taylor 2004): per term and document, the fields' term
-        frequencies, each length-normalised within its field and multiplied by the field weight,
-        are summed *before* one saturation, ``idf * tf / (k1 + tf)``, with one document frequency
-        over all fields. Summing per-field BM25 scores instead (``scoring="fields"``) pays a term
-        once per field it occurs in, so a word repeated in title, category and attributes
-        outranks a document that matches more of the query's words."""
-        import scipy.sparse as sp
-
-        vocab: dict[str, int] = {}
-        for field_vocab, _ in field_ids.values():
-            for term in field_vocab:
-                vocab.setdefault(term, len(vocab))
-        n = self.n_main
-        total = sp.csr_matrix((n, max(len(vocab), 1)), dtype=np.float64)
-        for field, (field_vocab, ids) in field_ids.items():
-            weight = self.weights[field]
-            if weight <= 0:
-                continue
-            to_global = np.empty(len(field_vocab), dtype=np.int64)
-            for term, tid in field_vocab.items():
-                to_global[tid] = vocab[term]
-            lengths = np.fromiter((len(d) for d in ids), dtype=np.float64, count=n)
-            rows = np.repeat(np.arange(n), lengths.astype(np.int64))
-            cols = to_global[
-                np.fromiter((t for d in ids for t in d), dtype=np.int64, count=int(lengths.sum()))
-            ]
-            tf = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=total.shape)
-            tf.sum_duplicates()
-            norm = 1.0 - self.b + self.b * lengths / self._fields[field].avgdl
-            total = total + sp.diags(weight / norm) @ tf
-        term_major = total.T.tocsr()
-        term_major.sort_indices()
-        df = np.diff(term_major.indptr).astype(np.float64)
-        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
-        tf = term_major.data
-        term_major.data = np.repeat(idf, np.diff(term_major.indptr)) * tf / (self.k1 + tf)
-        return TermMatrix(vocab, term_major.indptr, term_major.indices, term_major.data, n)
+        """BM25F over this index's own documents (``bm25f_matrix`` with local statistics)."""
+        avgdl = {f: self._fields[f].avgdl for f in field_ids}
+        return bm25f_matrix(field_ids, self.weights, avgdl, k1=self.k1, b=self.b, n=self.n_main)
 
     def add(self, slot: int, doc: Mapping[str, str]) -> None:
         """Make one document searchable now, in the delta segment."""
@@ -382,3 +350,62 @@ class KeywordIndex:
         else:
             index._merge()
         return index
+
+
+def bm25f_matrix(
+    field_ids: Mapping[str, tuple[dict[str, int], list[list[int]]]],
+    weights: Mapping[str, float],
+    avgdl: Mapping[str, float],
+    *,
+    k1: float,
+    b: float,
+    n: int,
+    df: Mapping[str, int] | None = None,
+    n_docs: int | None = None,
+) -> TermMatrix:
+    """BM25F (Robertson, Zaragoza & Taylor 2004): per term and document, the fields' term
+    frequencies, each length-normalised within its field and multiplied by the field weight,
+    are summed *before* one saturation, ``idf * tf / (k1 + tf)``, with one document frequency
+    over all fields. Summing per-field BM25 scores instead (``scoring="fields"``) pays a term
+    once per field it occurs in, so a word repeated in title, category and attributes
+    outranks a document that matches more of the query's words.
+
+    ``field_ids``: per field, (vocabulary, each document's token ids). The statistics (``avgdl``
+    per field, ``n`` documents, ``df`` per term) are the documents' own by default; a shard of a
+    partitioned index passes the whole catalogue's (``shelfwise.search.shards``), so its weights
+    equal the unpartitioned index's to the bit; ``n_docs`` is then its own document count."""
+    import scipy.sparse as sp
+
+    vocab: dict[str, int] = {}
+    for field_vocab, _ in field_ids.values():
+        for term in field_vocab:
+            vocab.setdefault(term, len(vocab))
+    rows_n = n if n_docs is None else n_docs
+    total = sp.csr_matrix((rows_n, max(len(vocab), 1)), dtype=np.float64)
+    for field, (field_vocab, ids) in field_ids.items():
+        weight = weights[field]
+        if weight <= 0:
+            continue
+        to_global = np.empty(len(field_vocab), dtype=np.int64)
+        for term, tid in field_vocab.items():
+            to_global[tid] = vocab[term]
+        lengths = np.fromiter((len(d) for d in ids), dtype=np.float64, count=rows_n)
+        rows = np.repeat(np.arange(rows_n), lengths.astype(np.int64))
+        cols = to_global[np.fromiter((t for d in ids for t in d), dtype=np.int64, count=int(lengths.sum()))]
+        tf = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=total.shape)
+        tf.sum_duplicates()
+        norm = 1.0 - b + b * lengths / avgdl[field]
+        total = total + sp.diags(weight / norm) @ tf
+    term_major = total.T.tocsr()
+    term_major.sort_indices()
+    if df is None:
+        dfs = np.diff(term_major.indptr).astype(np.float64)
+    else:
+        terms = sorted(vocab, key=vocab.__getitem__)
+        dfs = np.fromiter((df.get(t, 0) for t in terms), dtype=np.float64, count=len(terms))
+        if len(dfs) < term_major.shape[0]:  # the placeholder column of an empty vocabulary
+            dfs = np.concatenate([dfs, np.zeros(term_major.shape[0] - len(dfs))])
+    idf = np.log(1.0 + (n - dfs + 0.5) / (dfs + 0.5))
+    tf = term_major.data
+    term_major.data = np.repeat(idf, np.diff(term_major.indptr)) * tf / (k1 + tf)
+    return TermMatrix(vocab, term_major.indptr, term_major.indices, term_major.data, rows_n)

@@ -26,9 +26,9 @@ def _numba_jit() -> Any:
 
     def compile_(fn: Any) -> Any:
         try:
-            return njit(cache=True)(fn)
+            return njit(cache=True, nogil=True)(fn)  # nogil: shards scored in threads run at once
         except RuntimeError:  # pragma: no cover - no writable cache directory: compile per process
-            return njit(fn)
+            return njit(nogil=True)(fn)
 
     return compile_
 
@@ -205,5 +205,17 @@ def top_k(scores: np.ndarray, k: int, *, ties: np.ndarray | None = None) -> np.n
     n = len(scores)
     if n == 0 or k <= 0:
         return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-scores, k - 1)[:k] if n > k else np.arange(n)
+    if n > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        # argpartition keeps an arbitrary few of the items tied with the k-th score: keep the
+        # smallest tie keys instead, so the top k does not depend on the order matches came in
+        # (a sharded index merges its shards' matches in another order: shelfwise.search.shards)
+        edge = scores[part].min()
+        at = np.flatnonzero(scores == edge)
+        if len(at) > 1:
+            above = np.flatnonzero(scores > edge)
+            at = at[np.argsort(at if ties is None else ties[at], kind="stable")[: k - len(above)]]
+            part = np.concatenate([above, at])
+    else:
+        part = np.arange(n)
     return part[np.lexsort((part if ties is None else ties[part], -scores[part]))]

@@ -1,0 +1,639 @@
+"""A search index partitioned into shards, queried by scatter-gather.
+
+Items go to shard ``blake2b(item_id) mod S`` (stable across processes, versions and machines).
+Each shard is a full keyword (BM25F term matrix) and vector (HNSW graph) index over its items,
+built in its own process; a query goes to every shard and the shards' best answers are merged.
+
+Keyword scores are comparable across shards because every shard is scored with the *whole
+catalogue's* statistics: the build runs in two passes, (1) each shard tokenises its items and
+reports its field lengths and document frequencies, (2) the sums (``n``, mean field length, ``df``
+per term) go back to every shard, which computes its BM25F weights with them. So a sharded index
+scores every item exactly as the unsharded one does (the same float64 arithmetic, the same
+float32 weights) and returns the same top-k; the equality is tested on keyword, dense and hybrid
+search (``tests/unit/search/test_shards.py``). Dense search merges the shards' nearest neighbours
+by cosine; it is exact where the unsharded index is exact (few allowed items), and approximate
+(HNSW) beyond, where a shard's graph is smaller than the whole one.
+
+Layout under a saved engine's directory (``SearchEngine.save``'s files, keyword/ and dense/ replaced)::
+
+    shards.json                       S, counts, global statistics, sha256 of every shard file
+    shards/<s>/slots.npy              the global slots (positions in items.jsonl) of shard s
+    shards/<s>/keyword/bm25f_*.npy    the shard's BM25F matrix (term-major CSR) and terms
+    shards/<s>/dense/                 the shard's vectors and its saved HNSW graph
+
+``SearchEngine.load`` reads it (``ShardedKeyword``/``ShardedDense`` stand in for the engine's
+keyword and vector index); the shards are queried in-process by a thread pool (the scoring
+kernels release the GIL, hnswlib does too). A loaded sharded engine answers every mode but
+``ltr``; items added or changed after the build go to an in-process delta (keyword postings scored
+with the catalogue's statistics, a small HNSW graph) until the next version is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from shelfwise.core.errors import ConfigError
+from shelfwise.features.text import AnalyzerConfig
+from shelfwise.search.analysis import make_analyzer
+from shelfwise.search.dense import DenseIndex
+from shelfwise.search.keyword import KeywordIndex, bm25f_matrix
+from shelfwise.search.scoring import TermMatrix, top_k
+
+SHARDS_FILE = "shards.json"
+FORMAT = 1
+T = TypeVar("T")
+
+
+def shard_of(item_id: str, shards: int) -> int:
+    """The shard of an item: the first 8 bytes of blake2b of its id, modulo ``shards``."""
+    digest = hashlib.blake2b(item_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % shards
+
+
+def assign(item_ids: Iterable[str], shards: int) -> np.ndarray:
+    return np.fromiter((shard_of(i, shards) for i in item_ids), dtype=np.int32)
+
+
+class ShardSource(Protocol):
+    """Where one shard's documents come from when they are made inside the shard's process (a
+    generated catalogue too big to hold in the parent): its global slots, each slot's text fields,
+    and its vectors (None: keyword only)."""
+
+    def part(self, shard: int, shards: int) -> tuple[np.ndarray, list[dict[str, str]], np.ndarray | None]: ...
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _first_pass(args: tuple[Any, ...]) -> dict[str, Any]:
+    """Tokenise one shard (tokens kept on disk for the second pass), build and save its HNSW graph;
+    return its statistics."""
+    directory, shard, shards, payload, weights, analyzer_cfg, hnsw = args
+    started = time.perf_counter()
+    slots, docs, vectors = payload.part(shard, shards) if hasattr(payload, "part") else payload
+    out = Path(directory) / "shards" / str(shard)
+    (out / "tokens").mkdir(parents=True, exist_ok=True)
+    np.save(out / "slots.npy", np.asarray(slots, dtype=np.int64), allow_pickle=False)
+    analyzer = make_analyzer(AnalyzerConfig(**analyzer_cfg))
+    n = len(docs)
+    lengths: dict[str, int] = {}
+    union: dict[str, int] = {}  # the weighted fields' terms
+    pairs = []  # term * n + doc for every weighted-field token: df counts a document once
+    for field, weight in weights.items():
+        vocab: dict[str, int] = {}
+        ids = [[vocab.setdefault(t, len(vocab)) for t in analyzer.tokens(d.get(field, ""))] for d in docs]
+        lengths[field] = sum(len(d) for d in ids)
+        if not lengths[field]:
+            continue
+        flat = np.fromiter((t for d in ids for t in d), dtype=np.int32, count=lengths[field])
+        offsets = np.cumsum([0] + [len(d) for d in ids], dtype=np.int64)
+        del ids
+        np.save(out / "tokens" / f"{field}.ids.npy", flat, allow_pickle=False)
+        np.save(out / "tokens" / f"{field}.offsets.npy", offsets, allow_pickle=False)
+        terms = sorted(vocab, key=vocab.__getitem__)
+        (out / "tokens" / f"{field}.terms.json").write_text(json.dumps(terms, ensure_ascii=False))
+        if weight > 0:
+            to_union = np.fromiter((union.setdefault(t, len(union)) for t in terms), np.int64, len(terms))
+            doc_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+            pairs.append(np.unique(to_union[flat] * n + doc_of))
+    df: dict[str, int] = {}
+    if pairs:
+        term_ids, counts = np.unique(np.unique(np.concatenate(pairs)) // n, return_counts=True)
+        names = sorted(union, key=union.__getitem__)
+        df = {names[t]: c for t, c in zip(term_ids.tolist(), counts.tolist(), strict=True)}
+    del pairs
+    tokenised = time.perf_counter() - started
+    dense_s = 0.0
+    if vectors is not None:
+        t0 = time.perf_counter()
+        m, efc, efs = hnsw
+        index = DenseIndex(m=m, ef_construction=efc, ef_search=efs)
+        index.threads = 1  # one process per shard: the shards are the parallelism
+        index.build(np.asarray(vectors, dtype=np.float32))
+        index.save(out / "dense", graph=True)
+        dense_s = time.perf_counter() - t0
+        del index
+    return {"shard": shard, "n": n, "lengths": lengths, "df": df, "tokenise_s": tokenised, "dense_s": dense_s}
+
+
+def _second_pass(args: tuple[Any, ...]) -> dict[str, Any]:
+    """One shard's BM25F matrix with the catalogue's statistics, saved; its tokens removed."""
+    directory, shard, weights, k1, b, avgdl, n_total, df = args
+    started = time.perf_counter()
+    out = Path(directory) / "shards" / str(shard)
+    n = len(np.load(out / "slots.npy", allow_pickle=False))
+    field_ids: dict[str, tuple[dict[str, int], list[list[int]]]] = {}
+    for field in weights:
+        terms_file = out / "tokens" / f"{field}.terms.json"
+        if not terms_file.exists():
+            continue
+        terms = json.loads(terms_file.read_text())
+        flat = np.load(out / "tokens" / f"{field}.ids.npy", allow_pickle=False).tolist()
+        offsets = np.load(out / "tokens" / f"{field}.offsets.npy", allow_pickle=False).tolist()
+        ids = [flat[offsets[i] : offsets[i + 1]] for i in range(n)]
+        field_ids[field] = ({t: i for i, t in enumerate(terms)}, ids)
+    matrix = bm25f_matrix(field_ids, weights, avgdl, k1=k1, b=b, n=n_total, df=df, n_docs=n)
+    del field_ids
+    _save_matrix(matrix, out / "keyword")
+    shutil.rmtree(out / "tokens")
+    return {"shard": shard, "score_s": time.perf_counter() - started}
+
+
+def _save_matrix(m: TermMatrix, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("indptr", "indices", "data"):
+        np.save(directory / f"bm25f_{name}.npy", getattr(m, name), allow_pickle=False)
+    terms = sorted(m.vocab, key=m.vocab.__getitem__)
+    (directory / "bm25f_terms.json").write_text(json.dumps(terms, ensure_ascii=False))
+
+
+def _load_matrix(directory: Path, n: int) -> TermMatrix:
+    terms = json.loads((directory / "bm25f_terms.json").read_text())
+    indptr, indices, data = (
+        np.load(directory / f"bm25f_{k}.npy", allow_pickle=False) for k in ("indptr", "indices", "data")
+    )
+    return TermMatrix({t: i for i, t in enumerate(terms)}, indptr, indices, data, n)
+
+
+def build_shards(
+    directory: Path,
+    parts: Sequence[Any],
+    *,
+    n_items: int,
+    weights: Mapping[str, float],
+    analyzer: AnalyzerConfig,
+    k1: float = 1.2,
+    b: float = 0.75,
+    hnsw: tuple[int, int, int] = (16, 100, 128),
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Build ``len(parts)`` shards under ``directory`` (two passes, ``workers`` processes) and write
+    ``shards.json``. ``parts[s]``: shard s's (global slots, text fields, vectors or None), or a
+    ``ShardSource`` that makes them in the shard's process. Returns the build report."""
+    shards = len(parts)
+    if shards < 1:
+        raise ConfigError("a sharded index needs at least one shard")
+    workers = workers or min(shards, os.cpu_count() or 1)
+    started = time.perf_counter()
+    cfg = analyzer.model_dump()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        first = list(
+            pool.map(
+                _first_pass,
+                [(str(directory), s, shards, parts[s], dict(weights), cfg, hnsw) for s in range(shards)],
+            )
+        )
+        counted = sum(r["n"] for r in first)
+        if counted != n_items:
+            raise ConfigError(f"the shards hold {counted} items, the catalogue {n_items}")
+        lengths = {f: sum(r["lengths"].get(f, 0) for r in first) for f in weights}
+        # what KeywordIndex.build computes over the whole catalogue: mean length per field with tokens
+        avgdl = {f: max(total / n_items, 1e-9) for f, total in lengths.items() if total}
+        df: dict[str, int] = {}
+        for r in first:
+            for term, c in r["df"].items():
+                df[term] = df.get(term, 0) + c
+        first_s = time.perf_counter() - started
+        second = list(
+            pool.map(
+                _second_pass,
+                [
+                    (
+                        str(directory),
+                        r["shard"],
+                        dict(weights),
+                        k1,
+                        b,
+                        avgdl,
+                        n_items,
+                        {t: df[t] for t in r["df"]},
+                    )
+                    for r in first
+                ],
+            )
+        )
+    files = {
+        str(p.relative_to(directory)): _sha256(p)
+        for p in sorted((directory / "shards").rglob("*"))
+        if p.is_file()
+    }
+    meta = {
+        "format": FORMAT,
+        "shards": shards,
+        "partition": "blake2b-64(item_id) mod shards",
+        "items": n_items,
+        "counts": [r["n"] for r in first],
+        "avgdl": avgdl,
+        "terms": len(df),
+        "dense": bool(first and (directory / "shards" / "0" / "dense").exists()),
+        "files": files,
+    }
+    (directory / SHARDS_FILE).write_text(json.dumps(meta, indent=1))
+    return {
+        "seconds": time.perf_counter() - started,
+        "first_pass_s": first_s,
+        "shard_tokenise_s": [round(r["tokenise_s"], 2) for r in first],
+        "shard_dense_s": [round(r["dense_s"], 2) for r in first],
+        "shard_score_s": [round(r["score_s"], 2) for r in second],
+        "workers": workers,
+    }
+
+
+def split(
+    item_ids: Sequence[str], docs: Sequence[Mapping[str, str]], vectors: np.ndarray | None, shards: int
+) -> list[tuple[np.ndarray, list[Mapping[str, str]], np.ndarray | None]]:
+    """A catalogue held in memory, cut into the shards' parts (global slots ascending)."""
+    owner = assign(item_ids, shards)
+    parts = []
+    for s in range(shards):
+        slots = np.flatnonzero(owner == s)
+        parts.append((slots, [docs[int(i)] for i in slots], None if vectors is None else vectors[slots]))
+    return parts
+
+
+# --- loading and querying -----------------------------------------------------------------------------
+
+
+class _Scatter:
+    """Runs one function per shard, on a thread pool when there is more than one shard."""
+
+    def __init__(self, shards: int, threads: int | None) -> None:
+        threads = min(shards, threads or os.cpu_count() or 1)
+        self.pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix="shelfwise-shard")
+            if shards > 1 and threads > 1
+            else None
+        )
+        self.shards = shards
+
+    def map(self, fn: Callable[[int], T]) -> list[T]:
+        if self.pool is None:
+            return [fn(s) for s in range(self.shards)]
+        return list(self.pool.map(fn, range(self.shards)))
+
+
+class _Layout:
+    """Which shard and local slot each global slot is (and back)."""
+
+    def __init__(self, slots: Sequence[np.ndarray], n: int) -> None:
+        self.slots = [np.asarray(s, dtype=np.int64) for s in slots]
+        self.shard = np.full(n, -1, dtype=np.int32)
+        self.local = np.zeros(n, dtype=np.int64)
+        for s, g in enumerate(self.slots):
+            self.shard[g] = s
+            self.local[g] = np.arange(len(g))
+        if (self.shard < 0).any():
+            raise ConfigError("the shards do not cover every item", hint="rebuild the index")
+
+    def by_shard(self, slots: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per shard: (positions in ``slots``, their local slots)."""
+        main = slots < len(self.shard)  # later slots: items changed since the build (the delta)
+        owner = np.full(len(slots), -1, dtype=np.int32)
+        owner[main] = self.shard[slots[main]]
+        out = []
+        for s in range(len(self.slots)):
+            pos = np.flatnonzero(owner == s)
+            out.append((pos, self.local[slots[pos]]))
+        return out
+
+
+class ShardedKeyword(KeywordIndex):
+    """The keyword side of a sharded index: BM25F over every shard, in global slots."""
+
+    read_only = True  # no compaction in place: changes wait in the delta for the next version
+
+    def __init__(
+        self,
+        matrices: Sequence[TermMatrix],
+        layout: _Layout,
+        scatter: _Scatter,
+        *,
+        avgdl: Mapping[str, float],
+        **kw: Any,
+    ) -> None:
+        super().__init__(scoring="bm25f", **kw)
+        self.matrices, self.layout, self.scatter = list(matrices), layout, scatter
+        self.n_main = len(layout.shard)
+        self.avgdl = dict(avgdl)  # the catalogue's mean field lengths (the delta is scored with them)
+
+    def _delta_parts(self, tokens: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        if not self.delta_slots:
+            return []
+        extra = self._delta_match(tokens)
+        slots = np.fromiter(extra, dtype=np.int64, count=len(extra))
+        return [(slots, np.fromiter(extra.values(), dtype=np.float32, count=len(extra)))]
+
+    def match(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if not tokens:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+
+        def one(s: int) -> tuple[np.ndarray, np.ndarray]:
+            m = self.matrices[s]
+            local, scores = m.match(m.term_ids(tokens))
+            return self.layout.slots[s][local], scores
+
+        found = self.scatter.map(one) + self._delta_parts(tokens)
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+
+    def top(self, tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each shard's best ``k`` (ties by global slot), merged: the unsharded index's top ``k``."""
+        if not tokens:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+
+        def one(s: int) -> tuple[np.ndarray, np.ndarray]:
+            m = self.matrices[s]
+            local, scores = m.match(m.term_ids(tokens))
+            slots = self.layout.slots[s][local]
+            best = top_k(scores, k, ties=slots)
+            return slots[best], scores[best]
+
+        found = self.scatter.map(one) + self._delta_parts(tokens)
+        slots = np.concatenate([f[0] for f in found])
+        scores = np.concatenate([f[1] for f in found])
+        best = top_k(scores, k, ties=slots)
+        return slots[best], scores[best]
+
+    def score_slots(self, tokens: Sequence[str], slots: np.ndarray) -> np.ndarray:
+        slots = np.asarray(slots, dtype=np.int64)
+        out = np.zeros(len(slots), dtype=np.float32)
+        if not tokens or len(slots) == 0:
+            return out
+        for s, (pos, local) in enumerate(self.layout.by_shard(slots)):
+            if len(pos):
+                m = self.matrices[s]
+                out[pos] = m.score_slots(m.term_ids(tokens), local)
+        if self.delta_slots and (slots >= self.n_main).any():
+            extra = self._delta_match(tokens)
+            for i in np.flatnonzero(slots >= self.n_main):
+                out[i] = extra.get(int(slots[i]), 0.0)
+        return out
+
+    def _delta_bm25f(self, tokens: Sequence[str]) -> dict[int, float]:
+        """BM25F of items changed since the build, with the catalogue's statistics (as the
+        unsharded index's delta segment is scored with its main segment's)."""
+        n = self.n_main + len(self.delta_slots)
+        out: dict[int, float] = {}
+        for token in tokens:
+            tf: dict[int, float] = {}
+            for field, w in self.weights.items():
+                hits = self._delta[field].get(token)
+                if not hits or w <= 0:
+                    continue
+                avgdl = self.avgdl.get(field) or max(self._delta_len[field] / len(self.delta_slots), 1e-9)
+                for slot, count, dl in hits:
+                    tf[slot] = tf.get(slot, 0.0) + w * count / (1 - self.b + self.b * dl / avgdl)
+            if not tf:
+                continue
+            df = len(tf) + self.doc_freq(token)
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            for slot, value in tf.items():
+                out[slot] = out.get(slot, 0.0) + idf * value / (self.k1 + value)
+        return out
+
+    def doc_freq(self, token: str) -> int:
+        total = 0
+        for m in self.matrices:
+            row = m.vocab.get(token)
+            if row is not None:
+                total += int(m.indptr[row + 1] - m.indptr[row])
+        return total
+
+    def field_scores(self, tokens: Sequence[str], slots: np.ndarray) -> dict[str, np.ndarray]:
+        raise ConfigError(
+            "a sharded index has no per-field scores", hint="learning to rank needs an unsharded index"
+        )
+
+    def build(self, docs: Sequence[Mapping[str, str]]) -> None:
+        raise ConfigError("a sharded index is built by shelfwise.search.shards.build_sharded")
+
+    def save(self, directory: Path) -> None:
+        raise ConfigError("a sharded index is saved when it is built", hint="build_sharded")
+
+    def nbytes(self) -> int:
+        return sum(m.nbytes() for m in self.matrices)
+
+
+class _Gathered:
+    """``vectors[slots]`` of a sharded vector index: the rows gathered from their shards."""
+
+    def __init__(self, owner: ShardedDense) -> None:
+        self.owner = owner
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def __getitem__(self, slots: Any) -> np.ndarray:
+        slots = np.atleast_1d(np.arange(len(self))[slots] if isinstance(slots, slice) else np.asarray(slots))
+        slots = slots.astype(np.int64)
+        out = np.empty((len(slots), self.owner.dim), dtype=np.float32)
+        for s, (pos, local) in enumerate(self.owner.layout.by_shard(slots)):
+            if len(pos):
+                out[pos] = self.owner.parts[s].vectors[local]
+        n_main = len(self.owner.layout.shard)
+        later = np.flatnonzero(slots >= n_main)
+        if len(later):
+            out[later] = self.owner.delta.vectors[slots[later] - n_main]
+        return out
+
+
+class ShardedDense(DenseIndex):
+    """The vector side of a sharded index: every shard's nearest neighbours, merged by cosine."""
+
+    def __init__(self, parts: Sequence[DenseIndex], layout: _Layout, scatter: _Scatter) -> None:
+        super().__init__(m=parts[0].m, ef_construction=parts[0].ef_construction, ef_search=parts[0].ef_search)
+        self.parts, self.layout, self.scatter = list(parts), layout, scatter
+        self._n = len(layout.shard)
+        self._graph = True
+        # items added since the build: one small unsharded index over slots n, n+1, ... (as local 0, 1, ...)
+        self.delta = DenseIndex(m=self.m, ef_construction=self.ef_construction, ef_search=self.ef_search)
+        self.delta._buffer = np.zeros((0, self.dim), dtype=np.float32)
+
+    @property
+    def dim(self) -> int:
+        return self.parts[0].dim
+
+    @property
+    def vectors(self) -> Any:
+        return _Gathered(self)
+
+    def __len__(self) -> int:
+        return self._n + len(self.delta)
+
+    def search(
+        self, query: np.ndarray, k: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        def one(s: int) -> tuple[np.ndarray, np.ndarray]:
+            g = self.layout.slots[s]
+            local, sims = self.parts[s].search(query, k, None if mask is None else mask[g])
+            return g[local], sims
+
+        found = self.scatter.map(one)
+        if len(self.delta):
+            n, extra = self._n, len(self.delta)
+            local, sims = self.delta.search(query, k, None if mask is None else mask[n : n + extra])
+            found.append((local + n, sims))
+        slots = np.concatenate([f[0] for f in found])
+        sims = np.concatenate([f[1] for f in found]).astype(np.float32)
+        best = top_k(sims, k, ties=slots)
+        return slots[best], sims[best]
+
+    def similarities(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        return self.vectors[slots] @ query  # one matrix, as the unsharded index: the same sums
+
+    def remove(self, slot: int) -> None:
+        if slot >= self._n:
+            self.delta.remove(slot - self._n)
+            return
+        s, local = int(self.layout.shard[slot]), int(self.layout.local[slot])
+        self.parts[s].remove(local)
+
+    def add(self, slot: int, vector: np.ndarray) -> None:
+        self.delta.add(slot - self._n, vector)
+
+    def memory_bytes(self) -> int:
+        return sum(p.memory_bytes() for p in self.parts) + self.delta.memory_bytes()
+
+    def build(self, vectors: np.ndarray, alive: np.ndarray | None = None) -> None:
+        raise ConfigError("a sharded index is built by shelfwise.search.shards.build_sharded")
+
+    def save(self, directory: Path, *, graph: bool = False) -> None:
+        raise ConfigError("a sharded index is saved when it is built", hint="build_sharded")
+
+
+def verify(directory: Path) -> list[str]:
+    """Shard files missing or whose sha256 differs from ``shards.json``'s."""
+    meta = json.loads((directory / SHARDS_FILE).read_text())
+    problems = []
+    for rel, digest in meta["files"].items():
+        f = directory / rel
+        if not f.is_file():
+            problems.append(f"{rel}: missing")
+        elif _sha256(f) != digest:
+            problems.append(f"{rel}: checksum mismatch")
+    return problems
+
+
+def load_shards(
+    directory: Path,
+    *,
+    weights: Mapping[str, float],
+    analyzer: Any,
+    k1: float,
+    b: float,
+    threads: int | None = None,
+    check: bool = True,
+) -> tuple[ShardedKeyword, ShardedDense | None]:
+    """The keyword and vector sides of a sharded index saved under ``directory``."""
+    meta = json.loads((directory / SHARDS_FILE).read_text())
+    if meta.get("format") != FORMAT:
+        raise ConfigError(f"{directory}: shard format {meta.get('format')}, this version reads {FORMAT}")
+    if check:
+        problems = verify(directory)
+        if problems:
+            raise ConfigError(
+                f"{directory}: sharded index is corrupt: {'; '.join(problems[:5])}", hint="rebuild it"
+            )
+    shards = int(meta["shards"])
+    root = directory / "shards"
+    slots = [np.load(root / str(s) / "slots.npy", allow_pickle=False) for s in range(shards)]
+    layout = _Layout(slots, int(meta["items"]))
+    scatter = _Scatter(shards, threads)
+    matrices = scatter.map(lambda s: _load_matrix(root / str(s) / "keyword", len(slots[s])))
+    keyword = ShardedKeyword(
+        matrices, layout, scatter, avgdl=meta["avgdl"], weights=weights, analyzer=analyzer, k1=k1, b=b
+    )
+    dense = None
+    if meta.get("dense"):
+        parts = scatter.map(lambda s: DenseIndex.load(root / str(s) / "dense"))
+        dense = ShardedDense(parts, layout, scatter)
+    return keyword, dense
+
+
+def build_sharded(
+    items: Iterable[Any],
+    directory: Path,
+    *,
+    shards: int,
+    config: Any = None,
+    encoder: Any = None,
+    vectors: np.ndarray | None = None,
+    workers: int | None = None,
+) -> Any:
+    """Build and save a sharded search index of ``items`` under ``directory`` (the layout of
+    ``SearchEngine.save`` with shards for its keyword and vector index) and return it loaded.
+    ``vectors`` reuses embeddings already made (one row per distinct item, in order)."""
+    from shelfwise.search.documents import document_fields, embedding_text
+    from shelfwise.search.engine import FORMAT_VERSION, SearchConfig, SearchEngine
+
+    config = config or SearchConfig()
+    if config.scoring != "bm25f":
+        raise ConfigError("a sharded index scores keywords with BM25F", hint="scoring='bm25f'")
+    if config.annotate or config.adapt is not None:
+        raise ConfigError("annotate and adapt need the whole catalogue in one index", hint="shards=1")
+    latest: dict[str, Any] = {}
+    for item in items:
+        latest.pop(item.item_id, None)
+        latest[item.item_id] = item
+    catalogue = list(latest.values())
+    if config.dense and vectors is None:
+        encoder = encoder or _encoder()
+        vectors = encoder.encode([embedding_text(it) for it in catalogue])
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "items.jsonl").open("w", encoding="utf-8") as out:
+        for it in catalogue:
+            out.write(json.dumps(asdict(it), ensure_ascii=False) + "\n")
+    parts = split(
+        [it.item_id for it in catalogue],
+        [document_fields(it) for it in catalogue],
+        vectors if config.dense else None,
+        shards,
+    )
+    report = build_shards(
+        directory,
+        parts,
+        n_items=len(catalogue),
+        weights=config.weights,
+        analyzer=config.analyzer,
+        k1=config.k1,
+        b=config.b,
+        hnsw=(config.hnsw_m, config.hnsw_ef_construction, config.hnsw_ef_search),
+        workers=workers,
+    )
+    meta = {
+        "format": FORMAT_VERSION,
+        "config": config.model_dump(),
+        "items": len(catalogue),
+        "dense_agreement": None,
+    }
+    (directory / "engine.json").write_text(json.dumps(meta, indent=1))
+    engine = SearchEngine.load(directory, encoder=encoder)
+    meta["dense_agreement"] = engine.calibrate()  # as SearchEngine.build does, over every shard
+    meta["shards"] = report | {"shards": shards}
+    (directory / "engine.json").write_text(json.dumps(meta, indent=1))
+    return engine
+
+
+def _encoder() -> Any:
+    from shelfwise.search.dense import Encoder
+
+    return Encoder()
