@@ -22,6 +22,27 @@ Models tried (``--model``):
 * ``ce``: a cross-encoder made from the first ``--layers`` layers of all-MiniLM-L6-v2 (Apache 2.0)
   with a linear head, trained listwise (softmax cross-entropy against 2^grade - 1) on the groups.
 
+Measured 2026-12-03 (load average 15-21 on the shared 2-core machine; figures in
+``benchmarks/results/search_xenc_trial.json``), nDCG@10, depth/weight chosen on Flipkart:
+
+| re-ranker over the hybrid's top N | Flipkart (in-sample) | Crowdflower (out-of-sample) |
+| --- | ---: | ---: |
+| none (hybrid, shipped defaults) | 0.7853 | 0.7898 |
+| head-word rule, no training (30 / 2.0) | 0.7903 | 0.7912 |
+| LightGBM LambdaRank, 9 cheap features (30 / 2.0) | 0.7900 | 0.7937 |
+| cross-encoder, MiniLM first 2 layers, 105 steps (20 / 0.5) | 0.7984 | 0.7671 |
+
+None reaches 1.10× the best peer on Crowdflower (0.8173 needed); the cross-encoder, the only one that
+learns from text, loses out of sample. Negative result: nothing here is served.
+
+Commands (from the repository root, ``PYTHONPATH=src:.``, ``HF_HUB_OFFLINE=1``)::
+
+    python -m benchmarks.trials.search_xenc_candidates          # stage 1, ~10 min (embeds both sets)
+    python -m benchmarks.trials.search_xenc --model head
+    python -m benchmarks.trials.search_xenc --model lgbm         # ~8 min
+    python -m benchmarks.trials.search_xenc --model ce --layers 2 --budget 1200 --lr 1e-4
+    python -m benchmarks.trials.search_xenc_results
+
 Needs stage 1 (``benchmarks/trials/search_xenc_candidates.py``) for the hybrid runs. Trained weights stay in
 ``var/xenc`` (not shipped).
 """
@@ -421,6 +442,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--per-step", type=int, default=4)
     ap.add_argument("--max-len", type=int, default=40)
+    ap.add_argument("--score-only", action="store_true", help="ce: score with the saved weights")
     args = ap.parse_args()
     import torch
 
@@ -442,6 +464,17 @@ def main() -> None:
         model = train_lgbm(groups, max(DEPTHS))
         report["train"] = model.report
         table = grid(sets, lambda d, depth: lgbm_scores(model, d, max(DEPTHS)))
+        # CPU time of features + predict for one query's top 30 (the serving cost it would add)
+        cf = sets.get("crowdflower", sets["flipkart"])
+        per_query = []
+        for q, text in cf["queries"].items():
+            started = time.process_time()
+            model.predict(features(text, cf["hybrid"][q][:30], cf["bm25"][q], cf["texts"]))
+            per_query.append((time.process_time() - started) * 1000)
+        report["cpu_ms_per_query_top30"] = {
+            "p50": round(float(np.percentile(per_query, 50)), 3),
+            "p99": round(float(np.percentile(per_query, 99)), 3),
+        }
     else:
         fk_texts = pickle.load((OUT / "flipkart.pkl").open("rb"))["texts"]
         cache = OUT / f"groups_{args.queries}_{args.group}.pkl"
@@ -459,11 +492,18 @@ def main() -> None:
             "grades": {g: grades.count(g) for g in range(4)},
             "examples": groups[:5],
         }
-        model, tok = train_ce(
-            groups, fk_texts, args.layers, args.budget, args.lr, args.per_step, args.max_len
-        )
-        report["train"] = {**model.report, **vars(args)}
-        torch.save(model.state_dict(), OUT / f"ce_{args.layers}.pt")
+        weights = OUT / f"ce_{args.layers}.pt"
+        if args.score_only:  # the weights a previous run trained and saved
+            model, tok = make_ce(args.layers)
+            model.load_state_dict(torch.load(weights))
+            model.eval()
+            report["train"] = {"score_only": str(weights), **vars(args)}
+        else:
+            model, tok = train_ce(
+                groups, fk_texts, args.layers, args.budget, args.lr, args.per_step, args.max_len
+            )
+            report["train"] = {**model.report, **vars(args)}
+            torch.save(model.state_dict(), weights)
         cache_scores: dict[tuple[str, int], dict] = {}
 
         def scorer(data: Mapping, depth: int) -> dict[str, np.ndarray]:
