@@ -9,11 +9,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from shelfwise.core.errors import CorruptArtifactError
 from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
 from shelfwise.data.schemas import Item
 from shelfwise.registry.indexes import IndexInfo, IndexRegistry, current_index, ensure_index, wanted_mode
+from shelfwise.registry.versions import CorruptArtifactError
 from shelfwise.search.engine import SearchConfig, SearchEngine
 from shelfwise.store import Store
 
@@ -318,7 +318,6 @@ class HybridBuild:
         except Exception as exc:  # keyword search keeps answering; the next start tries again
             self.state, self.error = "failed", repr(exc)
             log.error("hybrid search index not built; keyword search goes on", error=repr(exc))
-
 
     def _resolve(self) -> bool:
         """Read the catalogue; serve its active version when it was built from this catalogue in the
