@@ -44,7 +44,7 @@ class BatchResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-_MEMO_SIZE = 200_000  # results kept per rule (emptied when full: memory stays flat)
+_MEMO_SIZE = 50_000  # results kept per rule (emptied when full: memory stays flat)
 # columns whose values hardly repeat from one chunk to the next (event ids; millisecond stamps, whose
 # repeats, the lines of one invoice, fall in one chunk and are checked once there anyway): a memo
 # of them only fills up (~200 bytes an entry), so they get none
