@@ -98,7 +98,14 @@ def ingest_child(db: str, path: str, marks: str, var: str) -> None:
     mark = _Marks(Path(marks))
     settings = Settings(var_dir=Path(var), pseudonym_key=KEY)
     with open_store(f"sqlite:///{db}") as store:
-        ingest_events(store, Path(path), get_format("csv"), settings, on_batch=lambda r: mark(r.records))
+        report = ingest_events(
+            store, Path(path), get_format("csv"), settings, on_batch=lambda r: mark(r.records)
+        )
+    # the whole run's peak, the events indexes built at the end and the shoppers' refresh included
+    final = {"mark": "end", "rows": report.records, "peak_rss": _vm("VmHWM"), "rss": _vm("VmRSS")}
+    final |= {"seconds": round(time.perf_counter() - mark.started, 1), "load": round(os.getloadavg()[0], 2)}
+    with Path(marks).open("a") as fh:
+        fh.write(json.dumps(final) + "\n")
 
 
 def train_child(events: int) -> dict[str, Any]:

@@ -230,3 +230,27 @@ def _second_pg_database(request: pytest.FixtureRequest) -> str:
 
     request.addfinalizer(drop)
     return base.set(database=name).render_as_string(hide_password=False)
+
+
+def test_bulk_catalogue_reads_equal_get_items(store: Store) -> None:
+    """The reads a 1M-item start uses (issue 19) give what ``get_items`` gives, on every backend."""
+    import numpy as np
+
+    from shelfwise.store import CatalogueColumns
+
+    store.upsert_items(
+        [
+            Item(item_id="b2", title="Mug", description="big", category="kitchen", brand="Acme", price=3.0),
+            Item(item_id="a1", title="Cup", available=False),
+            Item(item_id="c3"),
+        ]
+    )
+    items = sorted(store.get_items(store.item_ids()).values(), key=lambda it: it.item_id)
+    assert store.item_count() == 3
+    assert store.all_items() == items
+    assert store.first_items(1) == [items[1]]  # the first available one in id order
+    columns, reference = store.catalogue_columns(), CatalogueColumns.from_items(items)
+    assert columns.item_ids == reference.item_ids == ["a1", "b2", "c3"]
+    assert columns.title == reference.title and columns.brand == reference.brand
+    assert np.array_equal(columns.price, reference.price, equal_nan=True)
+    assert columns.available.tolist() == [False, True, True]

@@ -114,6 +114,15 @@ def test_big_catalogue_answers_from_its_first_items_while_the_full_index_is_buil
         after = _search(client, "bag")
         assert "-index-bm25-" in after["model_version"] and not after["notes"]
         assert len(svc.search) == total
-        assert IndexRegistry(settings.var_dir / "indexes").active == after["model_version"]
+        built_version = after["model_version"]
+        assert IndexRegistry(settings.var_dir / "indexes").active == built_version
+    versions = IndexRegistry(settings.var_dir / "indexes").versions()
+    # a restart answers from the first items again while the catalogue is read in the background,
+    # then serves the version registered for it: loaded, not built again
     with TestClient(create_app(settings, served.url, watch_interval=None)) as client:
-        assert client.app.state.services.search_build is None  # type: ignore[attr-defined]
+        svc = client.app.state.services  # type: ignore[attr-defined]
+        build = svc.search_build
+        assert build is not None and build.join(timeout=120) and build.state == "done", build.error
+        assert _search(client, "bag")["model_version"] == built_version
+        assert len(svc.search) == total
+    assert IndexRegistry(settings.var_dir / "indexes").versions() == versions

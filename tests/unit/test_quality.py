@@ -244,3 +244,34 @@ def test_observe_many_is_observe_one_by_one() -> None:
         part = events[start : start + 1_000]
         many.observe_many([e[0] for e in part], [e[1] for e in part], [e[2] for e in part])
     assert many.users == one.users and many.flagged() == one.flagged()
+
+
+def test_pace_window_in_bits_counts_as_the_list_of_seconds_did() -> None:
+    """The pace window is a bit mask now: on random streams (bursts, gaps of about a minute, repeats
+    and events out of order) each user's peak equals the one a list of distinct seconds gives."""
+    import bisect
+    import random
+
+    def reference(times: list[int]) -> int:
+        window: list[int] = []
+        peak = 0
+        for ts in times:
+            second = ts // 1000
+            if window and second <= window[-1]:
+                continue
+            window.append(second)
+            if second - window[0] >= 60:
+                del window[: bisect.bisect_right(window, second - 60)]
+            peak = max(peak, len(window))
+        return peak
+
+    rng = random.Random(19)
+    for trial in range(300):
+        t, times = 1_700_000_000_000, []
+        for _ in range(rng.randrange(1, 120)):
+            t += rng.choice([0, 1, 999, 1000, 1500, 30_000, 59_000, 60_000, 61_000, 200_000, -5_000])
+            times.append(t)
+        activity = q.UserActivity(actions_per_minute=20)
+        for ts in times:
+            activity.observe("u", ts)
+        assert activity.users["u"].peak == reference(times), (trial, times)

@@ -199,9 +199,9 @@ class Settings(BaseSettings):
     search_index_on_start: int = Field(
         50_000,
         ge=1,
-        description="a catalogue with more items and no index of it yet starts answering keyword "
-        "searches over its first this-many available items while the full index is built in the "
-        "background (the answers say so)",
+        description="a catalogue with more items starts answering keyword searches over its first "
+        "this-many available items while the whole catalogue is read and its index loaded (or "
+        "built) in the background (the answers say so)",
     )
     search_embed_on_start: int = Field(
         2_000,

@@ -44,7 +44,11 @@ class BatchResult:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-_MEMO_SIZE = 200_000  # results kept per rule (emptied when full: memory stays flat)
+_MEMO_SIZE = 50_000  # results kept per rule (emptied when full: memory stays flat)
+# columns whose values hardly repeat from one chunk to the next (event ids; millisecond stamps, whose
+# repeats, the lines of one invoice, fall in one chunk and are checked once there anyway): a memo
+# of them only fills up (~200 bytes an entry), so they get none
+_UNIQUE = frozenset({"event_id", "ts"})
 
 
 def _apply(
@@ -140,7 +144,9 @@ class BatchEventGate:
         self.context_json = context_json  # the store's spelling of a context, once per distinct one
         self._memos: dict[str, dict[str, Any]] = {}  # per rule: text value -> (result, error)
 
-    def _memo(self, rule: str) -> dict[str, Any]:
+    def _memo(self, rule: str) -> dict[str, Any] | None:
+        if rule in _UNIQUE:
+            return None
         return self._memos.setdefault(rule, {})
 
     def check(self, batch: DraftBatch) -> BatchResult:

@@ -33,7 +33,7 @@ class Pseudonymizer:
     The cache is a bounded LRU (``cache_size`` raw ids, about 0.3 kB each): the API pseudonymises
     ids that anonymous callers choose, so an unbounded cache would be memory anyone can fill."""
 
-    def __init__(self, key: bytes, *, cache_size: int = 1_000_000) -> None:
+    def __init__(self, key: bytes, *, cache_size: int = 100_000) -> None:
         if len(key) < 16:
             raise ValueError("pseudonym key must be at least 16 bytes")
         self._key = key

@@ -204,10 +204,10 @@ class Dataset:
 
     @classmethod
     def from_store(cls, store: Any, *, types: Iterable[Any] | None = None) -> Dataset:
-        """Every user-item event in the store (bots excluded), with the catalogue's attributes."""
+        """Every user-item event in the store (bots excluded), with the catalogue's attributes (read
+        once, as columns: ``Store.catalogue_columns``)."""
         inter = store.interactions(types=types)
-        catalogue = store.get_items(store.item_ids())
-        return cls.from_interactions(inter, items=catalogue)
+        return cls.from_interactions(inter).with_columns(store.catalogue_columns())
 
     @classmethod
     def from_file(
@@ -333,6 +333,42 @@ class Dataset:
             text=text,
         )
         return replace(self, item_attributes=attrs)
+
+    def with_columns(self, columns: Any) -> Dataset:
+        """``with_items`` from a ``shelfwise.store.CatalogueColumns``: catalogue items with no events
+        get dense ids after the ones the events name (in id order, as ``from_interactions`` gives
+        them), and the attributes are gathered by position, not through one object per item."""
+        if not len(columns):
+            return self
+        known = self.item_map.index
+        extra = sorted(i for i in columns.item_ids if i not in known)  # a backend's collation may differ
+        ds = self
+        if extra:
+            item_map = IdMap(np.concatenate([self.item_map.external, np.array(extra, dtype=str)]))
+            ds = replace(self, item_map=item_map, item_attributes=ItemAttributes.empty(len(item_map)))
+        row = {item_id: k for k, item_id in enumerate(columns.item_ids)}
+        at = np.fromiter((row.get(i, -1) for i in ds.item_map.external.tolist()), np.int64, ds.n_items)
+        found = at >= 0
+        take = np.where(found, at, 0)
+
+        def pick(values: list[Any]) -> list[Any]:
+            return [values[k] if ok else None for k, ok in zip(take.tolist(), found.tolist(), strict=True)]
+
+        titles, descriptions = pick(columns.title), pick(columns.description)
+        text: list[str | None] = [
+            ". ".join(p.strip() for p in (t, d) if p and p.strip())
+            for t, d in zip(titles, descriptions, strict=True)
+        ]
+        if not any(text) and self.item_attributes.text is not None:
+            text = self.item_attributes.text.tolist()  # keep titles read with the events
+        attrs = ItemAttributes.from_columns(
+            category=pick(columns.category),
+            brand=pick(columns.brand),
+            price=np.where(found, columns.price[take], np.nan).tolist(),
+            available=np.where(found, columns.available[take], True).tolist(),
+            text=text,
+        )
+        return replace(ds, item_attributes=attrs)
 
     # --- views -------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -4,6 +4,7 @@ hybrid one that would embed many items is built in the background while keyword 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from shelfwise.core.logging import get_logger
 from shelfwise.core.settings import Settings
 from shelfwise.data.schemas import Item
 from shelfwise.registry.indexes import IndexInfo, IndexRegistry, current_index, ensure_index, wanted_mode
+from shelfwise.registry.versions import CorruptArtifactError
 from shelfwise.search.engine import SearchConfig, SearchEngine
 from shelfwise.store import Store
 
@@ -40,43 +42,74 @@ def build_search(store: Store, settings: Settings) -> tuple[SearchEngine, IndexI
     (registered, not activated) and ``HybridBuild`` embeds the rest in a background thread, then
     activates the hybrid version and swaps it in. When the vectors would not fit in memory the
     keyword version is activated and kept (the log says why)."""
-    items = list(store.get_items(store.item_ids()).values())
     registry = index_registry(settings)
+    total = store.item_count()
+    if total > settings.search_index_on_start:
+        engine, info = _first_items(store, settings, registry, total)
+        mode = wanted_mode(registry, settings.search_mode)
+        pending: HybridBuild | None = HybridBuild(
+            settings,
+            registry,
+            store.all_items,  # read in the background thread: 1M items take minutes
+            store_id=store.store_id,
+            keyword=True,
+            activate_keyword=mode == "bm25",
+            hybrid=mode in ("hybrid", "ltr"),
+            total=total,
+        )
+        built = True
+    else:
+        engine, info, built, pending = _whole_catalogue(store, settings, registry)
+    log.info(
+        "search index",
+        version=info.version,
+        mode=info.mode,
+        items=info.items,
+        built=built,
+        embedded=info.embedded if built else 0,
+        hybrid_in_background=pending is not None,
+    )
+    if total:
+        # compile the scoring kernels (and trace the query encoder) now, not while a shopper waits
+        engine.search("warm up", k=1, mode=info.mode)
+    return engine, info, pending
+
+
+def _first_items(
+    store: Store, settings: Settings, registry: IndexRegistry, total: int
+) -> tuple[SearchEngine, IndexInfo]:
+    """A big catalogue (more than ``search_index_on_start`` items): its first available items
+    answer now; the whole catalogue is read, and its registered version loaded or a new one built,
+    in the background (``HybridBuild``), so a start never waits for a 1M-item read."""
+    first = store.first_items(settings.search_index_on_start)
+    engine = SearchEngine.build(first, SearchConfig(dense=False))
+    info = IndexInfo(
+        version=f"starting-{len(first)}-of-{total}",
+        mode="bm25",
+        items=len(first),
+        catalogue="",
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        metrics={},
+        gate={},
+        embedded=0,
+        files={},
+        store_id=store.store_id,
+        path=registry.root,
+    )
+    return engine, info
+
+
+def _whole_catalogue(
+    store: Store, settings: Settings, registry: IndexRegistry
+) -> tuple[SearchEngine, IndexInfo, bool, HybridBuild | None]:
+    items = list(store.get_items(store.item_ids()).values())
     pending: HybridBuild | None = None
     with registry.building():
         mode = wanted_mode(registry, settings.search_mode)
         stand_in = None
         if mode in ("hybrid", "ltr") and items and current_index(registry, items, mode) is None:
             stand_in = _keyword_first(items, settings)
-        big = len(items) > settings.search_index_on_start
-        if big and current_index(registry, items, mode if stand_in is None else "bm25") is None:
-            # even the keyword index of a big catalogue takes minutes: the first items answer now
-            first = [it for it in items if it.available][: settings.search_index_on_start]
-            engine = SearchEngine.build(first, SearchConfig(dense=False))
-            info = IndexInfo(
-                version=f"starting-{len(first)}-of-{len(items)}",
-                mode="bm25",
-                items=len(first),
-                catalogue="",
-                created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                metrics={},
-                gate={},
-                embedded=0,
-                files={},
-                store_id=store.store_id,
-                path=registry.root,
-            )
-            built = True
-            pending = HybridBuild(
-                settings,
-                registry,
-                items,
-                store_id=store.store_id,
-                keyword=True,
-                activate_keyword=stand_in == "memory" or mode == "bm25",
-                hybrid=stand_in == "background" or (stand_in is None and mode in ("hybrid", "ltr")),
-            )
-        elif stand_in is None:
+        if stand_in is None:
             engine, info, built = ensure_index(
                 registry,
                 items,
@@ -91,19 +124,7 @@ def build_search(store: Store, settings: Settings) -> tuple[SearchEngine, IndexI
             )
             if not activate:
                 pending = HybridBuild(settings, registry, items, store_id=store.store_id)
-    log.info(
-        "search index",
-        version=info.version,
-        mode=info.mode,
-        items=info.items,
-        built=built,
-        embedded=info.embedded if built else 0,
-        hybrid_in_background=pending is not None,
-    )
-    if items:
-        # compile the scoring kernels (and trace the query encoder) now, not while a shopper waits
-        engine.search("warm up", k=1, mode=info.mode)
-    return engine, info, pending
+    return engine, info, built, pending
 
 
 def _keyword_first(items: list[Item], settings: Settings) -> str | None:
@@ -141,18 +162,24 @@ class HybridBuild:
         self,
         settings: Settings,
         registry: IndexRegistry,
-        items: list[Item],
+        items: list[Item] | Callable[[], list[Item]],
         *,
         store_id: str,
         keyword: bool = False,
         activate_keyword: bool = False,
         hybrid: bool = True,
+        total: int | None = None,
     ) -> None:
-        self.settings, self.registry, self.items, self.store_id = settings, registry, items, store_id
+        # ``items`` may be a loader (a big catalogue's, read in the thread): then the thread also
+        # loads the version registered for that catalogue instead of building one, and decides
+        # whether a hybrid version is wanted (``_resolve``)
+        self.load = items if callable(items) else None
+        self.items: list[Item] = [] if callable(items) else items
+        self.settings, self.registry, self.store_id = settings, registry, store_id
         # keyword: first the whole catalogue's keyword version (activated when it is the one
         # wanted), served as soon as it is built; hybrid: then the hybrid version
         self.keyword, self.activate_keyword, self.hybrid = keyword, activate_keyword, hybrid
-        self.total, self.embedded = len(items), 0
+        self.total, self.embedded = (len(self.items) if total is None else total), 0
         self.state = "waiting"  # waiting, indexing, embedding, building, done, failed, stopped
         self.error: str | None = None
         self._changed: dict[str, Item] = {}
@@ -225,6 +252,8 @@ class HybridBuild:
             from shelfwise.search.documents import embedding_text
             from shelfwise.search.embedding_cache import EmbeddingCache
 
+            if self.load is not None and self._resolve():
+                return
             if self.keyword:
                 self.state = "indexing"
                 with self.registry.building():
@@ -289,6 +318,33 @@ class HybridBuild:
         except Exception as exc:  # keyword search keeps answering; the next start tries again
             self.state, self.error = "failed", repr(exc)
             log.error("hybrid search index not built; keyword search goes on", error=repr(exc))
+
+    def _resolve(self) -> bool:
+        """Read the catalogue; serve its active version when it was built from this catalogue in the
+        wanted mode (True: nothing left to build), else settle what to build as ``build_search``
+        would have (a damaged version is rebuilt, never served)."""
+        assert self.load is not None
+        self.state = "indexing"
+        self.items = self.load()
+        self.total = len(self.items)
+        mode = wanted_mode(self.registry, self.settings.search_mode)
+        info = current_index(self.registry, self.items, mode)
+        engine = None
+        if info is not None and info.version == self.registry.active:
+            with contextlib.suppress(CorruptArtifactError):
+                engine = self.registry.load(info.version)
+        if info is not None and engine is not None:
+            engine.search("warm up", k=1, mode=info.mode)
+            assert self.swap is not None
+            self.swap(engine, info, self._catch_up)
+            self.items, self.state = [], "done"
+            log.info("registered search index serving", version=info.version, items=info.items)
+            return True
+        if mode in ("hybrid", "ltr"):
+            stand_in = _keyword_first(self.items, self.settings)
+            self.activate_keyword = stand_in == "memory"
+            self.hybrid = stand_in != "memory"
+        return False
 
 
 class SearchArms:

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from shelfwise.core.errors import StoreError
-from shelfwise.store.base import Interactions, QuarantineRow, Store
+from shelfwise.store.base import CatalogueColumns, Interactions, QuarantineRow, Store
 
 
 def open_store(url: str, *, connect_timeout: float = 5.0, statement_timeout_ms: int = 0) -> Store:
@@ -29,4 +29,4 @@ def open_store(url: str, *, connect_timeout: float = 5.0, statement_timeout_ms: 
     raise StoreError(f"unsupported store URL {url!r}", hint="use sqlite:///PATH or postgresql://HOST:PORT/DB")
 
 
-__all__ = ["Interactions", "QuarantineRow", "Store", "open_store"]
+__all__ = ["CatalogueColumns", "Interactions", "QuarantineRow", "Store", "open_store"]

@@ -35,6 +35,38 @@ class Interactions:
 
 
 @dataclass(frozen=True)
+class CatalogueColumns:
+    """The catalogue as columns (``Store.catalogue_columns``): row ``k`` of every column is the item
+    ``item_ids[k]``. What a model or a search stand-in needs of 1M items, without 1M ``Item``
+    objects (about 1.5 kB and 20 µs each): text columns are lists (None when empty), the rest arrays."""
+
+    item_ids: list[str]
+    title: list[str | None]
+    description: list[str | None]
+    category: list[str | None]
+    brand: list[str | None]
+    price: np.ndarray  # float64, nan when unknown
+    available: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @classmethod
+    def from_items(cls, items: Iterable[Item]) -> CatalogueColumns:
+        """The columns of ``Item`` records (the reference: what the store's bulk read must equal)."""
+        rows = sorted(items, key=lambda it: it.item_id)
+        return cls(
+            item_ids=[it.item_id for it in rows],
+            title=[it.title for it in rows],
+            description=[it.description for it in rows],
+            category=[it.category for it in rows],
+            brand=[it.brand for it in rows],
+            price=np.array([np.nan if it.price is None else it.price for it in rows], np.float64),
+            available=np.array([bool(it.available) for it in rows], bool),
+        )
+
+
+@dataclass(frozen=True)
 class QuarantineRow:
     source: str
     kind: str
@@ -164,6 +196,24 @@ class Store(ABC):
 
     @abstractmethod
     def item_ids(self) -> set[str]: ...
+
+    def item_count(self) -> int:
+        return len(self.item_ids())
+
+    def first_items(self, n: int) -> list[Item]:
+        """The first ``n`` available items in item id order (what a big catalogue's search answers
+        from while its full index is built)."""
+        found = self.get_items(sorted(self.item_ids()))
+        return [it for it in found.values() if it.available][:n]
+
+    def all_items(self) -> list[Item]:
+        """Every item, in item id order."""
+        return sorted(self.get_items(self.item_ids()).values(), key=lambda it: it.item_id)
+
+    def catalogue_columns(self) -> CatalogueColumns:
+        """Every item as columns, in item id order (``CatalogueColumns``). Backends read it in one
+        pass; this default goes through ``get_items``."""
+        return CatalogueColumns.from_items(self.get_items(self.item_ids()).values())
 
     @abstractmethod
     def refresh_users(self, user_ids: Iterable[str], *, flags: dict[str, str] | None = None) -> int:

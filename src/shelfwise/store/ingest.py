@@ -161,7 +161,8 @@ def ingest_events(
         raise ValueError(f"unknown ingest engine {engine!r}: batch or rows")
     _check_kind(fmt, "events")
     started = time.perf_counter()
-    pseudonymize = Pseudonymizer(settings.resolved_pseudonym_key())
+    # bounded as the API's is: a shop of millions of shoppers must not hold one pseudonym each in memory
+    pseudonymize = Pseudonymizer(settings.resolved_pseudonym_key(), cache_size=settings.pseudonym_cache_size)
     config = _gate_config(fmt, settings, unknown_items)
     known = store.item_ids() if unknown_items == "quarantine" else None
     gate = EventGate(config, pseudonymize, known_items=None if known is None else known.__contains__)

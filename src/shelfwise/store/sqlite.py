@@ -62,8 +62,14 @@ class SqliteStore(SqlStore):
         finally:
             if empty:
                 with self.engine.begin() as conn:
-                    for index in events.indexes:
-                        index.create(conn, checkfirst=True)
+                    # the sort behind each index spills to a temporary file, not to memory as the
+                    # connection's temp_store=MEMORY would: 10M events would hold every key at once
+                    conn.exec_driver_sql("PRAGMA temp_store=FILE")
+                    try:
+                        for index in events.indexes:
+                            index.create(conn, checkfirst=True)
+                    finally:
+                        conn.exec_driver_sql("PRAGMA temp_store=MEMORY")
 
     def lock_against_erasure(self, conn: sa.Connection, *, exclusive: bool = False) -> None:
         # SQLite has one writer at a time: a write that matches no row still takes the write lock
