@@ -240,7 +240,9 @@ def main() -> int:
         ),
         "keys_side_settings": SAME_FEATURES,
         "keys_over_base_ratio_to_trivial": {n: v["median"] for n, v in ratio.items()},
-        "within_5_percent": {n: abs(v["median"] - 1) <= 0.05 for n, v in ratio.items()},
+        # the point: keys must not cost throughput; a keys side that is faster than the base passes
+        "within_5_percent": {n: v["median"] >= 0.95 for n, v in ratio.items()},
+        "within_5_percent_meaning": "keys ÷ base median >= 0.95 (no more than 5% lower; faster passes)",
         "ratio_to_trivial_keys_over_base": ratio,
         "direct_rps_keys_over_base": direct,
         "per_side": per_side,

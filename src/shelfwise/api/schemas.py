@@ -212,10 +212,8 @@ class _EventFields(Strict):
     search_id: str | None = Field(
         None, min_length=1, max_length=64, pattern=_ID, description="the search answer this event is about"
     )
-    position: int | None = Field(
+    position: Annotated[int, Field(ge=1, le=1000), BeforeValidator(_json_int)] | None = Field(
         None,
-        ge=1,
-        le=1000,
         description="1-based position of the item in that answer (in search: on the page shown); "
         "default: where the event's item is in it",
     )

@@ -107,7 +107,9 @@ def list_placements(svc: Svc) -> dict[str, Any]:
     tags=["placements"],
 )
 def get_placement(
-    svc: Svc, name: Name, version: Annotated[int | None, Query(ge=0, description="an older version")] = None
+    svc: Svc,
+    name: Name,
+    version: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="an older version")] = None,
 ) -> dict[str, Any]:
     try:
         return svc.merch.placement(name, version=version).to_dict()

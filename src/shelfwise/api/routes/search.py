@@ -27,6 +27,7 @@ from shelfwise.api.schemas import (
 from shelfwise.core.logging import get_logger
 from shelfwise.evaluation.experiment_service import Assignment
 from shelfwise.merchandising.engine import Candidate
+from shelfwise.search.facets import ATTRIBUTE_FACETS
 from shelfwise.serving.attribution import session_of
 from shelfwise.serving.container import Services
 from shelfwise.serving.merchandised import POOL, apply_placement, has_rules
@@ -34,6 +35,9 @@ from shelfwise.store.journal import store_unavailable
 
 router = APIRouter(route_class=Bound)
 log = get_logger(__name__)
+# name:value with a known facet name and a value that is not blank, as the route reads it (the
+# name may have spaces or tabs around it; the value needs one character strip() keeps)
+ATTRIBUTE_PAIR = rf"^[ \t]*(?:{'|'.join(ATTRIBUTE_FACETS)})[ \t]*:.*{NOT_BLANK}"
 
 
 def _affinity(svc: Services, pseudo: str) -> Any:
@@ -66,7 +70,7 @@ async def search(
     price_max: Price = None,
     available: bool | None = None,
     attribute: Annotated[
-        list[str] | None,
+        list[Annotated[str, Field(pattern=ATTRIBUTE_PAIR)]] | None,
         Query(max_length=20, description="annotated attribute facet to keep, as name:value (colour:red)"),
     ] = None,
     sort: Literal["relevance", "price_asc", "price_desc", "popularity"] = "relevance",
@@ -79,7 +83,6 @@ async def search(
     matching results by the shopper's brands and price range (and needs a ``read`` key or that
     shopper's token: the reasons name their brands); without it, anyone may search."""
     from shelfwise.search.engine import Filters as SearchFilters
-    from shelfwise.search.facets import ATTRIBUTE_FACETS
 
     if user_id is not None:
         check_shopper(caller, user_id, same_shopper(svc))
@@ -297,7 +300,7 @@ class SearchParams(BaseModel):
     price_min: float | None = Field(None, ge=0, le=1e9)
     price_max: float | None = Field(None, ge=0, le=1e9)
     available: bool | None = None
-    attribute: list[str] | None = Field(None, max_length=20)
+    attribute: list[Annotated[str, Field(pattern=ATTRIBUTE_PAIR)]] | None = Field(None, max_length=20)
     sort: Literal["relevance", "price_asc", "price_desc", "popularity"] = "relevance"
     session_id: str | None = Field(None, min_length=1, max_length=256)
 

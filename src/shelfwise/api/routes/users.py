@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from shelfwise.api.auth import Admin, Write
 from shelfwise.api.routes.deps import (
@@ -228,10 +228,10 @@ def demo_sign_in(svc: Svc, body: TokenIn) -> TokenOut:
 class ConsentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    no_personalisation: bool | None = Field(
+    no_personalisation: StrictBool | None = Field(
         None, description="true: never use this shopper's history for them"
     )
-    no_analytics: bool | None = Field(None, description="true: leave this shopper out of analytics")
+    no_analytics: StrictBool | None = Field(None, description="true: leave this shopper out of analytics")
 
 
 class ConsentOut(BaseModel):
