@@ -54,3 +54,12 @@ def test_the_document_says_which_attribute_filters_are_valid(served_template: An
             r = client.get("/v1/search", params={"q": "heart", "attribute": bad})
             assert r.status_code == 422, (bad, r.text)
         assert client.get("/v1/search", params={"q": "heart", "attribute": "colour:red"}).status_code == 200
+
+
+def test_a_rollback_to_a_version_past_any_integer_the_store_holds_is_a_422_not_a_500(
+    served_template: Any,  # noqa: F811
+) -> None:
+    with _client(served_template) as client:
+        r = client.post("/v1/placements/home/rollback", json={"version": 16924240774209554350080})
+        assert r.status_code == 422, r.text
+        assert "version" in r.text

@@ -59,7 +59,7 @@ class HistoryOut(BaseModel):
 
 
 class RollbackIn(BaseModel):
-    version: int = Field(ge=1, description="the version to make current again")
+    version: int = Field(ge=1, le=2**31 - 1, description="the version to make current again")
 
 
 class SearchSettingsOut(BaseModel):
