@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -50,6 +53,8 @@ from shelfwise.search.analysis import make_analyzer
 from shelfwise.search.dense import DenseIndex
 from shelfwise.search.keyword import KeywordIndex, bm25f_matrix
 from shelfwise.search.scoring import TermMatrix, top_k
+
+log = logging.getLogger(__name__)
 
 SHARDS_FILE = "shards.json"
 FORMAT = 1
@@ -175,6 +180,23 @@ def _load_matrix(directory: Path, n: int) -> TermMatrix:
     return TermMatrix({t: i for i, t in enumerate(terms)}, indptr, indices, data, n)
 
 
+class _InProcess(Executor):
+    """The one-worker "pool": runs each call here, in order (no process to start)."""
+
+    def map(self, fn: Any, *iterables: Any, timeout: float | None = None, chunksize: int = 1) -> Any:
+        return map(fn, *iterables)
+
+
+def _build_pool(workers: int) -> Executor:
+    """Worker processes for the shard build, started from a fresh interpreter ("forkserver"), not
+    forked from this one: forking a large process (a server, a test run with torch loaded) can be
+    refused by the kernel's overcommit check (ENOMEM) though the workers need little. One worker:
+    the shards are built here, one after another."""
+    if workers <= 1:
+        return _InProcess()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
 def build_shards(
     directory: Path,
     parts: Sequence[Any],
@@ -194,9 +216,32 @@ def build_shards(
     if shards < 1:
         raise ConfigError("a sharded index needs at least one shard")
     workers = workers or min(shards, os.cpu_count() or 1)
+    args = (directory, parts, n_items, weights, analyzer, k1, b, hnsw)
+    try:
+        return _build(*args, workers=workers)
+    except (OSError, BrokenProcessPool) as exc:  # no worker could start: same result, one core
+        if workers <= 1:
+            raise
+        log.warning("shard build: worker processes failed (%s); building in this process", exc)
+        return _build(*args, workers=1)
+
+
+def _build(
+    directory: Path,
+    parts: Sequence[Any],
+    n_items: int,
+    weights: Mapping[str, float],
+    analyzer: AnalyzerConfig,
+    k1: float,
+    b: float,
+    hnsw: tuple[int, int, int],
+    *,
+    workers: int,
+) -> dict[str, Any]:
+    shards = len(parts)
     started = time.perf_counter()
     cfg = analyzer.model_dump()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with _build_pool(workers) as pool:
         first = list(
             pool.map(
                 _first_pass,

@@ -167,3 +167,28 @@ def test_vectors_added_after_the_build_are_found(flipkart_1k: list[Item], tmp_pa
     assert np.array_equal(dense.vectors[[n, 3]], np.stack([extra[0], engine.dense.vectors[3][0]]))
     dense.remove(n + 1)
     assert n + 1 not in dense.search(extra[1], 5)[0].tolist()
+
+
+def test_a_build_whose_workers_cannot_start_is_built_in_process(
+    flipkart_1k: list[Item], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CI once saw fork refused with ENOMEM (a large test process under the kernel's overcommit check):
+    the build must still finish, in this process, with the same index, and say why."""
+    import errno
+    import multiprocessing
+
+    from shelfwise.search import shards as shards_module
+
+    class Refused(type(multiprocessing.get_context("forkserver"))):  # type: ignore[misc]
+        def Process(self, *args: object, **kwargs: object) -> object:  # noqa: N802 - the context's API
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(shards_module.multiprocessing, "get_context", lambda method: Refused())
+    config = SearchConfig(calibration_probes=0, dense=False)
+    items = flipkart_1k[:300]
+    with caplog.at_level("WARNING", logger="shelfwise.search.shards"):
+        sharded = build_sharded(items, tmp_path / "s", shards=2, config=config, workers=2)
+    assert "building in this process" in caplog.text
+    whole = SearchEngine.build(items, config)
+    for q in ["shoes", "red cotton kurta", "watch for men"]:
+        assert whole.search(q, k=10, mode="bm25").item_ids == sharded.search(q, k=10, mode="bm25").item_ids
