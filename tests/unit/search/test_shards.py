@@ -180,7 +180,7 @@ def test_a_build_whose_workers_cannot_start_is_built_in_process(
     from shelfwise.search import shards as shards_module
 
     class Refused(type(multiprocessing.get_context("forkserver"))):  # type: ignore[misc]
-        def Process(self, *args: object, **kwargs: object) -> object:  # noqa: N802 - the context's API
+        def Process(self, *args: object, **kwargs: object) -> object:
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
 
     monkeypatch.setattr(shards_module.multiprocessing, "get_context", lambda method: Refused())
