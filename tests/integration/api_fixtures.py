@@ -1,5 +1,6 @@
-"""Fixtures for the service tests: a store built from a slice of Online Retail and a registry with
-a trained, active version — built once per run, copied for each test that changes them."""
+"""Fixtures for the service tests: a store built from a slice of Online Retail, a registry with
+a trained, active version and the store's search index — built once per run (registered in
+``conftest.py``), copied for each test."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from shelfwise.core.settings import Settings
 from shelfwise.data.readers import get_format
 from shelfwise.features.dataset import Dataset
 from shelfwise.registry import ModelRegistry, TrainingConfig, train_version
+from shelfwise.serving.search_service import build_search
 from shelfwise.store import open_store
 from shelfwise.store.ingest import ingest_events
 from tests.conftest import TEST_KEY
@@ -60,11 +62,16 @@ def served_template(tmp_path_factory: pytest.TempPathFactory, retail_slice: Path
         ingest_events(store, retail_slice, get_format("online-retail"), settings)
         ds = Dataset.from_store(store)
     train_version(ds, ModelRegistry(served.models), FAST)
+    # the search index an app builds on its first start (var/indexes, the tests' keyword mode): built
+    # once here, so each copy's app loads it instead of building it again
+    with open_store(served.url) as store:
+        build_search(store, settings)
     return root
 
 
 @pytest.fixture
 def served(served_template: Path, tmp_path: Path) -> Served:
+    """A copy of the template for one test (the template itself is never changed)."""
     root = tmp_path / "served"
     shutil.copytree(served_template, root)
     return Served(root)

@@ -18,22 +18,14 @@ from shelfwise.api.app import create_app
 from shelfwise.registry import ModelRegistry
 from shelfwise.serving.deployment import Deployment
 from tests.conftest import TEST_KEY
-from tests.integration.api_fixtures import (  # noqa: F401
-    API_KEY,
-    FAST,
-    KNOWN_USER,
-    Served,
-    reader,
-    served,
-    served_template,
-)
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served, reader
 from tests.integration.test_cli import BIN
 
 AUTH = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture
-def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+def client(served: Served) -> Iterator[TestClient]:
     app = create_app(served.settings(), served.url, watch_interval=None)
     with TestClient(app, headers=reader(app)) as c:
         yield c
@@ -128,7 +120,7 @@ def test_a_failing_model_falls_back_and_is_counted_never_500(client: TestClient)
     assert "shelfwise_model_errors_total" in client.get("/metrics").text
 
 
-def test_a_slow_model_times_out_into_the_fallback(served: Served) -> None:  # noqa: F811
+def test_a_slow_model_times_out_into_the_fallback(served: Served) -> None:
     app = create_app(served.settings(model_timeout_ms=100), served.url, watch_interval=None)
     with TestClient(app, headers=reader(app)) as c:
 
@@ -260,7 +252,7 @@ def test_schema_errors_name_the_event_and_field_of_the_shape_sent(client: TestCl
     assert not _api_quarantine(client)  # never reached the gate
 
 
-def test_writes_need_a_key_bodies_are_limited_and_clients_rate_limited(served: Served) -> None:  # noqa: F811
+def test_writes_need_a_key_bodies_are_limited_and_clients_rate_limited(served: Served) -> None:
     settings = served.settings(max_request_bytes=2048, rate_limit_per_second=0.2, rate_limit_burst=5)
     with TestClient(create_app(settings, served.url, watch_interval=None)) as c:
         ev = {"type": "view", "user_id": "u", "item_id": "71053"}
@@ -278,7 +270,7 @@ def test_writes_need_a_key_bodies_are_limited_and_clients_rate_limited(served: S
 
 def test_delete_user_reaches_everything_and_the_cli_proves_it(
     client: TestClient,
-    served: Served,  # noqa: F811
+    served: Served,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = f"/v1/users/{KNOWN_USER}/recommendations"
@@ -330,7 +322,7 @@ def test_delete_user_reaches_everything_and_the_cli_proves_it(
     assert again["source"] == "popular"  # the model no longer knows them
 
 
-def test_admin_lists_activates_through_the_gate_and_rolls_back(client: TestClient, served: Served) -> None:  # noqa: F811
+def test_admin_lists_activates_through_the_gate_and_rolls_back(client: TestClient, served: Served) -> None:
     from shelfwise.features.dataset import Dataset
     from shelfwise.registry import GateRefusedError, TrainingConfig, train_version
     from shelfwise.store import open_store
@@ -442,7 +434,7 @@ def test_a_known_shoppers_list_is_precomputed_and_never_shows_an_item_taken_off_
     assert after["source"] == "personalised" and [i["item_id"] for i in after["items"]] == folded.items
 
 
-def test_two_workers_share_item_writes_and_deletions(served: Served) -> None:  # noqa: F811
+def test_two_workers_share_item_writes_and_deletions(served: Served) -> None:
     """Two app instances over one store and registry, as `serve --workers 2` runs them: an item
     written or taken off sale through one reaches the other's search and recommendations, and a
     shopper erased through one is gone from the other's memory (its deletion report says so)."""

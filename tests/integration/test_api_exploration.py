@@ -14,19 +14,13 @@ from fastapi.testclient import TestClient
 from shelfwise.api.app import create_app
 from shelfwise.evaluation.off_policy import ope_from_logs
 from shelfwise.store.impressions import get_impressions
-from tests.integration.api_fixtures import (  # noqa: F401
-    API_KEY,
-    Served,
-    reader,
-    served,
-    served_template,
-)
+from tests.integration.api_fixtures import API_KEY, Served, reader
 
 ADMIN = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture
-def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+def client(served: Served) -> Iterator[TestClient]:
     app = create_app(served.settings(), served.url, watch_interval=None)
     with TestClient(app, headers=reader(app)) as c:
         yield c

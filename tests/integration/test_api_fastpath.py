@@ -11,13 +11,7 @@ from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
 from shelfwise.api.fastpath import _BINDERS
-from tests.integration.api_fixtures import (  # noqa: F401
-    KNOWN_USER,
-    Served,
-    reader,
-    served,
-    served_template,
-)
+from tests.integration.api_fixtures import KNOWN_USER, Served, reader
 
 VARYING = ("rec_id", "search_id", "took_ms", "cached")
 
@@ -76,7 +70,7 @@ URLS = [
 
 
 @pytest.fixture
-def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+def client(served: Served) -> Iterator[TestClient]:
     app = create_app(served.settings(), served.url, watch_interval=None)
     with TestClient(app, headers=reader(app)) as c:
         yield c

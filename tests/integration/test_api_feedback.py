@@ -15,20 +15,13 @@ from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
 from shelfwise.store.impressions import attribution_counts, get_impressions
-from tests.integration.api_fixtures import (  # noqa: F401
-    API_KEY,
-    KNOWN_USER,
-    Served,
-    reader,
-    served,
-    served_template,
-)
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served, reader
 
 AUTH = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture
-def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+def client(served: Served) -> Iterator[TestClient]:
     app = create_app(served.settings(), served.url, watch_interval=None)
     with TestClient(app, headers=reader(app)) as c:
         yield c
@@ -85,7 +78,7 @@ def test_every_answer_has_an_id_and_is_logged_as_an_impression(client: TestClien
         assert {"rec_id", "search_id", "position"} <= set(schema[shape]["properties"])
 
 
-def test_the_impression_queue_is_bounded_and_answers_never_wait_for_it(served: Served) -> None:  # noqa: F811
+def test_the_impression_queue_is_bounded_and_answers_never_wait_for_it(served: Served) -> None:
     settings = served.settings(impression_queue_size=2, impression_flush_ms=600_000)
     app = create_app(settings, served.url, watch_interval=None)
     with TestClient(app) as c:
@@ -187,7 +180,7 @@ def test_metrics_show_online_metrics_per_placement_and_version_cached(client: Te
 
 def test_an_experiment_arm_chooses_the_served_version_and_is_logged(
     client: TestClient,
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     from shelfwise.evaluation.experiment_service import ExperimentSpec
     from shelfwise.features.dataset import Dataset
@@ -260,7 +253,7 @@ def test_an_experiment_arm_chooses_the_served_version_and_is_logged(
     assert status["srm"]["counts"] == {"control": 1, "popular": 1}
 
 
-def test_a_canary_whose_conversion_drops_is_rolled_back_within_one_window(served: Served) -> None:  # noqa: F811
+def test_a_canary_whose_conversion_drops_is_rolled_back_within_one_window(served: Served) -> None:
     from shelfwise.core.clock import now_ms
     from shelfwise.features.dataset import Dataset
     from shelfwise.registry import GateRefusedError, ModelRegistry, TrainingConfig, train_version

@@ -11,14 +11,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
-from tests.integration.api_fixtures import (  # noqa: F401
-    API_KEY,
-    KNOWN_USER,
-    Served,
-    reader,
-    served,
-    served_template,
-)
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served
 
 AUTH = {"X-API-Key": API_KEY}
 
@@ -37,7 +30,7 @@ def _recs(c: TestClient, user: str) -> dict[str, Any]:
     return r.json()
 
 
-def test_events_since_training_change_the_answer_on_a_worker_that_never_saw_them(served: Served) -> None:  # noqa: F811
+def test_events_since_training_change_the_answer_on_a_worker_that_never_saw_them(served: Served) -> None:
     first = create_app(served.settings(), served.url, watch_interval=None)
     with TestClient(first) as a:
         before = _recs(a, KNOWN_USER)
@@ -86,7 +79,7 @@ def test_events_since_training_change_the_answer_on_a_worker_that_never_saw_them
         assert _ids(_recs(c, KNOWN_USER)) == _ids(before)
 
 
-def test_who_has_newer_events_is_read_once_not_shopper_by_shopper(served: Served) -> None:  # noqa: F811
+def test_who_has_newer_events_is_read_once_not_shopper_by_shopper(served: Served) -> None:
     app = create_app(served.settings(), served.url, watch_interval=None)
     with TestClient(app) as c:
         svc = _svc(c)

@@ -14,13 +14,7 @@ from shelfwise.api.app import create_app
 from shelfwise.store import open_store
 from shelfwise.store.identities import Link, link
 from shelfwise.trust.identity_sync import IdentityView
-from tests.integration.api_fixtures import (  # noqa: F401
-    API_KEY,
-    KNOWN_USER,
-    Served,
-    served,
-    served_template,
-)
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served
 
 ADMIN = {"X-API-Key": API_KEY}
 DEVICE = "phone-of-17850"  # the shopper's other device: no events of its own
@@ -28,7 +22,7 @@ OTHER_USER = "13047"  # another customer of the Online Retail slice
 
 
 @pytest.fixture
-def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+def client(served: Served) -> Iterator[TestClient]:
     with TestClient(create_app(served.settings(), served.url, watch_interval=None)) as c:
         yield c
 
@@ -37,7 +31,7 @@ def _pseudo(client: TestClient, user_id: str) -> str:
     return str(client.app.state.services.pseudonymize(user_id))  # type: ignore[attr-defined]
 
 
-def _stitch(client: TestClient, served: Served, alias: str, user: str) -> None:  # noqa: F811
+def _stitch(client: TestClient, served: Served, alias: str, user: str) -> None:
     store = client.app.state.services.store  # type: ignore[attr-defined]
     link(store, [Link("user", _pseudo(client, alias), _pseudo(client, user), "login")])
     time.sleep(0.6)  # every worker's view reads the links again within its 0.5 s poll
@@ -53,7 +47,7 @@ def _items(body: dict[str, object]) -> list[str]:
     return [i["item_id"] for i in body["items"]]  # type: ignore[attr-defined, index]
 
 
-def test_an_alias_gets_its_shoppers_personal_answer_once_stitched(client: TestClient, served: Served) -> None:  # noqa: F811
+def test_an_alias_gets_its_shoppers_personal_answer_once_stitched(client: TestClient, served: Served) -> None:
     main = _recs(client, KNOWN_USER)
     assert main["source"] == "personalised"
     before = _recs(client, DEVICE)
@@ -67,7 +61,7 @@ def test_an_alias_gets_its_shoppers_personal_answer_once_stitched(client: TestCl
     assert _items(_recs(client, OTHER_USER)) != _items(main)
 
 
-def test_consent_set_through_an_alias_is_the_shoppers(client: TestClient, served: Served) -> None:  # noqa: F811
+def test_consent_set_through_an_alias_is_the_shoppers(client: TestClient, served: Served) -> None:
     _stitch(client, served, DEVICE, KNOWN_USER)
     off = client.put(f"/v1/users/{DEVICE}/consent", json={"no_personalisation": True}, headers=ADMIN)
     assert off.status_code == 200 and off.json()["no_personalisation"] is True
@@ -78,7 +72,7 @@ def test_consent_set_through_an_alias_is_the_shoppers(client: TestClient, served
 
 def test_export_through_either_id_lists_both_and_deletion_through_the_alias_erases_both(
     client: TestClient,
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     # the device browsed before it was stitched: its own event, under its own id
     sent = client.post(

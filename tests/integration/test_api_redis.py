@@ -11,7 +11,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
-from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served
 
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -26,7 +26,7 @@ def prefix() -> Iterator[str]:
         client.delete(*keys)
 
 
-def test_sessions_and_cache_live_in_redis_and_deletion_clears_them(served: Served, prefix: str) -> None:  # noqa: F811
+def test_sessions_and_cache_live_in_redis_and_deletion_clears_them(served: Served, prefix: str) -> None:
     r = redis.Redis.from_url(REDIS)
     settings = served.settings(redis_url=REDIS, redis_prefix=prefix)
     with TestClient(create_app(settings, served.url, watch_interval=None)) as c:

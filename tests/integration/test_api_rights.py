@@ -9,21 +9,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
-from tests.integration.api_fixtures import (  # noqa: F401
-    API_KEY,
-    KNOWN_USER,
-    Served,
-    reader,
-    served,
-    served_template,
-)
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served
 
 ADMIN = {"X-API-Key": API_KEY}
 OTHER_USER = "13047"  # another customer of the Online Retail slice
 
 
 @pytest.fixture
-def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+def client(served: Served) -> Iterator[TestClient]:
     with TestClient(create_app(served.settings(), served.url, watch_interval=None)) as c:
         yield c
 

@@ -12,13 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from shelfwise.api.app import create_app
-from tests.integration.api_fixtures import API_KEY, Served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, Served
 
 EXAMPLES = 15
 
 
-def test_no_server_errors_on_any_operation(served_template: Any) -> None:  # noqa: F811
-    served = Served(served_template)
+def test_no_server_errors_on_any_operation(served: Served) -> None:
     # no rate limit: the fuzzer must reach the routes, not the limiter
     app = create_app(served.settings(rate_limit_per_second=0), served.url, watch_interval=None)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

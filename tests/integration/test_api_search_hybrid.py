@@ -7,10 +7,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
-from tests.integration.api_fixtures import Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import Served
 
 
-def test_hybrid_search_is_served_and_its_embeddings_survive_a_restart(served: Served) -> None:  # noqa: F811
+def test_hybrid_search_is_served_and_its_embeddings_survive_a_restart(served: Served) -> None:
     settings = served.settings(search_mode="hybrid")
     cache = settings.var_dir / "embeddings" / "vectors.npy"
     with TestClient(create_app(settings, served.url, watch_interval=None)) as client:

@@ -10,7 +10,7 @@ import httpx
 import uvicorn
 
 from shelfwise.api.app import create_app
-from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served
 
 
 def _free_port() -> int:
@@ -19,7 +19,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_real_http_server_serves_and_takes_events(served: Served) -> None:  # noqa: F811
+def test_real_http_server_serves_and_takes_events(served: Served) -> None:
     port = _free_port()
     app = create_app(served.settings(), served.url, watch_interval=0.2)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -28,7 +28,7 @@ from shelfwise.store.erasure import user_footprint
 from shelfwise.store.ingest import ingest_events
 from shelfwise.store.journal import EventJournal
 from tests.conftest import TEST_KEY
-from tests.integration.api_fixtures import API_KEY, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, Served
 from tests.integration.test_cli import BIN
 
 AUTH = {"X-API-Key": API_KEY}
@@ -98,7 +98,7 @@ def test_finding_04_delete_by_any_spelling_removes_every_event(tmp_path: Path) -
     assert {p["place"] for p in result["places"] if p["checked"]} >= {"store_events", "quarantine"}
 
 
-def test_finding_05_verify_deletion_never_passes_without_checking(served: Served) -> None:  # noqa: F811
+def test_finding_05_verify_deletion_never_passes_without_checking(served: Served) -> None:
     root, url = served.root, served.url
     user = "17850"
     pseudo = Pseudonymizer(TEST_KEY.encode())(user)
@@ -141,7 +141,7 @@ def test_finding_05_verify_deletion_never_passes_without_checking(served: Served
 
 
 def test_finding_05_a_replay_running_during_the_deletion_cannot_bring_the_shopper_back(
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     """The real journal replays into the real store; the erasure lands after the replay read its
     segment and before it wrote (the store's tombstone refuses the events)."""
@@ -191,7 +191,7 @@ def _mentions(root: Path, needle: str) -> list[Path]:
 
 
 def test_finding_05_a_dashboard_build_running_during_the_deletion_cannot_bring_the_shopper_back(
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     """A real dashboard build (``shelfwise report`` in a child process) reads the store; the
     shopper is erased after that read and before the report is published."""

@@ -16,7 +16,7 @@ from shelfwise.data.readers import get_format
 from shelfwise.store import open_store
 from shelfwise.store.ingest import ingest_events
 from tests.conftest import ONLINE_RETAIL, TEST_KEY, head_lines
-from tests.integration.api_fixtures import API_KEY, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, Served
 
 AUTH = {"X-API-Key": API_KEY}
 NESTED = {"device": {"note": "call me: shopper@example.com or +44 20 7946 0958", "tags": ["x", "y@z.io"]}}
@@ -28,7 +28,7 @@ def _stored_context(store_url: str, user: str) -> list[dict[str, object]]:
         return [e.context for e in store.events_for_user(Pseudonymizer(TEST_KEY.encode())(user))]
 
 
-def test_finding_06_nested_context_is_scrubbed_and_size_limited(served: Served, settings: Settings) -> None:  # noqa: F811
+def test_finding_06_nested_context_is_scrubbed_and_size_limited(served: Served, settings: Settings) -> None:
     # the events API
     with TestClient(create_app(served.settings(), served.url, watch_interval=None)) as client:
         ev = {"type": "view", "user_id": "nested-1", "item_id": "71053", "context": NESTED}

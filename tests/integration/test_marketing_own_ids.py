@@ -28,7 +28,7 @@ from shelfwise.store.ingest import ingest_events
 from shelfwise.web.access import PageAccess
 from shelfwise.web.pages import mount_pages
 from tests.conftest import TEST_KEY
-from tests.integration.api_fixtures import API_KEY, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, Served
 from tests.integration.test_cli import one_json, run
 
 PSEUDO = Pseudonymizer(TEST_KEY.encode())
@@ -241,7 +241,7 @@ def test_the_cli_writes_the_list_with_the_shops_ids(shop: Path, tmp_path: Path) 
         assert proc.stderr.strip().count("\n") == 0 and needle in proc.stderr, proc.stderr
 
 
-def test_through_the_whole_api_app(served: Served) -> None:  # noqa: F811
+def test_through_the_whole_api_app(served: Served) -> None:
     """The endpoint as the API serves it (``create_app``: its guard, key ring and services)."""
     from shelfwise.api.app import create_app
     from shelfwise.web.dashboard import AnalyticsDashboard

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
 from shelfwise.core.access import Role
-from tests.integration.api_fixtures import API_KEY, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, Served
 from tests.integration.test_cli import one_json, run
 
 ADMIN = {"X-API-Key": API_KEY}
@@ -22,7 +22,7 @@ SCRIPT = "<script>alert(1)</script> qqzz"
 
 
 @pytest.fixture
-def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+def client(served: Served) -> Iterator[TestClient]:
     app = create_app(served.settings(rate_limit_per_second=0), served.url, watch_interval=None)
     with TestClient(app) as c:
         yield c
@@ -40,7 +40,7 @@ def _row(rows: list[dict[str, Any]], query: str) -> dict[str, Any] | None:
 
 def test_zero_result_and_low_click_queries_are_reported_and_fixed_from_the_page(
     client: TestClient,
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     svc = client.app.state.services  # type: ignore[attr-defined]
     for q in (NOTHING, f"  {NOTHING.upper()} "):  # case and spaces do not split a query

@@ -19,14 +19,14 @@ from fastapi.testclient import TestClient
 from shelfwise.api.app import create_app
 from shelfwise.registry import ModelRegistry
 from tests.conftest import TEST_KEY
-from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served
 from tests.integration.test_api_server import _free_port
 from tests.integration.test_cli import BIN
 
 AUTH = {"X-API-Key": API_KEY}
 
 
-def _env(served: Served) -> dict[str, str]:  # noqa: F811
+def _env(served: Served) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFWISE_")}
     env.update(
         SHELFWISE_VAR_DIR=str(served.root / "var"),
@@ -36,7 +36,7 @@ def _env(served: Served) -> dict[str, str]:  # noqa: F811
     return env
 
 
-def test_finding_08_a_registry_never_serves_another_stores_model(served: Served, fresh_pg_url: str) -> None:  # noqa: F811
+def test_finding_08_a_registry_never_serves_another_stores_model(served: Served, fresh_pg_url: str) -> None:
     env = _env(served)
     shutil.rmtree(served.models)  # the demo: a model trained on the SQLite store, through the CLI
     cmd = [str(BIN), "models", "train", "--db", served.url, "--model", "itemknn", "--no-bundles", "--json"]
@@ -89,7 +89,7 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_finding_10_two_processes_deleting_and_activating_at_once_lose_nothing(served: Served) -> None:  # noqa: F811
+def test_finding_10_two_processes_deleting_and_activating_at_once_lose_nothing(served: Served) -> None:
     registry = ModelRegistry(served.models)
     (base,) = registry.versions()
     for n in range(4):  # four more versions (copies with their own ids)
@@ -119,7 +119,7 @@ def test_finding_10_two_processes_deleting_and_activating_at_once_lose_nothing(s
 
 
 def test_finding_10_a_failed_deletion_says_what_failed_and_an_item_write_survives_the_catalogue_log(
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     app = create_app(served.settings(), served.url, watch_interval=None)
     with TestClient(app) as client:

@@ -21,7 +21,7 @@ from shelfwise.core.access import Role
 from shelfwise.data.privacy import Pseudonymizer
 from shelfwise.drills.proxy import TcpProxy
 from tests.conftest import TEST_KEY
-from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served
 from tests.integration.test_cli import BIN
 
 ADMIN = {"X-API-Key": API_KEY}
@@ -34,7 +34,7 @@ def _key(c: TestClient, role: Role) -> dict[str, str]:
 
 
 @pytest.fixture
-def client(served: Served) -> Iterator[TestClient]:  # noqa: F811
+def client(served: Served) -> Iterator[TestClient]:
     with TestClient(create_app(served.settings(), served.url, watch_interval=None)) as c:
         yield c
 
@@ -134,7 +134,7 @@ def test_finding_1_a_shopper_token_reads_its_own_shopper_and_nobody_else(client:
     assert late.status_code == 401 and "expired" in late.json()["detail"]
 
 
-def test_finding_1_the_demo_storefront_signs_in_only_its_demo_shoppers(served: Served) -> None:  # noqa: F811
+def test_finding_1_the_demo_storefront_signs_in_only_its_demo_shoppers(served: Served) -> None:
     with TestClient(create_app(served.settings(), served.url, watch_interval=None)) as off:
         assert off.post("/v1/demo/sign-in", json={"user_id": KNOWN_USER}).status_code == 404
     settings = served.settings(demo_users=[KNOWN_USER, "13047"])
@@ -172,7 +172,7 @@ def test_finding_13_one_key_no_longer_covers_events_catalogue_deletion_and_model
 
 def test_finding_13_keys_are_made_listed_and_revoked_and_a_running_server_follows(
     client: TestClient,
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     """`shelfwise keys` writes the key file; the running server accepts a new key at once and
     refuses it at the next request after `keys revoke`. Only the hash is stored."""
@@ -230,7 +230,7 @@ def test_finding_13_two_processes_starting_at_once_make_one_admin_key(tmp_path: 
     assert oct(key_file.stat().st_mode)[-3:] == "600" and len(key_file.read_text().strip()) > 30
 
 
-def test_finding_9_an_invalid_key_gets_401_before_any_bucket(served: Served) -> None:  # noqa: F811
+def test_finding_9_an_invalid_key_gets_401_before_any_bucket(served: Served) -> None:
     settings = served.settings(rate_limit_per_second=0.01, rate_limit_burst=3)
     with TestClient(create_app(settings, served.url, watch_interval=None)) as c:
         # made-up keys: each used to mint a fresh bucket (and be served); now each is refused
@@ -248,7 +248,7 @@ def test_finding_9_an_invalid_key_gets_401_before_any_bucket(served: Served) -> 
         assert c.get("/v1/autocomplete", params={"q": "hea"}, headers=reader).status_code == 200
 
 
-def test_finding_9_x_forwarded_for_is_believed_only_from_configured_proxies(served: Served) -> None:  # noqa: F811
+def test_finding_9_x_forwarded_for_is_believed_only_from_configured_proxies(served: Served) -> None:
     settings = served.settings(rate_limit_per_second=0.01, rate_limit_burst=2, trusted_proxies=["10.0.0.0/8"])
     app = create_app(settings, served.url, watch_interval=None)
 
@@ -292,7 +292,7 @@ def test_finding_13_security_headers_on_api_answers(client: TestClient) -> None:
 
 
 def test_finding_13_readyz_shows_no_exception_text_to_outsiders(
-    served: Served,  # noqa: F811
+    served: Served,
     fresh_pg_url: str,
 ) -> None:
     target = sa.make_url(fresh_pg_url)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from shelfwise.api.app import create_app
-from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served
 from tests.live import chromium_page, free_port, live_server, screenshot
 
 ITEM = "85123A"  # WHITE HANGING HEART T-LIGHT HOLDER: the slice's best seller, on every page
@@ -54,7 +54,7 @@ def attacker() -> Iterator[tuple[str, list[str]]]:
 
 
 def test_finding_3_a_script_in_the_catalogue_shows_as_text_on_every_page(
-    served: Served,  # noqa: F811
+    served: Served,
     attacker: tuple[str, list[str]],
 ) -> None:
     evil, hits = attacker

@@ -26,14 +26,14 @@ from shelfwise.core.access import KeyRing, Role
 from shelfwise.web.access import COOKIE, PageAccess
 from shelfwise.web.dashboard import AnalyticsDashboard
 from shelfwise.web.pages import mount_pages
-from tests.integration.api_fixtures import API_KEY, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, Served
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "shelfwise" / "web" / "static"
 TEMPLATES = STATIC.with_name("templates")
 
 
 class Site:
-    def __init__(self, client: TestClient, served: Served) -> None:  # noqa: F811
+    def __init__(self, client: TestClient, served: Served) -> None:
         self.client, self.served = client, served
         self.ring = KeyRing(served.root / "var" / "keys.json")
         self.analyst, self.analyst_record = self.ring.create(Role.ANALYST, "dashboards")
@@ -58,7 +58,7 @@ class Site:
 
 
 @pytest.fixture
-def site(served: Served) -> Iterator[Site]:  # noqa: F811
+def site(served: Served) -> Iterator[Site]:
     settings = served.settings(rate_limit_per_second=0, dashboard_on_start=False)
     app = create_app(settings, served.url, watch_interval=None)
     with TestClient(app) as client:

@@ -6,8 +6,10 @@ the first trained version replaces that stand-in without a gate to beat."""
 
 from __future__ import annotations
 
+import shutil
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
@@ -16,7 +18,14 @@ from shelfwise.registry import ModelRegistry, TrainingConfig, train_version
 from shelfwise.registry.indexes import IndexRegistry
 from shelfwise.registry.training import first_start_version
 from shelfwise.store import open_store
-from tests.integration.api_fixtures import Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import Served
+
+
+@pytest.fixture
+def served(served: Served) -> Served:
+    """A copy whose search index was never built: these tests are about the first starts."""
+    shutil.rmtree(served.root / "var" / "indexes")
+    return served
 
 
 def _search(client: TestClient, q: str = "christmas decorations") -> dict:
@@ -26,7 +35,7 @@ def _search(client: TestClient, q: str = "christmas decorations") -> dict:
 
 
 def test_hybrid_index_is_built_in_the_background_while_keyword_search_answers(
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     settings = served.settings(search_mode="hybrid", search_embed_on_start=0)
     with TestClient(create_app(settings, served.url, watch_interval=None)) as client:
@@ -59,7 +68,7 @@ def test_hybrid_index_is_built_in_the_background_while_keyword_search_answers(
         assert svc.search_build is None and svc.search_mode == "hybrid"
 
 
-def test_keyword_stand_in_is_not_activated_and_is_reused(served: Served) -> None:  # noqa: F811
+def test_keyword_stand_in_is_not_activated_and_is_reused(served: Served) -> None:
     from shelfwise.serving.search_service import build_search
 
     settings = served.settings(search_mode="auto", search_embed_on_start=0)
@@ -73,7 +82,7 @@ def test_keyword_stand_in_is_not_activated_and_is_reused(served: Served) -> None
 
 
 def test_first_start_serves_popularity_and_the_trained_model_replaces_it(
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     registry = ModelRegistry(served.root / "fresh-models")
     with open_store(served.url) as store:
@@ -98,7 +107,7 @@ def test_first_start_serves_popularity_and_the_trained_model_replaces_it(
 
 
 def test_big_catalogue_answers_from_its_first_items_while_the_full_index_is_built(
-    served: Served,  # noqa: F811
+    served: Served,
 ) -> None:
     settings = served.settings(search_mode="bm25", search_index_on_start=50)
     with TestClient(create_app(settings, served.url, watch_interval=None)) as client:

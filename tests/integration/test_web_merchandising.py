@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from shelfwise.api.app import create_app
-from tests.integration.api_fixtures import API_KEY, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, Served
 from tests.live import chromium_page, live_server, screenshot
 
 ADMIN = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture
-def site(served: Served) -> Iterator[tuple[str, Any]]:  # noqa: F811
+def site(served: Served) -> Iterator[tuple[str, Any]]:
     settings = served.settings(rate_limit_per_second=0, dashboard_on_start=False)
     app = create_app(settings, served.url, watch_interval=None)
     with live_server(app) as base, chromium_page() as page:

@@ -13,12 +13,12 @@ from shelfwise.api.app import create_app
 from shelfwise.features.dataset import Dataset
 from shelfwise.registry import GateRefusedError, ModelRegistry, TrainingConfig, train_version
 from shelfwise.store import open_store
-from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served, served, served_template  # noqa: F401
+from tests.integration.api_fixtures import API_KEY, KNOWN_USER, Served
 from tests.live import chromium_page, live_server, screenshot
 
 
 @pytest.fixture
-def site(served: Served) -> Iterator[tuple[str, Any]]:  # noqa: F811
+def site(served: Served) -> Iterator[tuple[str, Any]]:
     settings = served.settings(rate_limit_per_second=0, dashboard_on_start=False, demo_users=[KNOWN_USER])
     app = create_app(settings, served.url, watch_interval=None)
     with live_server(app) as base, chromium_page() as page:
@@ -76,7 +76,7 @@ def test_search_flow_product_page_and_cart(site: tuple[str, Any]) -> None:
     screenshot(page, "storefront-home")
 
 
-def test_rollback_from_the_operations_page(site: tuple[str, Any], served: Served) -> None:  # noqa: F811
+def test_rollback_from_the_operations_page(site: tuple[str, Any], served: Served) -> None:
     base, page = site
     registry = ModelRegistry(served.models)
     first = registry.active
