@@ -200,7 +200,7 @@ def fit_dependent(log: ClickLog, *, n_items: int | None = None, iterations: int 
         alpha=alpha,
         default_alpha=float((clicks.sum() + PRIOR) / (sure_shown.sum() + 2 * PRIOR)),
         lam=lam,
-        params={"lambda": [round(float(x), 4) for x in lam]},
+        params={"lambda": [round(float(x), 4) for x in lam], "clicks_at_rank": [int(x) for x in clicks_at]},
     )
 
 
@@ -310,3 +310,53 @@ def log_from_impressions(
     if not rows:
         return ClickLog(np.zeros((0, k), np.int64), np.zeros((0, k), bool)), ids
     return ClickLog(np.asarray(rows, np.int64), np.asarray(marks, bool)), ids
+
+
+def simulator_settings(fitted: FittedClickModel) -> dict[str, Any]:
+    """``SimulatorConfig`` fields that make the shopper simulator click like ``fitted``: the PBM's
+    examination curve (scaled so rank 1 is 1; the simulator sets the attraction level itself),
+    the cascade, or the DCM (examination 1 until the shopper stops; its per-rank lambda averaged
+    over the ranks, weighted by their clicks, the last rank left out as unidentified)."""
+    if fitted.name == "position":
+        assert fitted.gamma is not None
+        g = fitted.gamma / max(float(fitted.gamma[0]), FLOOR)
+        return {"click_model": "position", "examination": [round(float(x), 4) for x in np.minimum(g, 1.0)]}
+    if fitted.name == "cascade":
+        return {"click_model": "cascade"}
+    assert fitted.lam is not None
+    weights = np.asarray(fitted.params.get("clicks_at_rank", np.ones(len(fitted.lam))), np.float64)[:-1]
+    lam = float(np.average(fitted.lam[:-1], weights=weights)) if weights.sum() > 0 else 0.5
+    return {
+        "click_model": "dependent",
+        "continuation": round(lam, 4),
+        "examination": [1.0] * len(fitted.lam),
+    }
+
+
+def choose_click_model(log: ClickLog, *, test_share: float = 0.3) -> dict[str, Any]:
+    """Split ``log`` by time (its first ``1 - test_share`` of sessions train, the rest test), compare
+    the click models on the held-out part, and return the comparison with the winner's simulator
+    settings (``settings``) and a one-line ``reason``; the fitted objects are dropped so the result
+    is JSON."""
+    if len(log) < 20:
+        raise ValueError(
+            f"{len(log)} served lists with at least {log.items.shape[1]} items: too few to fit a click "
+            "model on (need 20)"
+        )
+    cut = round(len(log) * (1 - test_share))
+    result = compare_click_models(log.take(np.arange(cut)), log.take(np.arange(cut, len(log))))
+    fitted = result.pop("fitted")
+    best = result["best"]
+    result["settings"] = simulator_settings(fitted[best])
+    lls = result["models"]
+    result["reason"] = (
+        f"fitted: highest held-out log-likelihood per session on the last {result['test_sessions']:,} of "
+        f"{len(log):,} served lists ("
+        + ", ".join(f"{m} {lls[m]['log_likelihood_per_session']:.4f}" for m in lls)
+        + (
+            f"; margin over {result['runner_up']} {result['margin']:.4f} ± {result['margin_se']:.4f} s.e.)"
+            if "runner_up" in result
+            else ")"
+        )
+    )
+    return result
