@@ -98,6 +98,13 @@ class FittedClickModel:
         stop_or_none = np.log(np.maximum((1 - lam_last) + lam_last * np.exp(tail_none), FLOOR))
         return np.where(n_clicks > 0, ll + went_on + stop_or_none, tail_none)
 
+    def rules_out(self, log: ClickLog) -> np.ndarray:
+        """Sessions this model gives probability zero (scored at the floor): a second click under
+        the cascade model; none under PBM or DCM, whose probabilities are never zero."""
+        if self.name == "cascade":
+            return log.clicks.sum(1) > 1
+        return np.zeros(len(log), bool)
+
     def click_probability_curve(self, k: int) -> np.ndarray:
         """P(click) at each rank for an item of average attraction: the model's position effect."""
         a = float(np.nanmean(self.alpha)) if np.isfinite(self.alpha).any() else self.default_alpha
@@ -227,7 +234,7 @@ def compare_click_models(
             # per-slot perplexity (Chuklin et al. 2015): 2^(-mean log2 P(observed click at a slot)),
             # computed here from the joint session likelihood spread over its k slots
             "perplexity": float(2 ** (-ll.mean() / np.log(2) / k)),
-            "impossible_sessions": int((ll <= np.log(FLOOR) + 1e-9).sum()),
+            "impossible_sessions": int(fitted[name].rules_out(test).sum()),
             **fitted[name].params,
         }
         for name, ll in per_session.items()
