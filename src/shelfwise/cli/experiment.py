@@ -15,11 +15,12 @@ RETAIL = Path(__file__).resolve().parents[3] / "data" / "online_retail" / "onlin
 
 
 ASSUMED_REASON = (
-    "assumed, not fitted: no served lists to fit a click model on (Online Retail records purchases, "
-    "and none of REES46, OTTO or Taobao logs which lists were shown, only what was viewed); the "
-    "position-based model is the default because of the standard models it gives interleaving the "
-    "least advantage here (see benchmarks/results/experiments_simulate.json). Give --clicks-from (or "
-    "--db) a store with logged impressions and attributed clicks to fit it"
+    "assumed, not fitted: no served lists to fit a click model on (Online Retail records purchases; "
+    "REES46, OTTO and Taobao record what was viewed, not which lists were shown). The position-based "
+    "model is the default because it does not flatter interleaving: the cascade model gives it a "
+    "larger advantage here and the dependent one (continuation 0.5) about the same (see "
+    "benchmarks/results/experiments_simulate.json). Give --clicks-from (or --db) a store with logged "
+    "impressions and attributed clicks to fit it"
 )
 CLICK_K = 10  # the simulator's list length: served lists are cut to their top 10
 
