@@ -4,7 +4,8 @@ interleaving need for a known 2% NDCG difference. Each figure is one run of the 
 the OPE errors are also given over five seeds, because one seed's error is itself a random draw.
 
 Interleaving-vs-A/B runs with 100,000 simulated users (fixed before the run: with 20,000 the
-bootstrap interval of the ratio spans about ±25%) and 500 simulated experiments per power check.
+bootstrap interval of the ratio spans about ±25%) and 500 simulated experiments per power check;
+optimized interleaving (a linear programme per user) with 10,000, beside its team draft on them.
 
 The simulator's assumed parts (examination 1/log2(rank+1), target click rate 0.05, weights) were
 set before any of these runs and not tuned on them. The click model is fitted when there are served
