@@ -110,3 +110,64 @@ def test_user_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     missing = _run("--scenario", "ope", "--data", str(tmp_path / "nope.csv.gz"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
     assert ONLINE_RETAIL.is_file()
+
+
+def _store_with_served_lists(url: str, truth: str, lists: int = 3_000) -> None:
+    """A store whose served lists got clicks from a known click model, cited by rec_id and position
+    and attributed the way live traffic is."""
+    import numpy as np
+
+    from shelfwise.core.ids import answer_id
+    from shelfwise.data.schemas import Event, EventType
+    from shelfwise.evaluation.attribution import attribute_events
+    from shelfwise.evaluation.click_models import generate_log
+    from shelfwise.store import open_store
+    from shelfwise.store.impressions import Impression, log_impressions
+
+    alpha = np.random.default_rng(1).beta(1, 5, 80)
+    log = generate_log(truth, sessions=lists, alpha=alpha, lam=0.6, seed=7)
+    t0 = 1_700_000_000_000
+    imps, events = [], []
+    for n in range(lists):
+        items = [f"i{j}" for j in log.items[n]]
+        imp = Impression(answer_id(t0 + n), "rec", "home", items, t0 + n, user_id=f"u{n % 500}")
+        imps.append(imp)
+        for pos in np.flatnonzero(log.clicks[n]):
+            events.append(
+                Event(
+                    event_id=f"c{n}-{pos}",
+                    type=EventType.CLICK,
+                    ts=imp.ts + 5 + int(pos),
+                    user_id=imp.user_id,
+                    item_id=items[pos],
+                    context={"rec_id": imp.answer_id, "position": int(pos) + 1},
+                )
+            )
+    with open_store(url) as store:
+        log_impressions(store, imps)
+        store.append_events(events)
+        attribute_events(store, events)
+
+
+@pytest.mark.parametrize("truth", ["cascade", "position"])
+def test_click_model_is_fitted_on_served_lists_and_the_json_says_why(
+    tmp_path: Path, retail_slice: Path, truth: str
+) -> None:
+    clicks = f"sqlite:///{tmp_path / 'clicks.db'}"
+    _store_with_served_lists(clicks, truth)
+    sizes = ("--data", str(retail_slice), "--limit", "3000", "--logs", "2000")
+    proc = _run("--scenario", "ope", *sizes, "--clicks-from", clicks, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["click_model"] == truth and out["click_model_source"] == "fitted"
+    fit = out["click_model_fit"]
+    assert fit["best"] == truth and fit["test_sessions"] == 900
+    assert "held-out log-likelihood" in out["click_model_reason"]
+    # without served lists the model is assumed, and the output says so
+    plain = json.loads(_run("--scenario", "ope", *sizes, "--json", cwd=tmp_path).stdout)
+    assert plain["click_model"] == "position" and plain["click_model_source"] == "assumed"
+    both = _run("--scenario", "ope", *sizes, "--clicks-from", clicks, "--click-model", "cascade")
+    assert both.returncode == 2 and "not both" in both.stderr
+    empty = _run("--scenario", "ope", *sizes, "--clicks-from", f"sqlite:///{tmp_path / 'none.db'}")
+    assert empty.returncode != 0 and "too few to fit a click model" in empty.stderr
+    assert "Traceback" not in empty.stderr

@@ -14,15 +14,50 @@ SCENARIOS = ("srm", "ope", "interleaving-vs-ab", "canary-rollback")
 RETAIL = Path(__file__).resolve().parents[3] / "data" / "online_retail" / "online_retail.csv.gz"
 
 
+ASSUMED_REASON = (
+    "assumed, not fitted: no served lists to fit a click model on (Online Retail records purchases; "
+    "REES46, OTTO and Taobao record what was viewed, not which lists were shown). The position-based "
+    "model is the default because it does not flatter interleaving: the cascade model gives it a "
+    "larger advantage here and the dependent one (continuation 0.5) about the same (see "
+    "benchmarks/results/experiments_simulate.json). Give --clicks-from (or --db) a store with logged "
+    "impressions and attributed clicks to fit it"
+)
+CLICK_K = 10  # the simulator's list length: served lists are cut to their top 10
+
+
+def _click_settings(url: str, *, required: bool) -> dict[str, Any] | None:
+    """Fit the click models on a store's served lists and attributed clicks; the comparison with
+    the winner's simulator settings, or None when the store has too few lists (and ``required``
+    is false)."""
+    from shelfwise.core.errors import InputFileError
+    from shelfwise.evaluation.click_models import choose_click_model, log_from_impressions
+    from shelfwise.store.impressions import clicked_positions, iter_impressions
+
+    with open_db(url) as store:
+        served = iter_impressions(store)
+        clicked = clicked_positions(store, [imp.answer_id for imp in served])
+    pairs = [(answer, pos) for answer, positions in clicked.items() for pos in positions]
+    log, _ = log_from_impressions(served, pairs, k=CLICK_K)
+    try:
+        return choose_click_model(log)
+    except ValueError as exc:
+        if not required:
+            return None
+        raise InputFileError(
+            f"--clicks-from: {exc}", hint="log impressions (answers carry ids) and cite them in click events"
+        ) from None
+
+
 def _fit(
     db: str | None,
     data: Path | None,
     limit: int,
     seed: int,
-    click_model: str = "position",
+    click_model: str | None = None,
     continuation: float = 0.5,
     fmt: str = "online-retail",
-) -> Any:
+    clicks_from: str | None = None,
+) -> tuple[Any, dict[str, Any] | None]:
     from shelfwise.cli.progress import bytes_bar
     from shelfwise.core.errors import InputFileError
     from shelfwise.evaluation.simulator import ShopperSimulator, SimulatorConfig
@@ -44,9 +79,31 @@ def _fit(
             raise InputFileError(f"{path}: no such file (an events file in format {fmt})")
         with bytes_bar(f"read {path.name}") as progress:
             ds = Dataset.from_file(path, fmt, limit=limit, progress=progress)
+    fit_report = None
+    if click_model is not None:
+        settings: dict[str, Any] = {
+            "click_model": click_model,
+            "continuation": continuation,
+            "click_model_source": "given",
+            "click_model_reason": "given with --click-model",
+        }
+    else:
+        fit_report = (
+            _click_settings(clicks_from or db, required=clicks_from is not None)
+            if (clicks_from or db)
+            else None
+        )
+        if fit_report is not None:
+            settings = {
+                **fit_report["settings"],
+                "click_model_source": "fitted",
+                "click_model_reason": fit_report["reason"],
+            }
+        else:
+            settings = {"click_model": "position", "click_model_reason": ASSUMED_REASON}
     try:
-        config = SimulatorConfig(click_model=click_model, continuation=continuation)
-        return ShopperSimulator.fit(ds, config, seed=seed)
+        config = SimulatorConfig(**settings)
+        return ShopperSimulator.fit(ds, config, seed=seed), fit_report
     except ValueError as exc:
         raise InputFileError(str(exc)) from None
 
@@ -106,6 +163,8 @@ def _human(out: dict[str, Any]) -> str:
                 f"simulated power at those sizes ({out['check_runs']} runs): "
                 f"A/B {out['ab_simulated_power']:.3f}, interleaving {out['interleaving_simulated_power']:.3f}"
             )
+    if fit:
+        head += f"\nclick model: {out['click_model']} ({out['click_model_reason']})"
     return "\n".join([head, *lines])
 
 
@@ -144,13 +203,22 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--check-runs", min=0, help="simulated experiments checking each power figure")
         ] = 500,
         click_model: Annotated[
-            str,
+            str | None,
             typer.Option(
                 "--click-model",
                 help="position (independent clicks), cascade (first click only) or dependent "
-                "(position examination; after a click go on with probability --continuation)",
+                "(position examination; after a click go on with probability --continuation). "
+                "Default: the best fit on --clicks-from (or --db) served lists, else position (assumed)",
             ),
-        ] = "position",
+        ] = None,
+        clicks_from: Annotated[
+            str | None,
+            typer.Option(
+                "--clicks-from",
+                help="fit the click model (position, cascade or dependent, by held-out likelihood) on "
+                "this store's logged impressions and attributed clicks",
+            ),
+        ] = None,
         continuation: Annotated[
             float,
             typer.Option(
@@ -186,9 +254,11 @@ def register(app: typer.Typer) -> None:
             else:
                 if interleaving not in sx.INTERLEAVING_METHODS:
                     fail(f"--interleaving must be team-draft or optimized; got {interleaving!r}", 2)
-                if click_model not in ("position", "cascade", "dependent"):
+                if click_model is not None and click_model not in ("position", "cascade", "dependent"):
                     fail(f"--click-model must be position, cascade or dependent; got {click_model!r}", 2)
-                sim = _fit(db, data, limit, seed, click_model, continuation, fmt)
+                if click_model is not None and clicks_from is not None:
+                    fail("give --click-model (a choice) or --clicks-from (a fit), not both", 2)
+                sim, click_fit = _fit(db, data, limit, seed, click_model, continuation, fmt, clicks_from)
                 if scenario == "ope":
                     out = sx.ope_scenario(sim, logs=logs, epsilon=epsilon, seed=seed)
                 elif scenario == "canary-rollback":
@@ -206,7 +276,14 @@ def register(app: typer.Typer) -> None:
                     out = sx.interleaving_vs_ab_scenario(
                         sim, users=users, check_runs=check_runs, seed=seed, interleaving=interleaving
                     )
-                out = {"simulator": sim.meta, **out}
+                out = {
+                    "simulator": sim.meta,
+                    "click_model": sim.config.click_model,
+                    "click_model_source": sim.config.click_model_source,
+                    "click_model_reason": sim.config.click_model_reason,
+                    **({"click_model_fit": click_fit} if click_fit is not None else {}),
+                    **out,
+                }
             emit({"scenario": scenario, "seed": seed, **out}, as_json, _human)
 
 

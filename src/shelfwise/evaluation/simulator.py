@@ -59,6 +59,25 @@ class SimulatorConfig(BaseModel):
     continuation: float = Field(
         0.5, ge=0, le=1, description="P(go on after a click), used by the dependent click model only"
     )
+    examination: list[float] | None = Field(
+        None,
+        description="P(a shopper looks at rank r) for r = 1, 2, ... (a fitted curve); None: 1/log2(r+1) "
+        "for the position and dependent models. The cascade model examines every rank until its click",
+    )
+    click_model_source: str = Field(
+        "assumed", description="how the click model was chosen: assumed, given (--click-model) or fitted"
+    )
+    click_model_reason: str = Field("", description="why this click model, in a sentence")
+
+
+def examination_of(config: SimulatorConfig, k: int) -> np.ndarray:
+    """The examination curve of ranks 1..k under ``config`` (a fitted one extends by its last value)."""
+    if config.click_model == "cascade":
+        return np.ones(k)
+    if config.examination is None:
+        return examination(np.arange(1, k + 1))
+    curve = np.asarray(config.examination, np.float64)
+    return np.concatenate([curve, np.full(max(0, k - len(curve)), curve[-1])])[:k]
 
 
 def examination(ranks: np.ndarray) -> np.ndarray:
@@ -220,8 +239,8 @@ class ShopperSimulator:
         if self.config.click_model == "cascade":
             before = np.cumprod(1 - attraction, axis=1)
             return attraction * np.concatenate([np.ones((len(lists), 1)), before[:, :-1]], axis=1)
-        ranks = np.arange(1, lists.shape[1] + 1)
-        return chain_click_probs(examination(ranks)[None, :] * attraction, continuation_of(self.config))
+        exam = examination_of(self.config, lists.shape[1])
+        return chain_click_probs(exam[None, :] * attraction, continuation_of(self.config))
 
     def simulate(
         self, shoppers: Shoppers, lists: np.ndarray, rng: np.random.Generator
