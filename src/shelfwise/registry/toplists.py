@@ -49,9 +49,9 @@ class TopLists:
 
 # users scored at once inside a chunk: their score rows (users × items float32) then stay in the
 # cache while they are masked and partitioned (12k items: 12 MB), where a whole chunk's would go
-# to memory several times; on Amazon Beauty's ALS, 256 rows took 1.41 CPU s per 8,192 users
-# against 1.67 for 1,024 and 2.59 for 2,048 (one BLAS thread, best of 3). A task stays a chunk:
-# few tasks, each long enough that Ray's per-task cost does not count.
+# to memory several times; on Amazon Beauty's ALS, 256 rows took 1.40 CPU s per 8,192 users
+# against 1.58 for 1,024 and 2.41 for 2,048 (one BLAS thread, best of 3, a loaded machine). A task
+# stays a chunk: few tasks, each long enough that Ray's per-task cost does not count.
 BLOCK_USERS = 256
 
 
