@@ -1,8 +1,8 @@
 """The pipeline on a real Ray cluster (a head and a worker node, processes on 127.0.0.1, one CPU
 each) gives what it gives in-process: the same metrics, the same top lists, the same stored
-events. SASRec is trained by Ray Train with DDP over both nodes' workers: same algorithm, other
-dropout draws, so its metrics are held to ±15% on this tiny slice (the benchmark checks ±1% on
-the real datasets) and its lists to a shared majority."""
+events. SASRec is trained by Ray Train with DDP over both nodes' workers, each on half of every
+batch with the dropout masks one process draws for the whole batch: the same steps up to float
+summation order, so its metrics are held to the acceptance's ±1%."""
 
 from __future__ import annotations
 
@@ -116,6 +116,20 @@ def test_the_tasks_run_on_both_nodes(engine: RayEngine) -> None:
     assert len(set(engine.map(node, range(4)))) == 2
 
 
+def test_a_slow_part_does_not_hold_the_other_worker_back(engine: RayEngine) -> None:
+    def timed(_shared: None, seconds: float) -> tuple[float, float]:
+        started = time.time()
+        time.sleep(seconds)
+        return started, time.time()
+
+    spans = list(engine.map(timed, [3.0] + [0.1] * 6))
+    # in the parts' order: the slow one first
+    assert spans[0][1] - spans[0][0] >= 2.9 and all(b - a < 2.9 for a, b in spans[1:])
+    slow_end = spans[0][1]
+    # the fast parts ran on the other worker meanwhile, not after the slow one (the oldest) ended
+    assert all(started < slow_end for started, _ in spans[1:])
+
+
 @pytest.mark.parametrize("config", [{"model": "ease", "l2": 200.0}, {"model": "als", "factors": 32}])
 def test_ray_metrics_and_top_lists_equal_in_process(engine: RayEngine, split, config) -> None:  # type: ignore[no-untyped-def]
     with open_engine("local") as local:
@@ -145,7 +159,8 @@ def test_sasrec_trained_with_ray_train_matches_in_process(engine: RayEngine, spl
         _, expected = fit_and_evaluate(local, split, config)
     model, got = fit_and_evaluate(engine, split, config)
     assert model.name == "sasrec"  # loaded from rank 0's checkpoint
-    assert got.metrics["ndcg@10"] == pytest.approx(expected.metrics["ndcg@10"], rel=0.15)
+    for key in ("ndcg@10", "recall@10"):
+        assert got.metrics[key] == pytest.approx(expected.metrics[key], rel=0.01), key
 
 
 def test_ingest_on_ray_stores_what_in_process_stores(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,17 +108,39 @@ class RayEngine:
     def map(
         self, fn: Callable[[Any, Any], Any], parts: Iterable[Any], *, shared: Any = None
     ) -> Iterator[Any]:
-        """Each part a Ray task, at most ``workers`` in flight, results in the parts' order;
-        ``shared`` is put into the object store once. Parts are read lazily (a stream stays a stream)."""
+        """Each part a Ray task, ``workers`` running at a time, results in the parts' order;
+        ``shared`` is put into the object store once (an ``ObjectRef`` is passed on as it is).
+        Parts are read lazily (a stream stays a stream).
+
+        A worker gets the next part as soon as *its* task ends, not when the oldest one does (a
+        slow part would otherwise leave the other workers idle); results that finish early wait
+        here for their turn, at most ``4 × workers`` of them."""
         ray = _ray()
-        ref = ray.put(shared)
-        pending: deque[Any] = deque()
-        for part in parts:
-            if len(pending) >= self.workers:
-                yield ray.get(pending.popleft())
-            pending.append(self._task.remote(fn, ref, part))
-        while pending:
-            yield ray.get(pending.popleft())
+        ref = shared if isinstance(shared, ray.ObjectRef) else ray.put(shared)
+        window = 4 * self.workers
+        running: dict[Any, int] = {}  # task ref -> part index
+        ready: dict[int, Any] = {}  # part index -> finished task ref
+        nxt = 0
+
+        def wait_any() -> None:
+            done, _ = ray.wait(list(running), num_returns=1)
+            for task in done:
+                ready[running.pop(task)] = task
+
+        for i, part in enumerate(parts):
+            while len(running) >= self.workers or len(running) + len(ready) >= window:
+                if running:
+                    wait_any()
+                while nxt in ready:
+                    yield ray.get(ready.pop(nxt))
+                    nxt += 1
+            running[self._task.remote(fn, ref, part)] = i
+        while running or ready:
+            if running and nxt not in ready:
+                wait_any()
+            while nxt in ready:
+                yield ray.get(ready.pop(nxt))
+                nxt += 1
 
     def fit(self, jobs: list[FitJob]) -> list[Recommender]:
         """The plain models as tasks, all at once; then each PyTorch model with Ray Train."""

@@ -1,7 +1,7 @@
 """The pipeline's steps on an engine: ingest batches → features → training → embeddings → batch
 scoring. Each step is the in-process code with the engine's ``map``/``fit`` passed in, so
 ``--engine local`` and ``--engine ray`` run the same functions and give the same results (SASRec
-trained data-parallel is the one exception: same algorithm and gradient, other dropout draws).
+trained data-parallel takes the same steps, with the same dropout draws, up to float summation order).
 
     >>> with open_engine("ray") as engine:                                   # doctest: +SKIP
     ...     outcome = train(engine, dataset, registry)   # fit, evaluate, register, top lists

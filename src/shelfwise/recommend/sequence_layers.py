@@ -13,11 +13,17 @@ Two blocks, both pre-norm (normalise the input of each sub-layer, keep an un-nor
 
 Positions are counted from the end of the sequence (the last item is position 0), the same as
 SASRec's left padding, so a batch may be as short as its longest sequence.
+
+Dropout (of the embeddings, the sub-layers and the attention weights) draws its masks from the
+net's own ``Draws``, for the *whole* batch, and keeps the rows this process holds: a data-parallel
+rank training on rows ``rank::world`` of a batch drops exactly what one process training on the
+whole batch drops, so the two compute the same gradients (up to float summation order).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -28,21 +34,60 @@ PAD = 0  # item index 0 pads; items are 1..n; n+1 is the mask token
 Layer = Literal["ligr", "sasrec"]
 
 
+@dataclass
+class Draws:
+    """Where dropout masks come from: ``generator`` (None: torch's global one), drawn for a batch
+    of ``rows`` rows of which this process holds ``rank::world`` (``rows=0``: all it is given)."""
+
+    generator: torch.Generator | None = None
+    rows: int = 0
+    rank: int = 0
+    world: int = 1
+
+
+def dropout(x: torch.Tensor, p: float, draws: Draws, training: bool) -> torch.Tensor:
+    """``F.dropout`` with the mask drawn for the whole batch and cut to this process's rows."""
+    if not training or p <= 0:
+        return x
+    rows = draws.rows or x.shape[0]
+    keep = torch.empty((rows, *x.shape[1:]), dtype=x.dtype).bernoulli_(1 - p, generator=draws.generator)
+    if draws.world > 1:
+        keep = keep[draws.rank :: draws.world]
+    return x * keep.div_(1 - p)
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout`` over ``dropout``: masks from the shared ``Draws``."""
+
+    def __init__(self, p: float, draws: Draws) -> None:
+        super().__init__()
+        self.p = p
+        self.draws = draws
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.draws, self.training)
+
+
 def _attention(
-    qkv: nn.Linear, heads: int, x: torch.Tensor, mask: torch.Tensor, dropout: float
+    qkv: nn.Linear, heads: int, x: torch.Tensor, mask: torch.Tensor, drop: Dropout
 ) -> torch.Tensor:
     b, length, d = x.shape
-    q, k, v = qkv(x).view(b, length, 3, heads, d // heads).unbind(2)
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, dropout_p=dropout
-    )
+    q, k, v = (t.transpose(1, 2) for t in qkv(x).view(b, length, 3, heads, d // heads).unbind(2))
+    if drop.training and drop.p > 0:
+        # SDPA's own dropout draws from torch's global generator, batch-shaped: spelled out here so
+        # the attention weights' mask comes from the shared draws like every other one
+        weights = (q @ k.transpose(-2, -1)) / math.sqrt(d // heads)
+        weights = torch.softmax(weights.masked_fill(~mask, float("-inf")), dim=-1)
+        out = drop(weights) @ v
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out.transpose(1, 2).reshape(b, length, d)
 
 
 class SASRecBlock(nn.Module):
     """Pre-norm attention + GELU feed-forward, each added to the stream (the SASRec block)."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+    def __init__(self, hidden: int, heads: int, dropout: float, draws: Draws | None = None) -> None:
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(hidden)
@@ -51,11 +96,10 @@ class SASRecBlock(nn.Module):
         self.norm2 = nn.LayerNorm(hidden)
         self.ff1 = nn.Linear(hidden, hidden)
         self.ff2 = nn.Linear(hidden, hidden)
-        self.drop = nn.Dropout(dropout)
-        self.p = dropout
+        self.drop = Dropout(dropout, draws or Draws())
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        att = _attention(self.qkv, self.heads, self.norm1(x), mask, self.p if self.training else 0.0)
+        att = _attention(self.qkv, self.heads, self.norm1(x), mask, self.drop)
         x = x + self.drop(self.proj(att))
         return x + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.norm2(x))))))
 
@@ -64,7 +108,9 @@ class LiGRBlock(nn.Module):
     """Pre-norm attention + SwiGLU feed-forward, each passing a sigmoid gate of the block's input
     before it joins the stream (the LiGR layer of eSASRec)."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float, ff_mult: int) -> None:
+    def __init__(
+        self, hidden: int, heads: int, dropout: float, ff_mult: int, draws: Draws | None = None
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(hidden)
@@ -76,11 +122,10 @@ class LiGRBlock(nn.Module):
         self.ff_in = nn.Linear(hidden, 2 * width)  # SwiGLU: value and gate halves in one matmul
         self.ff_out = nn.Linear(width, hidden)
         self.gate2 = nn.Linear(hidden, hidden)
-        self.drop = nn.Dropout(dropout)
-        self.p = dropout
+        self.drop = Dropout(dropout, draws or Draws())
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        att = _attention(self.qkv, self.heads, self.norm1(x), mask, self.p if self.training else 0.0)
+        att = _attention(self.qkv, self.heads, self.norm1(x), mask, self.drop)
         x = x + torch.sigmoid(self.gate1(x)) * self.drop(self.proj(att))
         value, gate = self.ff_in(self.norm2(x)).chunk(2, dim=-1)
         ff = self.ff_out(self.drop(F.silu(gate) * value))
@@ -107,11 +152,12 @@ class SequenceNet(nn.Module):
         self.n_items = n_items
         self.items = nn.Embedding(n_items + 2, hidden, padding_idx=PAD)
         self.positions = nn.Embedding(max_len, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.draws = Draws()  # one for every dropout of the net (the trainer sets its generator and rows)
+        self.drop = Dropout(dropout, self.draws)
         self.blocks = nn.ModuleList(
-            LiGRBlock(hidden, heads, dropout, ff_mult)
+            LiGRBlock(hidden, heads, dropout, ff_mult, self.draws)
             if layer == "ligr"
-            else SASRecBlock(hidden, heads, dropout)
+            else SASRecBlock(hidden, heads, dropout, self.draws)
             for _ in range(blocks)
         )
         self.norm = nn.LayerNorm(hidden)

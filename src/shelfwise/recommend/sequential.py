@@ -195,6 +195,22 @@ def _data_parallel() -> tuple[int, int]:
     return 0, 1
 
 
+def _all_ranks_sum(value: float) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t[0])
+
+
+def _rank0_says(flag: bool) -> bool:
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)])
+    dist.broadcast(t, src=0)
+    return bool(t[0])
+
+
 # --- the model --------------------------------------------------------------------------------------
 def state_arrays(net: nn.Module) -> dict[str, np.ndarray]:
     """A module's parameters and buffers as plain arrays (``net__`` + name with dots as ``__``)."""
@@ -362,9 +378,13 @@ class SASRecRecommender(Recommender):
         net = self.net
         rank, world = _data_parallel()
         # under torch.distributed (Ray Train's workers) every rank builds the same batches from the
-        # same seed and trains on its share of each; DDP sums the shares' gradients
+        # same seed and trains on its share of each (rows rank::world), with the dropout masks and
+        # negatives one process would draw for the whole batch; DDP sums the shares' gradients, so
+        # the ranks take the steps one process takes (up to float summation order)
         model: nn.Module = nn.parallel.DistributedDataParallel(net) if world > 1 else net
         self._negatives = torch.Generator().manual_seed(cfg.seed)
+        draws = net.draws
+        draws.generator, draws.rank, draws.world = torch.Generator().manual_seed(cfg.seed + 1), rank, world
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         started, started_cpu = time.perf_counter(), time.process_time()
         best, best_state, stale = -1.0, None, 0
@@ -378,6 +398,7 @@ class SASRecRecommender(Recommender):
             for batch in self._batches(train, rng):
                 x, y = self._batch_tensors([train[i] for i in batch], rng)
                 positions = max(int((y != PAD).sum()), 1)
+                draws.rows = len(x)
                 if world > 1:
                     x, y = x[rank::world], y[rank::world]
                 loss = self._loss(model, x, y, positions) * world  # DDP averages over the ranks
@@ -396,6 +417,8 @@ class SASRecRecommender(Recommender):
             # the budget counts CPU time per thread, not wall time: on a shared machine the neighbours'
             # load must not change what is learnt (on an idle machine the two are about equal)
             spent = (time.process_time() - started_cpu) / torch.get_num_threads()
+            if world > 1:  # the fit's core-seconds: every rank's (one process would have spent them all)
+                spent = _all_ranks_sum(spent)
             entry = {
                 "epoch": epoch + 1,
                 "loss": total / max(n, 1),
@@ -415,12 +438,16 @@ class SASRecRecommender(Recommender):
             self.fit_log.append(entry)
             log.info("sasrec epoch", **entry)
             per_epoch = spent / (epoch + 1)
-            if stale >= cfg.patience or spent + per_epoch > cfg.max_train_seconds:
+            stop = stale >= cfg.patience or spent + per_epoch > cfg.max_train_seconds
+            if world > 1:  # rank 0 decides for all (a rank that stopped alone would hang the others)
+                stop = _rank0_says(stop)
+            if stop:
                 break  # (with an average, the net now holds it)
             if epoch + 1 < cfg.epochs:
                 _swap_in(params, live)  # train on from the live weights
         if best_state is not None:
             net.load_state_dict(best_state)
+        draws.generator, draws.rows, draws.rank, draws.world = None, 0, 0, 1
 
     def _valid_ndcg(self, valid: list[np.ndarray]) -> float:
         gains = []

@@ -47,14 +47,27 @@ class TopLists:
         return {"k": self.k, "users": int(self.items.shape[0]), "model": self.model, "rows": "dense user ids"}
 
 
+# users scored at once inside a chunk: their score rows (users × items float32) then stay in the
+# cache while they are masked and partitioned (12k items: 12 MB), where a whole chunk's would go
+# to memory several times; on Amazon Beauty's ALS, 256 rows took 1.40 CPU s per 8,192 users
+# against 1.58 for 1,024 and 2.41 for 2,048 (one BLAS thread, best of 3, a loaded machine). A task
+# stays a chunk: few tasks, each long enough that Ray's per-task cost does not count.
+BLOCK_USERS = 256
+
+
 def _score_chunk(job: tuple[Recommender, int], bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """One chunk of users' unfiltered top lists, exactly as ``recommend(users, k)`` ranks them."""
     model, k = job
     st = model.state
-    rows = np.arange(*bounds, dtype=np.int64)
-    with serving_threads(len(rows)):
-        idx, vals = model._rank(st.history[rows], rows, k, exclude=st.seen[rows], filters=None)
-    return idx.astype(np.int32), vals.astype(np.float32)
+    lo, hi = bounds
+    items = np.empty((hi - lo, k), np.int32)
+    scores = np.empty((hi - lo, k), np.float32)
+    for b, e in chunks(hi - lo, BLOCK_USERS):
+        rows = np.arange(lo + b, lo + e, dtype=np.int64)
+        with serving_threads(len(rows)):
+            idx, vals = model._rank(st.history[rows], rows, k, exclude=st.seen[rows], filters=None)
+        items[b:e], scores[b:e] = idx, vals
+    return items, scores
 
 
 def top_lists(
