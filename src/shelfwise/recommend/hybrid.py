@@ -601,6 +601,13 @@ class HybridRecommender(Recommender):
     def _score(self, histories: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         return self._score_block(histories, np.asarray(users, np.int64))
 
+    def _score_to_rank(
+        self, histories: sp.csr_matrix, users: np.ndarray, allowed: np.ndarray, exclude: sp.csr_matrix | None
+    ) -> np.ndarray:
+        # the ranker runs only on candidates that can be shown: an item already bought (the history
+        # joins the candidates) or unavailable gets -inf from ``_rank`` whatever it scores here
+        return self._score_block(histories, np.asarray(users, np.int64), allowed=allowed, exclude=exclude)
+
     def _score_sessions(self, sessions: list[np.ndarray]) -> np.ndarray:
         rows = np.repeat(np.arange(len(sessions)), [len(s) for s in sessions])
         cols = np.concatenate(sessions) if sessions else np.empty(0, np.int64)
@@ -612,17 +619,35 @@ class HybridRecommender(Recommender):
         return self._score_block(hist, np.full(len(sessions), -1, np.int64), sessions=sessions)
 
     def _score_block(
-        self, histories: sp.csr_matrix, users: np.ndarray, sessions: list[np.ndarray] | None = None
+        self,
+        histories: sp.csr_matrix,
+        users: np.ndarray,
+        sessions: list[np.ndarray] | None = None,
+        *,
+        allowed: np.ndarray | None = None,
+        exclude: sp.csr_matrix | None = None,
     ) -> np.ndarray:
+        """Ranker scores of each row's candidates, the rest below them. Candidates outside
+        ``allowed`` or among the ``exclude`` pairs are not scored (they keep the outside score):
+        a pair's score never depends on the other pairs, so the others' do not change."""
         stage = self.stage
         h = sp.csr_matrix(histories, dtype=np.float32)
         scores, rows, items = self._retrieve(stage, h, users, with_history=True)
+        if allowed is not None or exclude is not None:
+            keep = allowed[items] if allowed is not None else np.ones(len(items), bool)
+            if exclude is not None and exclude.nnz:
+                n = np.int64(self.n_items)
+                ex_rows = np.repeat(np.arange(exclude.shape[0], dtype=np.int64), np.diff(exclude.indptr))
+                keep &= ~np.isin(rows * n + items, ex_rows * n + exclude.indices)
+            rows, items = rows[keep], items[keep]
         first = scores[0]
         lo = first.min(axis=1, keepdims=True)
         span = first.max(axis=1, keepdims=True) - lo
         out = OUTSIDE + np.divide(first - lo, span, out=np.zeros_like(first), where=span > 0)
         x, best = self._features(stage, h, users, scores, rows, items, sessions)
-        if self.booster is not None:
+        if not len(items):
+            pred = np.zeros(0)
+        elif self.booster is not None:
             pred = self.booster.predict(x, num_threads=1)
         else:  # too little data to learn an order: reciprocal-rank fusion of the retrievers
             pred = self._fusion(stage, h, scores, rows, items)

@@ -17,6 +17,7 @@ from shelfwise.evaluation.protocol import fit_and_evaluate
 from shelfwise.features.dataset import Dataset
 from shelfwise.features.splits import temporal_split
 from shelfwise.recommend import model_from_config
+from shelfwise.recommend.base import Filters, csr_rows, top_k
 from shelfwise.recommend.hybrid import HybridRecommender, _attention
 
 DAY_MS = 86_400_000
@@ -163,3 +164,42 @@ def test_din_attention_weighs_the_recent_items_like_the_candidate() -> None:
     # candidate 0 is recent item 0 itself: attention goes mostly to it
     assert att[1] > 0.9 and best[1] == pytest.approx(1.0)
     assert np.isnan(att[2]) and np.isnan(best[2])  # no recent items: unknown, not zero
+
+
+def _ranked_with_every_candidate(
+    model: HybridRecommender, users: list[str], k: int, filters: Filters | None
+) -> list[tuple[list[str], list[float]]]:
+    """What ``recommend`` answered before it skipped candidates it cannot show: the ranker scores
+    every candidate (``_score``), then the same masks and top-k."""
+    st = model.state
+    dense = st.user_map.to_internal(users, strict=False)
+    histories = csr_rows(st.history, dense)
+    scores = model._with_fallback(model._score(histories, dense), histories)
+    scores[:, ~model.allowed_mask(filters)] = -np.inf
+    seen = csr_rows(st.seen, dense)
+    scores[np.repeat(np.arange(len(users)), np.diff(seen.indptr)), seen.indices] = -np.inf
+    idx, vals = top_k(scores, k)
+    return [
+        (model.item_map.to_external(i[i >= 0]), [float(v) for v in s[i >= 0]])
+        for i, s in zip(idx, vals, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("k", [5, 20, 49])
+def test_skipping_candidates_that_cannot_be_shown_changes_no_answer(
+    fitted: HybridRecommender, k: int
+) -> None:
+    users = [f"u{i}" for i in range(40)] + ["nobody", "stranger"]
+    off_sale = ["t0-new0", "t1-old3", "t3-new2"]
+    fitted.set_availability(off_sale, False)
+    try:
+        for filters in (None, Filters(exclude_items=["t2-old1", "t0-old0"]), Filters(price_max=4.0)):
+            want = _ranked_with_every_candidate(fitted, users, k, filters)
+            # one shopper per call (the served path) and a block of them (the precomputed lists)
+            one = [fitted.recommend([u], k, filters=filters)[0] for u in users]
+            block = fitted.recommend(users, k, filters=filters)
+            for got in (one, block):
+                assert [(r.items, r.scores) for r in got] == want
+                assert all(not set(r.items) & set(off_sale) for r in got)
+    finally:
+        fitted.set_availability(off_sale, True)
