@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from shelfwise.evaluation.protocol import fit_and_evaluate
 from shelfwise.features.dataset import Dataset
@@ -203,3 +204,27 @@ def test_skipping_candidates_that_cannot_be_shown_changes_no_answer(
                 assert all(not set(r.items) & set(off_sale) for r in got)
     finally:
         fitted.set_availability(off_sale, True)
+
+
+def test_category_affinity_counts_as_the_one_hot_product_did() -> None:
+    rng = np.random.default_rng(3)
+    n_items, n_codes = 300, 7
+    codes = rng.integers(-1, n_codes, n_items).astype(np.int32)  # -1: NO_CODE, an item with none
+    h = sp.random(12, n_items, density=0.05, format="csr", dtype=np.float32, random_state=4)
+    h.data[:] = 1
+    h = sp.vstack([h, sp.csr_matrix((1, n_items), dtype=np.float32)]).tocsr()  # a row with no history
+    rows = np.repeat(np.arange(13), 40)
+    items = rng.integers(0, n_items, len(rows))
+    # the earlier formula: history × one-hot(item → code), then the share of each row's total
+    has = np.flatnonzero(codes != -1)
+    onehot = sp.csr_matrix((np.ones(len(has), np.float32), (has, codes[has])), shape=(n_items, n_codes))
+    aff = sp.csr_matrix(h @ onehot)
+    totals = np.asarray(aff.sum(axis=1)).ravel()
+    ok = codes[items] != -1
+    vals = np.asarray(aff[rows[ok], codes[items[ok]]]).ravel()
+    want = np.full(len(items), np.nan, np.float32)
+    want[ok] = np.divide(vals, totals[rows[ok]], out=np.zeros_like(vals), where=totals[rows[ok]] > 0)
+    got = HybridRecommender._affinity(h, codes, n_codes, rows, items)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[~ok]).all() and (got[ok] > 0).any() and (got[ok] == 0).any()
