@@ -228,6 +228,12 @@ def _ranks(masked: np.ndarray, depth: int) -> np.ndarray:
     """0-based rank of every item in each row (best first), exact down to ``depth``, ``depth`` below."""
     n_rows, n = masked.shape
     d = min(depth, n)
+    if n_rows == 1:  # a request's one shopper: the same partition and stable sort on the row itself
+        neg = -masked[0]
+        top1 = np.argpartition(neg, d - 1)[:d] if d < n else np.arange(n)
+        rank1 = np.full((1, n), d, np.int32)
+        rank1[0, top1[np.argsort(neg[top1], kind="stable")]] = np.arange(d, dtype=np.int32)
+        return rank1
     top = np.argpartition(-masked, d - 1, axis=1)[:, :d] if d < n else np.tile(np.arange(n), (n_rows, 1))
     order = np.argsort(-np.take_along_axis(masked, top, axis=1), axis=1, kind="stable")
     rank = np.full((n_rows, n), d, np.int32)

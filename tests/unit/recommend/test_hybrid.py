@@ -19,7 +19,7 @@ from shelfwise.features.dataset import Dataset
 from shelfwise.features.splits import temporal_split
 from shelfwise.recommend import model_from_config
 from shelfwise.recommend.base import Filters, csr_rows, top_k
-from shelfwise.recommend.hybrid import HybridRecommender, _attention
+from shelfwise.recommend.hybrid import HybridRecommender, _attention, _ranks
 
 DAY_MS = 86_400_000
 THEMES = ("garden spade rake", "kitchen mug teapot", "candle lantern light", "christmas bauble tree")
@@ -228,3 +228,13 @@ def test_category_affinity_counts_as_the_one_hot_product_did() -> None:
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
     assert np.isnan(got[~ok]).all() and (got[ok] > 0).any() and (got[ok] == 0).any()
+
+
+def test_one_shoppers_ranks_are_those_of_a_block() -> None:
+    rng = np.random.default_rng(5)
+    block = rng.integers(0, 40, (6, 500)).astype(np.float32)  # many ties, as retriever scores have
+    block[block < 3] = -np.inf  # the shopper's own items
+    for depth in (50, 499, 500, 800):
+        ranks = _ranks(block, depth)
+        for r in range(len(block)):
+            np.testing.assert_array_equal(_ranks(block[r : r + 1], depth), ranks[r : r + 1])
