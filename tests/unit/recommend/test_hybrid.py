@@ -238,3 +238,32 @@ def test_one_shoppers_ranks_are_those_of_a_block() -> None:
         ranks = _ranks(block, depth)
         for r in range(len(block)):
             np.testing.assert_array_equal(_ranks(block[r : r + 1], depth), ranks[r : r + 1])
+
+
+def test_item_knn_and_content_reasons_read_as_before(fitted: HybridRecommender) -> None:
+    knn, content = fitted.stage.retrievers[0], fitted.stage.retrievers[2]
+    assert knn.name == "itemknn" and content.name == "content-tfidf"
+    for u in range(0, 240, 7):
+        history = fitted.state.history[u].indices
+        if not len(history):
+            continue
+        items = np.setdiff1d(np.arange(fitted.n_items), history)[::2]
+        # item-KNN before: a loop over the history rows' entries, the first strictly larger wins
+        rows = knn.sim[history]
+        owner = np.repeat(history, np.diff(rows.indptr))
+        place = {int(i): j for j, i in enumerate(items)}
+        best, src = np.zeros(len(items), np.float32), np.full(len(items), -1)
+        for col, val, o in zip(rows.indices, rows.data, owner, strict=True):
+            j = place.get(int(col))
+            if j is not None and val > best[j]:
+                best[j], src[j] = val, o
+        want = [f"similar to {knn._label(int(b))}" if b >= 0 else knn.reason_default for b in src]
+        assert knn._reasons(history, items) == want
+        # content before: the sims of fancy-indexed rows
+        block = np.asarray((content.vectors[history] @ content.vectors[items].T).toarray(), np.float32)
+        b = block.argmax(axis=0)
+        want = [
+            f"similar to {content._label(history[i])}" if block[i, j] > 0 else content.reason_default
+            for j, i in enumerate(b)
+        ]
+        assert content._reasons(history, items) == want
