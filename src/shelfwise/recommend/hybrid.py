@@ -207,10 +207,14 @@ def _attention(
     step = max(1, (1 << 22) // max(recent.shape[1] * emb.shape[1], 1))
     for lo in range(0, n, step):
         r = cand_rows[lo : lo + step]
-        rec = recent[r]  # pairs × L
-        valid = rec >= 0
         e_c = emb[cand_items[lo : lo + step]]  # pairs × d
-        e_r = emb[np.maximum(rec, 0)]  # pairs × L × d
+        if r[0] == r[-1]:  # one shopper (rows are sorted): their recent items' vectors, not a copy per pair
+            rec = np.broadcast_to(recent[r[0]], (len(r), recent.shape[1]))
+            e_r = np.broadcast_to(emb[np.maximum(recent[r[0]], 0)], (len(r), recent.shape[1], emb.shape[1]))
+        else:
+            rec = recent[r]  # pairs × L
+            e_r = emb[np.maximum(rec, 0)]  # pairs × L × d
+        valid = rec >= 0
         sims = np.einsum("pd,pld->pl", e_c, e_r)
         logits = np.where(valid, scale * sims, -np.inf)
         has = valid.any(axis=1)

@@ -267,3 +267,14 @@ def test_item_knn_and_content_reasons_read_as_before(fitted: HybridRecommender) 
             for j, i in enumerate(b)
         ]
         assert content._reasons(history, items) == want
+
+
+def test_one_shoppers_attention_is_that_of_a_block() -> None:
+    rng = np.random.default_rng(6)
+    emb = rng.standard_normal((200, 16)).astype(np.float32)
+    recent = rng.integers(-1, 200, (3, 10)).astype(np.int32)
+    items = rng.integers(0, 200, 90)
+    alone = _attention(emb, np.zeros(90, np.int64), items, recent, 5.0)
+    block = _attention(emb, np.r_[np.zeros(90, np.int64), 1, 2], np.r_[items, 0, 1], recent, 5.0)
+    for one, many in zip(alone, block, strict=True):
+        np.testing.assert_array_equal(one, many[:90])
