@@ -278,6 +278,13 @@ class Recommender(ABC):
         """Why each of ``items`` was picked for a shopper with these history items (dense ids)."""
         return [self.reason_default] * len(items)
 
+    def _score_to_rank(
+        self, histories: sp.csr_matrix, users: np.ndarray, allowed: np.ndarray, exclude: sp.csr_matrix | None
+    ) -> np.ndarray:
+        """``_score`` for ``_rank``, which then sets items outside ``allowed`` and the ``exclude``
+        pairs to -inf: a model may leave any value there (the hybrid skips their ranker rows)."""
+        return self._score(histories, users)
+
     def _score_sessions(self, sessions: list[np.ndarray]) -> np.ndarray:
         """Scores for new shoppers from their items *in the order they happened* (dense ids).
 
@@ -419,8 +426,9 @@ class Recommender(ABC):
         exclude: sp.csr_matrix | None,
         filters: Filters | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        scores = self._with_fallback(self._score(histories, users), histories)
-        scores[:, ~self.allowed_mask(filters)] = -np.inf
+        allowed = self.allowed_mask(filters)
+        scores = self._with_fallback(self._score_to_rank(histories, users, allowed, exclude), histories)
+        scores[:, ~allowed] = -np.inf
         if exclude is not None and exclude.nnz:
             rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
             scores[rows, exclude.indices] = -np.inf

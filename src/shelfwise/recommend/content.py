@@ -26,7 +26,7 @@ from pydantic import Field
 
 from shelfwise.features.dataset import NO_CODE, Dataset, ItemAttributes
 from shelfwise.features.text import Analyzer
-from shelfwise.recommend.base import ModelConfig, Recommender
+from shelfwise.recommend.base import ModelConfig, Recommender, csr_rows
 from shelfwise.recommend.memory import MatrixShape
 
 CATEGORY_SEPARATOR = " > "
@@ -99,6 +99,10 @@ def _normalise_rows(m: sp.csr_matrix) -> sp.csr_matrix:
     return out
 
 
+def _dense(out: np.ndarray | sp.spmatrix) -> np.ndarray:
+    return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
+
+
 class ContentConfig(ModelConfig):
     min_df: int = Field(default=2, ge=1, description="tfidf: terms in fewer items are dropped")
     max_df: float = Field(default=0.5, gt=0, le=1, description="tfidf: terms in a larger share are dropped")
@@ -140,8 +144,7 @@ class ContentRecommender(Recommender):
     def _sims(self, rows: np.ndarray | sp.csr_matrix, items: np.ndarray | None = None) -> np.ndarray:
         """Cosine of the given row vectors with every item (or with ``items``)."""
         v = self.vectors if items is None else self.vectors[items]
-        out = rows @ v.T
-        return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
+        return _dense(rows @ v.T)
 
     def item_vectors(self) -> sp.csr_matrix | np.ndarray:
         """Unit vectors, one row per item (zero rows for items with no text or attributes)."""
@@ -168,7 +171,11 @@ class ContentRecommender(Recommender):
     def _reasons(self, history: np.ndarray, items: np.ndarray) -> list[str]:
         if not len(history):
             return [self.reason_default] * len(items)
-        block = self._sims(self.vectors[history], items)  # history × items
+        if sp.issparse(self.vectors):  # the same rows as fancy indexing, without its checks
+            v = self.vectors
+            block = _dense(csr_rows(v, np.asarray(history)) @ csr_rows(v, np.asarray(items)).T)
+        else:
+            block = self._sims(self.vectors[history], items)  # history × items
         best = block.argmax(axis=0)
         return [
             f"similar to {self._label(history[b])}" if block[b, j] > 0 else self.reason_default

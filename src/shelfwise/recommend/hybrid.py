@@ -207,10 +207,14 @@ def _attention(
     step = max(1, (1 << 22) // max(recent.shape[1] * emb.shape[1], 1))
     for lo in range(0, n, step):
         r = cand_rows[lo : lo + step]
-        rec = recent[r]  # pairs × L
-        valid = rec >= 0
         e_c = emb[cand_items[lo : lo + step]]  # pairs × d
-        e_r = emb[np.maximum(rec, 0)]  # pairs × L × d
+        if r[0] == r[-1]:  # one shopper (rows are sorted): their recent items' vectors, not a copy per pair
+            rec = np.broadcast_to(recent[r[0]], (len(r), recent.shape[1]))
+            e_r = np.broadcast_to(emb[np.maximum(recent[r[0]], 0)], (len(r), recent.shape[1], emb.shape[1]))
+        else:
+            rec = recent[r]  # pairs × L
+            e_r = emb[np.maximum(rec, 0)]  # pairs × L × d
+        valid = rec >= 0
         sims = np.einsum("pd,pld->pl", e_c, e_r)
         logits = np.where(valid, scale * sims, -np.inf)
         has = valid.any(axis=1)
@@ -228,6 +232,12 @@ def _ranks(masked: np.ndarray, depth: int) -> np.ndarray:
     """0-based rank of every item in each row (best first), exact down to ``depth``, ``depth`` below."""
     n_rows, n = masked.shape
     d = min(depth, n)
+    if n_rows == 1:  # a request's one shopper: the same partition and stable sort on the row itself
+        neg = -masked[0]
+        top1 = np.argpartition(neg, d - 1)[:d] if d < n else np.arange(n)
+        rank1 = np.full((1, n), d, np.int32)
+        rank1[0, top1[np.argsort(neg[top1], kind="stable")]] = np.arange(d, dtype=np.int32)
+        return rank1
     top = np.argpartition(-masked, d - 1, axis=1)[:, :d] if d < n else np.tile(np.arange(n), (n_rows, 1))
     order = np.argsort(-np.take_along_axis(masked, top, axis=1), axis=1, kind="stable")
     rank = np.full((n_rows, n), d, np.int32)
@@ -480,18 +490,24 @@ class HybridRecommender(Recommender):
     def _affinity(
         h: sp.csr_matrix, codes: np.ndarray, n_codes: int, rows: np.ndarray, items: np.ndarray
     ) -> np.ndarray:
-        """Share of each row's history items in the candidate's category (or brand); NaN if unknown."""
+        """Share of each row's history items in the candidate's category (or brand); NaN if unknown.
+
+        Counted from the history's codes (sorted row-code keys), not through a one-hot matrix of
+        every item built per call: the same integer counts and float32 division, a fraction of
+        the work for the few rows a request has."""
         out = np.full(len(items), np.nan, np.float32)
         if not n_codes:
             return out
-        has = np.flatnonzero(codes != NO_CODE)
-        onehot = sp.csr_matrix(
-            (np.ones(len(has), np.float32), (has, codes[has])), shape=(h.shape[1], n_codes)
-        )
-        aff = sp.csr_matrix(h @ onehot)
-        totals = np.asarray(aff.sum(axis=1)).ravel()
+        h_rows = np.repeat(np.arange(h.shape[0], dtype=np.int64), np.diff(h.indptr))
+        h_codes = codes[h.indices]
+        coded = h_codes != NO_CODE
+        keys, counts = np.unique(h_rows[coded] * n_codes + h_codes[coded], return_counts=True)
+        totals = np.bincount(h_rows[coded], minlength=h.shape[0]).astype(np.float32)
         ok = codes[items] != NO_CODE
-        vals = np.asarray(aff[rows[ok], codes[items[ok]]]).ravel()
+        vals = _lookup(
+            keys, counts.astype(np.float32), rows[ok].astype(np.int64) * n_codes + codes[items[ok]]
+        )
+        vals = np.nan_to_num(vals, nan=0.0)  # no history item in that code: a share of 0
         tot = totals[rows[ok]]
         out[ok] = np.divide(vals, tot, out=np.zeros_like(vals), where=tot > 0)
         return out
@@ -601,6 +617,13 @@ class HybridRecommender(Recommender):
     def _score(self, histories: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
         return self._score_block(histories, np.asarray(users, np.int64))
 
+    def _score_to_rank(
+        self, histories: sp.csr_matrix, users: np.ndarray, allowed: np.ndarray, exclude: sp.csr_matrix | None
+    ) -> np.ndarray:
+        # the ranker runs only on candidates that can be shown: an item already bought (the history
+        # joins the candidates) or unavailable gets -inf from ``_rank`` whatever it scores here
+        return self._score_block(histories, np.asarray(users, np.int64), allowed=allowed, exclude=exclude)
+
     def _score_sessions(self, sessions: list[np.ndarray]) -> np.ndarray:
         rows = np.repeat(np.arange(len(sessions)), [len(s) for s in sessions])
         cols = np.concatenate(sessions) if sessions else np.empty(0, np.int64)
@@ -612,17 +635,35 @@ class HybridRecommender(Recommender):
         return self._score_block(hist, np.full(len(sessions), -1, np.int64), sessions=sessions)
 
     def _score_block(
-        self, histories: sp.csr_matrix, users: np.ndarray, sessions: list[np.ndarray] | None = None
+        self,
+        histories: sp.csr_matrix,
+        users: np.ndarray,
+        sessions: list[np.ndarray] | None = None,
+        *,
+        allowed: np.ndarray | None = None,
+        exclude: sp.csr_matrix | None = None,
     ) -> np.ndarray:
+        """Ranker scores of each row's candidates, the rest below them. Candidates outside
+        ``allowed`` or among the ``exclude`` pairs are not scored (they keep the outside score):
+        a pair's score never depends on the other pairs, so the others' do not change."""
         stage = self.stage
         h = sp.csr_matrix(histories, dtype=np.float32)
         scores, rows, items = self._retrieve(stage, h, users, with_history=True)
+        if allowed is not None or exclude is not None:
+            keep = allowed[items] if allowed is not None else np.ones(len(items), bool)
+            if exclude is not None and exclude.nnz:
+                n = np.int64(self.n_items)
+                ex_rows = np.repeat(np.arange(exclude.shape[0], dtype=np.int64), np.diff(exclude.indptr))
+                keep &= ~np.isin(rows * n + items, ex_rows * n + exclude.indices)
+            rows, items = rows[keep], items[keep]
         first = scores[0]
         lo = first.min(axis=1, keepdims=True)
         span = first.max(axis=1, keepdims=True) - lo
         out = OUTSIDE + np.divide(first - lo, span, out=np.zeros_like(first), where=span > 0)
         x, best = self._features(stage, h, users, scores, rows, items, sessions)
-        if self.booster is not None:
+        if not len(items):
+            pred = np.zeros(0)
+        elif self.booster is not None:
             pred = self.booster.predict(x, num_threads=1)
         else:  # too little data to learn an order: reciprocal-rank fusion of the retrievers
             pred = self._fusion(stage, h, scores, rows, items)

@@ -108,14 +108,18 @@ class ItemKNNRecommender(Recommender):
         # the history item most similar to each recommended item, read off the history's rows only
         rows = csr_rows(self.sim, np.asarray(history, np.int64))
         owner = np.repeat(np.asarray(history), np.diff(rows.indptr))
-        position = {int(item): j for j, item in enumerate(items)}
-        best_sim = np.zeros(len(items), np.float32)
+        items = np.asarray(items, np.int64)
         best_from = np.full(len(items), -1, np.int64)
-        hit = np.isin(rows.indices, items)
-        for col, val, src in zip(rows.indices[hit], rows.data[hit], owner[hit], strict=True):
-            j = position[int(col)]
-            if val > best_sim[j]:
-                best_sim[j], best_from[j] = val, src
+        # per item: the history row with its largest positive similarity, the first such row on ties
+        hit = np.flatnonzero(np.isin(rows.indices, items) & (rows.data > 0))
+        if len(hit):
+            cols, vals = rows.indices[hit].astype(np.int64), rows.data[hit]
+            order = np.lexsort((hit, -vals, cols))
+            first = order[np.r_[True, cols[order][1:] != cols[order][:-1]]]
+            # an item listed twice is answered at its last place (as the loop this replaces did)
+            last = {int(item): j for j, item in enumerate(items)}
+            places = np.array([last[int(c)] for c in cols[first]], np.int64)
+            best_from[places] = owner[hit[first]]
         return [f"similar to {self._label(int(b))}" if b >= 0 else self.reason_default for b in best_from]
 
     def _arrays(self) -> dict[str, np.ndarray]:

@@ -172,6 +172,9 @@ class SpellChecker:
         self._fixed: dict[str, str] = {}  # word -> its correction (the dictionary never changes)
         for word, count in self.words.items():
             self._sym.create_dictionary_entry(word, count)
+        # read the English list now (once per process, ~0.5 s of CPU), not inside the first query
+        # with a word the catalogue does not know
+        english_words()
 
     def correct_word(self, word: str) -> str:
         fixed = self._fixed.get(word)

@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from shelfwise.evaluation.protocol import fit_and_evaluate
 from shelfwise.features.dataset import Dataset
 from shelfwise.features.splits import temporal_split
 from shelfwise.recommend import model_from_config
-from shelfwise.recommend.hybrid import HybridRecommender, _attention
+from shelfwise.recommend.base import Filters, csr_rows, top_k
+from shelfwise.recommend.hybrid import HybridRecommender, _attention, _ranks
 
 DAY_MS = 86_400_000
 THEMES = ("garden spade rake", "kitchen mug teapot", "candle lantern light", "christmas bauble tree")
@@ -163,3 +165,116 @@ def test_din_attention_weighs_the_recent_items_like_the_candidate() -> None:
     # candidate 0 is recent item 0 itself: attention goes mostly to it
     assert att[1] > 0.9 and best[1] == pytest.approx(1.0)
     assert np.isnan(att[2]) and np.isnan(best[2])  # no recent items: unknown, not zero
+
+
+def _ranked_with_every_candidate(
+    model: HybridRecommender, users: list[str], k: int, filters: Filters | None
+) -> list[tuple[list[str], list[float]]]:
+    """What ``recommend`` answered before it skipped candidates it cannot show: the ranker scores
+    every candidate (``_score``), then the same masks and top-k."""
+    st = model.state
+    dense = st.user_map.to_internal(users, strict=False)
+    histories = csr_rows(st.history, dense)
+    scores = model._with_fallback(model._score(histories, dense), histories)
+    scores[:, ~model.allowed_mask(filters)] = -np.inf
+    seen = csr_rows(st.seen, dense)
+    scores[np.repeat(np.arange(len(users)), np.diff(seen.indptr)), seen.indices] = -np.inf
+    idx, vals = top_k(scores, k)
+    return [
+        (model.item_map.to_external(i[i >= 0]), [float(v) for v in s[i >= 0]])
+        for i, s in zip(idx, vals, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("k", [5, 20, 49])
+def test_skipping_candidates_that_cannot_be_shown_changes_no_answer(
+    fitted: HybridRecommender, k: int
+) -> None:
+    users = [f"u{i}" for i in range(40)] + ["nobody", "stranger"]
+    off_sale = ["t0-new0", "t1-old3", "t3-new2"]
+    fitted.set_availability(off_sale, False)
+    try:
+        for filters in (None, Filters(exclude_items=["t2-old1", "t0-old0"]), Filters(price_max=4.0)):
+            want = _ranked_with_every_candidate(fitted, users, k, filters)
+            # one shopper per call (the served path) and a block of them (the precomputed lists)
+            one = [fitted.recommend([u], k, filters=filters)[0] for u in users]
+            block = fitted.recommend(users, k, filters=filters)
+            for got in (one, block):
+                assert [(r.items, r.scores) for r in got] == want
+                assert all(not set(r.items) & set(off_sale) for r in got)
+    finally:
+        fitted.set_availability(off_sale, True)
+
+
+def test_category_affinity_counts_as_the_one_hot_product_did() -> None:
+    rng = np.random.default_rng(3)
+    n_items, n_codes = 300, 7
+    codes = rng.integers(-1, n_codes, n_items).astype(np.int32)  # -1: NO_CODE, an item with none
+    h = sp.random(12, n_items, density=0.05, format="csr", dtype=np.float32, random_state=4)
+    h.data[:] = 1
+    h = sp.vstack([h, sp.csr_matrix((1, n_items), dtype=np.float32)]).tocsr()  # a row with no history
+    rows = np.repeat(np.arange(13), 40)
+    items = rng.integers(0, n_items, len(rows))
+    # the earlier formula: history × one-hot(item → code), then the share of each row's total
+    has = np.flatnonzero(codes != -1)
+    onehot = sp.csr_matrix((np.ones(len(has), np.float32), (has, codes[has])), shape=(n_items, n_codes))
+    aff = sp.csr_matrix(h @ onehot)
+    totals = np.asarray(aff.sum(axis=1)).ravel()
+    ok = codes[items] != -1
+    vals = np.asarray(aff[rows[ok], codes[items[ok]]]).ravel()
+    want = np.full(len(items), np.nan, np.float32)
+    want[ok] = np.divide(vals, totals[rows[ok]], out=np.zeros_like(vals), where=totals[rows[ok]] > 0)
+    got = HybridRecommender._affinity(h, codes, n_codes, rows, items)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[~ok]).all() and (got[ok] > 0).any() and (got[ok] == 0).any()
+
+
+def test_one_shoppers_ranks_are_those_of_a_block() -> None:
+    rng = np.random.default_rng(5)
+    block = rng.integers(0, 40, (6, 500)).astype(np.float32)  # many ties, as retriever scores have
+    block[block < 3] = -np.inf  # the shopper's own items
+    for depth in (50, 499, 500, 800):
+        ranks = _ranks(block, depth)
+        for r in range(len(block)):
+            np.testing.assert_array_equal(_ranks(block[r : r + 1], depth), ranks[r : r + 1])
+
+
+def test_item_knn_and_content_reasons_read_as_before(fitted: HybridRecommender) -> None:
+    knn, content = fitted.stage.retrievers[0], fitted.stage.retrievers[2]
+    assert knn.name == "itemknn" and content.name == "content-tfidf"
+    for u in range(0, 240, 7):
+        history = fitted.state.history[u].indices
+        if not len(history):
+            continue
+        items = np.setdiff1d(np.arange(fitted.n_items), history)[::2]
+        # item-KNN before: a loop over the history rows' entries, the first strictly larger wins
+        rows = knn.sim[history]
+        owner = np.repeat(history, np.diff(rows.indptr))
+        place = {int(i): j for j, i in enumerate(items)}
+        best, src = np.zeros(len(items), np.float32), np.full(len(items), -1)
+        for col, val, o in zip(rows.indices, rows.data, owner, strict=True):
+            j = place.get(int(col))
+            if j is not None and val > best[j]:
+                best[j], src[j] = val, o
+        want = [f"similar to {knn._label(int(b))}" if b >= 0 else knn.reason_default for b in src]
+        assert knn._reasons(history, items) == want
+        # content before: the sims of fancy-indexed rows
+        block = np.asarray((content.vectors[history] @ content.vectors[items].T).toarray(), np.float32)
+        b = block.argmax(axis=0)
+        want = [
+            f"similar to {content._label(history[i])}" if block[i, j] > 0 else content.reason_default
+            for j, i in enumerate(b)
+        ]
+        assert content._reasons(history, items) == want
+
+
+def test_one_shoppers_attention_is_that_of_a_block() -> None:
+    rng = np.random.default_rng(6)
+    emb = rng.standard_normal((200, 16)).astype(np.float32)
+    recent = rng.integers(-1, 200, (3, 10)).astype(np.int32)
+    items = rng.integers(0, 200, 90)
+    alone = _attention(emb, np.zeros(90, np.int64), items, recent, 5.0)
+    block = _attention(emb, np.r_[np.zeros(90, np.int64), 1, 2], np.r_[items, 0, 1], recent, 5.0)
+    for one, many in zip(alone, block, strict=True):
+        np.testing.assert_array_equal(one, many[:90])
