@@ -339,10 +339,10 @@ def _csv_batch(
             broken = np.fromiter((b is not None for b in bad), dtype=bool, count=len(bad))[codes]
             if broken.any():
                 for i in np.flatnonzero(broken).tolist():
-                    exc = bad[codes[i]]
-                    assert exc is not None
+                    why = bad[codes[i]]
+                    assert why is not None
                     raw = delimiter.join(rows[i])
-                    problems.append(Problem(nums[i], raw, name, exc.reason, f"{src!r}: {exc.detail}"))
+                    problems.append(Problem(nums[i], raw, name, why.reason, f"{src!r}: {why.detail}"))
                 kept = ~broken if kept is None else kept & ~broken
             fields[name] = Coded(parsed, codes)
         else:
