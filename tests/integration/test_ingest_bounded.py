@@ -82,3 +82,17 @@ def test_ingest_caches_stay_bounded_and_store_the_same(
     large, sizes = run("large", cache=1_000_000, memo=1_000_000)
     assert sizes[-1][1] > 4 * 64  # unbounded, the cache holds every shopper seen (460 here)
     assert small == large
+
+
+def test_indexes_a_killed_bulk_load_left_out_are_built_on_the_next_open(tmp_path: Path) -> None:
+    """``bulk_loading`` drops the events indexes for a first load; a run killed before the end
+    (``bench_stream``'s time box) leaves them out, and opening the store builds them (on disk)."""
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    with open_store(url) as store, store.engine.begin() as conn:  # type: ignore[attr-defined]
+        for index in events.indexes:
+            index.drop(conn)
+        assert not sa.inspect(conn).get_indexes("events")
+    with open_store(url) as store, store.engine.connect() as conn:  # type: ignore[attr-defined]
+        names = {ix["name"] for ix in sa.inspect(conn).get_indexes("events")}
+        assert names == {ix.name for ix in events.indexes}
+        assert conn.exec_driver_sql("PRAGMA temp_store").scalar() == 2  # back to MEMORY after
