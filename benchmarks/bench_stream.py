@@ -44,6 +44,8 @@ BUDGET = {
     "generate": float(os.environ.get("SHELFWISE_BENCH_GEN_SECONDS", 300)),
     "ingest": float(os.environ.get("SHELFWISE_BENCH_INGEST_SECONDS", 240)),
     "train": float(os.environ.get("SHELFWISE_BENCH_TRAIN_SECONDS", 280)),
+    # ALS on what the ingest step stored, read back as training reads a store (0: skipped)
+    "store_train": float(os.environ.get("SHELFWISE_BENCH_STORE_TRAIN_SECONDS", 280)),
 }
 KEY = "benchmark-pseudonym-key-0123456789"
 
@@ -69,6 +71,7 @@ class _Marks:
                 "peak_rss": _vm("VmHWM"),
                 "rss": _vm("VmRSS"),
                 "seconds": round(time.perf_counter() - self.started, 1),
+                "cpu_seconds": round(time.process_time(), 1),  # valid on a busy machine, unlike seconds
                 "load": round(os.getloadavg()[0], 2),
             }
             with self.path.open("a") as fh:
@@ -103,9 +106,50 @@ def ingest_child(db: str, path: str, marks: str, var: str) -> None:
         )
     # the whole run's peak, the events indexes built at the end and the shoppers' refresh included
     final = {"mark": "end", "rows": report.records, "peak_rss": _vm("VmHWM"), "rss": _vm("VmRSS")}
-    final |= {"seconds": round(time.perf_counter() - mark.started, 1), "load": round(os.getloadavg()[0], 2)}
+    final |= {
+        "seconds": round(time.perf_counter() - mark.started, 1),
+        "cpu_seconds": round(time.process_time(), 1),
+    }
+    final |= {"load": round(os.getloadavg()[0], 2)}
     with Path(marks).open("a") as fh:
         fh.write(json.dumps(final) + "\n")
+
+
+def store_train_child(db: str) -> dict[str, Any]:
+    """ALS on every event the ingest step stored, read from the store as training reads it
+    (``Dataset.from_store``: rows streamed in chunks into arrays, the matrix built in chunks)."""
+    from shelfwise.features.dataset import Dataset
+    from shelfwise.recommend.memory import MatrixShape
+    from shelfwise.recommend.registry import model_from_config
+    from shelfwise.store import open_store
+
+    started, cpu = time.perf_counter(), time.process_time()
+    with open_store(f"sqlite:///{db}") as store:
+        ds = Dataset.from_store(store)
+    built, built_cpu = round(time.perf_counter() - started, 1), round(time.process_time() - cpu, 1)
+    data_rss, data_peak = _vm("VmRSS"), _vm("VmHWM")
+    shape = MatrixShape.of(ds.matrix())
+    matrix_peak = _vm("VmHWM")
+    model = model_from_config(TRAIN_CONFIG)
+    started, cpu = time.perf_counter(), time.process_time()
+    model.fit(ds)
+    return {
+        "events": len(ds),
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "nnz": shape.nnz,
+        "config": TRAIN_CONFIG,
+        "data_seconds": built,
+        "data_cpu_seconds": built_cpu,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_cpu_seconds": round(time.process_time() - cpu, 1),
+        "data_rss": data_rss,
+        "data_peak_rss": data_peak,
+        "matrix_peak_rss": matrix_peak,
+        "peak_rss": _vm("VmHWM"),
+        "estimate_bytes": model.fit_bytes(shape),
+        "load": round(os.getloadavg()[0], 2),
+    }
 
 
 def train_child(events: int) -> dict[str, Any]:
@@ -191,6 +235,16 @@ def run() -> dict[str, Any]:
         status, _, took = _run(code, args, BUDGET["ingest"])
         out["ingest"] = {"status": status, "seconds": took, "marks": _read_marks(ing_marks)}
         _log(f"ingest: {status} in {took} s")
+        if BUDGET["store_train"] > 0 and (root / "store.db").exists():
+            _log("train als on the stored events")
+            code = "import sys, json, benchmarks.bench_stream as b; "
+            code += "print(json.dumps(b.store_train_child(sys.argv[1])))"
+            status, line, took = _run(code, [str(root / "store.db")], BUDGET["store_train"])
+            row = {"status": status, "wall_seconds": took}
+            if status == "done":
+                row.update(json.loads(line))
+            out["store_train"] = row
+            _log(f"train on the store: {status} in {took} s")
     trains: list[dict[str, Any]] = []
     started = time.perf_counter()
     for events in TRAIN_SIZES:
@@ -225,20 +279,38 @@ def _table(out: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:.0f}" for k, v in out["budget"].items())
         + "). Peak RSS = the process's high-water mark when the mark was passed: flat = streaming.",
         "",
-        "| step | rows | peak RSS MB | RSS MB | seconds | rows/s | load avg (1 min) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| step | rows | peak RSS MB | RSS MB | seconds | rows/s | CPU s | rows/CPU s | load (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for step in ("generate", "ingest"):
         for m in out[step]["marks"]:
             rate = m["rows"] / m["seconds"] if m["seconds"] else 0
+            cpu = m.get("cpu_seconds")
+            per_cpu = f"{m['rows'] / cpu:,.0f}" if cpu else ""
             lines.append(
                 f"| {step} | {m['rows']:,} | {_mb(m['peak_rss'])} | {_mb(m['rss'])} | {m['seconds']} | "
-                f"{rate:,.0f} | {m['load']} |"
+                f"{rate:,.0f} | {'' if cpu is None else cpu} | {per_cpu} | {m['load']} |"
             )
         last = out[step]["marks"][-1]["rows"] if out[step]["marks"] else 0
         lines.append(
-            f"| {step}: {out[step]['status']} after {out[step]['seconds']} s (last mark {last:,}) ||||||| "
+            f"| {step}: {out[step]['status']} after {out[step]['seconds']} s (last mark {last:,}) ||||||||| "
         )
+    st = out.get("store_train")
+    if st is not None:
+        lines += [
+            "",
+            "| ALS on the stored events (Dataset.from_store) | events | status | data s (CPU) | fit s (CPU) "
+            "| data RSS MB | peak after data MB | peak after matrix MB | peak RSS MB | estimate MB |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+            f"| als | {st.get('events', 0):,} | {st['status']} | {st.get('data_seconds', '')} "
+            f"({st.get('data_cpu_seconds', '')}) | {st.get('train_seconds', '')} "
+            f"({st.get('train_cpu_seconds', '')}) | "
+            + " | ".join(
+                _mb(st.get(k))
+                for k in ("data_rss", "data_peak_rss", "matrix_peak_rss", "peak_rss", "estimate_bytes")
+            )
+            + " |",
+        ]
     lines += [
         "",
         f"| train ({json.dumps(TRAIN_CONFIG)}, in memory) | events | status | data build s | fit s "

@@ -310,3 +310,83 @@ def test_online_retail_sample_same_read_by_arrow(
     assert path.read_bytes().count(b'"') > 0  # quoted descriptions among them
     state = _same(lambda e: _url(backend, tmp_path, e, request), path, FORMATS["online-retail"], settings)
     assert state["report"]["accepted"] > 15_000 and state["report"]["quarantined"] > 0
+
+
+# --- the plain CSV events format in columns (issue 19: a shop's own export, read by Arrow) ---------
+
+CSV_HEADER = "event_id,type,ts,user_id,session_id,item_id,quantity,price,currency,context\n"
+CSV_LINES = [
+    "e1,view,2024-05-01T10:00:00Z,u1,s1,i1,1,,,",
+    "e1,view,2024-05-01T10:00:00Z,u1,s1,i1,1,,,",  # the same id again: one duplicate
+    "e2,purchase,2024-05-01T10:01:00Z,Ｕ１,s1,ｉ１,2,3.50,EUR,",
+    "e3,pv,2024-05-01T10:02:00+02:00,u2,s2,i2,1,,,",
+    "e4,teleport,2024-05-01T10:03:00Z,u2,s2,i2,1,,,",
+    "e5,,2024-05-01T10:03:00Z,u2,s2,i2,1,,,",
+    "e6,view,yesterday,u2,s2,i2,1,,,",
+    "e7,view,2024-05-01T10:04:00Z,u2,s2,,1,,,",
+    'e8,search,2024-05-01T10:05:00Z,u2,s2,,1,,,"{""query"": ""red mug""}"',
+    'e9,view,2024-05-01T10:05:30Z,u2,s2,i2,1,,,"{""note"": ""mail me at x@y.org""}"',
+    "e10,view,2024-05-01T10:06:00Z,u3,s3,i3,1,,,not json",
+    'e11,view,2024-05-01T10:06:30Z,u3,s3,i3,1,,,"[1, 2]"',
+    "e12,cart,2024-05-01T10:07:00Z,u3,s3,i3,-2,,,",
+    "e13,purchase,2024-05-01T10:08:00Z,u3,s3,i3,1,0,EUR,",
+    "e14,purchase,2024-05-01T10:09:00Z,u3,s3,i3,1,5,XYZ,",
+    "e15,view,2024-05-01T10:10:00Z,   ,s4,i4,1,,,",
+    "e16,view,2024-05-01T10:11:00Z,C-0001,s5,i5,1,,,",
+    "e17,view,2024-05-01T10:12:00Z,u6,s6,i6",  # too few fields
+    "e18,view,2024-05-01T10:13:00Z,u6,s6,i6,1,,,,extra",  # too many
+    '"e19",view,2024-05-01T10:14:00Z,u6,"s6, quoted",i6,1,,,',
+    'e20,view,2024-05-01T10:15:00Z,u6,"spans\ntwo lines",i6,1,,,',
+    "",
+    "   ,view,2024-05-01T10:16:00Z,u7,s7,i7,1,,,",
+    "e22,view,2024-05-01T10:17:00Z,u7,s7," + "X" * 300 + ",1,,,",
+]
+
+
+def _dirty_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "dirty.csv"
+    body = (CSV_HEADER + "\n".join(CSV_LINES) + "\n").encode()
+    body += b"e23,view,2024-05-01T10:18:00Z,u8,s8,i8 \xe9,1,,,\n"
+    body += b"e24,view,2024-05-01T10:19:00Z,u8,s8,i8,1,,,\n"
+    path.write_bytes(body)
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("piece", [None, 60, 400])
+def test_dirty_csv_same_on_both_engines(
+    backend: str,
+    piece: int | None,
+    tmp_path: Path,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if piece is not None:
+        monkeypatch.setattr(arrow_csv, "FIRST_PIECE", piece)
+        monkeypatch.setattr(arrow_csv, "PIECE", piece)
+    fmt = FORMATS["csv"]
+    assert fmt.read_batches is not None  # read in columns (Arrow), not row by row
+    path = _dirty_csv(tmp_path)
+    state = _same(lambda e: _url(backend, tmp_path, e, request), path, fmt, settings, erase=True)
+    report = state["report"]
+    assert report["erased"] == 1 and report["duplicates"] == 1
+    fields = {r[5] for r in state["quarantine"]}
+    assert {"type", "ts", "item_id", "quantity", "price", "currency", "context"} <= fields
+    reasons = {r[6] for r in state["quarantine"]}
+    assert {"malformed_record", "invalid_utf8"} <= reasons
+
+
+@pytest.mark.parametrize("batch_size", [7, 20_000])
+def test_generated_shop_csv_same_on_both_engines(
+    batch_size: int, tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``shelfwise generate``'s file (what ``bench_stream`` ingests), read by Arrow in small pieces."""
+    from shelfwise.data.synthetic import ShopConfig, write_shop
+
+    monkeypatch.setattr(arrow_csv, "PIECE", 1 << 12)
+    path = tmp_path / "shop.csv"
+    write_shop(ShopConfig(events=3_000, items=500, users=300, seed=19), path)
+    settings = settings.model_copy(update={"ingest_batch_size": batch_size})
+    state = _same(lambda e: f"sqlite:///{tmp_path / e}.db", path, FORMATS["csv"], settings)
+    assert state["report"]["accepted"] > 2_500 and state["users"]

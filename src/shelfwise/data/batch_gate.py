@@ -145,7 +145,7 @@ class BatchEventGate:
         self._memos: dict[str, dict[str, Any]] = {}  # per rule: text value -> (result, error)
 
     def _memo(self, rule: str) -> dict[str, Any] | None:
-        if rule in _UNIQUE:
+        if rule.removeprefix("required:") in _UNIQUE:  # a required ts is as unique as the ts itself
             return None
         return self._memos.setdefault(rule, {})
 

@@ -393,15 +393,14 @@ class Dataset:
         self, *, types: Iterable[str] | None = None, binary: bool = True, dtype: Any = np.float32
     ) -> sp.csr_matrix:
         """The users×items matrix (all users and items of the id maps), counting or marking events."""
-        mask = self.type_mask(types)
-        data = np.ones(int(mask.sum()), dtype) if binary else self.weight[mask].astype(dtype)
-        m = sp.csr_matrix(
-            (data, (self.users[mask], self.items[mask])), shape=(self.n_users, self.n_items), dtype=dtype
+        return interaction_matrix(
+            self.users,
+            self.items,
+            None if binary else self.weight,
+            shape=(self.n_users, self.n_items),
+            mask=None if types is None else self.type_mask(types),
+            dtype=dtype,
         )
-        m.sum_duplicates()
-        if binary:
-            m.data[:] = 1
-        return m
 
     def select(self, rows: np.ndarray) -> Dataset:
         """The events where ``rows`` (a bool mask) holds, with the same id maps and item facts."""
@@ -421,6 +420,40 @@ class Dataset:
         order = np.argsort(users, kind="stable")  # rows are already in time order
         counts = np.bincount(users, minlength=self.n_users)
         return np.split(items[order], np.cumsum(counts)[:-1])
+
+
+MATRIX_CHUNK = 1 << 20  # events turned into a partial matrix at a time by ``interaction_matrix``
+
+
+def interaction_matrix(
+    users: np.ndarray,
+    items: np.ndarray,
+    weight: np.ndarray | None,
+    *,
+    shape: tuple[int, int],
+    mask: np.ndarray | None = None,
+    dtype: Any = np.float32,
+    chunk: int = MATRIX_CHUNK,
+) -> sp.csr_matrix:
+    """The users×items CSR matrix of events (``weight`` summed per cell, or 1 per touched cell when
+    ``weight`` is None), built ``chunk`` events at a time: each chunk's COO becomes a CSR matrix
+    with its duplicates summed and is added to the total, so the temporary index and value arrays
+    are one chunk's, not a copy of every event's. Indices are int32 while they fit."""
+    total: sp.csr_matrix | None = None
+    for lo in range(0, len(users), chunk):
+        hi = lo + chunk
+        keep = slice(None) if mask is None else mask[lo:hi]
+        u, i = users[lo:hi][keep], items[lo:hi][keep]
+        data = np.ones(len(u), dtype) if weight is None else weight[lo:hi][keep].astype(dtype)
+        part = sp.csr_matrix((data, (u, i)), shape=shape, dtype=dtype)
+        part.sum_duplicates()
+        total = part if total is None else total + part
+    if total is None:
+        total = sp.csr_matrix(shape, dtype=dtype)
+    total.sum_duplicates()  # sorted indices, one entry per cell
+    if weight is None:
+        total.data[:] = 1
+    return total
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from shelfwise.core.logging import get_logger
 from shelfwise.data.schemas import Event, EventType, Item
 from shelfwise.store.base import CatalogueColumns, Interactions, QuarantineRow, Store
 from shelfwise.store.identities import has_links
+from shelfwise.store.interaction_columns import InteractionColumns
 from shelfwise.store.tables import (
     consent,
     erased_users,
@@ -131,6 +132,9 @@ def _item(row: Any) -> Item:
         updated_ts=row.updated_ts,
         source=row.source,
     )
+
+
+_INTERACTION_CHUNK = 100_000  # rows fetched (and held as row objects) at a time by ``interactions``
 
 
 def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -394,35 +398,14 @@ class SqlStore(Store):
         if exclude_bots:
             bots = sa.select(users.c.user_id).where(users.c.suspected_bot.is_(True))
             query = query.where(who.not_in(bots))
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
         type_names = tuple(t.value for t in EventType)
-        code = {name: i for i, name in enumerate(type_names)}
-        if not rows:
-            empty = np.array([], dtype=np.int32)
-            return Interactions(
-                empty,
-                empty,
-                np.array([], np.int64),
-                np.array([], np.int8),
-                empty,
-                np.array([], dtype=object),
-                np.array([], dtype=object),
-                type_names,
-            )
-        user_col, item_col, type_col, ts_col, qty_col = zip(*rows, strict=True)
-        user_ids, user_idx = np.unique(np.array(user_col, dtype=object), return_inverse=True)
-        item_ids, item_idx = np.unique(np.array(item_col, dtype=object), return_inverse=True)
-        return Interactions(
-            users=user_idx.astype(np.int32),
-            items=item_idx.astype(np.int32),
-            ts=np.array(ts_col, dtype=np.int64),
-            types=np.array([code[t] for t in type_col], dtype=np.int8),
-            quantity=np.array(qty_col, dtype=np.int32),
-            user_ids=user_ids,
-            item_ids=item_ids,
-            type_names=type_names,
-        )
+        columns = InteractionColumns(type_names)
+        with self.engine.connect() as conn:
+            # a chunk of rows at a time: 10M events never exist as 10M row objects at once
+            result = conn.execution_options(stream_results=True, yield_per=_INTERACTION_CHUNK).execute(query)
+            for part in result.partitions():
+                columns.add(part)
+        return columns.finish()
 
     # --- catalogue and users -------------------------------------------------------------------
     def upsert_items(self, items_: Sequence[Item], *, replace: bool = True) -> int:

@@ -44,8 +44,10 @@ class SqliteStore(SqlStore):
         # an initial load that was killed before it rebuilt its indexes (``bulk_loading``) left
         # the events table without them: build them now (a no-op when they are there)
         with self.engine.begin() as conn:
-            for index in events.indexes:
-                index.create(conn, checkfirst=True)
+            present = {ix["name"] for ix in sa.inspect(conn).get_indexes("events")}
+            missing = [index for index in events.indexes if index.name not in present]
+            if missing:
+                _create_spilling(conn, missing)
 
     @contextlib.contextmanager
     def bulk_loading(self) -> Iterator[None]:
@@ -62,19 +64,23 @@ class SqliteStore(SqlStore):
         finally:
             if empty:
                 with self.engine.begin() as conn:
-                    # the sort behind each index spills to a temporary file, not to memory as the
-                    # connection's temp_store=MEMORY would: 10M events would hold every key at once
-                    conn.exec_driver_sql("PRAGMA temp_store=FILE")
-                    try:
-                        for index in events.indexes:
-                            index.create(conn, checkfirst=True)
-                    finally:
-                        conn.exec_driver_sql("PRAGMA temp_store=MEMORY")
+                    _create_spilling(conn, list(events.indexes))
 
     def lock_against_erasure(self, conn: sa.Connection, *, exclusive: bool = False) -> None:
         # SQLite has one writer at a time: a write that matches no row still takes the write lock
         # now, so the tombstones read next are the latest and stay so until this transaction ends
         conn.exec_driver_sql("UPDATE erased_users SET erased_at = erased_at WHERE 0")
+
+
+def _create_spilling(conn: sa.Connection, indexes: list[sa.Index]) -> None:
+    """Create ``indexes`` with the sort behind each spilling to a temporary file, not to memory as
+    the connection's temp_store=MEMORY would: 10M events would hold every key at once."""
+    conn.exec_driver_sql("PRAGMA temp_store=FILE")
+    try:
+        for index in indexes:
+            index.create(conn, checkfirst=True)
+    finally:
+        conn.exec_driver_sql("PRAGMA temp_store=MEMORY")
 
 
 def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -15,26 +15,30 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shelfwise.core.errors import ConfigError, InputFileError
+from shelfwise.data.columnar import Coded, encode
 from shelfwise.data.readers.base import (
     INVALID_UTF8,
     MALFORMED,
     DatasetFormat,
     Draft,
+    DraftBatch,
     Kind,
     Problem,
     ReadOptions,
     Record,
     TimeSpec,
     iter_csv,
+    iter_csv_chunks,
     iter_jsonl,
     iter_parquet,
 )
@@ -247,11 +251,17 @@ def make_generic_format(
     what = f"{CONTAINERS.get(fmt_name, fmt_name)} {kind}"
     needed = _needed(kind, mapping)
 
+    read_batches = None
     if fmt_name == "csv":
 
         def read(path: Path, opts: ReadOptions) -> Iterator[Record]:
             rows = iter_csv(path, opts, required=needed, delimiter=mapping.delimiter, what=what)
             yield from _drafts(kind, mapping, rows, empty_is_none=True)
+
+        if kind == "events" and not mapping.context_columns:
+
+            def read_batches(path: Path, opts: ReadOptions, size: int) -> Iterator[DraftBatch]:
+                yield from _csv_batches(path, opts, size, mapping=mapping, needed=needed, what=what)
 
     elif fmt_name == "jsonl":
 
@@ -277,7 +287,94 @@ def make_generic_format(
         currency=mapping.currency,
         extra={"mapping": mapping},
         required=tuple(dict.fromkeys([*REQUIRED[kind], *mapping.required])),
+        read_batches=read_batches,
     )
+
+
+def _csv_batches(
+    path: Path, opts: ReadOptions, size: int, *, mapping: ColumnMapping, needed: list[str], what: str
+) -> Iterator[DraftBatch]:
+    """``read`` in columns (events with no context columns): the chunks ``draft_batches`` would cut
+    from ``read``'s records, each field's rule (blank -> None, context JSON) run once per distinct
+    value, and the file read by Arrow where it reads what the stdlib reader reads (``arrow_csv``)."""
+    from shelfwise.data.readers.arrow_csv import columns_of, iter_csv_chunks_arrow
+
+    delimiter = mapping.delimiter
+    chunks = (
+        iter_csv_chunks_arrow(path, opts, size, required=needed, delimiter=delimiter, what=what)
+        if opts.limit is None  # Arrow reads ahead a piece: a limit stays with the stdlib reader
+        else iter_csv_chunks(path, opts, size, required=needed, delimiter=delimiter, what=what)
+    )
+    for names, nums, rows, problems in chunks:
+        yield _csv_batch(mapping, names, nums, rows, problems, delimiter, columns_of)
+
+
+def _csv_batch(
+    mapping: ColumnMapping,
+    names: list[str],
+    nums: list[int],
+    rows: Sequence[list[str]],
+    problems: list[Problem],
+    delimiter: str,
+    columns_of: Any,
+) -> DraftBatch:
+    plan = _plan("events", mapping, names)
+    by_name = dict(zip(names, columns_of(rows, len(names)), strict=True))
+    fields: dict[str, Sequence[Any]] = {}
+    kept: np.ndarray | None = None
+    for name, src in plan.items():
+        if src not in by_name:  # the header holds every required field's column (``_csv_names``)
+            continue
+        distinct, codes = encode(by_name[src])
+        if name == "context":
+            parsed: list[Any] = []
+            bad: list[NotAValue | None] = []
+            for v in distinct:
+                try:
+                    parsed.append(_dict_value(v))
+                    bad.append(None)
+                except NotAValue as exc:
+                    parsed.append(None)
+                    bad.append(exc)
+            broken = np.fromiter((b is not None for b in bad), dtype=bool, count=len(bad))[codes]
+            if broken.any():
+                for i in np.flatnonzero(broken).tolist():
+                    why = bad[codes[i]]
+                    assert why is not None
+                    raw = delimiter.join(rows[i])
+                    problems.append(Problem(nums[i], raw, name, why.reason, f"{src!r}: {why.detail}"))
+                kept = ~broken if kept is None else kept & ~broken
+            fields[name] = Coded(parsed, codes)
+        else:
+            fields[name] = Coded([None if not v.strip() else v for v in distinct], codes)
+    if mapping.event_type is not None:
+        types = fields.get("type")
+        if types is None:
+            fields["type"] = Coded([mapping.event_type], np.zeros(len(nums), dtype=np.intp))
+        else:
+            assert isinstance(types, Coded)
+            fields["type"] = Coded([v or mapping.event_type for v in types.distinct], types.codes)
+    at = np.arange(len(nums), dtype=np.intp)
+    if kept is not None:  # rows whose context did not parse are problems, in file order among the others
+        problems.sort(key=lambda p: p.line_no)
+        at = np.flatnonzero(kept)
+        fields = {n: Coded(list(c.distinct), c.codes[at]) for n, c in fields.items() if isinstance(c, Coded)}
+        nums = [nums[i] for i in at.tolist()]
+    positions = at
+
+    def draft(i: int) -> Draft:
+        k = int(positions[i])
+        row = rows[k]
+        built = _build("events", mapping, plan, dict(zip(names, row, strict=True)), empty_is_none=True)
+        assert not isinstance(built, tuple)  # the rows that fail to build were taken out above
+        return Draft(nums[i], delimiter.join(row), built)
+
+    notes = Coded([()], np.zeros(len(nums), dtype=np.intp))  # a generic file's records carry none
+    return DraftBatch(line_no=nums, fields=fields, notes=notes, draft=draft, problems=problems)
+
+
+def _no_draft(i: int) -> Draft:
+    raise IndexError(i)
 
 
 def _read_jsonl(
