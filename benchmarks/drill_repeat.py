@@ -71,6 +71,12 @@ def one_run(n: int, extra: list[str], lock: Path | None = None) -> dict[str, Any
                 "lost_events": s.get("lost_events"),
                 "error_rate": s.get("error_rate"),
                 "p99_ms": s.get("p99_ms"),
+                # the scenario's own timings (rollback by the replicas' stamps and as observed, boot…)
+                **{
+                    k: v
+                    for k, v in s.items()
+                    if k.endswith("_seconds") and k != "rto_seconds" and v is not None
+                },
                 **({"failed_requests": s["failed_requests"]} if s.get("failed_requests") else {}),
                 **({"marks": s["marks"]} if not s.get("passed") and s.get("marks") else {}),
             }

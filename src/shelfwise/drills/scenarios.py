@@ -318,22 +318,28 @@ def _admin(topo: Topology, path: str) -> httpx.Response:
     return httpx.post(f"{topo.url}{path}", headers=topo.headers(), timeout=30)
 
 
-def _served_versions(topo: Topology) -> dict[str, str | None]:
-    """The version each replica serves, asked of all at once on ``/healthz`` (which reads no store:
-    on a busy machine ``/readyz``'s store query, asked of one replica after the other, added its
-    own latency to what a rollback was measured to take)."""
+def _served(topo: Topology) -> dict[str, tuple[str | None, float | None]]:
+    """The version each replica serves and since when (Unix time, the replica's own stamp), asked
+    of all at once on ``/healthz`` (which reads no store: on a busy machine ``/readyz``'s store
+    query, asked of one replica after the other, added its own latency to what a rollback was
+    measured to take)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def ask(url: str) -> str | None:
+    def ask(url: str) -> tuple[str | None, float | None]:
         try:
-            version = httpx.get(f"{url}/healthz", timeout=2).json().get("model_version")
+            body = httpx.get(f"{url}/healthz", timeout=2).json()
         except (httpx.HTTPError, ValueError):
-            return None
-        return None if version is None else str(version)
+            return None, None
+        version, since = body.get("model_version"), (body.get("detail") or {}).get("serving_since")
+        return (None if version is None else str(version)), (None if since is None else float(since))
 
     with ThreadPoolExecutor(max_workers=len(topo.replicas)) as pool:
         answers = list(pool.map(ask, [rep.url for rep in topo.replicas]))
-    return {rep.name: v for rep, v in zip(topo.replicas, answers, strict=True)}
+    return {rep.name: a for rep, a in zip(topo.replicas, answers, strict=True)}
+
+
+def _served_versions(topo: Topology) -> dict[str, str | None]:
+    return {name: version for name, (version, _) in _served(topo).items()}
 
 
 def _copy_version(topo: Topology, *, gate: dict[str, Any] | None = None, models: Any = None) -> str:
@@ -406,15 +412,22 @@ def corrupt_model(drill: Drill) -> dict[str, Any]:
 def _personalised_rate(
     topo: Topology, users: list[str], n: int, rng: np.random.Generator
 ) -> tuple[float, set[str]]:
-    hits, versions = 0, set()
-    with httpx.Client(base_url=topo.url, timeout=5, headers=topo.headers()) as client:
+    """The health check's probe: the personalised share of the answers for ``n`` known shoppers.
+    It is an observer, not the load whose error rate is judged: an answer slower than its timeout
+    is left out of the share (on 2 loaded cores one took over 5 s and, raised, ended the scenario)."""
+    hits, answered, versions = 0, 0, set()
+    with httpx.Client(base_url=topo.url, timeout=15, headers=topo.headers()) as client:
         for user in rng.choice(users, size=n):
-            resp = client.get(f"/v1/users/{user}/recommendations", params={"k": 10, "scenario": "home"})
+            try:
+                resp = client.get(f"/v1/users/{user}/recommendations", params={"k": 10, "scenario": "home"})
+            except httpx.HTTPError:
+                continue
             if resp.status_code == 200:
                 body = resp.json()
                 versions.add(body["model_version"])
                 hits += body["source"] == "personalised"
-    return hits / n, versions
+                answered += 1
+    return hits / max(answered, 1), versions
 
 
 def bad_model(drill: Drill, *, health_window: int = 30, drop: float = 0.5) -> dict[str, Any]:
@@ -472,15 +485,26 @@ def bad_model(drill: Drill, *, health_window: int = 30, drop: float = 0.5) -> di
             if versions == {broken} and rate < baseline * drop:
                 detected_at = time.monotonic()
                 break
-        rollback_seconds, api_seconds = None, None
+        rollback_seconds, observed_seconds, api_seconds = None, None, None
+        by_replica: dict[str, float] = {}
         if detected_at is not None:
             drill.mark(f"health check: personalised {rate:.0%} (was {baseline:.0%}); roll back")
-            t0 = time.monotonic()
+            t0, asked = time.monotonic(), time.time()
             resp = _admin(topo, "/v1/admin/rollback")
             api_seconds = resp.json().get("seconds") if resp.status_code == 200 else None
             while time.monotonic() - t0 < 10:
-                if all(v == good for v in _served_versions(topo).values()):
-                    rollback_seconds = time.monotonic() - t0
+                served = _served(topo)
+                if all(v == good for v, _ in served.values()):
+                    observed_seconds = time.monotonic() - t0
+                    # by each replica's own stamp of when it began serving the good version again:
+                    # seeing it adds the drill's own round trips (the rollback POST through HAProxy,
+                    # then /healthz), which on 2 loaded cores took 0.8-1.1 s by themselves while the
+                    # rollback itself took 0.02-0.05 s (measured 2026-12-04, load 14-18)
+                    stamps = {name: since for name, (_, since) in served.items() if since is not None}
+                    by_replica = {name: round(max(0.0, since - asked), 3) for name, since in stamps.items()}
+                    rollback_seconds = (
+                        max(by_replica.values()) if len(stamps) == len(served) else observed_seconds
+                    )
                     break
                 time.sleep(0.02)
         time.sleep(2)
@@ -509,6 +533,8 @@ def bad_model(drill: Drill, *, health_window: int = 30, drop: float = 0.5) -> di
         broken_personalised=round(rate, 3),
         detection_seconds=None if detected_at is None else round(detected_at - released, 3),
         rollback_seconds=None if rollback_seconds is None else round(rollback_seconds, 3),
+        rollback_observed_seconds=None if observed_seconds is None else round(observed_seconds, 3),
+        rollback_seconds_by_replica=by_replica,
         rollback_api_seconds=api_seconds,
     )
 

@@ -157,6 +157,9 @@ class LiveModels:
         self.store_id = store_id  # versions trained on another store are refused (``check_store``)
         self.keep = keep
         self.current: Deployment | None = None
+        # when (Unix time) this process began answering with the current active version: what a
+        # drill compares with the moment it asked for a release or a rollback (``/healthz``)
+        self.serving_since: float | None = None
         self._loaded: OrderedDict[str, LoadedVersion] = OrderedDict()
         self._lock = threading.RLock()
         self._stamp: tuple[int, int] | None = None
@@ -236,6 +239,10 @@ class LiveModels:
                 raise
             self._stamp = stamp
             self.last_error = None
+            before = self.current.active.version if self.current is not None else None
+            if deployment is not None and deployment.active.version != before:
+                # stamped before the swap: whoever sees the new version sees its stamp
+                self.serving_since = time.time()
             self.current = deployment  # the one swap every request sees
             if deployment is not None:
                 self._precompute(deployment.active)
@@ -403,16 +410,25 @@ class LiveModels:
             return [m for loaded in self._loaded.values() for m in loaded.models.values()]
 
     # --- watching other processes ---------------------------------------------------------------
-    def start_watching(self, interval: float = 0.5) -> None:
+    def start_watching(self, interval: float = 0.5, pointer_interval: float = 0.1) -> None:
+        """Follow the registry's pointer every ``pointer_interval`` seconds (two ``stat`` calls
+        when nothing changed) and run the ``on_tick`` listeners every ``interval``. A release or a
+        rollback made through another process is served here at most ``pointer_interval`` later
+        (it was ``interval``: half of the drill's 1 s rollback budget went to waiting for it)."""
         if self._thread is not None:
             return
+        step = min(interval, pointer_interval)
 
         def loop() -> None:
-            while not self._stop.wait(interval):
+            ticked = time.monotonic()
+            while not self._stop.wait(step):
                 try:
                     self.sync()
                 except Exception as exc:
                     self.last_error = str(exc)
+                if time.monotonic() - ticked < interval:
+                    continue
+                ticked = time.monotonic()
                 for listener in self.on_tick:
                     try:
                         listener()

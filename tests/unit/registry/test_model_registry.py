@@ -125,6 +125,61 @@ def test_rollback_swaps_in_well_under_a_second(two_versions: tuple[Path, str, st
     assert json.loads((reg.root / "ACTIVE.json").read_text())["active"] == good
 
 
+def test_serving_since_is_stamped_when_the_active_version_changes(
+    two_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """``/healthz`` reports it; the drill compares it with when it asked for a rollback."""
+    root, good, worse = two_versions
+    reg = _copy(root, tmp_path / "m")
+    live = LiveModels(reg)
+    assert live.serving_since is None
+    before_first = time.time()
+    live.sync()
+    first = live.serving_since
+    assert first is not None and before_first <= first <= time.time()
+    live.sync(force=True)  # the same version again: not a new start
+    assert live.serving_since == first
+    live.preload(worse)
+    release(reg, worse, force=True)
+    live.sync()
+    switched = live.serving_since
+    assert switched is not None and switched >= first
+    asked = time.time()
+    live.rollback()
+    assert live.current is not None and live.current.active.version == good
+    assert live.serving_since is not None and asked <= live.serving_since <= time.time()
+
+
+def test_the_watcher_follows_a_rollback_by_another_process_faster_than_its_listener_interval(
+    two_versions: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """A replica learns of a rollback made through another replica from the registry's pointer,
+    checked every 0.1 s; the ``on_tick`` listeners (a store query each) keep their own interval."""
+    root, good, worse = two_versions
+    reg = _copy(root, tmp_path / "m")
+    release(reg, worse, force=True)
+    here = LiveModels(ModelRegistry(reg.root), precompute_users=0)
+    here.sync()
+    ticks: list[float] = []
+    here.on_tick.append(lambda: ticks.append(time.monotonic()))
+    here.start_watching(interval=5.0)
+    try:
+        other = LiveModels(ModelRegistry(reg.root), precompute_users=0)
+        other.sync()
+        asked = time.time()
+        other.rollback()
+        deadline = time.monotonic() + 4.5
+        while time.monotonic() < deadline:
+            if here.current is not None and here.current.active.version == good:
+                break
+            time.sleep(0.01)
+        assert here.current is not None and here.current.active.version == good
+        assert here.serving_since is not None and here.serving_since - asked < 2.5  # was up to 5 s
+        assert ticks == []  # the listeners wait for their 5 s
+    finally:
+        here.stop()
+
+
 def test_canary_routes_a_stable_share_of_users(two_versions: tuple[Path, str, str], tmp_path: Path) -> None:
     root, _, worse = two_versions
     reg = _copy(root, tmp_path / "m")

@@ -24,9 +24,14 @@ _log = get_logger(__name__)
 
 @router.get("/healthz", response_model=HealthOut, tags=["health"])
 async def healthz(svc: Svc) -> HealthOut:
-    """The process is up (and which model version it serves, if any)."""
+    """The process is up (and which model version it serves, if any, since when: Unix time)."""
     dep = svc.live.current
-    return HealthOut(status="ok", model_version=dep.active.version if dep else None)
+    since = svc.live.serving_since
+    return HealthOut(
+        status="ok",
+        model_version=dep.active.version if dep else None,
+        detail={"serving_since": round(since, 3)} if dep is not None and since is not None else {},
+    )
 
 
 @router.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut}}, tags=["health"])
