@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
+from jsonschema import Draft202012Validator
 
 from shelfwise.api.app import create_app
 from tests.integration.api_fixtures import API_KEY, Served, served_template  # noqa: F401
@@ -63,3 +64,88 @@ def test_a_rollback_to_a_version_past_any_integer_the_store_holds_is_a_422_not_a
         r = client.post("/v1/placements/home/rollback", json={"version": 16924240774209554350080})
         assert r.status_code == 422, r.text
         assert "version" in r.text
+
+
+# The four operations whose body the route validates itself (merchandising models, extra="forbid")
+# were documented as "any object" / "any list": schemathesis sent documented-valid bodies the server
+# refused (ST202, run of 2026-12-04). The document now states the models' schemas.
+
+
+def _body_schema(spec: dict[str, Any], path: str, method: str = "put") -> Draft202012Validator:
+    """A validator for the documented request body of ``method path`` (its ``$ref``s resolved in
+    the document's components)."""
+    schema = spec["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    return Draft202012Validator({**schema, "components": spec["components"]})
+
+
+def _refused_as_documented(r: Any) -> None:
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "invalid_request" and {"field", "message", "type"} <= set(body["detail"][0])
+
+
+def test_a_placement_body_is_documented_as_the_placement_the_server_validates(
+    served_template: Any,  # noqa: F811
+) -> None:
+    with _client(served_template) as client:
+        documented = _body_schema(client.get("/openapi.json").json(), "/v1/placements/{name}")
+        unknown_fields = {"\u00bck": [{"x": "y"}, []], "[D*": {",": [-4676262625059115.0, None, -73]}}
+        assert not documented.is_valid(unknown_fields)
+        _refused_as_documented(client.put("/v1/placements/pg3v0k6", json=unknown_fields))
+        too_big = {"k": 201}
+        assert not documented.is_valid(too_big)
+        _refused_as_documented(client.put("/v1/placements/pg3v0k6", json=too_big))
+        good = {
+            "k": 8,
+            "candidates": 50,
+            "rules": {"rules": [{"kind": "boost", "attribute": "brand", "value": "x"}]},
+        }
+        assert documented.is_valid(good)
+        assert client.put("/v1/placements/pg3v0k6", json=good).status_code == 200
+
+
+def test_a_rule_set_body_is_documented_as_the_rule_set_the_server_validates(
+    served_template: Any,  # noqa: F811
+) -> None:
+    with _client(served_template) as client:
+        documented = _body_schema(client.get("/openapi.json").json(), "/v1/placements/{name}/rules")
+        unknown_fields = {"\u00bck\u001a": [], "\U000ff506\u00a22]": ["x", 373, ""]}
+        assert not documented.is_valid(unknown_fields)
+        _refused_as_documented(client.put("/v1/placements/email/rules", json=unknown_fields))
+        unknown_kind = {"rules": [{"kind": "teleport", "item_id": "85123A"}]}
+        assert not documented.is_valid(unknown_kind)
+        _refused_as_documented(client.put("/v1/placements/email/rules", json=unknown_kind))
+        good = {"rules": [{"kind": "diversity", "strength": 0.5}]}
+        assert documented.is_valid(good)
+        assert client.put("/v1/placements/email/rules", json=good).status_code == 200
+
+
+def test_the_search_settings_body_is_documented_as_the_settings_the_server_validates(
+    served_template: Any,  # noqa: F811
+) -> None:
+    with _client(served_template) as client:
+        documented = _body_schema(client.get("/openapi.json").json(), "/v1/search/settings")
+        assert not documented.is_valid({"": None})
+        _refused_as_documented(client.put("/v1/search/settings", json={"": None}))
+        good = {"synonyms": [{"terms": ["tee", "t-shirt"]}], "stop_words": ["the"]}
+        assert documented.is_valid(good)
+        assert client.put("/v1/search/settings", json=good).status_code == 200
+
+
+def test_each_search_settings_part_is_documented_as_its_own_list(served_template: Any) -> None:  # noqa: F811
+    with _client(served_template) as client:
+        spec = client.get("/openapi.json").json()
+        synonyms = _body_schema(spec, "/v1/search/settings/synonyms")
+        assert not synonyms.is_valid([{}])
+        _refused_as_documented(client.put("/v1/search/settings/synonyms", json=[{}]))
+        redirect = {"query": "returns", "url": "/help/returns"}
+        assert not synonyms.is_valid([redirect])  # a redirect is not a synonym
+        _refused_as_documented(client.put("/v1/search/settings/synonyms", json=[redirect]))
+        redirects = _body_schema(spec, "/v1/search/settings/redirects")
+        assert redirects.is_valid([redirect])
+        assert client.put("/v1/search/settings/redirects", json=[redirect]).status_code == 200
+        assert client.get("/v1/search/settings").json()["redirects"] == [redirect]
+        stop_words = _body_schema(spec, "/v1/search/settings/stop_words")
+        assert not stop_words.is_valid([1]) and stop_words.is_valid(["the"])
+        _refused_as_documented(client.put("/v1/search/settings/stop_words", json=[1]))
+        assert client.put("/v1/search/settings/nonsense", json=[]).status_code == 422  # as before

@@ -68,7 +68,28 @@ class Exploration(BaseModel):
 
 
 class Placement(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        # what ``_pool`` refuses that JSON Schema can say: a retriever only for source "search", an
+        # exploration slot never for it (k, candidates and slot against each other it cannot)
+        json_schema_extra={
+            "allOf": [
+                {
+                    "anyOf": [
+                        {"properties": {"retriever": {"type": "null"}}},
+                        {"required": ["source"], "properties": {"source": {"const": "search"}}},
+                    ]
+                },
+                {
+                    "anyOf": [
+                        {"properties": {"exploration": {"type": "null"}}},
+                        {"properties": {"source": {"not": {"const": "search"}}}},
+                    ]
+                },
+            ]
+        },
+    )
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field("", max_length=500)

@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shelfwise.core.errors import ShelfwiseError
 
 NAME = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _some(*fields: str) -> dict[str, Any]:
+    """JSON Schema for "at least one of ``fields`` is a non-empty list" (what a validator below
+    refuses otherwise), so the OpenAPI document states it too."""
+    return {"anyOf": [{"required": [f], "properties": {f: {"type": "array", "minItems": 1}}} for f in fields]}
 
 
 class RuleError(ShelfwiseError):
@@ -46,8 +52,16 @@ class RuleError(ShelfwiseError):
         return cls(f"{field}: {first['msg']}{extra}", field=field)
 
 
+def _tagged(schema: dict[str, Any], cls: type) -> None:
+    """A rule's JSON schema: ``kind`` is required (the union is told apart by it: a rule without one is
+    refused), plus what the rule's ``also_in_schema`` says of its validators."""
+    schema["required"] = ["kind", *schema.get("required", [])]
+    schema.update(getattr(cls, "also_in_schema", {}))
+
+
 class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_tagged)
+    also_in_schema: ClassVar[dict[str, Any]] = {}
 
     name: NAME | None = Field(None, description="shown in reasons; a default is made from the rule")
 
@@ -95,6 +109,8 @@ class Bury(_Match):
 
 
 class Block(_Rule):
+    also_in_schema = _some("item_ids", "brands", "categories")
+
     kind: Literal["block"] = "block"
     item_ids: list[NAME] = Field(default_factory=list)
     brands: list[NAME] = Field(default_factory=list)
@@ -115,6 +131,24 @@ class Block(_Rule):
 class Promotion(_Rule):
     """A pin (``position``) or a boost (``weight``) of ``item_ids`` or of ``attribute=value`` items,
     live in ``[start, end)``."""
+
+    also_in_schema = {
+        "allOf": [
+            {
+                "anyOf": [
+                    {
+                        "required": ["item_ids"],
+                        "properties": {"item_ids": {"type": "array", "minItems": 1}},
+                    },
+                    {
+                        "required": ["attribute", "value"],
+                        "properties": {"attribute": {"type": "string"}, "value": {"type": "string"}},
+                    },
+                ]
+            },
+            {"anyOf": [{"properties": {"position": {"type": "null"}}}, _some("item_ids")]},
+        ]
+    }
 
     kind: Literal["promotion"] = "promotion"
     name: NAME  # a promotion is always named: reasons and overlaps cite it
@@ -179,7 +213,17 @@ class RuleSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rules: list[Rule] = Field(default_factory=list, max_length=500)
+    rules: list[Rule] = Field(
+        default_factory=list,
+        max_length=500,
+        # one diversity rule at most; pins at distinct positions and promotions that do not overlap
+        # are refused otherwise too, but JSON Schema cannot say so
+        json_schema_extra={
+            "contains": {"properties": {"kind": {"const": "diversity"}}},
+            "minContains": 0,
+            "maxContains": 1,
+        },
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleSet:
