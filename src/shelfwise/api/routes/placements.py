@@ -35,22 +35,33 @@ SearchPart = Literal["synonyms", "redirects", "stop_words", "query_rules"]
 SEARCH_PARTS: tuple[SearchPart, ...] = ("synonyms", "redirects", "stop_words", "query_rules")
 # The bodies below are read as plain JSON and validated by the merchandising models themselves (a 422
 # names ``rules[0].position``); the document states those models' schemas (``documented_body``).
+# What the models refuse that JSON Schema cannot state (fields compared with each other or with the
+# catalogue): said in each body's description, and answered with the documented 422.
+_RULES_PROSE = (
+    "two pins at one position, a promotion whose end is not after its start, two promotions live at "
+    "the same time on the same items, attribute value or slot, a rule naming an item the catalogue lacks"
+)
 PLACEMENT_BODY = documented_body(
     Placement,
     drop=("name",),
     description="source, model, k, candidates, filters, rules… (the name is the path's; a `name` sent "
     "here must equal it). Also refused with a 422: candidates below k, an exploration slot beyond k, "
-    "price_min above price_max, and the rule set's own refusals (see RuleSet).",
+    f"price_min above price_max, and in the rules: {_RULES_PROSE}.",
 )
 RULES_BODY = documented_body(
-    RuleSet,
-    description='{"rules": [{"kind": "pin", …}, …]}. Also refused with a 422: a rule naming an item '
-    "the catalogue lacks.",
+    RuleSet, description=f'{{"rules": [{{"kind": "pin", …}}, …]}}. Also refused with a 422: {_RULES_PROSE}.'
 )
+_PARTS_PROSE = {
+    "synonyms": "a synonym whose terms are all the same once lower-cased and spaced alike",
+    "redirects": "two redirects for the same query (lower-cased and spaced alike)",
+    "stop_words": "",
+    "query_rules": f"in a query rule's rules: {_RULES_PROSE}",
+}
 SETTINGS_BODY = documented_body(
     SearchSettings,
-    description="the whole document (parts left out become empty). Also refused with a 422: a query "
-    "rule naming an item the catalogue lacks.",
+    description="the whole document (parts left out become empty). Also refused with a 422: "
+    + "; ".join(p for p in _PARTS_PROSE.values() if p)
+    + ".",
 )
 
 
@@ -295,7 +306,10 @@ def _search_part_route(part: SearchPart) -> None:
         dependencies=[Admin],
         tags=["placements"],
         openapi_extra=documented_body(
-            SearchSettings, part=part, description=f"the new {part} (see SearchSettings)"
+            SearchSettings,
+            part=part,
+            description=f"the new {part}"
+            + (f". Also refused with a 422: {_PARTS_PROSE[part]}." if _PARTS_PROSE[part] else ""),
         ),
     )(put_part)
 
