@@ -11,6 +11,8 @@ refuses them with a documented 422 (``{"error": "invalid_request", "detail": [..
 - two pins at one position, a promotion whose ``end`` is not after its ``start``, two promotions
   live at the same time on the same items or slot;
 - a synonym whose terms are the same once lower-cased, two redirects for the same query;
+- a synonym term, stop word, query, or boost/bury attribute or value of spaces only (JSON Schema's
+  whitespace is not Python's: ``"\x1c"`` is a space to ``str.strip`` only);
 - a rule naming an item the catalogue lacks.
 
 schemathesis's ``positive_data_acceptance`` (ST202) expects no 422 for schema-valid data. For these
@@ -32,7 +34,10 @@ OPERATIONS = frozenset(
         ("PUT", "/v1/placements/{name}"),
         ("PUT", "/v1/placements/{name}/rules"),
         ("PUT", "/v1/search/settings"),
-        *(("PUT", f"/v1/search/settings/{part}") for part in ("synonyms", "redirects", "query_rules")),
+        *(
+            ("PUT", f"/v1/search/settings/{part}")
+            for part in ("synonyms", "redirects", "stop_words", "query_rules")
+        ),
     }
 )
 # how the server words a refusal by one of the rules above (RuleError from a pydantic validator, or

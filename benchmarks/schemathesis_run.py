@@ -96,6 +96,8 @@ def run(examples: int, lines: int) -> dict[str, Any]:
             config.write_text(config_toml())
             command = [
                 str(Path(sys.executable).with_name("st")),
+                "--config-file",
+                config.name,
                 "run",
                 f"{base}/openapi.json",
                 "-H",
@@ -109,8 +111,6 @@ def run(examples: int, lines: int) -> dict[str, Any]:
                 "--seed",
                 "13",
                 "--no-color",
-                "--config-file",
-                config.name,
             ]
             real = [c if c != "X-API-Key: <admin key>" else f"X-API-Key: {key}" for c in command]
             started = time.perf_counter()

@@ -89,7 +89,10 @@ class _Match(_Rule):
     @field_validator("attribute", "value")
     @classmethod
     def _lower(cls, v: str) -> str:
-        return v.strip().lower()
+        out = v.strip().lower()
+        if not out:  # stored as "", it would be refused when read back
+            raise ValueError("is blank (spaces only)")
+        return out
 
 
 class Boost(_Match):

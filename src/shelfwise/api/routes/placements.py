@@ -39,7 +39,8 @@ SEARCH_PARTS: tuple[SearchPart, ...] = ("synonyms", "redirects", "stop_words", "
 # catalogue): said in each body's description, and answered with the documented 422.
 _RULES_PROSE = (
     "two pins at one position, a promotion whose end is not after its start, two promotions live at "
-    "the same time on the same items, attribute value or slot, a rule naming an item the catalogue lacks"
+    "the same time on the same items, attribute value or slot, a boost or bury attribute or value of "
+    "spaces only, a rule naming an item the catalogue lacks"
 )
 PLACEMENT_BODY = documented_body(
     Placement,
@@ -52,10 +53,11 @@ RULES_BODY = documented_body(
     RuleSet, description=f'{{"rules": [{{"kind": "pin", …}}, …]}}. Also refused with a 422: {_RULES_PROSE}.'
 )
 _PARTS_PROSE = {
-    "synonyms": "a synonym whose terms are all the same once lower-cased and spaced alike",
-    "redirects": "two redirects for the same query (lower-cased and spaced alike)",
-    "stop_words": "",
-    "query_rules": f"in a query rule's rules: {_RULES_PROSE}",
+    "synonyms": "a synonym whose terms are all the same once lower-cased and spaced alike, a term of "
+    "spaces only",
+    "redirects": "two redirects for the same query (lower-cased and spaced alike), a query of spaces only",
+    "stop_words": "a stop word of spaces only",
+    "query_rules": f"a query of spaces only; in a query rule's rules: {_RULES_PROSE}",
 }
 SETTINGS_BODY = documented_body(
     SearchSettings,
