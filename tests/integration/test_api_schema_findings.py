@@ -169,3 +169,31 @@ def test_a_name_of_spaces_only_is_a_422_not_a_500_on_every_later_read(served_tem
         _refused_as_documented(client.put("/v1/placements/home/rules", json={"rules": [boost]}))
         assert client.get("/v1/placements/home").status_code == 200
         assert client.get("/v1/recommendations", params={"k": 5}).status_code < 500
+
+
+def test_a_boolean_or_a_text_is_not_a_number_in_merchandising_bodies(served_template: Any) -> None:  # noqa: F811
+    # schemathesis run of 2026-12-04 (ST201): {"strength": false}, {"epsilon": false} were saved as 0
+    with _client(served_template) as client:
+        spec = client.get("/openapi.json").json()
+        placement = _body_schema(spec, "/v1/placements/{name}")
+        for body in (
+            {"exploration": {"epsilon": False}},
+            {"k": "5"},
+            {"filters": {"available_only": 1}},
+            {"rules": {"rules": [{"kind": "diversity", "strength": False}]}},
+        ):
+            assert not placement.is_valid(body)
+            _refused_as_documented(client.put("/v1/placements/product", json=body))
+        diversity = {"rules": [{"kind": "diversity", "strength": False}]}
+        _refused_as_documented(client.put("/v1/placements/search/rules", json=diversity))
+        rule = {"query": "0", "rules": diversity}
+        _refused_as_documented(client.put("/v1/search/settings/query_rules", json=[rule]))
+        whole = {
+            "k": 5.0,
+            "candidates": 50,
+            "rules": {"rules": [{"kind": "pin", "item_id": "85123A", "position": 2.0}]},
+        }
+        assert placement.is_valid(whole)  # JSON Schema's integer includes 5.0
+        assert client.put("/v1/placements/product", json=whole).status_code == 200, (
+            "a whole float is an integer"
+        )

@@ -17,11 +17,35 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from shelfwise.core.errors import ShelfwiseError
 
 NAME = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _number_only(value: object) -> object:
+    # bodies arrive parsed from JSON and are validated in Python mode, which would read true as 1 and
+    # "5" as 5; the document (JSON Schema) says a number, so those are refused as they are in JSON
+    if isinstance(value, bool | str):
+        raise PydanticCustomError(
+            "number_type", "Input should be a number, not {kind}", {"kind": type(value).__name__}
+        )
+    return value
+
+
+NUMBER = BeforeValidator(_number_only)
+Int = Annotated[int, NUMBER]
+Float = Annotated[float, NUMBER]
 
 
 def _some(*fields: str) -> dict[str, Any]:
@@ -76,7 +100,7 @@ class _Rule(BaseModel):
 class Pin(_Rule):
     kind: Literal["pin"] = "pin"
     item_id: NAME
-    position: int = Field(ge=1, le=1000, description="1 is the first slot")
+    position: Int = Field(ge=1, le=1000, description="1 is the first slot")
 
     def _default_label(self) -> str:
         return f"pin {self.item_id} at {self.position}"
@@ -97,7 +121,7 @@ class _Match(_Rule):
 
 class Boost(_Match):
     kind: Literal["boost"] = "boost"
-    weight: float = Field(0.2, gt=0, le=10, description="added to the item's rank score (0-1 over the list)")
+    weight: Float = Field(0.2, gt=0, le=10, description="added to the item's rank score (0-1 over the list)")
 
     def _default_label(self) -> str:
         return f"boost {self.attribute}={self.value}"
@@ -105,7 +129,7 @@ class Boost(_Match):
 
 class Bury(_Match):
     kind: Literal["bury"] = "bury"
-    weight: float = Field(0.2, gt=0, le=10, description="taken from the item's rank score")
+    weight: Float = Field(0.2, gt=0, le=10, description="taken from the item's rank score")
 
     def _default_label(self) -> str:
         return f"bury {self.attribute}={self.value}"
@@ -160,8 +184,8 @@ class Promotion(_Rule):
     item_ids: list[NAME] = Field(default_factory=list)
     attribute: NAME | None = None
     value: NAME | None = None
-    position: int | None = Field(None, ge=1, le=1000, description="pin the first promoted item here")
-    weight: float = Field(0.3, gt=0, le=10)
+    position: Int | None = Field(None, ge=1, le=1000, description="pin the first promoted item here")
+    weight: Float = Field(0.3, gt=0, le=10)
 
     @field_validator("start", "end")
     @classmethod
@@ -187,7 +211,7 @@ class Promotion(_Rule):
 
 class CategoryCap(_Rule):
     kind: Literal["cap"] = "cap"
-    max_items: int = Field(ge=1, le=1000)
+    max_items: Int = Field(ge=1, le=1000)
     category: NAME | None = Field(None, description="a path prefix; None caps every category")
 
     def _default_label(self) -> str:
@@ -197,7 +221,7 @@ class CategoryCap(_Rule):
 class Diversity(_Rule):
     kind: Literal["diversity"] = "diversity"
     method: Literal["mmr", "calibrated"] = "mmr"
-    strength: float = Field(0.3, ge=0, le=1, description="0 keeps the model's order; 1 is diversity only")
+    strength: Float = Field(0.3, ge=0, le=1, description="0 keeps the model's order; 1 is diversity only")
     attribute: NAME = Field("category", description="what counts as 'the same kind' of item")
 
     def _default_label(self) -> str:
