@@ -76,11 +76,15 @@ def prose_rule_refusal(ctx: Any, response: Any, case: Any) -> bool | None:
 
 def config_toml() -> str:
     """The run's config: for ``OPERATIONS`` only, ``positive_data_acceptance`` lets a 422 through
-    (``prose_rule_refusal`` checks those)."""
+    (``prose_rule_refusal`` checks those); everywhere, ``negative_data_rejection`` counts a 413 (body
+    over ``max_request_bytes``) as the refusal it is."""
     statuses = '["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]'
     blocks = [
         f'[[operations]]\ninclude-method = "{method}"\ninclude-path = "{path}"\n'
         f"checks.positive_data_acceptance.expected-statuses = {statuses}\n"
         for method, path in sorted(OPERATIONS)
     ]
-    return "\n".join(blocks)
+    # a body over the size limit is refused with 413 (documented), a refusal like 400/422
+    rejected = '["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]'
+    head = f"[checks.negative_data_rejection]\nexpected-statuses = {rejected}\n"
+    return "\n".join([head, *blocks])
