@@ -197,3 +197,17 @@ def test_a_boolean_or_a_text_is_not_a_number_in_merchandising_bodies(served_temp
         assert client.put("/v1/placements/product", json=whole).status_code == 200, (
             "a whole float is an integer"
         )
+
+
+def test_a_promotion_window_is_a_date_time_text_not_a_number(served_template: Any) -> None:  # noqa: F811
+    # schemathesis run 4 (ST201): {"start": 0, ...} was read as the epoch and saved
+    with _client(served_template) as client:
+        documented = _body_schema(client.get("/openapi.json").json(), "/v1/placements/{name}/rules")
+        promo = {"kind": "promotion", "name": "p", "item_ids": ["85123A"], "end": "2027-01-01T00:00:00Z"}
+        assert not documented.is_valid({"rules": [promo | {"start": 0}]})
+        _refused_as_documented(
+            client.put("/v1/placements/email/rules", json={"rules": [promo | {"start": 0}]})
+        )
+        good = {"rules": [promo | {"start": "2026-12-01T00:00:00Z"}]}
+        assert documented.is_valid(good)
+        assert client.put("/v1/placements/email/rules", json=good).status_code == 200

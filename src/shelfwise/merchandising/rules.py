@@ -44,6 +44,16 @@ def _number_only(value: object) -> object:
 
 
 NUMBER = BeforeValidator(_number_only)
+
+
+def _time_only(value: object) -> object:
+    # the same for a time: the document says an ISO 8601 date-time text, not a number of seconds
+    if not isinstance(value, str | dt.datetime):
+        raise PydanticCustomError("datetime_type", "Input should be an ISO 8601 date-time text")
+    return value
+
+
+Time = Annotated[dt.datetime, BeforeValidator(_time_only)]
 Int = Annotated[int, NUMBER]
 Float = Annotated[float, NUMBER]
 
@@ -179,8 +189,8 @@ class Promotion(_Rule):
 
     kind: Literal["promotion"] = "promotion"
     name: NAME  # a promotion is always named: reasons and overlaps cite it
-    start: dt.datetime
-    end: dt.datetime
+    start: Time
+    end: Time
     item_ids: list[NAME] = Field(default_factory=list)
     attribute: NAME | None = None
     value: NAME | None = None
