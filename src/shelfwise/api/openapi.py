@@ -5,6 +5,12 @@ FastAPI documents every 422 as its own ``HTTPValidationError`` (``{"detail": [{"
 (``app._error_handlers``, and every 422 a route raises itself). A client generated from the
 document, or a fuzzer checking answers against it, would be wrong about every 422; so each
 operation's 422 is rewritten to the real body, and FastAPI's two unused models are dropped.
+
+A few routes read their body as plain JSON and validate it themselves (merchandising: the 422 names
+``rules[0].position`` and says which rule is at fault). Typed ``dict`` in the signature, FastAPI would
+document "any object"; ``documented_body`` gives such a route's document the schema of the model that
+really validates it (``additionalProperties: false``, every bound), and the route keeps its own
+validation and its 422 body.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 
 class FieldProblem(BaseModel):
@@ -35,6 +41,49 @@ def invalid(field: str, message: str, kind: str = "value_error") -> dict[str, An
 
 
 _REF = "#/components/schemas/{model}"
+_BODY = "x-documented-body"
+_BODIES: dict[str, dict[str, Any]] = {}  # documented_body's schemas, by the key its routes carry
+
+
+def documented_body(
+    shape: Any, *, part: str | None = None, drop: tuple[str, ...] = (), description: str = ""
+) -> dict[str, Any]:
+    """``openapi_extra`` for a route that validates its plain-JSON body itself with ``shape`` (a pydantic
+    model or type): the document states ``shape``'s JSON schema (or that of its property ``part``) as
+    the request body. ``drop`` removes properties the route takes from elsewhere (a placement's
+    ``name`` comes from the path).
+
+    >>> _BODIES[documented_body(list[int])[_BODY]]["schema"]
+    {'items': {'type': 'integer'}, 'type': 'array'}
+    """
+    schema = TypeAdapter(shape).json_schema(ref_template=_REF)
+    components = schema.pop("$defs", {})
+    if part is not None:
+        schema = schema["properties"][part]
+    for name in drop:
+        schema.get("properties", {}).pop(name, None)
+        if name in schema.get("required", []):
+            schema["required"] = [r for r in schema["required"] if r != name]
+    if description:
+        schema["description"] = description
+    # the route carries a key, not the schema: FastAPI's encoding of the document drops nulls (defaults)
+    key = f"{getattr(shape, '__name__', shape)}:{part}:{','.join(drop)}"
+    _BODIES[key] = {"schema": schema, "components": components}
+    return {_BODY: key}
+
+
+def _documented_bodies(schema: dict[str, Any], models: dict[str, Any]) -> None:
+    """Put each ``documented_body`` in place of FastAPI's "any object"."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if _BODY not in operation:
+                continue
+            body = _BODIES[operation.pop(_BODY)]
+            for name, definition in body["components"].items():
+                if models.setdefault(name, definition) != definition:
+                    raise RuntimeError(f"two different schemas named {name!r} in the OpenAPI document")
+            content = operation["requestBody"]["content"]["application/json"]
+            content["schema"] = body["schema"]
 
 
 def install(app: FastAPI) -> None:
@@ -64,6 +113,7 @@ def install(app: FastAPI) -> None:
                     responses["422"] = body
         for unused in ("HTTPValidationError", "ValidationError"):
             models.pop(unused, None)
+        _documented_bodies(schema, models)
         _event_times(models, app)
         app.openapi_schema = schema
         return schema

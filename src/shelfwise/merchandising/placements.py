@@ -7,12 +7,12 @@ whatever the registry serves), the candidate pool's filters, and its ``RuleSet``
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from shelfwise.core.errors import NotFoundError
-from shelfwise.merchandising.rules import RuleError, RuleSet
+from shelfwise.merchandising.rules import Float, Int, RuleError, RuleSet
 
 STANDARD: Final[dict[str, dict[str, Any]]] = {
     "home": {"source": "personal", "description": "home page: for you, else popular"},
@@ -39,9 +39,9 @@ class CandidateFilters(BaseModel):
 
     categories: list[str] | None = Field(None, description="category path prefixes")
     brands: list[str] | None = None
-    price_min: float | None = Field(None, ge=0)
-    price_max: float | None = Field(None, ge=0)
-    available_only: bool = True
+    price_min: Float | None = Field(None, ge=0)
+    price_max: Float | None = Field(None, ge=0)
+    available_only: Annotated[bool, Strict()] = True  # not 1 or "yes": JSON Schema says boolean
     attributes: dict[str, list[str]] = Field(default_factory=dict, description="e.g. {'colour': ['red']}")
 
     @model_validator(mode="after")
@@ -62,21 +62,42 @@ class Exploration(BaseModel):
         "epsilon_greedy",
         description="epsilon_greedy: a uniform pick with chance epsilon; thompson: Beta posteriors",
     )
-    slot: int = Field(3, ge=1, le=200, description="the position (1-based) the bandit fills")
-    epsilon: float = Field(0.1, ge=0, le=1, description="epsilon_greedy: the chance of a random pick")
-    pool: int = Field(5, ge=2, le=50, description="how many items, from the slot down, it picks from")
+    slot: Int = Field(3, ge=1, le=200, description="the position (1-based) the bandit fills")
+    epsilon: Float = Field(0.1, ge=0, le=1, description="epsilon_greedy: the chance of a random pick")
+    pool: Int = Field(5, ge=2, le=50, description="how many items, from the slot down, it picks from")
 
 
 class Placement(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        # what ``_pool`` refuses that JSON Schema can say: a retriever only for source "search", an
+        # exploration slot never for it (k, candidates and slot against each other it cannot)
+        json_schema_extra={
+            "allOf": [
+                {
+                    "anyOf": [
+                        {"properties": {"retriever": {"type": "null"}}},
+                        {"required": ["source"], "properties": {"source": {"const": "search"}}},
+                    ]
+                },
+                {
+                    "anyOf": [
+                        {"properties": {"exploration": {"type": "null"}}},
+                        {"properties": {"source": {"not": {"const": "search"}}}},
+                    ]
+                },
+            ]
+        },
+    )
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field("", max_length=500)
     source: Source = "personal"
     model: str = Field("active", min_length=1, max_length=128, description="a registry version, or 'active'")
     retriever: Literal["keyword", "dense", "hybrid"] | None = Field(None, description="for source='search'")
-    k: int = Field(10, ge=1, le=200)
-    candidates: int = Field(100, ge=1, le=5000, description="pool size the rules choose from")
+    k: Int = Field(10, ge=1, le=200)
+    candidates: Int = Field(100, ge=1, le=5000, description="pool size the rules choose from")
     filters: CandidateFilters = Field(default_factory=CandidateFilters)
     rules: RuleSet = Field(default_factory=RuleSet)
     exploration: Exploration | None = Field(None, description="an exploration slot; none unless set")

@@ -15,13 +15,53 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from shelfwise.core.errors import ShelfwiseError
 
 NAME = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _number_only(value: object) -> object:
+    # bodies arrive parsed from JSON and are validated in Python mode, which would read true as 1 and
+    # "5" as 5; the document (JSON Schema) says a number, so those are refused as they are in JSON
+    if isinstance(value, bool | str):
+        raise PydanticCustomError(
+            "number_type", "Input should be a number, not {kind}", {"kind": type(value).__name__}
+        )
+    return value
+
+
+NUMBER = BeforeValidator(_number_only)
+
+
+def _time_only(value: object) -> object:
+    # the same for a time: the document says an ISO 8601 date-time text, not a number of seconds
+    if not isinstance(value, str | dt.datetime):
+        raise PydanticCustomError("datetime_type", "Input should be an ISO 8601 date-time text")
+    return value
+
+
+Time = Annotated[dt.datetime, BeforeValidator(_time_only)]
+Int = Annotated[int, NUMBER]
+Float = Annotated[float, NUMBER]
+
+
+def _some(*fields: str) -> dict[str, Any]:
+    """JSON Schema for "at least one of ``fields`` is a non-empty list" (what a validator below
+    refuses otherwise), so the OpenAPI document states it too."""
+    return {"anyOf": [{"required": [f], "properties": {f: {"type": "array", "minItems": 1}}} for f in fields]}
 
 
 class RuleError(ShelfwiseError):
@@ -46,8 +86,16 @@ class RuleError(ShelfwiseError):
         return cls(f"{field}: {first['msg']}{extra}", field=field)
 
 
+def _tagged(schema: dict[str, Any], cls: type) -> None:
+    """A rule's JSON schema: ``kind`` is required (the union is told apart by it: a rule without one is
+    refused), plus what the rule's ``also_in_schema`` says of its validators."""
+    schema["required"] = ["kind", *schema.get("required", [])]
+    schema.update(getattr(cls, "also_in_schema", {}))
+
+
 class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_tagged)
+    also_in_schema: ClassVar[dict[str, Any]] = {}
 
     name: NAME | None = Field(None, description="shown in reasons; a default is made from the rule")
 
@@ -62,7 +110,7 @@ class _Rule(BaseModel):
 class Pin(_Rule):
     kind: Literal["pin"] = "pin"
     item_id: NAME
-    position: int = Field(ge=1, le=1000, description="1 is the first slot")
+    position: Int = Field(ge=1, le=1000, description="1 is the first slot")
 
     def _default_label(self) -> str:
         return f"pin {self.item_id} at {self.position}"
@@ -75,12 +123,15 @@ class _Match(_Rule):
     @field_validator("attribute", "value")
     @classmethod
     def _lower(cls, v: str) -> str:
-        return v.strip().lower()
+        out = v.strip().lower()
+        if not out:  # stored as "", it would be refused when read back
+            raise ValueError("is blank (spaces only)")
+        return out
 
 
 class Boost(_Match):
     kind: Literal["boost"] = "boost"
-    weight: float = Field(0.2, gt=0, le=10, description="added to the item's rank score (0-1 over the list)")
+    weight: Float = Field(0.2, gt=0, le=10, description="added to the item's rank score (0-1 over the list)")
 
     def _default_label(self) -> str:
         return f"boost {self.attribute}={self.value}"
@@ -88,13 +139,15 @@ class Boost(_Match):
 
 class Bury(_Match):
     kind: Literal["bury"] = "bury"
-    weight: float = Field(0.2, gt=0, le=10, description="taken from the item's rank score")
+    weight: Float = Field(0.2, gt=0, le=10, description="taken from the item's rank score")
 
     def _default_label(self) -> str:
         return f"bury {self.attribute}={self.value}"
 
 
 class Block(_Rule):
+    also_in_schema = _some("item_ids", "brands", "categories")
+
     kind: Literal["block"] = "block"
     item_ids: list[NAME] = Field(default_factory=list)
     brands: list[NAME] = Field(default_factory=list)
@@ -116,15 +169,33 @@ class Promotion(_Rule):
     """A pin (``position``) or a boost (``weight``) of ``item_ids`` or of ``attribute=value`` items,
     live in ``[start, end)``."""
 
+    also_in_schema = {
+        "allOf": [
+            {
+                "anyOf": [
+                    {
+                        "required": ["item_ids"],
+                        "properties": {"item_ids": {"type": "array", "minItems": 1}},
+                    },
+                    {
+                        "required": ["attribute", "value"],
+                        "properties": {"attribute": {"type": "string"}, "value": {"type": "string"}},
+                    },
+                ]
+            },
+            {"anyOf": [{"properties": {"position": {"type": "null"}}}, _some("item_ids")]},
+        ]
+    }
+
     kind: Literal["promotion"] = "promotion"
     name: NAME  # a promotion is always named: reasons and overlaps cite it
-    start: dt.datetime
-    end: dt.datetime
+    start: Time
+    end: Time
     item_ids: list[NAME] = Field(default_factory=list)
     attribute: NAME | None = None
     value: NAME | None = None
-    position: int | None = Field(None, ge=1, le=1000, description="pin the first promoted item here")
-    weight: float = Field(0.3, gt=0, le=10)
+    position: Int | None = Field(None, ge=1, le=1000, description="pin the first promoted item here")
+    weight: Float = Field(0.3, gt=0, le=10)
 
     @field_validator("start", "end")
     @classmethod
@@ -150,7 +221,7 @@ class Promotion(_Rule):
 
 class CategoryCap(_Rule):
     kind: Literal["cap"] = "cap"
-    max_items: int = Field(ge=1, le=1000)
+    max_items: Int = Field(ge=1, le=1000)
     category: NAME | None = Field(None, description="a path prefix; None caps every category")
 
     def _default_label(self) -> str:
@@ -160,7 +231,7 @@ class CategoryCap(_Rule):
 class Diversity(_Rule):
     kind: Literal["diversity"] = "diversity"
     method: Literal["mmr", "calibrated"] = "mmr"
-    strength: float = Field(0.3, ge=0, le=1, description="0 keeps the model's order; 1 is diversity only")
+    strength: Float = Field(0.3, ge=0, le=1, description="0 keeps the model's order; 1 is diversity only")
     attribute: NAME = Field("category", description="what counts as 'the same kind' of item")
 
     def _default_label(self) -> str:
@@ -179,7 +250,17 @@ class RuleSet(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rules: list[Rule] = Field(default_factory=list, max_length=500)
+    rules: list[Rule] = Field(
+        default_factory=list,
+        max_length=500,
+        # one diversity rule at most; pins at distinct positions and promotions that do not overlap
+        # are refused otherwise too, but JSON Schema cannot say so
+        json_schema_extra={
+            "contains": {"properties": {"kind": {"const": "diversity"}}},
+            "minContains": 0,
+            "maxContains": 1,
+        },
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RuleSet:

@@ -28,6 +28,13 @@ def normalise_query(text: str) -> str:
     return _SPACE.sub(" ", text.strip().lower())
 
 
+def _not_blank(normalised: str, what: str) -> str:
+    # spaces only would be stored as "" and refused when read back (a 500 on every later read)
+    if not normalised:
+        raise ValueError(f"{what} is blank (spaces only)")
+    return normalised
+
+
 class Synonym(BaseModel):
     """Two-way (default): every term stands for every other. One-way: ``terms[0]`` also finds the rest
     ("phone" → "mobile", "smartphone"), not the other way round."""
@@ -40,7 +47,7 @@ class Synonym(BaseModel):
     @field_validator("terms")
     @classmethod
     def _norm(cls, v: list[str]) -> list[str]:
-        out = list(dict.fromkeys(normalise_query(t) for t in v))
+        out = list(dict.fromkeys(_not_blank(normalise_query(t), "a synonym term") for t in v))
         if len(out) < 2:
             raise ValueError("a synonym needs at least two different terms")
         return out
@@ -55,7 +62,7 @@ class Redirect(BaseModel):
     @field_validator("query")
     @classmethod
     def _norm(cls, v: str) -> str:
-        return normalise_query(v)
+        return _not_blank(normalise_query(v), "the query")
 
 
 class QueryRule(BaseModel):
@@ -70,7 +77,7 @@ class QueryRule(BaseModel):
     @field_validator("query")
     @classmethod
     def _norm(cls, v: str) -> str:
-        return normalise_query(v)
+        return _not_blank(normalise_query(v), "the query")
 
     def applies(self, normalised: str) -> bool:
         if self.match == "exact":
@@ -105,7 +112,7 @@ class SearchSettings(BaseModel):
     @field_validator("stop_words")
     @classmethod
     def _stop(cls, v: list[str]) -> list[str]:
-        return sorted({normalise_query(w) for w in v})
+        return sorted({_not_blank(normalise_query(w), "a stop word") for w in v})
 
     @model_validator(mode="after")
     def _unique_redirects(self) -> SearchSettings:

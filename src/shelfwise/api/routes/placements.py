@@ -14,12 +14,13 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from shelfwise.api.auth import Admin, CallerDep, Read
-from shelfwise.api.openapi import invalid
+from shelfwise.api.openapi import documented_body, invalid
 from shelfwise.api.routes.deps import ERRORS, Svc
 from shelfwise.api.schemas import ErrorOut
 from shelfwise.api.security import Caller
-from shelfwise.merchandising.placements import NAME_PATTERN, PlacementNotFound
-from shelfwise.merchandising.rules import RuleError
+from shelfwise.merchandising.placements import NAME_PATTERN, Placement, PlacementNotFound
+from shelfwise.merchandising.rules import RuleError, RuleSet
+from shelfwise.merchandising.search_rules import SearchSettings
 
 router = APIRouter()
 
@@ -31,6 +32,39 @@ WITH_404: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no placement of that name (or no such version)"},
 }
 SearchPart = Literal["synonyms", "redirects", "stop_words", "query_rules"]
+SEARCH_PARTS: tuple[SearchPart, ...] = ("synonyms", "redirects", "stop_words", "query_rules")
+# The bodies below are read as plain JSON and validated by the merchandising models themselves (a 422
+# names ``rules[0].position``); the document states those models' schemas (``documented_body``).
+# What the models refuse that JSON Schema cannot state (fields compared with each other or with the
+# catalogue): said in each body's description, and answered with the documented 422.
+_RULES_PROSE = (
+    "two pins at one position, a promotion whose end is not after its start, two promotions live at "
+    "the same time on the same items, attribute value or slot, a boost or bury attribute or value of "
+    "spaces only, a rule naming an item the catalogue lacks"
+)
+PLACEMENT_BODY = documented_body(
+    Placement,
+    drop=("name",),
+    description="source, model, k, candidates, filters, rules… (the name is the path's; a `name` sent "
+    "here must equal it). Also refused with a 422: candidates below k, an exploration slot beyond k, "
+    f"price_min above price_max, and in the rules: {_RULES_PROSE}.",
+)
+RULES_BODY = documented_body(
+    RuleSet, description=f'{{"rules": [{{"kind": "pin", …}}, …]}}. Also refused with a 422: {_RULES_PROSE}.'
+)
+_PARTS_PROSE = {
+    "synonyms": "a synonym whose terms are all the same once lower-cased and spaced alike, a term of "
+    "spaces only",
+    "redirects": "two redirects for the same query (lower-cased and spaced alike), a query of spaces only",
+    "stop_words": "a stop word of spaces only",
+    "query_rules": f"a query of spaces only; in a query rule's rules: {_RULES_PROSE}",
+}
+SETTINGS_BODY = documented_body(
+    SearchSettings,
+    description="the whole document (parts left out become empty). Also refused with a 422: "
+    + "; ".join(p for p in _PARTS_PROSE.values() if p)
+    + ".",
+)
 
 
 class PlacementOut(BaseModel):
@@ -137,12 +171,13 @@ def placement_history(svc: Svc, name: Name) -> dict[str, Any]:
     responses=WITH_404,
     dependencies=[Admin],
     tags=["placements"],
+    openapi_extra=PLACEMENT_BODY,
 )
 def put_placement(
     svc: Svc,
     caller: CallerDep,
     name: Name,
-    body: Annotated[dict[str, Any], Body(description="source, model, k, candidates, filters, rules…")],
+    body: Annotated[dict[str, Any], Body()],
 ) -> dict[str, Any]:
     """Save a placement (a new one under a new name, or the next version of an existing one)."""
     if "name" in body and body["name"] != name:
@@ -173,12 +208,13 @@ def get_rules(svc: Svc, name: Name) -> dict[str, Any]:
     responses=WITH_404,
     dependencies=[Admin],
     tags=["placements"],
+    openapi_extra=RULES_BODY,
 )
 def put_rules(
     svc: Svc,
     caller: CallerDep,
     name: Name,
-    body: Annotated[dict[str, Any], Body(description='{"rules": [{"kind": "pin", …}, …]}')],
+    body: Annotated[dict[str, Any], Body()],
 ) -> dict[str, Any]:
     """Replace the placement's rules (pin, boost, bury, block, promotion, cap, diversity)."""
     try:
@@ -229,6 +265,7 @@ def get_search_settings(svc: Svc) -> dict[str, Any]:
     responses=ERRORS,
     dependencies=[Admin],
     tags=["placements"],
+    openapi_extra=SETTINGS_BODY,
 )
 def put_search_settings(
     svc: Svc, caller: CallerDep, body: Annotated[dict[str, Any], Body()]
@@ -241,20 +278,10 @@ def put_search_settings(
     return _settings_out(svc)
 
 
-@router.put(
-    "/v1/search/settings/{part}",
-    response_model=SearchSettingsOut,
-    responses=ERRORS,
-    dependencies=[Admin],
-    tags=["placements"],
-)
-def put_search_part(
-    svc: Svc,
-    caller: CallerDep,
-    part: SearchPart,
-    body: Annotated[list[Any], Body(description="the new list for that part")],
-) -> dict[str, Any]:
-    """Replace one part (synonyms, redirects, stop_words or query_rules), keeping the others."""
+PartBody = Annotated[list[Any], Body(description="the new list for that part")]
+
+
+def _put_search_part(svc: Svc, caller: Caller, part: SearchPart, body: list[Any]) -> dict[str, Any]:
     current, _ = svc.merch.search_settings()
     try:
         svc.merch.save_search_settings(
@@ -263,3 +290,49 @@ def put_search_part(
     except RuleError as exc:
         raise _unprocessable(exc) from None
     return _settings_out(svc)
+
+
+def _search_part_route(part: SearchPart) -> None:
+    """``PUT /v1/search/settings/<part>``: one operation per part, so the document states each part's
+    own list (a redirect sent as a synonym is not a schema-valid request)."""
+
+    def put_part(svc: Svc, caller: CallerDep, body: PartBody) -> dict[str, Any]:
+        return _put_search_part(svc, caller, part, body)
+
+    put_part.__name__ = f"put_search_{part}"
+    put_part.__doc__ = f"Replace the {part.replace('_', ' ')}, keeping the other parts."
+    router.put(
+        f"/v1/search/settings/{part}",
+        response_model=SearchSettingsOut,
+        responses=ERRORS,
+        dependencies=[Admin],
+        tags=["placements"],
+        openapi_extra=documented_body(
+            SearchSettings,
+            part=part,
+            description=f"the new {part}"
+            + (f". Also refused with a 422: {_PARTS_PROSE[part]}." if _PARTS_PROSE[part] else ""),
+        ),
+    )(put_part)
+
+
+for _part in SEARCH_PARTS:
+    _search_part_route(_part)
+
+
+@router.put(
+    "/v1/search/settings/{part}",
+    response_model=SearchSettingsOut,
+    responses=ERRORS,
+    dependencies=[Admin],
+    tags=["placements"],
+    include_in_schema=False,  # each part is documented as its own operation above
+)
+def put_search_part(
+    svc: Svc,
+    caller: CallerDep,
+    part: SearchPart,
+    body: PartBody,
+) -> dict[str, Any]:
+    """Replace one part (synonyms, redirects, stop_words or query_rules), keeping the others."""
+    return _put_search_part(svc, caller, part, body)
