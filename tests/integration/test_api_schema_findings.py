@@ -4,6 +4,8 @@ says about the request."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 
@@ -81,10 +83,8 @@ def _refused_as_documented(r: Any) -> None:
     assert body["error"] == "invalid_request" and {"field", "message", "type"} <= set(body["detail"][0])
 
 
-def test_a_placement_body_is_documented_as_the_placement_the_server_validates(
-    served_template: Any,  # noqa: F811
-) -> None:
-    with _client(served_template) as client:
+def test_a_placement_body_is_documented_as_the_placement_the_server_validates(served: Served) -> None:
+    with _client(served) as client:
         documented = _body_schema(client.get("/openapi.json").json(), "/v1/placements/{name}")
         unknown_fields = {"\u00bck": [{"x": "y"}, []], "[D*": {",": [-4676262625059115.0, None, -73]}}
         assert not documented.is_valid(unknown_fields)
@@ -101,10 +101,8 @@ def test_a_placement_body_is_documented_as_the_placement_the_server_validates(
         assert client.put("/v1/placements/pg3v0k6", json=good).status_code == 200
 
 
-def test_a_rule_set_body_is_documented_as_the_rule_set_the_server_validates(
-    served_template: Any,  # noqa: F811
-) -> None:
-    with _client(served_template) as client:
+def test_a_rule_set_body_is_documented_as_the_rule_set_the_server_validates(served: Served) -> None:
+    with _client(served) as client:
         documented = _body_schema(client.get("/openapi.json").json(), "/v1/placements/{name}/rules")
         unknown_fields = {"\u00bck\u001a": [], "\U000ff506\u00a22]": ["x", 373, ""]}
         assert not documented.is_valid(unknown_fields)
@@ -117,10 +115,8 @@ def test_a_rule_set_body_is_documented_as_the_rule_set_the_server_validates(
         assert client.put("/v1/placements/email/rules", json=good).status_code == 200
 
 
-def test_the_search_settings_body_is_documented_as_the_settings_the_server_validates(
-    served_template: Any,  # noqa: F811
-) -> None:
-    with _client(served_template) as client:
+def test_the_search_settings_body_is_documented_as_the_settings_the_server_validates(served: Served) -> None:
+    with _client(served) as client:
         documented = _body_schema(client.get("/openapi.json").json(), "/v1/search/settings")
         assert not documented.is_valid({"": None})
         _refused_as_documented(client.put("/v1/search/settings", json={"": None}))
@@ -129,8 +125,8 @@ def test_the_search_settings_body_is_documented_as_the_settings_the_server_valid
         assert client.put("/v1/search/settings", json=good).status_code == 200
 
 
-def test_each_search_settings_part_is_documented_as_its_own_list(served_template: Any) -> None:  # noqa: F811
-    with _client(served_template) as client:
+def test_each_search_settings_part_is_documented_as_its_own_list(served: Served) -> None:
+    with _client(served) as client:
         spec = client.get("/openapi.json").json()
         synonyms = _body_schema(spec, "/v1/search/settings/synonyms")
         assert not synonyms.is_valid([{}])
@@ -148,10 +144,10 @@ def test_each_search_settings_part_is_documented_as_its_own_list(served_template
         assert client.put("/v1/search/settings/nonsense", json=[]).status_code == 422  # as before
 
 
-def test_a_name_of_spaces_only_is_a_422_not_a_500_on_every_later_read(served_template: Any) -> None:  # noqa: F811
+def test_a_name_of_spaces_only_is_a_422_not_a_500_on_every_later_read(served: Served) -> None:
     # found by tests/integration/test_api_schema.py once the bodies were documented: " " passed
     # min_length, was stored normalised as "", and every read of the settings then failed validation
-    with _client(served_template) as client:
+    with _client(served) as client:
         boost = {"kind": "boost", "attribute": " ", "value": "x"}
         for body in (
             {"stop_words": [" "]},
@@ -168,9 +164,9 @@ def test_a_name_of_spaces_only_is_a_422_not_a_500_on_every_later_read(served_tem
         assert client.get("/v1/recommendations", params={"k": 5}).status_code < 500
 
 
-def test_a_boolean_or_a_text_is_not_a_number_in_merchandising_bodies(served_template: Any) -> None:  # noqa: F811
+def test_a_boolean_or_a_text_is_not_a_number_in_merchandising_bodies(served: Served) -> None:
     # schemathesis run of 2026-12-04 (ST201): {"strength": false}, {"epsilon": false} were saved as 0
-    with _client(served_template) as client:
+    with _client(served) as client:
         spec = client.get("/openapi.json").json()
         placement = _body_schema(spec, "/v1/placements/{name}")
         for body in (
@@ -196,9 +192,9 @@ def test_a_boolean_or_a_text_is_not_a_number_in_merchandising_bodies(served_temp
         )
 
 
-def test_a_promotion_window_is_a_date_time_text_not_a_number(served_template: Any) -> None:  # noqa: F811
+def test_a_promotion_window_is_a_date_time_text_not_a_number(served: Served) -> None:
     # schemathesis run 4 (ST201): {"start": 0, ...} was read as the epoch and saved
-    with _client(served_template) as client:
+    with _client(served) as client:
         documented = _body_schema(client.get("/openapi.json").json(), "/v1/placements/{name}/rules")
         promo = {"kind": "promotion", "name": "p", "item_ids": ["85123A"], "end": "2027-01-01T00:00:00Z"}
         assert not documented.is_valid({"rules": [promo | {"start": 0}]})
@@ -208,3 +204,38 @@ def test_a_promotion_window_is_a_date_time_text_not_a_number(served_template: An
         good = {"rules": [promo | {"start": "2026-12-01T00:00:00Z"}]}
         assert documented.is_valid(good)
         assert client.put("/v1/placements/email/rules", json=good).status_code == 200
+
+
+def _bare_bounds(node: Any, path: str = "") -> list[str]:
+    """Where the document carries pydantic's own ``ge``/``le``/``gt``/``lt`` keywords, which JSON
+    Schema ignores (a bound the server enforces but the document does not state)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in {"ge", "le", "gt", "lt"} and isinstance(value, int | float):
+                found.append(f"{path}/{key}")
+            found += _bare_bounds(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _bare_bounds(value, f"{path}[{i}]")
+    return found
+
+
+def test_every_bound_the_server_enforces_is_one_json_schema_states(served: Served) -> None:
+    # schemathesis run 4 (custom check): a placement with filters.price_min -1.2e-38 was valid by the
+    # document (its bound was a bare `ge`, inside the Optional) and refused by the server
+    with _client(served) as client:
+        spec = client.get("/openapi.json").json()
+        assert _bare_bounds(spec) == []
+        placement = _body_schema(spec, "/v1/placements/{name}")
+        for body in ({"filters": {"price_min": -1.175494351e-38}}, {"filters": {"price_max": -1}}):
+            assert not placement.is_valid(body)
+            _refused_as_documented(client.put("/v1/placements/product", json=body))
+        rules = _body_schema(spec, "/v1/placements/{name}/rules")
+        window = {"start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+        promotion = {"kind": "promotion", "name": "p", "item_ids": ["85123A"], **window}
+        for position in (0, 1001):
+            body = {"rules": [{**promotion, "position": position}]}
+            assert not rules.is_valid(body)
+            _refused_as_documented(client.put("/v1/placements/product/rules", json=body))
+        assert client.put("/v1/placements/product", json={"filters": {"price_min": 0.5}}).status_code == 200

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from shelfwise.core.errors import NotFoundError
-from shelfwise.merchandising.rules import Float, Int, RuleError, RuleSet
+from shelfwise.merchandising.rules import NUMBER, Float, Int, RuleError, RuleSet
 
 STANDARD: Final[dict[str, dict[str, Any]]] = {
     "home": {"source": "personal", "description": "home page: for you, else popular"},
@@ -39,8 +39,10 @@ class CandidateFilters(BaseModel):
 
     categories: list[str] | None = Field(None, description="category path prefixes")
     brands: list[str] | None = None
-    price_min: Float | None = Field(None, ge=0)
-    price_max: Float | None = Field(None, ge=0)
+    # the bound inside the Optional: on ``Float | None`` pydantic enforces it but documents a bare
+    # ``ge`` keyword JSON Schema ignores (schemathesis found the disagreement)
+    price_min: Annotated[float, Field(ge=0), NUMBER] | None = None
+    price_max: Annotated[float, Field(ge=0), NUMBER] | None = None
     available_only: Annotated[bool, Strict()] = True  # not 1 or "yes": JSON Schema says boolean
     attributes: dict[str, list[str]] = Field(default_factory=dict, description="e.g. {'colour': ['red']}")
 

@@ -194,7 +194,9 @@ class Promotion(_Rule):
     item_ids: list[NAME] = Field(default_factory=list)
     attribute: NAME | None = None
     value: NAME | None = None
-    position: Int | None = Field(None, ge=1, le=1000, description="pin the first promoted item here")
+    position: Annotated[int, Field(ge=1, le=1000), NUMBER] | None = Field(
+        None, description="pin the first promoted item here"
+    )  # the bound inside the Optional, so the document states it (see CandidateFilters.price_min)
     weight: Float = Field(0.3, gt=0, le=10)
 
     @field_validator("start", "end")
