@@ -96,12 +96,15 @@ def embed_texts(texts: Sequence[str], *, batch_size: int = 128, path: str | None
             vectors[batch] = torch.nn.functional.normalize(hidden.mean(1), dim=1).numpy()
 
     before = torch.get_num_threads()
+    # no more threads than the caller allows torch (a Ray worker given one CPU sets one): the cores
+    # are the caller's budget, not this function's
+    threads = min(MAX_THREADS, before)
     torch.set_num_threads(1)
     try:
-        if MAX_THREADS > 1 and len(batches) > 1:
+        if threads > 1 and len(batches) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="shelfwise-embed") as pool:
+            with ThreadPoolExecutor(threads, thread_name_prefix="shelfwise-embed") as pool:
                 list(pool.map(run, batches))
         else:
             for batch in batches:
