@@ -111,13 +111,20 @@ RETAIL_LINES = [
 ]
 
 
-def _dirty_retail(tmp_path: Path) -> Path:
-    path = tmp_path / "dirty_retail.csv"
-    body = (RETAIL_HEADER + "\n".join(RETAIL_LINES) + "\n").encode()
-    body += b"536395,22638,latin-1 \xe9t\xe9,1,2010-12-01 09:22:00,2.10,13047.0,Germany\n"
-    body += b"536396,22639,last,1,2010-12-01 09:23:00,2.10,13047.0,Germany\n"
-    path.write_bytes(body)
+def _dirty_file(path: Path, header: str, lines: list[str], tail: bytes) -> Path:
+    """``header`` and ``lines`` as UTF-8, then ``tail`` as raw bytes (a line not in UTF-8, one after it)."""
+    path.write_bytes((header + "\n".join(lines) + "\n").encode() + tail)
     return path
+
+
+def _dirty_retail(tmp_path: Path) -> Path:
+    return _dirty_file(
+        tmp_path / "dirty_retail.csv",
+        RETAIL_HEADER,
+        RETAIL_LINES,
+        b"536395,22638,latin-1 \xe9t\xe9,1,2010-12-01 09:22:00,2.10,13047.0,Germany\n"
+        b"536396,22639,last,1,2010-12-01 09:23:00,2.10,13047.0,Germany\n",
+    )
 
 
 def _nest(depth: int) -> Any:
@@ -344,12 +351,12 @@ CSV_LINES = [
 
 
 def _dirty_csv(tmp_path: Path) -> Path:
-    path = tmp_path / "dirty.csv"
-    body = (CSV_HEADER + "\n".join(CSV_LINES) + "\n").encode()
-    body += b"e23,view,2024-05-01T10:18:00Z,u8,s8,i8 \xe9,1,,,\n"
-    body += b"e24,view,2024-05-01T10:19:00Z,u8,s8,i8,1,,,\n"
-    path.write_bytes(body)
-    return path
+    return _dirty_file(
+        tmp_path / "dirty.csv",
+        CSV_HEADER,
+        CSV_LINES,
+        b"e23,view,2024-05-01T10:18:00Z,u8,s8,i8 \xe9,1,,,\ne24,view,2024-05-01T10:19:00Z,u8,s8,i8,1,,,\n",
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
