@@ -162,20 +162,21 @@ def test_the_watcher_follows_a_rollback_by_another_process_faster_than_its_liste
     here.sync()
     ticks: list[float] = []
     here.on_tick.append(lambda: ticks.append(time.monotonic()))
-    here.start_watching(interval=5.0)
+    here.start_watching(interval=30.0)  # long, so a slow (loaded) machine cannot blur the two paths
     try:
         other = LiveModels(ModelRegistry(reg.root), precompute_users=0)
         other.sync()
         asked = time.time()
         other.rollback()
-        deadline = time.monotonic() + 4.5
+        deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
             if here.current is not None and here.current.active.version == good:
                 break
             time.sleep(0.01)
         assert here.current is not None and here.current.active.version == good
-        assert here.serving_since is not None and here.serving_since - asked < 2.5  # was up to 5 s
-        assert ticks == []  # the listeners wait for their 5 s
+        # followed by the pointer, not the listener round (was up to the interval); 4.3 s seen at load 8
+        assert here.serving_since is not None and here.serving_since - asked < 15.0
+        assert ticks == []  # the listeners wait for their 30 s
     finally:
         here.stop()
 
