@@ -26,7 +26,7 @@ import numpy as np
 from shelfwise.core.logging import get_logger
 
 # the model files and their loading are shared with the content recommenders
-from shelfwise.features.embeddings import DIM, load_encoder
+from shelfwise.features.embeddings import DIM, encode_token_ids, load_encoder, mean_pooled_parts
 
 log = get_logger(__name__)
 torchscript_fallbacks = 0  # encoders whose query graph could not be traced (eager PyTorch instead)
@@ -42,10 +42,10 @@ class Encoder:
 
     The model's own modules are run directly (tokenizer, BERT, mean pooling, L2 norm: what
     SentenceTransformer.encode does for this model, to 1e-6) without its per-call bookkeeping.
-    A batch is tokenised once, texts seen twice are encoded once, and batches are grouped by exact
-    token length so they carry no padding; ``workers`` Python threads each run batches with one
-    torch thread (torch releases the GIL in its kernels), which holds up on a shared machine where
-    OpenMP threads waiting for each other do not. Queries go through an LRU cache.
+    A batch is tokenised once, texts seen twice are encoded once, and the token ids are run by
+    ``shelfwise.features.embeddings.encode_token_ids`` (the core ``embed_texts`` runs too): batches
+    of exact token length, no padding, ``workers`` Python threads of one torch thread each. Queries
+    go through an LRU cache.
 
     One query (the serving path) runs the transformer in ONNX Runtime when it is installed,
     exported once per model in the process (its encoders share it), one ORT thread; the same float32
@@ -103,25 +103,7 @@ class Encoder:
 
     def _parts(self) -> tuple[Any, Any] | None:
         """(tokenizer, transformer) when the model is transformer → mean pooling → normalise."""
-        model = self.model
-        names = [type(m).__name__ for m in model]
-        if (
-            names != ["Transformer", "Pooling", "Normalize"]
-            or getattr(model[1], "pooling_mode", "") != "mean"
-        ):
-            return None
-        return model.tokenizer, model[0].auto_model
-
-    def _forward(self, transformer: Any, tokenizer: Any, ids: list[list[int]]) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-            mask = batch["attention_mask"]
-            hidden = transformer(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=1).numpy()
+        return mean_pooled_parts(self.model)
 
     def encode(
         self, texts: Sequence[str], *, progress: Callable[[int, int], None] | None = None
@@ -136,36 +118,9 @@ class Encoder:
         unique: dict[str, int] = {}
         row_of = np.array([unique.setdefault(t, len(unique)) for t in texts], dtype=np.int64)
         ids = tokenizer(list(unique), truncation=True, max_length=self.max_length)["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        batches: list[list[int]] = []
-        for i in order:  # same-length runs, cut at batch_size: no padding inside a batch
-            if batches and len(batches[-1]) < self.batch_size and len(ids[batches[-1][0]]) == len(ids[i]):
-                batches[-1].append(i)
-            else:
-                batches.append([i])
-        vectors = np.zeros((len(ids), DIM), dtype=np.float32)
-        done = 0
-
-        def run(batch: list[int]) -> tuple[list[int], np.ndarray]:
-            return batch, self._forward(transformer, tokenizer, [ids[i] for i in batch])
-
-        with _torch_threads(1):
-            if self.workers > 1 and len(batches) > 1:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(self.workers, thread_name_prefix="shelfwise-encode") as pool:
-                    results = pool.map(run, batches)
-                    for batch, out in results:
-                        vectors[batch] = out
-                        done += len(batch)
-                        if progress:
-                            progress(done, len(ids))
-            else:
-                for batch in batches:
-                    vectors[batch] = run(batch)[1]
-                    done += len(batch)
-                    if progress:
-                        progress(done, len(ids))
+        vectors = encode_token_ids(
+            transformer, ids, batch_size=self.batch_size, workers=self.workers, progress=progress
+        )
         return vectors[row_of]
 
     def _encode_generic(
@@ -227,7 +182,9 @@ class Encoder:
             graph = self._graph(transformer, tokenizer)
             if graph is None:
                 ids = tokenizer([text], truncation=True, max_length=self.query_max_length)["input_ids"]
-                return self._forward(transformer, tokenizer, ids)[0]
+                return encode_token_ids(
+                    transformer, ids, batch_size=1, workers=1, threads=self.query_threads
+                )[0]
             import torch
 
             batch = tokenizer([text], truncation=True, max_length=self.query_max_length, return_tensors="pt")
