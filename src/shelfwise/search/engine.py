@@ -678,7 +678,8 @@ class SearchEngine:
     # --- persistence ----------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        """``items.jsonl`` + ``engine.json`` + keyword (``.npy``/JSON) + vectors (``.npy``); no pickle."""
+        """``items.jsonl`` + ``engine.json`` + keyword (``.npy``/JSON) + vectors (``.npy``) and their HNSW
+        graph (hnswlib's file); no pickle."""
         self.compact()
         directory.mkdir(parents=True, exist_ok=True)
         with (directory / "items.jsonl").open("w", encoding="utf-8") as out:
@@ -686,7 +687,8 @@ class SearchEngine:
                 out.write(json.dumps(asdict(it), ensure_ascii=False) + "\n")
         self.keyword.save(directory / "keyword")
         if self.dense is not None:
-            self.dense.save(directory / "dense")
+            # with its HNSW graph: rebuilding it on load (several threads) would differ from load to load
+            self.dense.save(directory / "dense", graph=True)
             if self.encoder is not None and self.encoder.adapted and self.config.adapt is not None:
                 from shelfwise.search.adapt import save_adapted
 

@@ -58,6 +58,23 @@ def test_a_query_through_the_fast_path_equals_the_model(
     assert enc.query_runtime == runtime  # that path ran, not a fallback
 
 
+def test_the_query_tokenizer_core_gives_the_wrapper_s_ids(encoder: Encoder, flipkart_1k: list[Item]) -> None:
+    """One query is tokenised by the fast tokenizer's Rust core (less per-call work): the same ids as
+    the wrapper's call with truncation at the query length, special tokens included."""
+    enc = Encoder(query_max_length=16)
+    tokenizer = enc.model.tokenizer
+    core = enc._query_tokenizer(tokenizer)
+    texts = ["", " ", "sofa", "SAMSUNG Galaxy 64GB (Black)", "羽绒服 女 短款", "café crème 😀 x" * 12]
+    texts += [it.description or "" for it in flipkart_1k[:40]]  # long: truncated at 16
+    truncated = 0
+    for text in texts:
+        wrapper = tokenizer([text], truncation=True, max_length=16)["input_ids"][0]
+        assert core.encode(text).ids == wrapper, text
+        truncated += len(wrapper) == 16
+    assert truncated >= 20  # the cut was exercised
+    assert tokenizer.backend_tokenizer is not core  # a copy: the shared tokenizer keeps its settings
+
+
 @pytest.fixture(scope="module")
 def vectors() -> np.ndarray:
     # index mechanics only: random unit vectors in clusters, so near neighbours are well defined

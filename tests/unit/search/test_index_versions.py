@@ -98,6 +98,13 @@ def test_a_new_hybrid_version_embeds_only_new_or_changed_items(
     assert second.catalogue != first.catalogue
     engine = reg.load(second.version, encoder=encoder)
     assert engine.search("garden lantern", k=3, mode="hybrid").item_ids[0] == items[0].item_id
+    # the HNSW graph is part of the version, checksummed: every load walks the same graph
+    assert "engine/dense/hnsw.bin" in reg.index_info(second.version).files
+    graph = reg.index_info(second.version).path / "engine" / "dense" / "hnsw.bin"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    assert any("hnsw.bin" in p for p in reg.verify(second.version))
 
 
 def test_serving_reuses_the_active_version_until_the_catalogue_or_the_mode_changes(
