@@ -245,6 +245,23 @@ def _ranks(masked: np.ndarray, depth: int) -> np.ndarray:
     return rank
 
 
+def _stack_columns(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """``np.column_stack(parts).astype(np.float32)``, written column by column into one float32
+    matrix: the same values (a float64 column rounds to float32 once either way) without the
+    float64 intermediate a float64 column promotes the whole stack to, nor the copies."""
+    width = sum(1 if p.ndim == 1 else p.shape[1] for p in parts)
+    x = np.empty((n, width), np.float32)
+    j = 0
+    for p in parts:
+        if p.ndim == 1:
+            x[:, j] = p
+            j += 1
+        else:
+            x[:, j : j + p.shape[1]] = p
+            j += p.shape[1]
+    return x
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -461,9 +478,6 @@ class HybridRecommender(Recommender):
         cat_days[k_known] = _lookup(stage.cat_keys, stage.cat_days, u_rows[k_known] * n_cat + cat[k_known])
         k_new = has_cat & (u_rows < 0)  # a new shopper's session is happening now
         cat_days[k_new] = np.where(cat_aff[k_new] > 0, 0.0, np.nan)
-        user_block = np.column_stack(
-            [stats[rows], median[rows], price_fit, cat_aff, brand_aff, cat_days]
-        ).astype(np.float32)
         # attention over the recent items: stored order for known users, the history for new ones
         recent = np.full((n_rows, self.config.recent_items), -1, np.int32)
         if known.any():
@@ -483,7 +497,8 @@ class HybridRecommender(Recommender):
                 att += [np.full(len(items), np.nan, np.float32)] * 2
             else:
                 att += list(_attention(emb, rows, items, recent, self.config.attention_scale))
-        x = np.column_stack([*cols, item_block, user_block, *att]).astype(np.float32)
+        user_block = [stats[rows], median[rows], price_fit, cat_aff, brand_aff, cat_days]
+        x = _stack_columns([*cols, item_block, *user_block, *att], len(items))
         return x, np.argmin(np.stack(all_ranks), axis=0)
 
     @staticmethod

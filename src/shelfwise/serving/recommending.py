@@ -462,8 +462,11 @@ class Recommending:
             idx = st.user_map.index.get(user_id)
             if idx is None:
                 return None
-            row = st.history[idx]
-            return st.item_map.to_external(row.indices[row.data > 0])
+            # the row's slice of the CSR arrays: what ``st.history[idx]`` holds, without building
+            # a one-row matrix per request
+            h = st.history
+            lo, hi = h.indptr[idx], h.indptr[idx + 1]
+            return st.item_map.to_external(h.indices[lo:hi][h.data[lo:hi] > 0])
         except Exception as exc:  # answered without the history (seen items may come back): said loudly
             self.metrics.model_errors.labels("history").inc()
             log.warning("shopper history unreadable; answering without it", error=repr(exc))

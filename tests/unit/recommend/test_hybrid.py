@@ -19,7 +19,8 @@ from shelfwise.features.dataset import Dataset
 from shelfwise.features.splits import temporal_split
 from shelfwise.recommend import model_from_config
 from shelfwise.recommend.base import Filters, csr_rows, top_k
-from shelfwise.recommend.hybrid import HybridRecommender, _attention, _ranks
+from shelfwise.recommend.ease import _cells
+from shelfwise.recommend.hybrid import HybridRecommender, _attention, _ranks, _stack_columns
 
 DAY_MS = 86_400_000
 THEMES = ("garden spade rake", "kitchen mug teapot", "candle lantern light", "christmas bauble tree")
@@ -278,3 +279,55 @@ def test_one_shoppers_attention_is_that_of_a_block() -> None:
     block = _attention(emb, np.r_[np.zeros(90, np.int64), 1, 2], np.r_[items, 0, 1], recent, 5.0)
     for one, many in zip(alone, block, strict=True):
         np.testing.assert_array_equal(one, many[:90])
+
+
+def _knn_reasons_before(knn: Any, history: np.ndarray, items: np.ndarray) -> list[str]:
+    """Item-KNN's reasons as they were read before: the history's rows of ``sim``."""
+    rows = csr_rows(knn.sim, np.asarray(history, np.int64))
+    owner = np.repeat(np.asarray(history), np.diff(rows.indptr))
+    best_from = np.full(len(items), -1, np.int64)
+    hit = np.flatnonzero(np.isin(rows.indices, items) & (rows.data > 0))
+    if len(hit):
+        cols, vals = rows.indices[hit].astype(np.int64), rows.data[hit]
+        order = np.lexsort((hit, -vals, cols))
+        first = order[np.r_[True, cols[order][1:] != cols[order][:-1]]]
+        last = {int(item): j for j, item in enumerate(items)}
+        best_from[np.array([last[int(c)] for c in cols[first]], np.int64)] = owner[hit[first]]
+    return [f"similar to {knn._label(int(b))}" if b >= 0 else knn.reason_default for b in best_from]
+
+
+def test_reasons_read_off_the_shown_items_are_those_of_the_history_rows(fitted: HybridRecommender) -> None:
+    knn = fitted.stage.retrievers[0]
+    b = np.random.default_rng(7).standard_normal((fitted.n_items,) * 2).astype(np.float32)  # EASE's B
+    rng = np.random.default_rng(8)
+    ties = 0
+    for u in range(0, 240, 5):
+        history = fitted.state.history[u].indices.astype(np.int64)
+        if not len(history):
+            continue
+        items = rng.integers(0, fitted.n_items, 30)
+        items[:4] = items[4:8]  # an item listed twice: answered at its last place, as before
+        # a history in any order (ties: the earliest in it) and one that names an item twice
+        for hist in (history, history[::-1].copy(), np.r_[history, history[:3]]):
+            assert knn._reasons(hist, items) == _knn_reasons_before(knn, hist, items)
+            np.testing.assert_array_equal(_cells(b, hist, items), b[np.ix_(hist, items)])
+            np.testing.assert_array_equal(_cells(np.asfortranarray(b), hist, items), b[np.ix_(hist, items)])
+        ties += len(set(knn.sim[history].data.tolist())) < knn.sim[history].nnz
+    assert ties  # the fixture's similarities do tie: the tie order was checked, not only the values
+
+
+def test_feature_columns_are_written_as_column_stack_wrote_them() -> None:
+    rng = np.random.default_rng(9)
+    n = 57
+    parts = [
+        rng.standard_normal(n).astype(np.float32),
+        rng.standard_normal(n),  # a float64 column (the price fit): rounded once, to float32
+        np.where(rng.random(n) < 0.2, np.nan, rng.standard_normal(n)),
+        rng.standard_normal((n, 11)).astype(np.float32),
+        rng.standard_normal((n, 4)),
+        np.full(n, np.inf, np.float32),
+    ]
+    got = _stack_columns(parts, n)
+    want = np.column_stack(parts).astype(np.float32)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
