@@ -101,6 +101,32 @@ def test_ingest_caches_stay_bounded_and_store_the_same(
     assert small == large
 
 
+def test_rows_engine_lets_shoppers_go_and_stores_the_same(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record-by-record engine spills the shoppers it lets go too: the same shoppers' table."""
+    path = tmp_path / "shop.csv"
+    write_shop(ShopConfig(events=3_000, items=300, users=1_000, seed=7), path)
+    paces: list[UserActivity] = []
+
+    class WatchedPace(UserActivity):
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            paces.append(self)
+
+    monkeypatch.setattr(ingest_module, "UserActivity", WatchedPace)
+    states = []
+    for name, pace in (("bounded", 30), ("every", None)):
+        s = settings.model_copy(update={"ingest_batch_size": 250, "bot_pace_capacity": pace})
+        url = f"sqlite:///{tmp_path / name}.db"
+        with open_store(url) as store:
+            report = ingest_events(store, path, FORMATS["csv"], s, engine="rows")
+        assert report.users > 8 * 30  # 268 shoppers
+        states.append(_state(url))
+    assert paces[0].evicted > 8 * 30 and paces[1].evicted == 0
+    assert states[0] == states[1]
+
+
 def test_indexes_a_killed_bulk_load_left_out_are_built_on_the_next_open(tmp_path: Path) -> None:
     """``bulk_loading`` drops the events indexes for a first load; a run killed before the end
     (``bench_stream``'s time box) leaves them out, and opening the store builds them (on disk)."""
