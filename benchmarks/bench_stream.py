@@ -31,7 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = int(os.environ.get("SHELFWISE_BENCH_STREAM_EVENTS", 10_000_000))
-MARKS = (100_000, 300_000, 1_000_000, 3_000_000, 10_000_000)
+MARKS = (100_000, 300_000, 1_000_000, 2_000_000, 3_000_000, 5_000_000, 7_000_000, 10_000_000)
 # the train step builds its own events (any size); SHELFWISE_BENCH_TRAIN_SIZES=10000000 fits only that one
 TRAIN_SIZES = tuple(
     int(n) for n in os.environ.get("SHELFWISE_BENCH_TRAIN_SIZES", "1000000,3000000,10000000").split(",")
