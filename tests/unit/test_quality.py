@@ -275,3 +275,52 @@ def test_pace_window_in_bits_counts_as_the_list_of_seconds_did() -> None:
         for ts in times:
             activity.observe("u", ts)
         assert activity.users["u"].peak == reference(times), (trial, times)
+
+
+def test_pace_state_stays_bounded_on_a_long_generated_stream() -> None:
+    """Issue 19: ingest follows the pace of at most ``capacity`` shoppers, however long the stream
+    (a generated shop of 300,000 events and 60,000 shoppers, fed 5,000 events at a time as ingest
+    does), and flags the same shoppers as following every one: two crawlers hidden in the stream,
+    one of them let go between its two bursts, are flagged with the same peak."""
+    from shelfwise.data.synthetic import ShopConfig, generate_events
+
+    capacity, step = 2_000, 5_000
+    bounded = q.UserActivity(actions_per_minute=30, capacity=capacity)
+    every = q.UserActivity(actions_per_minute=30)
+    held, seen, n = [], [], 0
+    bursts = {5: ("crawler-1", 40), 20: ("crawler-2", 35), 50: ("crawler-1", 45)}
+    for cols in generate_events(ShopConfig(events=300_000, items=2_000, users=60_000, seed=3)):
+        for lo in range(0, len(cols["ts"]), step):
+            users = [f"s{u}" for u in cols["user"][lo : lo + step].tolist()]
+            ts = cols["ts"][lo : lo + step].tolist()
+            if n in bursts:  # a page a second, in the middle of the batch
+                bot, pages = bursts[n]
+                at = len(ts) // 2
+                users[at:at] = [bot] * pages
+                ts[at:at] = [ts[at] + k * 1000 for k in range(pages)]
+            for part in (bounded, every):
+                part.observe_many(users, ts, [True] * len(users))
+            seen += bounded.take_retired()
+            held.append(bounded.held())
+            n += 1
+    assert n > 50 and max(held) <= capacity
+    assert len(every.users) > 10 * capacity  # unbounded, it holds every shopper seen (21,045)
+    assert bounded.evicted > 10 * capacity and "crawler-1" in seen  # let go between its bursts
+    assert set(seen) | set(bounded.users) == set(every.users)  # none is lost to the store's refresh
+    flagged = every.flagged()
+    assert set(flagged) == {"crawler-1", "crawler-2"} and bounded.flagged() == flagged
+    assert "45 actions" in flagged["crawler-1"]
+
+
+def test_pace_capacity_lets_go_the_least_recently_seen() -> None:
+    """A shopper seen again stays followed; one not seen while ``capacity / 2`` others came is let
+    go, queued once for the caller, and starts afresh when back."""
+    activity = q.UserActivity(actions_per_minute=30, capacity=4)
+    activity.observe("a", 1_000)
+    activity.observe("b", 2_000)  # the recent half is full: a, b become the older half
+    activity.observe("a", 3_000)  # a is seen again: back in the recent half
+    activity.observe("c", 4_000)  # full again: b is let go; a, c are the older half
+    assert activity.take_retired() == ["b"] and activity.take_retired() == []
+    assert set(activity.users) == {"a", "c"} and activity.users["a"].n == 2
+    activity.observe("b", 5_000)
+    assert activity.users["b"].n == 1 and activity.evicted == 1 and activity.held() == 3

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     bot_actions_per_minute: int = Field(
         30, ge=1, description="distinct-second actions in any 60 s window above which a user is flagged"
     )
+    bot_pace_capacity: int | None = Field(
+        100_000,
+        ge=2,
+        description="shoppers whose pace an ingest follows at once (~230 B each; the least recently seen"
+        " are let go in halves, so memory stays flat however long the file); None: every shopper",
+    )
     ingest_batch_size: int = Field(20_000, ge=1)
     ingest_engine: Literal["batch", "rows"] = Field(
         "batch",

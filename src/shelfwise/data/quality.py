@@ -458,27 +458,65 @@ class UserActivity:
     user still count towards first/last seen and totals, not towards pace. Users above
     ``actions_per_minute`` are flagged, not removed: their events stay, and analytics and
     training can leave flagged users out.
+
+    ``capacity`` (default: unbounded) bounds the shoppers followed at once, so a long ingest holds
+    the same memory at 10M events as at 1M: the shoppers least recently seen are let go in halves
+    (two generations, ~230 bytes each), their ids queued in ``retired`` for the caller to take, and
+    a flagged one's peak is kept (bots are few). A shopper let go who comes back starts a fresh
+    window: the same pace unless ``capacity / 2`` other shoppers were seen between two of its
+    actions less than a minute apart (first/last seen and totals then count from its return; the
+    store recomputes those from the stored events anyway).
     """
 
-    def __init__(self, actions_per_minute: int) -> None:
+    def __init__(self, actions_per_minute: int, *, capacity: int | None = None) -> None:
+        if capacity is not None and capacity < 2:
+            raise ValueError("capacity must be at least 2 shoppers (or None: unbounded)")
         self.limit = actions_per_minute
-        self.users: dict[str, _Pace] = {}
+        self.capacity = capacity
+        self._half = capacity // 2 if capacity else 0
+        self._recent: dict[str, _Pace] = {}
+        self._older: dict[str, _Pace] = {}  # the previous generation, let go when the recent one fills
+        self._bots: dict[str, int] = {}  # the peak of each flagged shopper let go
+        self.retired: list[str] = []  # ids let go since the caller last emptied the list
+        self.evicted = 0  # shoppers let go in all
 
-    def observe(self, user_id: str, ts: int, *, paced: bool = True) -> None:
+    @property
+    def users(self) -> dict[str, _Pace]:
+        """The shoppers followed now (all of them when unbounded)."""
+        return {**self._older, **self._recent} if self._older else self._recent
+
+    def held(self) -> int:
+        return len(self._recent) + len(self._older)
+
+    def _age(self) -> None:
+        limit, bots = self.limit, self._bots
+        for user, pace in self._older.items():
+            if pace.peak > limit and pace.peak > bots.get(user, 0):
+                bots[user] = pace.peak
+        self.retired.extend(self._older)
+        self.evicted += len(self._older)
+        self._older, self._recent = self._recent, {}
+
+    def observe(self, user_id: str, ts: int, *, paced: bool = True) -> _Pace:
         """Count an event; ``paced=False`` for made-up times (sequence files), which say nothing of pace."""
-        pace = self.users.get(user_id)
+        pace = self._recent.get(user_id)
         if pace is None:
-            pace = self.users[user_id] = _Pace(ts, ts)
-        elif ts < pace.first:
+            pace = self._older.pop(user_id, None) if self._older else None
+            if pace is None:
+                pace = _Pace(ts, ts)
+            self._recent[user_id] = pace
+            if self._half and len(self._recent) >= self._half:
+                self._age()
+        if ts < pace.first:
             pace.first = ts
         elif ts > pace.last:
             pace.last = ts
         pace.n += 1
         if not paced:
-            return
+            return pace
         second = ts // 1000
         if pace.mask and second <= pace.second:
-            return  # the same second again, or out of order
+            return pace  # the same second again, or out of order
         shift = second - pace.second
         # the seconds more than 59 s before this one leave the window (the list's bisect, in bits)
         pace.mask = ((pace.mask << shift) | 1) & _WINDOW_BITS if pace.mask and shift < 60 else 1
@@ -486,6 +524,7 @@ class UserActivity:
         held = pace.mask.bit_count()
         if held > pace.peak:
             pace.peak = held
+        return pace
 
     def observe_many(self, user_ids: Iterable[str | None], ts: Iterable[int], paced: Iterable[bool]) -> None:
         """``observe`` for each event with a user, in order (guests are skipped).
@@ -493,18 +532,24 @@ class UserActivity:
         A run of consecutive events with the same user, time and pacing (the lines of one invoice)
         is observed once and counted whole: after the first, ``observe`` would only count them
         (first and last seen stay, the second is already the window's latest or not paced)."""
-        observe, users = self.observe, self.users
+        observe = self.observe
         for (user_id, t, p), run in itertools.groupby(zip(user_ids, ts, paced, strict=True)):
             if user_id is None:
                 continue
-            observe(user_id, t, paced=p)
+            pace = observe(user_id, t, paced=p)
             extra = len(list(run)) - 1
             if extra:
-                users[user_id].n += extra
+                pace.n += extra
+
+    def take_retired(self) -> list[str]:
+        """The ids let go since the last call (each once per time it was let go)."""
+        out, self.retired = self.retired, []
+        return out
 
     def flagged(self) -> dict[str, str]:
-        return {
-            user: f"{pace.peak} actions in one minute (limit {self.limit})"
-            for user, pace in self.users.items()
-            if pace.peak > self.limit
-        }
+        peaks = dict(self._bots)
+        for part in (self._older, self._recent):
+            for user, pace in part.items():
+                if pace.peak > self.limit and pace.peak > peaks.get(user, 0):
+                    peaks[user] = pace.peak
+        return {user: f"{peak} actions in one minute (limit {self.limit})" for user, peak in peaks.items()}

@@ -7,6 +7,9 @@ same file again stores nothing twice (events are keyed by their idempotency id).
 
 from __future__ import annotations
 
+import itertools
+import json
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -167,7 +170,8 @@ def ingest_events(
     known = store.item_ids() if unknown_items == "quarantine" else None
     gate = EventGate(config, pseudonymize, known_items=None if known is None else known.__contains__)
     item_gate = ItemGate(config, pseudonymize)
-    activity = UserActivity(settings.bot_actions_per_minute)
+    activity = UserActivity(settings.bot_actions_per_minute, capacity=settings.bot_pace_capacity)
+    retired = _Retired(activity)
     opts = ReadOptions(progress=progress, limit=limit)
     if engine == "batch":
         names: tuple[str, ...] = ("type", "ts", "item_id", "quantity", "price", "currency", "value")
@@ -189,7 +193,7 @@ def ingest_events(
                 erased=set(store.erased_since(0)),
                 report=report,
                 reject=tally.reject,
-                on_batch=on_batch,
+                on_batch=retired.after(on_batch),
                 sales=sales,
             )
         sale_prices = None
@@ -202,7 +206,7 @@ def ingest_events(
         ):
             sale_prices = sales.prices()
         return _finish_events(
-            store, report, tally, gate.stats, item_gate, activity, started, touched, settings, sale_prices
+            store, report, tally, gate.stats, item_gate, retired, started, touched, settings, sale_prices
         )
 
     reader = fmt.read(path, opts)  # raises before any write
@@ -226,6 +230,7 @@ def ingest_events(
         batch.clear()
         inline.clear()
         held.clear()
+        retired.spill()
         if on_batch is not None:
             on_batch(report)
 
@@ -254,7 +259,7 @@ def ingest_events(
             if len(batch) + len(held) >= settings.ingest_batch_size:
                 flush()
     flush()
-    return _finish_events(store, report, tally, counted, item_gate, activity, started, items_seen, settings)
+    return _finish_events(store, report, tally, counted, item_gate, retired, started, items_seen, settings)
 
 
 def _finish_events(
@@ -263,15 +268,16 @@ def _finish_events(
     tally: _Tally,
     counted: GateStats,
     item_gate: ItemGate,
-    activity: UserActivity,
+    retired: _Retired,
     started: float,
     items: set[str],
     settings: Settings,
     sales: dict[str, tuple[float, str | None]] | None = None,
 ) -> IngestReport:
     report.catalogue_facts = _complete(store, items, settings, sales)
-    flags = activity.flagged()
-    report.users = store.refresh_users(activity.users, flags=flags)
+    flags = retired.activity.flagged()
+    with retired:
+        report.users = store.refresh_users(retired.every_id(), flags=flags)
     report.flagged_users = len(flags)
     report.conversions = dict(counted.notes)
     report.guest_events = counted.guests
@@ -279,6 +285,50 @@ def _finish_events(
     tally.close(started)
     store.finish_run(report.run_id, report.to_dict())
     return report
+
+
+class _Retired:
+    """The shoppers ``UserActivity`` let go during a run, spilled to a temporary file a batch at a
+    time (one JSON string a line), so the ids the run refreshes at its end are not held in memory
+    all along."""
+
+    def __init__(self, activity: UserActivity) -> None:
+        self.activity = activity
+        self._file: Any = None
+
+    def spill(self) -> None:
+        ids = self.activity.take_retired()
+        if not ids:
+            return
+        if self._file is None:
+            # closed by ``__exit__`` at the end of the run (unlinked at once: a crash leaves nothing)
+            self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self._file.write("".join(json.dumps(u) + "\n" for u in ids))
+
+    def after(self, on_batch: Callable[[IngestReport], None] | None) -> Callable[[IngestReport], None]:
+        def spill_then(report: IngestReport) -> None:
+            self.spill()
+            if on_batch is not None:
+                on_batch(report)
+
+        return spill_then
+
+    def every_id(self) -> Iterator[str]:
+        """Each shopper the run saw (one let go and seen again may come more than once)."""
+        self.spill()
+        spilled: Iterator[str] = iter(())
+        if self._file is not None:
+            self._file.seek(0)
+            spilled = (json.loads(line) for line in self._file)
+        return itertools.chain(spilled, list(self.activity.users))
+
+    def __enter__(self) -> _Retired:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def ingest_items(
