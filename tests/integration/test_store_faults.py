@@ -144,3 +144,56 @@ def test_finding_11_a_hung_or_down_store_never_costs_a_500_or_an_event(
         proxy.restore()
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def test_issue_19_a_hung_store_read_never_freezes_the_event_loop(
+    shop: tuple[Served, str, TcpProxy], fresh_pg_url: str
+) -> None:
+    """The merchandising rules, experiment list, consent flags and shopper links are re-read from
+    the store when their polls are due, from inside a request. Such a read that hangs (a session
+    holds those tables; the statement timeout ends the wait after 6 s) keeps one request waiting,
+    never the worker's event loop: /healthz, and a recommendation asked meanwhile (the rules last
+    read still hold), answer at once."""
+    served, url, _proxy = shop
+    settings = served.settings(
+        store_statement_timeout_ms=6000, store_request_timeout_ms=1000, store_connect_timeout_seconds=2
+    )
+    server, thread, base = _serve(settings, url)
+    lock = psycopg.connect(_conninfo(fresh_pg_url))
+    anonymous = {"session_id": "guest-19", "scenario": "home"}
+    try:
+        with httpx.Client(base_url=base, timeout=30) as c:
+            assert c.get("/v1/recommendations", params=anonymous).status_code == 200  # rules read
+            lock.execute(
+                "LOCK TABLE merch_documents, experiments, consent, identity_map IN ACCESS EXCLUSIVE MODE"
+            )
+            time.sleep(0.6)  # the rules' poll (0.5 s) is due: the next answer reads the store
+            slow: dict[str, float] = {}
+
+            def ask() -> None:
+                started = time.perf_counter()
+                answer = httpx.get(f"{base}/v1/recommendations", params=anonymous, timeout=30)
+                slow["status"], slow["seconds"] = answer.status_code, time.perf_counter() - started
+
+            asker = threading.Thread(target=ask)
+            asker.start()
+            time.sleep(0.2)  # it waits on the locked table now
+            meanwhile = time.perf_counter()
+            other = c.get("/v1/recommendations", params={**anonymous, "session_id": "guest-20"})
+            other_seconds = time.perf_counter() - meanwhile
+            health: list[float] = []
+            for _ in range(15):
+                started = time.perf_counter()
+                assert c.get("/healthz").status_code == 200
+                health.append(time.perf_counter() - started)
+                time.sleep(0.1)
+            still_waiting = asker.is_alive()  # the hung read really lasted all along
+            asker.join(timeout=30)
+            assert still_waiting and slow["status"] == 200 and slow["seconds"] > 1.5, slow
+            assert max(health) < 0.5, health
+            assert other.status_code == 200 and other_seconds < 0.5, other_seconds
+    finally:
+        lock.rollback()
+        lock.close()
+        server.should_exit = True
+        thread.join(timeout=15)

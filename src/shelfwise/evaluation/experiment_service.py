@@ -148,6 +148,9 @@ def _times(spec: dict[str, Any], start: int, end: int | None) -> tuple[float, fl
     return float(start), float("inf") if end is None else float(end)
 
 
+_ByPlacement = dict[str, list[ExperimentRow]]  # the running experiments of each placement
+
+
 class ExperimentService:
     """Experiments of one store. ``assignment`` is what the request path calls per answer: it
     keeps the running experiments in memory for ``cache_seconds``."""
@@ -157,6 +160,8 @@ class ExperimentService:
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, list[ExperimentRow]]] = (-float("inf"), {})
+        self._reading = False  # a caller is reading the list from the store
+        self._generation = 0  # moves with create/stop: a list read before one is not kept
 
     # --- lifecycle ------------------------------------------------------------------------------
     def create(self, spec: ExperimentSpec) -> ExperimentRow:
@@ -192,7 +197,9 @@ class ExperimentService:
             end_ts=spec.end_ts,
             check=refuse_overlap,
         )
-        self._cached = (-float("inf"), {})
+        with self._lock:
+            self._cached = (-float("inf"), {})
+            self._generation += 1
         return row
 
     def get(self, name: str) -> ExperimentRow:
@@ -217,7 +224,9 @@ class ExperimentService:
             stopped_at=now_ms(),
             state={**row.state, "stop_reason": reason},
         )
-        self._cached = (-float("inf"), {})
+        with self._lock:
+            self._cached = (-float("inf"), {})
+            self._generation += 1
         return self.get(name)
 
     # --- the request path -----------------------------------------------------------------------
@@ -227,13 +236,7 @@ class ExperimentService:
         if not unit_id:
             return None
         now = now_ms() if now is None else now
-        with self._lock:
-            at, by_placement = self._cached
-            if time.monotonic() - at > self.cache_seconds:
-                by_placement = {}
-                for row in list_experiments(self.store, status="running"):
-                    by_placement.setdefault(row.placement, []).append(row)
-                self._cached = (time.monotonic(), by_placement)
+        by_placement = self._running()
         rows = by_placement.get(placement)
         if not rows:  # no experiment runs here: no hash to compute (every request asks)
             return None
@@ -251,6 +254,29 @@ class ExperimentService:
                 row.name, name, arm.get("version"), arm.get("index_version"), arm.get("search_mode")
             )
         return None
+
+    def _running(self) -> _ByPlacement:
+        """The running experiments by placement, read again every ``cache_seconds``. The store is
+        read outside the lock by one caller at a time; while it waits (a slow store), the others
+        use the list last read. A list never read (or dropped by ``create``/``stop``) is waited for."""
+        with self._lock:
+            at, by_placement = self._cached
+            fresh = time.monotonic() - at <= self.cache_seconds
+            if fresh or (self._reading and at > -float("inf")):
+                return by_placement
+            self._reading = True
+            generation = self._generation
+        try:
+            found: _ByPlacement = {}
+            for row in list_experiments(self.store, status="running"):
+                found.setdefault(row.placement, []).append(row)
+        finally:
+            with self._lock:
+                self._reading = False
+        with self._lock:
+            if generation == self._generation:  # no create/stop while it was read
+                self._cached = (time.monotonic(), found)
+        return found
 
     # --- reading --------------------------------------------------------------------------------
     def status(self, name: str, *, persist: bool = True) -> dict[str, Any]:

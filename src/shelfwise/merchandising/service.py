@@ -243,19 +243,23 @@ class Merchandising:
         return set(self.store.get_items(ids))
 
     def _cached(self, key: tuple[str, str]) -> Any:
+        # the stamp is read outside the lock: while one request waits on a slow store, the others
+        # answer with the rules last read (the poll is marked done before the read, so one reads)
         with self._lock:
             now = time.monotonic()
-            if now - self._checked >= self.refresh_seconds:
-                self._checked = now
-                try:
-                    stamp = documents_stamp(self.store, shop=self.shop)
-                except Exception as exc:
-                    if not store_unavailable(exc):
-                        raise
-                    return self._cache.get(key)  # the store is down: the rules last read still hold
-                if stamp != self._stamp:
-                    self._stamp = stamp
-                    self._cache.clear()
+            if now - self._checked < self.refresh_seconds:
+                return self._cache.get(key)
+            self._checked = now
+        try:
+            stamp = documents_stamp(self.store, shop=self.shop)
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
+            stamp = None  # the store is down: the rules last read still hold
+        with self._lock:
+            if stamp is not None and stamp != self._stamp:
+                self._stamp = stamp
+                self._cache.clear()
             return self._cache.get(key)
 
     def _invalidate(self) -> None:

@@ -101,28 +101,45 @@ class ConsentView:
         self.redis_failures = 0  # checks that found Redis unreachable (the store's stamp was used)
 
     def _check(self) -> None:
-        moved = False
+        """Clear this view when a stamp moved. Redis and the store are read outside the lock: while
+        one caller waits on a slow store, the others answer from the flags last read (the poll is
+        marked done before its read, so one caller reads per poll)."""
+        version: int | None = None
         if self.redis is not None:
             try:
-                version: int | None = _redis_version(self.redis, self.key)
+                version = _redis_version(self.redis, self.key)
             except Exception as exc:
                 if not redis_unavailable(exc):
                     raise
                 version = None  # Redis down or failing over: the store's stamp alone, as without Redis
-                self.redis_failures += 1
+                with self._lock:
+                    self.redis_failures += 1
+        with self._lock:
+            now = time.monotonic()
+            due = now - self._polled_at >= self.poll_seconds
+            if due:
+                self._polled_at = now
+        stamp = None
+        if due:
+            try:
+                stamp = consent_stamp(self.store)
+            except Exception:
+                with self._lock:
+                    self._polled_at = 0.0  # not read: the next caller tries again (and learns why)
+                raise
+        with self._lock:
+            moved = False
             if version is not None:
                 moved |= self._redis_seen is not None and version != self._redis_seen
                 self._redis_seen = version
-        now = time.monotonic()
-        if now - self._polled_at >= self.poll_seconds:
-            stamp = consent_stamp(self.store)
-            moved |= self._store_seen is not None and stamp != self._store_seen
-            self._store_seen, self._polled_at = stamp, now
-        if moved:
-            self._flags.clear()
-            self._all, self._too_big = None, False
-            self._generation += 1
-            self.reloads += 1
+            if stamp is not None:
+                moved |= self._store_seen is not None and stamp != self._store_seen
+                self._store_seen = stamp
+            if moved:
+                self._flags.clear()
+                self._all, self._too_big = None, False
+                self._generation += 1
+                self.reloads += 1
 
     def _snapshot(self) -> dict[str, Consent] | None:
         """Every row of the consent table, read once per stamp (None: more than ``snapshot_limit``)."""
@@ -139,8 +156,8 @@ class ConsentView:
 
     def get(self, user_id: str) -> Consent:
         """The shopper's flags as they stand now."""
+        self._check()
         with self._lock:
-            self._check()
             cached = self._flags.get(user_id)
         if cached is not None:
             return cached

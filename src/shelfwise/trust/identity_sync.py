@@ -71,13 +71,17 @@ class IdentityView:
         self.reloads = 0  # how often the links were read again (for tests and metrics)
 
     def _refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._polled_at < self.poll_seconds:
-            return
-        self._polled_at = now
+        """Read the links again when the poll is due. The store is read outside the lock: while one
+        caller waits on a slow store, the others answer from the links last read."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._polled_at < self.poll_seconds:
+                return
+            self._polled_at = now  # one reader per poll
+            seen = self._seen
         try:
             stamp = identity_stamp(self.store)
-            if stamp == self._seen:
+            if stamp == seen:
                 return
             links = (
                 user_links(self.store, limit=self.snapshot_limit + 1)
@@ -89,15 +93,18 @@ class IdentityView:
                 raise
             log.warning("identity links not refreshed: the store did not answer", error=str(exc)[:200])
             return
-        self._all = links if links is not None and len(links) <= self.snapshot_limit else None
-        self._one = {}
-        self._seen = stamp
-        self.reloads += 1
+        with self._lock:
+            if self._seen != seen:  # a later poll answered first: its links are newer
+                return
+            self._all = links if links is not None and len(links) <= self.snapshot_limit else None
+            self._one = {}
+            self._seen = stamp
+            self.reloads += 1
 
     def shopper_of(self, user_id: str) -> str:
         """The shopper ``user_id`` belongs to (itself when it is no alias)."""
+        self._refresh()
         with self._lock:
-            self._refresh()
             if self._all is not None:
                 return self._all.get(user_id, user_id)
             found = self._one.get(user_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -98,7 +99,9 @@ def mount_merchant(app: FastAPI, merch: Merchandising) -> None:
             )
         direction = fields.get("direction") or "two-way"
         try:
-            _, version = merch.add_synonym(terms, direction=str(direction), author="merchant page")
+            _, version = await anyio.to_thread.run_sync(
+                lambda: merch.add_synonym(terms, direction=str(direction), author="merchant page")
+            )
         except RuleError as exc:
             return _refused(
                 caller, is_form, _where("synonyms", exc), exc.message, query=str(fields.get("query", ""))
@@ -121,7 +124,9 @@ def mount_merchant(app: FastAPI, merch: Merchandising) -> None:
                 caller, is_form, "body.url", "url: where to send it (/page or https://…)", query=query
             )
         try:
-            _, version = merch.add_redirect(query, url.strip(), author="merchant page")
+            _, version = await anyio.to_thread.run_sync(  # a store write: off the event loop
+                lambda: merch.add_redirect(query, url.strip(), author="merchant page")
+            )
         except RuleError as exc:
             return _refused(caller, is_form, _where("redirects", exc), exc.message, query=query)
         if is_form:
@@ -143,7 +148,9 @@ def mount_merchant(app: FastAPI, merch: Merchandising) -> None:
         except ValueError:
             return _problem(422, "body", "the body is not valid JSON")
         try:
-            saved = merch.save_rules(name, body, author="merchant page")
+            saved = await anyio.to_thread.run_sync(
+                lambda: merch.save_rules(name, body, author="merchant page")
+            )
         except PlacementNotFound as exc:
             return JSONResponse({"error": "unknown_placement", "detail": exc.message}, status_code=404)
         except RuleError as exc:

@@ -144,44 +144,60 @@ async def user_recommendations(
     ``read`` key, or this shopper's token (``POST /v1/tokens``): the reasons name their history.
     Anyone may ask ``GET /v1/recommendations`` (no shopper)."""
     check_shopper(caller, user_id, same_shopper(svc))
-    # async: with in-process state a cached answer never leaves the event loop, and a miss makes
-    # one hop to the model pool (a sync route would hop to AnyIO's pool first, then to the model's)
+    # async: with in-process state a cached answer never touches the model pool. Every step that may
+    # read the store (the shopper's links, the experiment list, consent, merchandising rules: each
+    # re-read when its poll is due) runs in AnyIO's threads, never on the event loop: a store that
+    # hangs must not freeze /healthz and every cached answer of this worker with it
     k, scenario, category, item_id = query.k, query.scenario, query.category, query.item_id
-    dep = deployment(svc)
-    pseudo = shopper(svc, user_id)
-    dep, arm = svc.feedback.route(dep, placement=scenario, unit=pseudo)
-    # a shopper who turned personalisation off gets what anyone gets (their history is not read)
-    consent_note = "not personalised: the shopper turned personalisation off"
-    try:
-        personal = svc.consent.personalise(pseudo)
-    except Exception as exc:
-        if not store_unavailable(exc):
-            raise
-        # consent unknown while the store is down: the anonymous answer, never a personal one
-        personal, consent_note = (
-            False,
-            "not personalised: the store did not answer (these are the results for anyone)",
+
+    def prepare() -> tuple[Deployment, Any, str | None, bool, str, RecRequest]:
+        dep = deployment(svc)
+        pseudo = shopper(svc, user_id)
+        dep, arm = svc.feedback.route(dep, placement=scenario, unit=pseudo)
+        # a shopper who turned personalisation off gets what anyone gets (their history is not read)
+        consent_note = "not personalised: the shopper turned personalisation off"
+        try:
+            personal = svc.consent.personalise(pseudo)
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
+            # consent unknown while the store is down: the anonymous answer, never a personal one
+            personal, consent_note = (
+                False,
+                "not personalised: the store did not answer (these are the results for anyone)",
+            )
+        req = RecRequest(
+            user_id=pseudo if personal else None,
+            k=_pool(svc, scenario, k),
+            scenario=scenario,
+            filters=filters_of(category, query.brand, query.price_min, query.price_max),
+            context_items=[item_id] if item_id else [],
         )
-    req = RecRequest(
-        user_id=pseudo if personal else None,
-        k=_pool(svc, scenario, k),
-        scenario=scenario,
-        filters=filters_of(category, query.brand, query.price_min, query.price_max),
-        context_items=[item_id] if item_id else [],
-    )
+        return dep, arm, pseudo, personal, consent_note, req
+
+    dep, arm, pseudo, personal, consent_note, req = await anyio.to_thread.run_sync(prepare)
     if svc.recommending.in_process:
         answer, cached = await svc.recommending.recommend_async(dep, req)
     else:  # Redis round trips block: keep them off the event loop
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
-    answer, explored = _shaped(svc, answer, scenario, k)
-    body = _out(svc, answer, cached=cached, user_id=user_id, scenario=scenario)
-    if not personal:
-        body["notes"] = [*body.get("notes", []), consent_note]
-    return _json(
-        svc.feedback.tag(
-            body, placement=scenario, user_id=pseudo, session_id=query.session_id, arm=arm, explored=explored
+
+    def finish() -> Response:
+        shaped, explored = _shaped(svc, answer, scenario, k)
+        body = _out(svc, shaped, cached=cached, user_id=user_id, scenario=scenario)
+        if not personal:
+            body["notes"] = [*body.get("notes", []), consent_note]
+        return _json(
+            svc.feedback.tag(
+                body,
+                placement=scenario,
+                user_id=pseudo,
+                session_id=query.session_id,
+                arm=arm,
+                explored=explored,
+            )
         )
-    )
+
+    return await anyio.to_thread.run_sync(finish)
 
 
 def _known_item(svc: Services, dep: Deployment, item_id: str) -> None:
@@ -276,23 +292,32 @@ async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQu
     """Top items for a visitor nobody knows: popular overall, popular in ``category``, or (with
     ``item_id``) around the item on the page. No credential needed; nothing personal in it."""
     guest = session_of(query.session_id)
-    dep, arm = svc.feedback.route(deployment(svc), placement=query.scenario, unit=guest)
-    req = RecRequest(
-        user_id=None,
-        k=_pool(svc, query.scenario, query.k),
-        scenario=query.scenario,
-        filters=filters_of(query.category, query.brand, query.price_min, query.price_max),
-        context_items=[query.item_id] if query.item_id else [],
-    )
+
+    def prepare() -> tuple[Deployment, Any, RecRequest]:  # the experiment list and rules: store reads
+        dep, arm = svc.feedback.route(deployment(svc), placement=query.scenario, unit=guest)
+        req = RecRequest(
+            user_id=None,
+            k=_pool(svc, query.scenario, query.k),
+            scenario=query.scenario,
+            filters=filters_of(query.category, query.brand, query.price_min, query.price_max),
+            context_items=[query.item_id] if query.item_id else [],
+        )
+        return dep, arm, req
+
+    dep, arm, req = await anyio.to_thread.run_sync(prepare)
     if svc.recommending.in_process:
         answer, cached = await svc.recommending.recommend_async(dep, req)
     else:
         answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
-    answer, explored = _shaped(svc, answer, query.scenario, query.k)
-    body = _out(svc, answer, cached=cached, user_id=None, scenario=query.scenario)
-    return _json(
-        svc.feedback.tag(body, placement=query.scenario, session_id=guest, arm=arm, explored=explored)
-    )
+
+    def finish() -> Response:
+        shaped, explored = _shaped(svc, answer, query.scenario, query.k)
+        body = _out(svc, shaped, cached=cached, user_id=None, scenario=query.scenario)
+        return _json(
+            svc.feedback.tag(body, placement=query.scenario, session_id=guest, arm=arm, explored=explored)
+        )
+
+    return await anyio.to_thread.run_sync(finish)
 
 
 # the same validation without FastAPI's per-request reflection (``api.fastpath``)

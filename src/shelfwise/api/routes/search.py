@@ -125,6 +125,27 @@ async def search(
             # the anonymous answer beats none; the thread left behind ends with the statement timeout
             notice = "not personalised: the store did not answer in time (these are the results for anyone)"
             svc.metrics.fallbacks.labels("search_personal", "store_unavailable").inc()
+    # the experiment list, the search settings and the placement's rules are re-read from the store
+    # when their polls are due: the whole answer runs in one of AnyIO's threads (a hybrid query's
+    # encoding was there already), so a store that hangs never freezes this worker's event loop
+    return await anyio.to_thread.run_sync(
+        _answer, svc, pseudo, user, notice, q, page, size, filters, sort, session_id
+    )
+
+
+def _answer(
+    svc: Services,
+    pseudo: str | None,
+    user: Any,
+    notice: str | None,
+    q: str,
+    page: int,
+    size: int,
+    filters: Any,
+    sort: Any,
+    session_id: str | None,
+) -> SearchOut:
+    """The search answer (blocking: may read the store)."""
     engine, lock, version, mode, arm = _arm_of(svc, pseudo or session_of(session_id))
     # the shop's search management (synonyms, stop words, redirects, query rules), re-read from the
     # store when it changes: a save holds without a restart
@@ -163,10 +184,7 @@ async def search(
                 expansions=rewritten.expansions,
             )
 
-    # a keyword search is well under a millisecond of CPU, so it runs inline (a hop to a thread, and
-    # 16 threads queueing on the lock and the GIL, would cost more than the search); a hybrid one
-    # encodes the query (milliseconds of torch): off the event loop
-    result = run() if mode == "bm25" else await anyio.to_thread.run_sync(run)
+    result = run()
     hits = [_hit(hit.item, hit.score, _reason(hit, user)) for hit in result.hits]
     notes: list[str] = []
     placed = apply_placement(
