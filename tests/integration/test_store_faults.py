@@ -172,7 +172,7 @@ def test_issue_19_a_hung_store_read_never_freezes_the_event_loop(
 
             def ask() -> None:
                 started = time.perf_counter()
-                answer = httpx.get(f"{base}/v1/recommendations", params=anonymous, timeout=30)
+                answer = httpx.get(f"{base}/v1/recommendations", params=anonymous, timeout=90)
                 slow["status"], slow["seconds"] = answer.status_code, time.perf_counter() - started
 
             asker = threading.Thread(target=ask)
@@ -188,8 +188,12 @@ def test_issue_19_a_hung_store_read_never_freezes_the_event_loop(
                 health.append(time.perf_counter() - started)
                 time.sleep(0.1)
             still_waiting = asker.is_alive()  # the hung read really lasted all along
-            asker.join(timeout=30)
-            assert still_waiting and slow["status"] == 200 and slow["seconds"] > 1.5, slow
+            # the waiting request may queue several 6 s reads behind the lock (rules, experiments, ...):
+            # let the store go, then it must finish with an answer, not an error
+            lock.rollback()
+            asker.join(timeout=60)
+            assert still_waiting and not asker.is_alive(), slow
+            assert slow.get("status") == 200 and slow["seconds"] > 1.5, slow
             assert max(health) < 0.5, health
             assert other.status_code == 200 and other_seconds < 0.5, other_seconds
     finally:
