@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,6 +106,41 @@ def test_a_saved_rule_holds_on_the_next_request_in_another_process_view(
     answer = other.apply("home", candidates, k=5)
     assert answer.items[0].item_id == "85123A"
     assert 'pinned at 1 by rule "pin 85123A at 1"' in answer.items[0].reasons
+
+
+def test_rules_read_just_before_a_change_are_not_kept_after_it(
+    merch: Merchandising, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request read the placement, then rules were saved and read again, then that request
+    finished: what it read must not stand in for the saved rules (it used to, until the next change)."""
+    from shelfwise.merchandising import service
+
+    real = service.get_document
+    read, finish = threading.Event(), threading.Event()
+
+    def slow(*args: Any, **kwargs: Any) -> Any:  # the real read, then a pause before it is kept
+        doc = real(*args, **kwargs)
+        if threading.current_thread().name == "slow-request":
+            read.set()
+            assert finish.wait(10)
+        return doc
+
+    monkeypatch.setattr(service, "get_document", slow)
+    first, second = sorted(store.item_ids())[:2]
+    merch.save_rules("home", {"rules": [{"kind": "pin", "item_id": first, "position": 1}]})
+    answered: dict[str, Any] = {}
+    request = threading.Thread(
+        target=lambda: answered.update(home=merch.placement("home")), name="slow-request"
+    )
+    request.start()
+    assert read.wait(10)  # it holds version 1, not kept yet
+    merch.save_rules("home", {"rules": [{"kind": "pin", "item_id": second, "position": 1}]})
+    assert merch.placement("home").version == 2  # read (and kept) under the new stamp
+    finish.set()
+    request.join(10)
+    assert answered["home"].version == 1  # the request that read it answers with it...
+    assert merch.placement("home").version == 2  # ...and nobody after it
+    assert merch.rules("home").item_ids() == {second}
 
 
 def test_search_settings_are_versioned_and_applied(merch: Merchandising) -> None:

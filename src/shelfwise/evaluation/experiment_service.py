@@ -21,8 +21,6 @@ primary metric's per-shopper numerator when shoppers have pre-period events, and
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shelfwise.core.clock import now_ms
 from shelfwise.core.errors import ShelfwiseError
+from shelfwise.core.polled import Polled
 from shelfwise.evaluation.experiments import MixtureSPRT, assign, bucket, cuped, relative_lift_ci, srm_test
 from shelfwise.evaluation.online_metrics import METRICS, metrics_of, unit_sums
 from shelfwise.store.base import Store
@@ -158,10 +157,12 @@ class ExperimentService:
     def __init__(self, store: Store, *, cache_seconds: float = 5.0) -> None:
         self.store = store
         self.cache_seconds = cache_seconds
-        self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, list[ExperimentRow]]] = (-float("inf"), {})
-        self._reading = False  # a caller is reading the list from the store
-        self._generation = 0  # moves with create/stop: a list read before one is not kept
+        # read outside any lock by one caller per poll (the others keep the list last read); a list
+        # never read, or dropped by create/stop, is waited for; a list read before a create/stop is
+        # not kept; a failed read is raised to the request that made it
+        self._running: Polled[_ByPlacement] = Polled(
+            self._read_running, every=cache_seconds, wait_for_first=True, name="running experiments"
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
     def create(self, spec: ExperimentSpec) -> ExperimentRow:
@@ -197,9 +198,7 @@ class ExperimentService:
             end_ts=spec.end_ts,
             check=refuse_overlap,
         )
-        with self._lock:
-            self._cached = (-float("inf"), {})
-            self._generation += 1
+        self._running.drop()
         return row
 
     def get(self, name: str) -> ExperimentRow:
@@ -224,9 +223,7 @@ class ExperimentService:
             stopped_at=now_ms(),
             state={**row.state, "stop_reason": reason},
         )
-        with self._lock:
-            self._cached = (-float("inf"), {})
-            self._generation += 1
+        self._running.drop()
         return self.get(name)
 
     # --- the request path -----------------------------------------------------------------------
@@ -236,8 +233,7 @@ class ExperimentService:
         if not unit_id:
             return None
         now = now_ms() if now is None else now
-        by_placement = self._running()
-        rows = by_placement.get(placement)
+        rows = (self._running.get() or {}).get(placement)
         if not rows:  # no experiment runs here: no hash to compute (every request asks)
             return None
         position = traffic_position(unit_id, placement)
@@ -255,27 +251,11 @@ class ExperimentService:
             )
         return None
 
-    def _running(self) -> _ByPlacement:
-        """The running experiments by placement, read again every ``cache_seconds``. The store is
-        read outside the lock by one caller at a time; while it waits (a slow store), the others
-        use the list last read. A list never read (or dropped by ``create``/``stop``) is waited for."""
-        with self._lock:
-            at, by_placement = self._cached
-            fresh = time.monotonic() - at <= self.cache_seconds
-            if fresh or (self._reading and at > -float("inf")):
-                return by_placement
-            self._reading = True
-            generation = self._generation
-        try:
-            found: _ByPlacement = {}
-            for row in list_experiments(self.store, status="running"):
-                found.setdefault(row.placement, []).append(row)
-        finally:
-            with self._lock:
-                self._reading = False
-        with self._lock:
-            if generation == self._generation:  # no create/stop while it was read
-                self._cached = (time.monotonic(), found)
+    def _read_running(self, _last: _ByPlacement | None) -> _ByPlacement:
+        """The running experiments by placement, from the store."""
+        found: _ByPlacement = {}
+        for row in list_experiments(self.store, status="running"):
+            found.setdefault(row.placement, []).append(row)
         return found
 
     # --- reading --------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ placements, their rules and the shop's search settings.
 
 Saves are validated (pydantic, then against the catalogue: a rule naming an unknown item is refused
 with the field that names it) and stored as a new version; reads are cached per process and
-refreshed when the store's document stamp changes, so a saved rule holds on the next request.
+refreshed when the store's document stamp changes (polled every ``refresh_seconds``), so a saved
+rule holds on the next request of this process and within ``refresh_seconds`` on the others.
 
 >>> svc = Merchandising(store)                                          # doctest: +SKIP
 >>> svc.save_rules("home", {"rules": [{"kind": "pin", "item_id": "85123A", "position": 1}]})  # doctest: +SKIP
@@ -14,12 +15,11 @@ refreshed when the store's document stamp changes, so a saved rule holds on the 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from shelfwise.core.polled import Polled
 from shelfwise.data.schemas import Item
 from shelfwise.merchandising.engine import Candidate, MerchResult, apply_rules
 from shelfwise.merchandising.placements import STANDARD, Placement, PlacementNotFound, default_placement
@@ -57,15 +57,32 @@ class StoredPlacement:
         }
 
 
+_Key = tuple[str, str]  # (kind, name) of a document
+
+
+@dataclass
+class _Documents:
+    """What was read under one stamp of the shop's documents. A moved stamp (or a save here) brings
+    a new, empty one: a read that finishes after that lands in the old one, which nobody reads any
+    more, so a document read just before a change never stands in for the changed one."""
+
+    stamp: tuple[int, int]
+    found: dict[_Key, Any] = field(default_factory=dict)
+
+
 class Merchandising:
     def __init__(self, store: Store, *, shop: str = "default", refresh_seconds: float = 0.5) -> None:
         self.store = store
         self.shop = shop
         self.refresh_seconds = refresh_seconds
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
-        self._checked = 0.0
-        self._cache: dict[tuple[str, str], Any] = {}
+        # the stamp is read outside any lock by one request per poll: while it waits on a slow store,
+        # the others answer with the documents last read; the store down: they still hold
+        self._documents: Polled[_Documents] = Polled(
+            self._read_stamp,
+            every=refresh_seconds,
+            keep_last_on=store_unavailable,
+            name="merchandising documents' stamp",
+        )
 
     # --- placements -----------------------------------------------------------------------------
     def placements(self) -> list[StoredPlacement]:
@@ -77,8 +94,9 @@ class Merchandising:
 
     def placement(self, name: str, *, version: int | None = None) -> StoredPlacement:
         """The latest (or a given) version; PlacementNotFound for an unknown name or version."""
+        documents = None
         if version is None:
-            cached = self._cached((PLACEMENT, name))
+            documents, cached = self._cached((PLACEMENT, name))
             if cached is not None:
                 return cached
         try:
@@ -94,8 +112,8 @@ class Merchandising:
             found = StoredPlacement(default_placement(name), 0)
         else:
             found = _stored(doc)
-        if version is None:
-            self._cache[(PLACEMENT, name)] = found
+        if documents is not None:
+            documents.found[(PLACEMENT, name)] = found
         return found
 
     def history(self, name: str) -> list[StoredPlacement]:
@@ -148,7 +166,7 @@ class Merchandising:
 
     # --- search management ----------------------------------------------------------------------
     def search_settings(self) -> tuple[SearchSettings, int]:
-        cached = self._cached((SEARCH, SEARCH_DOC))
+        documents, cached = self._cached((SEARCH, SEARCH_DOC))
         if cached is not None:
             return cached
         try:
@@ -160,7 +178,8 @@ class Merchandising:
         found = (
             (SearchSettings(), 0) if doc is None else (SearchSettings.model_validate(doc.body), doc.version)
         )
-        self._cache[(SEARCH, SEARCH_DOC)] = found
+        if documents is not None:
+            documents.found[(SEARCH, SEARCH_DOC)] = found
         return found
 
     def save_search_settings(
@@ -242,30 +261,18 @@ class Merchandising:
     def _known(self, ids: Iterable[str]) -> set[str]:
         return set(self.store.get_items(ids))
 
-    def _cached(self, key: tuple[str, str]) -> Any:
-        # the stamp is read outside the lock: while one request waits on a slow store, the others
-        # answer with the rules last read (the poll is marked done before the read, so one reads)
-        with self._lock:
-            now = time.monotonic()
-            if now - self._checked < self.refresh_seconds:
-                return self._cache.get(key)
-            self._checked = now
-        try:
-            stamp = documents_stamp(self.store, shop=self.shop)
-        except Exception as exc:
-            if not store_unavailable(exc):
-                raise
-            stamp = None  # the store is down: the rules last read still hold
-        with self._lock:
-            if stamp is not None and stamp != self._stamp:
-                self._stamp = stamp
-                self._cache.clear()
-            return self._cache.get(key)
+    def _read_stamp(self, last: _Documents | None) -> _Documents:
+        stamp = documents_stamp(self.store, shop=self.shop)
+        return last if last is not None and last.stamp == stamp else _Documents(stamp)
+
+    def _cached(self, key: _Key) -> tuple[_Documents | None, Any]:
+        """The documents of the current stamp (None: none read yet), and ``key``'s among them (None:
+        not read under this stamp). Store what is read for ``key`` in those documents, not in newer ones."""
+        documents = self._documents.get()
+        return documents, None if documents is None else documents.found.get(key)
 
     def _invalidate(self) -> None:
-        with self._lock:
-            self._cache.clear()
-            self._checked = 0.0
+        self._documents.drop()  # saved here: read again at once, and nothing read before it kept
 
 
 def _stored(doc: Document) -> StoredPlacement:

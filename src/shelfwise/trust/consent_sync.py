@@ -23,10 +23,10 @@ then the Redis stamp.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from shelfwise.core.logging import get_logger
+from shelfwise.core.polled import Polled
 from shelfwise.store.base import Store
 from shelfwise.store.consent import Consent, all_consent, consent_stamp, get_consent, set_consent
 
@@ -95,15 +95,18 @@ class ConsentView:
         self._too_big = False  # the table outgrew the snapshot under the current stamp
         self._generation = 0  # moves with the stamp: a snapshot read under an older one is dropped
         self._redis_seen: int | None = None
-        self._store_seen: tuple[int, int] | None = None
-        self._polled_at = 0.0
+        # read outside the lock by one caller per poll (the others answer from the flags last read);
+        # a failed read is raised to its caller, and the next caller reads again
+        self._store_stamp: Polled[tuple[int, int]] = Polled(
+            self._read_store_stamp, every=poll_seconds, name="consent stamp"
+        )
         self.reloads = 0  # how often the stamp moved (for tests and metrics)
         self.redis_failures = 0  # checks that found Redis unreachable (the store's stamp was used)
 
     def _check(self) -> None:
-        """Clear this view when a stamp moved. Redis and the store are read outside the lock: while
-        one caller waits on a slow store, the others answer from the flags last read (the poll is
-        marked done before its read, so one caller reads per poll)."""
+        """Clear this view when a stamp moved: Redis's, read on every call, or the store's, when its
+        poll is due. Both are read outside the lock: while one caller waits on a slow store, the
+        others answer from the flags last read."""
         version: int | None = None
         if self.redis is not None:
             try:
@@ -114,32 +117,27 @@ class ConsentView:
                 version = None  # Redis down or failing over: the store's stamp alone, as without Redis
                 with self._lock:
                     self.redis_failures += 1
-        with self._lock:
-            now = time.monotonic()
-            due = now - self._polled_at >= self.poll_seconds
-            if due:
-                self._polled_at = now
-        stamp = None
-        if due:
-            try:
-                stamp = consent_stamp(self.store)
-            except Exception:
-                with self._lock:
-                    self._polled_at = 0.0  # not read: the next caller tries again (and learns why)
-                raise
-        with self._lock:
-            moved = False
-            if version is not None:
-                moved |= self._redis_seen is not None and version != self._redis_seen
+        self._store_stamp.get()  # the read clears this view when the store's stamp moved
+        if version is not None:
+            with self._lock:
+                moved = self._redis_seen is not None and version != self._redis_seen
                 self._redis_seen = version
-            if stamp is not None:
-                moved |= self._store_seen is not None and stamp != self._store_seen
-                self._store_seen = stamp
-            if moved:
-                self._flags.clear()
-                self._all, self._too_big = None, False
-                self._generation += 1
-                self.reloads += 1
+                if moved:
+                    self._forget()
+
+    def _read_store_stamp(self, last: tuple[int, int] | None) -> tuple[int, int]:
+        stamp = consent_stamp(self.store)
+        if last is not None and stamp != last:
+            with self._lock:
+                self._forget()
+        return stamp
+
+    def _forget(self) -> None:
+        """Drop every flag read (the lock is held): they are read again under the new stamp."""
+        self._flags.clear()
+        self._all, self._too_big = None, False
+        self._generation += 1
+        self.reloads += 1
 
     def _snapshot(self) -> dict[str, Consent] | None:
         """Every row of the consent table, read once per stamp (None: more than ``snapshot_limit``)."""
@@ -159,6 +157,7 @@ class ConsentView:
         self._check()
         with self._lock:
             cached = self._flags.get(user_id)
+            generation = self._generation
         if cached is not None:
             return cached
         snapshot = self._snapshot() if self.snapshot_limit > 0 else None
@@ -166,7 +165,9 @@ class ConsentView:
             return snapshot.get(user_id) or Consent(user_id)
         found = get_consent(self.store, user_id)
         with self._lock:
-            self._flags[user_id] = found
+            # kept only when no stamp moved meanwhile: flags read before a change never stand in for it
+            if generation == self._generation:
+                self._flags[user_id] = found
         return found
 
     def personalise(self, user_id: str) -> bool:

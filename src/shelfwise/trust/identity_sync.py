@@ -16,18 +16,16 @@ does not answer leaves the view as it was (the links it last read still hold).
 from __future__ import annotations
 
 import threading
-import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from shelfwise.core.logging import get_logger
+from shelfwise.core.polled import Polled
 from shelfwise.store.base import Store
 from shelfwise.store.identities import canonical
 from shelfwise.store.journal import store_unavailable
 from shelfwise.store.tables import identity_map
-
-log = get_logger(__name__)
 
 
 def _engine(store: Store) -> Any:
@@ -56,6 +54,16 @@ def user_links(store: Store, *, limit: int) -> dict[str, str]:
     return {str(a): str(u) for a, u in rows}
 
 
+@dataclass
+class _Links:
+    """The links read under one stamp. A moved stamp brings a new one: an id read one at a time
+    that lands in an old one is never answered again."""
+
+    stamp: tuple[int, int]
+    table: dict[str, str] | None  # every link, while the table is small
+    one: dict[str, str] = field(default_factory=dict)  # ids read one at a time (a big table)
+
+
 class IdentityView:
     """One worker's view of the user links, current within ``poll_seconds``. Thread-safe."""
 
@@ -64,50 +72,31 @@ class IdentityView:
         self.poll_seconds = poll_seconds
         self.snapshot_limit = snapshot_limit
         self._lock = threading.Lock()
-        self._all: dict[str, str] | None = None  # every link, while the table is small
-        self._one: dict[str, str] = {}  # ids read one at a time (a big table)
-        self._seen: tuple[int, int] | None = None
-        self._polled_at = -float("inf")
+        # read outside the lock by one caller per poll: while it waits on a slow store, the others
+        # answer from the links last read; the store down: they still hold
+        self._links: Polled[_Links] = Polled(
+            self._read, every=poll_seconds, keep_last_on=store_unavailable, name="identity links"
+        )
         self.reloads = 0  # how often the links were read again (for tests and metrics)
 
-    def _refresh(self) -> None:
-        """Read the links again when the poll is due. The store is read outside the lock: while one
-        caller waits on a slow store, the others answer from the links last read."""
+    def _read(self, last: _Links | None) -> _Links:
+        stamp = identity_stamp(self.store)
+        if last is not None and stamp == last.stamp:
+            return last
+        links = (
+            user_links(self.store, limit=self.snapshot_limit + 1) if stamp[0] <= self.snapshot_limit else None
+        )
         with self._lock:
-            now = time.monotonic()
-            if now - self._polled_at < self.poll_seconds:
-                return
-            self._polled_at = now  # one reader per poll
-            seen = self._seen
-        try:
-            stamp = identity_stamp(self.store)
-            if stamp == seen:
-                return
-            links = (
-                user_links(self.store, limit=self.snapshot_limit + 1)
-                if stamp[0] <= self.snapshot_limit
-                else None
-            )
-        except Exception as exc:
-            if not store_unavailable(exc):
-                raise
-            log.warning("identity links not refreshed: the store did not answer", error=str(exc)[:200])
-            return
-        with self._lock:
-            if self._seen != seen:  # a later poll answered first: its links are newer
-                return
-            self._all = links if links is not None and len(links) <= self.snapshot_limit else None
-            self._one = {}
-            self._seen = stamp
             self.reloads += 1
+        return _Links(stamp, links if links is not None and len(links) <= self.snapshot_limit else None)
 
     def shopper_of(self, user_id: str) -> str:
         """The shopper ``user_id`` belongs to (itself when it is no alias)."""
-        self._refresh()
+        links = self._links.get()
+        if links is not None and links.table is not None:
+            return links.table.get(user_id, user_id)
         with self._lock:
-            if self._all is not None:
-                return self._all.get(user_id, user_id)
-            found = self._one.get(user_id)
+            found = None if links is None else links.one.get(user_id)
         if found is not None:
             return found
         try:
@@ -116,8 +105,9 @@ class IdentityView:
             if not store_unavailable(exc):
                 raise
             return user_id  # answered as itself: never as somebody else
-        with self._lock:
-            if len(self._one) >= self.snapshot_limit:
-                self._one.clear()
-            self._one[user_id] = found
+        if links is not None:  # none read yet (the first poll waits, or the store is down): not kept
+            with self._lock:
+                if len(links.one) >= self.snapshot_limit:
+                    links.one.clear()
+                links.one[user_id] = found
         return found
