@@ -17,7 +17,9 @@ lock is held, and it must cost one request, not all of them. ``Polled`` is that 
   or with ``wait_for_first=True`` every caller reads itself: it waits rather than go without.
 
 ``read`` is given the value last read (``None`` at first), so it can keep that very object when
-its source did not change (a stamp that did not move):
+its source did not change (a stamp that did not move); it never returns ``None`` (that means
+"nothing read"). What a caller keeps per value (documents read under a stamp) can live in that
+object: once a newer one replaces it, a late write into it is never read again.
 
     >>> stamps = iter([1, 1, 2])
     >>> stamp = Polled(lambda last: next(stamps), every=0.0)
