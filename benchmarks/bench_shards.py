@@ -161,14 +161,21 @@ def cell(n_items: int, shards: int, out_dir: Path, exact: bool) -> dict[str, Any
         owner = assign(ids, shards)
         parts = [SyntheticPart(vocab, np.flatnonzero(owner == s), DIM) for s in range(shards)]
         partition_s = time.perf_counter() - started
-        report = build_shards(
-            work, parts, n_items=n_items, weights=weights, analyzer=analyzer_cfg, workers=WORKERS, hnsw=HNSW
-        )
+        with _TreeSampler() as tree:
+            report = build_shards(
+                work,
+                parts,
+                n_items=n_items,
+                weights=weights,
+                analyzer=analyzer_cfg,
+                workers=WORKERS,
+                hnsw=HNSW,
+            )
         build_s = time.perf_counter() - started
-        # CPU seconds of the build (this process and its build workers): less at the mercy of the load
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # CPU seconds of the build (this process and its build workers, which are the forkserver's
+        # children, so sampled rather than counted by getrusage): less at the mercy of the load
         mine = resource.getrusage(resource.RUSAGE_SELF)
-        build_cpu_s = kids.ru_utime + kids.ru_stime + mine.ru_utime + mine.ru_stime
+        build_cpu_s = tree.cpu_seconds + mine.ru_utime + mine.ru_stime
         del parts, owner
         kw_disk = sum(_dir_bytes(p / "keyword") for p in (work / "shards").iterdir())
         dense_disk = sum(_dir_bytes(p / "dense") for p in (work / "shards").iterdir())
@@ -212,7 +219,7 @@ def cell(n_items: int, shards: int, out_dir: Path, exact: bool) -> dict[str, Any
             np.save(out_dir / f"top-{n_items}-exact.npy", best)
         kw_mem, dense_mem = keyword.nbytes(), dense.memory_bytes()
         me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        self_rss, child_rss = me.ru_maxrss * 1024, kids.ru_maxrss * 1024
+        self_rss, child_rss = me.ru_maxrss * 1024, max(kids.ru_maxrss * 1024, tree.peak_rss)
         return {
             "items": n_items,
             "shards": shards,
@@ -238,6 +245,48 @@ def cell(n_items: int, shards: int, out_dir: Path, exact: bool) -> dict[str, Any
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class _TreeSampler:
+    """CPU seconds and peak RSS of this process's descendants, sampled every ``every`` s.
+
+    The build workers start from a forkserver (a child of this process), so they are grandchildren:
+    ``getrusage(RUSAGE_CHILDREN)`` never counts them. Each descendant's last-seen CPU time is kept
+    after it exits (a worker's final ``every`` seconds can be missed: a small undercount)."""
+
+    def __init__(self, every: float = 0.25) -> None:
+        import threading
+
+        self.every, self.cpu, self.peak_rss = every, {}, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while True:
+            for proc in me.children(recursive=True):
+                try:
+                    t = proc.cpu_times()
+                    self.cpu[proc.pid] = t.user + t.system
+                    self.peak_rss = max(self.peak_rss, proc.memory_info().rss)
+                except psutil.Error:
+                    continue
+            if self._stop.wait(self.every):
+                return
+
+    @property
+    def cpu_seconds(self) -> float:
+        return float(sum(self.cpu.values()))
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
