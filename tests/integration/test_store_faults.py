@@ -151,9 +151,10 @@ def test_issue_19_a_hung_store_read_never_freezes_the_event_loop(
 ) -> None:
     """The merchandising rules, experiment list, consent flags and shopper links are re-read from
     the store when their polls are due, from inside a request. Such a read that hangs (a session
-    holds those tables; the statement timeout ends the wait after 6 s) keeps one request waiting,
-    never the worker's event loop: /healthz, and a recommendation asked meanwhile (the rules last
-    read still hold), answer at once."""
+    holds those tables; the statement timeout would end the wait after 6 s) keeps one request
+    waiting at most the request's store timeout (1 s) per poll, then the values last read answer;
+    it never holds the worker's event loop: /healthz, and a recommendation asked meanwhile (the
+    rules last read still hold), answer at once."""
     served, url, _proxy = shop
     settings = served.settings(
         store_statement_timeout_ms=6000, store_request_timeout_ms=1000, store_connect_timeout_seconds=2
@@ -187,13 +188,11 @@ def test_issue_19_a_hung_store_read_never_freezes_the_event_loop(
                 assert c.get("/healthz").status_code == 200
                 health.append(time.perf_counter() - started)
                 time.sleep(0.1)
-            still_waiting = asker.is_alive()  # the hung read really lasted all along
-            # the waiting request may queue several 6 s reads behind the lock (rules, experiments, ...):
-            # let the store go, then it must finish with an answer, not an error
-            lock.rollback()
-            asker.join(timeout=60)
-            assert still_waiting and not asker.is_alive(), slow
-            assert slow.get("status") == 200 and slow["seconds"] > 1.5, slow
+            # the polls it finds due (rules, experiments, consent, shopper links) each wait at most the
+            # request's 1 s for the store, then the value last read answers: it ends while the lock holds
+            asker.join(timeout=30)  # the lock is still held: released in ``finally``
+            assert not asker.is_alive(), slow
+            assert slow.get("status") == 200 and 0.9 < slow["seconds"] < 8.0, slow
             assert max(health) < 0.5, health
             assert other.status_code == 200 and other_seconds < 0.5, other_seconds
     finally:

@@ -14,7 +14,12 @@ lock is held, and it must cost one request, not all of them. ``Polled`` is that 
   due ``every`` seconds later); any other error is raised to the caller that read, and the next
   caller reads again;
 - with nothing read yet (or after ``drop()``), ``get()`` returns ``None`` to everyone but the reader,
-  or with ``wait_for_first=True`` every caller reads itself: it waits rather than go without.
+  or with ``wait_for_first=True`` every caller reads itself: it waits rather than go without;
+- with ``wait_at_most`` set and a value held, the reader too waits no longer than that for a poll:
+  the read goes on in its own thread, the reader answers with the value held, and the read's
+  result (or failure, logged; a failure not kept makes the next caller read again) lands when it
+  ends. A request then waits at most ``wait_at_most`` per polled value for a store that hangs,
+  not the statement timeout. A first read (nothing held) is always waited for.
 
 ``read`` is given the value last read (``None`` at first), so it can keep that very object when
 its source did not change (a stamp that did not move); it never returns ``None`` (that means
@@ -51,12 +56,14 @@ class Polled(Generic[T]):
         every: float,
         keep_last_on: Callable[[BaseException], bool] | None = None,
         wait_for_first: bool = False,
+        wait_at_most: float | None = None,
         name: str = "polled value",
     ) -> None:
         self.read = read
         self.every = every
         self.keep_last_on = keep_last_on
         self.wait_for_first = wait_for_first
+        self.wait_at_most = wait_at_most
         self.name = name
         self._lock = threading.Lock()
         self._value: T | None = None
@@ -76,6 +83,12 @@ class Polled(Generic[T]):
             ticket = self._tickets
             if due:  # a caller waiting for the first value reads beside the poll, not as it
                 self._polled_at, self._reader = now, ticket
+        if due and held is not None and self.wait_at_most is not None:
+            return self._read_in_background(held, ticket, self.wait_at_most)
+        return self._read(held, ticket)
+
+    def _read(self, held: T | None, ticket: int) -> T | None:
+        """Read, keep the value unless overtaken, and apply the failure rules (see the module)."""
         try:
             value = self.read(held)
         except BaseException as exc:  # an interrupt too must free the poll
@@ -98,6 +111,35 @@ class Polled(Generic[T]):
             elif self._value is not None:
                 value = self._value  # a newer read was kept while this one waited: it is the answer
         return value
+
+    def _read_in_background(self, held: T, ticket: int, wait: float) -> T | None:
+        """The poll's read in a thread of its own: its answer when it comes within ``wait`` seconds
+        (its error raised as ``_read`` would), else the value held while it goes on."""
+        done = threading.Event()
+        answer: list[T | None] = []
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                answer.append(self._read(held, ticket))
+            except BaseException as exc:
+                failure.append(exc)
+            with self._lock:
+                abandoned = done.is_set()  # the reader answered without it
+                done.set()
+            if abandoned and failure:  # nobody to raise to: say so; the next caller reads again
+                log.warning("a late read failed", what=self.name, error=str(failure[0])[:200])
+
+        threading.Thread(target=run, name=f"poll: {self.name}", daemon=True).start()
+        if not done.wait(wait):
+            with self._lock:
+                if not done.is_set():
+                    done.set()  # from here on the read is on its own
+                    log.warning("a poll is slow: the last value answers", what=self.name, waited_s=wait)
+                    return self._value if self._value is not None else held
+        if failure:
+            raise failure[0]
+        return answer[0]
 
     def drop(self) -> None:
         """Forget the value (its source changed here): the next ``get`` reads again, and a read that

@@ -154,14 +154,20 @@ class ExperimentService:
     """Experiments of one store. ``assignment`` is what the request path calls per answer: it
     keeps the running experiments in memory for ``cache_seconds``."""
 
-    def __init__(self, store: Store, *, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self, store: Store, *, cache_seconds: float = 5.0, wait_at_most: float | None = None
+    ) -> None:
         self.store = store
         self.cache_seconds = cache_seconds
         # read outside any lock by one caller per poll (the others keep the list last read); a list
         # never read, or dropped by create/stop, is waited for; a list read before a create/stop is
         # not kept; a failed read is raised to the request that made it
         self._running: Polled[_ByPlacement] = Polled(
-            self._read_running, every=cache_seconds, wait_for_first=True, name="running experiments"
+            self._read_running,
+            every=cache_seconds,
+            wait_for_first=True,
+            wait_at_most=wait_at_most,
+            name="running experiments",
         )
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -315,7 +321,7 @@ class ExperimentService:
                 comparison["note"] = "not enough units in both arms yet"
                 out["comparisons"].append(comparison)
                 continue
-            lifts = {}
+            lifts: dict[str, Any] = {}
             for metric, (num, den) in METRICS.items():
                 try:
                     lifts[metric] = relative_lift_ci(control[num], control[den], treat[num], treat[den])

@@ -71,7 +71,14 @@ class _Documents:
 
 
 class Merchandising:
-    def __init__(self, store: Store, *, shop: str = "default", refresh_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        shop: str = "default",
+        refresh_seconds: float = 0.5,
+        wait_at_most: float | None = None,
+    ) -> None:
         self.store = store
         self.shop = shop
         self.refresh_seconds = refresh_seconds
@@ -81,6 +88,7 @@ class Merchandising:
             self._read_stamp,
             every=refresh_seconds,
             keep_last_on=store_unavailable,
+            wait_at_most=wait_at_most,
             name="merchandising documents' stamp",
         )
 

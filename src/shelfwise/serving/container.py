@@ -177,7 +177,9 @@ def build_services(
     offset = catalogue_log.offset()  # before the index is built: nothing written meanwhile is missed
     search, index, hybrid = build_search(store, settings)
     feedback = Feedback(store, live, metrics, settings)
-    merch = Merchandising(store, refresh_seconds=settings.merch_refresh_seconds)
+    # a poll of the store waits no longer than a request waits for it: then the value last read answers
+    polls_wait = settings.store_request_timeout_ms / 1000
+    merch = Merchandising(store, refresh_seconds=settings.merch_refresh_seconds, wait_at_most=polls_wait)
     event_writer = GroupCommitter(store)
     event_writer.on_commit = feedback.committed
     services = Services(
@@ -213,7 +215,12 @@ def build_services(
             offset=offset,
         ),
         merch=merch,
-        consent=ConsentView(store, redis=_redis_client(settings.redis_url), prefix=settings.redis_prefix),
+        consent=ConsentView(
+            store,
+            redis=_redis_client(settings.redis_url),
+            prefix=settings.redis_prefix,
+            wait_at_most=polls_wait,
+        ),
         feedback=feedback,
         explorer=Explorer(merch, store),
         search_arms=SearchArms(settings),
@@ -230,7 +237,7 @@ def build_services(
         services.search_build = hybrid
         hybrid.start(lambda engine, info, catch_up: _serve_index(services, engine, info, catch_up))
     services.erased = set(store.erased_since(0))
-    services.identities = IdentityView(store)
+    services.identities = IdentityView(store, wait_at_most=polls_wait)
     live.on_erasure.append(lambda: _after_erasure_elsewhere(services))
     live.on_tick.append(services.catalogue.follow)
     services.journal = open_journal(settings.var_dir, store, metrics)

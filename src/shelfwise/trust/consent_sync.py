@@ -82,6 +82,7 @@ class ConsentView:
         prefix: str = "shelfwise:",
         poll_seconds: float = 0.5,
         snapshot_limit: int = 100_000,
+        wait_at_most: float | None = None,
     ) -> None:
         self.store = store
         self.redis = redis
@@ -98,7 +99,7 @@ class ConsentView:
         # read outside the lock by one caller per poll (the others answer from the flags last read);
         # a failed read is raised to its caller, and the next caller reads again
         self._store_stamp: Polled[tuple[int, int]] = Polled(
-            self._read_store_stamp, every=poll_seconds, name="consent stamp"
+            self._read_store_stamp, every=poll_seconds, wait_at_most=wait_at_most, name="consent stamp"
         )
         self.reloads = 0  # how often the stamp moved (for tests and metrics)
         self.redis_failures = 0  # checks that found Redis unreachable (the store's stamp was used)

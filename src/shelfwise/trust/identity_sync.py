@@ -67,7 +67,14 @@ class _Links:
 class IdentityView:
     """One worker's view of the user links, current within ``poll_seconds``. Thread-safe."""
 
-    def __init__(self, store: Store, *, poll_seconds: float = 0.5, snapshot_limit: int = 200_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        poll_seconds: float = 0.5,
+        snapshot_limit: int = 200_000,
+        wait_at_most: float | None = None,
+    ) -> None:
         self.store = store
         self.poll_seconds = poll_seconds
         self.snapshot_limit = snapshot_limit
@@ -75,7 +82,11 @@ class IdentityView:
         # read outside the lock by one caller per poll: while it waits on a slow store, the others
         # answer from the links last read; the store down: they still hold
         self._links: Polled[_Links] = Polled(
-            self._read, every=poll_seconds, keep_last_on=store_unavailable, name="identity links"
+            self._read,
+            every=poll_seconds,
+            keep_last_on=store_unavailable,
+            wait_at_most=wait_at_most,
+            name="identity links",
         )
         self.reloads = 0  # how often the links were read again (for tests and metrics)
 

@@ -294,3 +294,68 @@ def test_a_locked_sqlite_table_holds_up_one_caller_and_no_other(tmp_path: Path) 
     holder.close()
     assert waiting.done().result == 2
     assert polled.get() == 2
+
+
+# --- wait_at_most: a request waits a bounded time for a poll, never the store's statement timeout ---
+
+
+def test_a_slow_poll_answers_with_the_held_value_after_wait_at_most_and_lands_later() -> None:
+    source = Source("v1", "v2", "v3", hold=(2,))
+    polled: Polled[str] = Polled(source, every=0.0, wait_at_most=0.2)
+    assert polled.get() == "v1"
+    answer, seconds = _timed(polled.get)  # the poll is due: its read hangs
+    assert answer == "v1" and 0.15 <= seconds < 2.0, seconds
+    assert source.entered[2].is_set()
+    assert polled.get() == "v1" and source.reads == 2  # still one read at a time
+    source.release[2].set()
+    deadline = time.monotonic() + WAIT
+    while polled._reader and time.monotonic() < deadline:  # the late read lands on its own
+        time.sleep(0.01)
+    assert polled.get() in {"v2", "v3"}  # v2 landed; the next poll (every=0) may already read v3
+    assert source.reads >= 2
+
+
+def test_a_quick_poll_is_answered_by_its_own_read_with_wait_at_most() -> None:
+    source = Source("v1", "v2")
+    polled: Polled[str] = Polled(source, every=0.0, wait_at_most=5.0)
+    assert polled.get() == "v1"
+    assert polled.get() == "v2"
+
+
+def test_the_first_read_is_waited_for_even_with_wait_at_most() -> None:
+    source = Source("v1", hold=(1,))
+    polled: Polled[str] = Polled(source, every=0.0, wait_at_most=0.05)
+    first = Call(polled)
+    assert source.entered[1].wait(WAIT)
+    time.sleep(0.2)
+    assert first.is_alive()  # nothing held: nothing to answer with but the read
+    source.release[1].set()
+    assert first.done().result == "v1"
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_failure_within_wait_at_most_follows_the_failure_rules(kept: bool) -> None:
+    source = Source("v1", ConnectionError("store down"), "v3")
+    polled: Polled[str] = Polled(
+        source, every=0.0, wait_at_most=5.0, keep_last_on=lambda exc: isinstance(exc, ConnectionError) and kept
+    )
+    assert polled.get() == "v1"
+    if kept:
+        assert polled.get() == "v1"
+    else:
+        with pytest.raises(ConnectionError):
+            polled.get()
+    assert polled.get() == "v3"
+
+
+def test_a_late_failure_not_kept_makes_the_next_caller_read_again() -> None:
+    source = Source("v1", RuntimeError("broken"), "v3", hold=(2,))
+    polled: Polled[str] = Polled(source, every=3600.0, wait_at_most=0.1)
+    assert polled.get() == "v1"
+    polled._polled_at = -float("inf")  # make the hour-long poll due now
+    assert polled.get() == "v1"  # gave up waiting: the held value
+    source.release[2].set()  # the read fails with nobody waiting for it
+    deadline = time.monotonic() + WAIT
+    while polled._reader and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert polled.get() == "v3"  # not an hour later: at once
