@@ -2,8 +2,11 @@
 
 One replica = ``shelfwise serve --workers 2`` (the default) over the 1M-item synthetic shop of
 ``bench_serve_scale`` (seed 19: 1,000,000 items, 200,000 events, 60,000 shoppers), in its steady
-state: the default model (``--model auto``: ALS at this size) trained and active with its
-precomputed top lists, and a keyword search index of the whole catalogue active. The served search
+state: the default model (``--model auto``: ALS at this size) trained and active, each worker's
+precomputed top lists built (``SHELFWISE_SIZING_PRECOMPUTE`` most active shoppers, default 2,000:
+the default 20,000 ranks 1M items for each, ~10 minutes per worker here), and a keyword search index
+of the whole catalogue active. Shopper recommendations are measured both ways: shoppers with a
+precomputed list (a slice) and shoppers the model scores per request (1M items). The served search
 mode is keyword (``SHELFWISE_SEARCH_MODE=bm25``): a hybrid index needs the 1M items embedded
 (all-MiniLM-L6-v2, hours on this machine), which a 1M-item start does in the background while it
 answers in keyword mode; hybrid at 1M is not measured here.
@@ -22,7 +25,9 @@ the start and after the load.
 Preparing the shop (generate, catalogue, events, ``models train``, ``index build --mode bm25``)
 is not timed and is done outside the bench lock:
 
-    python -m benchmarks.bench_sizing --prepare /tmp/sizing/var     # or reuse serve_scale's KEEP dir
+    python -m benchmarks.bench_sizing --prepare /tmp/sizing/var
+    # or serve_scale's kept 1M shop (its own serve trained ALS and built the keyword version):
+    # SHELFWISE_SERVE_SCALE_SHOPS=1M SHELFWISE_SERVE_SCALE_KEEP=/tmp/keep ... -> /tmp/keep/1000000/var
     SHELFWISE_SIZING_VAR=/tmp/sizing/var flock /tmp/shelfwise-bench.lock python -m benchmarks.run sizing
 
 Writes ``benchmarks/results/sizing.json``.
@@ -54,6 +59,9 @@ ROUNDS = int(os.environ.get("SHELFWISE_SIZING_ROUNDS", "2"))
 CONNECTIONS = 16
 WORKERS = 2
 EVENT_BATCH = 100
+# known shoppers whose top lists each worker precomputes at start (the default, 20,000, ranks 1M items
+# for each: ~10 minutes per worker here); the rest are scored by the model per request
+PRECOMPUTE = int(os.environ.get("SHELFWISE_SIZING_PRECOMPUTE", "2000"))
 PREPARED = "sizing-prepared.json"
 
 
@@ -75,6 +83,7 @@ def _env(var: Path) -> dict[str, str]:
         "SHELFWISE_DASHBOARD_ON_START": "false",
         "SHELFWISE_SEARCH_MODE": "bm25",
         "HF_HUB_OFFLINE": "1",
+        "SHELFWISE_PRECOMPUTE_USERS": str(PRECOMPUTE),
     }
     env.pop("SHELFWISE_DB_URL", None)
     return env
@@ -105,8 +114,17 @@ def _cli(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _shop_files(var: Path) -> tuple[Path, Path]:
+    """The generated events and catalogue: in ``var`` or next to it (``bench_serve_scale``'s KEEP)."""
+    for where in (var, var.parent):
+        if (where / "shop.csv.gz").exists():
+            return where / "shop.csv.gz", where / "shop.items.csv.gz"
+    return var / "shop.csv.gz", var / "shop.items.csv.gz"
+
+
 def prepare(var: Path) -> dict[str, Any]:
-    """The 1M-item shop under ``var`` in its steady state (each step skipped when done)."""
+    """The 1M-item shop under ``var`` in its steady state: each step skipped when its result is
+    there (a store, a trained model active, a keyword index version of the whole catalogue)."""
     from benchmarks.bench_serve_scale import SHOPS, bulk_items
 
     _, items, users, events, _, _ = next(s for s in SHOPS if s[1] == 1_000_000)
@@ -114,19 +132,19 @@ def prepare(var: Path) -> dict[str, Any]:
     var.mkdir(parents=True, exist_ok=True)
     marker = var / PREPARED
     done: dict[str, Any] = json.loads(marker.read_text()) if marker.exists() else {}
-    shop, catalogue = var / "shop.csv.gz", var / "shop.items.csv.gz"
+    shop, catalogue = _shop_files(var)
     if not shop.exists():
         gen = ["generate", "--out", str(shop), "--events", str(events), "--items", str(items)]
         done["generate"] = _cli([*gen, "--users", str(users), "--seed", "19"], env)
-    if "catalogue" not in done:
+    if not (var / "shelfwise.db").exists():
         t = time.perf_counter()
         bulk_items(str(var / "shelfwise.db"), str(catalogue))
         done["catalogue"] = {"wall_seconds": round(time.perf_counter() - t, 1), "how": "bulk"}
-    if "events" not in done:
         done["events"] = _cli(["ingest", "events", str(shop), "--format", "csv"], env)
-    if "train" not in done:
+    active = var / "models" / "ACTIVE.json"
+    if not active.exists() or "-popular-" in str(json.loads(active.read_text()).get("active")):
         done["train"] = _cli(["models", "train", "--force"], env)
-    if "index" not in done:
+    if not list((var / "indexes").glob("v*-bm25-*/index.json")):
         done["index"] = _cli(["index", "build", "--mode", "bm25"], env)
     marker.write_text(json.dumps(done, indent=1, default=str))
     return done
@@ -150,7 +168,7 @@ def _queries(catalogue: Path, n: int) -> list[str]:
     with gzip.open(catalogue, "rt", newline="") as fh:
         for r in csv.DictReader(fh):
             words = r["title"].lower().split()
-            for q in (words[-1], " ".join(words[:2]), " ".join(words[-2:])):
+            for q in (words[-1], " ".join(words[:2]), " ".join(words[-2:]), " ".join(words)):
                 seen.setdefault(q, None)
             if len(seen) >= n:
                 break
@@ -274,13 +292,17 @@ def _serve(env: dict[str, str], port: int, log: Path) -> tuple[subprocess.Popen[
 def measure(var: Path) -> dict[str, Any]:
     env = _env(var)
     prepared = json.loads((var / PREPARED).read_text()) if (var / PREPARED).exists() else {}
-    items, users = _popular(var / "shop.csv.gz", 20_000)
-    queries = _queries(var / "shop.items.csv.gz", 40_000)
+    shop, catalogue = _shop_files(var)
+    items, users = _popular(shop, 20_000)
+    queries = _queries(catalogue, 40_000)
+    active = json.loads((var / "models" / "ACTIVE.json").read_text()).get("active")
+    index = sorted((var / "indexes").glob("v*-bm25-*/index.json"))
     port = _port()
     out: dict[str, Any] = {
         "prepared": {k: {x: y for x, y in v.items() if x != "report"} for k, v in prepared.items()},
-        "model": (prepared.get("train", {}).get("report") or {}).get("version"),
-        "index": (prepared.get("index", {}).get("report") or {}).get("version"),
+        "model": active,
+        "index": index[-1].parent.name if index else None,
+        "precompute_users": PRECOMPUTE,
         "load_before": [round(x, 2) for x in os.getloadavg()],
     }
     cpu_start = _tree_cpu_seconds(os.getpid())
@@ -308,19 +330,19 @@ def measure(var: Path) -> dict[str, Any]:
         def get(path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
             return {"method": "GET", "path": path, **({"headers": headers} if headers else {})}
 
-        per = len(users) // (2 * ROUNDS)
+        listed, rest = users[:PRECOMPUTE], users[PRECOMPUTE:]
         endpoints: dict[str, Any] = {
             "healthz": lambda r: ["GET /healthz"] * 200_000,
             "search_keyword": lambda r: [
                 get(f"/v1/search?q={urllib.parse.quote_plus(q)}&size=10") for q in queries[r::ROUNDS]
             ],
             "similar_items": lambda r: [get(f"/v1/items/{i}/similar?k=10") for i in items[r::ROUNDS]],
-            "user_recs_k10": lambda r: [
-                get(f"/v1/users/{u}/recommendations?k=10", auth) for u in users[r * per : (r + 1) * per]
+            # shoppers with a precomputed list (a slice), then shoppers the model scores per request
+            "user_recs_listed": lambda r: [
+                get(f"/v1/users/{u}/recommendations?k=10", auth) for u in listed[r::ROUNDS]
             ],
-            "user_recs_k60": lambda r: [
-                get(f"/v1/users/{u}/recommendations?k=60", auth)
-                for u in users[(ROUNDS + r) * per : (ROUNDS + r + 1) * per]
+            "user_recs_scored": lambda r: [
+                get(f"/v1/users/{u}/recommendations?k=10", auth) for u in rest[r::ROUNDS]
             ],
             "events_single": lambda r: [
                 {"method": "POST", "path": "/v1/events", "headers": auth, "body": event(r * 100_000 + n)}
