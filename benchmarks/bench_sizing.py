@@ -189,7 +189,7 @@ def _workers(pid: int) -> list[dict[str, Any]]:
         out.append(
             {
                 "pid": p.pid,
-                "role": "supervisor" if p.pid == pid else "worker",
+                "role": "supervisor" if p.pid == pid else "worker" if "spawn_main" in cmd else "helper",
                 "cmd": cmd,
                 "rss": full.rss,
                 "uss": full.uss,
@@ -305,7 +305,7 @@ def measure(var: Path) -> dict[str, Any]:
         "precompute_users": PRECOMPUTE,
         "load_before": [round(x, 2) for x in os.getloadavg()],
     }
-    cpu_start = _tree_cpu_seconds(os.getpid())
+    cpu_start = _own_cpu()
     _log("serve --workers 2")
     proc, ready, settled = _serve(env, port, var / "sizing-serve.log")
     out["serve"] = {
@@ -382,8 +382,17 @@ def measure(var: Path) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
     out["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    out["bench_cpu_seconds"] = round(_tree_cpu_seconds(os.getpid()) - cpu_start, 1)
+    # the server's tree and every load generator (waited-for children) and this process
+    out["bench_cpu_seconds"] = round(_own_cpu() - cpu_start, 1)
+    served = [a.get("model_version") for a in out["endpoints"]["search_keyword"]["answers"]]
+    if served and served[0]:
+        out["index"] = served[0]  # the version that answered (the start may build a newer one)
     return out
+
+
+def _own_cpu() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -439,7 +448,8 @@ def table(f: dict[str, Any]) -> str:
         f"{s['ready_seconds']} s, idle at {s['settled_seconds']} s ({s['cpu_seconds']} CPU s). "
         f"Per process after the load: {mem} (after the start, RSS MB: {mem0}). "
         f"{ROUNDS} rounds of {SECONDS:.0f} s per endpoint, medians; load average {f['load_before']} → "
-        f"{f['load_after']}; the bench's own CPU {f['bench_cpu_seconds']} s (server + load generator).",
+        f"{f['load_after']}; CPU seconds of the whole run (server start and load, load generators): "
+        f"{f['bench_cpu_seconds']}.",
     ]
     return "\n".join(lines)
 
