@@ -152,7 +152,7 @@ def _probe(port: int, path: str) -> dict[str, Any]:
     ms = round((time.perf_counter() - started) * 1000, 1)
     body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
     results = body.get("hits", body.get("items", [])) if isinstance(body, dict) else []
-    return {"path": path, "status": r.status_code, "results": len(results), "ms": ms}
+    return {"path": path, "status": r.status_code, "results": len(results or []), "ms": ms}
 
 
 def _search_state(port: int, word: str) -> dict[str, Any]:
@@ -187,7 +187,8 @@ def _serve(
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    started, peak, out = time.perf_counter(), 0, {}
+    started, peak = time.perf_counter(), 0
+    out: dict[str, Any] = {}
     try:
         while True:
             peak = max(peak, _tree_rss(proc.pid))
