@@ -311,7 +311,7 @@ def measure(var: Path) -> dict[str, Any]:
     out["serve"] = {
         "ready_seconds": ready,
         "settled_seconds": settled,
-        "cpu_seconds": _tree_cpu_seconds(proc.pid),
+        "cpu_seconds": round(_tree_cpu_seconds(proc.pid), 1),
     }
     try:
         key = (var / "api.key").read_text().strip()
