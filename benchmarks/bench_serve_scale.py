@@ -12,6 +12,12 @@ anonymous home recommendations answer (status, result count, latency). The machi
 is recorded with each figure: the machine is shared.
 
     flock /tmp/shelfwise-bench.lock python -m benchmarks.run serve_scale
+
+``SHELFWISE_SERVE_SCALE_SHOPS`` picks shops by catalogue size (``37k``, ``1M``, or item counts,
+comma-separated; default: all); the rows of the shops not picked are kept from the previous
+``results/serve_scale.json`` (with the time they were measured), so re-running one shop does not
+drop the other's figures. ``SHELFWISE_SERVE_SCALE_KEEP=<dir>`` keeps each shop's var dir (store,
+registry, generated files) under ``<dir>/<items>`` for a later benchmark (``bench_sizing``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import csv
 import gzip
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +43,8 @@ SHOPS: list[tuple[str, int, int, int, str, float]] = [
     ("issue's shop", 37_355, 20_000, 300_000, "ingest", 150.0),
     ("1M items", 1_000_000, 60_000, 200_000, "bulk", 0.0),
 ]
+RESULT = ROOT / "benchmarks" / "results" / "serve_scale.json"
+KEEP = os.environ.get("SHELFWISE_SERVE_SCALE_KEEP", "")
 START_TIMEOUT = float(os.environ.get("SHELFWISE_BENCH_START_SECONDS", 360))
 SHOP_BUDGET = float(os.environ.get("SHELFWISE_BENCH_SHOP_SECONDS", 420))
 
@@ -143,7 +152,7 @@ def _probe(port: int, path: str) -> dict[str, Any]:
     ms = round((time.perf_counter() - started) * 1000, 1)
     body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
     results = body.get("hits", body.get("items", [])) if isinstance(body, dict) else []
-    return {"path": path, "status": r.status_code, "results": len(results), "ms": ms}
+    return {"path": path, "status": r.status_code, "results": len(results or []), "ms": ms}
 
 
 def _search_state(port: int, word: str) -> dict[str, Any]:
@@ -178,7 +187,8 @@ def _serve(
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    started, peak, out = time.perf_counter(), 0, {}
+    started, peak = time.perf_counter(), 0
+    out: dict[str, Any] = {}
     try:
         while True:
             peak = max(peak, _tree_rss(proc.pid))
@@ -230,7 +240,12 @@ def _serve(
             if len(waited) >= 3 or proc.poll() is not None:
                 break
             time.sleep(2)
-        out["background"] = {**waited, "followed_s": follow, "peak_rss": max(peak, _tree_rss(proc.pid))}
+        out["background"] = {
+            **waited,
+            "followed_s": follow,
+            "followed_until_s": START_TIMEOUT + follow,  # from launch
+            "peak_rss": max(peak, _tree_rss(proc.pid)),
+        }
         out["load_after"] = _load()
         return out
     finally:
@@ -285,7 +300,43 @@ def _shop(name: str, items: int, users: int, events: int, how: str, follow: floa
         if models.exists():
             row["model"] = json.loads(models.read_text()).get("model") or json.loads(models.read_text())
         _log(f"{name}: serve {row['serve'].get('status')} in {row['serve'].get('seconds')} s")
+        if KEEP:  # the store, registry and generated files, for bench_sizing
+            kept = Path(KEEP) / str(items)
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(tmp), str(kept))
+            Path(tmp).mkdir()  # TemporaryDirectory removes it on exit
+            row["kept_in"] = str(kept)
     return row
+
+
+def _size(word: str) -> int:
+    """``37k`` / ``1M`` / ``1000000`` -> items."""
+    w = word.strip().lower().replace("_", "").replace(",", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(w[-1:], 1)
+    return int(float(w.rstrip("km")) * scale)
+
+
+def _picked() -> list[int] | None:
+    raw = os.environ.get("SHELFWISE_SERVE_SCALE_SHOPS", "").strip()
+    return [_size(w) for w in raw.split(",") if w.strip()] if raw else None
+
+
+def _near(items: int, wanted: list[int]) -> bool:
+    return any(abs(items - w) <= 0.05 * w for w in wanted)  # "37k" picks the 37,355-item shop
+
+
+def _previous_rows() -> dict[int, dict[str, Any]]:
+    """The last written row of each shop, marked with when it was measured."""
+    try:
+        data = json.loads(RESULT.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {
+        int(r["items"]): {**r, "kept_from": r.get("kept_from") or data.get("measured_at")}
+        for r in data.get("rows", [])
+        if isinstance(r, dict) and "items" in r
+    }
 
 
 def _popular(shop: Path, n: int) -> list[str]:
@@ -312,7 +363,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         s = r.get("serve", {})
         bg = s.get("background", {})
-        missed = f"not within {bg.get('followed_s', 0):.0f} s" if bg else ""
+        missed = f"not within {bg.get('followed_until_s', bg.get('followed_s', 0)):.0f} s" if bg else ""
         answers = "; ".join(
             f"{p['path'].split('?')[0].replace('/v1/', '')} {p['status']}×{p.get('results', 0)} "
             f"{p.get('ms', '')}"
@@ -336,7 +387,12 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def run() -> dict[str, Any]:
     rows = []
     started = time.perf_counter()
+    picked, previous = _picked(), _previous_rows()
     for shop in SHOPS:
+        if picked is not None and not _near(shop[1], picked):
+            if shop[1] in previous:
+                rows.append(previous[shop[1]])
+            continue
         if time.perf_counter() - started > 3 * SHOP_BUDGET:
             rows.append({"shop": shop[0], "items": shop[1], "events": shop[3], "status": "time box"})
             continue
@@ -346,7 +402,9 @@ def run() -> dict[str, Any]:
             rows.append(
                 {"shop": shop[0], "items": shop[1], "events": shop[3], "status": f"failed: {exc}"[:300]}
             )
-    return {"name": "serve_scale", "rows": rows, "table": _table(rows), "load_at_end": list(os.getloadavg())}
+    kept = [f"{r['shop']}: not re-run, the row of {r['kept_from']}" for r in rows if r.get("kept_from")]
+    table = _table(rows) + ("\n\n" + "; ".join(kept) + "." if kept else "")
+    return {"name": "serve_scale", "rows": rows, "table": table, "load_at_end": list(os.getloadavg())}
 
 
 if __name__ == "__main__":
