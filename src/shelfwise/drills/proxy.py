@@ -80,19 +80,25 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
-            try:
-                upstream = socket.create_connection(self.target, timeout=2)
-            except OSError:
+            # the upstream connection is opened by the connection's own thread: a server slow to
+            # accept (PostgreSQL forks a backend per connection, slow on a loaded machine) never
+            # makes the connections behind it queue here, one after the other
+            threading.Thread(target=self._open, args=(listener, client), daemon=True).start()
+
+    def _open(self, listener: socket.socket, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=2)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            if self._listener is not listener:  # cut while we connected
                 client.close()
-                continue
-            with self._lock:
-                if self._listener is not listener:  # cut while we connected
-                    client.close()
-                    upstream.close()
-                    return
-                self._conns.update((client, upstream))
-                self.connections_total += 1
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+                upstream.close()
+                return
+            self._conns.update((client, upstream))
+            self.connections_total += 1
+        self._pump(client, upstream)
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         sel = selectors.DefaultSelector()
