@@ -2,7 +2,11 @@
 each) gives what it gives in-process: the same metrics, the same top lists, the same stored
 events. SASRec is trained by Ray Train with DDP over both nodes' workers, each on half of every
 batch with the dropout masks one process draws for the whole batch: the same steps up to float
-summation order, so its metrics are held to the acceptance's ±1%."""
+summation order, so its metrics are held to the acceptance's ±1%.
+
+On the same cluster, a sharded search index with each shard in a Ray actor of its own answers as
+the in-process thread pool does, its actors are shared by every process loading the version, and
+a dead actor is started again (or the query says why)."""
 
 from __future__ import annotations
 

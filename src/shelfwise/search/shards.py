@@ -22,8 +22,11 @@ Layout under a saved engine's directory (``SearchEngine.save``'s files, keyword/
     shards/<s>/dense/                 the shard's vectors and its saved HNSW graph
 
 ``SearchEngine.load`` reads it (``ShardedKeyword``/``ShardedDense`` stand in for the engine's
-keyword and vector index); the shards are queried in-process by a thread pool (the scoring
-kernels release the GIL, hnswlib does too). A loaded sharded engine answers every mode but
+keyword and vector index). Each shard's queries are answered by a ``Shard``, held where the
+``ShardBackend`` keeps it: in this process, queried by a thread pool (``ThreadShards``, the default;
+the scoring kernels release the GIL, hnswlib does too), or in a Ray actor process of its own,
+shared by every process serving the version (``RayShards``, ``shelfwise.search.shard_actors``);
+both merge the same answers the same way. A loaded sharded engine answers every mode but
 ``ltr``; items added or changed after the build go to an in-process delta (keyword postings scored
 with the catalogue's statistics, a small HNSW graph) until the next version is built.
 """
