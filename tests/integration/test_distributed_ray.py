@@ -2,10 +2,15 @@
 each) gives what it gives in-process: the same metrics, the same top lists, the same stored
 events. SASRec is trained by Ray Train with DDP over both nodes' workers, each on half of every
 batch with the dropout masks one process draws for the whole batch: the same steps up to float
-summation order, so its metrics are held to the acceptance's ±1%."""
+summation order, so its metrics are held to the acceptance's ±1%.
+
+On the same cluster, a sharded search index with each shard in a Ray actor of its own answers as
+the in-process thread pool does, its actors are shared by every process loading the version, and
+a dead actor is started again (or the query says why)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -15,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,4 +207,144 @@ def test_train_on_ray_keeps_top_lists_that_serving_reads(engine: RayEngine, tmp_
     assert (
         model.item_map.to_external(lists.items[5][lists.items[5] >= 0])
         == model.recommend([user], 20)[0].items
+    )
+
+
+# --- a sharded search index with each shard in its own process (SHELFWISE_SHARD_ENGINE=ray) -----------
+
+
+@pytest.fixture(scope="module")
+def sharded(engine: RayEngine, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """flipkart-1k in 3 shards (keyword + vectors), on disk, and the same vectors."""
+    from shelfwise.search.documents import read_dataset
+    from shelfwise.search.engine import SearchConfig
+    from shelfwise.search.shards import build_sharded
+    from tests.unit.search.test_shards import _vectors
+
+    items = read_dataset("flipkart-1k")
+    vectors = _vectors(len(items))
+    directory = tmp_path_factory.mktemp("sharded") / "engine"
+    config = SearchConfig(calibration_probes=0, min_similarity=-1.0)
+    build_sharded(items, directory, shards=3, config=config, vectors=vectors, workers=1)
+    return directory, vectors
+
+
+def _answers(engine: Any, vectors: Any, mode: str, **kw: Any) -> list[Any]:
+    import numpy as np
+
+    from tests.unit.search.test_shards import _queries
+
+    out = []
+    for i, q in enumerate(_queries(engine.live_items())):
+        near = vectors[(7 * i) % len(vectors)] + 0.3 * vectors[(11 * i + 1) % len(vectors)]
+        result = engine.search(
+            q, k=10, mode=mode, vector=(near / np.linalg.norm(near)).astype("float32"), **kw
+        )
+        out.append((q, result.item_ids, [h.score for h in result.hits], result.total, result.facets))
+    return out
+
+
+def test_ray_shard_actors_answer_as_the_thread_pool(sharded: tuple[Path, Any]) -> None:
+    """Each shard in its own actor process; keyword top-10 ids and scores bit for bit the thread
+    pool's, dense and hybrid the same ids (cosines to 1e-6), the same totals and facets, with and
+    without a filter, and after removals (which reach a shared actor only as the caller's mask)."""
+    import numpy as np
+
+    from shelfwise.search.engine import Filters, SearchEngine
+    from shelfwise.search.shard_actors import RayShards
+
+    directory, vectors = sharded
+    threads = SearchEngine.load(directory)
+    remote = SearchEngine.load(directory, shard_engine="ray")
+    backend = remote.keyword.shard_backend
+    assert isinstance(backend, RayShards) and backend.shards == 3
+    pids = backend.pids()
+    assert len(set(pids)) == 3 and os.getpid() not in pids  # three processes, none of them this one
+    cheap = Filters(price_max=800.0)
+    for mode in ("bm25", "dense", "hybrid"):
+        for kw in ({}, {"filters": cheap}):
+            expected, got = _answers(threads, vectors, mode, **kw), _answers(remote, vectors, mode, **kw)
+            assert sum(len(e[1]) > 0 for e in expected) >= 40
+            for (q, ids_a, scores_a, total_a, facets_a), (_, ids_b, scores_b, total_b, facets_b) in zip(
+                expected, got, strict=True
+            ):
+                assert ids_b == ids_a, (mode, q)
+                if mode == "bm25":
+                    assert scores_b == scores_a, q
+                else:
+                    assert np.allclose(scores_b, scores_a, rtol=0, atol=1e-6), (mode, q)
+                assert (total_b, facets_b) == (total_a, facets_a), (mode, q)
+    gone = threads.search("shirt", k=3, mode="hybrid", vector=vectors[0]).item_ids
+    for engine in (threads, remote):
+        assert engine.remove(gone) == len(gone)
+    for mode in ("bm25", "dense", "hybrid"):
+        assert [a[1] for a in _answers(remote, vectors, mode)] == [
+            a[1] for a in _answers(threads, vectors, mode)
+        ]
+    assert backend.pids() == pids  # the actors were not changed by the removal
+
+
+def test_processes_loading_a_version_share_its_shard_actors(cluster: str, sharded: tuple[Path, Any]) -> None:
+    """A second load, and another process joining the cluster (another API worker or replica),
+    find the shards' actors by name instead of loading copies."""
+    from shelfwise.search.engine import SearchEngine
+    from shelfwise.search.shard_actors import RayShards
+
+    directory, _ = sharded
+    first = SearchEngine.load(directory, shard_engine="ray").keyword.shard_backend
+    second = SearchEngine.load(directory, shard_engine="ray").keyword.shard_backend
+    assert isinstance(first, RayShards) and isinstance(second, RayShards)
+    assert second.pids() == first.pids()
+    probe = (
+        "import json\n"
+        "from pathlib import Path\n"
+        "from shelfwise.search.engine import SearchEngine\n"
+        f"engine = SearchEngine.load(Path({str(directory)!r}), shard_engine='ray')\n"
+        "ids = engine.search('shirt', k=5, mode='bm25').item_ids\n"
+        "print(json.dumps({'pids': engine.keyword.shard_backend.pids(), 'ids': ids}))\n"
+    )
+    env = {**os.environ, "SHELFWISE_RAY_ADDRESS": cluster}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=180, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    there = json.loads(done.stdout.strip().splitlines()[-1])
+    here = SearchEngine.load(directory, shard_engine="ray")
+    assert there == {"pids": first.pids(), "ids": here.search("shirt", k=5, mode="bm25").item_ids}
+
+
+def test_a_dead_shard_actor_is_started_again_or_the_query_says_why(
+    sharded: tuple[Path, Any], tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from shelfwise.core.errors import UnavailableError
+    from shelfwise.search.engine import SearchEngine
+    from shelfwise.search.shard_actors import RayShards, ShardUnavailableError
+
+    directory, vectors = sharded
+    threads = SearchEngine.load(directory)
+    remote = SearchEngine.load(directory, shard_engine="ray")
+    backend = remote.keyword.shard_backend
+    assert isinstance(backend, RayShards)
+    before = backend.pids()
+    ray.kill(backend.actors[1], no_restart=True)
+    # killed: created again from the same files, and the answer is unchanged
+    for mode in ("bm25", "hybrid"):
+        a = threads.search("men shirt", k=10, mode=mode, vector=vectors[3])
+        b = remote.search("men shirt", k=10, mode=mode, vector=vectors[3])
+        assert b.item_ids == a.item_ids and np.allclose([h.score for h in b.hits], [h.score for h in a.hits])
+    after = backend.pids()
+    assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
+    # killed, and its files gone: the query fails with a message (a 503), not a bare error
+    copy = tmp_path / "engine"
+    shutil.copytree(directory, copy)
+    broken = SearchEngine.load(copy, shard_engine="ray")  # the same content: the same actors
+    shutil.rmtree(copy / "shards" / "1")
+    ray.kill(backend.actors[1], no_restart=True)
+    with pytest.raises(ShardUnavailableError, match="shard 1 does not answer") as caught:
+        broken.search("men shirt", k=10, mode="bm25")
+    assert isinstance(caught.value, UnavailableError) and caught.value.hint
+    # the index whose files are there starts its shard again
+    assert (
+        remote.search("men shirt", k=10, mode="bm25").item_ids
+        == threads.search("men shirt", k=10, mode="bm25").item_ids
     )

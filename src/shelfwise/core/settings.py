@@ -215,6 +215,13 @@ class Settings(BaseSettings):
         description="items a start may embed before it listens; a hybrid index needing more is built "
         "in a background thread while keyword search answers (the answers say so)",
     )
+    shard_engine: Literal["threads", "ray"] = Field(
+        "threads",
+        description="where a sharded search index's shards are held: in each serving process, "
+        "queried by a thread pool (threads), or one Ray actor per shard, shared by every API worker "
+        "and replica on the cluster (ray: SHELFWISE_RAY_ADDRESS joins a cluster, otherwise this "
+        "process starts a local one)",
+    )
     dashboard_on_start: bool = Field(
         True, description="build the analytics dashboard's report when serving starts"
     )

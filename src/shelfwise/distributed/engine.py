@@ -16,21 +16,17 @@ PyTorch models (SASRec) are fitted with Ray Train, data-parallel (DDP over gloo 
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Literal
 
 from shelfwise.core.errors import ConfigError
 from shelfwise.core.parallel import local_map
+from shelfwise.core.ray_cluster import ADDRESS_ENV, TMP_ROOT, connect, ray_module
 from shelfwise.recommend.base import Recommender
 from shelfwise.registry.training import FitJob, fit_job, fit_local
 
 EngineName = Literal["local", "ray"]
-ADDRESS_ENV = "SHELFWISE_RAY_ADDRESS"
-TMP_ROOT = Path("/tmp/shelfwise-ray")
 TORCH_MODELS = frozenset({"sasrec"})  # fitted with Ray Train (data-parallel)
 
 
@@ -53,13 +49,7 @@ class LocalEngine:
 
 
 def _ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError(
-            "--engine ray needs Ray", hint="pip install 'shelfwise[distributed]' (ray[train]==2.58.0)"
-        ) from exc
-    return ray
+    return ray_module()
 
 
 def _apply(fn: Callable[[Any, Any], Any], shared: Any, part: Any) -> Any:
@@ -83,22 +73,7 @@ class RayEngine:
         train_workers: int = 2,
     ) -> None:
         ray = _ray()
-        self._started = False
-        address = address or os.environ.get(ADDRESS_ENV) or None
-        if not ray.is_initialized():
-            quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
-            if address:
-                ray.init(address=address, **quiet)
-            else:
-                TMP_ROOT.mkdir(parents=True, exist_ok=True)
-                ray.init(
-                    num_cpus=num_cpus or os.cpu_count() or 1,
-                    include_dashboard=False,
-                    _temp_dir=str(TMP_ROOT),
-                    object_store_memory=1 << 30,
-                    **quiet,
-                )
-            self._started = True
+        self._started = connect(address, num_cpus=num_cpus)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, workers or cpus)
         self.train_workers = max(1, min(train_workers, cpus))

@@ -124,7 +124,13 @@ def catalogue_fingerprint(items: Sequence[Item]) -> str:
 
 
 class IndexRegistry(ModelRegistry):
-    """Search index versions; shares the model registry's pointer, lock and activation rules."""
+    """Search index versions; shares the model registry's pointer, lock and activation rules.
+    ``shard_engine``: where a sharded version's shards are held when it is loaded (``threads``: in
+    this process; ``ray``: one Ray actor each, shared by every process on the cluster)."""
+
+    def __init__(self, root: Path | str, *, shard_engine: str = "threads") -> None:
+        super().__init__(root)
+        self.shard_engine = shard_engine
 
     @contextlib.contextmanager
     def building(self, timeout_s: float = BUILD_TIMEOUT_S) -> Iterator[None]:
@@ -178,7 +184,7 @@ class IndexRegistry(ModelRegistry):
         if problems:
             raise CorruptArtifactError(f"search index {version!r} is corrupt: {'; '.join(problems[:5])}")
         info = self.index_info(version)
-        engine = SearchEngine.load(info.path / "engine", encoder=encoder)
+        engine = SearchEngine.load(info.path / "engine", encoder=encoder, shard_engine=self.shard_engine)
         if (info.path / "ranker").is_dir():
             from shelfwise.search.ltr import LambdaRanker
 

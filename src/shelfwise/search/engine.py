@@ -707,7 +707,11 @@ class SearchEngine:
         (directory / "engine.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
-    def load(cls, directory: Path, *, encoder: Encoder | None = None) -> SearchEngine:
+    def load(
+        cls, directory: Path, *, encoder: Encoder | None = None, shard_engine: str = "threads"
+    ) -> SearchEngine:
+        """A saved engine; a sharded one has its shards held in this process (``shard_engine``
+        ``threads``) or by one Ray actor each (``ray``; see ``shelfwise.search.shard_actors``)."""
         meta_path = directory / "engine.json"
         if not meta_path.exists():
             raise ConfigError(f"{directory}: not a saved search index (no engine.json)")
@@ -732,7 +736,12 @@ class SearchEngine:
 
             cfg = engine.config
             engine.keyword, sharded = load_shards(
-                directory, weights=cfg.weights, analyzer=engine.analyzer, k1=cfg.k1, b=cfg.b
+                directory,
+                weights=cfg.weights,
+                analyzer=engine.analyzer,
+                k1=cfg.k1,
+                b=cfg.b,
+                engine=shard_engine,
             )
             engine.dense = sharded if engine.dense is not None else None
         else:

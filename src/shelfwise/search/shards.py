@@ -22,8 +22,11 @@ Layout under a saved engine's directory (``SearchEngine.save``'s files, keyword/
     shards/<s>/dense/                 the shard's vectors and its saved HNSW graph
 
 ``SearchEngine.load`` reads it (``ShardedKeyword``/``ShardedDense`` stand in for the engine's
-keyword and vector index); the shards are queried in-process by a thread pool (the scoring
-kernels release the GIL, hnswlib does too). A loaded sharded engine answers every mode but
+keyword and vector index). Each shard's queries are answered by a ``Shard``, held where the
+``ShardBackend`` keeps it: in this process, queried by a thread pool (``ThreadShards``, the default;
+the scoring kernels release the GIL, hnswlib does too), or in a Ray actor process of its own,
+shared by every process serving the version (``RayShards``, ``shelfwise.search.shard_actors``);
+both merge the same answers the same way. A loaded sharded engine answers every mode but
 ``ltr``; items added or changed after the build go to an in-process delta (keyword postings scored
 with the catalogue's statistics, a small HNSW graph) until the next version is built.
 """
@@ -43,7 +46,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -318,23 +321,149 @@ def split(
 
 # --- loading and querying -----------------------------------------------------------------------------
 
+ShardEngine = Literal["threads", "ray"]
+SHARD_ENGINES: tuple[str, ...] = ("threads", "ray")
 
-class _Scatter:
-    """Runs one function per shard, on a thread pool when there is more than one shard."""
 
-    def __init__(self, shards: int, threads: int | None) -> None:
-        threads = min(shards, threads or os.cpu_count() or 1)
-        self.pool = (
-            ThreadPoolExecutor(threads, thread_name_prefix="shelfwise-shard")
-            if shards > 1 and threads > 1
-            else None
-        )
-        self.shards = shards
+class Shard:
+    """One shard's keyword matrix and vector index, and the queries a scatter sends it; held in the
+    serving process (``threads``) or in a process of its own (``ray``: one actor per shard). Every
+    answer is in global slots, so the caller merges the shards' answers without knowing where they ran."""
 
-    def map(self, fn: Callable[[int], T]) -> list[T]:
-        if self.pool is None:
-            return [fn(s) for s in range(self.shards)]
-        return list(self.pool.map(fn, range(self.shards)))
+    def __init__(self, directory: Path | str, shard: int, *, dense: bool) -> None:
+        root = Path(directory) / "shards" / str(shard)
+        self.slots = np.load(root / "slots.npy", allow_pickle=False).astype(np.int64)
+        self.matrix = _load_matrix(root / "keyword", len(self.slots))
+        self.dense = DenseIndex.load(root / "dense") if dense else None
+
+    def match(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every item of this shard with a positive BM25F score."""
+        local, scores = self.matrix.match(self.matrix.term_ids(tokens))
+        return self.slots[local], scores
+
+    def top(self, tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """This shard's best ``k`` (ties by global slot, so the merged top ``k`` is the unsharded one)."""
+        slots, scores = self.match(tokens)
+        best = top_k(scores, k, ties=slots)
+        return slots[best], scores[best]
+
+    def score_slots(self, tokens: Sequence[str], local: np.ndarray) -> np.ndarray:
+        return self.matrix.score_slots(self.matrix.term_ids(tokens), local)
+
+    def weighted_score_slots(self, weights: Mapping[str, float], local: np.ndarray) -> np.ndarray:
+        """``KeywordIndex.weighted_score_slots`` over this shard's ``local`` slots (the same sums)."""
+        out = np.zeros(len(local), dtype=np.float32)
+        for token, weight in weights.items():
+            out += np.float32(weight) * self.score_slots([token], local)
+        return out
+
+    def doc_freq(self, token: str) -> int:
+        row = self.matrix.vocab.get(token)
+        return 0 if row is None else int(self.matrix.indptr[row + 1] - self.matrix.indptr[row])
+
+    def doc_freqs(self) -> tuple[list[str], np.ndarray]:
+        """Every term of the shard and its document frequency (a remote caller's copy of them)."""
+        terms = sorted(self.matrix.vocab, key=self.matrix.vocab.__getitem__)
+        return terms, np.diff(self.matrix.indptr).astype(np.int64)
+
+    def search(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest ``k`` of the shard's vectors (``mask``: per local slot, allowed)."""
+        assert self.dense is not None
+        local, sims = self.dense.search(query, k, mask)
+        return self.slots[local], sims
+
+    def search_packed(
+        self, query: np.ndarray, k: int, packed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` with the mask sent as bits (``np.packbits``): an eighth of the bytes to ship."""
+        mask = None if packed is None else np.unpackbits(packed, count=len(self.slots)).astype(bool)
+        return self.search(query, k, mask)
+
+    def similarities(self, query: np.ndarray, local: np.ndarray) -> np.ndarray:
+        assert self.dense is not None
+        return self.dense.similarities(query, local)
+
+    def rows(self, local: np.ndarray) -> np.ndarray:
+        assert self.dense is not None
+        return np.asarray(self.dense.vectors[local], dtype=np.float32)
+
+    def remove(self, local: int) -> None:
+        if self.dense is not None:
+            self.dense.remove(local)
+
+    def info(self) -> dict[str, Any]:
+        d = self.dense
+        return {
+            "items": len(self.slots),
+            "nbytes": self.matrix.nbytes(),
+            "memory_bytes": 0 if d is None else d.memory_bytes(),
+            "dense": None
+            if d is None
+            else {"dim": d.dim, "m": d.m, "efc": d.ef_construction, "efs": d.ef_search},
+            "pid": os.getpid(),
+        }
+
+
+class ShardBackend(Protocol):
+    """Where a sharded index's shards are held and how a query reaches them: ``scatter`` calls one
+    ``Shard`` method on every shard (the same arguments) and ``call_some`` on some shards (their own
+    arguments), both in parallel, answers in shard order."""
+
+    engine: str
+    shards: int
+
+    def scatter(self, method: str, *args: Any) -> list[Any]: ...
+
+    def call_some(self, method: str, calls: Mapping[int, tuple[Any, ...]]) -> dict[int, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadShards:
+    """Every shard in this process, queried by a thread pool (the scoring kernels release the GIL,
+    hnswlib does too): the default."""
+
+    engine = "threads"
+
+    def __init__(self, parts: Sequence[Shard], pool: ThreadPoolExecutor | None) -> None:
+        self.parts, self.pool = list(parts), pool
+        self.shards = len(self.parts)
+
+    @classmethod
+    def open(cls, directory: Path, shards: int, *, dense: bool, threads: int | None = None) -> ThreadShards:
+        """Load every shard of ``directory`` here, several at once."""
+        pool = _thread_pool(shards, threads)
+        out = cls([], pool)
+        out.shards = shards
+        out.parts = out._map(lambda s: Shard(directory, s, dense=dense), range(shards))
+        return out
+
+    def _map(self, fn: Callable[[int], T], shards: Iterable[int]) -> list[T]:
+        shards = list(shards)
+        if self.pool is None or len(shards) < 2:
+            return [fn(s) for s in shards]
+        return list(self.pool.map(fn, shards))
+
+    def scatter(self, method: str, *args: Any) -> list[Any]:
+        return self._map(lambda s: getattr(self.parts[s], method)(*args), range(self.shards))
+
+    def call_some(self, method: str, calls: Mapping[int, tuple[Any, ...]]) -> dict[int, Any]:
+        order = sorted(calls)
+        found = self._map(lambda s: getattr(self.parts[s], method)(*calls[s]), order)
+        return dict(zip(order, found, strict=True))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+
+def _thread_pool(shards: int, threads: int | None) -> ThreadPoolExecutor | None:
+    threads = min(shards, threads or os.cpu_count() or 1)
+    return (
+        ThreadPoolExecutor(threads, thread_name_prefix="shelfwise-shard")
+        if shards > 1 and threads > 1
+        else None
+    )
 
 
 class _Layout:
@@ -369,17 +498,24 @@ class ShardedKeyword(KeywordIndex):
 
     def __init__(
         self,
-        matrices: Sequence[TermMatrix],
+        backend: ShardBackend,
         layout: _Layout,
-        scatter: _Scatter,
         *,
         avgdl: Mapping[str, float],
         **kw: Any,
     ) -> None:
         super().__init__(scoring="bm25f", **kw)
-        self.matrices, self.layout, self.scatter = list(matrices), layout, scatter
+        self.shard_backend, self.layout = backend, layout
         self.n_main = len(layout.shard)
         self.avgdl = dict(avgdl)  # the catalogue's mean field lengths (the delta is scored with them)
+        self._df: dict[str, int] | None = None  # remote shards: the catalogue's df, fetched once
+
+    @property
+    def matrices(self) -> list[TermMatrix]:
+        """The shards' term matrices, when they are held in this process."""
+        if not isinstance(self.shard_backend, ThreadShards):
+            raise ConfigError(f"the shards are held by {self.shard_backend.engine}, not in this process")
+        return [p.matrix for p in self.shard_backend.parts]
 
     def _delta_parts(self, tokens: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         if not self.delta_slots:
@@ -391,28 +527,14 @@ class ShardedKeyword(KeywordIndex):
     def match(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if not tokens:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-
-        def one(s: int) -> tuple[np.ndarray, np.ndarray]:
-            m = self.matrices[s]
-            local, scores = m.match(m.term_ids(tokens))
-            return self.layout.slots[s][local], scores
-
-        found = self.scatter.map(one) + self._delta_parts(tokens)
+        found = self.shard_backend.scatter("match", list(tokens)) + self._delta_parts(tokens)
         return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
     def top(self, tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each shard's best ``k`` (ties by global slot), merged: the unsharded index's top ``k``."""
         if not tokens:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-
-        def one(s: int) -> tuple[np.ndarray, np.ndarray]:
-            m = self.matrices[s]
-            local, scores = m.match(m.term_ids(tokens))
-            slots = self.layout.slots[s][local]
-            best = top_k(scores, k, ties=slots)
-            return slots[best], scores[best]
-
-        found = self.scatter.map(one) + self._delta_parts(tokens)
+        found = self.shard_backend.scatter("top", list(tokens), k) + self._delta_parts(tokens)
         slots = np.concatenate([f[0] for f in found])
         scores = np.concatenate([f[1] for f in found])
         best = top_k(scores, k, ties=slots)
@@ -423,14 +545,33 @@ class ShardedKeyword(KeywordIndex):
         out = np.zeros(len(slots), dtype=np.float32)
         if not tokens or len(slots) == 0:
             return out
-        for s, (pos, local) in enumerate(self.layout.by_shard(slots)):
-            if len(pos):
-                m = self.matrices[s]
-                out[pos] = m.score_slots(m.term_ids(tokens), local)
+        parts = self.layout.by_shard(slots)
+        calls = {s: (list(tokens), local) for s, (pos, local) in enumerate(parts) if len(pos)}
+        for s, scores in self.shard_backend.call_some("score_slots", calls).items():
+            out[parts[s][0]] = scores
         if self.delta_slots and (slots >= self.n_main).any():
             extra = self._delta_match(tokens)
             for i in np.flatnonzero(slots >= self.n_main):
                 out[i] = extra.get(int(slots[i]), 0.0)
+        return out
+
+    def weighted_score_slots(self, weights: Mapping[str, float], slots: np.ndarray) -> np.ndarray:
+        """As the unsharded index's (the same sums, element by element), in one call per shard
+        rather than one per word: term feedback weighs several words at once."""
+        slots = np.asarray(slots, dtype=np.int64)
+        out = np.zeros(len(slots), dtype=np.float32)
+        if not weights or len(slots) == 0:
+            return out
+        parts = self.layout.by_shard(slots)
+        calls = {s: (dict(weights), local) for s, (pos, local) in enumerate(parts) if len(pos)}
+        for s, scores in self.shard_backend.call_some("weighted_score_slots", calls).items():
+            out[parts[s][0]] = scores
+        later = np.flatnonzero(slots >= self.n_main)
+        if self.delta_slots and len(later):
+            extra = np.zeros(len(later), dtype=np.float32)
+            for token, weight in weights.items():
+                extra += np.float32(weight) * self.score_slots([token], slots[later])
+            out[later] = extra
         return out
 
     def _delta_bm25f(self, tokens: Sequence[str]) -> dict[int, float]:
@@ -456,12 +597,15 @@ class ShardedKeyword(KeywordIndex):
         return out
 
     def doc_freq(self, token: str) -> int:
-        total = 0
-        for m in self.matrices:
-            row = m.vocab.get(token)
-            if row is not None:
-                total += int(m.indptr[row + 1] - m.indptr[row])
-        return total
+        if isinstance(self.shard_backend, ThreadShards):
+            return sum(p.doc_freq(token) for p in self.shard_backend.parts)
+        if self._df is None:  # one round trip per shard, once, not one per term (term feedback asks many)
+            df: dict[str, int] = {}
+            for terms, counts in self.shard_backend.scatter("doc_freqs"):
+                for term, c in zip(terms, counts.tolist(), strict=True):
+                    df[term] = df.get(term, 0) + c
+            self._df = df
+        return self._df.get(token, 0)
 
     def field_scores(self, tokens: Sequence[str], slots: np.ndarray) -> dict[str, np.ndarray]:
         raise ConfigError(
@@ -475,7 +619,7 @@ class ShardedKeyword(KeywordIndex):
         raise ConfigError("a sharded index is saved when it is built", hint="build_sharded")
 
     def nbytes(self) -> int:
-        return sum(m.nbytes() for m in self.matrices)
+        return sum(i["nbytes"] for i in self.shard_backend.scatter("info"))
 
 
 class _Gathered:
@@ -491,9 +635,10 @@ class _Gathered:
         slots = np.atleast_1d(np.arange(len(self))[slots] if isinstance(slots, slice) else np.asarray(slots))
         slots = slots.astype(np.int64)
         out = np.empty((len(slots), self.owner.dim), dtype=np.float32)
-        for s, (pos, local) in enumerate(self.owner.layout.by_shard(slots)):
-            if len(pos):
-                out[pos] = self.owner.parts[s].vectors[local]
+        parts = self.owner.layout.by_shard(slots)
+        calls = {s: (local,) for s, (pos, local) in enumerate(parts) if len(pos)}
+        for s, rows in self.owner.shard_backend.call_some("rows", calls).items():
+            out[parts[s][0]] = rows
         n_main = len(self.owner.layout.shard)
         later = np.flatnonzero(slots >= n_main)
         if len(later):
@@ -504,9 +649,10 @@ class _Gathered:
 class ShardedDense(DenseIndex):
     """The vector side of a sharded index: every shard's nearest neighbours, merged by cosine."""
 
-    def __init__(self, parts: Sequence[DenseIndex], layout: _Layout, scatter: _Scatter) -> None:
-        super().__init__(m=parts[0].m, ef_construction=parts[0].ef_construction, ef_search=parts[0].ef_search)
-        self.parts, self.layout, self.scatter = list(parts), layout, scatter
+    def __init__(self, backend: ShardBackend, layout: _Layout, info: Mapping[str, Any]) -> None:
+        super().__init__(m=info["m"], ef_construction=info["efc"], ef_search=info["efs"])
+        self.shard_backend, self.layout = backend, layout
+        self._dim = int(info["dim"])
         self._n = len(layout.shard)
         self._graph = True
         # items added since the build: one small unsharded index over slots n, n+1, ... (as local 0, 1, ...)
@@ -514,8 +660,15 @@ class ShardedDense(DenseIndex):
         self.delta._buffer = np.zeros((0, self.dim), dtype=np.float32)
 
     @property
+    def parts(self) -> list[DenseIndex]:
+        """The shards' vector indexes, when they are held in this process."""
+        if not isinstance(self.shard_backend, ThreadShards):
+            raise ConfigError(f"the shards are held by {self.shard_backend.engine}, not in this process")
+        return [p.dense for p in self.shard_backend.parts if p.dense is not None]
+
+    @property
     def dim(self) -> int:
-        return self.parts[0].dim
+        return self._dim
 
     @property
     def vectors(self) -> Any:
@@ -527,12 +680,17 @@ class ShardedDense(DenseIndex):
     def search(
         self, query: np.ndarray, k: int, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        def one(s: int) -> tuple[np.ndarray, np.ndarray]:
-            g = self.layout.slots[s]
-            local, sims = self.parts[s].search(query, k, None if mask is None else mask[g])
-            return g[local], sims
-
-        found = self.scatter.map(one)
+        if isinstance(self.shard_backend, ThreadShards):
+            calls = {
+                s: (query, k, None if mask is None else mask[g]) for s, g in enumerate(self.layout.slots)
+            }
+            found = list(self.shard_backend.call_some("search", calls).values())
+        else:  # the mask crosses a process boundary: as bits
+            calls = {
+                s: (query, k, None if mask is None else np.packbits(mask[g]))
+                for s, g in enumerate(self.layout.slots)
+            }
+            found = list(self.shard_backend.call_some("search_packed", calls).values())
         if len(self.delta):
             n, extra = self._n, len(self.delta)
             local, sims = self.delta.search(query, k, None if mask is None else mask[n : n + extra])
@@ -543,20 +701,38 @@ class ShardedDense(DenseIndex):
         return slots[best], sims[best]
 
     def similarities(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        return self.vectors[slots] @ query  # one matrix, as the unsharded index: the same sums
+        if isinstance(self.shard_backend, ThreadShards):
+            return self.vectors[slots] @ query  # one matrix, as the unsharded index: the same sums
+        # shards in other processes: each computes its rows' cosines (a float each, not a row of
+        # vectors, crosses back); a mat-vec over fewer rows may round the last bit differently
+        slots = np.asarray(slots, dtype=np.int64)
+        out = np.empty(len(slots), dtype=np.float32)
+        parts = self.layout.by_shard(slots)
+        calls = {s: (query, local) for s, (pos, local) in enumerate(parts) if len(pos)}
+        for s, sims in self.shard_backend.call_some("similarities", calls).items():
+            out[parts[s][0]] = sims
+        later = np.flatnonzero(slots >= self._n)
+        if len(later):
+            out[later] = self.delta.vectors[slots[later] - self._n] @ query
+        return out
 
     def remove(self, slot: int) -> None:
         if slot >= self._n:
             self.delta.remove(slot - self._n)
             return
+        if not isinstance(self.shard_backend, ThreadShards):
+            # shards in other processes are shared by every process serving this version, and stay
+            # as built: the caller's mask (its live items) keeps a removed item out, and the graph
+            # walk treats a masked item as it treats a deleted one
+            return
         s, local = int(self.layout.shard[slot]), int(self.layout.local[slot])
-        self.parts[s].remove(local)
+        self.shard_backend.call_some("remove", {s: (local,)})
 
     def add(self, slot: int, vector: np.ndarray) -> None:
         self.delta.add(slot - self._n, vector)
 
     def memory_bytes(self) -> int:
-        return sum(p.memory_bytes() for p in self.parts) + self.delta.memory_bytes()
+        return sum(i["memory_bytes"] for i in self.shard_backend.scatter("info")) + self.delta.memory_bytes()
 
     def build(self, vectors: np.ndarray, alive: np.ndarray | None = None) -> None:
         raise ConfigError("a sharded index is built by shelfwise.search.shards.build_sharded")
@@ -587,8 +763,13 @@ def load_shards(
     b: float,
     threads: int | None = None,
     check: bool = True,
+    engine: ShardEngine | str = "threads",
 ) -> tuple[ShardedKeyword, ShardedDense | None]:
-    """The keyword and vector sides of a sharded index saved under ``directory``."""
+    """The keyword and vector sides of a sharded index saved under ``directory``, its shards held
+    in this process (``engine="threads"``) or by one Ray actor each (``"ray"``: see
+    ``shelfwise.search.shard_actors``)."""
+    if engine not in SHARD_ENGINES:
+        raise ConfigError(f"unknown shard engine {engine!r}", hint=f"one of {', '.join(SHARD_ENGINES)}")
     meta = json.loads((directory / SHARDS_FILE).read_text())
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{directory}: shard format {meta.get('format')}, this version reads {FORMAT}")
@@ -598,20 +779,25 @@ def load_shards(
             raise ConfigError(
                 f"{directory}: sharded index is corrupt: {'; '.join(problems[:5])}", hint="rebuild it"
             )
-    shards = int(meta["shards"])
+    shards, dense = int(meta["shards"]), bool(meta.get("dense"))
     root = directory / "shards"
     slots = [np.load(root / str(s) / "slots.npy", allow_pickle=False) for s in range(shards)]
     layout = _Layout(slots, int(meta["items"]))
-    scatter = _Scatter(shards, threads)
-    matrices = scatter.map(lambda s: _load_matrix(root / str(s) / "keyword", len(slots[s])))
+    backend: ShardBackend
+    if engine == "ray":
+        from shelfwise.search.shard_actors import RayShards
+
+        backend = RayShards.open(directory, shards, dense=dense)
+    else:
+        backend = ThreadShards.open(directory, shards, dense=dense, threads=threads)
     keyword = ShardedKeyword(
-        matrices, layout, scatter, avgdl=meta["avgdl"], weights=weights, analyzer=analyzer, k1=k1, b=b
+        backend, layout, avgdl=meta["avgdl"], weights=weights, analyzer=analyzer, k1=k1, b=b
     )
-    dense = None
-    if meta.get("dense"):
-        parts = scatter.map(lambda s: DenseIndex.load(root / str(s) / "dense"))
-        dense = ShardedDense(parts, layout, scatter)
-    return keyword, dense
+    vectors = None
+    if dense:
+        info = backend.call_some("info", {0: ()})[0]["dense"]
+        vectors = ShardedDense(backend, layout, info)
+    return keyword, vectors
 
 
 def build_sharded(

@@ -21,7 +21,7 @@ log = get_logger(__name__)
 
 
 def index_registry(settings: Settings) -> IndexRegistry:
-    return IndexRegistry(settings.var_dir / "indexes")
+    return IndexRegistry(settings.var_dir / "indexes", shard_engine=settings.shard_engine)
 
 
 DENSE_BYTES_PER_ITEM = 384 * 4 * 4  # the cache's table, its saved copy, the engine's matrix, a build copy

@@ -192,3 +192,24 @@ def test_a_build_whose_workers_cannot_start_is_built_in_process(
     whole = SearchEngine.build(items, config)
     for q in ["shoes", "red cotton kurta", "watch for men"]:
         assert whole.search(q, k=10, mode="bm25").item_ids == sharded.search(q, k=10, mode="bm25").item_ids
+
+
+def test_the_shard_engine_setting_reaches_the_index_registry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`serve` loads index versions through ``index_registry(settings)``: SHELFWISE_SHARD_ENGINE
+    picks where a sharded version's shards are held; threads by default; a wrong name is refused."""
+    from pydantic import ValidationError
+
+    from shelfwise.core.settings import Settings
+    from shelfwise.search.shards import load_shards
+    from shelfwise.serving.search_service import index_registry
+
+    assert index_registry(Settings(var_dir=tmp_path)).shard_engine == "threads"
+    monkeypatch.setenv("SHELFWISE_SHARD_ENGINE", "ray")
+    assert index_registry(Settings(var_dir=tmp_path)).shard_engine == "ray"
+    monkeypatch.setenv("SHELFWISE_SHARD_ENGINE", "processes")
+    with pytest.raises(ValidationError):
+        Settings(var_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown shard engine"):
+        load_shards(tmp_path, weights={}, analyzer=None, k1=1.2, b=0.75, engine="processes")
