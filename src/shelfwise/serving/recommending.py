@@ -81,6 +81,9 @@ class PopularIndex:
         self.available = a.available  # shared on purpose: item writes update availability in place
         top = float(self.popularity.max(initial=0.0))
         self.norm = self.popularity / top if top > 0 else self.popularity
+        # the popularity order, sorted once: an answer walks it through the request's mask instead of
+        # sorting every item per request (at 1M items that sort was a third of a similar-items answer)
+        self.order = np.argsort(-self.norm, kind="stable")
 
     def category_of(self, item_id: str) -> str | None:
         i = self.index.get(item_id)
@@ -121,13 +124,12 @@ class PopularIndex:
         exclude: Sequence[str] = (),
         reason: str = "popular overall",
     ) -> Recommendation:
-        scores = np.where(self.mask(filters, exclude) & (self.popularity > 0), self.norm, -np.inf)
-        order = np.argsort(-scores, kind="stable")[:k]
-        order = order[np.isfinite(scores[order])]
+        keep = self.mask(filters, exclude) & (self.popularity > 0)
+        order = self.order[keep[self.order]][:k]  # = a stable sort of the kept items by popularity
         return Recommendation(
             user="popular",
             items=self.item_ids[order].tolist(),
-            scores=[float(s) for s in scores[order]],
+            scores=[float(s) for s in self.norm[order]],
             reasons=[reason] * len(order),
         )
 
