@@ -40,6 +40,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -197,7 +198,30 @@ def _build_pool(workers: int) -> Executor:
     the shards are built here, one after another."""
     if workers <= 1:
         return _InProcess()
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_end_with,
+        initargs=(os.getpid(),),
+    )
+
+
+def _end_with(builder: int, every: float = 1.0) -> None:
+    """In a build worker: end this process when the one that asked for the build is gone. A worker
+    is the forkserver's child, not the builder's, so nothing else ends it: a killed build (a command
+    stopped, a time box) left workers building a shard for half an hour, with nobody to read it."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                os.kill(builder, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # a process of another user took the pid: ours is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="shelfwise-shard-build-watch", daemon=True).start()
 
 
 def build_shards(

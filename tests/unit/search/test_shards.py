@@ -213,3 +213,53 @@ def test_the_shard_engine_setting_reaches_the_index_registry(
         Settings(var_dir=tmp_path)
     with pytest.raises(ConfigError, match="unknown shard engine"):
         load_shards(tmp_path, weights={}, analyzer=None, k1=1.2, b=0.75, engine="processes")
+
+
+def test_a_build_worker_ends_when_the_building_process_is_killed(tmp_path: Path) -> None:
+    """Build workers are the forkserver's children, so a killed build used to leave them building for
+    half an hour; each now watches the builder and ends within a poll of it going."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from shelfwise.search.shards import _build_pool, _end_with
+
+    pool = _build_pool(2)
+    assert pool._initializer is _end_with  # type: ignore[attr-defined]  # every worker watches
+    assert pool._initargs == (os.getpid(),)  # type: ignore[attr-defined]
+    pool.shutdown()
+    # the builder starts a worker-like grandchild that runs the watch, then the builder is killed
+    pidfile = tmp_path / "worker.pid"
+    worker = (
+        "import os, time, sys; from shelfwise.search.shards import _end_with; "
+        f"_end_with(int(sys.argv[1]), every=0.1); open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
+        "time.sleep(120)"
+    )
+    builder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {worker!r}, "
+            "str(__import__('os').getpid())]); time.sleep(120)",
+        ],
+    )
+    deadline = time.monotonic() + 60
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    child = int(pidfile.read_text())
+    os.kill(child, 0)  # alive while the builder lives
+    builder.send_signal(signal.SIGKILL)
+    builder.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the worker outlived its builder by 10 s")
