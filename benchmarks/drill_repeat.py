@@ -64,6 +64,7 @@ def one_run(n: int, extra: list[str], lock: Path | None = None) -> dict[str, Any
             for s in scenarios
             if not s.get("passed")
         },
+        "hints": {s["name"]: s["hint"] for s in scenarios if not s.get("passed") and s.get("hint")},
         "scenarios": {
             s["name"]: {
                 "passed": s.get("passed"),

@@ -288,7 +288,7 @@ protected-mode no
 dir {dir}
 sentinel monitor {service} 127.0.0.1 {primary} 2
 sentinel down-after-milliseconds {service} 1000
-sentinel failover-timeout {service} 10000
+sentinel failover-timeout {service} 5000
 sentinel parallel-syncs {service} 1
 """
 
@@ -373,6 +373,13 @@ class SentinelGroup:
         self._wait("every Sentinel seeing the replica and the others", known, 60)
         self.timings["sentinel_start_seconds"] = round(time.monotonic() - t0, 2)
         return self
+
+    def log_tails(self, n: int = 600) -> str:
+        """The end of each Sentinel's log: what they saw and voted (for a failover that did not come)."""
+        return "\n".join(
+            f"--- sentinel-{i}.log\n{_tail(self.root / f'sentinel-{i}.log', n)}"
+            for i in range(len(self.sentinel_ports))
+        )
 
     def master_port(self) -> int | None:
         """The primary the Sentinels name now."""

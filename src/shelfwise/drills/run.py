@@ -18,6 +18,7 @@ from shelfwise.drills.topology import DrillError, Topology
 
 
 def _failed(name: str, exc: BaseException) -> dict[str, Any]:
+    hint = getattr(exc, "hint", None)
     return {
         "name": name,
         "passed": False,
@@ -30,6 +31,8 @@ def _failed(name: str, exc: BaseException) -> dict[str, Any]:
         "checks": {"ran_to_the_end": False},
         "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
         "traceback": traceback.format_exc()[-2000:],
+        # what the failing part left to look at (e.g. the Sentinels' logs), as it goes with the topology
+        **({"hint": str(hint)[-4000:]} if hint else {}),
     }
 
 

@@ -863,9 +863,12 @@ def cache_primary_loss(drill: Drill, *, users_n: int = 12) -> dict[str, Any]:
         time.sleep(3)
         fault = drill.mark("SIGKILL the Redis primary")
         group.kill_primary()
-        promoted = _wait_for(
-            "the Sentinels naming the replica", lambda: group.master_port() == group.replica_port, 60
-        )
+        try:
+            promoted = _wait_for(
+                "the Sentinels naming the replica", lambda: group.master_port() == group.replica_port, 60
+            )
+        except DrillError as exc:  # the logs go with the topology: keep what the Sentinels said
+            raise DrillError(str(exc), hint=group.log_tails()) from None
         drill.mark("Sentinels promoted the replica")
         new = group.client(group.replica_port)
         at_promotion = int(new.get(key) or 0)
