@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +38,25 @@ def _failed(name: str, exc: BaseException) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _stopped_cleanly_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a time box, ``kill``) ends the drill through its ``finally`` blocks, so the servers
+    it started (PostgreSQL primary and standby, Redis, Sentinels, HAProxy, replicas) are stopped;
+    by default SIGTERM ends Python at once and left them running. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def run_drill(
     scenarios: Sequence[str],
     *,
@@ -58,6 +79,7 @@ def run_drill(
     work = Path(tempfile.mkdtemp(prefix="shelfwise-drill-work-"))
     drill = Drill(topology=None, rate=rate, say=say)
     topo_info: dict[str, Any] = {}
+    stack = contextlib.ExitStack()
 
     def run(name: str, *args: Any, **kwargs: Any) -> None:
         say(f"scenario {name}")
@@ -74,6 +96,7 @@ def run_drill(
             say(f"scenario {name}\n  FAILED (the topology did not start)")
 
     try:
+        stack.enter_context(_stopped_cleanly_on_sigterm())
         # one topology at a time: the replicated one starts after the first has stopped
         main = [n for n in names if n in NEEDS_TOPOLOGY]
         try:
@@ -120,6 +143,7 @@ def run_drill(
                 run(name, drill, work=work, events=events)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        stack.close()
     ordered = [results[n] for n in names]
     result = {
         "started_at": started_at,

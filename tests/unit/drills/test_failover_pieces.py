@@ -81,3 +81,22 @@ def test_boot_wait_gives_up_on_a_replica_that_burns_its_cpu_budget(tmp_path: Pat
             rep.wait_healthy(stall=30, cpu_budget=0.5, ceiling=60)
     finally:
         rep.kill9()
+
+
+def test_sigterm_ends_a_drill_through_its_finally_blocks(tmp_path: Path) -> None:
+    """A drill stopped by SIGTERM (a time box, ``kill``) must stop what it started: its cleanup runs
+    in ``finally`` blocks, which Python's default SIGTERM skips."""
+    done = tmp_path / "cleaned"
+    code = (
+        "import os, signal, time\n"
+        "from shelfwise.drills.run import _stopped_cleanly_on_sigterm\n"
+        "with _stopped_cleanly_on_sigterm():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(30)\n"
+        "    finally:\n"
+        f"        open({str(done)!r}, 'w').write('stopped')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True)
+    assert proc.returncode == 128 + 15
+    assert done.read_text() == "stopped"
