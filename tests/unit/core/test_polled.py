@@ -337,7 +337,10 @@ def test_the_first_read_is_waited_for_even_with_wait_at_most() -> None:
 def test_a_failure_within_wait_at_most_follows_the_failure_rules(kept: bool) -> None:
     source = Source("v1", ConnectionError("store down"), "v3")
     polled: Polled[str] = Polled(
-        source, every=0.0, wait_at_most=5.0, keep_last_on=lambda exc: isinstance(exc, ConnectionError) and kept
+        source,
+        every=0.0,
+        wait_at_most=5.0,
+        keep_last_on=lambda exc: isinstance(exc, ConnectionError) and kept,
     )
     assert polled.get() == "v1"
     if kept:
