@@ -216,9 +216,7 @@ def _end_with(builder: int, every: float = 1.0) -> None:
             time.sleep(every)
             try:
                 os.kill(builder, 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:  # a process of another user took the pid: ours is gone
+            except (ProcessLookupError, PermissionError):  # gone (or its pid taken by another user's)
                 os._exit(1)
 
     threading.Thread(target=watch, name="shelfwise-shard-build-watch", daemon=True).start()
