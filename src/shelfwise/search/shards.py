@@ -567,10 +567,7 @@ class ShardedKeyword(KeywordIndex):
         out = np.zeros(len(slots), dtype=np.float32)
         if not tokens or len(slots) == 0:
             return out
-        parts = self.layout.by_shard(slots)
-        calls = {s: (list(tokens), local) for s, (pos, local) in enumerate(parts) if len(pos)}
-        for s, scores in self.shard_backend.call_some("score_slots", calls).items():
-            out[parts[s][0]] = scores
+        self._on_shards("score_slots", list(tokens), slots, out)
         if self.delta_slots and (slots >= self.n_main).any():
             extra = self._delta_match(tokens)
             for i in np.flatnonzero(slots >= self.n_main):
@@ -584,10 +581,7 @@ class ShardedKeyword(KeywordIndex):
         out = np.zeros(len(slots), dtype=np.float32)
         if not weights or len(slots) == 0:
             return out
-        parts = self.layout.by_shard(slots)
-        calls = {s: (dict(weights), local) for s, (pos, local) in enumerate(parts) if len(pos)}
-        for s, scores in self.shard_backend.call_some("weighted_score_slots", calls).items():
-            out[parts[s][0]] = scores
+        self._on_shards("weighted_score_slots", dict(weights), slots, out)
         later = np.flatnonzero(slots >= self.n_main)
         if self.delta_slots and len(later):
             extra = np.zeros(len(later), dtype=np.float32)
@@ -595,6 +589,14 @@ class ShardedKeyword(KeywordIndex):
                 extra += np.float32(weight) * self.score_slots([token], slots[later])
             out[later] = extra
         return out
+
+    def _on_shards(self, method: str, arg: Any, slots: np.ndarray, out: np.ndarray) -> None:
+        """``method(arg, local slots)`` on each shard holding some of ``slots`` (one call per shard),
+        each answer written into ``out`` at its slots' positions."""
+        parts = self.layout.by_shard(slots)
+        calls = {s: (arg, local) for s, (pos, local) in enumerate(parts) if len(pos)}
+        for s, scores in self.shard_backend.call_some(method, calls).items():
+            out[parts[s][0]] = scores
 
     def _delta_bm25f(self, tokens: Sequence[str]) -> dict[int, float]:
         """BM25F of items changed since the build, with the catalogue's statistics (as the
