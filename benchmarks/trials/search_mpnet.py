@@ -32,7 +32,9 @@ for name in sys.argv[1:]:
         "dense": bst._ndcg(bst._engine_runs(engine, q, "dense"), data)["ndcg@10"],
         "hybrid": bst._ndcg(bst._engine_runs(engine, q, "hybrid"), data)["ndcg@10"],
         "bm25": bst._ndcg(bst._engine_runs(engine, q, "bm25"), data)["ndcg@10"],
-        "grid": [bst._ndcg(bst._engine_runs(engine, q, "hybrid", **cfg), data)["ndcg@10"] for cfg in bst.GRID],
+        "grid": [
+            bst._ndcg(bst._engine_runs(engine, q, "hybrid", **cfg), data)["ndcg@10"] for cfg in bst.GRID
+        ],
     }
     enc.clear_cache()
     lat = []
@@ -43,5 +45,11 @@ for name in sys.argv[1:]:
     row["query_encode_ms_p50_p99"] = [round(float(np.percentile(lat, p)) * 1000, 2) for p in (50, 99)]
     row["runtime"] = enc.query_runtime
     out[name] = row
-    print(name, json.dumps({k: v for k, v in row.items() if k != "grid"}), "grid max", max(row["grid"]), flush=True)
+    print(
+        name,
+        json.dumps({k: v for k, v in row.items() if k != "grid"}),
+        "grid max",
+        max(row["grid"]),
+        flush=True,
+    )
 Path("/tmp/search_mpnet.json").write_text(json.dumps(out, indent=1))

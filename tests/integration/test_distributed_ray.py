@@ -348,3 +348,50 @@ def test_a_dead_shard_actor_is_started_again_or_the_query_says_why(
         remote.search("men shirt", k=10, mode="bm25").item_ids
         == threads.search("men shirt", k=10, mode="bm25").item_ids
     )
+
+
+def test_index_actors_names_each_held_index_and_stops_those_no_server_answers_from(
+    cluster: str, sharded: tuple[Path, Any], tmp_path: Path
+) -> None:
+    """Actors are detached: an index version no server answers from any more keeps its shards in
+    memory until `shelfwise index actors --stop-unused` ends them. Served: the active version, the
+    rollback target and the versions running experiments' arms answer from. (Last in this module:
+    it ends the actors of the other tests' index.)"""
+    from shelfwise.registry.indexes import IndexRegistry
+    from shelfwise.search.documents import read_dataset
+    from shelfwise.search.engine import SearchEngine
+    from shelfwise.search.shard_actors import index_key, list_actors
+
+    items = read_dataset("flipkart-1k")
+    reg = IndexRegistry(tmp_path / "var" / "indexes", shard_engine="ray")
+    v = [reg.build(items[:n], mode="bm25", shards=2, force=True).version for n in (600, 700, 800)]
+    assert reg.served_versions() == [v[2], v[1]]  # active, then the rollback target
+    key = {version: index_key(reg.root / version / "engine") for version in v}
+    engines = {version: reg.load(version) for version in v}  # every version's actors exist now
+    other = index_key(sharded[0])
+    SearchEngine.load(sharded[0], shard_engine="ray")
+    report = reg.shard_actors()
+    assert report["stopped"] == []
+    assert {r["key"]: (r["versions"], r["shards"], r["served"]) for r in report["indexes"]} == {
+        other: ([], [0, 1, 2], False),  # not a version of this registry
+        key[v[0]]: ([v[0]], [0, 1], False),
+        key[v[1]]: ([v[1]], [0, 1], True),
+        key[v[2]]: ([v[2]], [0, 1], True),
+    }
+    # an experiment's arm still answering from the oldest version keeps it
+    kept = reg.shard_actors(also_served=[v[0]], stop=True)
+    assert kept["stopped"] == [f"shelfwise-shard-{other}-{s}" for s in range(3)]
+    assert set(list_actors()) == set(key.values())
+    # the command, as an operator runs it: the oldest version's two actors end, the served answer
+    env = {**os.environ, "SHELFWISE_RAY_ADDRESS": cluster, "SHELFWISE_VAR_DIR": str(tmp_path / "var")}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "shelfwise"), "index", "actors", "--stop-unused", "--json"],
+        env=env, capture_output=True, timeout=180, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["stopped"] == [f"shelfwise-shard-{key[v[0]]}-{s}" for s in range(2)]
+    assert out["served_versions"] == sorted(v[1:])
+    assert list_actors() == {key[v[1]]: [0, 1], key[v[2]]: [0, 1]}
+    for version in v[1:]:
+        assert engines[version].search("shirt", k=5, mode="bm25").item_ids

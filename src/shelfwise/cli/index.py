@@ -2,6 +2,7 @@
 
     shelfwise index build [--mode hybrid|bm25|ltr] [--queries Q.tsv --qrels Q.txt] [--force]
     shelfwise index list | activate VERSION | rollback | eval [--queries … --qrels …]
+    shelfwise index actors [--stop-unused]       (sharded indexes held by Ray actors)
 
 A running server picks up the active version at its next catalogue check; ``serve`` builds one on
 its first start (and a new one when the catalogue changed) in the mode ``SHELFWISE_SEARCH_MODE``
@@ -155,6 +156,52 @@ def index_rollback(db: DbOption = None, as_json: JsonOption = False) -> None:
     with user_errors():
         pointer = _registry().rollback()
         emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
+
+
+@index_app.command("actors")
+def index_actors(
+    stop_unused: Annotated[
+        bool, typer.Option("--stop-unused", help="end the actors of every index no server answers from")
+    ] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Sharded indexes held by Ray actors (SHELFWISE_SHARD_ENGINE=ray): which version each is and
+    whether it is served (active, canary or shadow, the rollback target, a running experiment's
+    arm); ``--stop-unused`` ends the others' actors, which otherwise hold their shards until the
+    cluster stops."""
+    import os
+
+    from shelfwise.core.errors import ConfigError
+    from shelfwise.core.ray_cluster import ADDRESS_ENV
+    from shelfwise.store.experiments import list_experiments
+
+    with user_errors():
+        if not os.environ.get(ADDRESS_ENV):
+            raise ConfigError(
+                f"{ADDRESS_ENV} is not set: shard actors outlive a server only on a Ray cluster",
+                hint=f"set {ADDRESS_ENV} to the address the servers join (host:port)",
+            )
+        with open_db(db) as store:
+            arms = [
+                arm["index_version"]
+                for row in list_experiments(store, status="running")
+                for arm in row.spec.get("arms", [])
+                if arm.get("index_version")
+            ]
+        report = _registry().shard_actors(also_served=arms, stop=stop_unused)
+        emit(report, as_json, _human_actors)
+
+
+def _human_actors(p: dict[str, Any]) -> str:
+    lines = []
+    for r in p["indexes"]:
+        versions = ", ".join(r["versions"]) or "(no version here)"
+        state = "served" if r["served"] else "unused"
+        lines.append(f"{state}  {r['key']}  {versions}  {len(r['shards'])} shard actors")
+    if p["stopped"]:
+        lines.append(f"stopped {len(p['stopped'])} actors")
+    return "\n".join(lines) or "no shard actors on the cluster"
 
 
 @index_app.command("eval")

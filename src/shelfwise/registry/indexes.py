@@ -197,6 +197,40 @@ class IndexRegistry(ModelRegistry):
         except RegistryError:
             raise RegistryError("no earlier search index version to roll back to") from None
 
+    def served_versions(self) -> list[str]:
+        """The versions a server may answer from now or next: the active one, a shadow or canary
+        candidate, and the one ``rollback`` would go back to."""
+        pointer, kept = self.pointer(), self.versions()
+        back = next((v for v in reversed(pointer.history) if v in kept), None)
+        wanted = (pointer.active, pointer.candidate.version if pointer.candidate else None, back)
+        return list(dict.fromkeys(v for v in wanted if v))
+
+    def shard_actors(self, *, also_served: Sequence[str] = (), stop: bool = False) -> dict[str, Any]:
+        """The Ray shard actors on the cluster (``SHELFWISE_SHARD_ENGINE=ray``): each index they
+        hold, by its key, with the versions here it is, its shards, and whether it is served
+        (``served_versions`` plus ``also_served``, e.g. the versions experiment arms answer from).
+        ``stop``: end the actors of every index not served (an index no version here names
+        included: a deleted version, or one of another registry on the cluster, is ended too, so
+        run it against the registry the cluster serves). Actors are detached and otherwise live
+        until the cluster stops, each holding its shard in memory."""
+        from shelfwise.search.shard_actors import index_key, list_actors, stop_actors
+        from shelfwise.search.shards import SHARDS_FILE
+
+        keys: dict[str, list[str]] = {}
+        for version in self.versions():
+            engine_dir = self.root / version / "engine"
+            if (engine_dir / SHARDS_FILE).is_file():
+                keys.setdefault(index_key(engine_dir), []).append(version)
+        served = set(self.served_versions()) | set(also_served)
+        keep = frozenset(k for k, versions in keys.items() if served & set(versions))
+        held = list_actors()
+        rows = [
+            {"key": key, "versions": keys.get(key, []), "shards": shards, "served": key in keep}
+            for key, shards in held.items()
+        ]
+        ended = stop_actors(keep=keep) if stop else []
+        return {"served_versions": sorted(served), "indexes": rows, "stopped": ended}
+
     # --- building --------------------------------------------------------------------------------
     def build(
         self,

@@ -173,17 +173,37 @@ class RayShards:
         """Nothing to close here: the actors are shared (``stop_actors`` ends them)."""
 
 
+def _named(ray: Any) -> list[tuple[str, str, int]]:
+    """(actor name, index key, shard) of every shard actor on the cluster."""
+    out = []
+    for found in ray.util.list_named_actors(all_namespaces=True):
+        name, namespace = found["name"], found["namespace"]
+        if namespace != NAMESPACE or not name.startswith(PREFIX):
+            continue
+        key, _, shard = name[len(PREFIX) :].rpartition("-")
+        out.append((name, key, int(shard) if shard.isdigit() else -1))
+    return out
+
+
+def list_actors() -> dict[str, list[int]]:
+    """Every index held by shard actors on the cluster: its key -> the shards that have an actor.
+    Connects as ``RayShards`` does."""
+    ray = ray_module(WHAT)
+    connect(what=WHAT)
+    held: dict[str, list[int]] = {}
+    for _, key, shard in _named(ray):
+        held.setdefault(key, []).append(shard)
+    return {key: sorted(shards) for key, shards in sorted(held.items())}
+
+
 def stop_actors(*, keep: frozenset[str] = frozenset()) -> list[str]:
     """End every shard actor on the cluster whose index key is not in ``keep`` (the versions still
     served); returns the names ended. Connects as ``RayShards`` does."""
     ray = ray_module(WHAT)
     connect(what=WHAT)
     ended = []
-    for found in ray.util.list_named_actors(all_namespaces=True):
-        name, namespace = found["name"], found["namespace"]
-        if namespace != NAMESPACE or not name.startswith(PREFIX):
-            continue
-        if name[len(PREFIX) :].rsplit("-", 1)[0] in keep:
+    for name, key, _ in _named(ray):
+        if key in keep:
             continue
         try:
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
@@ -193,4 +213,4 @@ def stop_actors(*, keep: frozenset[str] = frozenset()) -> list[str]:
     return sorted(ended)
 
 
-__all__ = ["RayShards", "ShardUnavailableError", "actor_name", "index_key", "stop_actors"]
+__all__ = ["RayShards", "ShardUnavailableError", "actor_name", "index_key", "list_actors", "stop_actors"]
