@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_serving import _tree_cpu_seconds
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -87,22 +89,6 @@ def _load() -> float:
 
 def _left() -> float:
     return BUDGET - (time.perf_counter() - _STARTED)
-
-
-def _our_cpu() -> float:
-    """CPU seconds used so far by this process and every process under it (the local Ray cluster's
-    raylet, GCS and workers are this driver's descendants)."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
 
 
 def _machine_busy() -> float:
@@ -197,11 +183,11 @@ def _timed(fn: Any) -> tuple[float, dict[str, Any]]:
     after, CPU seconds used by this run (driver + Ray workers) and by the whole machine."""
     best, info = float("inf"), {}
     for _ in range(REPEATS):
-        load0, ours0, busy0 = _load(), _our_cpu(), _machine_busy()
+        load0, ours0, busy0 = _load(), _tree_cpu_seconds(os.getpid()), _machine_busy()
         started = time.perf_counter()
         fn()
         took = time.perf_counter() - started
-        ours, busy = _our_cpu() - ours0, _machine_busy() - busy0
+        ours, busy = _tree_cpu_seconds(os.getpid()) - ours0, _machine_busy() - busy0
         if took < best:
             cores = os.cpu_count() or 1
             best = took

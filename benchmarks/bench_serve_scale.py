@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_serving import _tree_cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 # (name, items, users, events, catalogue path)
 # (name, items, users, events, catalogue path, seconds to follow the background work once ready)
@@ -117,24 +119,6 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of the server and its children so far: on a shared machine the
-    wall-clock start time mostly measures the other jobs."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return round(total, 1)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -201,7 +185,7 @@ def _serve(
                     "status": "time box",
                     "seconds": round(took, 1),
                     "peak_rss": peak,
-                    "cpu_seconds": _tree_cpu(proc.pid),
+                    "cpu_seconds": round(_tree_cpu_seconds(proc.pid), 1),
                 }
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
@@ -213,7 +197,7 @@ def _serve(
             "status": "ready",
             "seconds": round(took, 1),
             "load": _load(),
-            "cpu_seconds": _tree_cpu(proc.pid),
+            "cpu_seconds": round(_tree_cpu_seconds(proc.pid), 1),
         }
         out["peak_rss_starting"] = peak
         out["rss_ready"] = _tree_rss(proc.pid)

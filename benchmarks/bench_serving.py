@@ -95,7 +95,9 @@ def _customers() -> list[str]:
 
 
 def _tree_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) used so far by a process and all its descendants (Linux /proc)."""
+    """CPU time (user + system) used so far by a process and all its descendants (Linux /proc): a
+    server with its workers, or a bench's own process with the local Ray cluster it started. On a
+    shared machine wall-clock time mostly measures the other jobs; this is the work done."""
     tick = os.sysconf("SC_CLK_TCK")
     total, todo = 0.0, [pid]
     while todo:
