@@ -274,3 +274,33 @@ def test_an_order_export_with_no_type_column_loads_with_a_constant_type(tmp_path
         "ingest", "events", str(orders), "-f", "csv", *mapped, "--type", "bought", cwd=tmp_path, check=False
     )
     assert bad.returncode != 0 and "unknown event type" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_index_versions_build_list_rollback_activate_and_refuse_bad_input(
+    tmp_path: Path, retail_slice: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`shelfwise index …` as an operator runs it, sharded and not, on the embedded store."""
+    monkeypatch.delenv("SHELFWISE_RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("SHELFWISE_SHARD_ENGINE", raising=False)
+    run("ingest", "events", str(retail_slice), "--format", "online-retail", cwd=tmp_path)
+    first = one_json(run("index", "build", "--mode", "bm25", "--json", cwd=tmp_path))
+    second = one_json(
+        run("index", "build", "--mode", "bm25", "--shards", "2", "--force", "--json", cwd=tmp_path)
+    )
+    assert (
+        first["items"] == second["items"] > 0 and second["active"] and first["version"] != second["version"]
+    )
+    listed = one_json(run("index", "list", "--json", cwd=tmp_path))
+    assert listed["active"] == second["version"]
+    assert {v["version"] for v in listed["versions"]} == {first["version"], second["version"]}
+    assert one_json(run("index", "rollback", "--json", cwd=tmp_path))["active"] == first["version"]
+    assert (
+        one_json(run("index", "activate", second["version"], "--json", cwd=tmp_path))["active"]
+        == (second["version"])
+    )
+    refused = run("index", "activate", "no-such-version", cwd=tmp_path, check=False)
+    assert refused.returncode != 0 and "no search index version 'no-such-version'" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    # shard actors live on a Ray cluster only: without its address the command says so
+    env_free = run("index", "actors", cwd=tmp_path, check=False)
+    assert env_free.returncode == 2 and "SHELFWISE_RAY_ADDRESS is not set" in env_free.stderr

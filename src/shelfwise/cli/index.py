@@ -31,9 +31,11 @@ index_app = typer.Typer(
 
 
 def _registry() -> Any:
-    from shelfwise.registry.indexes import IndexRegistry
+    """The registry ``serve`` reads, holding a sharded version's shards where the settings say
+    (``SHELFWISE_SHARD_ENGINE``): `index eval` of a version on Ray actors asks the actors."""
+    from shelfwise.serving.search_service import index_registry
 
-    return IndexRegistry(load_settings().var_dir / "indexes")
+    return index_registry(load_settings())
 
 
 def _labelled(queries: Path | None, qrels: Path | None) -> Any:
