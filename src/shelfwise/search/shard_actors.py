@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ PREFIX = "shelfwise-shard-"
 TIMEOUT_S = 30.0  # one query's wait for its shards
 LOAD_TIMEOUT_S = 600.0  # a shard's actor loading its files (a 1M-item shard: seconds to a minute)
 MAX_CONCURRENCY = 8
+STOP_WAIT_S = 30.0  # stop_actors' wait for the actors it ended to be gone
 WHAT = "SHELFWISE_SHARD_ENGINE=ray"
 
 
@@ -210,6 +212,13 @@ def stop_actors(*, keep: frozenset[str] = frozenset()) -> list[str]:
         except ValueError:  # ended meanwhile
             continue
         ended.append(name)
+    # ray.kill only asks: wait (a while) until the cluster no longer lists them, so what this
+    # returns is gone and a listing right after it agrees
+    deadline = time.monotonic() + STOP_WAIT_S
+    while ended and time.monotonic() < deadline:
+        if not {name for name, _, _ in _named(ray)} & set(ended):
+            break
+        time.sleep(0.1)
     return sorted(ended)
 
 
