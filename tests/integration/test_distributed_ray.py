@@ -10,8 +10,10 @@ a dead actor is started again (or the query says why)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -74,14 +76,14 @@ def cluster() -> Iterator[str]:
     head = subprocess.Popen(
         [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--include-dashboard=false", "--temp-dir", str(tmp), *common],
-        stdout=logs[0], stderr=subprocess.STDOUT, env=env,
+        stdout=logs[0], stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )  # fmt: skip
     procs = [head]
     try:
         time.sleep(3)
         worker = subprocess.Popen(
             [str(RAY), "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
-            stdout=logs[1], stderr=subprocess.STDOUT, env=env,
+            stdout=logs[1], stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
         procs.append(worker)
         _wait_for_cpus(address, 2)
@@ -89,12 +91,16 @@ def cluster() -> Iterator[str]:
     finally:
         if ray.is_initialized():
             ray.shutdown()
+        # each node runs in a process group of its own, its raylet, GCS and workers with it: a
+        # terminated `ray start --block` alone waited out 30 s a node, and left agents behind
         for proc in reversed(procs):
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # the head node does not end on SIGTERM here
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         for log in logs:
             log.close()
