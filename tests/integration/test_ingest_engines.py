@@ -397,3 +397,36 @@ def test_generated_shop_csv_same_on_both_engines(
     settings = settings.model_copy(update={"ingest_batch_size": batch_size})
     state = _same(lambda e: f"sqlite:///{tmp_path / e}.db", path, FORMATS["csv"], settings)
     assert state["report"]["accepted"] > 2_500 and state["users"]
+
+
+def test_a_failing_write_ends_the_read_ahead_thread_as_the_error_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch engine reads and checks a batch or two ahead in a thread; when the store fails
+    mid-run the error reaches the caller as it was, the batches before it are kept, and the thread
+    is gone by then (not when the traceback is let go)."""
+    import threading
+
+    from shelfwise.store.sql import SqlStore
+
+    settings = Settings(var_dir=tmp_path / "var", pseudonym_key=TEST_KEY, ingest_batch_size=500)
+    path = tmp_path / "retail.csv"
+    path.write_bytes(b"".join(head_lines(ONLINE_RETAIL, 5_001)))
+    calls = {"n": 0}
+    append = SqlStore.append_event_rows
+
+    def failing(self: Any, *args: Any, **kw: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full (injected)")
+        return append(self, *args, **kw)
+
+    monkeypatch.setattr(SqlStore, "append_event_rows", failing)
+    with open_store(f"sqlite:///{tmp_path / 'fail.db'}") as store:
+        with pytest.raises(OSError, match="disk full") as caught:
+            ingest_events(store, path, FORMATS["online-retail"], settings, engine="batch")
+        names = {t.name for t in threading.enumerate()}
+        assert "shelfwise-ingest-check" not in names, names
+        assert caught.value is not None  # the traceback still alive here
+        monkeypatch.setattr(SqlStore, "append_event_rows", append)
+        assert 0 < store.counts()["events"] <= 1_000  # the two batches written before the failure

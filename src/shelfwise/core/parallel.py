@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 S = TypeVar("S")
@@ -44,7 +44,7 @@ def ahead_map(
     shared: S = None,  # type: ignore[assignment]
     depth: int = 2,
     name: str = "shelfwise-ahead",
-) -> Iterator[R]:
+) -> Generator[R, None, None]:
     """``local_map`` run ahead of its caller: one background thread reads the next parts and
     applies ``fn`` to them (at most ``depth`` results waiting) while the caller works on the ones
     before. It pays where one side spends its time outside the GIL (SQLite, zlib, Arrow, NumPy):

@@ -44,7 +44,17 @@ def store_batches(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _loop(store, batches, gate, item_gate, activity, erased, report, reject, on_batch, sales)
+        # reading and checking run a batch or two ahead, in a thread, while the loop writes: the
+        # checks depend on no order (their memos and counts only on the batches before, which that
+        # thread checks in order); everything that does stays in the loop. About 12% less wall
+        # time on Online Retail (the store's SQLite work and the reader's zlib and Arrow let go of
+        # the GIL). Closed here, not when an error's traceback lets go of it: the thread stops and
+        # the file closes as the error leaves.
+        checked = ahead_map(_checked, batches, shared=gate, name="shelfwise-ingest-check")
+        try:
+            return _loop(store, checked, item_gate, activity, erased, report, reject, on_batch, sales)
+        finally:
+            checked.close()
     finally:
         if collecting:
             gc.enable()
@@ -52,8 +62,7 @@ def store_batches(
 
 def _loop(
     store: Store,
-    batches: Iterable[DraftBatch],
-    gate: BatchEventGate,
+    checked: Iterable[tuple[DraftBatch, Any]],
     item_gate: ItemGate,
     activity: UserActivity,
     erased: set[str],
@@ -63,11 +72,7 @@ def _loop(
     sales: LatestSales | None,
 ) -> set[str]:
     items_seen: set[str] = set()
-    # reading and checking run a batch or two ahead, in a thread, while this one writes: the
-    # checks depend on no order (their memos and counts only on the batches before, which that
-    # thread checks in order); everything that does stays here. About 12% less wall time on
-    # Online Retail (the store's SQLite work and the reader's zlib and Arrow let go of the GIL).
-    for batch, result in ahead_map(_checked, batches, shared=gate, name="shelfwise-ingest-check"):
+    for batch, result in checked:
         report.records += len(batch) + len(batch.problems)
         held: list[QuarantineRow] = []
         for rejection in result.rejections:
