@@ -60,6 +60,7 @@ def _load() -> float:
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: float) -> tuple[float, dict[str, Any]]:
+    """One ``shelfwise`` step as a user runs it (``--json``): its wall seconds and its last JSON line."""
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "shelfwise.cli.main", *args, "--json"],
@@ -72,7 +73,7 @@ def _cli(args: list[str], env: dict[str, str], timeout: float) -> tuple[float, d
     )
     took = round(time.perf_counter() - started, 1)
     if done.returncode != 0:
-        raise RuntimeError(f"shelfwise {' '.join(args[:2])}: exit {done.returncode}: {done.stderr[-500:]}")
+        raise RuntimeError(f"shelfwise {' '.join(args[:2])}: exit {done.returncode}: {done.stderr[-800:]}")
     lines = done.stdout.strip().splitlines()
     return took, (json.loads(lines[-1]) if lines else {})
 

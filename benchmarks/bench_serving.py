@@ -123,7 +123,10 @@ def _load_cpu(server: int, port: int, requests: list[Any], **extra: Any) -> dict
     return out
 
 
-def _load(port: int, requests: list[Any], *, rate: float | None, **extra: Any) -> dict[str, Any]:
+def _load(
+    port: int, requests: list[Any], *, rate: float | None, timeout: float = 600, **extra: Any
+) -> dict[str, Any]:
+    """One run of the load generator (``benchmarks.loadgen``) against ``port``; its JSON report."""
     spec = {
         "port": port,
         "requests": requests,
@@ -138,7 +141,7 @@ def _load(port: int, requests: list[Any], *, rate: float | None, **extra: Any) -
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")

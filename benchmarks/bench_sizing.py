@@ -51,6 +51,8 @@ from typing import Any
 
 import httpx
 
+from benchmarks.bench_serve_scale import _cli as _cli_step
+from benchmarks.bench_serving import _load as _loadgen
 from benchmarks.bench_serving import _port, _tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,27 +92,16 @@ def _env(var: Path) -> dict[str, str]:
 
 
 def _cli(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """One CLI step, its wall and CPU seconds (children's rusage) and its last JSON line."""
+    """One CLI step (``bench_serve_scale._cli``), its wall and CPU seconds (children's rusage) and
+    its last JSON line."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "shelfwise.cli.main", *args, "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False,
-    )
+    wall, report = _cli_step(args, env, 3600)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"shelfwise {' '.join(args[:2])}: exit {done.returncode}: {done.stderr[-800:]}")
-    lines = done.stdout.strip().splitlines()
     return {
-        "wall_seconds": round(time.perf_counter() - started, 1),
+        "wall_seconds": wall,
         "cpu_seconds": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
         "load_after": _load(),
-        "report": json.loads(lines[-1]) if lines else {},
+        "report": report,
     }
 
 
@@ -200,31 +191,20 @@ def _workers(pid: int) -> list[dict[str, Any]]:
 
 
 def _window(pid: int, port: int, requests: list[Any]) -> dict[str, Any]:
-    spec = {
-        "port": port,
-        "requests": requests,
-        "seconds": SECONDS,
-        "rate": None,
-        "connections": CONNECTIONS,
-        "no_repeat": True,
-        "keep_bodies": 3,
-    }
     load_before = _load()
     cpu = _tree_cpu_seconds(pid)
     client = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.loadgen"],
-        input=json.dumps(spec),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = _loadgen(
+        port,
+        requests,
+        rate=None,
         timeout=SECONDS + 300,
-        check=False,
+        seconds=SECONDS,
+        connections=CONNECTIONS,
+        no_repeat=True,
+        keep_bodies=3,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr[-1000:]}")
-    out = dict(json.loads(done.stdout))
     server_cpu = _tree_cpu_seconds(pid) - cpu
     out["server_cpu_seconds"] = round(server_cpu, 2)
     out["server_cpu_ms_per_request"] = round(server_cpu * 1000 / max(out["requests"], 1), 3)
