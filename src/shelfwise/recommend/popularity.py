@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from shelfwise.features.dataset import NO_CODE, Dataset
-from shelfwise.recommend.base import ModelConfig, Recommender
+from shelfwise.recommend.base import Filters, ModelConfig, Recommender
 
 DAY_MS = 86_400_000
 
@@ -88,6 +88,7 @@ class PopularityRecommender(Recommender):
     Config = PopularityConfig
     config: PopularityConfig
     popular_fallback = False  # its own list (trending, decayed…) is what a stranger should get
+    _ranked: np.ndarray | None = None  # items best first (``_order``), reset by a fit or a load
 
     _labels: ClassVar[dict[str, str]] = {
         "overall": "popular overall",
@@ -109,6 +110,7 @@ class PopularityRecommender(Recommender):
             pop[cold] = self.config.cold_item_weight * mean[cats[cold]]
         top = pop.max() if pop.size else 0.0
         self.scores = (pop / top if top > 0 else pop).astype(np.float32)
+        self._ranked = None
         if self.config.dp_epsilon is not None:
             self.dp_release = {
                 "epsilon": self.config.dp_epsilon,
@@ -137,6 +139,47 @@ class PopularityRecommender(Recommender):
         per_item = (onehot @ affinity.T).T  # rows × items: the row's affinity for the item's category
         return (base * (self.config.category_floor + per_item)).astype(np.float32)
 
+    def _rank(
+        self,
+        histories: sp.csr_matrix,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None,
+        filters: Filters | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every shopper gets the same scores (except in ``category`` mode), so one ranking of the
+        catalogue serves them all: each row walks it, skipping the items excluded for that shopper.
+        The same lists as scoring a row per shopper (best first, ties by the lower item id, -1 pads)
+        at O(k + excluded) a shopper instead of O(items): precomputing 20,000 shoppers' lists over a
+        1M-item catalogue took minutes that way."""
+        if self.config.mode == "category" and len(self.state.attributes.category_names):
+            return super()._rank(histories, users, k, exclude=exclude, filters=filters)
+        order = self._order()
+        allowed = self.allowed_mask(filters)
+        if not allowed.all():
+            order = order[allowed[order]]
+        rows, k = histories.shape[0], min(k, self.n_items)
+        idx = np.full((rows, k), -1, np.int64)
+        vals = np.full((rows, k), -np.inf, np.float32)
+        for r in range(rows):
+            seen = exclude.indices[exclude.indptr[r] : exclude.indptr[r + 1]] if exclude is not None else ()
+            head = order[: k + len(seen)]
+            if len(seen):
+                head = head[~np.isin(head, seen)][:k]
+            idx[r, : len(head)] = head
+            vals[r, : len(head)] = self.scores[head]
+        return idx, vals
+
+    def _order(self) -> np.ndarray:
+        """Items best first, ties by the lower item id (``top_k``'s order), computed once per fit
+        or load (the scores are not changed in place after either)."""
+        order = self._ranked
+        if order is None:
+            order = np.argsort(-self.scores, kind="stable")
+            self._ranked = order
+        return order
+
     def _reasons(self, history: np.ndarray, items: np.ndarray) -> list[str]:
         label = self._labels[self.config.mode]
         if self.config.mode != "category":
@@ -154,3 +197,4 @@ class PopularityRecommender(Recommender):
 
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.scores = arrays["scores"]
+        self._ranked = None
