@@ -398,6 +398,25 @@ def test_health_readiness_and_metrics(client: TestClient) -> None:
     assert 'route="/v1/users/{user_id}/recommendations"' in text and "shelfwise_active_model" in text
 
 
+def test_metrics_can_require_an_analyst_key(served: Served) -> None:
+    """``metrics_key_required``: no key 401, a read key 403, an analyst or admin key 200; the
+    health checks stay open (a load balancer probes them without a key)."""
+    from shelfwise.core.access import Role
+
+    app = create_app(served.settings(metrics_key_required=True), served.url, watch_interval=None)
+    with TestClient(app) as c:
+        keys = _svc(c).keys
+        analyst, _ = keys.create(Role.ANALYST, "scraper")
+        read, _ = keys.create(Role.READ, "shop")
+        assert c.get("/metrics").status_code == 401
+        refused = c.get("/metrics", headers={"X-API-Key": read})
+        assert refused.status_code == 403 and refused.json()["needs"] == "analyst"
+        for key in (analyst, API_KEY):
+            answer = c.get("/metrics", headers={"X-API-Key": key})
+            assert answer.status_code == 200 and "shelfwise_active_model" in answer.text
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+
+
 def test_every_answer_carries_a_request_id(client: TestClient) -> None:
     given = client.get("/healthz", headers={"X-Request-ID": "abc123"})
     assert given.headers["x-request-id"] == "abc123"

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         200.0, ge=0, description="per valid API key, shopper token or client address; 0: no limit"
     )
     rate_limit_burst: int = Field(400, ge=1)
+    metrics_key_required: bool = Field(
+        False,
+        description="/metrics answers only an analyst (or admin) key in X-API-Key (a Prometheus 3 scrape "
+        "sets it with http_headers); off: anyone who reaches the port reads the aggregate counters "
+        "(no personal data), so keep the port behind the proxy",
+    )
     max_request_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
     model_timeout_ms: int = Field(250, ge=1, description="a model slower than this falls back")
     cache_size: int = Field(50_000, ge=0, description="per-user result cache entries (0: no cache)")

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shelfwise.api.auth import CallerDep
+from shelfwise.api.auth import CallerDep, check_role
 from shelfwise.api.routes.deps import (
     Svc,
 )
@@ -64,8 +64,11 @@ def readyz(svc: Svc, caller: CallerDep, response: Response) -> HealthOut:
 @router.get(
     "/metrics", tags=["health"], response_class=Response, responses={200: {"content": {"text/plain": {}}}}
 )
-def metrics(svc: Svc) -> Response:
-    """Prometheus metrics."""
+def metrics(svc: Svc, caller: CallerDep) -> Response:
+    """Prometheus metrics: aggregate counters, no personal data. With ``metrics_key_required`` only
+    an analyst (or admin) key reads them."""
+    if svc.settings.metrics_key_required:
+        check_role(caller, Role.ANALYST)
     dep = svc.live.current
     svc.metrics.set_active(dep.active.version if dep else None)
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
