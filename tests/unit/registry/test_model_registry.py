@@ -13,6 +13,7 @@ import pytest
 
 from shelfwise.core.settings import Settings
 from shelfwise.data.readers import get_format
+from shelfwise.distributed import open_engine, train
 from shelfwise.features.dataset import Dataset
 from shelfwise.registry import (
     CorruptArtifactError,
@@ -22,7 +23,8 @@ from shelfwise.registry import (
     release,
     train_version,
 )
-from shelfwise.registry.versions import Candidate, Precomputed
+from shelfwise.registry.toplists import load_top_lists
+from shelfwise.registry.versions import Candidate, Pointer, Precomputed
 from shelfwise.serving.deployment import Deployment, LiveModels, canary_bucket, in_canary
 from shelfwise.serving.signals import ErasureCounter
 from shelfwise.store import open_store
@@ -349,3 +351,36 @@ def test_the_precompute_waits_for_requests_in_flight_and_still_ends(
         assert len(_precomputed(always)) > 8  # bounded waits: it ends anyway
     finally:
         always.stop()
+
+
+class _ListsSeenAtActivation(ModelRegistry):
+    """A registry that records, at each activation, whether the version's top lists were there."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.lists_at_activation: list[bool] = []
+
+    def activate(self, version: str) -> Pointer:
+        self.lists_at_activation.append(load_top_lists(self.info(version).path) is not None)  # type: ignore[arg-type]
+        return super().activate(version)
+
+
+def test_training_activates_a_version_only_with_its_top_lists(dataset: Dataset, tmp_path: Path) -> None:
+    """``shelfwise models train`` (the pipeline) attaches every shopper's top lists before the
+    version goes active: a server that saw it active without them would score its shoppers a few
+    at a time. A version the gate refuses is neither scored nor activated; ``force`` releases it."""
+    reg = _ListsSeenAtActivation(tmp_path / "models")
+    with open_engine("local") as engine:
+        good, scoring = train(engine, dataset, reg, FAST, top_k=10)
+        assert good.activated and reg.active == good.info.version and scoring["users"] == dataset.n_users
+        assert reg.lists_at_activation == [True]
+        with pytest.raises(GateRefusedError):
+            train(engine, dataset, reg, WORSE, top_k=10)
+        refused = next(v for v in reg.versions() if v != good.info.version)
+        assert reg.active == good.info.version and reg.info(refused).path is not None
+        assert load_top_lists(reg.info(refused).path) is None  # type: ignore[arg-type]
+        forced, _ = train(engine, dataset, reg, WORSE, top_k=10, force=True)
+        assert forced.activated and reg.active == forced.info.version
+        assert reg.lists_at_activation == [True, True]
+        kept, _ = train(engine, dataset, reg, FAST, top_k=10, activate=False)
+        assert not kept.activated and reg.active == forced.info.version
