@@ -73,6 +73,8 @@ def test_models_drift_and_retrain_commands(tmp_path: Path, retail_slice: Path) -
     assert set(drift["checks"]) >= {"event_mix", "item_popularity", "new_item_share", "user_activity"}
     first = one_json(run("models", "retrain", "--model", "popular", "--json", cwd=tmp_path))
     assert first["action"] == "activated" and first["active"] == first["version"]
+    # it went active with every shopper's top lists, as `models train` leaves them
+    assert first["top_lists"]["users"] > 0 and first["top_lists"]["k"] == 50
     second = one_json(run("models", "retrain", "--model", "popular", "--json", cwd=tmp_path))
     # the same data and model: the candidate ties the active one on the same held-out period
     assert second["action"] == "activated" and second["gate"]["candidate"] == pytest.approx(

@@ -63,9 +63,10 @@ def register(models_app: typer.Typer) -> None:
         active version (both exit 0: a cron job's normal outcomes)."""
 
         with user_errors():
+            from shelfwise.distributed import open_engine, train
             from shelfwise.evaluation.drift import drift_report
             from shelfwise.features.dataset import Dataset
-            from shelfwise.registry import GateRefusedError, ModelRegistry, TrainingConfig, train_version
+            from shelfwise.registry import GateRefusedError, ModelRegistry, TrainingConfig
 
             registry = ModelRegistry(load_settings().models_root)
             out: dict[str, Any] = {"active_before": registry.active}
@@ -80,9 +81,10 @@ def register(models_app: typer.Typer) -> None:
                 ds = Dataset.from_store(store)
                 store_id = store.store_id
             config = TrainingConfig(recommender={"model": model}, test_fraction=test_fraction)
-            try:
-                outcome = train_version(ds, registry, config, store_id=store_id)
-                out.update(action="activated", **outcome.to_dict())
+            try:  # as `models train` does: the version goes active with its shoppers' top lists
+                with open_engine("local") as engine:
+                    outcome, scoring = train(engine, ds, registry, config, store_id=store_id)
+                out.update(action="activated", **outcome.to_dict(), top_lists=scoring)
             except GateRefusedError as exc:
                 out.update(action="kept", reason=exc.message)
             out["active"] = registry.active
