@@ -73,10 +73,9 @@ def facet_counts(
 def _ranked(codes: np.ndarray, names: Sequence[str], top: int | None) -> list[dict[str, Any]]:
     """Counts of each code (>= 0) in ``codes``, most common first; equal counts in code order (the
     order values first appear in the catalogue), so the result never depends on match order."""
-    codes = codes[codes >= 0]
     if len(codes) == 0:
         return []
-    counts = np.bincount(codes)
+    counts = np.bincount(codes + 1)[1:]  # -1 (no value) lands in the dropped first bin: no mask, no copy
     present = np.flatnonzero(counts)
     found = counts[present]
     order = np.argsort(-found, kind="stable")  # stable: equal counts stay in code order
@@ -176,30 +175,35 @@ class FacetIndex:
         top: int = 20,
     ) -> dict[str, Any]:
         slots = np.asarray(slots, dtype=np.int64)
-        prices = price[slots]
-        known = prices[~np.isnan(prices)]
         price_rows = []
-        if buckets and len(known):
+        if buckets:
             if self._buckets is None or self._buckets[0] is not buckets:
                 self._buckets = (buckets, *_bucket_arrays(buckets))  # the engine's list, built once
             _, lows, highs, rows = self._buckets
-            idx = np.searchsorted(lows, known, side="right") - 1
-            inside = (idx >= 0) & (known < highs[np.clip(idx, 0, None)])
-            per = np.bincount(idx[inside], minlength=len(buckets)).tolist()
+            prices = price[slots]
+            # each price's bucket, searchsorted(lows, p, side="right") - 1, as one comparison pass
+            # per bucket (a handful): a third of the time of a binary search per price on 300k
+            # matches. An unknown price (NaN) compares False everywhere: no bucket
+            idx = np.full(len(slots), -1, np.int64)
+            for low in lows:
+                idx += prices >= low
+            idx[~(prices < highs[np.clip(idx, 0, None)])] = -1  # above its bucket (a gap, or inf)
+            per = np.bincount(idx + 1, minlength=len(buckets) + 1)[1:].tolist()
             price_rows = [{**row, "count": c} for row, c in zip(rows, per, strict=True) if c]
         in_stock = int(np.count_nonzero(available[slots]))
         stock = [("in stock", in_stock), ("out of stock", len(slots) - in_stock)]
         if stock[1][1] > stock[0][1]:  # most common first; equal counts in code order
             stock.reverse()
         out: dict[str, Any] = {
-            "category": _ranked(self.cat[slots].reshape(-1), self.categories, top),
-            "brand": _ranked(self.brand[slots], self.brands, top),
+            # np.take of whole rows: a third of the time of fancy indexing on a 2-D array
+            "category": _ranked(np.take(self.cat, slots, axis=0).reshape(-1), self.categories, top),
+            "brand": _ranked(np.take(self.brand, slots), self.brands, top),
             "price": price_rows,
             "availability": [{"value": v, "count": c} for v, c in stock if c],
         }
         columns = [j for j, name in enumerate(ATTRIBUTE_FACETS) if self.attr_names[name]]
         if columns:  # only the attributes this catalogue has
-            attr = self.attr[slots].T
+            attr = np.take(self.attr, slots, axis=0).T
             for j in columns:
                 name = ATTRIBUTE_FACETS[j]
                 out[name] = _ranked(attr[j], self.attr_names[name], top)

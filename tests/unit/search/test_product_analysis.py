@@ -3,6 +3,8 @@ fusion weight leans on keyword where the semantic side is weak."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -180,6 +182,30 @@ def test_facet_index_counts_equal_the_per_item_pass(flipkart_1k: list[Item]) -> 
             assert name in ATTRIBUTE_FACETS and sum(r["count"] for r in got[name]) <= size
     hit = engine.search("women shoes", k=5, mode="bm25")
     assert hit.facets["category"] and hit.total >= sum(r["count"] for r in hit.facets["availability"]) > 0
+
+
+def test_facet_price_buckets_with_gaps_unknown_negative_and_infinite_prices() -> None:
+    """The price facet's bucket pass equals the per-item pass where a price falls in no bucket:
+    unknown, below the first bucket, in a gap between buckets, or infinite."""
+    from types import SimpleNamespace
+
+    from shelfwise.search.facets import FacetIndex, facet_counts
+
+    rng = np.random.default_rng(5)
+    values = [None, -3.0, 0.0, 5.0, 9.999, 10.0, 15.0, 20.0, 49.0, 50.0, 1e9, math.inf]
+    prices = [values[i] for i in rng.integers(0, len(values), 400)]
+    items = [
+        SimpleNamespace(category=None, brand=None, price=p, available=True, attributes={}) for p in prices
+    ]
+    index = FacetIndex()
+    index.extend(items)  # type: ignore[arg-type]
+    price = np.array([np.nan if p is None else p for p in prices])
+    for buckets in ([(0.0, 10.0), (20.0, 50.0), (50.0, math.inf)], [(0.0, 10.0), (10.0, 50.0)]):
+        for size in (0, 1, 37, 400):
+            slots = rng.choice(400, size=size, replace=False)
+            got = index.counts(slots, price=price, available=np.ones(400, bool), buckets=buckets)
+            want = facet_counts([items[int(s)] for s in slots], buckets=buckets)  # type: ignore[misc]
+            assert got["price"] == want["price"], (buckets, size)
 
 
 def test_parsed_queries_are_cached_but_never_shared(keyword_engine: SearchEngine) -> None:
