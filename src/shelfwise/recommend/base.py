@@ -142,9 +142,64 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# the candidate path (``_top_k_candidates``) for rows this long and k this small relative to them
+CANDIDATE_MIN_COLUMNS = 32_768
+CANDIDATE_SAMPLE = 4_096
+_SAMPLES: dict[int, np.ndarray] = {}
+
+
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` columns per row, best first, ties broken by lower column (stable); -inf never chosen
-    (those slots hold -1)."""
+    (those slots hold -1). On a long row (a large catalogue) the exact answer comes from a few
+    hundred candidates above a threshold instead of a partial sort of the whole row: an
+    argpartition of 1M scores took ~10 ms here, one comparison pass and the candidates' sort <1 ms."""
+    n = scores.shape[1]
+    if n >= CANDIDATE_MIN_COLUMNS and k > 0 and k * 64 <= n and len(scores):
+        return _top_k_candidates(scores, k)
+    return _top_k_partition(scores, k)
+
+
+def _top_k_candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exactly ``_top_k_partition``'s answer. Each row's threshold is the j-th largest of its scores
+    at a fixed random sample of ``CANDIDATE_SAMPLE`` columns, j chosen so that about 8k columns
+    (at least ~4 sample-widths) score at or above it; every column at or above the threshold is a
+    candidate, so a row with at least k candidates holds its true top k, ties at the k-th score
+    included, and ``_top_k_partition`` over the candidates (in column order, so ties still go to
+    the lower column) ranks them. A row with fewer than k candidates (unlikely by the sample's
+    order statistics: ~0.01% of rows at k=50 of 1M) or a NaN threshold takes the partial sort."""
+    n = scores.shape[1]
+    sample = _SAMPLES.get(n)
+    if sample is None:
+        sample = np.sort(np.random.default_rng(0).choice(n, CANDIDATE_SAMPLE, replace=False))
+        _SAMPLES[n] = sample
+    m = len(sample)
+    j = min(m, max(4, int(np.ceil(8 * k * m / n))))
+    picked = scores[:, sample]
+    threshold = np.partition(picked, m - j, axis=1)[:, m - j]
+    rows, cols = np.nonzero(scores >= threshold[:, None])
+    counts = np.bincount(rows, minlength=len(scores))
+    width = int(counts.max())
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(len(rows)) - starts[rows]
+    cand_cols = np.zeros((len(scores), max(width, 1)), np.int64)
+    cand_vals = np.full((len(scores), max(width, 1)), -np.inf, scores.dtype)
+    cand_cols[rows, slot] = cols
+    cand_vals[rows, slot] = scores[rows, cols]
+    idx, vals = _top_k_partition(cand_vals, k)
+    idx = np.where(idx >= 0, np.take_along_axis(cand_cols, np.maximum(idx, 0), axis=1), -1)
+    if idx.shape[1] < k:  # fewer candidates than k in every row: pad like the partial sort would
+        pad = k - idx.shape[1]
+        idx = np.concatenate([idx, np.full((len(idx), pad), -1, idx.dtype)], axis=1)
+        vals = np.concatenate([vals, np.full((len(vals), pad), -np.inf, vals.dtype)], axis=1)
+    short = np.flatnonzero((counts < k) | np.isnan(threshold))
+    if len(short):
+        idx[short], vals[short] = _top_k_partition(scores[short], k)
+    return idx, vals
+
+
+def _top_k_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k`` by a partial sort of every row (argpartition): the reference, and the path for
+    small catalogues."""
     n = scores.shape[1]
     k = min(k, n)
     if k <= 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shelfwise.recommend.base import top_k
+from shelfwise.recommend.base import _SAMPLES, CANDIDATE_MIN_COLUMNS, _top_k_partition, top_k
 
 
 def _expected(row: np.ndarray, k: int) -> list[int]:
@@ -36,3 +36,42 @@ def test_a_tie_straddling_the_cut_keeps_the_lower_column() -> None:
     scores[0, [999, 3, 640]] = 0.5  # three items tied for the last two places
     idx, _ = top_k(scores, 5)
     assert idx[0].tolist() == [17, 500, 900, 3, 640]
+
+
+# --- long rows: the candidate path must give the partial sort's answer exactly -----------------------
+
+
+def _same(scores: np.ndarray, k: int) -> None:
+    got = top_k(scores, k)
+    want = _top_k_partition(scores, k)
+    assert np.array_equal(got[0], want[0]), k
+    assert np.array_equal(got[1], want[1]), k
+    assert got[1].dtype == want[1].dtype
+
+
+def test_long_rows_give_the_partial_sorts_answer_with_ties_masks_and_padding() -> None:
+    rng = np.random.default_rng(11)
+    n = CANDIDATE_MIN_COLUMNS + 7_000
+    for k in (1, 10, 50, n // 64):
+        ties = rng.integers(0, 5, size=(6, n)).astype(np.float32)  # thousands tied at the k-th score
+        _same(ties, k)
+        smooth = rng.normal(size=(6, n))  # float64 stays float64
+        smooth[0, : n - 3] = -np.inf  # three finite scores: k slots, mostly -1
+        smooth[1] = -np.inf  # nothing to show
+        smooth[2, rng.random(n) < 0.999] = -np.inf  # a filter that leaves ~40 items
+        smooth[3] = np.linspace(1.0, 0.0, n)  # columns in score order (ids by popularity)
+        smooth[4] = np.linspace(0.0, 1.0, n)
+        _same(smooth, k)
+
+
+def test_a_row_whose_sample_holds_its_best_scores_takes_the_partial_sort() -> None:
+    n = CANDIDATE_MIN_COLUMNS * 2
+    scores = np.zeros((3, n), np.float32)
+    top_k(scores, 10)  # the fixed sample of columns for rows this long
+    sample = _SAMPLES[n]
+    scores[0, sample[:20]] = 5.0 + np.arange(20)  # the sample's best are the row's best: few candidates
+    scores[1, sample[:3]] = 9.0
+    scores[1, 12_345] = 9.0  # tied with them, outside the sample
+    scores[2] = np.arange(n) % 97  # many ties, periodic
+    for k in (10, 50, 200):
+        _same(scores, k)
