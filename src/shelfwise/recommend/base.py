@@ -162,11 +162,12 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def _top_k_candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exactly ``_top_k_partition``'s answer. Each row's threshold is the j-th largest of its scores
     at a fixed random sample of ``CANDIDATE_SAMPLE`` columns, j chosen so that about 8k columns
-    (at least ~4 sample-widths) score at or above it; every column at or above the threshold is a
-    candidate, so a row with at least k candidates holds its true top k, ties at the k-th score
-    included, and ``_top_k_partition`` over the candidates (in column order, so ties still go to
-    the lower column) ranks them. A row with fewer than k candidates (unlikely by the sample's
-    order statistics: ~0.01% of rows at k=50 of 1M) or a NaN threshold takes the partial sort."""
+    (at least ~4 sample-widths) score above it; the candidates are the columns scoring strictly
+    above it. A row with at least k of them has its k-th best score above the threshold, so they
+    hold its top k, ties at the k-th score included, and ``_top_k_partition`` over them (in column
+    order, so ties still go to the lower column) ranks them. A row with fewer than k (unlikely by
+    the sample's order statistics when scores differ; the rule when most scores are equal, as an
+    item with no factors scores 0 against everything) is answered by ``_top_k_tied``."""
     n = scores.shape[1]
     sample = _SAMPLES.get(n)
     if sample is None:
@@ -176,25 +177,41 @@ def _top_k_candidates(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     j = min(m, max(4, int(np.ceil(8 * k * m / n))))
     picked = scores[:, sample]
     threshold = np.partition(picked, m - j, axis=1)[:, m - j]
-    rows, cols = np.nonzero(scores >= threshold[:, None])
-    counts = np.bincount(rows, minlength=len(scores))
-    width = int(counts.max())
+    above = scores > threshold[:, None]
+    counts = np.count_nonzero(above, axis=1)
+    short = np.flatnonzero((counts < k) | np.isnan(threshold))
+    if len(short):
+        above[short] = False  # too few candidates: answered one by one below
+        counts[short] = 0
+    rows, cols = np.nonzero(above)
+    width = max(int(counts.max()), k)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     slot = np.arange(len(rows)) - starts[rows]
-    cand_cols = np.zeros((len(scores), max(width, 1)), np.int64)
-    cand_vals = np.full((len(scores), max(width, 1)), -np.inf, scores.dtype)
+    cand_cols = np.zeros((len(scores), width), np.int64)
+    cand_vals = np.full((len(scores), width), -np.inf, scores.dtype)
     cand_cols[rows, slot] = cols
     cand_vals[rows, slot] = scores[rows, cols]
     idx, vals = _top_k_partition(cand_vals, k)
     idx = np.where(idx >= 0, np.take_along_axis(cand_cols, np.maximum(idx, 0), axis=1), -1)
-    if idx.shape[1] < k:  # fewer candidates than k in every row: pad like the partial sort would
-        pad = k - idx.shape[1]
-        idx = np.concatenate([idx, np.full((len(idx), pad), -1, idx.dtype)], axis=1)
-        vals = np.concatenate([vals, np.full((len(vals), pad), -np.inf, vals.dtype)], axis=1)
-    short = np.flatnonzero((counts < k) | np.isnan(threshold))
-    if len(short):
-        idx[short], vals[short] = _top_k_partition(scores[short], k)
+    for r in short.tolist():
+        idx[r], vals[r] = _top_k_tied(scores[r], k, float(threshold[r]))
     return idx, vals
+
+
+def _top_k_tied(row: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """One row with fewer than k scores above ``threshold``: when at least k are at or above it,
+    the k-th best score is the threshold itself, so the top k are the scores above it, ranked,
+    then the lowest columns scoring exactly the threshold (most of a cold item's row: every score
+    0). Otherwise (or a NaN or infinite threshold) the partial sort."""
+    if np.isfinite(threshold):
+        above = np.flatnonzero(row > threshold)
+        tied = np.flatnonzero(row == threshold)
+        if len(above) < k <= len(above) + len(tied):
+            first, first_vals = _top_k_partition(row[above][None, :], len(above))
+            cols = np.concatenate([above[first[0]], tied[: k - len(above)]])
+            return cols, np.concatenate([first_vals[0], np.full(k - len(above), row.dtype.type(threshold))])
+    idx, vals = _top_k_partition(row[None, :], k)
+    return idx[0], vals[0]
 
 
 def _top_k_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

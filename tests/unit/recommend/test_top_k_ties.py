@@ -62,6 +62,11 @@ def test_long_rows_give_the_partial_sorts_answer_with_ties_masks_and_padding() -
         smooth[3] = np.linspace(1.0, 0.0, n)  # columns in score order (ids by popularity)
         smooth[4] = np.linspace(0.0, 1.0, n)
         _same(smooth, k)
+        cold = np.zeros((4, n), np.float32)  # an item with no factors scores 0 against everything
+        cold[1, rng.choice(n, 5, replace=False)] = rng.random(5)  # a few above the common score
+        cold[2, rng.choice(n, 900, replace=False)] = rng.random(900)
+        cold[3, rng.choice(n, 900, replace=False)] = -rng.random(900)  # a few below it
+        _same(cold, k)
 
 
 def test_a_row_whose_sample_holds_its_best_scores_takes_the_partial_sort() -> None:
