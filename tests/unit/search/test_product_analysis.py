@@ -189,11 +189,12 @@ def test_facet_price_buckets_with_gaps_unknown_negative_and_infinite_prices() ->
     unknown, below the first bucket, in a gap between buckets, or infinite."""
     from types import SimpleNamespace
 
-    from shelfwise.search.facets import FacetIndex, facet_counts
+    from shelfwise.search.facets import LARGE_MATCH, FacetIndex, facet_counts
 
     rng = np.random.default_rng(5)
     values = [None, -3.0, 0.0, 5.0, 9.999, 10.0, 15.0, 20.0, 49.0, 50.0, 1e9, math.inf]
-    prices = [values[i] for i in rng.integers(0, len(values), 400)]
+    n = LARGE_MATCH + 600  # match sets on both sides of the switch between the two bucket passes
+    prices = [values[i] for i in rng.integers(0, len(values), n)]
     items = [
         SimpleNamespace(category=None, brand=None, price=p, available=True, attributes={}) for p in prices
     ]
@@ -201,9 +202,9 @@ def test_facet_price_buckets_with_gaps_unknown_negative_and_infinite_prices() ->
     index.extend(items)  # type: ignore[arg-type]
     price = np.array([np.nan if p is None else p for p in prices])
     for buckets in ([(0.0, 10.0), (20.0, 50.0), (50.0, math.inf)], [(0.0, 10.0), (10.0, 50.0)]):
-        for size in (0, 1, 37, 400):
-            slots = rng.choice(400, size=size, replace=False)
-            got = index.counts(slots, price=price, available=np.ones(400, bool), buckets=buckets)
+        for size in (0, 1, 37, 400, n):
+            slots = rng.choice(n, size=size, replace=False)
+            got = index.counts(slots, price=price, available=np.ones(n, bool), buckets=buckets)
             want = facet_counts([items[int(s)] for s in slots], buckets=buckets)  # type: ignore[misc]
             assert got["price"] == want["price"], (buckets, size)
 
