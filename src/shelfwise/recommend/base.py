@@ -583,7 +583,9 @@ class Recommender(ABC):
     def similar_items(
         self, items: Sequence[str], k: int = 10, *, filters: Filters | None = None
     ) -> list[Recommendation]:
-        """Items most like each given item (never the item itself)."""
+        """Items most like each given item (never the item itself). None for an item the model
+        knows nothing about: every item it may show scores the same (a cold item's zero factors or
+        empty similarity row), and the lowest item ids are not 'similar' (the caller falls back)."""
         idx = self.item_map.to_internal(items, strict=False)
         out = []
         for external, i in zip(items, idx, strict=True):
@@ -593,6 +595,10 @@ class Recommender(ABC):
             scores = self._similar_scores(np.array([i])).astype(np.float32, copy=True)
             scores[:, ~self.allowed_mask(filters)] = -np.inf
             scores[0, i] = -np.inf
+            shown = scores[0][np.isfinite(scores[0])]
+            if not len(shown) or shown.max() == shown.min():
+                out.append(Recommendation(str(external), [], [], []))
+                continue
             top, vals = top_k(scores, k)
             out.append(self._package(str(external), top[0], vals[0], np.array([i])))
         return out

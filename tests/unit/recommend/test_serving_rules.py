@@ -150,3 +150,38 @@ def test_bought_together_recommends_from_the_whole_cart() -> None:
         assert any(x.startswith("bought together with") for x in both.reasons)
     baskets = basket_matrix(split.train, gap_minutes=60)
     assert baskets.shape[0] > len(np.unique(split.train.users))  # several baskets per customer
+
+
+@pytest.mark.parametrize("config", [{"model": "als", "factors": 16, "iterations": 3}, {"model": "itemknn"}])
+def test_a_cold_item_has_no_similar_items_so_the_service_falls_back(config: dict[str, object]) -> None:
+    """An item in the catalogue that no event names scores the same against every item (zero
+    factors, an empty similarity row): the model says nothing (the lowest item ids are not
+    'similar'), so the serving chain goes on to popular items of its category; a warm item's
+    similar items still come from the model."""
+    from shelfwise.features.dataset import Dataset, IdMap
+
+    data = retail_purchases()
+    attrs = data.item_attributes
+    top_cat = str(attrs.category_names[np.bincount(attrs.category[data.items]).argmax()])
+    catalogue = {
+        i: _Catalogue(category=str(attrs.category_names[c]))
+        for i, c in zip(data.item_map.external.tolist(), attrs.category.tolist(), strict=True)
+        if c >= 0
+    }
+    catalogue["NEW-ITEM"] = _Catalogue(category=top_cat)
+    grown = Dataset(
+        users=data.users,
+        items=data.items,
+        ts=data.ts,
+        types=data.types,
+        weight=data.weight,
+        type_names=data.type_names,
+        user_map=data.user_map,
+        item_map=IdMap(np.append(data.item_map.external, "NEW-ITEM")),
+        item_attributes=data.item_attributes,
+    ).with_items(catalogue)
+    model = model_from_config(config).fit(grown)
+    assert model.similar_items(["NEW-ITEM"], 10)[0].items == []
+    warm = str(data.item_map.external[np.bincount(data.items).argmax()])
+    similar = model.similar_items([warm], 10)[0]
+    assert len(similar.items) == 10 and similar.scores[0] > similar.scores[-1]
