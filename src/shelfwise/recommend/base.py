@@ -214,6 +214,20 @@ def _top_k_tied(row: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, 
     return idx[0], vals[0]
 
 
+def no_preference(row: np.ndarray) -> bool:
+    """Whether a row of scores ranks nothing above anything else: every item that may be shown
+    (not -inf) scores the same, or none may. A model's row for an item or session it knows nothing
+    about (zero factors, an empty similarity row) looks like this; its top k would be the lowest
+    item ids. The first 4,096 scores answer most rows without a pass over the whole row."""
+    best = row.max() if len(row) else -np.inf
+    if not np.isfinite(best):
+        return True
+    head = row[:4096]
+    if not np.all((head == best) | np.isneginf(head)):
+        return False
+    return bool(np.all((row == best) | np.isneginf(row)))
+
+
 def _top_k_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``top_k`` by a partial sort of every row (argpartition): the reference, and the path for
     small catalogues."""
@@ -564,7 +578,8 @@ class Recommender(ABC):
         who: str = "session",
     ) -> Recommendation:
         """Recommend from a few events (a new shopper's session, or a whole cart) without retraining:
-        the model folds the items in. Items it does not know are ignored."""
+        the model folds the items in. Items it does not know are ignored; events that tell it nothing
+        (``no_preference``: only items with no factors, say) give no items, and the caller falls back."""
         ordered = self.item_map.to_internal(items, strict=False)
         ordered = ordered[ordered >= 0]
         idx = np.unique(ordered)
@@ -577,6 +592,8 @@ class Recommender(ABC):
         scores[:, ~self.allowed_mask(filters)] = -np.inf
         if exclude_seen:
             scores[0, idx] = -np.inf
+        if len(ordered) and no_preference(scores[0]):
+            return Recommendation(who, [], [], [])
         top, vals = top_k(scores, k)
         return self._package(who, top[0], vals[0], idx)
 
@@ -584,8 +601,8 @@ class Recommender(ABC):
         self, items: Sequence[str], k: int = 10, *, filters: Filters | None = None
     ) -> list[Recommendation]:
         """Items most like each given item (never the item itself). None for an item the model
-        knows nothing about: every item it may show scores the same (a cold item's zero factors or
-        empty similarity row), and the lowest item ids are not 'similar' (the caller falls back)."""
+        knows nothing about (``no_preference``: a cold item's zero factors or empty similarity row):
+        the lowest item ids are not 'similar', and the caller falls back."""
         idx = self.item_map.to_internal(items, strict=False)
         out = []
         for external, i in zip(items, idx, strict=True):
@@ -595,8 +612,7 @@ class Recommender(ABC):
             scores = self._similar_scores(np.array([i])).astype(np.float32, copy=True)
             scores[:, ~self.allowed_mask(filters)] = -np.inf
             scores[0, i] = -np.inf
-            shown = scores[0][np.isfinite(scores[0])]
-            if not len(shown) or shown.max() == shown.min():
+            if no_preference(scores[0]):
                 out.append(Recommendation(str(external), [], [], []))
                 continue
             top, vals = top_k(scores, k)

@@ -182,6 +182,24 @@ def test_a_cold_item_has_no_similar_items_so_the_service_falls_back(config: dict
     ).with_items(catalogue)
     model = model_from_config(config).fit(grown)
     assert model.similar_items(["NEW-ITEM"], 10)[0].items == []
+    # a session of it alone: no answer, or the model's own stand-in (item-kNN scores a history it
+    # has no neighbours for by popularity), never the lowest item ids
+    session = model.recommend_for_events(["NEW-ITEM"], 10)
+    popular = data.item_map.external[np.argsort(-np.bincount(data.items), kind="stable")[:50]]
+    assert set(session.items) <= set(popular.tolist())
     warm = str(data.item_map.external[np.bincount(data.items).argmax()])
     similar = model.similar_items([warm], 10)[0]
     assert len(similar.items) == 10 and similar.scores[0] > similar.scores[-1]
+
+
+def test_no_preference_reads_rows_of_equal_scores() -> None:
+    from shelfwise.recommend.base import no_preference
+
+    row = np.zeros(10_000, np.float32)
+    assert no_preference(row)
+    row[[3, 9_000]] = -np.inf  # masked items do not count
+    assert no_preference(row)
+    row[9_500] = 0.5  # one item above the rest, past the first 4,096
+    assert not no_preference(row)
+    assert no_preference(np.full(5, -np.inf, np.float32)) and no_preference(np.zeros(0, np.float32))
+    assert not no_preference(np.array([1.0, 2.0, 3.0]))
