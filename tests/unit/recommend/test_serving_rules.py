@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from shelfwise.evaluation.protocol import basket_hit_rate
+from shelfwise.features.dataset import Dataset
 from shelfwise.features.splits import temporal_split
 from shelfwise.recommend import Filters, ModelError, make_model, model_from_config
 from shelfwise.recommend.bundles import basket_matrix
@@ -78,19 +79,20 @@ class _Catalogue:
     available: bool = True
 
 
-def test_cold_items_get_their_categorys_popularity() -> None:
+def _with_new_item() -> tuple[Dataset, str]:
+    """The purchases slice whose catalogue gains "NEW-ITEM", which nobody has bought yet, in the
+    busiest category (returned with it)."""
+    from shelfwise.features.dataset import IdMap
+
     data = retail_purchases()
     attrs = data.item_attributes
-    top_cat = attrs.category_names[np.bincount(attrs.category[data.items]).argmax()]
-    # the catalogue gains an item nobody has bought yet, in the busiest category
+    top_cat = str(attrs.category_names[np.bincount(attrs.category[data.items]).argmax()])
     catalogue = {
         i: _Catalogue(category=str(attrs.category_names[c]))
         for i, c in zip(data.item_map.external.tolist(), attrs.category.tolist(), strict=True)
         if c >= 0
     }
-    catalogue["NEW-ITEM"] = _Catalogue(category=str(top_cat))
-    from shelfwise.features.dataset import Dataset, IdMap
-
+    catalogue["NEW-ITEM"] = _Catalogue(category=top_cat)
     grown = Dataset(
         users=data.users,
         items=data.items,
@@ -102,6 +104,11 @@ def test_cold_items_get_their_categorys_popularity() -> None:
         item_map=IdMap(np.append(data.item_map.external, "NEW-ITEM")),
         item_attributes=data.item_attributes,
     ).with_items(catalogue)
+    return grown, top_cat
+
+
+def test_cold_items_get_their_categorys_popularity() -> None:
+    grown, top_cat = _with_new_item()
     model = make_model("popular-category").fit(grown)
     new = grown.item_map.to_internal(["NEW-ITEM"])[0]
     assert model.scores[new] > 0
@@ -158,28 +165,8 @@ def test_a_cold_item_has_no_similar_items_so_the_service_falls_back(config: dict
     factors, an empty similarity row): the model says nothing (the lowest item ids are not
     'similar'), so the serving chain goes on to popular items of its category; a warm item's
     similar items still come from the model."""
-    from shelfwise.features.dataset import Dataset, IdMap
-
     data = retail_purchases()
-    attrs = data.item_attributes
-    top_cat = str(attrs.category_names[np.bincount(attrs.category[data.items]).argmax()])
-    catalogue = {
-        i: _Catalogue(category=str(attrs.category_names[c]))
-        for i, c in zip(data.item_map.external.tolist(), attrs.category.tolist(), strict=True)
-        if c >= 0
-    }
-    catalogue["NEW-ITEM"] = _Catalogue(category=top_cat)
-    grown = Dataset(
-        users=data.users,
-        items=data.items,
-        ts=data.ts,
-        types=data.types,
-        weight=data.weight,
-        type_names=data.type_names,
-        user_map=data.user_map,
-        item_map=IdMap(np.append(data.item_map.external, "NEW-ITEM")),
-        item_attributes=data.item_attributes,
-    ).with_items(catalogue)
+    grown, _ = _with_new_item()
     model = model_from_config(config).fit(grown)
     assert model.similar_items(["NEW-ITEM"], 10)[0].items == []
     # a session of it alone: no answer, or the model's own stand-in (item-kNN scores a history it
