@@ -43,9 +43,11 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-## test: lint, then the whole test suite (real SQLite, PostgreSQL on 127.0.0.1:5432)
+## test: lint, then the whole test suite (real SQLite, PostgreSQL on 127.0.0.1:5432) on TEST_WORKERS
+## pytest-xdist workers (each its own PostgreSQL database and free ports; TEST_WORKERS=0: one process)
+TEST_WORKERS ?= 2
 test: lint system
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 ## bench: slow benchmarks; figures in benchmarks/results/*.json and benchmarks/results/README.md
 bench: venv
