@@ -60,6 +60,26 @@ def test_recommendations_carry_model_version_and_a_reason_per_item(client: TestC
     assert client.get("/v1/items/no-such-item/similar").status_code == 404
 
 
+def test_similar_items_end_with_the_evidence_and_the_chain_tops_them_up(client: TestClient) -> None:
+    """Item-kNN knows few neighbours for a rarely bought item: its list ends with them (no items in
+    id order at score 0 called "similar"), and the page still gets k items, the rest popular ones."""
+    model = _svc(client).registry.load(_svc(client).registry.active).recommender
+    short = None
+    for item in model.item_map.external.tolist():
+        [sim] = model.similar_items([item], 10)
+        if 0 < len(sim.items) < 10:
+            short = (item, sim)
+            break
+    assert short is not None, "the slice has an item with fewer than 10 neighbours"
+    item, sim = short
+    assert all(s > 0 for s in sim.scores)
+    body = client.get(f"/v1/items/{item}/similar", params={"k": 10}).json()
+    got = [i["item_id"] for i in body["items"]]
+    assert body["source"] == "similar" and len(got) == 10 and len(set(got)) == 10 and item not in got
+    assert got[: len(sim.items)] == sim.items
+    assert all(i["reason"].startswith("popular") for i in body["items"][len(sim.items) :])
+
+
 def test_a_view_changes_the_next_recommendations_within_a_second(client: TestClient) -> None:
     before = client.get("/v1/users/shopper-1/recommendations", params={"k": 10}).json()
     assert before["source"] == "popular"

@@ -228,6 +228,23 @@ def no_preference(row: np.ndarray) -> bool:
     return bool(np.all((row == best) | np.isneginf(row)))
 
 
+def evidence_floor(row: np.ndarray) -> float | None:
+    """The score most of a row's showable items share, when more than half of an evenly spaced
+    sample of ~4,096 of them does (None otherwise): what an item-to-item row gives the items it has
+    no evidence about (item-kNN's and EASE's 0, a warm item's cosine with the many items that have
+    no factors). Items at or below it are not similar, only next in id order: a list ends there."""
+    sample = row[:: max(1, len(row) // 4096)]
+    sample = sample[~np.isneginf(sample)]
+    if len(sample) < 32:  # a filter hides most items: sample the ones it shows
+        shown = row[~np.isneginf(row)]
+        sample = shown[:: max(1, len(shown) // 4096)]
+    if len(sample) < 2:
+        return None
+    values, counts = np.unique(sample, return_counts=True)
+    j = int(counts.argmax())
+    return float(values[j]) if 2 * counts[j] > len(sample) else None
+
+
 def _top_k_partition(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``top_k`` by a partial sort of every row (argpartition): the reference, and the path for
     small catalogues."""
@@ -602,7 +619,8 @@ class Recommender(ABC):
     ) -> list[Recommendation]:
         """Items most like each given item (never the item itself). None for an item the model
         knows nothing about (``no_preference``: a cold item's zero factors or empty similarity row):
-        the lowest item ids are not 'similar', and the caller falls back."""
+        the lowest item ids are not 'similar', and the caller falls back. A list ends where the
+        item's evidence does (``evidence_floor``): fewer than k items rather than padding."""
         idx = self.item_map.to_internal(items, strict=False)
         out = []
         for external, i in zip(items, idx, strict=True):
@@ -616,7 +634,9 @@ class Recommender(ABC):
                 out.append(Recommendation(str(external), [], [], []))
                 continue
             top, vals = top_k(scores, k)
-            out.append(self._package(str(external), top[0], vals[0], np.array([i])))
+            floor = evidence_floor(scores[0])
+            n = len(vals[0]) if floor is None else int(np.count_nonzero(vals[0] > floor))
+            out.append(self._package(str(external), top[0][:n], vals[0][:n], np.array([i])))
         return out
 
     def _label(self, item: int) -> str:

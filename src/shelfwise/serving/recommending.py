@@ -484,26 +484,48 @@ class Recommending:
         if bundles and loaded.bought_together is not None:
             chain.append(("bought_together", loaded.bought_together))
         chain.append(("similar", loaded.recommender))
+        # each stage answers what its evidence supports (a model's list ends where the item's
+        # evidence does); the next stage tops the list up to k, so a product page never shows
+        # padding in id order as "similar"
+        items: list[str] = []
+        scores: list[float] = []
+        reasons: list[str] = []
+        source: str | None = None
+
+        def take(rec: Recommendation, stage: str) -> bool:
+            nonlocal source
+            have = {item_id, *items}
+            answered = zip(rec.items, rec.scores, rec.reasons, strict=True)
+            fresh = [(i, s, r) for i, s, r in answered if i not in have]
+            for i, s, r in fresh[: k - len(items)]:
+                items.append(i)
+                scores.append(s)
+                reasons.append(r)
+            if fresh and source is None:
+                source = stage
+            return bool(fresh)
+
         for stage, model in chain:
             rec = self.call(stage, lambda m=model: m.similar_items([item_id], k, filters=filters)[0])
             if rec is None:
                 skipped.append({"stage": stage, "cause": "model error or timeout"})
-            elif rec.items:
-                return Answer(rec.items, rec.scores, rec.reasons, stage, loaded.version, "active", skipped)
-            else:
+            elif not take(rec, stage):
                 self.metrics.fallbacks.labels(stage, "empty").inc()
                 skipped.append({"stage": stage, "cause": "no items"})
+            if len(items) >= k:
+                break
         popular = self.popular(loaded)
         category = popular.category_of(item_id)
-        if category is not None:
+        if len(items) < k and category is not None:
             cat_filters = (filters or Filters()).model_copy(update={"categories": [category]})
-            rec = popular.top(k, filters=cat_filters, exclude=[item_id], reason=f"popular in {category}")
-            if rec.items:
-                return Answer(
-                    rec.items, rec.scores, rec.reasons, "popular_category", loaded.version, "active", skipped
-                )
-        rec = popular.top(k, filters=filters, exclude=[item_id])
-        return Answer(rec.items, rec.scores, rec.reasons, "popular", loaded.version, "active", skipped)
+            in_category = f"popular in {category}"
+            take(
+                popular.top(k, filters=cat_filters, exclude=[item_id, *items], reason=in_category),
+                "popular_category",
+            )
+        if len(items) < k:
+            take(popular.top(k, filters=filters, exclude=[item_id, *items]), "popular")
+        return Answer(items, scores, reasons, source or "popular", loaded.version, "active", skipped)
 
     # --- shadow ---------------------------------------------------------------------------------
     def _shadow(self, shadow: LoadedVersion, req: Request, served: Answer) -> None:

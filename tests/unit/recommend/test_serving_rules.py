@@ -190,3 +190,38 @@ def test_no_preference_reads_rows_of_equal_scores() -> None:
     assert not no_preference(row)
     assert no_preference(np.full(5, -np.inf, np.float32)) and no_preference(np.zeros(0, np.float32))
     assert not no_preference(np.array([1.0, 2.0, 3.0]))
+
+
+def test_evidence_floor_is_the_score_most_items_share() -> None:
+    from shelfwise.recommend.base import evidence_floor
+
+    row = np.zeros(10_000, np.float32)
+    row[[5, 70]] = [0.4, 0.2]
+    assert evidence_floor(row) == 0.0
+    row[:6_000] = -np.inf  # masked items do not count: the rest still share 0
+    assert evidence_floor(row) == 0.0
+    rng = np.random.default_rng(0)
+    assert evidence_floor(rng.random(10_000).astype(np.float32)) is None  # a dense model's row
+    half = np.zeros(100, np.float32)
+    half[:50] = np.arange(1, 51)
+    assert evidence_floor(half) is None  # a value half the items share is not "most"
+    assert evidence_floor(np.full(3, -np.inf, np.float32)) is None
+
+
+@pytest.mark.parametrize("name", ["itemknn", "bought-together"])
+def test_a_warm_items_similar_items_end_where_its_evidence_does(name: str) -> None:
+    """An item bought with few others: its list holds those (score above the row's common 0), not
+    the next items in id order at score 0."""
+    data = retail_purchases()
+    model = make_model(name).fit(data)
+    lengths = []
+    for item in data.item_map.external.tolist():
+        [sim] = model.similar_items([item], 10)
+        i = model.item_map.to_internal([item])[0]
+        row = np.array(model._similar_scores(np.array([i]))[0], dtype=np.float32)
+        row[i] = -np.inf  # never the item itself
+        evidence = int(np.count_nonzero(row > 0))
+        assert all(s > 0 for s in sim.scores), (item, sim.scores)
+        assert len(sim.items) >= min(10, max(evidence, 0)), (item, evidence, sim.items)
+        lengths.append(len(sim.items))
+    assert sum(0 < n < 10 for n in lengths) > 0  # the slice has short lists: the test can fail
