@@ -304,3 +304,41 @@ def test_index_versions_build_list_rollback_activate_and_refuse_bad_input(
     # shard actors live on a Ray cluster only: without its address the command says so
     env_free = run("index", "actors", cwd=tmp_path, check=False)
     assert env_free.returncode == 2 and "SHELFWISE_RAY_ADDRESS is not set" in env_free.stderr
+
+
+def test_models_activate_gives_a_version_without_top_lists_its_lists_first(
+    tmp_path: Path, retail_slice: Path
+) -> None:
+    """A version trained without top lists (older code, `evaluate`, `dp train`; here `--top-lists
+    0`) is batch-scored when activated, so servers slice lists instead of scoring shoppers a few at a
+    time; the lists are those the model recommends, and `--no-lists` skips them."""
+    from shelfwise.registry import ModelRegistry
+    from shelfwise.registry.toplists import load_top_lists
+
+    run("ingest", "events", str(retail_slice), "--format", "online-retail", cwd=tmp_path)
+    train = ("models", "train", "--no-bundles", "--no-card-robustness", "--top-lists", "0", "--force")
+    train = (*train, "--json")
+    first = one_json(run(*train, "--model", "itemknn", cwd=tmp_path))["version"]
+    second = one_json(run(*train, "--model", "popular", cwd=tmp_path))["version"]
+    registry = ModelRegistry(tmp_path / "var" / "models")
+    assert load_top_lists(registry.info(first).path) is None and registry.active == second
+
+    out = one_json(run("models", "activate", first, "--json", cwd=tmp_path))
+    assert out["active"] == first and registry.active == first
+    assert out["top_lists"]["k"] == 50 and out["top_lists"]["users"] > 50
+    lists = load_top_lists(registry.info(first).path)
+    model = registry.load(first).recommender
+    assert lists is not None and lists.items.shape[0] == len(model.user_map)
+    for row in (0, len(model.user_map) // 2, len(model.user_map) - 1):
+        user = str(model.user_map.external[row])
+        shown = lists.items[row][lists.items[row] >= 0]
+        assert model.item_map.to_external(shown) == model.recommend([user], 50)[0].items
+    assert registry.verify(first) == []  # the lists are listed with their checksums
+    again = one_json(run("models", "activate", first, "--json", cwd=tmp_path))
+    assert "top_lists" not in again  # already there: not scored twice
+
+    skipped = one_json(run("models", "activate", second, "--no-lists", "--force", "--json", cwd=tmp_path))
+    assert "top_lists" not in skipped and load_top_lists(registry.info(second).path) is None
+    assert registry.active == second
+    unknown = run("models", "activate", "no-such-version", cwd=tmp_path, check=False)
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr

@@ -382,10 +382,18 @@ def register(app: typer.Typer) -> None:
             typer.Option("--require-experiment", help="also require this online experiment's arm to win"),
         ] = None,
         arm: Annotated[str | None, typer.Option("--arm", help="the experiment's arm serving VERSION")] = None,
+        lists: Annotated[
+            bool,
+            typer.Option(
+                "--lists/--no-lists",
+                help="batch-score the shoppers' top lists first if the version has none (servers slice them)",
+            ),
+        ] = True,
         db: DbOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Activate a registered version (servers follow within a second)."""
+        """Activate a registered version (servers follow within a second). A version without top
+        lists (trained by older code, `evaluate` or `dp train`) gets them first, through its gate."""
 
         out: dict[str, Any] = {"active": version}
         with user_errors():
@@ -407,6 +415,18 @@ def register(app: typer.Typer) -> None:
                 out["experiment_gate"] = decision.to_dict()
                 if not force:
                     decision.raise_if_refused(version)
+            if lists:
+                from shelfwise.registry.training import attach_top_lists, recorded_gate
+
+                if not force:  # a refused version is not scored
+                    recorded_gate(registry, version).raise_if_refused(version)
+                typer.echo(f"checking {version}'s top lists…", err=True)
+                scored = attach_top_lists(registry, version, k=load_settings().precompute_k)
+                if scored is not None:
+                    out["top_lists"] = scored
+                    typer.echo(
+                        f"  scored {scored['users']:,} shoppers in {scored['seconds']:.1f} s", err=True
+                    )
             release(registry, version, force=force)
         emit(out, as_json, lambda p: f"active: {p['active']}")
 

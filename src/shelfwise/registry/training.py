@@ -26,6 +26,7 @@ from shelfwise.recommend.memory import MatrixShape
 from shelfwise.recommend.registry import model_from_config
 from shelfwise.recommend.sizing import AUTO, resolve_config
 from shelfwise.registry.gate import GateDecision
+from shelfwise.registry.toplists import TOPLISTS, load_top_lists, top_lists
 from shelfwise.registry.versions import ModelRegistry, RegistryError, VersionInfo
 
 ProgressFn = Callable[[str], None]
@@ -358,21 +359,49 @@ def _write_card(
     )
 
 
-def release(registry: ModelRegistry, version: str, *, force: bool = False) -> GateDecision:
-    """Activate an already registered version through the gate recorded when it was trained."""
+def recorded_gate(registry: ModelRegistry, version: str) -> GateDecision:
+    """The gate's decision recorded when the version was trained."""
     info = registry.info(version)
     gate = info.evaluation.get("gate") or {}
-    decision = GateDecision(
+    return GateDecision(
         metric=gate.get("metric", "ndcg@10"),
         candidate=float(gate.get("candidate", info.metrics.get("ndcg@10", 0.0))),
         active=gate.get("active"),
         active_version=gate.get("active_version"),
         tolerance=float(gate.get("tolerance", 0.0)),
     )
+
+
+def release(registry: ModelRegistry, version: str, *, force: bool = False) -> GateDecision:
+    """Activate an already registered version through the gate recorded when it was trained."""
+    decision = recorded_gate(registry, version)
     if not force:
         decision.raise_if_refused(version)
     registry.activate(version)
     return decision
+
+
+def attach_top_lists(registry: ModelRegistry, version: str, *, k: int = 50) -> dict[str, Any] | None:
+    """Batch-score and keep with ``version`` every known shopper's top ``k`` when it has no lists
+    that long (trained by older code, by ``evaluate`` or ``dp train``): a server that activates it
+    then slices them instead of scoring its shoppers a few at a time (minutes on a 1M-item shop).
+    None when the version already has them, or has no shoppers to score."""
+    info = registry.info(version)
+    assert info.path is not None
+    model = registry.load(version).recommender
+    have = load_top_lists(info.path)
+    if len(model.user_map) == 0 or (
+        have is not None and have.k >= min(k, model.n_items) and have.items.shape[0] == len(model.user_map)
+    ):
+        return None
+    started = time.perf_counter()
+    lists = top_lists(model, k=k)
+    registry.attach_arrays(version, TOPLISTS, lists.arrays(), lists.meta())
+    return {
+        "users": int(lists.items.shape[0]),
+        "k": lists.k,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def data_window(ds: Dataset) -> dict[str, Any]:
@@ -385,10 +414,12 @@ __all__ = [
     "Fitter",
     "TrainingConfig",
     "TrainingOutcome",
+    "attach_top_lists",
     "data_window",
     "first_start_version",
     "fit_job",
     "fit_local",
+    "recorded_gate",
     "release",
     "train_version",
 ]
