@@ -99,6 +99,75 @@ def _click_model_identification() -> dict[str, Any]:
     return out
 
 
+# pairs of real model versions, each trained on the simulator's data: how alike they order its
+# shoppers' candidates sets how much of ranker B's errors the scenario lets it share with A's
+VERSION_PAIRS = {
+    "ALS retrained (seed 0 vs 1)": ({"model": "als", "seed": 0}, {"model": "als", "seed": 1}),
+    "ALS 64 vs 32 factors": ({"model": "als", "factors": 64}, {"model": "als", "factors": 32}),
+    "EASE vs item-kNN": ({"model": "ease"}, {"model": "itemknn"}),
+}
+
+
+def _version_pairs(extra: tuple[str, ...]) -> dict[str, Any]:
+    """For each pair: both versions' held-out NDCG@10 (temporal split), how alike they order the
+    simulator's shoppers' candidates (``model_agreement``, models trained on the same 150,000
+    lines the simulator is fitted on), the share of errors that makes the scenario's pair as alike
+    (``correlation_for_agreement``), and the scenario run with it (``--ranker-correlation``)."""
+    from shelfwise.evaluation import simulated_experiments as sx
+    from shelfwise.evaluation.protocol import make_split
+    from shelfwise.evaluation.ranking import evaluate
+    from shelfwise.evaluation.simulator import ShopperSimulator
+    from shelfwise.features.dataset import Dataset
+    from shelfwise.recommend import model_from_config
+
+    source = Path(__file__).resolve().parents[1] / "data" / "online_retail" / "online_retail.csv.gz"
+    data = Dataset.from_file(source, "online-retail", limit=150_000)
+    sim = ShopperSimulator.fit(data, seed=0)
+    split = make_split(data, "temporal")
+    out = {}
+    for name, (config_a, config_b) in VERSION_PAIRS.items():
+        ndcg = [
+            evaluate(model_from_config(c).fit(split.train), split).metrics["ndcg@10"]
+            for c in (config_a, config_b)
+        ]
+        agreement = sx.model_agreement(
+            sim, model_from_config(config_a).fit(data), model_from_config(config_b).fit(data)
+        )
+        rho = round(sx.correlation_for_agreement(sim, agreement["rank_agreement"]), 3)
+        run, seconds = _simulate("interleaving-vs-ab", 0, *extra, "--ranker-correlation", str(rho))
+        out[name] = {
+            "configs": [config_a, config_b],
+            "heldout_ndcg@10": ndcg,
+            "ndcg_relative_difference": abs(ndcg[0] - ndcg[1]) / max(ndcg),
+            **agreement,
+            "ranker_correlation": rho,
+            "run": run,
+            "seconds": seconds,
+        }
+    return out
+
+
+def _pair_rows(pairs: dict[str, Any], inter: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (
+            "rankers as alike as two real versions: agreement (mean Spearman over the shoppers' 30 "
+            "candidates) of the scenario's independent-error pair",
+            f"{inter['rank_agreement']:.3f}",
+            "—",
+        ),
+        *(
+            (
+                f"… as alike as {name} (held-out NDCG@10 {p['heldout_ndcg@10'][0]:.4f} / "
+                f"{p['heldout_ndcg@10'][1]:.4f}, {p['ndcg_relative_difference']:.1%} apart; agreement "
+                f"{p['rank_agreement']:.3f} → shared error {p['ranker_correlation']:.2f}): ratio [95% CI]",
+                _ratio(p["run"]),
+                "≥ 10",
+            )
+            for name, p in pairs.items()
+        ),
+    ]
+
+
 def _ci(pair: list[float], fmt: str = ",.0f") -> str:
     return f"{pair[0]:{fmt}}–{pair[1]:{fmt}}"
 
@@ -136,6 +205,7 @@ def run() -> dict[str, Any]:
         "--interleaving",
         "optimized",
     )[0]
+    pairs = _version_pairs(extra)
     loads["after_sensitivity"] = _load()
     identification = _click_model_identification()
     canary, canary_s = _simulate("canary-rollback", 0)
@@ -230,6 +300,7 @@ def run() -> dict[str, Any]:
             _ratio(sensitivity["dependent"]),
             "≥ 10",
         ),
+        *_pair_rows(pairs, inter),
         (
             "Online Retail later period (out-of-sample fit), position model: ratio [95% CI]",
             _ratio(sensitivity["later_position"]),
@@ -297,6 +368,7 @@ def run() -> dict[str, Any]:
         },
         "interleaving_vs_ab": inter,
         "interleaving_vs_ab_sensitivity": sensitivity,
+        "interleaving_vs_ab_version_pairs": pairs,
         "click_model_identification": identification,
         "interleaving_vs_ab_optimized": optimized,
         "canary_rollback": {k: v for k, v in canary.items() if k not in ("broken_canary", "healthy_canary")},

@@ -60,6 +60,13 @@ def test_interleaving_vs_ab_prints_users_and_their_ratio() -> None:
     out = json.loads(proc.stdout)
     assert out["ab_users"] > 0 and out["interleaving_users"] > 0
     assert out["ratio"] == pytest.approx(out["ab_users"] / out["interleaving_users"])
+    assert out["ranker_correlation"] == 0.0 and -1 <= out["rank_agreement"] <= 1
+    alike = json.loads(
+        _run("--scenario", "interleaving-vs-ab", *sizes, "--ranker-correlation", "0.6", "--json").stdout
+    )
+    assert alike["ranker_correlation"] == 0.6 and alike["rank_agreement"] > out["rank_agreement"]
+    bad = _run("--scenario", "interleaving-vs-ab", "--ranker-correlation", "1.5")
+    assert bad.returncode == 2 and "--ranker-correlation" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_interleaving_vs_ab_names_its_ab_analysis_and_takes_the_dependent_click_model() -> None:

@@ -236,6 +236,16 @@ def register(app: typer.Typer) -> None:
                 "(Radlinski & Craswell 2013, a linear programme per user: slower)",
             ),
         ] = "team-draft",
+        ranker_correlation: Annotated[
+            float,
+            typer.Option(
+                "--ranker-correlation",
+                min=0.0,
+                max=0.99,
+                help="interleaving-vs-ab: the share of ranker B's errors it has in common with A's "
+                "(0: independent, the least favourable to interleaving; two real model versions share more)",
+            ),
+        ] = 0.0,
         report: Annotated[
             Path | None, typer.Option("--report", help="canary-rollback: write the timeline (markdown) here")
         ] = None,
@@ -274,7 +284,12 @@ def register(app: typer.Typer) -> None:
                         out["report"] = str(report)
                 else:
                     out = sx.interleaving_vs_ab_scenario(
-                        sim, users=users, check_runs=check_runs, seed=seed, interleaving=interleaving
+                        sim,
+                        users=users,
+                        check_runs=check_runs,
+                        seed=seed,
+                        interleaving=interleaving,
+                        ranker_correlation=ranker_correlation,
                     )
                 out = {
                     "simulator": sim.meta,

@@ -454,6 +454,118 @@ def _cuped_ratio_z(arms: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> flo
     return float((est[0] - est[1]) / np.sqrt(var[0] + var[1]))
 
 
+def rank_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Spearman correlation, row by row, of two rankers' scores over the same candidates
+    (shoppers x candidates): 1 when they order every shopper's candidates alike."""
+    ra = np.argsort(np.argsort(-a, axis=1), axis=1).astype(np.float64)
+    rb = np.argsort(np.argsort(-b, axis=1), axis=1).astype(np.float64)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    den = np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
+    ok = den > 0
+    return float(np.mean((ra * rb).sum(axis=1)[ok] / den[ok])) if ok.any() else 0.0
+
+
+def _pair_scores(
+    logits: np.ndarray, attr: np.ndarray, za: np.ndarray, zb: np.ndarray, k: int, ndcg_drop: float, rho: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ranker A's scores (truth + unit noise) and B's (truth + noise sharing ``rho`` with A's, its
+    scale bisected so B's true NDCG@k is ``ndcg_drop`` lower), and B's noise scale."""
+    rows = np.arange(len(logits))[:, None]
+    ideal = -np.sort(-attr, axis=1)[:, :k]
+    z = rho * za + np.sqrt(1.0 - rho * rho) * zb
+
+    def ndcg(scores: np.ndarray) -> float:
+        return float(_ndcg(attr[rows, np.argsort(-scores, axis=1)[:, :k]], ideal).mean())
+
+    a = logits + za
+    target = ndcg(a) * (1 - ndcg_drop)
+    lo, hi = 1.0, 50.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ndcg(logits + mid * z) > target else (lo, mid)
+    sigma = (lo + hi) / 2
+    return a, logits + sigma * z, sigma
+
+
+def model_agreement(
+    sim: ShopperSimulator,
+    model_a: Any,
+    model_b: Any,
+    *,
+    users: int = 3_000,
+    candidates: int = 30,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How alike two recommenders trained on the data ``sim`` was fitted on order the simulator's
+    shoppers' candidates (``rank_agreement`` of their scores, exact ties broken at random), over
+    the shoppers and candidates both models know. With ``correlation_for_agreement`` this gives
+    ``interleaving_vs_ab_scenario`` rankers as alike as two real model versions."""
+    if sim.user_ids is None or sim.item_ids is None:
+        raise ValueError("the simulator keeps no shop ids (fitted by an older version): fit it again")
+    rng = np.random.default_rng(seed)
+    shoppers = sim.sample_shoppers(users, rng)
+    cand = sim.candidates(shoppers, candidates, rng)
+    ext_users, ext_items = sim.user_ids[shoppers.taste], sim.item_ids[cand]
+    dense = []
+    for model in (model_a, model_b):
+        u = model.user_map.to_internal(ext_users, strict=False)
+        it = model.item_map.to_internal(ext_items.ravel(), strict=False).reshape(cand.shape)
+        dense.append((u, it))
+    known = np.all([(u >= 0) & np.all(it >= 0, axis=1) for u, it in dense], axis=0)
+    rows = np.flatnonzero(known)
+    if len(rows) < 10:
+        raise ValueError(
+            f"the two models know only {len(rows)} of {users} simulated shoppers and their candidates"
+        )
+    scores = []
+    for model, (u, it) in zip((model_a, model_b), dense, strict=True):
+        out = np.empty((len(rows), candidates), np.float64)
+        for lo in range(0, len(rows), 500):
+            part = rows[lo : lo + 500]
+            full = np.asarray(model.score_users(u[part]), np.float64)
+            out[lo : lo + len(part)] = np.take_along_axis(full, it[part], axis=1)
+        scale = np.abs(out).max(axis=1, keepdims=True) + 1e-12
+        scores.append(out + rng.random(out.shape) * scale * 1e-9)  # ties at random, not by column
+    return {"shoppers": len(rows), "rank_agreement": rank_agreement(scores[0], scores[1])}
+
+
+def correlation_for_agreement(
+    sim: ShopperSimulator,
+    agreement: float,
+    *,
+    users: int = 3_000,
+    candidates: int = 30,
+    k: int = 10,
+    ndcg_drop: float = 0.02,
+    seed: int = 0,
+) -> float:
+    """The share of ranker B's errors it has in common with A's (``ranker_correlation`` of
+    ``interleaving_vs_ab_scenario``) at which the simulator's pair orders the candidates as alike
+    (``rank_agreement``) as ``agreement``, e.g. measured between two real model versions on the same
+    shoppers' candidates. Clipped to [0, 0.99]."""
+    rng = np.random.default_rng(seed)
+    shoppers = sim.sample_shoppers(users, rng)
+    cand = sim.candidates(shoppers, candidates, rng)
+    logits = sim.attraction_logits(shoppers, cand)
+    attr = sim.attraction(shoppers, cand)
+    za, zb = rng.normal(size=cand.shape), rng.normal(size=cand.shape)
+
+    def agree(rho: float) -> float:
+        a, b, _ = _pair_scores(logits, attr, za, zb, k, ndcg_drop, rho)
+        return rank_agreement(a, b)
+
+    if agree(0.0) >= agreement:
+        return 0.0
+    lo, hi = 0.0, 0.99
+    if agree(hi) <= agreement:
+        return hi
+    for _ in range(20):  # agreement grows with the shared share
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if agree(mid) < agreement else (lo, mid)
+    return (lo + hi) / 2
+
+
 def interleaving_vs_ab_scenario(
     sim: ShopperSimulator,
     *,
@@ -468,9 +580,14 @@ def interleaving_vs_ab_scenario(
     bootstrap: int = 200,
     seed: int = 0,
     interleaving: str = "team-draft",
+    ranker_correlation: float = 0.0,
 ) -> dict[str, Any]:
     """Ranker A sorts candidates by the true attraction seen through noise; ranker B through more
     noise, tuned so its true NDCG@k (gains = true attraction probabilities) is ``ndcg_drop`` lower.
+    ``ranker_correlation`` is the share of B's errors it has in common with A's: 0 (independent
+    errors) is the least favourable to interleaving, whose lists then differ most; two real model
+    versions order the same candidates more alike (``correlation_for_agreement`` finds the share
+    that matches a measured ``rank_agreement``).
 
     A/B: each user sees one ranker on every visit (the same visits as under interleaving); the
     metric is clicks, analysed the strongest standard way (``AB_ANALYSIS``): clicks per visit with
@@ -501,27 +618,18 @@ def interleaving_vs_ab_scenario(
     cand = sim.candidates(shoppers, candidates, rng)
     attr = sim.attraction(shoppers, cand)
     logits = sim.attraction_logits(shoppers, cand)
-    ideal = -np.sort(-attr, axis=1)[:, :k]
     za, zb = rng.normal(size=cand.shape), rng.normal(size=cand.shape)
     rows = np.arange(users)[:, None]
-
-    def ranked(noise: float, z: np.ndarray) -> np.ndarray:
-        return np.argsort(-(logits + noise * z), axis=1)[:, :k]
-
-    def ndcg(order: np.ndarray) -> float:
-        return float(_ndcg(attr[rows, order], ideal).mean())
-
-    sigma_a = 1.0
-    order_a = ranked(sigma_a, za)
-    ndcg_a = ndcg(order_a)
-    target = ndcg_a * (1 - ndcg_drop)
-    lo, hi = sigma_a, 50.0
-    for _ in range(40):  # bisection on B's noise with its draws fixed: NDCG falls as noise grows
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if ndcg(ranked(mid, zb)) > target else (lo, mid)
-    sigma_b = (lo + hi) / 2
-    order_b = ranked(sigma_b, zb)
-    ndcg_b = ndcg(order_b)
+    rho = float(ranker_correlation)
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"ranker_correlation must be in [0, 1); got {rho}")
+    # bisection on B's noise with its draws fixed (NDCG falls as the noise grows)
+    scores_a, scores_b, sigma_b = _pair_scores(logits, attr, za, zb, k, ndcg_drop, rho)
+    order_a = np.argsort(-scores_a, axis=1)[:, :k]
+    order_b = np.argsort(-scores_b, axis=1)[:, :k]
+    ideal = -np.sort(-attr, axis=1)[:, :k]
+    ndcg_a = float(_ndcg(attr[rows, order_a], ideal).mean())
+    ndcg_b = float(_ndcg(attr[rows, order_b], ideal).mean())
 
     lam = continuation_of(sim.config)
     exam = examination_of(sim.config, k)
@@ -669,6 +777,9 @@ def interleaving_vs_ab_scenario(
         "ndcg_a": ndcg_a,
         "ndcg_b": ndcg_b,
         "ndcg_relative_difference": 1 - ndcg_b / ndcg_a,
+        "ranker_correlation": rho,
+        "ranker_b_noise": sigma_b,
+        "rank_agreement": rank_agreement(scores_a, scores_b),
         "power": power,
         "alpha": alpha,
         "ab_clicks_per_user_a": float(ab_mean[0].mean()),

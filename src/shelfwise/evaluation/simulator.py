@@ -139,6 +139,10 @@ class ShopperSimulator:
     visit_probs: np.ndarray
     config: SimulatorConfig
     meta: dict[str, Any]
+    # the shop's ids of the fitted rows (real customers) and columns (items), so models trained on
+    # the same data can score the simulator's shoppers (``simulated_experiments.model_agreement``)
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
 
     @classmethod
     def fit(cls, dataset: Any, config: SimulatorConfig | None = None, *, seed: int = 0) -> ShopperSimulator:
@@ -148,6 +152,8 @@ class ShopperSimulator:
         m = dataset.matrix(types=types)
         buyers = np.asarray(m.getnnz(axis=1)) > 0
         items = np.asarray(m.getnnz(axis=0)) > 0
+        user_ids = np.asarray(dataset.user_map.external)[buyers]
+        item_ids = np.asarray(dataset.item_map.external)[items]
         m = m[buyers][:, items]
         if m.shape[0] < 10 or m.shape[1] < 10:
             raise ValueError(
@@ -179,6 +185,8 @@ class ShopperSimulator:
             visit_values=values,
             visit_probs=counts / counts.sum(),
             config=config,
+            user_ids=user_ids,
+            item_ids=item_ids,
             meta={
                 "buyers": int(m.shape[0]),
                 "items": int(m.shape[1]),

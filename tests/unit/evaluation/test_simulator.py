@@ -8,9 +8,12 @@ import pytest
 
 from shelfwise.evaluation.experiments import team_draft
 from shelfwise.evaluation.simulated_experiments import (
+    correlation_for_agreement,
     interleaving_vs_ab_scenario,
+    model_agreement,
     ope_scenario,
     optimized_interleaving,
+    rank_agreement,
     srm_scenario,
     team_drafts,
 )
@@ -20,9 +23,13 @@ from tests.conftest import ONLINE_RETAIL
 
 
 @pytest.fixture(scope="module")
-def sim() -> ShopperSimulator:
-    ds = Dataset.from_file(ONLINE_RETAIL, "online-retail", limit=30_000)
-    return ShopperSimulator.fit(ds, SimulatorConfig(factors=8))
+def retail() -> Dataset:
+    return Dataset.from_file(ONLINE_RETAIL, "online-retail", limit=30_000)
+
+
+@pytest.fixture(scope="module")
+def sim(retail: Dataset) -> ShopperSimulator:
+    return ShopperSimulator.fit(retail, SimulatorConfig(factors=8))
 
 
 def test_fit_reads_real_behaviour_and_hits_the_target_click_rate(sim: ShopperSimulator) -> None:
@@ -84,6 +91,48 @@ def test_interleaving_vs_ab_uses_a_known_two_percent_ndcg_gap(sim: ShopperSimula
     assert out["interleaving_users"] <= out["interleaving_users_team_draft"]
     lo, hi = out["ratio_ci95"]
     assert lo < hi
+
+
+def test_rankers_sharing_errors_agree_more_and_interleaving_needs_fewer_users(sim: ShopperSimulator) -> None:
+    """B keeps its 2% NDCG gap whatever share of A's errors it has; the more it shares, the more
+    alike the two order the candidates and the fewer users interleaving needs (A/B does not care)."""
+    kw = {"users": 2_000, "replicates": 2, "bootstrap": 0, "check_runs": 0, "seed": 0}
+    apart = interleaving_vs_ab_scenario(sim, **kw)
+    alike = interleaving_vs_ab_scenario(sim, ranker_correlation=0.8, **kw)
+    assert apart["ranker_correlation"] == 0.0 and alike["ranker_correlation"] == 0.8
+    for out in (apart, alike):
+        assert out["ndcg_relative_difference"] == pytest.approx(0.02, abs=1e-3)
+    assert alike["rank_agreement"] > apart["rank_agreement"] + 0.1
+    assert alike["interleaving_users"] < 0.7 * apart["interleaving_users"]
+    assert alike["ab_users"] == pytest.approx(apart["ab_users"], rel=0.35)
+    with pytest.raises(ValueError, match="ranker_correlation"):
+        interleaving_vs_ab_scenario(sim, users=400, check_runs=0, ranker_correlation=1.0)
+
+
+def test_rank_agreement_and_the_share_of_errors_that_matches_it(sim: ShopperSimulator) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 30))
+    assert rank_agreement(a, a) == pytest.approx(1.0)
+    assert rank_agreement(a, -a) == pytest.approx(-1.0)
+    assert abs(rank_agreement(a, rng.normal(size=a.shape))) < 0.1
+    low, high = (correlation_for_agreement(sim, t, users=800) for t in (0.65, 0.85))
+    assert 0.0 < low < high < 0.99
+    assert correlation_for_agreement(sim, -0.5, users=800) == 0.0  # less alike than independent errors
+
+
+def test_model_agreement_reads_real_models_on_the_simulators_shoppers(
+    sim: ShopperSimulator, retail: Dataset
+) -> None:
+    """Models trained on the data the simulator was fitted on score its shoppers' candidates (the
+    simulator keeps the shop's ids of its rows and columns); a model agrees with itself."""
+    from shelfwise.recommend import make_model
+
+    ds = retail
+    als = make_model("als", factors=16, iterations=5).fit(ds)
+    same = model_agreement(sim, als, als, users=600)
+    assert same["shoppers"] > 500 and same["rank_agreement"] > 0.99
+    other = model_agreement(sim, als, make_model("itemknn").fit(ds), users=600)
+    assert 0.0 < other["rank_agreement"] < 0.95
 
 
 def test_ab_side_uses_the_delta_method_on_clicks_per_visit_and_its_power_holds(sim: ShopperSimulator) -> None:
