@@ -273,6 +273,11 @@ class Settings(BaseSettings):
         return self.access_dir or self.var_dir
 
     @property
+    def store_request_timeout(self) -> float:
+        """``store_request_timeout_ms`` in seconds: how long a request waits for the store."""
+        return self.store_request_timeout_ms / 1000
+
+    @property
     def models_root(self) -> Path:
         return self.models_dir or self.var_dir / "models"
 

@@ -77,7 +77,7 @@ class Feedback:
         self.live = live
         self.config = AttributionConfig(window_hours=settings.attribution_window_hours)
         # a poll waits no longer than a request waits for the store: then the list last read answers
-        self.experiments = ExperimentService(store, wait_at_most=settings.store_request_timeout_ms / 1000)
+        self.experiments = ExperimentService(store, wait_at_most=settings.store_request_timeout)
         self.queue_size = settings.impression_queue_size
         self.flush_seconds = settings.impression_flush_ms / 1000
         self._impressions: deque[Impression] = deque()

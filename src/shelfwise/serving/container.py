@@ -178,7 +178,7 @@ def build_services(
     search, index, hybrid = build_search(store, settings)
     feedback = Feedback(store, live, metrics, settings)
     # a poll of the store waits no longer than a request waits for it: then the value last read answers
-    polls_wait = settings.store_request_timeout_ms / 1000
+    polls_wait = settings.store_request_timeout
     merch = Merchandising(store, refresh_seconds=settings.merch_refresh_seconds, wait_at_most=polls_wait)
     event_writer = GroupCommitter(store)
     event_writer.on_commit = feedback.committed

@@ -145,7 +145,7 @@ def post_events(
     try:
         # committed before returning, in one transaction with the events of concurrent requests
         # a hung store is not waited for: after the timeout the events go to the journal
-        timeout = svc.settings.store_request_timeout_ms / 1000
+        timeout = svc.settings.store_request_timeout
         inserted = svc.event_writer.append(events, timeout=timeout) if events else 0
     except Exception as exc:
         if svc.journal is None or not store_unavailable(exc):

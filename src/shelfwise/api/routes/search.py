@@ -117,7 +117,7 @@ async def search(
     pseudo = shopper(svc, user_id) if user_id else None
     if pseudo is not None:  # reads the shopper's events from the store: off the event loop
         try:
-            with anyio.fail_after(svc.settings.store_request_timeout_ms / 1000):
+            with anyio.fail_after(svc.settings.store_request_timeout):
                 user = await anyio.to_thread.run_sync(_affinity, svc, pseudo, abandon_on_cancel=True)
         except Exception as exc:
             if not (isinstance(exc, TimeoutError) or store_unavailable(exc)):
