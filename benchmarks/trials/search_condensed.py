@@ -23,8 +23,12 @@ def scores(runs, data):
         cond.append(ndcg_at(kept, grades, 10))
         judged_share.append(sum(d in grades for d in ranked[:10]) / max(1, min(10, len(ranked))))
     n = len(std)
-    return {"ndcg@10": round(sum(std) / n, 4), "condensed_ndcg@10": round(sum(cond) / n, 4),
-            "judged_share_top10": round(sum(judged_share) / n, 3), "queries": n}
+    return {
+        "ndcg@10": round(sum(std) / n, 4),
+        "condensed_ndcg@10": round(sum(cond) / n, 4),
+        "judged_share_top10": round(sum(judged_share) / n, 3),
+        "queries": n,
+    }
 
 
 encoder = Encoder()
