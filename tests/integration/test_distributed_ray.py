@@ -264,6 +264,9 @@ def test_ray_shard_actors_answer_as_the_thread_pool(sharded: tuple[Path, Any]) -
     remote = SearchEngine.load(directory, shard_engine="ray")
     backend = remote.keyword.shard_backend
     assert isinstance(backend, RayShards) and backend.shards == 3
+    # rounds to actors wait on other processes: the hybrid issues its independent ones together
+    assert remote.keyword.remote and remote.dense.remote
+    assert not threads.keyword.remote and not threads.dense.remote
     pids = backend.pids()
     assert len(set(pids)) == 3 and os.getpid() not in pids  # three processes, none of them this one
     cheap = Filters(price_max=800.0)

@@ -350,6 +350,8 @@ def _torch_threads(n: int) -> Iterator[None]:
 class DenseIndex:
     """Vectors by slot, an HNSW graph over the live ones, exact scans for small candidate sets."""
 
+    remote = False  # True when its shards answer from other processes (``shelfwise.search.shards``)
+
     def __init__(self, *, m: int = 16, ef_construction: int = 100, ef_search: int = 128) -> None:
         self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
         self._buffer = np.zeros((0, DIM), dtype=np.float32)  # rows past ``_n`` are spare capacity

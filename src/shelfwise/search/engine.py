@@ -35,7 +35,7 @@ from shelfwise.search.facets import ATTRIBUTE_FACETS, FacetIndex, price_buckets
 from shelfwise.search.keyword import DEFAULT_WEIGHTS, KeywordIndex
 from shelfwise.search.personal import UserAffinity
 from shelfwise.search.query import ParsedQuery, QueryUnderstanding
-from shelfwise.search.stages import DenseRetriever, FusionRanker, KeywordRetriever, SearchQuery
+from shelfwise.search.stages import DenseRetriever, FusionRanker, KeywordRetriever, SearchQuery, together
 
 Mode = Literal["bm25", "dense", "hybrid", "rrf", "ltr"]
 Sort = Literal["relevance", "price_asc", "price_desc", "popularity"]
@@ -521,23 +521,32 @@ class SearchEngine:
         the keyword index matched (None in dense mode): the stages of ``search.stages``."""
         cfg = self.config
         query = SearchQuery(parsed, [], mask, vector)
-        kw: Candidates | None = None
         if mode != "dense":
             query = replace(query, tokens=self._query_tokens(parsed))
-            depth_kw = depth if mode == "bm25" else max(depth, cfg.candidates)
-            kw = KeywordRetriever(self.keyword).retrieve(query, depth_kw)
-            if mode == "bm25":
-                return kw.ids, kw.scores, {"bm25": kw.scores}, kw.matched
+        if mode == "bm25":
+            kw = KeywordRetriever(self.keyword).retrieve(query, depth)
+            return kw.ids, kw.scores, {"bm25": kw.scores}, kw.matched
         if self.dense is None or self.encoder is None:
             raise SearchError(f"mode {mode!r} needs the semantic index", hint="build with dense=True")
-        if vector is None:
-            query = replace(query, vector=self.encoder.encode_query(parsed.text or parsed.raw))
-        fetch = max(depth, cfg.candidates)
+        encoder, fetch = self.encoder, max(depth, cfg.candidates)
         semantic = DenseRetriever(self.dense, min_similarity=cfg.min_similarity)
-        dense = semantic.retrieve(query, fetch)
+
+        def dense_side(query: SearchQuery = query) -> tuple[SearchQuery, Candidates]:
+            if vector is None:
+                query = replace(query, vector=encoder.encode_query(parsed.text or parsed.raw))
+            return query, semantic.retrieve(query, fetch)
+
         if mode == "dense":
+            _, dense = dense_side()
             return dense.ids[:depth], dense.scores[:depth], {"dense": dense.scores[:depth]}, None
-        assert kw is not None
+        # the keyword round and (the query's vector, the dense round) do not depend on each other:
+        # to remote shards they go out together
+        kw_query, depth_kw = query, max(depth, cfg.candidates)
+        kw, (query, dense) = together(
+            lambda: KeywordRetriever(self.keyword).retrieve(kw_query, depth_kw),
+            dense_side,
+            overlap=self.keyword.remote and self.dense.remote,
+        )
         method: Literal["blend", "rrf"] = "rrf" if mode == "rrf" else "blend"
         trust = self.dense_trust() if method == "blend" else 1.0
         ranker = FusionRanker(

@@ -78,6 +78,7 @@ class KeywordIndex:
     """Field-weighted BM25 over slots ``0..n-1`` (main) plus later slots (delta)."""
 
     read_only = False  # True for a sharded index's keyword side (``shelfwise.search.shards``)
+    remote = False  # True when its shards answer from other processes (Ray actors): calls wait, not compute
 
     def __init__(
         self,

@@ -533,6 +533,10 @@ class ShardedKeyword(KeywordIndex):
         self._df: dict[str, int] | None = None  # remote shards: the catalogue's df, fetched once
 
     @property
+    def remote(self) -> bool:  # type: ignore[override]
+        return self.shard_backend.engine != "threads"
+
+    @property
     def matrices(self) -> list[TermMatrix]:
         """The shards' term matrices, when they are held in this process."""
         if not isinstance(self.shard_backend, ThreadShards):
@@ -682,6 +686,10 @@ class ShardedDense(DenseIndex):
         # items added since the build: one small unsharded index over slots n, n+1, ... (as local 0, 1, ...)
         self.delta = DenseIndex(m=self.m, ef_construction=self.ef_construction, ef_search=self.ef_search)
         self.delta._buffer = np.zeros((0, self.dim), dtype=np.float32)
+
+    @property
+    def remote(self) -> bool:  # type: ignore[override]
+        return self.shard_backend.engine != "threads"
 
     @property
     def parts(self) -> list[DenseIndex]:

@@ -14,8 +14,9 @@ the semantic retriever, and the fusion ranker that blends them and says why each
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -105,6 +106,23 @@ class KeywordRetriever:
         return Candidates(self.name, matched[best], scores[best], matched=matched)
 
 
+A = TypeVar("A")
+B = TypeVar("B")
+# independent rounds to remote shards, issued together: each request waits on one thread here
+_ROUNDS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="shelfwise-search-rounds")
+
+
+def together(first: Callable[[], A], second: Callable[[], B], *, overlap: bool) -> tuple[A, B]:
+    """Two independent steps' results. With ``overlap`` (both wait on other processes: shards held
+    by Ray actors), ``first`` runs in a worker thread while ``second`` runs here, so the request
+    waits one round trip instead of two; otherwise one after the other, in this thread."""
+    if not overlap:
+        return first(), second()
+    pending = _ROUNDS.submit(first)
+    b = second()
+    return pending.result(), b
+
+
 class DenseRetriever:
     """Nearest neighbours of the query vector among the allowed slots, above ``min_similarity``."""
 
@@ -152,8 +170,8 @@ class FusionRanker:
             return Ranked(union, np.zeros(0, dtype=np.float32))
         cfg, vector = self.config, query.vector
         assert vector is not None, "fusion needs the query's vector"
-        kw = self.keyword.score_slots(query.tokens, union)
-        sims = self.semantic.index.similarities(vector, union)
+        overlap = self.keyword.remote and self.semantic.index.remote
+        kw, sims = self._both_scores(query.tokens, vector, union, overlap)
         if self.method == "rrf":
             fused = reciprocal_rank_fusion([kw_top.tolist(), d_slots.tolist()], k=cfg.rrf_k)
             scores = np.array([fused.get(int(s), 0.0) for s in union], dtype=np.float32)
@@ -184,13 +202,22 @@ class FusionRanker:
                 vector = (moved / max(float(np.linalg.norm(moved)), 1e-9)).astype(np.float32)
                 again = self.semantic.retrieve(replace(query, vector=vector), self.fetch)
                 union = np.unique(np.concatenate([kw_top, again.ids]))
-                kw = self.keyword.score_slots(query.tokens, union)
-                sims = self.semantic.index.similarities(vector, union)
+                kw, sims = self._both_scores(query.tokens, vector, union, overlap)
                 scores = blend(kw, sims, alpha=alpha, dense_floor=cfg.dense_floor)
             if cfg.term_feedback > 0 and cfg.term_feedback_weight > 0 and self.doc_tokens is not None:
                 scores = self._term_feedback(query, union, scores, kw, sims, alpha)
         order = np.argsort(-scores, kind="stable")
         return Ranked(union[order], scores[order], {"bm25": kw[order], "dense": sims[order]})
+
+    def _both_scores(
+        self, tokens: list[str], vector: np.ndarray, union: np.ndarray, overlap: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Keyword scores and cosines of ``union``: two rounds, issued together to remote shards."""
+        return together(
+            lambda: self.keyword.score_slots(tokens, union),
+            lambda: self.semantic.index.similarities(vector, union),
+            overlap=overlap,
+        )
 
     def _term_feedback(
         self,

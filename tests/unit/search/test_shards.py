@@ -263,3 +263,26 @@ def test_a_build_worker_ends_when_the_building_process_is_killed(tmp_path: Path)
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the worker outlived its builder by 10 s")
+
+
+def test_independent_rounds_overlap_only_for_remote_shards() -> None:
+    """``together`` runs its first step in a worker thread (while the second runs in the caller)
+    only when asked to overlap, as for shards held by Ray actors; both results come back in order,
+    and an error in either step reaches the caller."""
+    import threading
+
+    from shelfwise.search.stages import together
+
+    here = threading.get_ident()
+    assert together(threading.get_ident, threading.get_ident, overlap=False) == (here, here)
+    first, second = together(threading.get_ident, threading.get_ident, overlap=True)
+    assert second == here and first != here
+
+    def boom() -> int:
+        raise RuntimeError("shard down")
+
+    for overlap in (False, True):
+        with pytest.raises(RuntimeError, match="shard down"):
+            together(boom, lambda: 1, overlap=overlap)
+        with pytest.raises(RuntimeError, match="shard down"):
+            together(lambda: 1, boom, overlap=overlap)
