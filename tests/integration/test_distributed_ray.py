@@ -320,6 +320,22 @@ def test_processes_loading_a_version_share_its_shard_actors(cluster: str, sharde
     assert there == {"pids": first.pids(), "ids": here.search("shirt", k=5, mode="bm25").item_ids}
 
 
+def _kill(actor: Any) -> None:
+    """``ray.kill``, then wait until the actor no longer answers: the kill lands asynchronously, and
+    a query sent before it does would still reach the old process."""
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.call.remote("info"), timeout=5)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            return
+        except ray.exceptions.GetTimeoutError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the killed actor still answers after 30 s")
+
+
 def test_a_dead_shard_actor_is_started_again_or_the_query_says_why(
     sharded: tuple[Path, Any], tmp_path: Path
 ) -> None:
@@ -335,7 +351,7 @@ def test_a_dead_shard_actor_is_started_again_or_the_query_says_why(
     backend = remote.keyword.shard_backend
     assert isinstance(backend, RayShards)
     before = backend.pids()
-    ray.kill(backend.actors[1], no_restart=True)
+    _kill(backend.actors[1])
     # killed: created again from the same files, and the answer is unchanged
     for mode in ("bm25", "hybrid"):
         a = threads.search("men shirt", k=10, mode=mode, vector=vectors[3])
@@ -348,7 +364,7 @@ def test_a_dead_shard_actor_is_started_again_or_the_query_says_why(
     shutil.copytree(directory, copy)
     broken = SearchEngine.load(copy, shard_engine="ray")  # the same content: the same actors
     shutil.rmtree(copy / "shards" / "1")
-    ray.kill(backend.actors[1], no_restart=True)
+    _kill(backend.actors[1])
     with pytest.raises(ShardUnavailableError, match="shard 1 does not answer") as caught:
         broken.search("men shirt", k=10, mode="bm25")
     assert isinstance(caught.value, UnavailableError) and caught.value.hint
