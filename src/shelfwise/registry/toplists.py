@@ -82,6 +82,12 @@ def top_lists(
     return TopLists(items=items, scores=scores, model=model.name)
 
 
+def covers(lists: TopLists | None, k: int, n_users: int) -> bool:
+    """Whether kept lists can answer every one of ``n_users`` shoppers' top ``k`` by a slice: there
+    are lists, at least ``k`` long, one row per shopper of the model."""
+    return lists is not None and lists.k >= k and lists.items.shape[0] == n_users
+
+
 def load_top_lists(version_dir: Path) -> TopLists | None:
     """The lists kept with a version (checked with the version itself), or None if it has none."""
     folder = Path(version_dir) / TOPLISTS
@@ -95,4 +101,4 @@ def load_top_lists(version_dir: Path) -> TopLists | None:
     )
 
 
-__all__ = ["TOPLISTS", "TopLists", "load_top_lists", "top_lists"]
+__all__ = ["TOPLISTS", "TopLists", "covers", "load_top_lists", "top_lists"]

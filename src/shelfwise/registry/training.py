@@ -26,7 +26,7 @@ from shelfwise.recommend.memory import MatrixShape
 from shelfwise.recommend.registry import model_from_config
 from shelfwise.recommend.sizing import AUTO, resolve_config
 from shelfwise.registry.gate import GateDecision
-from shelfwise.registry.toplists import TOPLISTS, load_top_lists, top_lists
+from shelfwise.registry.toplists import TOPLISTS, covers, load_top_lists, top_lists
 from shelfwise.registry.versions import ModelRegistry, RegistryError, VersionInfo
 
 ProgressFn = Callable[[str], None]
@@ -389,10 +389,8 @@ def attach_top_lists(registry: ModelRegistry, version: str, *, k: int = 50) -> d
     info = registry.info(version)
     assert info.path is not None
     model = registry.load(version).recommender
-    have = load_top_lists(info.path)
-    if len(model.user_map) == 0 or (
-        have is not None and have.k >= min(k, model.n_items) and have.items.shape[0] == len(model.user_map)
-    ):
+    n_users = len(model.user_map)
+    if n_users == 0 or covers(load_top_lists(info.path), min(k, model.n_items), n_users):
         return None
     started = time.perf_counter()
     lists = top_lists(model, k=k)

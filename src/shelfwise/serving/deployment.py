@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from shelfwise.features.dataset import IdMap
 from shelfwise.recommend.base import Recommender
-from shelfwise.registry.toplists import TopLists, load_top_lists
+from shelfwise.registry.toplists import TopLists, covers, load_top_lists
 from shelfwise.registry.versions import (
     ERASED_PREFIX,
     Candidate,
@@ -123,9 +123,7 @@ def _stored_lists(loaded: LoadedVersion, k: int, n_users: int) -> TopLists | Non
     if loaded.info.path is None:
         return None
     lists = load_top_lists(loaded.info.path)
-    if lists is None or lists.k < k or lists.items.shape[0] != n_users:
-        return None
-    return lists
+    return lists if covers(lists, k, n_users) else None
 
 
 def settle_heap() -> None:
