@@ -253,6 +253,81 @@ def test_an_experiment_arm_chooses_the_served_version_and_is_logged(
     assert status["srm"]["counts"] == {"control": 1, "popular": 1}
 
 
+def test_an_interleaving_experiment_serves_a_team_draft_of_both_versions_and_credits_clicks(
+    client: TestClient,
+    served: Served,
+) -> None:
+    from shelfwise.evaluation.experiment_service import ExperimentSpec
+    from shelfwise.features.dataset import Dataset
+    from shelfwise.registry import GateRefusedError, ModelRegistry, TrainingConfig, train_version
+    from shelfwise.serving.deployment import Deployment
+    from shelfwise.serving.recommending import Request
+    from shelfwise.store import open_store
+
+    svc = _svc(client)
+    reg = ModelRegistry(served.models)
+    active = reg.active
+    with open_store(served.url) as store:
+        ds = Dataset.from_store(store)
+    with pytest.raises(GateRefusedError):  # registered, not activated
+        train_version(ds, reg, TrainingConfig(recommender={"model": "popular"}, bought_together=None))
+    other = next(v for v in reg.versions() if v != active)
+    svc.feedback.experiments.create(
+        ExperimentSpec(
+            name="home-inter",
+            placement="home",
+            kind="interleaving",
+            arms=[{"name": "current", "share": 0.5}, {"name": "popular", "share": 0.5, "version": other}],
+            salt="s1",
+        )
+    )
+    user = KNOWN_USER
+    first = client.get(f"/v1/users/{user}/recommendations?k=6").json()
+    assert first["arm"] is None  # B is not in memory yet: served as usual meanwhile
+    deadline = time.time() + 60
+    while svc.live.loaded(other) is None and time.time() < deadline:
+        time.sleep(0.1)
+    body = client.get(f"/v1/users/{user}/recommendations?k=6").json()
+    assert (body["experiment"], body["arm"], body["model_version"]) == ("home-inter", "interleaved", active)
+    assert any("team draft of versions" in n for n in body["notes"])
+    pseudo = svc.pseudonymize(user)
+    lists = []
+    for version in (active, other):
+        dep = Deployment(active=svc.live.loaded(version) if version != active else svc.live.current.active)
+        req = Request(user_id=pseudo, k=6, scenario="home")
+        lists.append(svc.recommending.recommend(dep, req)[0].items)
+    shown = _items(body)
+    assert len(shown) == 6 and set(shown) <= set(lists[0]) | set(lists[1])
+    assert (
+        any(i not in lists[0] for i in shown)
+        or lists[0][:6] == lists[1][:6]
+        or set(lists[1][:3]) <= set(lists[0])
+    )
+    assert svc.feedback.flush()
+    imp = get_impressions(svc.store, [body["rec_id"]])[body["rec_id"]]
+    assert imp.arm == "interleaved" and imp.interleaving is not None
+    assert len(imp.interleaving["team"]) == 6 and len(imp.interleaving["ips"]) == 6
+    assert imp.interleaving["versions"] == [active, other]
+    # a click on a slot is credited with that slot's credits
+    pos = next((p for p, c in enumerate(imp.interleaving["ips"], 1) if c != 0), 1)
+    click = {
+        "type": "click",
+        "user_id": user,
+        "item_id": shown[pos - 1],
+        "rec_id": body["rec_id"],
+        "position": pos,
+    }
+    assert client.post("/v1/events", json=click, headers=AUTH).status_code == 202
+    assert svc.feedback.flush()
+    status = svc.feedback.experiments.status("home-inter", persist=False)
+    assert status["units"] == 1 and status["clicks"] == 1
+    assert status["credit"]["inverse_propensity"]["mean"] == pytest.approx(imp.interleaving["ips"][pos - 1])
+    assert status["credit"]["team_draft"]["mean"] == imp.interleaving["team"][pos - 1]
+    # the guest endpoint interleaves too (its unit is the session)
+    guest = client.get("/v1/recommendations?k=6&session_id=guest-1").json()
+    assert guest["arm"] == "interleaved"
+
+
 def test_a_canary_whose_conversion_drops_is_rolled_back_within_one_window(served: Served) -> None:
     from shelfwise.core.clock import now_ms
     from shelfwise.features.dataset import Dataset

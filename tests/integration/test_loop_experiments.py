@@ -247,3 +247,100 @@ def test_cli_create_status_list_stop_and_overlap(store_url: str) -> None:
     assert r.exit_code == 0 and json.loads(r.stdout)["status"] == "stopped"
     r = runner.invoke(app, ["experiment", "status", "nope", "--db", store_url])
     assert r.exit_code == 2 and "no experiment named 'nope'" in r.stderr
+
+
+def test_an_interleaving_experiment_credits_clicks_to_the_arm_whose_pick_they_were(store: Store) -> None:
+    """Shoppers who click the items B ranks first: the status prefers B on both credits, the gate
+    passes B and refuses A; the spec refuses what interleaving cannot compare."""
+    from shelfwise.evaluation.experiments import interleave
+
+    svc = ExperimentService(store)
+    with pytest.raises(ValueError, match="two arms"):
+        spec("three", kind="interleaving", arms=[Arm(name=n, share=1 / 3, version=n) for n in "abc"])
+    with pytest.raises(ValueError, match="different model versions"):
+        spec("same", kind="interleaving", arms=[Arm(name="a", share=0.5), Arm(name="b", share=0.5)])
+    svc.create(
+        spec(
+            "inter",
+            kind="interleaving",
+            arms=[Arm(name="old", share=0.5, version="v1"), Arm(name="new", share=0.5, version="v2")],
+        )
+    )
+    a = svc.assignment("home", "user-1", now=T0 + 1)
+    assert a is not None and (a.kind, a.arm, a.version, a.partner) == (
+        "interleaving",
+        "interleaved",
+        "v1",
+        "v2",
+    )
+    items = [f"i{n}" for n in range(12)]
+    good = items[6:] + items[:6]  # B's order: what shoppers like first
+    rng = np.random.default_rng(3)
+    imps, events = [], []
+    for u in range(150):
+        for visit in range(2):
+            mixed = interleave(items, good, 6, rng)
+            i = Impression(
+                answer_id(T0 + 1000 * u + visit),
+                "rec",
+                "home",
+                mixed.items,
+                T0 + 1000 * u + visit,
+                user_id=f"user-{u}",
+                version="v1",
+                experiment="inter",
+                arm="interleaved",
+                interleaving=mixed.to_dict(),
+            )
+            imps.append(i)
+            for pos, item in enumerate(mixed.items, 1):
+                liked = good.index(item) < 3
+                if rng.random() < (0.6 if liked else 0.05) / np.log2(pos + 1):
+                    events.append(
+                        Event(
+                            event_id=f"c-{u}-{visit}-{pos}",
+                            type=EventType.CLICK,
+                            ts=i.ts + 5,
+                            user_id=f"user-{u}",
+                            item_id=item,
+                            context={"rec_id": i.answer_id, "position": pos},
+                        )
+                    )
+    log_impressions(store, imps)
+    store.append_events(events)
+    attribute_events(store, events)
+    out = svc.status("inter")
+    assert out["kind"] == "interleaving" and out["units"] == 150 and out["impressions"] == 300
+    assert out["clicks"] == len(events)
+    for credit in out["credit"].values():
+        assert credit["mean"] < 0 and credit["high"] < 0 and credit["sequential_reject"]
+    assert out["preferred"] == "new"
+    assert out["impression_wins"]["new"] > 3 * out["impression_wins"]["old"]
+    assert experiment_gate(out).passed and experiment_gate(out).arm == "new"
+    refused = experiment_gate(out, arm="old")
+    assert not refused.passed and any("prefers the other arm" in r for r in refused.reasons)
+    with pytest.raises(GateRefusedError):
+        refused.raise_if_refused("v1")
+
+
+def test_cli_creates_and_reads_an_interleaving_experiment(store_url: str) -> None:
+    from shelfwise.cli.main import app
+
+    runner = CliRunner()
+    base = ["experiment", "create", "--db", store_url, "--placement", "home", "--kind", "interleaving"]
+    r = runner.invoke(
+        app, [*base, "--name", "i3", "--arm", "a:0.4:v1", "--arm", "b:0.3:v2", "--arm", "c:0.3:v3"]
+    )
+    assert r.exit_code == 2 and "compares two arms, not 3" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(app, [*base, "--name", "i1", "--arm", "a:0.5:v1", "--arm", "b:0.5:v2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["spec"]["kind"] == "interleaving"
+    r = runner.invoke(app, ["experiment", "status", "i1", "--db", store_url, "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["kind"] == "interleaving" and out["units"] == 0 and out["preferred"] is None
+    r = runner.invoke(app, ["experiment", "status", "i1", "--db", store_url])
+    assert (
+        r.exit_code == 0 and "interleaving a (v1) vs b (v2)" in r.stdout and "preferred: none yet" in r.stdout
+    )

@@ -90,3 +90,26 @@ def test_the_experiments_page_shows_arms_exposure_lifts_srm_and_a_decision(clien
     assert lifts["ctr"][0] == f"{100 * ctr['lift']:+.2f}%" and lifts["ctr"][1].startswith("[")
     assert f"{100 * ctr['lift']:+.2f}%" in html
     assert e["decision"] and shown["odd-place"]["decision"].startswith("keep running")
+
+
+def test_the_experiments_page_shows_an_interleaving_experiment_and_its_credits(client: TestClient) -> None:
+    svc = _svc(client)
+    svc.feedback.experiments.create(
+        ExperimentSpec(
+            name="inter-page",
+            placement="<b>home</b>",
+            kind="interleaving",
+            arms=[{"name": "current", "share": 0.5}, {"name": "next", "share": 0.5, "version": "v-next"}],
+        )
+    )
+    html = client.get("/experiments", headers=ADMIN).text
+    assert "inter-page" in html and "interleaving current vs next" in html
+    assert "inverse propensity (primary)" in html and "team draft" in html and "v-next" in html
+    assert "keep running: no credible preference yet" in html
+    assert "<b>home</b>" not in html and "&lt;b&gt;home&lt;/b&gt;" in html
+    (e,) = [
+        x
+        for x in client.get("/experiments/api", headers=ADMIN).json()["experiments"]
+        if x["name"] == "inter-page"
+    ]
+    assert e["kind"] == "interleaving" and e["units"] == 0 and e["arms"][1]["version"] == "v-next"

@@ -374,7 +374,27 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _interleaving_human(out: dict[str, Any]) -> str:
+    a, b = out["arms"]
+    lines = [
+        f"{out['name']} on {out['placement']}: {out['status']}, interleaving "
+        f"{a['arm']} ({a['version'] or 'active'}) vs {b['arm']} ({b['version'] or 'active'})",
+        f"  {out['units']:,} shoppers, {out['impressions']:,} answers, {out['clicks']:,} clicks; "
+        f"answers won: {', '.join(f'{k} {v:,}' for k, v in out['impression_wins'].items())}",
+    ]
+    for key, r in out["credit"].items():
+        primary = " (primary)" if key == out["primary_credit"] else ""
+        lines.append(
+            f"  {key.replace('_', ' ')} credit{primary}: {r['mean']:+.4g} per shopper "
+            f"[{r['low']:+.4g}, {r['high']:+.4g}] (A minus B), always-valid p = {r['sequential_p']:.3g}"
+        )
+    lines.append(f"  preferred: {out['preferred'] or 'none yet'}")
+    return "\n".join(lines)
+
+
 def _status_human(out: dict[str, Any]) -> str:
+    if out.get("kind") == "interleaving":
+        return _interleaving_human(out)
     lines = [
         f"{out['name']} on {out['placement']}: {out['status']}, primary metric {out['primary_metric']}",
         f"SRM: counts {out['srm']['counts']}, p = {out['srm']['p']:.3g}, flagged = {out['srm']['flagged']}",
@@ -420,6 +440,14 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
                 "--arm", help="NAME:SHARE[:MODEL_VERSION[:INDEX_VERSION[:SEARCH_MODE]]], the first is control"
             ),
         ],
+        kind: Annotated[
+            str,
+            typer.Option(
+                "--kind",
+                help="ab (each shopper sees one arm) or interleaving (each answer a team draft of the two "
+                "arms' model versions; clicks credited to the arm whose pick they were)",
+            ),
+        ] = "ab",
         primary_metric: Annotated[
             str, typer.Option("--metric", help="ctr, add_to_cart_rate, conversion or revenue_per_session")
         ] = "ctr",
@@ -437,7 +465,7 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
         db: Db = None,
         as_json: Json = False,
     ) -> None:
-        """Start an A/B experiment on a placement (refused if it overlaps a running one)."""
+        """Start an A/B or interleaving experiment on a placement (refused if it overlaps a running one)."""
         from pydantic import ValidationError
 
         from shelfwise.core.errors import ConfigError
@@ -453,6 +481,7 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
             fields: dict[str, Any] = {
                 "name": name,
                 "placement": placement,
+                "kind": kind,
                 "arms": [_arm(a) for a in arm],
                 "traffic_from": traffic_from,
                 "traffic_to": traffic_to,

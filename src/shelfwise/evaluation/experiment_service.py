@@ -89,6 +89,11 @@ class ExperimentSpec(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     placement: str = Field(min_length=1, max_length=64)
+    kind: Literal["ab", "interleaving"] = Field(
+        "ab",
+        description="ab: each shopper sees one arm; interleaving: each answer is a team draft of the "
+        "two arms' model versions and clicks are credited to the arm whose pick they were",
+    )
     arms: list[Arm] = Field(min_length=2, max_length=10)
     salt: str = Field(default_factory=lambda: secrets.token_hex(8), min_length=1, max_length=64)
     traffic_from: float = Field(0.0, ge=0, lt=1)
@@ -122,7 +127,17 @@ class ExperimentSpec(BaseModel):
             )
         if self.start_ts is not None and self.end_ts is not None and self.end_ts <= self.start_ts:
             raise ValueError("end_ts must be after start_ts")
+        if self.kind == "interleaving":
+            if len(self.arms) != 2:
+                raise ValueError(f"an interleaving experiment compares two arms, not {len(self.arms)}")
+            if any(a.index_version or a.search_mode for a in self.arms):
+                raise ValueError("an interleaving experiment compares model versions (recommendations)")
+            if (self.arms[0].version or None) == (self.arms[1].version or None):
+                raise ValueError("an interleaving experiment's two arms must serve different model versions")
         return self
+
+
+INTERLEAVED = "interleaved"  # the arm label of an interleaving experiment's answers
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,9 @@ class Assignment:
     version: str | None
     index_version: str | None
     search_mode: str | None = None
+    # interleaving: ``version`` is arm A's (None: the active one), ``partner`` arm B's
+    kind: str = "ab"
+    partner: str | None = None
 
 
 def traffic_position(unit_id: str, placement: str) -> float:
@@ -250,6 +268,15 @@ class ExperimentService:
             if now < row.start_ts or (row.end_ts is not None and now >= row.end_ts):
                 continue
             arms = s["arms"]
+            if s.get("kind") == "interleaving":
+                return Assignment(
+                    row.name,
+                    INTERLEAVED,
+                    arms[0].get("version"),
+                    None,
+                    kind="interleaving",
+                    partner=arms[1].get("version"),
+                )
             name = assign(unit_id, row.name, s["salt"], [a["name"] for a in arms], [a["share"] for a in arms])
             arm = next(a for a in arms if a["name"] == name)
             return Assignment(
@@ -269,6 +296,8 @@ class ExperimentService:
         """Everything about one experiment's results (see the module's docstring)."""
         row = self.get(name)
         spec = row.spec
+        if spec.get("kind") == "interleaving":
+            return self._interleaving_status(row, persist=persist)
         arm_names = [a["name"] for a in spec["arms"]]
         shares = [float(a["share"]) for a in spec["arms"]]
         sums = unit_sums(self.store, experiment=name, by=("arm",))
@@ -344,6 +373,76 @@ class ExperimentService:
         out["trustworthy"] = not srm["flagged"] and not stray
         if persist and msprt_min != state.get("msprt_min_p"):
             update_experiment(self.store, name, state={**state, "msprt_min_p": msprt_min})
+        return out
+
+    def _interleaving_status(self, row: ExperimentRow, *, persist: bool) -> dict[str, Any]:
+        """An interleaving experiment's results: per shopper (the unit), the clicks credited to A
+        minus those credited to B over all their answers, tested against zero (a heavy shopper is
+        one unit, not many), by each credit (``evaluation.experiments.interleaving_result``)."""
+        from shelfwise.evaluation.experiments import interleaving_result
+        from shelfwise.store.impressions import clicked_positions, iter_impressions
+
+        spec = row.spec
+        arms = [a["name"] for a in spec["arms"]]
+        shown = [i for i in iter_impressions(self.store, experiment=row.name) if i.interleaving]
+        clicks = clicked_positions(self.store, [i.answer_id for i in shown])
+        units: dict[str, int] = {}
+        per_unit: dict[str, list[float]] = {"team": [], "ips": []}
+        magnitude: dict[str, list[float]] = {"team": [], "ips": []}
+        wins = {"a": 0, "b": 0, "tie": 0}
+        n_clicks = 0
+        for imp in shown:
+            u = units.setdefault(imp.user_id or imp.session_id or imp.answer_id, len(units))
+            if u == len(per_unit["team"]):
+                for key in per_unit:
+                    per_unit[key].append(0.0)
+                    magnitude[key].append(0.0)
+            got = {"team": 0.0, "ips": 0.0}
+            for pos in clicks.get(imp.answer_id, ()):
+                for key in ("team", "ips"):
+                    credits = imp.interleaving.get(key)  # type: ignore[union-attr]
+                    if credits and 1 <= pos <= len(credits):
+                        got[key] += float(credits[pos - 1])
+                        magnitude[key][u] += abs(float(credits[pos - 1]))
+                n_clicks += 1
+            for key in got:
+                per_unit[key][u] += got[key]
+            wins["a" if got["team"] > 0 else "b" if got["team"] < 0 else "tie"] += 1
+        state = dict(row.state)
+        p_min = dict(state.get("msprt_min_p", {}))
+        results = {}
+        for key in ("ips", "team"):
+            results[key] = interleaving_result(
+                np.asarray(per_unit[key]),
+                tau=float(spec["tau_relative"]) * float(np.mean(magnitude[key])) if units else 0.0,
+                alpha=float(spec["alpha"]),
+                p_min=float(p_min.get(key, 1.0)),
+            )
+            p_min[key] = results[key]["sequential_p"]
+        head = results["ips"]
+        out: dict[str, Any] = {
+            "name": row.name,
+            "kind": "interleaving",
+            "placement": row.placement,
+            "status": row.status,
+            "start_ts": row.start_ts,
+            "end_ts": row.end_ts,
+            "stopped_at": row.stopped_at,
+            "arms": [
+                {"arm": arms[0], "role": "A", "version": spec["arms"][0].get("version")},
+                {"arm": arms[1], "role": "B", "version": spec["arms"][1].get("version")},
+            ],
+            "units": len(units),
+            "impressions": len(shown),
+            "clicks": n_clicks,
+            "impression_wins": {arms[0]: wins["a"], arms[1]: wins["b"], "tie": wins["tie"]},
+            "credit": {"inverse_propensity": results["ips"], "team_draft": results["team"]},
+            "primary_credit": "inverse_propensity",
+            "preferred": (arms[0] if head["mean"] > 0 else arms[1]) if head["sequential_reject"] else None,
+            "trustworthy": True,
+        }
+        if persist and p_min != state.get("msprt_min_p"):
+            update_experiment(self.store, row.name, state={**state, "msprt_min_p": p_min})
         return out
 
     def _sequential(

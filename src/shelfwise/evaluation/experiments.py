@@ -220,32 +220,150 @@ def team_draft(
     """Interleave two rankings (Radlinski et al. 2008): the team with fewer picks so far (a coin
     decides ties) adds its best item not yet shown. Returns the list and each slot's team (0 = A,
     1 = B)."""
+    shown, teams, _ = _draft(ranking_a, ranking_b, k, lambda: bool(rng.random() < 0.5))
+    return shown, teams
+
+
+def _draft(
+    ranking_a: Sequence[Any], ranking_b: Sequence[Any], k: int, coin: Any
+) -> tuple[list[Any], list[int], list[bool]]:
+    """One team draft with the coin flips ``coin()`` gives (True: A picks first this round). Also
+    returns, per slot, whether the pick was *shared*: a round's first pick when both teams' best
+    item not yet shown was that same item, so the coin alone chose its team."""
     shown: list[Any] = []
     teams: list[int] = []
+    shared: list[bool] = []
     seen: set[Any] = set()
-    ia = ib = 0
+    ptr = [0, 0]
+    rankings = (ranking_a, ranking_b)
     picks = [0, 0]
     pool = len(set(ranking_a) | set(ranking_b))
-    while len(shown) < min(k, pool):
-        a_turn = picks[0] < picks[1] or (picks[0] == picks[1] and rng.random() < 0.5)
-        ranking, i = (ranking_a, ia) if a_turn else (ranking_b, ib)
+
+    def next_of(side: int) -> int:
+        i, ranking = ptr[side], rankings[side]
         while i < len(ranking) and ranking[i] in seen:
             i += 1
-        if i >= len(ranking):  # this team has nothing left: the other one fills in
-            a_turn = not a_turn
-            ranking, i = (ranking_a, ia) if a_turn else (ranking_b, ib)
-            while i < len(ranking) and ranking[i] in seen:
-                i += 1
-        item = ranking[i]
+        ptr[side] = i
+        return i
+
+    while len(shown) < min(k, pool):
+        tie = picks[0] == picks[1]
+        side = 0 if picks[0] < picks[1] or (tie and coin()) else 1
+        ia, ib = next_of(0), next_of(1)
+        same = tie and ia < len(ranking_a) and ib < len(ranking_b) and ranking_a[ia] == ranking_b[ib]
+        if ptr[side] >= len(rankings[side]):  # this team has nothing left: the other one fills in
+            side = 1 - side
+        item = rankings[side][ptr[side]]
         shown.append(item)
+        teams.append(side)
+        shared.append(bool(same))
         seen.add(item)
-        teams.append(0 if a_turn else 1)
-        picks[0 if a_turn else 1] += 1
-        if a_turn:
-            ia = i + 1
-        else:
-            ib = i + 1
-    return shown, teams
+        picks[side] += 1
+        ptr[side] += 1
+    return shown, teams, shared
+
+
+IPS_MAX_ROUNDS = 6  # exact draft distributions up to 2^6 coin sequences (k <= 12): ~1 ms
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """A team-draft list and each slot's credit for a click there (positive favours A).
+
+    ``team``: +1 for A's pick, -1 for B's, 0 for a shared pick (the coin alone chose its team, so
+    its credit would be noise with mean zero). ``ips``: inverse-propensity credit, ``(g_A(d) -
+    g_B(d)) / q(d)`` for the item ``d`` in the slot, where ``g_X`` is the DCG discount
+    ``1/log2(rank + 1)`` of ``d`` in X's top k (0 outside) and ``q(d)`` the chance, over every
+    coin sequence, that team draft shows ``d`` times the chance a shopper examines its slot; so
+    under the position-based click model a click's expected credit is the two rankings' DCG
+    difference over the items team draft can show. None when k > 2 * ``IPS_MAX_ROUNDS``.
+    """
+
+    items: list[Any]
+    team: list[int]
+    ips: list[float] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"team": self.team, "ips": self.ips}
+
+
+def interleave(
+    ranking_a: Sequence[Any],
+    ranking_b: Sequence[Any],
+    k: int,
+    rng: np.random.Generator,
+    examination: Sequence[float] | None = None,
+) -> Interleaved:
+    """A team draft of the two rankings with each slot's credits (see :class:`Interleaved`).
+    ``examination``: P(a shopper looks at slot r), r = 1..k; default ``1/log2(r + 1)``."""
+    shown, teams, shared = _draft(ranking_a, ranking_b, k, lambda: bool(rng.random() < 0.5))
+    team = [0 if s else (1 if t == 0 else -1) for t, s in zip(teams, shared, strict=True)]
+    rounds = (k + 1) // 2
+    if rounds > IPS_MAX_ROUNDS or not shown:
+        return Interleaved(shown, team, None)
+    exam = (
+        np.asarray(examination, np.float64)[:k]
+        if examination is not None
+        else 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+    )
+    if len(exam) < k:
+        exam = np.concatenate([exam, np.full(k - len(exam), exam[-1] if len(exam) else 1.0)])
+    q: dict[Any, float] = {}
+    sequences = 1 << rounds
+    for seq in range(sequences):
+        flips = iter(range(rounds))
+        listed, _, _ = _draft(
+            ranking_a, ranking_b, k, lambda seq=seq, flips=flips: bool(seq >> next(flips) & 1)
+        )
+        for slot, item in enumerate(listed):
+            q[item] = q.get(item, 0.0) + float(exam[slot]) / sequences
+
+    def gain(ranking: Sequence[Any]) -> dict[Any, float]:
+        return {item: 1.0 / float(np.log2(r + 2.0)) for r, item in enumerate(ranking[:k])}
+
+    ga, gb = gain(ranking_a), gain(ranking_b)
+    ips = [
+        round(float(ga.get(item, 0.0) - gb.get(item, 0.0)) / q[item], 6) if q.get(item, 0.0) > 0 else 0.0
+        for item in shown
+    ]
+    return Interleaved(shown, team, ips)
+
+
+def interleaving_result(
+    per_unit: np.ndarray, *, tau: float, alpha: float = 0.05, p_min: float = 1.0
+) -> dict[str, Any]:
+    """The test of an interleaving experiment on one credit: ``per_unit`` is each unit's credit
+    to A minus B summed over its answers; its mean against zero, a 95% interval and a z-test, and
+    the always-valid mixture-SPRT p-value (``p_min``: its running minimum so far, ``tau``: the
+    mixture's spread in credit units)."""
+    x = np.asarray(per_unit, np.float64)
+    n = int(x.size)
+    if n < 2:
+        return {
+            "units": n,
+            "mean": float(x.mean()) if n else 0.0,
+            "se": float("nan"),
+            "low": float("nan"),
+            "high": float("nan"),
+            "p": 1.0,
+            "sequential_p": p_min,
+            "sequential_reject": p_min < alpha,
+        }
+    mean = float(x.mean())
+    se = float(x.std(ddof=1) / np.sqrt(n))
+    z = mean / se if se > 0 else 0.0
+    p = float(2 * _stats().norm.sf(abs(z))) if se > 0 else 1.0
+    seq = MixtureSPRT(tau=max(tau, 1e-12), alpha=alpha, p_value=p_min).update_estimate(mean, se * se)
+    return {
+        "units": n,
+        "mean": mean,
+        "se": se,
+        "low": mean - 1.96 * se,
+        "high": mean + 1.96 * se,
+        "p": p,
+        "sequential_p": float(seq["p"]),
+        "sequential_reject": bool(seq["reject"]),
+    }
 
 
 def interleaving_credit(teams: Sequence[int], clicked: Sequence[bool]) -> dict[str, Any]:

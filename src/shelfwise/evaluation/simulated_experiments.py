@@ -200,6 +200,27 @@ def team_drafts(order_a: np.ndarray, order_b: np.ndarray, n_items: int) -> dict[
     return {"shown": shown, "team": team, "shared": shared}
 
 
+def ips_credits(
+    order_a: np.ndarray, order_b: np.ndarray, shown: np.ndarray, n_items: int, exam: np.ndarray
+) -> np.ndarray:
+    """Inverse-propensity credit of a click on each slot of every team draft (``shown`` (n, S, k)
+    from :func:`team_drafts`, the S drafts equally likely), as served
+    (:func:`~shelfwise.evaluation.experiments.interleave`): ``(g_A(d) - g_B(d)) / q(d)``, ``g`` the
+    DCG discount of the item's rank in each top k, ``q(d)`` = sum over drafts and slots of
+    P(draft) × ``exam``[slot] where the draft shows ``d``."""
+    n, s, k = shown.shape
+    rows = np.arange(n)[:, None]
+    disc = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+    w = np.zeros((n, n_items))
+    w[rows, order_a] += disc
+    w[rows, order_b] -= disc
+    q = np.zeros((n, n_items))
+    loc = np.broadcast_to(np.arange(n)[:, None, None], shown.shape)
+    np.add.at(q, (loc, shown), np.broadcast_to(exam[:k] / s, shown.shape))
+    credit = np.where(q > 0, w / np.where(q > 0, q, 1.0), 0.0)
+    return credit[np.arange(n)[:, None, None], shown]
+
+
 OPTIMIZED_CREDIT = "linear"  # chosen on seed 1 (5k users: 25,611 users vs inverse 43,187); reported on seed 0
 
 
@@ -384,8 +405,9 @@ AB_ANALYSIS_TEXT = {
 
 INTERLEAVING_METHODS = ("team-draft", "optimized")
 CREDIT_TEXT = {
-    "team-draft": "team draft; a click on a shared pick (both teams' next item, the coin alone chose "
-    "its team) is credited to neither",
+    "team-draft": "team draft, inverse-propensity credit as served: a click on item d credits "
+    "(g_A(d) - g_B(d)) / q(d), g = the DCG discount of d's rank in each top k, q(d) = P(team draft "
+    "shows d at a slot) x P(a shopper examines that slot) under 1/log2(r+1), summed over slots",
     "optimized": "optimized interleaving (Radlinski & Craswell 2013): allowed lists = prefixes are "
     "unions of prefixes of A and B; list probabilities by a linear programme so that random clicks "
     "on every top-j give zero expected credit; a click credits rank_B - rank_A (linear rank difference)",
@@ -596,12 +618,14 @@ def interleaving_vs_ab_scenario(
     removes the part of the spread of users' click rates that their past predicts. Without CUPED,
     and plain clicks per user (a two-sample z-test), are reported alongside.
     Interleaving: each visit shows a fresh team draft of A and B; the metric is, per user, the
-    clicks credited to A minus those credited to B over all the user's visits, tested against zero
-    (a one-sample test on per-user sums, so a heavy user is one unit, not many). A click on a
-    *shared pick* (a round's first pick when both teams' next item was the same one, so only the
-    coin decided its team) is credited to neither: its credit is the coin times a click that does
-    not depend on the coin, mean zero under any ranker pair, so leaving it out keeps the statistic's
-    expectation and removes only noise. Plain team-draft credit is reported alongside.
+    credit to A minus B over all the user's visits, tested against zero (a one-sample test on
+    per-user sums, so a heavy user is one unit, not many). The headline credit is the one served
+    (:func:`~shelfwise.evaluation.experiments.interleave`): inverse propensity, a click on item d
+    credits ``(g_A(d) - g_B(d)) / q(d)`` (``ips_credits``), whose expectation under the position model
+    is the two rankers' DCG difference over the items team draft can show; an item both rank alike
+    carries almost no credit, where team draft would credit it fully to the coin's team. Team-draft
+    credit is reported alongside, plain and with *shared picks* (a round's first pick when both
+    teams' next item was the same one, so only the coin decided its team) credited to neither.
 
     Users needed: the z-test formula on exact moments — every user's click probabilities, every
     team draft enumerated (no draft sampling). The moments are means over ``users`` simulated
@@ -668,10 +692,11 @@ def interleaving_vs_ab_scenario(
     )
 
     # --- interleaving: every team draft, two credit rules, per-user exact moments and draws
-    rules: tuple[str, ...] = ("shared_uncredited", "team_draft")
+    rules: tuple[str, ...] = ("ips", "shared_uncredited", "team_draft")
     if interleaving == "optimized":
         rules += ("optimized",)
-    head = "optimized" if interleaving == "optimized" else "shared_uncredited"
+    head = "optimized" if interleaving == "optimized" else "ips"
+    served_exam = examination(np.arange(1, k + 1))  # the curve served credits assume (``interleave``)
     opt_bias = np.zeros(users)
     d_mean = {r: np.empty(users) for r in rules}
     d_var = {r: np.empty(users) for r in rules}
@@ -683,10 +708,16 @@ def interleaving_vs_ab_scenario(
         drafts = team_drafts(order_a[start:stop], order_b[start:stop], candidates)
         local = np.arange(stop - start)[:, None, None]
         p = _slot_click_probs(attr[start:stop][local, drafts["shown"]], exam, lam)  # (c, S, k)
-        weights = {"team_draft": drafts["team"], "shared_uncredited": drafts["team"] * ~drafts["shared"]}
+        weights = {
+            "team_draft": drafts["team"],
+            "shared_uncredited": drafts["team"] * ~drafts["shared"],
+            "ips": ips_credits(
+                order_a[start:stop], order_b[start:stop], drafts["shown"], candidates, served_exam
+            ),
+        }
         shared_click_share += float((p * drafts["shared"]).sum() / p.sum()) * (stop - start)
         v = fv[start:stop]
-        for r in ("shared_uncredited", "team_draft"):
+        for r in ("ips", "shared_uncredited", "team_draft"):
             mu, s2 = _visit_moments(p, weights[r], lam)  # (c, S): per draft
             d_mean[r][start:stop] = v * mu.mean(1)
             d_var[r][start:stop] = v * (s2.mean(1) + mu.var(1))
@@ -694,7 +725,7 @@ def interleaving_vs_ab_scenario(
         for rep in range(replicates):
             pick = rng.integers(0, p.shape[1], len(cflat))  # each visit its own team draft
             clicks = _draw_visits(p[cflat, pick], rng, lam)
-            for r in ("shared_uncredited", "team_draft"):
+            for r in ("ips", "shared_uncredited", "team_draft"):
                 credit = (clicks * weights[r][cflat, pick]).sum(1)
                 d_pool[r][start:stop, rep] = np.bincount(cflat, weights=credit, minlength=stop - start)
         if interleaving == "optimized":
@@ -805,12 +836,14 @@ def interleaving_vs_ab_scenario(
         ),
         "interleaving_users_team_draft": int(inter_users["team_draft"]),
         "ratio_team_draft": ab_users / inter_users["team_draft"],
+        "interleaving_users_team_draft_shared_uncredited": int(inter_users["shared_uncredited"]),
+        "ratio_team_draft_shared_uncredited": ab_users / inter_users["shared_uncredited"],
+        "interleaving_users_ips": int(inter_users["ips"]),
+        "ratio_ips": ab_users / inter_users["ips"],
         "shared_pick_click_share": shared_click_share / users,
     }
-    if interleaving == "optimized":  # team draft (shared picks uncredited) on the same users
+    if interleaving == "optimized":
         out.update(
-            interleaving_users_team_draft_shared_uncredited=int(inter_users["shared_uncredited"]),
-            ratio_team_draft_shared_uncredited=ab_users / inter_users["shared_uncredited"],
             optimized_biased_users=int((opt_bias > 0).sum()),
             optimized_max_random_click_bias=float(opt_bias.max()),
         )
@@ -872,9 +905,13 @@ def interleaving_vs_ab_scenario(
             ab_simulated_power=hits / check_runs,
             ab_power_ci95=_wilson(hits, check_runs),
         )
-        checks = [(head, "interleaving"), ("team_draft", "interleaving_team_draft")]
+        checks = [
+            (head, "interleaving"),
+            ("team_draft", "interleaving_team_draft"),
+            ("shared_uncredited", "interleaving_team_draft_shared_uncredited"),
+        ]
         if interleaving == "optimized":
-            checks.append(("shared_uncredited", "interleaving_team_draft_shared_uncredited"))
+            checks.append(("ips", "interleaving_ips"))
         for r, key in checks:
             n = int(inter_users[r])
             pool = d_pool[r].ravel()

@@ -93,6 +93,8 @@ def experiment_gate(
     """Judge ``status`` (``ExperimentService.status``) for ``arm`` (default: the only treatment)."""
     if require not in ("win", "no-loss"):
         raise ValueError(f"require must be 'win' or 'no-loss', got {require!r}")
+    if status.get("kind") == "interleaving":
+        return _interleaving_gate(status, arm=arm, require=require)
     comparisons = {c["arm"]: c for c in status.get("comparisons", [])}
     if arm is None:
         if len(comparisons) != 1:
@@ -121,3 +123,25 @@ def experiment_gate(
     return ExperimentGateDecision(
         name, arm, require, not reasons, tuple(reasons), seq["metric"], lift, seq["p"]
     )
+
+
+def _interleaving_gate(status: dict[str, Any], *, arm: str | None, require: str) -> ExperimentGateDecision:
+    """An interleaving experiment judged for arm B (the challenger; naming A asks whether A holds):
+    its primary credit's always-valid test must prefer the arm ("win"), or not prefer the other
+    ("no-loss")."""
+    names = [a["arm"] for a in status["arms"]]
+    arm = names[1] if arm is None else arm
+    name = str(status.get("name"))
+    if arm not in names:
+        return ExperimentGateDecision(name, arm, require, False, (f"no arm {arm!r}: arms are {names}",))
+    result = status["credit"][status["primary_credit"]]
+    sign = 1.0 if arm == names[0] else -1.0  # the credit is A minus B
+    ahead = sign * result["mean"] > 0
+    p = float(result["sequential_p"])
+    reasons = []
+    if require == "win" and not (result["sequential_reject"] and ahead):
+        reasons.append(f"interleaving does not yet credibly prefer {arm} (always-valid p = {p:.3g})")
+    if result["sequential_reject"] and not ahead:
+        reasons.append(f"interleaving credibly prefers the other arm (always-valid p = {p:.3g})")
+    metric = f"interleaving credit ({status['primary_credit']})"
+    return ExperimentGateDecision(name, arm, require, not reasons, tuple(reasons), metric, None, p)

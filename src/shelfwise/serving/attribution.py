@@ -36,6 +36,7 @@ from shelfwise.data.schemas import Event
 from shelfwise.evaluation.attribution import CARRIED, AttributionConfig, attribute_events, citation
 from shelfwise.evaluation.experiment_service import Assignment, ExperimentService
 from shelfwise.evaluation.online_metrics import GROUPS, OnlineMetricsCollector, online_metrics
+from shelfwise.registry.versions import LoadedVersion
 from shelfwise.serving.deployment import Deployment, LiveModels
 from shelfwise.serving.exploring import Explored
 from shelfwise.serving.metrics import Metrics
@@ -130,13 +131,31 @@ class Feedback:
             return dep, None
         if arm is None:
             return dep, None
+        if arm.kind == "interleaving" and (  # both arms' versions must be in memory
+            self._version(dep, arm.version) is None or self._version(dep, arm.partner) is None
+        ):
+            return dep, None
         if arm.version is None or arm.version == dep.active.version:
             return Deployment(active=dep.active), arm
-        loaded = self.live.loaded(arm.version)
+        loaded = self._version(dep, arm.version)
         if loaded is None:
-            self._warm(arm.version)
             return dep, None
         return Deployment(active=loaded), arm
+
+    def partner(self, dep: Deployment, arm: Assignment) -> Deployment | None:
+        """An interleaving experiment's arm B (the deployment that answers for it), or None when it
+        is not in memory (``route`` made sure it is)."""
+        loaded = self._version(dep, arm.partner)
+        return None if loaded is None else Deployment(active=loaded)
+
+    def _version(self, dep: Deployment, version: str | None) -> LoadedVersion | None:
+        """A version in memory (None: the active one); one that is not starts loading."""
+        if version is None or version == dep.active.version:
+            return dep.active
+        loaded = self.live.loaded(version)
+        if loaded is None:
+            self._warm(version)
+        return loaded
 
     def _warm(self, version: str) -> None:
         with self._cond:
@@ -171,6 +190,7 @@ class Feedback:
         query: str | None = None,
         total: int | None = None,
         propensities: Sequence[float] | None = None,
+        interleaving: dict[str, Any] | None = None,
     ) -> str:
         """A new answer id for a list just served; its impression is queued (never blocks). A
         search answer also keeps its ``query`` and ``total`` (for the zero-result report).
@@ -191,6 +211,7 @@ class Feedback:
             query=query,
             total=total,
             propensities=tuple(propensities) if propensities is not None else None,
+            interleaving=interleaving,
         )
         with self._cond:
             if self._closed or len(self._impressions) >= self.queue_size:
@@ -212,9 +233,11 @@ class Feedback:
         session_id: str | None = None,
         arm: Assignment | None = None,
         explored: Explored | None = None,
+        interleaving: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A recommendations body (``RecommendationsOut`` as a dict) with its ``rec_id`` and arm,
-        and what an exploration slot did (its propensities go with the impression)."""
+        and what an exploration slot did (its propensities go with the impression); an interleaved
+        answer's slot credits go with it too."""
         body["rec_id"] = self.served(
             "rec",
             placement=placement,
@@ -224,6 +247,7 @@ class Feedback:
             session_id=session_id,
             arm=arm,
             propensities=explored.propensities if explored is not None else None,
+            interleaving=interleaving,
         )
         body["exploration"] = explored.to_dict() if explored is not None else None
         body["experiment"] = arm.experiment if arm else None

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
+
+import numpy as np
 
 from shelfwise.data.schemas import Item
+from shelfwise.evaluation.experiment_service import Assignment
+from shelfwise.evaluation.experiments import interleave
 from shelfwise.merchandising.engine import Candidate, MerchResult
 from shelfwise.merchandising.placements import PlacementNotFound
 from shelfwise.merchandising.rules import RuleSet
@@ -119,3 +124,39 @@ def merchandise(
         fallback=result.fallback,
         notes=list(result.notes),
     )
+
+
+def interleaved(
+    merch: Merchandising,
+    get: Callable[[str], Item | None] | None,
+    a: Answer,
+    b: Answer,
+    placement: str,
+    k: int,
+    arm: Assignment,
+) -> tuple[Answer, dict[str, Any]]:
+    """An interleaving experiment's answer: arm A's and arm B's lists, each after the placement's
+    merchandising rules (no exploration slot: it would move picks between slots), team-drafted into
+    one list of ``k``; and each slot's credits for the impression (``evaluation.experiments.interleave``:
+    which arm's pick, and the inverse-propensity credit), with the two versions."""
+    name = PLACEMENT_OF.get(placement, placement)
+    sa = merchandise(merch, a, placement=name, k=k, get=get)
+    sb = merchandise(merch, b, placement=name, k=k, get=get)
+    mixed = interleave(sa.items[:k], sb.items[:k], k, np.random.default_rng())
+    of = {i: (s, r) for i, s, r in zip(sb.items, sb.scores, sb.reasons, strict=True)}
+    of.update({i: (s, r) for i, s, r in zip(sa.items, sa.scores, sa.reasons, strict=True)})
+    note = (
+        f"interleaving experiment {arm.experiment}: a team draft of versions "
+        f"{sa.model_version} (A) and {sb.model_version} (B)"
+    )
+    answer = Answer(
+        items=list(mixed.items),
+        scores=[of[i][0] for i in mixed.items],
+        reasons=[of[i][1] for i in mixed.items],
+        source=sa.source,
+        model_version=sa.model_version,
+        placement=sa.placement,
+        fallback=sa.fallback or sb.fallback,
+        notes=[*sa.notes, *(n for n in sb.notes if n not in sa.notes), note],
+    )
+    return answer, {**mixed.to_dict(), "versions": [sa.model_version, sb.model_version]}

@@ -53,6 +53,8 @@ class Impression:
     propensities: Sequence[float] | None = None
     query: str | None = None  # search answers: what was asked (``normal_query``)
     total: int | None = None  # search answers: how many items matched
+    # interleaving experiments: each slot's credits {"team": [+1 A, -1 B, 0 shared], "ips": [...]}
+    interleaving: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -84,6 +86,9 @@ class Impression:
             "ts": int(self.ts),
             "query": normal_query(self.query) if self.query is not None else None,
             "total": int(self.total) if self.total is not None else None,
+            "interleaving": (
+                None if self.interleaving is None else json.dumps(self.interleaving, separators=(",", ":"))
+            ),
         }
 
     @classmethod
@@ -103,6 +108,7 @@ class Impression:
             propensities=tuple(json.loads(m["propensities"])) if m["propensities"] else None,
             query=m.get("query"),
             total=m.get("total"),
+            interleaving=json.loads(m["interleaving"]) if m.get("interleaving") else None,
         )
 
 

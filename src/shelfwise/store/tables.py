@@ -195,6 +195,8 @@ impressions = sa.Table(
     # search answers only: the query as normalised (``normal_query``) and how many items matched
     sa.Column("query", sa.String(500), nullable=True),
     sa.Column("total", sa.Integer, nullable=True),
+    # interleaving experiments only: each slot's credits, JSON {"team": [...], "ips": [...]}
+    sa.Column("interleaving", sa.Text, nullable=True),
 )
 sa.Index("ix_impressions_ts", impressions.c.ts)
 sa.Index("ix_impressions_query", impressions.c.kind, impressions.c.query)

@@ -48,8 +48,50 @@ def _pct(x: Any) -> str:
     return "—" if x is None else f"{100 * float(x):+.2f}%"
 
 
+def interleaving_view(status: dict[str, Any]) -> dict[str, Any]:
+    """An interleaving experiment as the template shows it."""
+    a, b = (x["arm"] for x in status["arms"])
+    credits = []
+    for key, r in status["credit"].items():
+        credits.append(
+            {
+                "credit": key.replace("_", " "),
+                "primary": key == status["primary_credit"],
+                "mean": f"{r['mean']:+.4g}",
+                "interval": "—" if r["se"] != r["se"] else f"[{r['low']:+.4g}, {r['high']:+.4g}]",
+                "p": f"{r['sequential_p']:.4f}",
+                "reject": bool(r["sequential_reject"]),
+            }
+        )
+    preferred = status["preferred"]
+    if preferred:
+        decision_text = f"ship {preferred}: shoppers credibly prefer its picks (always-valid test)"
+    elif status["status"] != "running":
+        decision_text = "no preference detected before it stopped"
+    else:
+        decision_text = "keep running: no credible preference yet"
+    return {
+        "name": status["name"],
+        "kind": "interleaving",
+        "placement": status["placement"],
+        "status": status["status"],
+        "arms": [
+            {"arm": x["arm"], "role": x["role"], "version": x["version"] or "active"} for x in status["arms"]
+        ],
+        "units": status["units"],
+        "impressions": status["impressions"],
+        "clicks": status["clicks"],
+        "wins": status["impression_wins"],
+        "credits": credits,
+        "pair": f"{a} vs {b}",
+        "decision": decision_text,
+    }
+
+
 def view(svc: ExperimentService, status: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     """One experiment as the template shows it (strings, numbers; the template escapes)."""
+    if status.get("kind") == "interleaving":
+        return interleaving_view(status)
     arms = {a["name"]: a for a in spec["arms"]}
     rows = []
     for a in status["arms"]:
@@ -89,6 +131,7 @@ def view(svc: ExperimentService, status: dict[str, Any], spec: dict[str, Any]) -
     srm = status["srm"]
     return {
         "name": status["name"],
+        "kind": "ab",
         "placement": status["placement"],
         "status": status["status"],
         "primary_metric": status["primary_metric"],

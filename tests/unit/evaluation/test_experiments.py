@@ -12,7 +12,9 @@ from shelfwise.evaluation.experiments import (
     MixtureSPRT,
     assign,
     cuped,
+    interleave,
     interleaving_credit,
+    interleaving_result,
     interleaving_test,
     relative_lift_ci,
     srm_test,
@@ -135,6 +137,29 @@ def test_interleaving_prefers_the_ranker_that_puts_clicked_items_first() -> None
         wins[interleaving_credit(teams, clicked)["winner"]] += 1
     assert wins["a"] > 3 * wins["b"]
     assert interleaving_test(wins["a"], wins["b"])["p"] < 1e-6
+
+
+def test_interleave_credits_shared_picks_to_nobody_and_alike_items_by_propensity() -> None:
+    rng = np.random.default_rng(6)
+    same = interleave(list("abcdef"), list("abcdef"), 6, rng)
+    assert same.items == list("abcdef") and same.ips == [0.0] * 6
+    assert same.team[0::2] == [0, 0, 0]  # each round's first pick is both rankings' next item
+    mixed = interleave(list("abcdef"), list("fedcba"), 6, rng)
+    assert sorted(mixed.items) == list("abcdef")
+    for item, ips in zip(mixed.items, mixed.ips or [], strict=True):
+        ra, rb = "abcdef".index(item), "fedcba".index(item)
+        assert (ips > 0) == (ra < rb) and (ips < 0) == (rb < ra)  # the ranking placing it higher
+    assert interleave(list(range(30)), list(range(30, 0, -1)), 20, rng).ips is None  # too many drafts
+    assert interleave(list("ab"), list("ba"), 5, rng).items in (["a", "b"], ["b", "a"])
+
+
+def test_interleaving_result_tests_the_per_shopper_credit_and_keeps_the_running_minimum() -> None:
+    rng = np.random.default_rng(8)
+    ahead = interleaving_result(rng.normal(0.2, 1.0, 2_000), tau=0.2)
+    assert ahead["mean"] > 0 and ahead["low"] > 0 and ahead["p"] < 1e-6 and ahead["sequential_reject"]
+    null = interleaving_result(rng.normal(0.0, 1.0, 2_000), tau=0.2, p_min=0.3)
+    assert null["low"] < 0 < null["high"] and null["sequential_p"] <= 0.3
+    assert interleaving_result(np.array([1.0]), tau=0.1)["p"] == 1.0
 
 
 def test_users_for_power_matches_the_textbook_formula() -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shelfwise.evaluation.experiments import team_draft
+from shelfwise.evaluation.experiments import interleave, team_draft
 from shelfwise.evaluation.simulated_experiments import (
     correlation_for_agreement,
     interleaving_vs_ab_scenario,
+    ips_credits,
     model_agreement,
     ope_scenario,
     optimized_interleaving,
@@ -86,9 +87,11 @@ def test_interleaving_vs_ab_uses_a_known_two_percent_ndcg_gap(sim: ShopperSimula
     assert out["interleaving_credit_difference_per_user"] > 0
     assert out["ratio"] == pytest.approx(out["ab_users"] / out["interleaving_users"])
     assert out["ratio_winner_rule"] == pytest.approx(out["ab_users"] / out["interleaving_users_winner_rule"])
-    # leaving shared picks uncredited keeps the expected credit and only removes variance
-    assert out["interleaving_variance_per_user"] < out["interleaving_team_draft_variance_per_user"]
-    assert out["interleaving_users"] <= out["interleaving_users_team_draft"]
+    # leaving shared picks uncredited keeps the expected credit and only removes variance; the
+    # served inverse-propensity credit needs fewer users still
+    assert out["interleaving_users_team_draft_shared_uncredited"] <= out["interleaving_users_team_draft"]
+    assert out["interleaving_users"] == out["interleaving_users_ips"]
+    assert out["interleaving_users"] < out["interleaving_users_team_draft_shared_uncredited"]
     lo, hi = out["ratio_ci95"]
     assert lo < hi
 
@@ -198,6 +201,36 @@ def test_shared_uncredited_credit_is_antisymmetric_and_keeps_the_team_draft_mean
     # a shared pick's credit has mean zero, so dropping it leaves the expected credit as it was
     assert means["ab"][1] == pytest.approx(means["ab"][0], abs=1e-12)
     assert means["ab"][0] != 0.0
+
+
+def test_ips_credit_is_the_served_one_and_unbiased_for_the_dcg_difference() -> None:
+    """The scenario's vectorised inverse-propensity credit is what ``interleave`` serves, and under
+    the position model a click's expected credit over every draft is the two rankings' DCG
+    difference over the items team draft can show (all of them when both top ks fit in k slots)."""
+    rng = np.random.default_rng(7)
+    n, m, k = 30, 16, 6
+    order_a = np.stack([rng.permutation(m)[:k] for _ in range(n)])
+    order_b = np.stack([rng.permutation(m)[:k] for _ in range(n)])
+    order_b[:3] = order_a[:3]  # identical rankings: no credit at all
+    exam = examination(np.arange(1, k + 1))
+    d = team_drafts(order_a, order_b, m)
+    credit = ips_credits(order_a, order_b, d["shown"], m, exam)
+    assert np.all(credit[:3] == 0.0)
+    attr = rng.uniform(0.05, 0.6, (n, m))
+    rows = np.arange(n)[:, None, None]
+    expected = (exam * attr[rows, d["shown"]] * credit).sum(-1).mean(-1)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    gap = np.zeros((n, m))
+    gap[np.arange(n)[:, None], order_a] += disc
+    gap[np.arange(n)[:, None], order_b] -= disc
+    showable = np.zeros((n, m), bool)
+    showable[rows, d["shown"]] = True
+    assert expected == pytest.approx((gap * attr * showable).sum(1), abs=1e-9)
+    assert np.abs(expected[3:]).max() > 0.01
+    for u in range(3, n):  # the served credits of a drawn list are the enumerated draft's
+        served = interleave(order_a[u].tolist(), order_b[u].tolist(), k, rng)
+        s = next(i for i in range(d["shown"].shape[1]) if d["shown"][u, i].tolist() == served.items)
+        assert served.ips == pytest.approx(credit[u, s].tolist(), abs=1e-5)
 
 
 def _is_allowed(shown: list[int], a: list[int], b: list[int]) -> bool:

@@ -40,7 +40,7 @@ from shelfwise.serving.attribution import session_of
 from shelfwise.serving.container import Services
 from shelfwise.serving.deployment import Deployment
 from shelfwise.serving.exploring import Explored
-from shelfwise.serving.merchandised import PLACEMENT_OF, merchandise, pool_size
+from shelfwise.serving.merchandised import PLACEMENT_OF, interleaved, merchandise, pool_size
 from shelfwise.serving.recommending import Answer
 from shelfwise.serving.recommending import Request as RecRequest
 from shelfwise.store.journal import store_unavailable
@@ -105,6 +105,17 @@ def _shaped(svc: Services, answer: Answer, placement: str, k: int) -> tuple[Answ
     wide = k + svc.explorer.extra(name)  # the slot's pool may reach below the list
     answer = merchandise(svc.merch, answer, placement=name, k=wide, get=get)
     return svc.explorer.explore(answer, placement=name, k=k)
+
+
+def _get(svc: Services) -> Any:
+    return svc.search.get if svc.search is not None else None
+
+
+async def _recommend(svc: Services, dep: Deployment, req: RecRequest) -> tuple[Answer, bool]:
+    if svc.recommending.in_process:
+        return await svc.recommending.recommend_async(dep, req)
+    # Redis round trips block: keep them off the event loop
+    return await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
 
 
 def _pool(svc: Services, placement: str, k: int) -> int:
@@ -176,13 +187,17 @@ async def user_recommendations(
         return dep, arm, pseudo, personal, consent_note, req
 
     dep, arm, pseudo, personal, consent_note, req = await anyio.to_thread.run_sync(prepare)
-    if svc.recommending.in_process:
-        answer, cached = await svc.recommending.recommend_async(dep, req)
-    else:  # Redis round trips block: keep them off the event loop
-        answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
+    answer, cached = await _recommend(svc, dep, req)
+    partner = svc.feedback.partner(dep, arm) if arm is not None and arm.kind == "interleaving" else None
+    other = (await _recommend(svc, partner, req))[0] if partner is not None else None
 
     def finish() -> Response:
-        shaped, explored = _shaped(svc, answer, scenario, k)
+        credits = None
+        if arm is not None and other is not None:
+            shaped, credits = interleaved(svc.merch, _get(svc), answer, other, scenario, k, arm)
+            explored = None
+        else:
+            shaped, explored = _shaped(svc, answer, scenario, k)
         body = _out(svc, shaped, cached=cached, user_id=user_id, scenario=scenario)
         if not personal:
             body["notes"] = [*body.get("notes", []), consent_note]
@@ -194,6 +209,7 @@ async def user_recommendations(
                 session_id=query.session_id,
                 arm=arm,
                 explored=explored,
+                interleaving=credits,
             )
         )
 
@@ -305,16 +321,27 @@ async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQu
         return dep, arm, req
 
     dep, arm, req = await anyio.to_thread.run_sync(prepare)
-    if svc.recommending.in_process:
-        answer, cached = await svc.recommending.recommend_async(dep, req)
-    else:
-        answer, cached = await anyio.to_thread.run_sync(svc.recommending.recommend, dep, req)
+    answer, cached = await _recommend(svc, dep, req)
+    partner = svc.feedback.partner(dep, arm) if arm is not None and arm.kind == "interleaving" else None
+    other = (await _recommend(svc, partner, req))[0] if partner is not None else None
 
     def finish() -> Response:
-        shaped, explored = _shaped(svc, answer, query.scenario, query.k)
+        credits = None
+        if arm is not None and other is not None:
+            shaped, credits = interleaved(svc.merch, _get(svc), answer, other, query.scenario, query.k, arm)
+            explored = None
+        else:
+            shaped, explored = _shaped(svc, answer, query.scenario, query.k)
         body = _out(svc, shaped, cached=cached, user_id=None, scenario=query.scenario)
         return _json(
-            svc.feedback.tag(body, placement=query.scenario, session_id=guest, arm=arm, explored=explored)
+            svc.feedback.tag(
+                body,
+                placement=query.scenario,
+                session_id=guest,
+                arm=arm,
+                explored=explored,
+                interleaving=credits,
+            )
         )
 
     return await anyio.to_thread.run_sync(finish)
