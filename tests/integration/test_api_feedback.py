@@ -178,23 +178,37 @@ def test_metrics_show_online_metrics_per_placement_and_version_cached(client: Te
     assert _metric(client, "shelfwise_online_impressions", **labels) == 4
 
 
+def _second_version(served: Served) -> tuple[str, str]:
+    """The active version and a second one (popular items) trained on the same store, registered
+    but not activated (its gate refuses it)."""
+    from shelfwise.features.dataset import Dataset
+    from shelfwise.registry import GateRefusedError, ModelRegistry, TrainingConfig, train_version
+    from shelfwise.store import open_store
+
+    reg = ModelRegistry(served.models)
+    active = reg.active
+    with open_store(served.url) as store:
+        ds = Dataset.from_store(store)
+    with pytest.raises(GateRefusedError):
+        train_version(ds, reg, TrainingConfig(recommender={"model": "popular"}, bought_together=None))
+    return active, next(v for v in reg.versions() if v != active)
+
+
+def _wait_loaded(svc: Any, version: str) -> None:
+    """Until the server has the arm's version in memory (it loads in the background), at most 60 s."""
+    deadline = time.time() + 60
+    while svc.live.loaded(version) is None and time.time() < deadline:
+        time.sleep(0.1)
+
+
 def test_an_experiment_arm_chooses_the_served_version_and_is_logged(
     client: TestClient,
     served: Served,
 ) -> None:
     from shelfwise.evaluation.experiment_service import ExperimentSpec
-    from shelfwise.features.dataset import Dataset
-    from shelfwise.registry import GateRefusedError, ModelRegistry, TrainingConfig, train_version
-    from shelfwise.store import open_store
 
     svc = _svc(client)
-    reg = ModelRegistry(served.models)
-    active = reg.active
-    with open_store(served.url) as store:
-        ds = Dataset.from_store(store)
-    with pytest.raises(GateRefusedError):  # registered, not activated
-        train_version(ds, reg, TrainingConfig(recommender={"model": "popular"}, bought_together=None))
-    other = next(v for v in reg.versions() if v != active)
+    active, other = _second_version(served)
     svc.feedback.experiments.create(
         ExperimentSpec(
             name="home-popular",
@@ -213,9 +227,7 @@ def test_an_experiment_arm_chooses_the_served_version_and_is_logged(
     # the arm's version is not in memory yet: it loads in the background, meanwhile no arm label
     first = client.get(f"/v1/users/{arms['popular'][0]}/recommendations").json()
     assert first["model_version"] == active and first["arm"] is None
-    deadline = time.time() + 60
-    while svc.live.loaded(other) is None and time.time() < deadline:
-        time.sleep(0.1)
+    _wait_loaded(svc, other)
     treated = client.get(f"/v1/users/{arms['popular'][1]}/recommendations").json()
     control = client.get(f"/v1/users/{arms['control'][0]}/recommendations").json()
     assert (treated["model_version"], treated["experiment"], treated["arm"]) == (
@@ -258,20 +270,11 @@ def test_an_interleaving_experiment_serves_a_team_draft_of_both_versions_and_cre
     served: Served,
 ) -> None:
     from shelfwise.evaluation.experiment_service import ExperimentSpec
-    from shelfwise.features.dataset import Dataset
-    from shelfwise.registry import GateRefusedError, ModelRegistry, TrainingConfig, train_version
     from shelfwise.serving.deployment import Deployment
     from shelfwise.serving.recommending import Request
-    from shelfwise.store import open_store
 
     svc = _svc(client)
-    reg = ModelRegistry(served.models)
-    active = reg.active
-    with open_store(served.url) as store:
-        ds = Dataset.from_store(store)
-    with pytest.raises(GateRefusedError):  # registered, not activated
-        train_version(ds, reg, TrainingConfig(recommender={"model": "popular"}, bought_together=None))
-    other = next(v for v in reg.versions() if v != active)
+    active, other = _second_version(served)
     svc.feedback.experiments.create(
         ExperimentSpec(
             name="home-inter",
@@ -284,9 +287,7 @@ def test_an_interleaving_experiment_serves_a_team_draft_of_both_versions_and_cre
     user = KNOWN_USER
     first = client.get(f"/v1/users/{user}/recommendations?k=6").json()
     assert first["arm"] is None  # B is not in memory yet: served as usual meanwhile
-    deadline = time.time() + 60
-    while svc.live.loaded(other) is None and time.time() < deadline:
-        time.sleep(0.1)
+    _wait_loaded(svc, other)
     body = client.get(f"/v1/users/{user}/recommendations?k=6").json()
     assert (body["experiment"], body["arm"], body["model_version"]) == ("home-inter", "interleaved", active)
     assert any("team draft of versions" in n for n in body["notes"])
@@ -323,24 +324,30 @@ def test_an_interleaving_experiment_serves_a_team_draft_of_both_versions_and_cre
     assert status["units"] == 1 and status["clicks"] == 1
     assert status["credit"]["inverse_propensity"]["mean"] == pytest.approx(imp.interleaving["ips"][pos - 1])
     assert status["credit"]["team_draft"]["mean"] == imp.interleaving["team"][pos - 1]
-    # the guest endpoint interleaves too (its unit is the session)
+    # the guest endpoint interleaves too (its unit is the session), and so does the cart
     guest = client.get("/v1/recommendations?k=6&session_id=guest-1").json()
     assert guest["arm"] == "interleaved"
+    svc.feedback.experiments.stop("home-inter")
+    svc.feedback.experiments.create(
+        ExperimentSpec(
+            name="cart-inter",
+            placement="cart",
+            kind="interleaving",
+            arms=[{"name": "current", "share": 0.5}, {"name": "popular", "share": 0.5, "version": other}],
+        )
+    )
+    cart = client.post("/v1/cart/recommendations", json={"items": shown[:1], "user_id": user, "k": 4}).json()
+    assert cart["arm"] == "interleaved" and len(cart["items"]) == 4
+    assert svc.feedback.flush()
+    assert get_impressions(svc.store, [cart["rec_id"]])[cart["rec_id"]].interleaving is not None
 
 
 def test_a_canary_whose_conversion_drops_is_rolled_back_within_one_window(served: Served) -> None:
     from shelfwise.core.clock import now_ms
-    from shelfwise.features.dataset import Dataset
-    from shelfwise.registry import GateRefusedError, ModelRegistry, TrainingConfig, train_version
-    from shelfwise.store import open_store
+    from shelfwise.registry import ModelRegistry
 
+    active, other = _second_version(served)
     reg = ModelRegistry(served.models)
-    active = reg.active
-    with open_store(served.url) as store:
-        ds = Dataset.from_store(store)
-    with pytest.raises(GateRefusedError):
-        train_version(ds, reg, TrainingConfig(recommender={"model": "popular"}, bought_together=None))
-    other = next(v for v in reg.versions() if v != active)
     settings = served.settings(canary_window_seconds=0, canary_min_sessions=20)  # 0: no thread, steps by hand
     app = create_app(settings, served.url, watch_interval=None)
     with TestClient(app, headers=reader(app)) as c:

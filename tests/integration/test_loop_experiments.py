@@ -257,6 +257,8 @@ def test_an_interleaving_experiment_credits_clicks_to_the_arm_whose_pick_they_we
     svc = ExperimentService(store)
     with pytest.raises(ValueError, match="two arms"):
         spec("three", kind="interleaving", arms=[Arm(name=n, share=1 / 3, version=n) for n in "abc"])
+    with pytest.raises(ValueError, match="recommendation placement"):
+        spec("on-search", kind="interleaving", placement="search")
     with pytest.raises(ValueError, match="different model versions"):
         spec("same", kind="interleaving", arms=[Arm(name="a", share=0.5), Arm(name="b", share=0.5)])
     svc.create(

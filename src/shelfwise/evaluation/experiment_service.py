@@ -130,8 +130,11 @@ class ExperimentSpec(BaseModel):
         if self.kind == "interleaving":
             if len(self.arms) != 2:
                 raise ValueError(f"an interleaving experiment compares two arms, not {len(self.arms)}")
-            if any(a.index_version or a.search_mode for a in self.arms):
-                raise ValueError("an interleaving experiment compares model versions (recommendations)")
+            if any(a.index_version or a.search_mode for a in self.arms) or self.placement == "search":
+                raise ValueError(
+                    "an interleaving experiment compares model versions on a recommendation placement "
+                    "(search arms compare index versions by A/B)"
+                )
             if (self.arms[0].version or None) == (self.arms[1].version or None):
                 raise ValueError("an interleaving experiment's two arms must serve different model versions")
         return self
@@ -419,7 +422,10 @@ class ExperimentService:
                 p_min=float(p_min.get(key, 1.0)),
             )
             p_min[key] = results[key]["sequential_p"]
-        head = results["ips"]
+        # lists longer than 2 * IPS_MAX_ROUNDS carry team credits only: then team draft decides
+        with_ips = all((i.interleaving or {}).get("ips") for i in shown)
+        primary = "inverse_propensity" if with_ips else "team_draft"
+        head = results["ips" if primary == "inverse_propensity" else "team"]
         out: dict[str, Any] = {
             "name": row.name,
             "kind": "interleaving",
@@ -437,7 +443,7 @@ class ExperimentService:
             "clicks": n_clicks,
             "impression_wins": {arms[0]: wins["a"], arms[1]: wins["b"], "tie": wins["tie"]},
             "credit": {"inverse_propensity": results["ips"], "team_draft": results["team"]},
-            "primary_credit": "inverse_propensity",
+            "primary_credit": primary,
             "preferred": (arms[0] if head["mean"] > 0 else arms[1]) if head["sequential_reject"] else None,
             "trustworthy": True,
         }

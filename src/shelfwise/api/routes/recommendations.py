@@ -293,9 +293,20 @@ def cart_recommendations(svc: Svc, caller: CallerDep, body: CartIn) -> Response:
         context_items=list(dict.fromkeys(body.items)),
     )
     answer, cached = svc.recommending.recommend(dep, req)
-    answer, explored = _shaped(svc, answer, "cart", body.k)
+    partner = svc.feedback.partner(dep, arm) if arm is not None and arm.kind == "interleaving" else None
+    credits = None
+    if arm is not None and partner is not None:
+        other = svc.recommending.recommend(partner, req)[0]
+        answer, credits = interleaved(svc.merch, _get(svc), answer, other, "cart", body.k, arm)
+        explored = None
+    else:
+        answer, explored = _shaped(svc, answer, "cart", body.k)
     out = _out(svc, answer, cached=cached, user_id=body.user_id, scenario="cart")
-    return _json(svc.feedback.tag(out, placement="cart", user_id=pseudo, arm=arm, explored=explored))
+    return _json(
+        svc.feedback.tag(
+            out, placement="cart", user_id=pseudo, arm=arm, explored=explored, interleaving=credits
+        )
+    )
 
 
 @router.get(
