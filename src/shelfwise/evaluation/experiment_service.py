@@ -422,8 +422,8 @@ class ExperimentService:
                 p_min=float(p_min.get(key, 1.0)),
             )
             p_min[key] = results[key]["sequential_p"]
-        # lists longer than 2 * IPS_MAX_ROUNDS carry team credits only: then team draft decides
-        with_ips = all((i.interleaving or {}).get("ips") for i in shown)
+        # an impression without propensities (none of ours; a hand-made log) leaves team draft to decide
+        with_ips = all((i.interleaving or {}).get("ips") is not None for i in shown)
         primary = "inverse_propensity" if with_ips else "team_draft"
         head = results["ips" if primary == "inverse_propensity" else "team"]
         out: dict[str, Any] = {

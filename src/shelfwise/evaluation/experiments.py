@@ -263,7 +263,39 @@ def _draft(
     return shown, teams, shared
 
 
-IPS_MAX_ROUNDS = 6  # exact draft distributions up to 2^6 coin sequences (k <= 12): ~1 ms
+def shown_propensities(
+    ranking_a: Sequence[Any], ranking_b: Sequence[Any], k: int, examination: Sequence[float]
+) -> dict[Any, float]:
+    """``q(d)`` for every item team draft can show: the sum over slots of P(team draft puts ``d``
+    there) × ``examination``[slot], exactly, over every coin sequence. A dynamic programme over
+    the draft's states: after each pick the shown items are the prefixes ``A[:ia] ∪ B[:ib]`` of the
+    two rankings (an item a pointer passed was picked or already shown), so the pointers and the
+    teams' pick difference are the whole state, and a coin splits the mass only at a tie."""
+    pool = len(set(ranking_a) | set(ranking_b))
+    rankings = (ranking_a, ranking_b)
+    q: dict[Any, float] = {}
+    # state: (pointer into A, pointer into B, picks of A minus picks of B) -> (probability, shown)
+    states: dict[tuple[int, int, int], tuple[float, frozenset[Any]]] = {(0, 0, 0): (1.0, frozenset())}
+    for slot in range(min(k, pool)):
+        nxt: dict[tuple[int, int, int], tuple[float, frozenset[Any]]] = {}
+        for (ia, ib, diff), (prob, shown) in states.items():
+            sides = ((0, 0.5), (1, 0.5)) if diff == 0 else (((0 if diff < 0 else 1), 1.0),)
+            for side, share in sides:
+                ptr = [ia, ib]
+                for x in (0, 1):  # past items already shown
+                    while ptr[x] < len(rankings[x]) and rankings[x][ptr[x]] in shown:
+                        ptr[x] += 1
+                if ptr[side] >= len(rankings[side]):  # this team has nothing left: the other fills in
+                    side = 1 - side
+                item = rankings[side][ptr[side]]
+                mass = prob * share
+                q[item] = q.get(item, 0.0) + mass * float(examination[slot])
+                ptr[side] += 1
+                key = (ptr[0], ptr[1], diff + (1 if side == 0 else -1))
+                before = nxt.get(key)
+                nxt[key] = (mass + (before[0] if before else 0.0), shown | {item})
+        states = nxt
+    return q
 
 
 @dataclass(frozen=True)
@@ -274,14 +306,14 @@ class Interleaved:
     its credit would be noise with mean zero). ``ips``: inverse-propensity credit, ``(g_A(d) -
     g_B(d)) / q(d)`` for the item ``d`` in the slot, where ``g_X`` is the DCG discount
     ``1/log2(rank + 1)`` of ``d`` in X's top k (0 outside) and ``q(d)`` the chance, over every
-    coin sequence, that team draft shows ``d`` times the chance a shopper examines its slot; so
-    under the position-based click model a click's expected credit is the two rankings' DCG
-    difference over the items team draft can show. None when k > 2 * ``IPS_MAX_ROUNDS``.
+    coin sequence, that team draft shows ``d`` times the chance a shopper examines its slot
+    (:func:`shown_propensities`); so under the position-based click model a click's expected
+    credit is the two rankings' DCG difference over the items team draft can show.
     """
 
     items: list[Any]
     team: list[int]
-    ips: list[float] | None
+    ips: list[float]
 
     def to_dict(self) -> dict[str, Any]:
         return {"team": self.team, "ips": self.ips}
@@ -298,34 +330,17 @@ def interleave(
     ``examination``: P(a shopper looks at slot r), r = 1..k; default ``1/log2(r + 1)``."""
     shown, teams, shared = _draft(ranking_a, ranking_b, k, lambda: bool(rng.random() < 0.5))
     team = [0 if s else (1 if t == 0 else -1) for t, s in zip(teams, shared, strict=True)]
-    rounds = (k + 1) // 2
-    if rounds > IPS_MAX_ROUNDS or not shown:
-        return Interleaved(shown, team, None)
-    exam = (
-        np.asarray(examination, np.float64)[:k]
-        if examination is not None
-        else 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
-    )
-    if len(exam) < k:
-        exam = np.concatenate([exam, np.full(k - len(exam), exam[-1] if len(exam) else 1.0)])
-    q: dict[Any, float] = {}
-    sequences = 1 << rounds
-    for seq in range(sequences):
-        flips = iter(range(rounds))
-        listed, _, _ = _draft(
-            ranking_a, ranking_b, k, lambda seq=seq, flips=flips: bool(seq >> next(flips) & 1)
-        )
-        for slot, item in enumerate(listed):
-            q[item] = q.get(item, 0.0) + float(exam[slot]) / sequences
+    exam = [
+        float(examination[min(r, len(examination) - 1)]) if examination else 1.0 / float(np.log2(r + 2.0))
+        for r in range(k)
+    ]
+    q = shown_propensities(ranking_a, ranking_b, k, exam)
 
     def gain(ranking: Sequence[Any]) -> dict[Any, float]:
         return {item: 1.0 / float(np.log2(r + 2.0)) for r, item in enumerate(ranking[:k])}
 
     ga, gb = gain(ranking_a), gain(ranking_b)
-    ips = [
-        round(float(ga.get(item, 0.0) - gb.get(item, 0.0)) / q[item], 6) if q.get(item, 0.0) > 0 else 0.0
-        for item in shown
-    ]
+    ips = [round((ga.get(item, 0.0) - gb.get(item, 0.0)) / q[item], 6) for item in shown]
     return Interleaved(shown, team, ips)
 
 

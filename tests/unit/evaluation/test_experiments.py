@@ -17,6 +17,7 @@ from shelfwise.evaluation.experiments import (
     interleaving_result,
     interleaving_test,
     relative_lift_ci,
+    shown_propensities,
     srm_test,
     team_draft,
     users_for_power,
@@ -149,7 +150,13 @@ def test_interleave_credits_shared_picks_to_nobody_and_alike_items_by_propensity
     for item, ips in zip(mixed.items, mixed.ips or [], strict=True):
         ra, rb = "abcdef".index(item), "fedcba".index(item)
         assert (ips > 0) == (ra < rb) and (ips < 0) == (rb < ra)  # the ranking placing it higher
-    assert interleave(list(range(30)), list(range(30, 0, -1)), 20, rng).ips is None  # too many drafts
+    # exact propensities for long lists too: q sums to the examination of the slots filled
+    exam = [1.0] * 20
+    q = shown_propensities(list(range(30)), list(range(30, 0, -1)), 20, exam)
+    assert (
+        sum(q.values()) == pytest.approx(20.0)
+        and len(interleave(list(range(30)), list(range(30, 0, -1)), 20, rng).ips) == 20
+    )
     assert interleave(list("ab"), list("ba"), 5, rng).items in (["a", "b"], ["b", "a"])
 
 
