@@ -344,5 +344,8 @@ def test_cli_creates_and_reads_an_interleaving_experiment(store_url: str) -> Non
     assert out["kind"] == "interleaving" and out["units"] == 0 and out["preferred"] is None
     r = runner.invoke(app, ["experiment", "status", "i1", "--db", store_url])
     assert (
-        r.exit_code == 0 and "interleaving a (v1) vs b (v2)" in r.stdout and "preferred: none yet" in r.stdout
+        r.exit_code == 0
+        and "interleaving a (v1) vs b (v2)" in r.stdout
+        and "preferred: none yet" in r.stdout
+        and "nan" not in r.stdout
     )

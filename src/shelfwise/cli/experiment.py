@@ -384,9 +384,10 @@ def _interleaving_human(out: dict[str, Any]) -> str:
     ]
     for key, r in out["credit"].items():
         primary = " (primary)" if key == out["primary_credit"] else ""
+        interval = "no interval yet" if r["se"] != r["se"] else f"[{r['low']:+.4g}, {r['high']:+.4g}]"
         lines.append(
-            f"  {key.replace('_', ' ')} credit{primary}: {r['mean']:+.4g} per shopper "
-            f"[{r['low']:+.4g}, {r['high']:+.4g}] (A minus B), always-valid p = {r['sequential_p']:.3g}"
+            f"  {key.replace('_', ' ')} credit{primary}: {r['mean']:+.4g} per shopper {interval} "
+            f"(A minus B), always-valid p = {r['sequential_p']:.3g}"
         )
     lines.append(f"  preferred: {out['preferred'] or 'none yet'}")
     return "\n".join(lines)
