@@ -101,7 +101,11 @@ class RecommendationsOut(BaseModel):
         "so they are credited to it (POST /v1/events)",
     )
     experiment: str | None = Field(None, description="the running experiment this answer belongs to")
-    arm: str | None = Field(None, description="the experiment arm (its model version answered)")
+    arm: str | None = Field(
+        None,
+        description="the experiment arm (its model version answered); `interleaved`: an interleaving "
+        "experiment's team draft of its two arms' versions (`model_version` is the first arm's)",
+    )
     exploration: ExplorationOut | None = Field(
         None,
         description="the placement's exploration slot, when it has one (its reason says when it explored)",
