@@ -614,6 +614,37 @@ def test_parquet_bytes_that_are_not_utf8(tmp_path: Path) -> None:
     assert drafts[0].fields["item_id"] == "ok"
 
 
+def _patched(path: Path, old: bytes, new: bytes) -> Path:
+    """The Parquet file at ``path`` with every ``old`` replaced by ``new`` (same length): bytes a
+    writer would refuse, as a damaged or foreign file holds them."""
+    data = path.read_bytes()
+    assert old in data and len(old) == len(new)
+    path.write_bytes(data.replace(old, new))
+    return path
+
+
+def test_parquet_text_columns_and_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """A string column whose bytes are not UTF-8 (the file says text, pyarrow cannot decode it):
+    that record is quarantined naming the field and the others go in; column names that are not
+    UTF-8 make the file unreadable, said in one error naming it (found by the damaged-file fuzz)."""
+    path = tmp_path / "text.parquet"
+    table = pa.table({"type": ["view", "view", "view"], "ts": [1, 2, 3], "item_id": ["QQQQ", "ok", "fine"]})
+    pq.write_table(table, path, compression="NONE", use_dictionary=False, write_statistics=False)
+    drafts, problems = _consume("parquet", _patched(path, b"QQQQ", b"\x80QQQ"))
+    assert [(p.line_no, p.field, p.reason) for p in problems] == [(1, "item_id", INVALID_UTF8)]
+    assert [d.fields["item_id"] for d in drafts] == ["ok", "fine"]
+    named = tmp_path / "names.parquet"
+    pq.write_table(
+        pa.table({"type": ["view"], "ts": [1], "item_id": ["a"], "zzzz": ["b"]}),
+        named,
+        compression="NONE",
+        write_statistics=False,
+    )
+    with pytest.raises(InputFileError) as info:
+        _consume("parquet", _patched(named, b"zzzz", b"\x80zzz"))
+    assert str(named) in str(info.value)
+
+
 # --- streaming ---------------------------------------------------------------------------------
 
 

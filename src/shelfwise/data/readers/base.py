@@ -507,6 +507,20 @@ def iter_jsonl(
         raise InputFileError(f"{path}: empty file, expected a valid {what} file")
 
 
+def _text_as_bytes(batch: Any) -> Any:
+    """``batch`` with its (large) string columns cast to (large) binary, which does not decode."""
+    import pyarrow as pa
+
+    columns = []
+    for col in batch.columns:
+        if pa.types.is_string(col.type):
+            col = col.cast(pa.binary())
+        elif pa.types.is_large_string(col.type):
+            col = col.cast(pa.large_binary())
+        columns.append(col)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
 def iter_parquet(
     path: Path, opts: ReadOptions, *, batch_size: int = 65_536
 ) -> Iterator[tuple[int, str, dict[str, Any]]]:
@@ -516,7 +530,7 @@ def iter_parquet(
 
     try:
         pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # column names not UTF-8
         raise InputFileError(f"{path}: not a Parquet file ({exc})") from exc
     total = os.path.getsize(path)
     row_no = 0
@@ -528,7 +542,18 @@ def iter_parquet(
             raise InputFileError(f"{path}: unreadable after row {row_no} ({exc})") from exc
         if batch is None:
             return
-        for row in batch.to_pylist():
+        try:
+            rows = batch.to_pylist()
+        except UnicodeDecodeError:
+            # a text column holds bytes that are not UTF-8: read its text as bytes, so each record's
+            # check names the field (``invalid_utf8``) and the other records go in
+            try:
+                rows = _text_as_bytes(batch).to_pylist()
+            except UnicodeDecodeError as exc:  # inside a nested value: nothing to name but the rows
+                raise InputFileError(
+                    f"{path}: rows {row_no + 1}-{row_no + batch.num_rows}: text that is not UTF-8 ({exc})"
+                ) from exc
+        for row in rows:
             row_no += 1
             yield row_no, json.dumps(row, default=str)[:RAW_KEEP], row
             if opts.limit is not None and row_no >= opts.limit:

@@ -414,7 +414,7 @@ def _check_parquet_schema(path: Path, needed: list[str], what: str) -> None:
 
     try:
         names = pq.read_schema(path).names
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # column names not UTF-8
         raise InputFileError(f"{path}: not a Parquet file ({exc})") from exc
     missing = [c for c in needed if c not in names]
     if missing:
