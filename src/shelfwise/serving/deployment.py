@@ -345,7 +345,8 @@ class LiveModels:
                 rows = np.argsort(-activity, kind="stable")[: self.precompute_users]
                 rows = rows[activity[rows] > 0]
                 users = st.user_map.external[rows].tolist()
-                stored = _stored_lists(loaded, self.precompute_k, len(st.user_map))
+                # lists are cut at the catalogue's size (``top_lists``): a small shop's are shorter
+                stored = _stored_lists(loaded, min(self.precompute_k, model.n_items), len(st.user_map))
                 step = self.precompute_batch
                 for start in range(0, len(users), step):
                     if self._stop.is_set():

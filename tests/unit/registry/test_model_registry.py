@@ -256,6 +256,38 @@ def test_precomputed_lists_equal_what_the_model_answers(
         live.stop()
 
 
+def test_a_catalogue_smaller_than_the_precompute_k_is_sliced_from_its_lists(
+    two_versions: tuple[Path, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept lists are as long as the catalogue when it is shorter than the server's precompute_k;
+    the server slices them (it scored every shopper before, finding them "too short")."""
+    from shelfwise.registry.training import attach_top_lists
+    from shelfwise.serving import deployment
+
+    root, good, _ = two_versions
+    reg = _copy(root, tmp_path / "m")
+    n_items = reg.load(good).recommender.n_items
+    assert attach_top_lists(reg, good, k=n_items + 100) is not None  # lists of every item
+    found: list[object] = []
+    real = deployment._stored_lists
+
+    def watched(*args: object) -> object:
+        found.append(real(*args))  # type: ignore[arg-type]
+        return found[-1]
+
+    monkeypatch.setattr(deployment, "_stored_lists", watched)
+    live = LiveModels(reg, precompute_users=50, precompute_k=n_items + 100)
+    try:
+        live.sync(force=True)
+        lists = _precomputed(live)
+        assert found and found[0] is not None and len(lists) > 0
+        model = live.current.active.recommender  # type: ignore[union-attr]
+        user = next(iter(lists))
+        assert lists[user].rec.items == model.recommend([user], n_items + 100)[0].items
+    finally:
+        live.stop()
+
+
 def test_an_erasure_by_another_process_reaches_this_ones_memory(
     two_versions: tuple[Path, str, str], tmp_path: Path
 ) -> None:
