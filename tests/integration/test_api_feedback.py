@@ -309,6 +309,7 @@ def test_an_interleaving_experiment_serves_a_team_draft_of_both_versions_and_cre
     assert imp.arm == "interleaved" and imp.interleaving is not None
     assert len(imp.interleaving["team"]) == 6 and len(imp.interleaving["ips"]) == 6
     assert imp.interleaving["versions"] == [active, other]
+    assert imp.version == f"{active}+{other}"  # never counted as one version's answer
     # a click on a slot is credited with that slot's credits
     pos = next((p for p, c in enumerate(imp.interleaving["ips"], 1) if c != 0), 1)
     click = {

@@ -51,6 +51,15 @@ CHUNK = 1_000  # impressions per transaction
 RETRY_LOAD_S = 60.0  # an arm's version that failed to load is tried again after this
 
 
+def _logged_version(version: str | None, interleaving: dict[str, Any] | None) -> str | None:
+    """The version an impression is logged under: an interleaved answer's is both arms' versions
+    (``A+B``), so per-version online metrics never count it as one version's answer."""
+    if interleaving is None or not interleaving.get("versions"):
+        return version
+    both = "+".join(str(v) for v in interleaving["versions"])
+    return both if len(both) <= 128 else version  # the column's width
+
+
 def session_of(session_id: str | None) -> str | None:
     """A client's session id as the event gate stores it (so an event's session matches)."""
     if session_id is None:
@@ -242,7 +251,7 @@ class Feedback:
             "rec",
             placement=placement,
             items=[i["item_id"] for i in body["items"]],
-            version=body.get("model_version"),
+            version=_logged_version(body.get("model_version"), interleaving),
             user_id=user_id,
             session_id=session_id,
             arm=arm,
