@@ -140,20 +140,17 @@ class Feedback:
             return dep, None
         if arm is None:
             return dep, None
-        if arm.kind == "interleaving" and (  # both arms' versions must be in memory
-            self._version(dep, arm.version) is None or self._version(dep, arm.partner) is None
-        ):
-            return dep, None
-        if arm.version is None or arm.version == dep.active.version:
-            return Deployment(active=dep.active), arm
         loaded = self._version(dep, arm.version)
-        if loaded is None:
+        # interleaving: both arms' versions must be in memory
+        if loaded is None or (arm.kind == "interleaving" and self._version(dep, arm.partner) is None):
             return dep, None
         return Deployment(active=loaded), arm
 
-    def partner(self, dep: Deployment, arm: Assignment) -> Deployment | None:
-        """An interleaving experiment's arm B (the deployment that answers for it), or None when it
-        is not in memory (``route`` made sure it is)."""
+    def partner(self, dep: Deployment, arm: Assignment | None) -> Deployment | None:
+        """An interleaving experiment's arm B (the deployment that answers for it); None for any
+        other answer, or when B is not in memory (``route`` made sure it is)."""
+        if arm is None or arm.kind != "interleaving":
+            return None
         loaded = self._version(dep, arm.partner)
         return None if loaded is None else Deployment(active=loaded)
 

@@ -35,6 +35,7 @@ from shelfwise.api.schemas import (
     RecommendationsOut,
     Scenario,
 )
+from shelfwise.evaluation.experiment_service import Assignment
 from shelfwise.recommend.base import Filters
 from shelfwise.serving.attribution import session_of
 from shelfwise.serving.container import Services
@@ -107,8 +108,18 @@ def _shaped(svc: Services, answer: Answer, placement: str, k: int) -> tuple[Answ
     return svc.explorer.explore(answer, placement=name, k=k)
 
 
-def _get(svc: Services) -> Any:
-    return svc.search.get if svc.search is not None else None
+def _shown(
+    svc: Services, answer: Answer, other: Answer | None, arm: Assignment | None, placement: str, k: int
+) -> tuple[Answer, Explored | None, dict[str, Any] | None]:
+    """The answer as shown, what its exploration slot did, and its slot credits: with ``other`` (an
+    interleaving experiment's arm B answered too) the team draft of both (``serving.merchandised.
+    interleaved``), else the answer after the placement's rules and exploration slot (``_shaped``)."""
+    if arm is not None and other is not None:
+        get = svc.search.get if svc.search is not None else None
+        shown, credits = interleaved(svc.merch, get, answer, other, placement, k, arm)
+        return shown, None, credits
+    shaped, explored = _shaped(svc, answer, placement, k)
+    return shaped, explored, None
 
 
 async def _recommend(svc: Services, dep: Deployment, req: RecRequest) -> tuple[Answer, bool]:
@@ -188,16 +199,11 @@ async def user_recommendations(
 
     dep, arm, pseudo, personal, consent_note, req = await anyio.to_thread.run_sync(prepare)
     answer, cached = await _recommend(svc, dep, req)
-    partner = svc.feedback.partner(dep, arm) if arm is not None and arm.kind == "interleaving" else None
+    partner = svc.feedback.partner(dep, arm)
     other = (await _recommend(svc, partner, req))[0] if partner is not None else None
 
     def finish() -> Response:
-        credits = None
-        if arm is not None and other is not None:
-            shaped, credits = interleaved(svc.merch, _get(svc), answer, other, scenario, k, arm)
-            explored = None
-        else:
-            shaped, explored = _shaped(svc, answer, scenario, k)
+        shaped, explored, credits = _shown(svc, answer, other, arm, scenario, k)
         body = _out(svc, shaped, cached=cached, user_id=user_id, scenario=scenario)
         if not personal:
             body["notes"] = [*body.get("notes", []), consent_note]
@@ -293,14 +299,9 @@ def cart_recommendations(svc: Svc, caller: CallerDep, body: CartIn) -> Response:
         context_items=list(dict.fromkeys(body.items)),
     )
     answer, cached = svc.recommending.recommend(dep, req)
-    partner = svc.feedback.partner(dep, arm) if arm is not None and arm.kind == "interleaving" else None
-    credits = None
-    if arm is not None and partner is not None:
-        other = svc.recommending.recommend(partner, req)[0]
-        answer, credits = interleaved(svc.merch, _get(svc), answer, other, "cart", body.k, arm)
-        explored = None
-    else:
-        answer, explored = _shaped(svc, answer, "cart", body.k)
+    partner = svc.feedback.partner(dep, arm)
+    other = svc.recommending.recommend(partner, req)[0] if partner is not None else None
+    answer, explored, credits = _shown(svc, answer, other, arm, "cart", body.k)
     out = _out(svc, answer, cached=cached, user_id=body.user_id, scenario="cart")
     return _json(
         svc.feedback.tag(
@@ -333,16 +334,11 @@ async def anonymous_recommendations(svc: Svc, query: Annotated[RecommendationsQu
 
     dep, arm, req = await anyio.to_thread.run_sync(prepare)
     answer, cached = await _recommend(svc, dep, req)
-    partner = svc.feedback.partner(dep, arm) if arm is not None and arm.kind == "interleaving" else None
+    partner = svc.feedback.partner(dep, arm)
     other = (await _recommend(svc, partner, req))[0] if partner is not None else None
 
     def finish() -> Response:
-        credits = None
-        if arm is not None and other is not None:
-            shaped, credits = interleaved(svc.merch, _get(svc), answer, other, query.scenario, query.k, arm)
-            explored = None
-        else:
-            shaped, explored = _shaped(svc, answer, query.scenario, query.k)
+        shaped, explored, credits = _shown(svc, answer, other, arm, query.scenario, query.k)
         body = _out(svc, shaped, cached=cached, user_id=None, scenario=query.scenario)
         return _json(
             svc.feedback.tag(
