@@ -224,6 +224,15 @@ def team_draft(
     return shown, teams
 
 
+def _turn(rankings: tuple[Sequence[Any], Sequence[Any]], ptr: list[int], side: int, shown: Any) -> int:
+    """Team draft's pick rule, one step: move both pointers past items already ``shown`` and say
+    which side picks (``side``, or the other when this one has nothing left)."""
+    for x in (0, 1):
+        while ptr[x] < len(rankings[x]) and rankings[x][ptr[x]] in shown:
+            ptr[x] += 1
+    return side if ptr[side] < len(rankings[side]) else 1 - side
+
+
 def _draft(
     ranking_a: Sequence[Any], ranking_b: Sequence[Any], k: int, coin: Any
 ) -> tuple[list[Any], list[int], list[bool]]:
@@ -238,21 +247,11 @@ def _draft(
     rankings = (ranking_a, ranking_b)
     picks = [0, 0]
     pool = len(set(ranking_a) | set(ranking_b))
-
-    def next_of(side: int) -> int:
-        i, ranking = ptr[side], rankings[side]
-        while i < len(ranking) and ranking[i] in seen:
-            i += 1
-        ptr[side] = i
-        return i
-
     while len(shown) < min(k, pool):
         tie = picks[0] == picks[1]
-        side = 0 if picks[0] < picks[1] or (tie and coin()) else 1
-        ia, ib = next_of(0), next_of(1)
+        side = _turn(rankings, ptr, 0 if picks[0] < picks[1] or (tie and coin()) else 1, seen)
+        ia, ib = ptr
         same = tie and ia < len(ranking_a) and ib < len(ranking_b) and ranking_a[ia] == ranking_b[ib]
-        if ptr[side] >= len(rankings[side]):  # this team has nothing left: the other one fills in
-            side = 1 - side
         item = rankings[side][ptr[side]]
         shown.append(item)
         teams.append(side)
@@ -280,13 +279,9 @@ def shown_propensities(
         nxt: dict[tuple[int, int, int], tuple[float, frozenset[Any]]] = {}
         for (ia, ib, diff), (prob, shown) in states.items():
             sides = ((0, 0.5), (1, 0.5)) if diff == 0 else (((0 if diff < 0 else 1), 1.0),)
-            for side, share in sides:
+            for turn, share in sides:
                 ptr = [ia, ib]
-                for x in (0, 1):  # past items already shown
-                    while ptr[x] < len(rankings[x]) and rankings[x][ptr[x]] in shown:
-                        ptr[x] += 1
-                if ptr[side] >= len(rankings[side]):  # this team has nothing left: the other fills in
-                    side = 1 - side
+                side = _turn(rankings, ptr, turn, shown)
                 item = rankings[side][ptr[side]]
                 mass = prob * share
                 q[item] = q.get(item, 0.0) + mass * float(examination[slot])
