@@ -82,10 +82,13 @@ def top_lists(
     return TopLists(items=items, scores=scores, model=model.name)
 
 
-def covers(lists: TopLists | None, k: int, n_users: int) -> bool:
-    """Whether kept lists can answer every one of ``n_users`` shoppers' top ``k`` by a slice: there
-    are lists, at least ``k`` long, one row per shopper of the model."""
-    return lists is not None and lists.k >= k and lists.items.shape[0] == n_users
+def covers(lists: TopLists | None, k: int, model: Recommender) -> bool:
+    """Whether kept lists can answer every shopper of ``model`` their top ``k`` by a slice: there
+    are lists, one row per shopper, at least ``k`` long or the whole catalogue (``top_lists`` cuts
+    them at its size)."""
+    return (
+        lists is not None and lists.k >= min(k, model.n_items) and lists.items.shape[0] == len(model.user_map)
+    )
 
 
 def load_top_lists(version_dir: Path) -> TopLists | None:

@@ -390,7 +390,7 @@ def attach_top_lists(registry: ModelRegistry, version: str, *, k: int = 50) -> d
     assert info.path is not None
     model = registry.load(version).recommender
     n_users = len(model.user_map)
-    if n_users == 0 or covers(load_top_lists(info.path), min(k, model.n_items), n_users):
+    if n_users == 0 or covers(load_top_lists(info.path), k, model):
         return None
     started = time.perf_counter()
     lists = top_lists(model, k=k)

@@ -117,13 +117,13 @@ def forget_user_in_model(model: Recommender, user_id: str) -> bool:
     return True
 
 
-def _stored_lists(loaded: LoadedVersion, k: int, n_users: int) -> TopLists | None:
+def _stored_lists(loaded: LoadedVersion, k: int) -> TopLists | None:
     """The version's precomputed top lists (``registry.toplists``) when they are long enough and
     match the model's users; None sends the precompute back to scoring."""
     if loaded.info.path is None:
         return None
     lists = load_top_lists(loaded.info.path)
-    return lists if covers(lists, k, n_users) else None
+    return lists if covers(lists, k, loaded.recommender) else None
 
 
 def settle_heap() -> None:
@@ -345,8 +345,7 @@ class LiveModels:
                 rows = np.argsort(-activity, kind="stable")[: self.precompute_users]
                 rows = rows[activity[rows] > 0]
                 users = st.user_map.external[rows].tolist()
-                # lists are cut at the catalogue's size (``top_lists``): a small shop's are shorter
-                stored = _stored_lists(loaded, min(self.precompute_k, model.n_items), len(st.user_map))
+                stored = _stored_lists(loaded, self.precompute_k)
                 step = self.precompute_batch
                 for start in range(0, len(users), step):
                     if self._stop.is_set():
