@@ -21,6 +21,7 @@ primary metric's per-shopper numerator when shoppers have pre-period events, and
 from __future__ import annotations
 
 import secrets
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -389,43 +390,40 @@ class ExperimentService:
         arms = [a["name"] for a in spec["arms"]]
         shown = [i for i in iter_impressions(self.store, experiment=row.name) if i.interleaving]
         clicks = clicked_positions(self.store, [i.answer_id for i in shown])
-        units: dict[str, int] = {}
-        per_unit: dict[str, list[float]] = {"team": [], "ips": []}
-        magnitude: dict[str, list[float]] = {"team": [], "ips": []}
+        keys = ("team", "ips")
+        # per shopper: credit A minus B, and the credit's size (the mixture's scale)
+        per_unit: dict[str, dict[str, float]] = {key: defaultdict(float) for key in keys}
+        magnitude: dict[str, dict[str, float]] = {key: defaultdict(float) for key in keys}
         wins = {"a": 0, "b": 0, "tie": 0}
         n_clicks = 0
         for imp in shown:
-            u = units.setdefault(imp.user_id or imp.session_id or imp.answer_id, len(units))
-            if u == len(per_unit["team"]):
-                for key in per_unit:
-                    per_unit[key].append(0.0)
-                    magnitude[key].append(0.0)
-            got = {"team": 0.0, "ips": 0.0}
+            unit = imp.user_id or imp.session_id or imp.answer_id
+            credits = imp.interleaving or {}
+            got = dict.fromkeys(keys, 0.0)
             for pos in clicks.get(imp.answer_id, ()):
-                for key in ("team", "ips"):
-                    credits = imp.interleaving.get(key)  # type: ignore[union-attr]
-                    if credits and 1 <= pos <= len(credits):
-                        got[key] += float(credits[pos - 1])
-                        magnitude[key][u] += abs(float(credits[pos - 1]))
                 n_clicks += 1
-            for key in got:
-                per_unit[key][u] += got[key]
+                for key in keys:
+                    slots = credits.get(key) or ()
+                    if 1 <= pos <= len(slots):
+                        got[key] += float(slots[pos - 1])
+                        magnitude[key][unit] += abs(float(slots[pos - 1]))
+            for key in keys:
+                per_unit[key][unit] += got[key]  # a shopper without clicks counts, at zero
             wins["a" if got["team"] > 0 else "b" if got["team"] < 0 else "tie"] += 1
+        units = list(per_unit["team"])
         state = dict(row.state)
         p_min = dict(state.get("msprt_min_p", {}))
         results = {}
         for key in ("ips", "team"):
+            size = [magnitude[key][u] for u in units]
             results[key] = interleaving_result(
-                np.asarray(per_unit[key]),
-                tau=float(spec["tau_relative"]) * float(np.mean(magnitude[key])) if units else 0.0,
+                np.array([per_unit[key][u] for u in units]),
+                tau=float(spec["tau_relative"]) * float(np.mean(size)) if units else 0.0,
                 alpha=float(spec["alpha"]),
                 p_min=float(p_min.get(key, 1.0)),
             )
             p_min[key] = results[key]["sequential_p"]
-        # an impression without propensities (none of ours; a hand-made log) leaves team draft to decide
-        with_ips = all((i.interleaving or {}).get("ips") is not None for i in shown)
-        primary = "inverse_propensity" if with_ips else "team_draft"
-        head = results["ips" if primary == "inverse_propensity" else "team"]
+        head = results["ips"]  # every served answer carries its propensity credits
         out: dict[str, Any] = {
             "name": row.name,
             "kind": "interleaving",
@@ -443,7 +441,7 @@ class ExperimentService:
             "clicks": n_clicks,
             "impression_wins": {arms[0]: wins["a"], arms[1]: wins["b"], "tie": wins["tie"]},
             "credit": {"inverse_propensity": results["ips"], "team_draft": results["team"]},
-            "primary_credit": primary,
+            "primary_credit": "inverse_propensity",
             "preferred": (arms[0] if head["mean"] > 0 else arms[1]) if head["sequential_reject"] else None,
             "trustworthy": True,
         }
