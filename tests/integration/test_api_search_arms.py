@@ -105,3 +105,104 @@ def test_a_mode_the_arms_index_cannot_serve_gets_the_usual_answer(client: TestCl
     bodies = [_search(client, f"s{n}") for n in range(20)]
     assert {b["arm"] for b in bodies} <= {"control", None} and None in {b["arm"] for b in bodies}
     assert all(b["mode"] == svc.search_mode for b in bodies)
+
+
+def _drafts(a: list[str], b: list[str], k: int) -> set[tuple[str, ...]]:
+    """Every list team draft can make of ``a`` and ``b`` (every coin sequence)."""
+    import itertools
+
+    from shelfwise.evaluation.experiments import _draft
+
+    out = set()
+    for coins in itertools.product((True, False), repeat=k):
+        out.add(tuple(_draft(a, b, k, iter(coins).__next__)[0]))
+    return out
+
+
+def test_a_search_interleaving_experiment_serves_team_drafts_and_credits_clicks(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two index versions on the search placement, interleaved: every answer of a shopper in the
+    experiment is a team draft of both versions' hits (the same one when the shopper asks again or
+    turns the page), logged with each slot's credits under both versions; shoppers who click the
+    items only B shows make the status prefer B on both credits."""
+    svc = _svc(client)
+    items = sorted(svc.store.get_items(svc.store.item_ids()).values(), key=lambda it: it.item_id)
+    # arm B: an index of every other item, so its hits differ from A's
+    other = index_registry(svc.settings).build(items[::2], mode="bm25", activate=False).version
+    svc.feedback.experiments.create(
+        ExperimentSpec(
+            name="search-inter",
+            placement="search",
+            kind="interleaving",
+            arms=[{"name": "current", "share": 0.5}, {"name": "half", "share": 0.5, "index_version": other}],
+        )
+    )
+    assert svc.search_arms.wait(other)
+    engine_b = svc.search_arms.engine(other)[0]
+    a = [h.item.item_id for h in svc.search.search("heart", k=10, mode=svc.search_mode).hits]
+    b = [h.item.item_id for h in engine_b.search("heart", k=10, mode="bm25").hits]
+    only_b = set(b) - set(a)
+    assert len(a) == len(b) == 10 and only_b
+    possible = _drafts(a, b, 10)
+
+    bodies = []
+    for n in range(60):
+        r = client.get("/v1/search", params={"q": "heart", "size": 10, "session_id": f"shopper-{n}"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["experiment"], body["arm"]) == ("search-inter", "interleaved")
+        assert tuple(h["item_id"] for h in body["hits"]) in possible
+        assert any("team draft of index version" in note for note in body["notes"])
+        bodies.append(body)
+    assert len({tuple(h["item_id"] for h in b["hits"]) for b in bodies}) > 1  # the coins differ by shopper
+    again = client.get("/v1/search", params={"q": "heart", "size": 10, "session_id": "shopper-0"}).json()
+    assert [h["item_id"] for h in again["hits"]] == [h["item_id"] for h in bodies[0]["hits"]]
+    second = client.get("/v1/search", params={"q": "heart", "size": 5, "page": 2, "session_id": "shopper-0"})
+    assert [h["item_id"] for h in second.json()["hits"]] == [h["item_id"] for h in bodies[0]["hits"][5:]]
+
+    # every shopper clicks the first item B ranks above A (one A does not rank at all, if shown)
+    def rank(ranking: list[str], item: str) -> int:
+        return ranking.index(item) if item in ranking else len(ranking)
+
+    for n, body in enumerate(bodies):
+        ids = [h["item_id"] for h in body["hits"]]
+        better = [i for i, item in enumerate(ids) if rank(b, item) < rank(a, item)]
+        pos = next((i for i in better if ids[i] in only_b), better[0]) + 1
+        click = {
+            "type": "click",
+            "session_id": f"shopper-{n}",
+            "item_id": ids[pos - 1],
+            "search_id": body["search_id"],
+            "position": pos,
+        }
+        assert client.post("/v1/events", json=click, headers=ADMIN).status_code == 202
+    assert svc.feedback.flush()
+    logged = get_impressions(svc.store, [bodies[0]["search_id"], second.json()["search_id"]])
+    imp = logged[bodies[0]["search_id"]]
+    assert (imp.arm, imp.experiment) == ("interleaved", "search-inter")
+    assert imp.version == f"{svc.search_version}:{svc.search_mode}+{other}:bm25"
+    assert len(imp.interleaving["team"]) == len(imp.interleaving["ips"]) == 10
+    page_two = logged[second.json()["search_id"]].interleaving
+    assert page_two["ips"] == imp.interleaving["ips"][5:]  # page 2's slots keep their credits
+    status = svc.feedback.experiments.status("search-inter", persist=False)
+    assert status["kind"] == "interleaving" and status["clicks"] == 60
+    assert status["arms"][1]["index_version"] == other
+    assert status["credit"]["inverse_propensity"]["mean"] < 0 and status["credit"]["team_draft"]["mean"] < 0
+    assert status["preferred"] == "half"
+    from shelfwise.registry.gate import experiment_gate
+
+    assert experiment_gate(status).passed  # B: the index version a release would activate
+    assert not experiment_gate(status, arm="current").passed
+
+    # past the drafted depth, A's remaining hits in A's order, credited to neither arm
+    from shelfwise.api.routes import search as search_routes
+
+    monkeypatch.setattr(search_routes, "INTERLEAVE_DEPTH", 4)
+    deep = client.get("/v1/search", params={"q": "heart", "size": 10, "session_id": "shopper-deep"}).json()
+    ids = [h["item_id"] for h in deep["hits"]]
+    assert tuple(ids[:4]) in _drafts(a, b, 4)
+    assert ids[4:] == [i for i in a if i not in ids[:4]][:6]
+    assert svc.feedback.flush()
+    credits = get_impressions(svc.store, [deep["search_id"]])[deep["search_id"]].interleaving
+    assert credits["team"][4:] == [0] * 6 and credits["ips"][4:] == [0.0] * 6

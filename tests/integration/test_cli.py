@@ -301,6 +301,43 @@ def test_index_versions_build_list_rollback_activate_and_refuse_bad_input(
     refused = run("index", "activate", "no-such-version", cwd=tmp_path, check=False)
     assert refused.returncode != 0 and "no search index version 'no-such-version'" in refused.stderr
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    # the release gate can require a search experiment: an interleaving one with no clicks yet
+    # refuses, --force activates anyway and says what the gate said
+    created = run(
+        "experiment",
+        "create",
+        "--name",
+        "next-index",
+        "--placement",
+        "search",
+        "--kind",
+        "interleaving",
+        "--arm",
+        "current:0.5",
+        "--arm",
+        f"next:0.5::{first['version']}",
+        cwd=tmp_path,
+    )
+    assert created.returncode == 0
+    gated = run(
+        "index", "activate", first["version"], "--require-experiment", "next-index", cwd=tmp_path, check=False
+    )
+    assert gated.returncode != 0 and "release gate refused" in gated.stderr
+    assert "does not yet credibly prefer next" in gated.stderr and len(gated.stderr.strip().splitlines()) == 1
+    assert one_json(run("index", "list", "--json", cwd=tmp_path))["active"] == second["version"]
+    forced = one_json(
+        run(
+            "index",
+            "activate",
+            first["version"],
+            "--require-experiment",
+            "next-index",
+            "--force",
+            "--json",
+            cwd=tmp_path,
+        )
+    )
+    assert forced["active"] == first["version"] and forced["experiment_gate"]["passed"] is False
     # shard actors live on a Ray cluster only: without its address the command says so
     env_free = run("index", "actors", cwd=tmp_path, check=False)
     assert env_free.returncode == 2 and "SHELFWISE_RAY_ADDRESS is not set" in env_free.stderr

@@ -257,8 +257,31 @@ def test_an_interleaving_experiment_credits_clicks_to_the_arm_whose_pick_they_we
     svc = ExperimentService(store)
     with pytest.raises(ValueError, match="two arms"):
         spec("three", kind="interleaving", arms=[Arm(name=n, share=1 / 3, version=n) for n in "abc"])
-    with pytest.raises(ValueError, match="recommendation placement"):
+    with pytest.raises(ValueError, match="not model versions"):
         spec("on-search", kind="interleaving", placement="search")
+    with pytest.raises(ValueError, match="differ in index version or search mode"):
+        spec(
+            "same-search",
+            kind="interleaving",
+            placement="search",
+            arms=[Arm(name="a", share=0.5, search_mode="bm25"), Arm(name="b", share=0.5, search_mode="bm25")],
+        )
+    with pytest.raises(ValueError, match="are for the search placement"):
+        spec(
+            "index-on-home",
+            kind="interleaving",
+            arms=[Arm(name="a", share=0.5), Arm(name="b", share=0.5, index_version="i2")],
+        )
+    searching = spec(
+        "search-modes",
+        kind="interleaving",
+        placement="search",
+        arms=[
+            Arm(name="hybrid", share=0.5),
+            Arm(name="keyword", share=0.5, index_version="i2", search_mode="bm25"),
+        ],
+    )
+    assert searching.arms[1].search_mode == "bm25"
     with pytest.raises(ValueError, match="different model versions"):
         spec("same", kind="interleaving", arms=[Arm(name="a", share=0.5), Arm(name="b", share=0.5)])
     svc.create(

@@ -113,3 +113,23 @@ def test_the_experiments_page_shows_an_interleaving_experiment_and_its_credits(c
         if x["name"] == "inter-page"
     ]
     assert e["kind"] == "interleaving" and e["units"] == 0 and e["arms"][1]["version"] == "v-next"
+
+
+def test_a_search_interleaving_experiment_shows_its_index_versions_and_modes(client: TestClient) -> None:
+    svc = _svc(client)
+    svc.feedback.experiments.create(
+        ExperimentSpec(
+            name="search-page",
+            placement="search",
+            kind="interleaving",
+            arms=[
+                {"name": "current", "share": 0.5},
+                {"name": "next", "share": 0.5, "index_version": "<i>idx-2</i>", "search_mode": "bm25"},
+            ],
+        )
+    )
+    html = client.get("/experiments", headers=ADMIN).text
+    section = html[html.index("search-page") :]
+    assert "<th>index version</th><th>search mode</th>" in section
+    assert "&lt;i&gt;idx-2&lt;/i&gt;" in section and "<i>idx-2</i>" not in html
+    assert "<td>bm25</td>" in section and "<td>its own</td>" in section

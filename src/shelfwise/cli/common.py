@@ -87,3 +87,23 @@ def json_object_option(text: str | None, option: str = "--config") -> dict[str, 
     if not isinstance(value, dict):
         raise ConfigError(f"{option} must be a JSON object, e.g. '{{\"l2\": 300}}'")
     return value
+
+
+def experiment_release_gate(
+    db: str | None, experiment: str, arm: str | None, version: str, *, force: bool
+) -> dict[str, Any]:
+    """The release gate's verdict on ``version`` from a running or stopped experiment (the arm
+    serving it must credibly win: an A/B test's always-valid test on its primary metric with no
+    guardrail breached, or an interleaving experiment's preference); refused unless ``force``."""
+    from shelfwise.evaluation.experiment_service import ExperimentService
+    from shelfwise.registry.gate import experiment_gate
+
+    with open_db(db) as store:
+        status = ExperimentService(store).status(experiment)
+    try:
+        decision = experiment_gate(status, arm=arm, require="win")
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="pass --arm NAME") from None
+    if not force:
+        decision.raise_if_refused(version)
+    return decision.to_dict()

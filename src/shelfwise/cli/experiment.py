@@ -446,7 +446,8 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
             typer.Option(
                 "--kind",
                 help="ab (each shopper sees one arm) or interleaving (each answer a team draft of the two "
-                "arms' model versions; clicks credited to the arm whose pick they were)",
+                "arms' lists: model versions, or on search index versions / modes; clicks credited to "
+                "the arm whose pick they were)",
             ),
         ] = "ab",
         primary_metric: Annotated[

@@ -16,7 +16,15 @@ from typing import Annotated, Any
 
 import typer
 
-from shelfwise.cli.common import DbOption, JsonOption, emit, load_settings, open_db, user_errors
+from shelfwise.cli.common import (
+    DbOption,
+    JsonOption,
+    emit,
+    experiment_release_gate,
+    load_settings,
+    open_db,
+    user_errors,
+)
 
 QueriesOpt = Annotated[Path | None, typer.Option("--queries", help="labelled set: TSV query_id<TAB>query")]
 QrelsOpt = Annotated[
@@ -139,6 +147,15 @@ def index_list(db: DbOption = None, as_json: JsonOption = False) -> None:
 @index_app.command("activate")
 def index_activate(
     version: Annotated[str, typer.Argument(help="a version `index list` shows")],
+    require_experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--require-experiment",
+            help="also require this search experiment's arm (A/B or interleaving) to win",
+        ),
+    ] = None,
+    arm: Annotated[str | None, typer.Option("--arm", help="the experiment's arm serving VERSION")] = None,
+    force: Annotated[bool, typer.Option("--force", help="activate even if the experiment refuses")] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -147,8 +164,15 @@ def index_activate(
     with user_errors():
         reg = _registry()
         reg.index_info(version)
-        pointer = reg.activate(version)
-        emit(pointer.to_dict(), as_json, lambda p: f"active search index: {p['active']}")
+        gate = (
+            experiment_release_gate(db, require_experiment, arm, version, force=force)
+            if require_experiment is not None
+            else None
+        )
+        out = reg.activate(version).to_dict()
+        if gate is not None:
+            out["experiment_gate"] = gate
+        emit(out, as_json, lambda p: f"active search index: {p['active']}")
 
 
 @index_app.command("rollback")

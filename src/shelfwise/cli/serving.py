@@ -10,7 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from shelfwise.cli.common import DbOption, JsonOption, emit, load_settings, open_db, user_errors
+from shelfwise.cli.common import (
+    DbOption,
+    JsonOption,
+    emit,
+    experiment_release_gate,
+    load_settings,
+    open_db,
+    user_errors,
+)
 
 
 def _training_config(
@@ -401,20 +409,9 @@ def register(app: typer.Typer) -> None:
 
             registry = ModelRegistry(load_settings().models_root)
             if require_experiment is not None:
-                from shelfwise.evaluation.experiment_service import ExperimentService
-                from shelfwise.registry.gate import experiment_gate
-
-                with open_db(db) as store:
-                    status = ExperimentService(store).status(require_experiment)
-                try:
-                    decision = experiment_gate(status, arm=arm, require="win")
-                except ValueError as exc:
-                    from shelfwise.core.errors import ConfigError
-
-                    raise ConfigError(str(exc), hint="pass --arm NAME") from None
-                out["experiment_gate"] = decision.to_dict()
-                if not force:
-                    decision.raise_if_refused(version)
+                out["experiment_gate"] = experiment_release_gate(
+                    db, require_experiment, arm, version, force=force
+                )
             if lists:
                 from shelfwise.registry.training import attach_top_lists, recorded_gate
 

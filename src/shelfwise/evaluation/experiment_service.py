@@ -93,7 +93,8 @@ class ExperimentSpec(BaseModel):
     kind: Literal["ab", "interleaving"] = Field(
         "ab",
         description="ab: each shopper sees one arm; interleaving: each answer is a team draft of the "
-        "two arms' model versions and clicks are credited to the arm whose pick they were",
+        "two arms' lists (model versions; on search, index versions or search modes) and clicks are "
+        "credited to the arm whose pick they were",
     )
     arms: list[Arm] = Field(min_length=2, max_length=10)
     salt: str = Field(default_factory=lambda: secrets.token_hex(8), min_length=1, max_length=64)
@@ -131,13 +132,28 @@ class ExperimentSpec(BaseModel):
         if self.kind == "interleaving":
             if len(self.arms) != 2:
                 raise ValueError(f"an interleaving experiment compares two arms, not {len(self.arms)}")
-            if any(a.index_version or a.search_mode for a in self.arms) or self.placement == "search":
-                raise ValueError(
-                    "an interleaving experiment compares model versions on a recommendation placement "
-                    "(search arms compare index versions by A/B)"
-                )
-            if (self.arms[0].version or None) == (self.arms[1].version or None):
-                raise ValueError("an interleaving experiment's two arms must serve different model versions")
+            a, b = self.arms
+            if self.placement == "search":
+                if a.version or b.version:
+                    raise ValueError(
+                        "a search interleaving experiment's arms name index versions and search modes, "
+                        "not model versions"
+                    )
+                if (a.index_version, a.search_mode) == (b.index_version, b.search_mode):
+                    raise ValueError(
+                        "a search interleaving experiment's two arms must differ in index version or "
+                        "search mode"
+                    )
+            else:
+                if any(arm.index_version or arm.search_mode for arm in self.arms):
+                    raise ValueError(
+                        "index versions and search modes are for the search placement; an interleaving "
+                        f"experiment on {self.placement!r} compares model versions"
+                    )
+                if (a.version or None) == (b.version or None):
+                    raise ValueError(
+                        "an interleaving experiment's two arms must serve different model versions"
+                    )
         return self
 
 
@@ -151,9 +167,12 @@ class Assignment:
     version: str | None
     index_version: str | None
     search_mode: str | None = None
-    # interleaving: ``version`` is arm A's (None: the active one), ``partner`` arm B's
+    # interleaving: ``version`` (``index_version``, ``search_mode``) is arm A's (None: the active
+    # one, its own mode), ``partner`` (``partner_index_version``, ``partner_search_mode``) arm B's
     kind: str = "ab"
     partner: str | None = None
+    partner_index_version: str | None = None
+    partner_search_mode: str | None = None
 
 
 def traffic_position(unit_id: str, placement: str) -> float:
@@ -277,9 +296,12 @@ class ExperimentService:
                     row.name,
                     INTERLEAVED,
                     arms[0].get("version"),
-                    None,
+                    arms[0].get("index_version"),
+                    arms[0].get("search_mode"),
                     kind="interleaving",
                     partner=arms[1].get("version"),
+                    partner_index_version=arms[1].get("index_version"),
+                    partner_search_mode=arms[1].get("search_mode"),
                 )
             name = assign(unit_id, row.name, s["salt"], [a["name"] for a in arms], [a["share"] for a in arms])
             arm = next(a for a in arms if a["name"] == name)
@@ -433,8 +455,14 @@ class ExperimentService:
             "end_ts": row.end_ts,
             "stopped_at": row.stopped_at,
             "arms": [
-                {"arm": arms[0], "role": "A", "version": spec["arms"][0].get("version")},
-                {"arm": arms[1], "role": "B", "version": spec["arms"][1].get("version")},
+                {
+                    "arm": name,
+                    "role": role,
+                    "version": arm.get("version"),
+                    "index_version": arm.get("index_version"),
+                    "search_mode": arm.get("search_mode"),
+                }
+                for name, role, arm in zip(arms, "AB", spec["arms"], strict=True)
             ],
             "units": len(units),
             "impressions": len(shown),

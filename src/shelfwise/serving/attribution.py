@@ -51,7 +51,7 @@ CHUNK = 1_000  # impressions per transaction
 RETRY_LOAD_S = 60.0  # an arm's version that failed to load is tried again after this
 
 
-def _logged_version(version: str | None, interleaving: dict[str, Any] | None) -> str | None:
+def logged_version(version: str | None, interleaving: dict[str, Any] | None) -> str | None:
     """The version an impression is logged under: an interleaved answer's is both arms' versions
     (``A+B``), so per-version online metrics never count it as one version's answer."""
     if interleaving is None or not interleaving.get("versions"):
@@ -248,7 +248,7 @@ class Feedback:
             "rec",
             placement=placement,
             items=[i["item_id"] for i in body["items"]],
-            version=_logged_version(body.get("model_version"), interleaving),
+            version=logged_version(body.get("model_version"), interleaving),
             user_id=user_id,
             session_id=session_id,
             arm=arm,

@@ -76,8 +76,16 @@ def interleaving_view(status: dict[str, Any]) -> dict[str, Any]:
         "placement": status["placement"],
         "status": status["status"],
         "arms": [
-            {"arm": x["arm"], "role": x["role"], "version": x["version"] or "active"} for x in status["arms"]
+            {
+                "arm": x["arm"],
+                "role": x["role"],
+                "version": x["version"] or "active",
+                "index_version": x.get("index_version") or "active",
+                "search_mode": x.get("search_mode") or "its own",
+            }
+            for x in status["arms"]
         ],
+        "search": status["placement"] == "search",
         "units": status["units"],
         "impressions": status["impressions"],
         "clicks": status["clicks"],

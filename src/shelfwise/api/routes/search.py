@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import hashlib
+from typing import Annotated, Any, Literal, NamedTuple
 
 import anyio.to_thread
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
@@ -26,15 +28,17 @@ from shelfwise.api.schemas import (
 )
 from shelfwise.core.logging import get_logger
 from shelfwise.evaluation.experiment_service import Assignment
+from shelfwise.evaluation.experiments import interleave
 from shelfwise.merchandising.engine import Candidate
 from shelfwise.search.facets import ATTRIBUTE_FACETS
-from shelfwise.serving.attribution import session_of
+from shelfwise.serving.attribution import logged_version, session_of
 from shelfwise.serving.container import Services
 from shelfwise.serving.merchandised import POOL, apply_placement, has_rules
 from shelfwise.store.journal import store_unavailable
 
 router = APIRouter(route_class=Bound)
 log = get_logger(__name__)
+INTERLEAVE_DEPTH = 200  # results a search interleaving experiment team-drafts (~5 ms of propensities)
 # name:value with a known facet name and a value that is not blank, as the route reads it (the
 # name may have spaces or tabs around it; the value needs one character strip() keeps)
 ATTRIBUTE_PAIR = rf"^[ \t]*(?:{'|'.join(ATTRIBUTE_FACETS)})[ \t]*:.*{NOT_BLANK}"
@@ -146,15 +150,16 @@ def _answer(
     session_id: str | None,
 ) -> SearchOut:
     """The search answer (blocking: may read the store)."""
-    engine, lock, version, mode, arm = _arm_of(svc, pseudo or session_of(session_id))
+    unit = pseudo or session_of(session_id)
+    side, other, arm = _arm_of(svc, unit)
     # the shop's search management (synonyms, stop words, redirects, query rules), re-read from the
     # store when it changes: a save holds without a restart
     managed, _ = svc.merch.search_settings()
     decision = managed.for_query(q)
     if decision.redirect is not None:
         return SearchOut(
-            model_version=version,
-            mode=mode,
+            model_version=side.version,
+            mode=side.mode,
             query=q,
             total=0,
             page=page,
@@ -172,50 +177,45 @@ def _answer(
     if has_rules(svc.merch, "search", decision.rules):
         depth = max(depth, POOL)
 
-    def run() -> Any:
-        with lock:
-            return engine.search(
+    def run(s: _Side) -> Any:
+        with s.lock:
+            return s.engine.search(
                 text,
                 k=depth,
-                mode=mode,
+                mode=s.mode,
                 filters=filters,
                 sort=sort,
                 user=user,
                 expansions=rewritten.expansions,
             )
 
-    result = run()
-    hits = [_hit(hit.item, hit.score, _reason(hit, user)) for hit in result.hits]
-    notes: list[str] = []
-    placed = apply_placement(
-        svc.merch,
-        "search",
-        [Candidate(h["item_id"], h["score"], [h["reason"]]) for h in hits],
-        k=page * size,
-        get=svc.search.get,
-        extra=decision.rules,
-    )
-    if placed is not None:
-        by_id = {h["item_id"]: h for h in hits}
-        shaped = []
-        for p in placed.items:
-            row = by_id.get(p.item_id)
-            if row is None:  # a pinned item the query did not match
-                item = svc.search.get(p.item_id)
-                if item is None:
-                    continue
-                row = _hit(item, p.score, "")
-            shaped.append({**row, "reason": "; ".join(r for r in p.reasons if r)})
-        hits = shaped
-        notes = list(placed.notes)
-        if decision.matched:
-            notes.append("query rules: " + ", ".join(decision.matched))
+    result = run(side)
+    hits, placed_notes, fallback = _placed(svc, result, user, page * size, decision.rules)
+    notes = list(placed_notes or [])
+    credits = None
+    if other is not None and arm is not None:  # an interleaving experiment: B answers too
+        hits_b, notes_b, fallback_b = _placed(svc, run(other), user, page * size, decision.rules)
+        hits, credits = _interleaved(hits, hits_b, page * size, arm, unit, q, side, other)
+        notes += [n for n in notes_b or [] if n not in notes]
+        notes.append(
+            f"interleaving experiment {arm.experiment}: a team draft of index version {side.version} "
+            f"({side.mode}, A) and {other.version} ({other.mode}, B)"
+        )
+        fallback = fallback or fallback_b
+        first = (page - 1) * size
+        credits = {
+            "team": credits["team"][first : first + size],
+            "ips": credits["ips"][first : first + size],
+            "versions": credits["versions"],
+        }
+    if decision.matched and placed_notes is not None:
+        notes.append("query rules: " + ", ".join(decision.matched))
     building = svc.search_build
-    if building is not None and building.running and version == svc.search_version:
+    if building is not None and building.running and side.version == svc.search_version:
         notes.append(building.status())
     out = SearchOut(
-        model_version=version,
-        mode=mode,
+        model_version=side.version,
+        mode=side.mode,
         query=q,
         showing_results_for=result.corrected,
         total=result.total,
@@ -227,7 +227,7 @@ def _answer(
         personalised=user is not None,
         notice=notice,
         notes=notes,
-        fallback=bool(placed is not None and placed.fallback),
+        fallback=fallback,
         synonyms=rewritten.expansions,
         took_ms=round(result.took_ms, 3),
     )
@@ -235,45 +235,135 @@ def _answer(
         "search",
         placement="search",
         items=[h.item_id for h in out.hits],
-        version=version,
+        version=logged_version(side.version, credits),
         user_id=pseudo,
         session_id=session_id,
         query=q,
         total=result.total or len(out.hits),  # a query rule's pins are results too
         arm=arm,
+        interleaving=credits,
     )
     out.experiment, out.arm = (arm.experiment, arm.arm) if arm else (None, None)
     return out
 
 
-def _arm_of(svc: Services, unit: str | None) -> tuple[Any, Any, str, str, Assignment | None]:
-    """The engine (and its lock), index version and mode that answer ``unit``, and its experiment
-    arm on the search placement: an arm's index version (loaded in the background on first use:
-    meanwhile the usual answer, no arm) and mode (one its index cannot serve: the usual answer)."""
-    usual = (svc.search, svc.search_lock, svc.search_version, svc.search_mode, None)
+def _placed(
+    svc: Services, result: Any, user: Any, k: int, rules: Any
+) -> tuple[list[dict[str, Any]], list[str] | None, bool]:
+    """One engine's hits as the answer shows them, after the search placement's merchandising
+    rules and the query's rules (pins, boosts, buries); the rules' notes (None: no rule applies
+    here); whether they fell back."""
+    hits = [_hit(hit.item, hit.score, _reason(hit, user)) for hit in result.hits]
+    placed = apply_placement(
+        svc.merch,
+        "search",
+        [Candidate(h["item_id"], h["score"], [h["reason"]]) for h in hits],
+        k=k,
+        get=svc.search.get,
+        extra=rules,
+    )
+    if placed is None:
+        return hits, None, False
+    by_id = {h["item_id"]: h for h in hits}
+    shaped = []
+    for p in placed.items:
+        row = by_id.get(p.item_id)
+        if row is None:  # a pinned item the query did not match
+            item = svc.search.get(p.item_id)
+            if item is None:
+                continue
+            row = _hit(item, p.score, "")
+        shaped.append({**row, "reason": "; ".join(r for r in p.reasons if r)})
+    return shaped, list(placed.notes), bool(placed.fallback)
+
+
+def _interleaved(
+    a: list[dict[str, Any]],
+    b: list[dict[str, Any]],
+    k: int,
+    arm: Assignment,
+    unit: str | None,
+    q: str,
+    side: _Side,
+    other: _Side,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A team draft of two arms' hits (each after the rules) and each slot's credits
+    (``evaluation.experiments.interleave``). The coins are drawn from the experiment, the shopper and
+    the query: the same shopper asking again (or turning the page) sees the same list, and over
+    shoppers the coins are fair, which is all the credits' propensities assume. Past the first
+    ``INTERLEAVE_DEPTH`` results (the propensities' cost grows with the depth) A's remaining hits
+    follow in A's order, credited to neither arm."""
+    seed = int.from_bytes(
+        hashlib.blake2b(f"{arm.experiment}\x00{unit}\x00{q}".encode(), digest_size=8).digest(), "big"
+    )
+    ids_a = [h["item_id"] for h in a[:k]]
+    depth = min(k, INTERLEAVE_DEPTH)
+    mixed = interleave(ids_a[:depth], [h["item_id"] for h in b[:depth]], depth, np.random.default_rng(seed))
+    shown = list(mixed.items)
+    seen = set(shown)
+    rest = [i for i in ids_a if i not in seen][: max(0, k - len(shown))]  # past the draft: A's order
+    rows = {h["item_id"]: h for h in b}
+    rows.update({h["item_id"]: h for h in a})
+    credits = {
+        "team": [*mixed.team, *[0] * len(rest)],
+        "ips": [*mixed.ips, *[0.0] * len(rest)],
+        "versions": [f"{s.version}:{s.mode}" for s in (side, other)],
+    }
+    return [rows[i] for i in shown + rest], credits
+
+
+class _Side(NamedTuple):
+    """What answers one side of a search: an engine, its lock, its index version and mode."""
+
+    engine: Any
+    lock: Any
+    version: str
+    mode: str
+
+
+def _arm_of(svc: Services, unit: str | None) -> tuple[_Side, _Side | None, Assignment | None]:
+    """What answers ``unit``, and its experiment arm on the search placement: an arm's index version
+    (loaded in the background on first use: meanwhile the usual answer, no arm) and mode (one its
+    index cannot serve: the usual answer); for an interleaving experiment arm B's side too (both
+    must be servable, else the usual answer)."""
+    usual = _Side(svc.search, svc.search_lock, svc.search_version, svc.search_mode)
     try:
         arm = svc.feedback.experiments.assignment("search", unit)
     except Exception as exc:  # the store is down: serve as if no experiment ran
         log.warning("search experiment assignment failed; serving without", error=repr(exc))
-        return usual
+        return usual, None, None
     if arm is None:
-        return usual
+        return usual, None, None
+    side = _side_of(svc, arm.index_version, arm.search_mode, arm.arm)
+    if side is None:
+        return usual, None, None
+    if arm.kind != "interleaving":
+        return side, None, arm
+    other = _side_of(svc, arm.partner_index_version, arm.partner_search_mode, arm.arm)
+    if other is None:
+        return usual, None, None
+    return side, other, arm
+
+
+def _side_of(svc: Services, index_version: str | None, search_mode: str | None, label: str) -> _Side | None:
+    """The side serving an index version (None: the active one) in a mode (None: the version's own);
+    None while the version loads or when its index cannot serve the mode."""
     engine, lock, version, mode = svc.search, svc.search_lock, svc.search_version, svc.search_mode
-    if arm.index_version is not None and arm.index_version != svc.search_version:
-        loaded = svc.search_arms.engine(arm.index_version)
+    if index_version is not None and index_version != svc.search_version:
+        loaded = svc.search_arms.engine(index_version)
         if loaded is None:
-            return usual
+            return None
         engine, info, lock = loaded
-        version, mode = arm.index_version, info.mode
-    if arm.search_mode is not None:
+        version, mode = index_version, info.mode
+    if search_mode is not None:
         dense = getattr(getattr(engine, "config", None), "dense", False)
-        if (arm.search_mode in ("dense", "hybrid", "rrf") and not dense) or (
-            arm.search_mode == "ltr" and getattr(engine, "ranker", None) is None
+        if (search_mode in ("dense", "hybrid", "rrf") and not dense) or (
+            search_mode == "ltr" and getattr(engine, "ranker", None) is None
         ):
-            log.warning("search arm's mode not served by its index", arm=arm.arm, mode=arm.search_mode)
-            return usual
-        mode = arm.search_mode
-    return engine, lock, version, mode, arm
+            log.warning("search arm's mode not served by its index", arm=label, mode=search_mode)
+            return None
+        mode = search_mode
+    return _Side(engine, lock, version, mode)
 
 
 def _reason(hit: Any, user: Any) -> str:
