@@ -7,16 +7,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from shelfwise.api.app import create_app
 from shelfwise.evaluation.experiment_service import ExperimentSpec
+from shelfwise.evaluation.experiments import shown_propensities
 from shelfwise.serving.search_service import index_registry
 from shelfwise.store.impressions import get_impressions
 from tests.integration.api_fixtures import API_KEY, Served, reader
 
 ADMIN = {"X-API-Key": API_KEY}
+EXAM = [1.0, 0.5, 0.3]  # an interleaving experiment's examination curve
 
 
 @pytest.fixture
@@ -136,6 +139,7 @@ def test_a_search_interleaving_experiment_serves_team_drafts_and_credits_clicks(
             placement="search",
             kind="interleaving",
             arms=[{"name": "current", "share": 0.5}, {"name": "half", "share": 0.5, "index_version": other}],
+            examination=EXAM,
         )
     )
     assert svc.search_arms.wait(other)
@@ -183,6 +187,13 @@ def test_a_search_interleaving_experiment_serves_team_drafts_and_credits_clicks(
     assert (imp.arm, imp.experiment) == ("interleaved", "search-inter")
     assert imp.version == f"{svc.search_version}:{svc.search_mode}+{other}:bm25"
     assert len(imp.interleaving["team"]) == len(imp.interleaving["ips"]) == 10
+    # the credits divide by the experiment's examination curve (the last value holds deeper down)
+    exam = [EXAM[min(r, len(EXAM) - 1)] for r in range(10)]
+    q = shown_propensities(a, b, 10, exam)
+    gain = [{item: 1 / np.log2(r + 2) for r, item in enumerate(x)} for x in (a, b)]
+    served = [h["item_id"] for h in bodies[0]["hits"]]
+    expected = [round((gain[0].get(d, 0.0) - gain[1].get(d, 0.0)) / q[d], 6) for d in served]
+    assert imp.interleaving["ips"] == pytest.approx(expected)
     page_two = logged[second.json()["search_id"]].interleaving
     assert page_two["ips"] == imp.interleaving["ips"][5:]  # page 2's slots keep their credits
     status = svc.feedback.experiments.status("search-inter", persist=False)

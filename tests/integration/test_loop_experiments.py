@@ -372,3 +372,89 @@ def test_cli_creates_and_reads_an_interleaving_experiment(store_url: str) -> Non
         and "preferred: none yet" in r.stdout
         and "nan" not in r.stdout
     )
+    assert "examination curve: assumed: 1/log2(r + 1)" in r.stdout
+    # the examination curve: given, or fitted on the placement's randomised lists (none here)
+    r = runner.invoke(
+        app,
+        [*base, "--name", "i2", "--arm", "a:0.5:v1", "--arm", "b:0.5:v2", "--examination", "1,0.5,x"],
+    )
+    assert r.exit_code == 2 and "expected 'fitted' or numbers" in r.stderr
+    r = runner.invoke(
+        app,
+        [*base, "--name", "i2", "--arm", "a:0.5:v1", "--arm", "b:0.5:v2", "--examination", "1,1.5"],
+    )
+    assert r.exit_code == 2 and "must be in (0, 1]" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(
+        app,
+        [*base, "--name", "i2", "--arm", "a:0.5:v1", "--arm", "b:0.5:v2", "--examination", "fitted"],
+    )
+    assert r.exit_code == 2 and "needs 1,000 and 100" in r.stderr
+    assert runner.invoke(app, ["experiment", "stop", "i1", "--db", store_url]).exit_code == 0
+    r = runner.invoke(
+        app,
+        [*base, "--name", "i2", "--arm", "a:0.5:v1", "--arm", "b:0.5:v2", "--examination", "1,0.5", "--json"],
+    )
+    assert r.exit_code == 0 and json.loads(r.stdout)["spec"]["examination"] == [1.0, 0.5]
+
+
+def test_the_examination_curve_is_fitted_on_randomised_lists_and_carried_to_the_credits(store: Store) -> None:
+    """Lists in random order (an exploration slot's) with clicks from a known position model give
+    back its examination curve; lists a fixed ranker served (always the same item first, always
+    clicked) are left out, since they cannot tell an item's pull from its slot's."""
+    from shelfwise.core.clock import now_ms
+
+    truth = np.array([1.0, 0.7, 0.55, 0.45, 0.4, 0.35, 0.3, 0.28, 0.25, 0.22])
+    rng = np.random.default_rng(5)
+    items = [f"p{n}" for n in range(40)]
+    pull = dict(zip(items, rng.uniform(0.1, 0.6, len(items)), strict=True))
+    start = now_ms() - DAY
+    imps, events = [], []
+    svc = ExperimentService(store)
+    with pytest.raises(ExperimentError, match="has 0 randomised lists"):
+        svc.fitted_examination("home")
+    for n in range(2_000):
+        shown = tuple(rng.permutation(items)[:10]) if n % 4 else tuple(items[:10])
+        imp = Impression(
+            answer_id(start + n),
+            "rec",
+            "home",
+            shown,
+            start + n,
+            user_id=f"user-{n}",
+            propensities=(0.1,) * 10 if n % 4 else None,
+        )
+        imps.append(imp)
+        for pos, item in enumerate(shown, 1):
+            fixed = n % 4 == 0
+            if (pos == 1 and fixed) or (not fixed and rng.random() < truth[pos - 1] * pull[item]):
+                events.append(
+                    Event(
+                        event_id=f"c-{n}-{pos}",
+                        type=EventType.CLICK,
+                        ts=imp.ts + 5,
+                        user_id=f"user-{n}",
+                        item_id=item,
+                        context={"rec_id": imp.answer_id, "position": pos},
+                    )
+                )
+    log_impressions(store, imps)
+    store.append_events(events)
+    attribute_events(store, events)
+    curve, source = svc.fitted_examination("home")
+    assert len(curve) == 200 and source.startswith("fitted: position model on 1,500 randomised lists")
+    assert np.abs(np.array(curve[:10]) - truth).max() < 0.08, curve[:10]
+    assert curve[10] < curve[9] and all(0 < x <= 1 for x in curve)
+    svc.create(
+        spec(
+            "fitted-exam",
+            kind="interleaving",
+            examination=curve,
+            examination_source=source,
+            arms=[Arm(name="old", share=0.5, version="v1"), Arm(name="new", share=0.5, version="v2")],
+        )
+    )
+    a = svc.assignment("home", "user-1", now=T0 + 1)
+    assert a is not None and a.examination == tuple(curve)
+    assert svc.status("fitted-exam", persist=False)["examination_source"] == source
+    with pytest.raises(ValueError, match="for interleaving experiments"):
+        spec("ab-exam", examination=[1.0, 0.5])

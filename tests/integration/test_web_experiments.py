@@ -106,6 +106,7 @@ def test_the_experiments_page_shows_an_interleaving_experiment_and_its_credits(c
     assert "inter-page" in html and "interleaving current vs next" in html
     assert "inverse propensity (primary)" in html and "team draft" in html and "v-next" in html
     assert "keep running: no credible preference yet" in html
+    assert "Examination curve (what the inverse-propensity credit divides by): assumed: 1/log2(r + 1)" in html
     assert "<b>home</b>" not in html and "&lt;b&gt;home&lt;/b&gt;" in html
     (e,) = [
         x

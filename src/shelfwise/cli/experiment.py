@@ -374,11 +374,18 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _side(arm: dict[str, Any]) -> str:
+    """What an interleaving arm serves: a model version, or on search an index version and mode."""
+    if arm.get("index_version") or arm.get("search_mode"):
+        return f"index {arm.get('index_version') or 'active'}, {arm.get('search_mode') or 'its own mode'}"
+    return arm.get("version") or "active"
+
+
 def _interleaving_human(out: dict[str, Any]) -> str:
     a, b = out["arms"]
     lines = [
         f"{out['name']} on {out['placement']}: {out['status']}, interleaving "
-        f"{a['arm']} ({a['version'] or 'active'}) vs {b['arm']} ({b['version'] or 'active'})",
+        f"{a['arm']} ({_side(a)}) vs {b['arm']} ({_side(b)})",
         f"  {out['units']:,} shoppers, {out['impressions']:,} answers, {out['clicks']:,} clicks; "
         f"answers won: {', '.join(f'{k} {v:,}' for k, v in out['impression_wins'].items())}",
     ]
@@ -389,6 +396,7 @@ def _interleaving_human(out: dict[str, Any]) -> str:
             f"  {key.replace('_', ' ')} credit{primary}: {r['mean']:+.4g} per shopper {interval} "
             f"(A minus B), always-valid p = {r['sequential_p']:.3g}"
         )
+    lines.append(f"  examination curve: {out.get('examination_source')}")
     lines.append(f"  preferred: {out['preferred'] or 'none yet'}")
     return "\n".join(lines)
 
@@ -459,6 +467,15 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
         traffic: Annotated[
             str, typer.Option("--traffic", help="FROM:TO share of the placement's traffic, e.g. 0:0.5")
         ] = "0:1",
+        examination: Annotated[
+            str | None,
+            typer.Option(
+                "--examination",
+                help="interleaving: the chance a shopper looks at each slot, which the credits divide by: "
+                "'fitted' (the position click model fitted on the placement's randomised lists and "
+                "attributed clicks of the last 30 days) or P(slot 1),P(slot 2),… (default 1/log2(r + 1))",
+            ),
+        ] = None,
         salt: Annotated[str | None, typer.Option("--salt", help="assignment salt (default: random)")] = None,
         start: Annotated[str | None, typer.Option("--start", help="ISO-8601 start (default: now)")] = None,
         end: Annotated[
@@ -494,6 +511,14 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
             }
             if salt is not None:
                 fields["salt"] = salt
+            if examination is not None and examination.strip() != "fitted":
+                try:
+                    fields["examination"] = [float(x) for x in examination.split(",")]
+                except ValueError:
+                    raise ConfigError(
+                        f"--examination {examination!r}: expected 'fitted' or numbers like 1,0.6,0.45"
+                    ) from None
+                fields["examination_source"] = "given with --examination"
             try:
                 spec = ExperimentSpec(**fields)
             except ValidationError as exc:
@@ -501,7 +526,18 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
                 where = ".".join(str(p) for p in first["loc"]) or "experiment"
                 raise ConfigError(f"experiment {name!r}: {where}: {first['msg']}") from None
             with open_db(db) as store:
-                row = ExperimentService(store).create(spec)
+                svc = ExperimentService(store)
+                if examination is not None and examination.strip() == "fitted":
+                    if kind != "interleaving":
+                        raise ConfigError(
+                            "--examination is for interleaving experiments (--kind interleaving)"
+                        )
+                    curve, source = svc.fitted_examination(placement)
+                    spec = spec.model_copy(update={"examination": curve, "examination_source": source})
+                    typer.echo(
+                        f"examination curve {source}: {', '.join(f'{x:g}' for x in curve[:10])}, …", err=True
+                    )
+                row = svc.create(spec)
             emit(_row(row), as_json, lambda o: f"created experiment {o['name']} on {o['placement']}")
 
     @experiment_app.command("status")

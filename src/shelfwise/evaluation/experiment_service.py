@@ -62,6 +62,9 @@ class ExperimentError(ShelfwiseError):
     exit_code = 2
 
 
+INTERLEAVE_EXAM_SLOTS = 200  # an examination curve's longest length (slots deeper keep the last value)
+
+
 class Arm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -109,6 +112,16 @@ class ExperimentSpec(BaseModel):
         0.05, gt=0, le=1, description="mixture SPRT spread: the relative effect size one expects"
     )
     cuped_days: float = Field(14.0, ge=0, le=365, description="pre-period length for CUPED (0: off)")
+    examination: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=INTERLEAVE_EXAM_SLOTS,
+        description="interleaving: P(a shopper looks at slot r), r = 1, 2, …, which the inverse-propensity "
+        "credit divides by (the last value holds deeper down); None: 1/log2(r + 1)",
+    )
+    examination_source: str | None = Field(
+        None, max_length=300, description="where the examination curve came from (shown with the status)"
+    )
 
     @field_validator("arms")
     @classmethod
@@ -154,10 +167,19 @@ class ExperimentSpec(BaseModel):
                     raise ValueError(
                         "an interleaving experiment's two arms must serve different model versions"
                     )
+        if self.examination is not None:
+            if self.kind != "interleaving":
+                raise ValueError(
+                    "an examination curve is for interleaving experiments (their credits divide by it)"
+                )
+            bad = [x for x in self.examination if not 0 < x <= 1]
+            if bad:
+                raise ValueError(f"examination probabilities must be in (0, 1]; got {bad[0]:g}")
         return self
 
 
 INTERLEAVED = "interleaved"  # the arm label of an interleaving experiment's answers
+DEFAULT_EXAMINATION = "assumed: 1/log2(r + 1)"
 
 
 @dataclass(frozen=True)
@@ -173,6 +195,7 @@ class Assignment:
     partner: str | None = None
     partner_index_version: str | None = None
     partner_search_mode: str | None = None
+    examination: tuple[float, ...] | None = None  # interleaving: the credits' examination curve
 
 
 def traffic_position(unit_id: str, placement: str) -> float:
@@ -302,6 +325,7 @@ class ExperimentService:
                     partner=arms[1].get("version"),
                     partner_index_version=arms[1].get("index_version"),
                     partner_search_mode=arms[1].get("search_mode"),
+                    examination=tuple(s["examination"]) if s.get("examination") else None,
                 )
             name = assign(unit_id, row.name, s["salt"], [a["name"] for a in arms], [a["share"] for a in arms])
             arm = next(a for a in arms if a["name"] == name)
@@ -309,6 +333,54 @@ class ExperimentService:
                 row.name, name, arm.get("version"), arm.get("index_version"), arm.get("search_mode")
             )
         return None
+
+    def fitted_examination(
+        self,
+        placement: str,
+        *,
+        days: float = 30.0,
+        k: int = 10,
+        min_lists: int = 1_000,
+        min_clicks: int = 100,
+    ) -> tuple[list[float], str]:
+        """The chance a shopper looks at each slot of ``placement``, for an interleaving
+        experiment's credits: the position-based click model (Chuklin et al. 2015) fitted by EM on
+        the placement's lists of the last ``days`` whose order had chance in it (an exploration
+        slot or an interleaving draft: a fixed ranker always puts the same item in the same slot,
+        which cannot tell an item's pull from its slot's) and their attributed clicks; scaled so
+        slot 1 is 1. Slots past ``k`` follow 1/log2(r + 1) from slot ``k``'s value. Returns the
+        curve and a line saying where it came from; an error when too few lists or clicks."""
+        from shelfwise.evaluation.click_models import fit_position, log_from_impressions
+        from shelfwise.store.impressions import clicked_positions, iter_impressions
+
+        since = now_ms() - int(days * 86_400_000)
+        served = [
+            imp
+            for imp in iter_impressions(self.store, placement=placement, since=since)
+            if imp.propensities is not None or imp.interleaving
+        ]
+        clicked = clicked_positions(self.store, [imp.answer_id for imp in served])
+        pairs = [(answer, pos) for answer, positions in clicked.items() for pos in positions]
+        log, _ = log_from_impressions(served, pairs, k=k)
+        clicks = int(log.clicks.sum())
+        if len(log) < min_lists or clicks < min_clicks:
+            raise ExperimentError(
+                f"placement {placement!r} has {len(log):,} randomised lists of {k} or more with "
+                f"{clicks:,} attributed clicks in the last {days:g} days; fitting the examination "
+                f"curve needs {min_lists:,} and {min_clicks:,}",
+                hint="run an exploration slot or an interleaving experiment there first, or give "
+                "the curve (--examination 1,0.6,0.45,…)",
+            )
+        gamma = np.asarray(fit_position(log).gamma, np.float64)
+        head = np.clip(gamma / max(float(gamma[0]), 1e-9), 0.01, 1.0)
+        deeper = np.arange(k + 1, INTERLEAVE_EXAM_SLOTS + 1, dtype=np.float64)
+        tail = head[-1] * np.log2(k + 1.0) / np.log2(deeper + 1.0)
+        curve = [round(float(x), 4) for x in np.concatenate([head, np.clip(tail, 0.01, 1.0)])]
+        source = (
+            f"fitted: position model on {len(log):,} randomised lists ({clicks:,} clicks) of "
+            f"{placement!r}, last {days:g} days; slots past {k} follow 1/log2(r + 1)"
+        )
+        return curve, source
 
     def _read_running(self, _last: _ByPlacement | None) -> _ByPlacement:
         """The running experiments by placement, from the store."""
@@ -470,6 +542,8 @@ class ExperimentService:
             "impression_wins": {arms[0]: wins["a"], arms[1]: wins["b"], "tie": wins["tie"]},
             "credit": {"inverse_propensity": results["ips"], "team_draft": results["team"]},
             "primary_credit": "inverse_propensity",
+            "examination": spec.get("examination"),
+            "examination_source": spec.get("examination_source") or DEFAULT_EXAMINATION,
             "preferred": (arms[0] if head["mean"] > 0 else arms[1]) if head["sequential_reject"] else None,
             "trustworthy": True,
         }

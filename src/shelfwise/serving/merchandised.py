@@ -142,7 +142,7 @@ def interleaved(
     name = PLACEMENT_OF.get(placement, placement)
     sa = merchandise(merch, a, placement=name, k=k, get=get)
     sb = merchandise(merch, b, placement=name, k=k, get=get)
-    mixed = interleave(sa.items[:k], sb.items[:k], k, np.random.default_rng())
+    mixed = interleave(sa.items[:k], sb.items[:k], k, np.random.default_rng(), arm.examination)
     of = {i: (s, r) for i, s, r in zip(sb.items, sb.scores, sb.reasons, strict=True)}
     of.update({i: (s, r) for i, s, r in zip(sa.items, sa.scores, sa.reasons, strict=True)})
     note = (

@@ -86,6 +86,7 @@ def interleaving_view(status: dict[str, Any]) -> dict[str, Any]:
             for x in status["arms"]
         ],
         "search": status["placement"] == "search",
+        "examination": status.get("examination_source") or "",
         "units": status["units"],
         "impressions": status["impressions"],
         "clicks": status["clicks"],

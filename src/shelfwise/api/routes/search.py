@@ -298,7 +298,13 @@ def _interleaved(
     )
     ids_a = [h["item_id"] for h in a[:k]]
     depth = min(k, INTERLEAVE_DEPTH)
-    mixed = interleave(ids_a[:depth], [h["item_id"] for h in b[:depth]], depth, np.random.default_rng(seed))
+    mixed = interleave(
+        ids_a[:depth],
+        [h["item_id"] for h in b[:depth]],
+        depth,
+        np.random.default_rng(seed),
+        arm.examination,
+    )
     shown = list(mixed.items)
     seen = set(shown)
     rest = [i for i in ids_a if i not in seen][: max(0, k - len(shown))]  # past the draft: A's order
