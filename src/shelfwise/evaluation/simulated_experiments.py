@@ -201,16 +201,22 @@ def team_drafts(order_a: np.ndarray, order_b: np.ndarray, n_items: int) -> dict[
 
 
 def ips_credits(
-    order_a: np.ndarray, order_b: np.ndarray, shown: np.ndarray, n_items: int, exam: np.ndarray
+    order_a: np.ndarray,
+    order_b: np.ndarray,
+    shown: np.ndarray,
+    n_items: int,
+    exam: np.ndarray,
+    gain: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inverse-propensity credit of a click on each slot of every team draft (``shown`` (n, S, k)
     from :func:`team_drafts`, the S drafts equally likely), as served
     (:func:`~shelfwise.evaluation.experiments.interleave`): ``(g_A(d) - g_B(d)) / q(d)``, ``g`` the
     DCG discount of the item's rank in each top k, ``q(d)`` = sum over drafts and slots of
-    P(draft) × ``exam``[slot] where the draft shows ``d``."""
+    P(draft) × ``exam``[slot] where the draft shows ``d``. ``gain``: ``g`` by rank instead of the
+    DCG discount (a trial compares shapes)."""
     n, s, k = shown.shape
     rows = np.arange(n)[:, None]
-    disc = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+    disc = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64)) if gain is None else gain
     w = np.zeros((n, n_items))
     w[rows, order_a] += disc
     w[rows, order_b] -= disc
