@@ -458,3 +458,30 @@ def test_the_examination_curve_is_fitted_on_randomised_lists_and_carried_to_the_
     assert svc.status("fitted-exam", persist=False)["examination_source"] == source
     with pytest.raises(ValueError, match="for interleaving experiments"):
         spec("ab-exam", examination=[1.0, 0.5])
+
+
+def test_cli_reads_a_search_interleaving_experiment_by_its_index_versions_and_modes(store_url: str) -> None:
+    from shelfwise.cli.main import app
+
+    runner = CliRunner()
+    r = runner.invoke(
+        app,
+        [
+            "experiment", "create", "--db", store_url, "--placement", "search", "--kind", "interleaving",
+            "--name", "s1", "--arm", "current:0.5", "--arm", "keyword:0.5:::bm25",
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["experiment", "status", "s1", "--db", store_url])
+    assert (
+        r.exit_code == 0
+        and "interleaving current (index active, its own mode) vs keyword (index active, bm25)" in r.stdout
+    )
+    r = runner.invoke(
+        app,
+        [
+            "experiment", "create", "--db", store_url, "--placement", "search", "--kind", "interleaving",
+            "--name", "s2", "--arm", "a:0.5:v1", "--arm", "b:0.5:v2", "--traffic", "0.5:1",
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 2 and "not model versions" in r.stderr and len(r.stderr.strip().splitlines()) == 1

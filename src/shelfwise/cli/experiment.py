@@ -374,9 +374,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _side(arm: dict[str, Any]) -> str:
+def _side(arm: dict[str, Any], placement: str) -> str:
     """What an interleaving arm serves: a model version, or on search an index version and mode."""
-    if arm.get("index_version") or arm.get("search_mode"):
+    if placement == "search":
         return f"index {arm.get('index_version') or 'active'}, {arm.get('search_mode') or 'its own mode'}"
     return arm.get("version") or "active"
 
@@ -385,7 +385,7 @@ def _interleaving_human(out: dict[str, Any]) -> str:
     a, b = out["arms"]
     lines = [
         f"{out['name']} on {out['placement']}: {out['status']}, interleaving "
-        f"{a['arm']} ({_side(a)}) vs {b['arm']} ({_side(b)})",
+        f"{a['arm']} ({_side(a, out['placement'])}) vs {b['arm']} ({_side(b, out['placement'])})",
         f"  {out['units']:,} shoppers, {out['impressions']:,} answers, {out['clicks']:,} clicks; "
         f"answers won: {', '.join(f'{k} {v:,}' for k, v in out['impression_wins'].items())}",
     ]
