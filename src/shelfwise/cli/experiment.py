@@ -30,14 +30,10 @@ def _click_settings(url: str, *, required: bool) -> dict[str, Any] | None:
     the winner's simulator settings, or None when the store has too few lists (and ``required``
     is false)."""
     from shelfwise.core.errors import InputFileError
-    from shelfwise.evaluation.click_models import choose_click_model, log_from_impressions
-    from shelfwise.store.impressions import clicked_positions, iter_impressions
+    from shelfwise.evaluation.click_models import choose_click_model, logged_click_log
 
     with open_db(url) as store:
-        served = iter_impressions(store)
-        clicked = clicked_positions(store, [imp.answer_id for imp in served])
-    pairs = [(answer, pos) for answer, positions in clicked.items() for pos in positions]
-    log, _ = log_from_impressions(served, pairs, k=CLICK_K)
+        log = logged_click_log(store, k=CLICK_K)
     try:
         return choose_click_model(log)
     except ValueError as exc:
@@ -511,7 +507,8 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
             }
             if salt is not None:
                 fields["salt"] = salt
-            if examination is not None and examination.strip() != "fitted":
+            fitted = examination is not None and examination.strip() == "fitted"
+            if examination is not None and not fitted:
                 try:
                     fields["examination"] = [float(x) for x in examination.split(",")]
                 except ValueError:
@@ -527,7 +524,7 @@ def _register_lifecycle(experiment_app: typer.Typer) -> None:
                 raise ConfigError(f"experiment {name!r}: {where}: {first['msg']}") from None
             with open_db(db) as store:
                 svc = ExperimentService(store)
-                if examination is not None and examination.strip() == "fitted":
+                if fitted:
                     if kind != "interleaving":
                         raise ConfigError(
                             "--examination is for interleaving experiments (--kind interleaving)"

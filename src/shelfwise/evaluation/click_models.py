@@ -23,7 +23,7 @@ event a model rules out (a second click under the cascade) costs ``log(FLOOR)``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -317,6 +317,26 @@ def log_from_impressions(
     if not rows:
         return ClickLog(np.zeros((0, k), np.int64), np.zeros((0, k), bool)), ids
     return ClickLog(np.asarray(rows, np.int64), np.asarray(marks, bool)), ids
+
+
+def logged_click_log(
+    store: Any,
+    *,
+    k: int = 10,
+    placement: str | None = None,
+    since: int | None = None,
+    keep: Callable[[Any], bool] | None = None,
+) -> ClickLog:
+    """A store's served lists (of ``placement``, from ``since``; those ``keep`` accepts) and their
+    attributed clicks as a ``ClickLog`` of length-``k`` lists (``log_from_impressions``)."""
+    from shelfwise.store.impressions import clicked_positions, iter_impressions
+
+    served = [
+        imp for imp in iter_impressions(store, placement=placement, since=since) if keep is None or keep(imp)
+    ]
+    clicked = clicked_positions(store, [imp.answer_id for imp in served])
+    pairs = [(answer, pos) for answer, positions in clicked.items() for pos in positions]
+    return log_from_impressions(served, pairs, k=k)[0]
 
 
 def simulator_settings(fitted: FittedClickModel) -> dict[str, Any]:

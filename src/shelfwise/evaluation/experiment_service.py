@@ -63,6 +63,7 @@ class ExperimentError(ShelfwiseError):
 
 
 INTERLEAVE_EXAM_SLOTS = 200  # an examination curve's longest length (slots deeper keep the last value)
+Curve = list[float]  # P(a shopper looks at slot r), r = 1, 2, … (``ExperimentService.list`` hides ``list``)
 
 
 class Arm(BaseModel):
@@ -342,7 +343,7 @@ class ExperimentService:
         k: int = 10,
         min_lists: int = 1_000,
         min_clicks: int = 100,
-    ) -> tuple[list[float], str]:
+    ) -> tuple[Curve, str]:
         """The chance a shopper looks at each slot of ``placement``, for an interleaving
         experiment's credits: the position-based click model (Chuklin et al. 2015) fitted by EM on
         the placement's lists of the last ``days`` whose order had chance in it (an exploration
@@ -350,18 +351,15 @@ class ExperimentService:
         which cannot tell an item's pull from its slot's) and their attributed clicks; scaled so
         slot 1 is 1. Slots past ``k`` follow 1/log2(r + 1) from slot ``k``'s value. Returns the
         curve and a line saying where it came from; an error when too few lists or clicks."""
-        from shelfwise.evaluation.click_models import fit_position, log_from_impressions
-        from shelfwise.store.impressions import clicked_positions, iter_impressions
+        from shelfwise.evaluation.click_models import fit_position, logged_click_log
 
-        since = now_ms() - int(days * 86_400_000)
-        served = [
-            imp
-            for imp in iter_impressions(self.store, placement=placement, since=since)
-            if imp.propensities is not None or imp.interleaving
-        ]
-        clicked = clicked_positions(self.store, [imp.answer_id for imp in served])
-        pairs = [(answer, pos) for answer, positions in clicked.items() for pos in positions]
-        log, _ = log_from_impressions(served, pairs, k=k)
+        log = logged_click_log(
+            self.store,
+            k=k,
+            placement=placement,
+            since=now_ms() - int(days * 86_400_000),
+            keep=lambda imp: imp.propensities is not None or bool(imp.interleaving),
+        )
         clicks = int(log.clicks.sum())
         if len(log) < min_lists or clicks < min_clicks:
             raise ExperimentError(

@@ -27,7 +27,7 @@ from shelfwise.api.schemas import (
     SearchOut,
 )
 from shelfwise.core.logging import get_logger
-from shelfwise.evaluation.experiment_service import Assignment
+from shelfwise.evaluation.experiment_service import INTERLEAVE_EXAM_SLOTS, Assignment
 from shelfwise.evaluation.experiments import interleave
 from shelfwise.merchandising.engine import Candidate
 from shelfwise.search.facets import ATTRIBUTE_FACETS
@@ -38,7 +38,9 @@ from shelfwise.store.journal import store_unavailable
 
 router = APIRouter(route_class=Bound)
 log = get_logger(__name__)
-INTERLEAVE_DEPTH = 200  # results a search interleaving experiment team-drafts (~5 ms of propensities)
+# results a search interleaving experiment team-drafts (~5 ms of propensities): as deep as an
+# experiment's examination curve reaches
+INTERLEAVE_DEPTH = INTERLEAVE_EXAM_SLOTS
 # name:value with a known facet name and a value that is not blank, as the route reads it (the
 # name may have spaces or tabs around it; the value needs one character strip() keeps)
 ATTRIBUTE_PAIR = rf"^[ \t]*(?:{'|'.join(ATTRIBUTE_FACETS)})[ \t]*:.*{NOT_BLANK}"
